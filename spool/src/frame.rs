@@ -1,0 +1,103 @@
+//! Framing: length, CRC32C, record (docs/FORMAT.md §3.2).
+
+/// Bytes before the record in a frame.
+pub const FRAME_HEADER_LEN: usize = 8;
+/// The smallest record: the common header.
+pub const MIN_RECORD_LEN: usize = crate::record::RECORD_HEADER_LEN;
+/// The largest record a frame may hold.
+pub const MAX_RECORD_LEN: usize = 64 << 20;
+
+/// Reserves a frame header at the end of `out`; returns its offset for
+/// [`finish_frame`].
+#[inline]
+pub fn begin_frame(out: &mut Vec<u8>) -> usize {
+    let at = out.len();
+    out.extend_from_slice(&[0u8; FRAME_HEADER_LEN]);
+    at
+}
+
+/// Fills in the frame header started at `at`; returns the record bytes'
+/// range within `out`.
+#[inline]
+pub fn finish_frame(out: &mut [u8], at: usize) -> std::ops::Range<usize> {
+    let start = at + FRAME_HEADER_LEN;
+    let len = (out.len() - start) as u32;
+    out[at..at + 4].copy_from_slice(&len.to_le_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&len.to_le_bytes()), &out[start..]);
+    out[at + 4..at + 8].copy_from_slice(&crc.to_le_bytes());
+    start..out.len()
+}
+
+/// What lies at an offset of a segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameAt {
+    /// A well-formed frame whose record is `buf[start..end]`.
+    Frame { start: usize, end: usize },
+    /// Nothing: the offset is the end of the data.
+    End,
+    /// Fewer bytes than a whole frame: a write under way or cut short.
+    Incomplete,
+    /// A length out of bounds or a CRC mismatch.
+    Bad(BadFrame),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadFrame {
+    Length(u32),
+    Crc,
+}
+
+impl std::fmt::Display for BadFrame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BadFrame::Length(n) => write!(f, "frame length {n} out of bounds"),
+            BadFrame::Crc => write!(f, "frame CRC mismatch"),
+        }
+    }
+}
+
+/// Examines the frame at `off` in `buf`.
+#[inline]
+pub fn frame_at(buf: &[u8], off: usize) -> FrameAt {
+    let rest = buf.len() - off;
+    if rest == 0 {
+        return FrameAt::End;
+    }
+    if rest < FRAME_HEADER_LEN {
+        return FrameAt::Incomplete;
+    }
+    let len = u32::from_le_bytes(buf[off..off + 4].try_into().expect("4 bytes"));
+    let crc = u32::from_le_bytes(buf[off + 4..off + 8].try_into().expect("4 bytes"));
+    if (len as usize) < MIN_RECORD_LEN || len as usize > MAX_RECORD_LEN {
+        return FrameAt::Bad(BadFrame::Length(len));
+    }
+    let start = off + FRAME_HEADER_LEN;
+    let end = start + len as usize;
+    if end > buf.len() {
+        return FrameAt::Incomplete;
+    }
+    let want = crc32c::crc32c_append(crc32c::crc32c(&buf[off..off + 4]), &buf[start..end]);
+    if want != crc {
+        return FrameAt::Bad(BadFrame::Crc);
+    }
+    FrameAt::Frame { start, end }
+}
+
+/// After damage at `from`, looks for a later well-formed frame holding one
+/// of the next expected sequence numbers. A write cut short by a crash never
+/// leaves one; damage in the middle of the data does.
+pub fn find_later_frame(buf: &[u8], from: usize, expected_seq: u64) -> Option<usize> {
+    let mut off = from + 1;
+    while off + FRAME_HEADER_LEN + MIN_RECORD_LEN <= buf.len() {
+        let seq_at = off + FRAME_HEADER_LEN + 4;
+        let seq = u64::from_le_bytes(buf[seq_at..seq_at + 8].try_into().expect("8 bytes"));
+        if seq >= expected_seq
+            && seq < expected_seq.saturating_add(1 << 20)
+            && matches!(frame_at(buf, off), FrameAt::Frame { .. })
+        {
+            return Some(off);
+        }
+        off += 1;
+    }
+    None
+}

@@ -1,0 +1,547 @@
+//! Verification of a spool, offline, from a copy, with only the first
+//! public key (docs/FORMAT.md §7). Names the first bad segment, offset and
+//! sequence number and the reason.
+
+use crate::codec::put_bytes8;
+use crate::frame::{FrameAt, frame_at};
+use crate::hash::{Hash, ZERO32, chain_hash, hex, leaf_hash, sha256};
+use crate::keys::{CHECKPOINT_CONTEXT, EPOCH_KEY_CONTEXT, RECEIPT_CONTEXT, verify_signature};
+use crate::merkle::Frontier;
+use crate::record::{Kind, Payload, Record, RecoveryCause, SIGNATURE_LEN};
+use crate::segment::{SegmentHeader, list_segments};
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// Heartbeat interval assumed before any `start` record.
+pub const DEFAULT_HEARTBEAT_NS: u64 = 60_000_000_000;
+
+/// Why verification could not run at all (exit code 2).
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}: not a spool (no segment files)")]
+    NotASpool(PathBuf),
+}
+
+/// The first problem found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub segment: u64,
+    pub offset: u64,
+    pub seq: u64,
+    pub reason: String,
+}
+
+/// A recovery record that explains the end of a segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveryNote {
+    pub segment: u64,
+    pub cause: &'static str,
+    pub offset: u64,
+    pub len: u64,
+}
+
+/// A stretch without records longer than the heartbeat interval.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimeGap {
+    pub from_seq: u64,
+    pub to_seq: u64,
+    pub from_ts: i64,
+    pub to_ts: i64,
+    pub seconds: f64,
+    pub cause: &'static str,
+}
+
+/// What verification found.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub segments: u64,
+    pub records: u64,
+    pub bytes: u64,
+    pub entries: u64,
+    pub checkpoints: u64,
+    pub epoch_transitions: u64,
+    pub unsigned_tail: u64,
+    pub recoveries: Vec<RecoveryNote>,
+    pub tail_in_progress_bytes: u64,
+    pub time_gaps: Vec<TimeGap>,
+    /// (seq, expected_ts, observed_ts)
+    pub clock_steps: Vec<(u64, i64, i64)>,
+    /// (seq, code, detail)
+    pub alerts: Vec<(u64, u16, String)>,
+    pub receipts: u64,
+    pub first_ts: Option<i64>,
+    pub last_ts: Option<i64>,
+    pub agent_id: Option<String>,
+    pub first_pubkey: Option<[u8; 32]>,
+    pub key_authenticated: bool,
+    pub epoch: u64,
+    pub tree_size: u64,
+    pub root: Hash,
+    pub head: Hash,
+    pub ignored_files: Vec<String>,
+    pub failure: Option<Failure>,
+}
+
+impl Report {
+    pub fn ok(&self) -> bool {
+        self.failure.is_none()
+    }
+}
+
+/// Where a record was found, for callers that read the records.
+#[derive(Debug, Clone, Copy)]
+pub struct Location {
+    pub segment: u64,
+    pub offset: u64,
+}
+
+struct Prev {
+    no: u64,
+    last_seq: u64,
+    file_len: u64,
+    /// Where the log of that segment ended (the recovery's region offset).
+    end: u64,
+    region_sha256: Hash,
+    region_starts_with_frame: bool,
+}
+
+struct State<'v> {
+    trusted: Option<[u8; 32]>,
+    next_seq: u64,
+    head: Hash,
+    frontier: Frontier,
+    epoch: u64,
+    key: Option<[u8; 32]>,
+    agent_id: Option<String>,
+    checkpoint_roots: HashMap<u64, Hash>,
+    heartbeat_ns: u64,
+    prev_ts: Option<(u64, i64, Kind)>,
+    report: Report,
+    visitor: &'v mut dyn FnMut(Location, &Record<'_>, &[u8]),
+}
+
+
+/// Verifies the spool in `dir`. `pubkey` is the host's first public key;
+/// without it the key in the genesis record is used (and the report says the
+/// key is not authenticated). `visitor` sees every record that passed.
+pub fn verify_spool(
+    dir: &Path,
+    pubkey: Option<[u8; 32]>,
+    visitor: &mut dyn FnMut(Location, &Record<'_>, &[u8]),
+) -> Result<Report, VerifyError> {
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| VerifyError::Io { path, source }
+    };
+    let (segs, other) = list_segments(dir).map_err(io(dir))?;
+    if segs.is_empty() {
+        return Err(VerifyError::NotASpool(dir.to_owned()));
+    }
+    let mut s = State {
+        trusted: pubkey,
+        next_seq: 0,
+        head: ZERO32,
+        frontier: Frontier::new(),
+        epoch: 0,
+        key: None,
+        agent_id: None,
+        checkpoint_roots: HashMap::new(),
+        heartbeat_ns: DEFAULT_HEARTBEAT_NS,
+        prev_ts: None,
+        report: Report {
+            ignored_files: other,
+            ..Report::default()
+        },
+        visitor,
+    };
+    let mut prev: Option<Prev> = None;
+    for (i, (no, path)) in segs.iter().enumerate() {
+        let expected_no = prev.as_ref().map_or(0, |p| p.no + 1);
+        s.report.segments += 1;
+        if *no != expected_no {
+            let reason = if expected_no == 0 {
+                format!("segment 0 is missing (the spool starts at segment {no})")
+            } else {
+                format!("segments {expected_no}..{} are missing", no - 1)
+            };
+            return Ok(s.fail(*no, 0, reason));
+        }
+        let bytes = std::fs::read(path).map_err(io(path))?;
+        let limit = match segs.get(i + 1) {
+            Some((_, next)) => recovery_limit(next, *no).map_err(io(next))?,
+            None => None,
+        };
+        let last = i + 1 == segs.len();
+        match s.segment(*no, &bytes, limit, last, prev.take()) {
+            Ok(p) => prev = Some(p),
+            Err((off, seq, reason)) => return Ok(s.fail(*no, off, reason).with_seq(seq)),
+        }
+    }
+    s.report.epoch = s.epoch;
+    s.report.tree_size = s.frontier.size();
+    s.report.root = s.frontier.root();
+    s.report.head = s.head;
+    s.report.first_pubkey = s.report.first_pubkey.or(s.key);
+    Ok(s.report)
+}
+
+trait WithSeq {
+    fn with_seq(self, seq: u64) -> Self;
+}
+impl WithSeq for Report {
+    fn with_seq(mut self, seq: u64) -> Self {
+        if let Some(f) = &mut self.failure {
+            f.seq = seq;
+        }
+        self
+    }
+}
+
+/// If the first record of the segment at `next` is a `recovery` naming
+/// segment `no`, where segment `no`'s log ends.
+fn recovery_limit(next: &Path, no: u64) -> std::io::Result<Option<u64>> {
+    let mut buf = Vec::new();
+    std::fs::File::open(next)?.take(1 << 20).read_to_end(&mut buf)?;
+    let Ok((_, hlen)) = SegmentHeader::decode(&buf) else {
+        return Ok(None);
+    };
+    let FrameAt::Frame { start, end } = frame_at(&buf, hlen) else {
+        return Ok(None);
+    };
+    Ok(match Record::decode(&buf[start..end]).map(|r| r.payload) {
+        Ok(Payload::Recovery {
+            segment_no,
+            region_offset,
+            ..
+        }) if segment_no == no => Some(region_offset),
+        _ => None,
+    })
+}
+
+impl State<'_> {
+    fn fail(&mut self, segment: u64, offset: u64, reason: String) -> Report {
+        let mut r = std::mem::take(&mut self.report);
+        r.failure = Some(Failure {
+            segment,
+            offset,
+            seq: self.next_seq,
+            reason,
+        });
+        r.epoch = self.epoch;
+        r.tree_size = self.frontier.size();
+        r.root = self.frontier.root();
+        r.head = self.head;
+        r
+    }
+
+    fn segment(&mut self, no: u64, bytes: &[u8], limit: Option<u64>, last: bool, prev: Option<Prev>) -> Result<Prev, (u64, u64, String)> {
+        let seq = self.next_seq;
+        let at0 = |reason: String| (0, seq, reason);
+        let (h, hlen) = SegmentHeader::decode(bytes).map_err(|e| at0(format!("segment header: {e}")))?;
+        if h.segment_no != no {
+            return Err(at0(format!("header says segment {}, file name says {no}", h.segment_no)));
+        }
+        match &self.agent_id {
+            Some(id) if *id != h.agent_id => {
+                return Err(at0(format!("agent id {:?} differs from {id:?}", h.agent_id)));
+            }
+            None => self.agent_id = Some(h.agent_id.clone()),
+            _ => {}
+        }
+        self.report.agent_id = self.agent_id.clone();
+        if h.first_seq != self.next_seq {
+            return Err(at0(format!("header first_seq {} but the log continues at {}", h.first_seq, self.next_seq)));
+        }
+        if h.prev_head != self.head {
+            return Err(at0("header prev_head does not match the chain head".into()));
+        }
+        let end = match limit {
+            Some(l) if (l as usize) < hlen => {
+                return Err((hlen as u64, seq, format!("the next segment's recovery record names offset {l}, inside the header")));
+            }
+            Some(l) => l as usize,
+            None => bytes.len(),
+        };
+        let data = &bytes[..end.min(bytes.len())];
+        let mut off = hlen;
+        let mut index = 0u64;
+        let mut seen_checkpoint = false;
+        let mut sealed_at: Option<usize> = None;
+        let mut prev = prev;
+        loop {
+            match frame_at(data, off) {
+                FrameAt::End => break,
+                FrameAt::Frame { start, end: fend } => {
+                    if let Some(after) = sealed_at {
+                        return Err((after as u64, self.next_seq, "the seal is not the last record of its segment".into()));
+                    }
+                    let rec_bytes = &data[start..fend];
+                    let loc = Location { segment: no, offset: off as u64 };
+                    let sealed = self.record(loc, rec_bytes, index, &mut seen_checkpoint, &mut prev, no)?;
+                    if sealed {
+                        sealed_at = Some(fend);
+                    }
+                    self.report.bytes += (fend - off) as u64;
+                    index += 1;
+                    off = fend;
+                }
+                FrameAt::Incomplete if last && limit.is_none() && sealed_at.is_none() => {
+                    self.report.tail_in_progress_bytes = (data.len() - off) as u64;
+                    break;
+                }
+                FrameAt::Incomplete => {
+                    if let Some(after) = sealed_at {
+                        return Err((after as u64, self.next_seq, "the seal is not the last record of its segment".into()));
+                    }
+                    let why = if limit.is_some() && end > bytes.len() {
+                        "the next segment's recovery record names an offset past the end of this segment"
+                    } else {
+                        "incomplete frame"
+                    };
+                    return Err((off as u64, self.next_seq, why.into()));
+                }
+                FrameAt::Bad(b) => {
+                    if let Some(after) = sealed_at {
+                        return Err((after as u64, self.next_seq, "the seal is not the last record of its segment".into()));
+                    }
+                    return Err((off as u64, self.next_seq, format!("{b} (damaged or altered record)")));
+                }
+            }
+        }
+        if prev.is_some() && index == 0 {
+            // The previous segment was named by a recovery record that this
+            // segment does not hold after all (cannot happen: the look-ahead
+            // found it). Kept for safety.
+            return Err((hlen as u64, self.next_seq, "expected a recovery record".into()));
+        }
+        if limit.is_none() && !last && sealed_at.is_none() {
+            return Err((off as u64, self.next_seq, "the segment ends without a seal record and no recovery record explains its end (records removed?)".into()));
+        }
+        let region = &bytes[end.min(bytes.len())..];
+        Ok(Prev {
+            no,
+            last_seq: self.next_seq.wrapping_sub(1),
+            file_len: bytes.len() as u64,
+            end: end as u64,
+            region_sha256: sha256(region),
+            region_starts_with_frame: matches!(frame_at(bytes, end.min(bytes.len())), FrameAt::Frame { .. }),
+        })
+    }
+
+    /// Checks one record; returns whether it was a seal.
+    fn record(
+        &mut self,
+        loc: Location,
+        bytes: &[u8],
+        index: u64,
+        seen_checkpoint: &mut bool,
+        prev: &mut Option<Prev>,
+        no: u64,
+    ) -> Result<bool, (u64, u64, String)> {
+        let at = |reason: String| (loc.offset, self.next_seq, reason);
+        let rec = Record::decode(bytes).map_err(|e| at(e.to_string()))?;
+        if rec.seq != self.next_seq {
+            return Err(at(format!("record has seq {}, expected {} (records removed, duplicated or reordered)", rec.seq, self.next_seq)));
+        }
+        if (rec.seq == 0) != (rec.kind == Kind::Genesis) {
+            return Err(at("the first record must be the genesis record, and only it".into()));
+        }
+        let signed = &bytes[..bytes.len().saturating_sub(SIGNATURE_LEN)];
+        let mut sealed = false;
+        match &rec.payload {
+            Payload::Genesis { agent_id, first_pubkey } => {
+                if Some(*agent_id) != self.agent_id.as_deref() {
+                    return Err(at("genesis agent id differs from the segment header".into()));
+                }
+                if let Some(t) = self.trusted {
+                    if t != *first_pubkey {
+                        return Err(at("the spool's first public key is not the one given (--pubkey)".into()));
+                    }
+                    self.report.key_authenticated = true;
+                }
+                self.key = Some(*first_pubkey);
+                self.report.first_pubkey = Some(*first_pubkey);
+            }
+            Payload::Entry(e) => {
+                if e.source.is_empty() {
+                    return Err(at("entry with an empty source name".into()));
+                }
+                self.report.entries += 1;
+            }
+            Payload::Checkpoint(cp) => {
+                if !*seen_checkpoint && index > 1 {
+                    return Err(at("the segment's first checkpoint is not among its first two records".into()));
+                }
+                *seen_checkpoint = true;
+                if cp.epoch != self.epoch {
+                    return Err(at(format!("checkpoint claims epoch {}, the log is in epoch {}", cp.epoch, self.epoch)));
+                }
+                if cp.tree_size != rec.seq {
+                    return Err(at(format!("checkpoint tree size {} is not its seq {}", cp.tree_size, rec.seq)));
+                }
+                if cp.head != self.head {
+                    return Err(at("checkpoint chain head does not match the records before it (a record was altered)".into()));
+                }
+                if cp.root != self.frontier.root() {
+                    return Err(at("checkpoint Merkle root does not match the records before it (a record was altered)".into()));
+                }
+                if cp.frontier.as_slice() != self.frontier.nodes() {
+                    return Err(at("checkpoint frontier does not match the tree".into()));
+                }
+                let key = self.key.ok_or_else(|| at("no key in force".into()))?;
+                if !verify_signature(&key, CHECKPOINT_CONTEXT, signed, &cp.signature) {
+                    return Err(at(format!("checkpoint signature is not valid under the key of epoch {}", self.epoch)));
+                }
+                self.checkpoint_roots.insert(cp.tree_size, cp.root);
+                self.report.checkpoints += 1;
+            }
+            Payload::EpochKey { from_epoch, to_epoch, new_pubkey, tree_size, head, signature } => {
+                if *from_epoch != self.epoch || *to_epoch != self.epoch + 1 {
+                    return Err(at(format!("epoch transition {from_epoch}->{to_epoch} does not follow epoch {}", self.epoch)));
+                }
+                if *tree_size != rec.seq || *head != self.head {
+                    return Err(at("epoch transition does not name the chain before it".into()));
+                }
+                let key = self.key.ok_or_else(|| at("no key in force".into()))?;
+                if !verify_signature(&key, EPOCH_KEY_CONTEXT, signed, signature) {
+                    return Err(at(format!("epoch transition not signed by the key of epoch {}", self.epoch)));
+                }
+                self.epoch = *to_epoch;
+                self.key = Some(*new_pubkey);
+                self.report.epoch_transitions += 1;
+            }
+            Payload::Start { heartbeat_ns, append_only, append_only_active, .. } => {
+                if *append_only > 2 || *append_only_active > 1 {
+                    return Err(at("start record with an invalid append-only value".into()));
+                }
+                let _ = heartbeat_ns;
+            }
+            Payload::Gap { reason, .. } => {
+                if !(1..=8).contains(reason) {
+                    return Err(at(format!("gap record with unknown reason {reason}")));
+                }
+            }
+            Payload::Alert { code, detail } => {
+                if !(1..=4).contains(code) {
+                    return Err(at(format!("alert record with unknown code {code}")));
+                }
+                self.report.alerts.push((rec.seq, *code, (*detail).to_owned()));
+            }
+            Payload::ClockStep { expected_ts, observed_ts, .. } => {
+                self.report.clock_steps.push((rec.seq, *expected_ts, *observed_ts));
+            }
+            Payload::Recovery { cause, segment_no, last_good_seq, region_offset, region_len, region_sha256, .. } => {
+                let Some(p) = prev.take().filter(|_| index == 0) else {
+                    return Err(at("a recovery record that is not the first record after a damaged segment".into()));
+                };
+                if *segment_no != p.no || p.no + 1 != no {
+                    return Err(at(format!("recovery record names segment {segment_no}, not the previous segment")));
+                }
+                if *last_good_seq != p.last_seq || *region_offset != p.end {
+                    return Err(at("recovery record does not match where the damaged segment's records end".into()));
+                }
+                match cause {
+                    RecoveryCause::TornTail => {
+                        if *region_len != p.file_len - p.end || *region_sha256 != p.region_sha256 {
+                            return Err(at(format!("the torn region of segment {} is not the one the recovery record names (length or SHA-256 differ)", p.no)));
+                        }
+                        if p.region_starts_with_frame {
+                            return Err(at(format!("the 'torn' region of segment {} starts with a valid record", p.no)));
+                        }
+                    }
+                    RecoveryCause::FsyncFailed => {
+                        if *region_sha256 != ZERO32 {
+                            return Err(at("fsync_failed recovery with a region hash".into()));
+                        }
+                    }
+                    RecoveryCause::Corruption => {
+                        return Err(at(format!(
+                            "the agent found segment {} damaged at offset {region_offset} with valid data after it (corruption or tampering)",
+                            p.no
+                        )));
+                    }
+                }
+                self.report.recoveries.push(RecoveryNote {
+                    segment: p.no,
+                    cause: cause.name(),
+                    offset: *region_offset,
+                    len: *region_len,
+                });
+            }
+            Payload::Receipt { tree_size, root, collector_ts, collector_pubkey, signature, .. } => {
+                let mut msg = Vec::with_capacity(100);
+                put_bytes8(&mut msg, self.agent_id.as_deref().unwrap_or("").as_bytes());
+                msg.extend_from_slice(&tree_size.to_le_bytes());
+                msg.extend_from_slice(root);
+                msg.extend_from_slice(&collector_ts.to_le_bytes());
+                if !verify_signature(collector_pubkey, RECEIPT_CONTEXT, &msg, signature) {
+                    return Err(at("receipt signature is not valid".into()));
+                }
+                if self.checkpoint_roots.get(tree_size) != Some(root) {
+                    return Err(at(format!("receipt names tree size {tree_size} and a root that no earlier checkpoint has")));
+                }
+                self.report.receipts += 1;
+            }
+            Payload::Seal { next_segment } => {
+                if *next_segment != no + 1 {
+                    return Err(at(format!("seal names segment {next_segment} as next, expected {}", no + 1)));
+                }
+                sealed = true;
+            }
+            Payload::Stop { .. } | Payload::Config { .. } | Payload::Heartbeat { .. } | Payload::Prune { .. } => {}
+        }
+        if prev.is_some() {
+            return Err(at("the previous segment's end is not explained".into()));
+        }
+        // Time: gaps longer than the heartbeat interval.
+        if let Some((pseq, pts, pkind)) = self.prev_ts
+            && rec.ts > pts
+            && (rec.ts - pts) as u64 > self.heartbeat_ns
+        {
+            let cause = if pkind == Kind::Stop {
+                "agent stopped"
+            } else if rec.kind == Kind::Start {
+                "agent not running (no stop record)"
+            } else {
+                "no records"
+            };
+            self.report.time_gaps.push(TimeGap {
+                from_seq: pseq,
+                to_seq: rec.seq,
+                from_ts: pts,
+                to_ts: rec.ts,
+                seconds: (rec.ts - pts) as f64 / 1e9,
+                cause,
+            });
+        }
+        if let Payload::Start { heartbeat_ns, .. } = rec.payload {
+            self.heartbeat_ns = heartbeat_ns;
+        }
+        self.prev_ts = Some((rec.seq, rec.ts, rec.kind));
+        self.report.first_ts.get_or_insert(rec.ts);
+        self.report.last_ts = Some(rec.ts);
+        if rec.kind == Kind::Checkpoint {
+            self.report.unsigned_tail = 0;
+        } else {
+            self.report.unsigned_tail += 1;
+        }
+        (self.visitor)(loc, &rec, bytes);
+        let leaf = leaf_hash(bytes);
+        self.head = chain_hash(&self.head, &leaf);
+        self.frontier.push(leaf);
+        self.next_seq += 1;
+        self.report.records += 1;
+        Ok(sealed)
+    }
+}
+
+/// The hex form of a hash, for reports.
+pub fn hash_hex(h: &Hash) -> String {
+    hex(h)
+}

@@ -1,0 +1,302 @@
+//! Appending records: encode into the pending batch, frame, hash, chain.
+
+use super::Spool;
+use crate::clock::{boottime_ns, wall_ns};
+use crate::codec::{put_bytes8, put_u8, put_u32, put_u64};
+use crate::error::SpoolError;
+use crate::frame::{MAX_RECORD_LEN, begin_frame, finish_frame};
+use crate::hash::{chain_hash, leaf_hash};
+use crate::keys::{CHECKPOINT_CONTEXT, EPOCH_KEY_CONTEXT};
+use crate::position::Position;
+use crate::record::{AlertCode, GapReason, Kind, Payload, put_header, put_payload, SIGNATURE_LEN};
+use std::time::Instant;
+
+impl Spool {
+    /// Appends a log line; returns its sequence number. The line is durable
+    /// once [`Spool::entries_durable`] has passed [`Spool::entries_appended`]
+    /// as it was after this call (or after [`Spool::sync`]).
+    #[inline]
+    pub fn append_entry(
+        &mut self,
+        source: &str,
+        position: &Position,
+        flags: u8,
+        fields: &[(&str, &[u8])],
+        body: &[u8],
+        ts: i64,
+    ) -> Result<u64, SpoolError> {
+        if self.stopped {
+            return Err(SpoolError::Stopped);
+        }
+        if source.is_empty() || source.len() > 255 {
+            return Err(SpoolError::BadSourceName);
+        }
+        let approx = body.len() + fields.iter().map(|(k, v)| k.len() + v.len() + 5).sum::<usize>() + 400;
+        if approx > MAX_RECORD_LEN {
+            return Err(SpoolError::RecordTooLarge(approx));
+        }
+        let at = begin_frame(&mut self.pending);
+        put_header(&mut self.pending, Kind::Entry, self.st.next_seq, ts);
+        put_bytes8(&mut self.pending, source.as_bytes());
+        position.encode(&mut self.pending);
+        put_u8(&mut self.pending, flags);
+        crate::codec::put_u16(&mut self.pending, fields.len() as u16);
+        for (k, v) in fields {
+            put_bytes8(&mut self.pending, k.as_bytes());
+            crate::codec::put_bytes32(&mut self.pending, v);
+        }
+        self.pending.extend_from_slice(body);
+        let seq = self.seal_frame(at, Kind::Entry, ts);
+        self.entries += 1;
+        self.track(source, position);
+        self.after_append()?;
+        Ok(seq)
+    }
+
+    /// Records that a source could not read something.
+    #[allow(clippy::too_many_arguments)]
+    pub fn append_gap(
+        &mut self,
+        source: &str,
+        position: &Position,
+        reason: GapReason,
+        lost_bytes: u64,
+        lost_records: u64,
+        detail: &str,
+        ts: i64,
+    ) -> Result<u64, SpoolError> {
+        if self.stopped {
+            return Err(SpoolError::Stopped);
+        }
+        if source.is_empty() || source.len() > 255 {
+            return Err(SpoolError::BadSourceName);
+        }
+        let (kind, bytes) = crate::record::position_bytes(position);
+        let p = Payload::Gap {
+            source,
+            position: crate::position::PositionRef { kind, bytes: &bytes },
+            reason: reason as u16,
+            lost_bytes,
+            lost_records,
+            detail,
+        };
+        let seq = self.push_payload(Kind::Gap, ts, &p);
+        self.track(source, position);
+        self.after_append()?;
+        Ok(seq)
+    }
+
+    /// Writes an alert record (something an operator must know).
+    pub fn append_alert(&mut self, code: AlertCode, detail: &str) -> Result<u64, SpoolError> {
+        if self.stopped {
+            return Err(SpoolError::Stopped);
+        }
+        let seq = self.push_payload(
+            Kind::Alert,
+            wall_ns(),
+            &Payload::Alert {
+                code: code as u16,
+                detail,
+            },
+        );
+        self.after_append()?;
+        Ok(seq)
+    }
+
+    /// Records that a new configuration is in force.
+    pub fn append_config(&mut self, config_sha256: [u8; 32]) -> Result<u64, SpoolError> {
+        if self.stopped {
+            return Err(SpoolError::Stopped);
+        }
+        self.opts.config_sha256 = config_sha256;
+        let seq = self.push_payload(
+            Kind::Config,
+            wall_ns(),
+            &Payload::Config {
+                boot_id: self.boot_id,
+                mono_ns: boottime_ns(),
+                config_sha256,
+            },
+        );
+        self.after_append()?;
+        Ok(seq)
+    }
+
+    /// Forgets a stream of a source (e.g. a rotated file read to its end),
+    /// so that the next anchor checkpoint no longer lists it.
+    pub fn forget_position(&mut self, source: &str, stream_key: (u64, u64, u64)) {
+        if let Some(m) = self.st.positions.get_mut(source) {
+            m.remove(&stream_key);
+            if m.is_empty() {
+                self.st.positions.remove(source);
+            }
+        }
+    }
+
+    #[inline]
+    pub(super) fn track(&mut self, source: &str, position: &Position) {
+        let key = position.stream_key();
+        match self.st.positions.get_mut(source) {
+            Some(m) => match m.get_mut(&key) {
+                Some(p) => p.clone_from(position),
+                None => {
+                    m.insert(key, position.clone());
+                }
+            },
+            None => {
+                self.st
+                    .positions
+                    .entry(source.to_owned())
+                    .or_default()
+                    .insert(key, position.clone());
+            }
+        }
+    }
+
+    /// Finishes the frame started at `at`: CRC, leaf, chain, tree.
+    #[inline]
+    pub(super) fn seal_frame(&mut self, at: usize, kind: Kind, ts: i64) -> u64 {
+        let range = finish_frame(&mut self.pending, at);
+        let len = range.len() as u64 + 8;
+        let leaf = leaf_hash(&self.pending[range]);
+        self.st.head = chain_hash(&self.st.head, &leaf);
+        self.st.frontier.push(leaf);
+        let seq = self.st.next_seq;
+        self.st.next_seq += 1;
+        self.st.last_ts = ts;
+        self.st.last_kind = Some(kind);
+        if kind != Kind::Checkpoint {
+            self.st.bytes_since_checkpoint += len;
+        }
+        if self.pending_since.is_none() {
+            self.pending_since = Some(Instant::now());
+        }
+        seq
+    }
+
+    /// Appends any non-entry record.
+    pub(super) fn push_payload(&mut self, kind: Kind, ts: i64, p: &Payload<'_>) -> u64 {
+        let at = begin_frame(&mut self.pending);
+        put_header(&mut self.pending, kind, self.st.next_seq, ts);
+        put_payload(&mut self.pending, p);
+        self.seal_frame(at, kind, ts)
+    }
+
+    /// Appends a checkpoint signed with the current epoch key. An anchor
+    /// also carries every source's position.
+    pub(super) fn push_checkpoint(&mut self, anchor: bool) {
+        let ts = wall_ns();
+        let at = begin_frame(&mut self.pending);
+        let rec_start = self.pending.len();
+        put_header(&mut self.pending, Kind::Checkpoint, self.st.next_seq, ts);
+        let out = &mut self.pending;
+        put_u64(out, self.st.epoch);
+        put_u64(out, self.st.next_seq);
+        out.extend_from_slice(&self.st.frontier.root());
+        out.extend_from_slice(&self.st.head);
+        out.extend_from_slice(&self.boot_id);
+        put_u64(out, boottime_ns());
+        put_u8(out, self.st.frontier.nodes().len() as u8);
+        for h in self.st.frontier.nodes() {
+            out.extend_from_slice(h);
+        }
+        if anchor {
+            let n: usize = self.st.positions.values().map(|m| m.len()).sum();
+            put_u32(out, n as u32);
+            for (name, m) in &self.st.positions {
+                for p in m.values() {
+                    put_bytes8(out, name.as_bytes());
+                    p.encode(out);
+                }
+            }
+        } else {
+            put_u32(out, 0);
+        }
+        let sig = self.key.sign(CHECKPOINT_CONTEXT, &self.pending[rec_start..]);
+        self.pending.extend_from_slice(&sig);
+        self.seal_frame(at, Kind::Checkpoint, ts);
+        self.st.bytes_since_checkpoint = 0;
+        self.last_checkpoint_at = Instant::now();
+        self.checkpoints += 1;
+        if anchor {
+            for (code, detail) in std::mem::take(&mut self.deferred_alerts) {
+                self.push_payload(
+                    Kind::Alert,
+                    ts,
+                    &Payload::Alert {
+                        code: code as u16,
+                        detail: &detail,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Appends the epoch transition record, signed with the outgoing key.
+    pub(super) fn push_epoch_key(&mut self) {
+        let ts = wall_ns();
+        let at = begin_frame(&mut self.pending);
+        let rec_start = self.pending.len();
+        put_header(&mut self.pending, Kind::EpochKey, self.st.next_seq, ts);
+        let out = &mut self.pending;
+        put_u64(out, self.st.epoch);
+        put_u64(out, self.st.epoch + 1);
+        out.extend_from_slice(&self.key.next_pubkey());
+        put_u64(out, self.st.next_seq);
+        out.extend_from_slice(&self.st.head);
+        let sig = self.key.sign(EPOCH_KEY_CONTEXT, &self.pending[rec_start..]);
+        debug_assert_eq!(sig.len(), SIGNATURE_LEN);
+        self.pending.extend_from_slice(&sig);
+        self.seal_frame(at, Kind::EpochKey, ts);
+    }
+
+    pub(super) fn push_start(&mut self) {
+        let program = self.opts.program.clone();
+        let p = Payload::Start {
+            boot_id: self.boot_id,
+            mono_ns: boottime_ns(),
+            pid: std::process::id(),
+            config_sha256: self.opts.config_sha256,
+            heartbeat_ns: self.opts.heartbeat_interval.as_nanos() as u64,
+            append_only: self.opts.append_only as u8,
+            append_only_active: self.append_only_active as u8,
+            program: &program,
+        };
+        let ts = wall_ns();
+        let last_ts = self.st.last_ts;
+        self.push_payload(Kind::Start, ts, &p);
+        // A wall clock behind the last record is a step backwards.
+        if ts + super::CLOCK_STEP_NS < last_ts {
+            self.push_payload(
+                Kind::ClockStep,
+                ts,
+                &Payload::ClockStep {
+                    boot_id: self.boot_id,
+                    mono_ns: boottime_ns(),
+                    expected_ts: last_ts,
+                    observed_ts: ts,
+                },
+            );
+        }
+    }
+
+    /// Hands the batch over when it is big enough, and checks the size
+    /// triggers (checkpoint, segment).
+    #[inline]
+    pub(super) fn after_append(&mut self) -> Result<(), SpoolError> {
+        if self.st.bytes_since_checkpoint >= self.opts.checkpoint_bytes {
+            self.push_checkpoint(false);
+        }
+        if self.submitted + self.pending.len() as u64 >= self.opts.segment_max_bytes {
+            return self.rotate();
+        }
+        if self.pending.len() >= self.opts.commit_bytes {
+            // Group commit: hand over when the flusher is free; let the batch
+            // grow while it is busy, but not without bound.
+            if !self.flusher.busy() || self.pending.len() >= self.opts.commit_bytes * 8 {
+                self.submit()?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,244 @@
+//! The group-commit thread: one `write` and one `fdatasync` per batch, off
+//! the writer's core. Only one batch is in flight at a time, so at most one
+//! batch can be torn by a crash.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// A test hook that makes chosen `fdatasync` calls fail, standing in for a
+/// failing disk (which cannot be produced on the test machine without
+/// device-mapper). Production code never sets it.
+#[derive(Debug, Default)]
+pub struct FaultInjector {
+    syncs: AtomicU64,
+    /// Fail the N-th `fdatasync` (1-based); 0 never.
+    pub fail_sync_at: AtomicU64,
+}
+
+impl FaultInjector {
+    fn should_fail(&self) -> bool {
+        let n = self.syncs.fetch_add(1, Ordering::SeqCst) + 1;
+        self.fail_sync_at.load(Ordering::SeqCst) == n
+    }
+}
+
+/// One batch to make durable.
+#[derive(Debug)]
+pub struct Job {
+    pub file: Arc<File>,
+    pub buf: Vec<u8>,
+    pub segment_no: u64,
+    /// Segment size once this batch is written.
+    pub end_offset: u64,
+    /// Records appended through the public API once this batch is durable.
+    pub end_count: u64,
+}
+
+/// What has been made durable.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Durable {
+    pub segment_no: u64,
+    pub end_offset: u64,
+    pub end_count: u64,
+}
+
+/// A batch that could not be made durable.
+#[derive(Debug)]
+pub struct FlushFailure {
+    pub error: io::Error,
+    pub segment_no: u64,
+    pub buf: Vec<u8>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    job: Option<Job>,
+    busy: bool,
+    durable: Durable,
+    failure: Option<FlushFailure>,
+    spare: Option<Vec<u8>>,
+    shutdown: bool,
+    syncs: u64,
+    sync_ns_total: u64,
+    sync_ns_max: u64,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    state: Mutex<State>,
+    cv: Condvar,
+}
+
+/// Statistics of the flusher.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FlushStats {
+    pub syncs: u64,
+    pub sync_ns_total: u64,
+    pub sync_ns_max: u64,
+}
+
+/// Handle to the group-commit thread.
+#[derive(Debug)]
+pub struct Flusher {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Flusher {
+    pub fn start(fault: Option<Arc<FaultInjector>>) -> io::Result<Flusher> {
+        let shared = Arc::new(Shared::default());
+        let s2 = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("wormlog-fsync".into())
+            .spawn(move || run(&s2, fault.as_deref()))?;
+        Ok(Flusher {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.shared.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether a batch is in flight.
+    pub fn busy(&self) -> bool {
+        self.lock().busy
+    }
+
+    /// Hands a batch over, first waiting for the one in flight. Returns a
+    /// recycled buffer for the next batch, or the failure of the previous
+    /// batch (in which case `job` was not taken and is returned).
+    pub fn submit(&self, job: Job) -> Result<Vec<u8>, (FlushFailure, Job)> {
+        let mut st = self.lock();
+        while st.busy {
+            st = self.shared.cv.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+        if let Some(f) = st.failure.take() {
+            return Err((f, job));
+        }
+        st.job = Some(job);
+        st.busy = true;
+        let spare = st.spare.take().unwrap_or_default();
+        self.shared.cv.notify_all();
+        Ok(spare)
+    }
+
+    /// Waits until nothing is in flight; returns the failure if the last
+    /// batch failed.
+    pub fn wait_idle(&self) -> Result<Durable, FlushFailure> {
+        let mut st = self.lock();
+        while st.busy {
+            st = self.shared.cv.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+        match st.failure.take() {
+            Some(f) => Err(f),
+            None => Ok(st.durable),
+        }
+    }
+
+    /// Waits at most `timeout` for the batch in flight; true when idle.
+    pub fn wait_idle_for(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut st = self.lock();
+        while st.busy {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            st = self
+                .shared
+                .cv
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        true
+    }
+
+    pub fn durable(&self) -> Durable {
+        self.lock().durable
+    }
+
+    /// Sets the durable mark (after recovery, before any batch).
+    pub fn set_durable(&self, d: Durable) {
+        self.lock().durable = d;
+    }
+
+    pub fn stats(&self) -> FlushStats {
+        let st = self.lock();
+        FlushStats {
+            syncs: st.syncs,
+            sync_ns_total: st.sync_ns_total,
+            sync_ns_max: st.sync_ns_max,
+        }
+    }
+}
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        {
+            let mut st = self.lock();
+            st.shutdown = true;
+            self.shared.cv.notify_all();
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn run(shared: &Shared, fault: Option<&FaultInjector>) {
+    loop {
+        let job = {
+            let mut st = shared.state.lock().unwrap_or_else(|p| p.into_inner());
+            loop {
+                if let Some(job) = st.job.take() {
+                    break job;
+                }
+                if st.shutdown {
+                    return;
+                }
+                st = shared.cv.wait(st).unwrap_or_else(|p| p.into_inner());
+            }
+        };
+        let started = Instant::now();
+        let result = (&*job.file).write_all(&job.buf).and_then(|()| {
+            if fault.is_some_and(FaultInjector::should_fail) {
+                Err(io::Error::from_raw_os_error(5)) // EIO
+            } else {
+                job.file.sync_data()
+            }
+        });
+        let took = started.elapsed().as_nanos() as u64;
+        let mut st = shared.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.syncs += 1;
+        st.sync_ns_total += took;
+        st.sync_ns_max = st.sync_ns_max.max(took);
+        match result {
+            Ok(()) => {
+                st.durable = Durable {
+                    segment_no: job.segment_no,
+                    end_offset: job.end_offset,
+                    end_count: job.end_count,
+                };
+                let mut buf = job.buf;
+                buf.clear();
+                st.spare = Some(buf);
+            }
+            Err(error) => {
+                st.failure = Some(FlushFailure {
+                    error,
+                    segment_no: job.segment_no,
+                    buf: job.buf,
+                });
+            }
+        }
+        st.busy = false;
+        shared.cv.notify_all();
+    }
+}

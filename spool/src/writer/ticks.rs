@@ -1,0 +1,264 @@
+//! Committing, and everything the writer does because time passed:
+//! group-commit deadlines, checkpoints, heartbeats, clock steps, epochs,
+//! segment rotation, and the clean stop.
+
+use super::flusher::Job;
+use super::{CLOCK_STEP_NS, OpenReport, Spool, SpoolStats};
+use crate::clock::{boottime_ns, wall_ns};
+use crate::error::SpoolError;
+use crate::record::{AlertCode, AppendOnly, Kind, Payload};
+use crate::worm;
+use std::time::{Duration, Instant};
+
+impl Spool {
+    /// Hands the pending batch to the flusher (waiting for the one in
+    /// flight first).
+    pub(super) fn submit(&mut self) -> Result<(), SpoolError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let end_offset = self.submitted + self.pending.len() as u64;
+        let spare = Vec::with_capacity(0);
+        let buf = std::mem::replace(&mut self.pending, spare);
+        let job = Job {
+            file: self.seg.file.clone(),
+            buf,
+            segment_no: self.seg.no,
+            end_offset,
+            end_count: self.entries,
+        };
+        match self.flusher.submit(job) {
+            Ok(mut spare) => {
+                if spare.capacity() < self.opts.commit_bytes {
+                    spare.reserve(self.opts.commit_bytes * 2);
+                }
+                self.pending = spare;
+                self.submitted = end_offset;
+                self.pending_since = None;
+                Ok(())
+            }
+            Err((failure, job)) => {
+                self.pending = job.buf;
+                self.handle_failure(failure)
+            }
+        }
+    }
+
+    /// Makes everything appended so far durable; returns the number of
+    /// entries durable.
+    pub fn sync(&mut self) -> Result<u64, SpoolError> {
+        if self.stopped {
+            return Err(SpoolError::Stopped);
+        }
+        self.submit()?;
+        match self.flusher.wait_idle() {
+            Ok(d) => Ok(d.end_count),
+            Err(failure) => {
+                self.handle_failure(failure)?;
+                self.sync()
+            }
+        }
+    }
+
+    /// Writes a checkpoint now (if anything was written since the last).
+    pub fn checkpoint(&mut self) -> Result<(), SpoolError> {
+        if self.stopped {
+            return Err(SpoolError::Stopped);
+        }
+        if self.st.last_kind != Some(Kind::Checkpoint) {
+            self.push_checkpoint(false);
+        }
+        Ok(())
+    }
+
+    /// Does what is due: hands over a batch whose time is up, writes a
+    /// checkpoint, a heartbeat, a clock-step record, moves to the next epoch,
+    /// rotates an old segment. Call it at least every `commit_interval`
+    /// (see [`Spool::next_deadline`]).
+    pub fn tick(&mut self) -> Result<(), SpoolError> {
+        if self.stopped {
+            return Err(SpoolError::Stopped);
+        }
+        let now = Instant::now();
+        self.check_clock();
+        if now.duration_since(self.last_record_activity()) >= self.opts.heartbeat_interval {
+            self.push_payload(
+                Kind::Heartbeat,
+                wall_ns(),
+                &Payload::Heartbeat {
+                    boot_id: self.boot_id,
+                    mono_ns: boottime_ns(),
+                },
+            );
+            self.push_checkpoint(false);
+            self.last_record_at = now;
+        } else if self.st.bytes_since_checkpoint > 0
+            && now.duration_since(self.last_checkpoint_at) >= self.opts.checkpoint_interval
+        {
+            self.push_checkpoint(false);
+        }
+        let epoch_age = wall_ns().saturating_sub(self.key.epoch_started_ns());
+        if epoch_age >= self.opts.epoch_duration.as_nanos() as i64 {
+            self.advance_epoch()?;
+        }
+        if now.duration_since(self.seg.opened_at) >= self.opts.segment_max_age {
+            self.rotate()?;
+        }
+        if let Some(since) = self.pending_since
+            && now.duration_since(since) >= self.opts.commit_interval
+            && !self.flusher.busy()
+        {
+            self.submit()?;
+        }
+        Ok(())
+    }
+
+    fn last_record_activity(&self) -> Instant {
+        // Any record written, including checkpoints, counts as activity.
+        self.last_record_at.max(self.last_checkpoint_at)
+    }
+
+    /// When [`Spool::tick`] should run next.
+    pub fn next_deadline(&self) -> Instant {
+        let mut d = self.last_record_activity() + self.opts.heartbeat_interval;
+        if self.st.bytes_since_checkpoint > 0 {
+            d = d.min(self.last_checkpoint_at + self.opts.checkpoint_interval);
+        }
+        if let Some(since) = self.pending_since {
+            d = d.min(since + self.opts.commit_interval);
+        }
+        d.min(Instant::now() + Duration::from_secs(1))
+    }
+
+    /// Records a step of the wall clock against the monotonic clock.
+    fn check_clock(&mut self) {
+        let (wall, mono) = (wall_ns(), boottime_ns());
+        let expected = self.clock_ref.0 + (mono - self.clock_ref.1) as i64;
+        if (wall - expected).abs() > CLOCK_STEP_NS {
+            self.push_payload(
+                Kind::ClockStep,
+                wall,
+                &Payload::ClockStep {
+                    boot_id: self.boot_id,
+                    mono_ns: mono,
+                    expected_ts: expected,
+                    observed_ts: wall,
+                },
+            );
+        }
+        self.clock_ref = (wall, mono);
+    }
+
+    /// Ends the epoch: a checkpoint with the old key, the transition signed
+    /// by it, made durable; only then the seed on disk is replaced and the
+    /// old one erased.
+    pub fn advance_epoch(&mut self) -> Result<(), SpoolError> {
+        if self.stopped {
+            return Err(SpoolError::Stopped);
+        }
+        self.push_checkpoint(false);
+        self.push_epoch_key();
+        self.sync()?;
+        if self.st.last_kind != Some(Kind::EpochKey) {
+            // A failed fsync rewound the transition; it is retried later.
+            return Ok(());
+        }
+        self.st.epoch += 1;
+        if let Err(e) = self.key.advance(wall_ns()) {
+            // The chain has moved on; the next start catches the key file up.
+            self.append_alert(
+                AlertCode::Other,
+                &format!("the host key file could not be replaced ({e}); the old seed is still on disk"),
+            )?;
+        }
+        self.push_checkpoint(false);
+        Ok(())
+    }
+
+    /// Seals the active segment (a `seal` record, durable, then immutable)
+    /// and opens the next.
+    pub fn rotate(&mut self) -> Result<(), SpoolError> {
+        if self.stopped {
+            return Err(SpoolError::Stopped);
+        }
+        let next = self.seg.no + 1;
+        self.push_payload(Kind::Seal, wall_ns(), &Payload::Seal { next_segment: next });
+        self.sync()?;
+        if self.seg.no + 1 != next {
+            // An fsync failure already moved to a new segment.
+            return Ok(());
+        }
+        let mut report = OpenReport::default();
+        if self.opts.append_only != AppendOnly::Off
+            && let Err(e) = worm::set_immutable(&self.seg.file)
+        {
+            if self.opts.append_only == AppendOnly::Require {
+                self.stopped = true;
+                return Err(SpoolError::AppendOnlyRequired {
+                    path: self.seg.path.clone(),
+                    source: e,
+                });
+            }
+            self.deferred_alerts.push((
+                AlertCode::AppendOnlyUnavailable,
+                format!("segment {} could not be made immutable: {e}", self.seg.no),
+            ));
+        }
+        self.open_segment(next, &mut report)?;
+        self.push_checkpoint(true);
+        Ok(())
+    }
+
+    /// Writes a `stop` record and a final checkpoint, makes them durable and
+    /// releases the spool.
+    pub fn close(mut self, reason: &str) -> Result<(), SpoolError> {
+        if self.stopped {
+            return Err(SpoolError::Stopped);
+        }
+        self.push_payload(
+            Kind::Stop,
+            wall_ns(),
+            &Payload::Stop {
+                boot_id: self.boot_id,
+                mono_ns: boottime_ns(),
+                reason,
+            },
+        );
+        self.push_checkpoint(false);
+        self.sync()?;
+        Ok(())
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> SpoolStats {
+        SpoolStats {
+            next_seq: self.st.next_seq,
+            segment_no: self.seg.no,
+            entries_appended: self.entries,
+            entries_durable: self.flusher.durable().end_count,
+            epoch: self.st.epoch,
+            checkpoints: self.checkpoints,
+            flush: self.flusher.stats(),
+        }
+    }
+
+    /// Entries appended through this handle.
+    pub fn entries_appended(&self) -> u64 {
+        self.entries
+    }
+
+    /// Entries known durable.
+    pub fn entries_durable(&self) -> u64 {
+        self.flusher.durable().end_count
+    }
+
+    /// Where every source stands.
+    pub fn positions(&self) -> &super::Positions {
+        &self.st.positions
+    }
+
+    /// The sequence number the next record gets.
+    pub fn next_seq(&self) -> u64 {
+        self.st.next_seq
+    }
+}

@@ -1,0 +1,567 @@
+"""Self-checks for wormlog_verify.py (run: python3 -m unittest in this folder).
+
+Pure-Python checks of the primitives (CRC32C, RFC 9162 Merkle tree) and
+end-to-end checks against small spools written by `SpoolWriter` below, which,
+like the verifier, follows docs/FORMAT.md only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import random
+import struct
+import tempfile
+import unittest
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+import wormlog_verify as wv
+
+SECOND = 1_000_000_000
+T0 = 1_700_000_000 * SECOND
+
+
+# ---------------------------------------------------------------------------
+# Primitives
+# ---------------------------------------------------------------------------
+
+class Crc32cTest(unittest.TestCase):
+    def test_check_value(self):
+        self.assertEqual(wv.crc32c(b"123456789"), 0xE3069283)
+        self.assertEqual(wv.crc32c_bytewise(b"123456789"), 0xE3069283)
+
+    def test_empty(self):
+        self.assertEqual(wv.crc32c(b""), 0)
+
+    def test_sliced_matches_bytewise_and_continues(self):
+        rng = random.Random(7)
+        for n in list(range(0, 40)) + [1000, 4097]:
+            data = bytes(rng.randrange(256) for _ in range(n))
+            self.assertEqual(wv.crc32c(data), wv.crc32c_bytewise(data), n)
+            cut = n // 3
+            self.assertEqual(wv.crc32c(data[cut:], wv.crc32c(data[:cut])), wv.crc32c(data))
+
+
+CT_LEAVES = ["", "00", "10", "2021", "3031", "40414243", "5051525354555657",
+             "606162636465666768696a6b6c6d6e6f"]
+
+
+class MerkleTest(unittest.TestCase):
+    def leaves(self):
+        return [wv.leaf_hash(bytes.fromhex(x)) for x in CT_LEAVES]
+
+    def test_rfc9162_vectors(self):
+        leaves = self.leaves()
+        self.assertEqual(wv.mth(leaves).hex(),
+                         "5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328")
+        self.assertEqual(wv.mth(leaves[:1]).hex(),
+                         "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d")
+        self.assertEqual(wv.mth([]), hashlib.sha256(b"").digest())
+
+    def test_frontier_vectors(self):
+        frontier = wv.Frontier()
+        for leaf in self.leaves():
+            frontier.append(leaf)
+        self.assertEqual(frontier.root().hex(),
+                         "5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328")
+
+    def test_frontier_matches_mth(self):
+        rng = random.Random(42)
+        leaves = [wv.leaf_hash(rng.randbytes(rng.randrange(0, 50))) for _ in range(40)]
+        frontier = wv.Frontier()
+        for n in range(0, 41):
+            self.assertEqual(frontier.root(), wv.mth(leaves[:n]), n)
+            self.assertEqual(len(frontier.nodes), n.bit_count(), n)
+            if n < 40:
+                frontier.append(leaves[n])
+
+    def test_frontier_is_perfect_subtree_roots(self):
+        leaves = [wv.leaf_hash(bytes([i])) for i in range(6)]
+        frontier = wv.Frontier()
+        for leaf in leaves:
+            frontier.append(leaf)
+        self.assertEqual(frontier.nodes, [wv.mth(leaves[0:4]), wv.mth(leaves[4:6])])
+
+
+# ---------------------------------------------------------------------------
+# A minimal spool writer, from docs/FORMAT.md
+# ---------------------------------------------------------------------------
+
+def h(*parts: bytes) -> bytes:
+    return hashlib.sha256(b"".join(parts)).digest()
+
+
+def b8(x: bytes) -> bytes:
+    return bytes([len(x)]) + x
+
+
+def b16(x: bytes) -> bytes:
+    return struct.pack("<H", len(x)) + x
+
+
+def position_none() -> bytes:
+    return b"\x00" + struct.pack("<H", 0)
+
+
+def public_key(secret: bytes) -> bytes:
+    return Ed25519PrivateKey.from_private_bytes(secret).public_key().public_bytes(
+        Encoding.Raw, PublicFormat.Raw)
+
+
+BOOT = b"0123456789abcdef"
+
+
+class SpoolWriter:
+    def __init__(self, directory: str, agent_id: bytes = b"host-1",
+                 seed: bytes = b"\x05" * 32) -> None:
+        self.dir = directory
+        self.agent_id = agent_id
+        self.seed = seed
+        self.epoch = 0
+        self.pub0 = public_key(self._secret())
+        self.seq = 0
+        self.ts = T0
+        self.head = wv.ZERO32
+        self.frontier = wv.Frontier()
+        self.segment = -1
+        self.offsets: dict[int, tuple[int, int]] = {}  # seq -> (segment, offset)
+        self.collector = Ed25519PrivateKey.from_private_bytes(b"\x09" * 32)
+        self.open_segment()
+
+    # keys (section 5.1)
+    def _secret(self) -> bytes:
+        return h(b"wormlog key v1\x00", self.seed)
+
+    def _sign(self, context: bytes, message: bytes) -> bytes:
+        key = Ed25519PrivateKey.from_private_bytes(self._secret())
+        return key.sign(context + b"\x00" + message)
+
+    # files
+    def path(self, number: int | None = None) -> str:
+        number = self.segment if number is None else number
+        return os.path.join(self.dir, f"{number:016x}.wlseg")
+
+    def open_segment(self) -> None:
+        self.segment += 1
+        body = (b"WORMLOG\x00" + struct.pack("<HHI", 1, 0, 69 + len(self.agent_id))
+                + struct.pack("<QQ", self.segment, self.seq) + self.head
+                + b8(self.agent_id))
+        with open(self.path(), "wb") as f:
+            f.write(body + struct.pack("<I", wv.crc32c(body)))
+
+    def raw_append(self, data: bytes) -> None:
+        with open(self.path(), "ab") as f:
+            f.write(data)
+
+    def append(self, kind: int, payload: bytes, signer: bytes | None = None,
+               ts_step: int = SECOND, flags: int = 0) -> int:
+        self.ts += ts_step
+        record = struct.pack("<BBHQq", 1, kind, flags, self.seq, self.ts) + payload
+        if signer is not None:
+            record += self._sign(signer, record)
+        frame_len = struct.pack("<I", len(record))
+        frame = frame_len + struct.pack("<I", wv.crc32c(record, wv.crc32c(frame_len))) + record
+        offset = os.path.getsize(self.path())
+        self.raw_append(frame)
+        self.offsets[self.seq] = (self.segment, offset)
+        leaf = wv.leaf_hash(record)
+        self.head = h(b"\x02", self.head, leaf)
+        self.frontier.append(leaf)
+        self.seq += 1
+        return offset
+
+    # records (section 6)
+    def genesis(self):
+        return self.append(wv.GENESIS, b8(self.agent_id) + self.pub0)
+
+    def entry(self, line: bytes, **kw):
+        payload = b8(b"syslog") + position_none() + b"\x00" + struct.pack("<H", 1)
+        payload += b8(b"PRIORITY") + struct.pack("<I", 1) + b"6" + line
+        return self.append(wv.ENTRY, payload, **kw)
+
+    def checkpoint(self, anchor: bool = False):
+        frontier = self.frontier.nodes if anchor else []
+        payload = (struct.pack("<QQ", self.epoch, self.seq) + self.frontier.root()
+                   + self.head + BOOT + struct.pack("<Q", 123)
+                   + bytes([len(frontier)]) + b"".join(frontier))
+        if anchor:
+            payload += struct.pack("<I", 1) + b8(b"syslog") + position_none()
+        else:
+            payload += struct.pack("<I", 0)
+        return self.append(wv.CHECKPOINT, payload, signer=b"wormlog checkpoint v1")
+
+    def epoch_key(self):
+        next_seed = h(b"wormlog seed v1\x00", self.seed)
+        new_pub = public_key(h(b"wormlog key v1\x00", next_seed))
+        payload = struct.pack("<QQ", self.epoch, self.epoch + 1) + new_pub
+        payload += struct.pack("<Q", self.seq) + self.head
+        offset = self.append(wv.EPOCH_KEY, payload, signer=b"wormlog epoch-key v1")
+        self.seed, self.epoch = next_seed, self.epoch + 1
+        return offset
+
+    def start(self, heartbeat_ns: int = 60 * SECOND, **kw):
+        payload = (BOOT + struct.pack("<QI", 1, 4242) + bytes(32)
+                   + struct.pack("<QBB", heartbeat_ns, 1, 0) + b8(b"wormlog 0.1.0 run"))
+        return self.append(wv.START, payload, **kw)
+
+    def stop(self, **kw):
+        return self.append(wv.STOP, BOOT + struct.pack("<Q", 5) + b16(b"signal"), **kw)
+
+    def heartbeat(self, **kw):
+        return self.append(wv.HEARTBEAT, BOOT + struct.pack("<Q", 9), **kw)
+
+    def alert(self):
+        return self.append(wv.ALERT, struct.pack("<H", 1) + b16(b"no chattr"))
+
+    def receipt(self, tree_size: int, root: bytes):
+        collector_pub = self.collector.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        body = struct.pack("<Q", tree_size) + root + struct.pack("<q", T0)
+        signature = self.collector.sign(b"wormlog receipt v1\x00" + b8(self.agent_id) + body)
+        return self.append(wv.RECEIPT, b8(b"collector-1") + body + collector_pub + signature)
+
+    def seal(self):
+        offset = self.append(wv.SEAL, struct.pack("<Q", self.segment + 1))
+        self.open_segment()
+        return offset
+
+    def recover(self, cause: int, region_offset: int, last_good_seq: int):
+        """Open a new segment starting with a recovery for the current one."""
+        damaged = self.segment
+        with open(self.path(), "rb") as f:
+            data = f.read()
+        region = data[region_offset:]
+        digest = bytes(32) if cause == wv.CAUSE_FSYNC_FAILED else hashlib.sha256(region).digest()
+        self.open_segment()
+        payload = (bytes([cause]) + struct.pack("<QQQQ", damaged, last_good_seq,
+                                                region_offset, len(region))
+                   + digest + b16(b"found at open"))
+        return self.append(wv.RECOVERY, payload)
+
+
+def run_verifier(spool: str, *extra: str) -> tuple[int, dict]:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        code = wv.main(["--spool", spool, "--json", *extra])
+    return code, json.loads(out.getvalue())
+
+
+def pubkey_text(key: bytes) -> str:
+    return wv.format_pubkey(key)
+
+
+# ---------------------------------------------------------------------------
+# End-to-end checks
+# ---------------------------------------------------------------------------
+
+class SpoolTest(unittest.TestCase):
+    def setUp(self):
+        self._tmp = tempfile.TemporaryDirectory()
+        self.dir = self._tmp.name
+        self.w = SpoolWriter(self.dir)
+
+    def tearDown(self):
+        self._tmp.cleanup()
+
+    def build_intact(self) -> None:
+        w = self.w
+        w.genesis()
+        w.checkpoint(anchor=True)
+        w.start()
+        for i in range(5):
+            w.entry(b"line %d" % i)
+        w.checkpoint()
+        w.epoch_key()
+        w.entry(b"after epoch")
+        w.checkpoint()
+        w.seal()
+        w.checkpoint(anchor=True)
+        w.alert()
+        w.entry(b"x" * 300)
+        w.checkpoint()
+        cp_seq = w.seq - 1
+        w.receipt(cp_seq, self.checkpoint_root(cp_seq))
+        w.entry(b"unsigned")
+
+    def checkpoint_root(self, seq: int) -> bytes:
+        segment, offset = self.w.offsets[seq]
+        with open(self.w.path(segment), "rb") as f:
+            f.seek(offset + 8 + 20 + 16)
+            return f.read(32)
+
+    def corrupt(self, seq: int, delta: int, byte: int = 0xFF) -> None:
+        segment, offset = self.w.offsets[seq]
+        with open(self.w.path(segment), "r+b") as f:
+            f.seek(offset + delta)
+            old = f.read(1)[0]
+            f.seek(offset + delta)
+            f.write(bytes([old ^ byte]))
+
+    def assertFailure(self, result, segment, offset, seq):
+        code, report = result
+        self.assertEqual(code, 1, report)
+        self.assertFalse(report["ok"])
+        failure = report["failure"]
+        self.assertEqual((failure["segment"], failure["offset"], failure["seq"]),
+                         (segment, offset, seq), failure["reason"])
+
+    def test_intact(self):
+        self.build_intact()
+        code, report = run_verifier(self.dir, "--pubkey", pubkey_text(self.w.pub0))
+        self.assertEqual(code, 0, report)
+        self.assertTrue(report["ok"])
+        self.assertEqual(report["segments"], 2)
+        self.assertEqual(report["records"], self.w.seq)
+        self.assertEqual(report["checkpoints"], 5)
+        self.assertEqual(report["epoch_transitions"], 1)
+        self.assertEqual(report["unsigned_tail"], 2)
+        self.assertEqual(report["recoveries"], [])
+        self.assertEqual(report["tail_in_progress_bytes"], 0)
+        self.assertIsNone(report["failure"])
+        self.assertTrue(report["key_authenticated"])
+        self.assertEqual(len(report["alerts"]), 1)
+
+    def test_human_output(self):
+        self.build_intact()
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            code = wv.main(["--spool", self.dir])
+        self.assertEqual(code, 0)
+        self.assertIn("intact", out.getvalue())
+        self.assertIn("UNAUTHENTICATED", out.getvalue())
+
+    def test_wrong_pubkey(self):
+        self.build_intact()
+        other = pubkey_text(public_key(b"\x06" * 32))
+        self.assertFailure(run_verifier(self.dir, "--pubkey", other), 0, 69 + 6, 0)
+
+    def test_flipped_byte_is_a_damaged_frame(self):
+        self.build_intact()
+        seg, off = self.w.offsets[5]
+        self.corrupt(5, 8 + 30)
+        self.assertFailure(run_verifier(self.dir), seg, off, 5)
+
+    def test_recomputed_crc_breaks_the_chain(self):
+        """Changing an entry and fixing its CRC is caught by the next checkpoint."""
+        self.build_intact()
+        self.corrupt(5, 8 + 48, byte=0x01)  # inside the body text
+        seg, off = self.w.offsets[5]
+        path = self.w.path(seg)
+        with open(path, "r+b") as f:
+            f.seek(off)
+            length = struct.unpack("<I", f.read(4))[0]
+            f.seek(off + 8)
+            record = f.read(length)
+            f.seek(off + 4)
+            f.write(struct.pack("<I", wv.crc32c(record, wv.crc32c(struct.pack("<I", length)))))
+        seg, off = self.w.offsets[8]  # the checkpoint after the entries
+        self.assertFailure(run_verifier(self.dir), seg, off, 8)
+
+    def test_header_tamper(self):
+        self.build_intact()
+        with open(self.w.path(1), "r+b") as f:
+            f.seek(24)
+            f.write(struct.pack("<Q", 99))
+        first_seq_of_1 = min(seq for seq, (seg, _) in self.w.offsets.items() if seg == 1)
+        self.assertFailure(run_verifier(self.dir), 1, 0, first_seq_of_1)
+
+    def test_missing_segment(self):
+        self.build_intact()
+        self.w.seal()
+        self.w.checkpoint(anchor=True)
+        first_seq_of_2 = self.w.seq - 1
+        os.rename(self.w.path(2), self.w.path(3))
+        # segment 1 is sealed, so the gap is reported at the first segment after it
+        self.assertFailure(run_verifier(self.dir), 3, 0, first_seq_of_2)
+
+    def test_no_segment_zero(self):
+        self.build_intact()
+        os.remove(self.w.path(0))
+        self.assertFailure(run_verifier(self.dir), 1, 0, 0)
+
+    def test_unsealed_segment_that_is_not_last(self):
+        self.w.genesis()
+        self.w.checkpoint(anchor=True)
+        self.w.entry(b"a")
+        end = os.path.getsize(self.w.path())
+        self.w.open_segment()
+        self.w.checkpoint(anchor=True)
+        self.assertFailure(run_verifier(self.dir), 0, end, 3)
+
+    def test_record_after_seal(self):
+        self.w.genesis()
+        self.w.checkpoint(anchor=True)
+        self.w.append(wv.SEAL, struct.pack("<Q", 1))
+        end = os.path.getsize(self.w.path())
+        self.w.entry(b"after seal")
+        self.assertFailure(run_verifier(self.dir), 0, end, 3)
+
+    def test_tail_in_progress(self):
+        self.build_intact()
+        self.w.raw_append(struct.pack("<I", 500) + b"\x00" * 30)
+        code, report = run_verifier(self.dir)
+        self.assertEqual(code, 0, report)
+        self.assertEqual(report["tail_in_progress_bytes"], 34)
+
+    def test_short_tail_in_progress(self):
+        self.build_intact()
+        self.w.raw_append(b"\x10\x00\x00")
+        code, report = run_verifier(self.dir)
+        self.assertEqual(code, 0, report)
+        self.assertEqual(report["tail_in_progress_bytes"], 3)
+
+    def test_bad_length_tail_is_failure(self):
+        self.build_intact()
+        end = os.path.getsize(self.w.path())
+        self.w.raw_append(b"\x00" * 12)
+        self.assertFailure(run_verifier(self.dir), 1, end, self.w.seq)
+
+    def test_torn_tail_recovery(self):
+        w = self.w
+        w.genesis()
+        w.checkpoint(anchor=True)
+        w.entry(b"good")
+        region_offset = os.path.getsize(w.path())
+        w.raw_append(struct.pack("<I", 400) + b"\x01" * 50)  # torn frame
+        w.recover(wv.CAUSE_TORN_TAIL, region_offset, last_good_seq=2)
+        w.checkpoint(anchor=True)
+        code, report = run_verifier(self.dir)
+        self.assertEqual(code, 0, report)
+        self.assertEqual(report["recoveries"], [
+            {"segment": 0, "cause": "torn_tail", "offset": region_offset, "len": 54}])
+
+    def test_torn_tail_recovery_wrong_hash(self):
+        w = self.w
+        w.genesis()
+        w.checkpoint(anchor=True)
+        region_offset = os.path.getsize(w.path())
+        w.raw_append(struct.pack("<I", 400) + b"\x01" * 50)
+        offset = w.recover(wv.CAUSE_TORN_TAIL, region_offset, last_good_seq=1)
+        with open(w.path(0), "ab") as f:
+            f.write(b"more")  # region changed after the recovery was written
+        self.assertFailure(run_verifier(self.dir), 1, offset, 2)
+
+    def test_fsync_failed_recovery_region_not_read(self):
+        w = self.w
+        w.genesis()
+        w.checkpoint(anchor=True)
+        w.entry(b"durable")
+        region_offset = os.path.getsize(w.path())
+        w.entry(b"not durable")  # a valid frame, but in the abandoned region
+        w.seq -= 1  # the agent rewinds: the region is not part of the log
+        w.frontier = wv.Frontier()
+        w.head = wv.ZERO32
+        with open(w.path(), "rb") as f:
+            data = f.read()
+        pos = 69 + len(w.agent_id)
+        while pos < region_offset:  # rebuild chain state from the kept records
+            length = struct.unpack_from("<I", data, pos)[0]
+            leaf = wv.leaf_hash(data[pos + 8:pos + 8 + length])
+            w.head = h(b"\x02", w.head, leaf)
+            w.frontier.append(leaf)
+            pos += 8 + length
+        w.recover(wv.CAUSE_FSYNC_FAILED, region_offset, last_good_seq=2)
+        w.checkpoint(anchor=True)
+        w.entry(b"not durable")
+        code, report = run_verifier(self.dir)
+        self.assertEqual(code, 0, report)
+        self.assertEqual(report["recoveries"][0]["cause"], "fsync_failed")
+
+    def test_corruption_recovery_is_failure_at_the_recovery(self):
+        w = self.w
+        w.genesis()
+        w.checkpoint(anchor=True)
+        region_offset = os.path.getsize(w.path())
+        w.raw_append(b"\xff" * 40)
+        offset = w.recover(wv.CAUSE_CORRUPTION, region_offset, last_good_seq=1)
+        code, report = run_verifier(self.dir)
+        self.assertFailure((code, report), 1, offset, 2)
+        self.assertEqual(report["recoveries"][0]["cause"], "corruption")
+
+    def test_anchor_must_carry_frontier(self):
+        w = self.w
+        w.genesis()
+        w.entry(b"a")
+        w.entry(b"b")  # seq 2 has one set bit: the anchor needs one frontier entry
+        off = w.checkpoint(anchor=False)
+        self.assertFailure(run_verifier(self.dir), 0, off, 3)
+
+    def test_anchor_must_be_early(self):
+        w = self.w
+        w.genesis()
+        w.entry(b"a")
+        w.entry(b"b")
+        off = w.checkpoint(anchor=True)
+        self.assertFailure(run_verifier(self.dir), 0, off, 3)
+
+    def test_trailing_payload_byte(self):
+        w = self.w
+        w.genesis()
+        w.checkpoint(anchor=True)
+        off = w.append(wv.SEAL, struct.pack("<Q", 1) + b"\x00")
+        self.assertFailure(run_verifier(self.dir), 0, off, 2)
+
+    def test_unknown_kind(self):
+        w = self.w
+        w.genesis()
+        off = w.append(99, b"")
+        self.assertFailure(run_verifier(self.dir), 0, off, 1)
+
+    def test_nonzero_record_flags(self):
+        w = self.w
+        w.genesis()
+        off = w.heartbeat(flags=1)
+        self.assertFailure(run_verifier(self.dir), 0, off, 1)
+
+    def test_old_epoch_key_rejected_after_transition(self):
+        w = self.w
+        w.genesis()
+        w.checkpoint(anchor=True)
+        old_seed = w.seed
+        w.epoch_key()
+        w.seed = old_seed  # a thief of the old seed signs for the new epoch
+        off = w.checkpoint()
+        self.assertFailure(run_verifier(self.dir), 0, off, 3)
+
+    def test_wrong_receipt_root(self):
+        w = self.w
+        w.genesis()
+        w.checkpoint(anchor=True)
+        off = w.receipt(1, bytes(32))
+        self.assertFailure(run_verifier(self.dir), 0, off, 2)
+
+    def test_time_gaps(self):
+        w = self.w
+        w.genesis()
+        w.checkpoint(anchor=True)
+        w.start(heartbeat_ns=10 * SECOND)
+        w.entry(b"a", ts_step=11 * SECOND)          # no records
+        w.stop()
+        w.start(ts_step=100 * SECOND)               # agent stopped
+        w.entry(b"b", ts_step=61 * SECOND)          # no records (60 s in force now)
+        w.start(ts_step=3600 * SECOND)              # not running, no stop record
+        code, report = run_verifier(self.dir)
+        self.assertEqual(code, 0, report)
+        self.assertEqual([(g["from_seq"], g["to_seq"], g["cause"]) for g in report["time_gaps"]], [
+            (2, 3, wv.GAP_NO_RECORDS), (4, 5, wv.GAP_STOPPED),
+            (5, 6, wv.GAP_NO_RECORDS), (6, 7, wv.GAP_NOT_RUNNING)])
+        self.assertEqual(report["time_gaps"][1]["seconds"], 100.0)
+
+    def test_usage_errors(self):
+        code, _ = run_verifier(os.path.join(self.dir, "nope"))
+        self.assertEqual(code, 2)
+        os.remove(self.w.path(0))
+        code, report = run_verifier(self.dir)
+        self.assertEqual(code, 2)
+        self.assertFalse(report["ok"])
+        self.w.open_segment()
+        code, _ = run_verifier(self.dir, "--pubkey", "ed25519:AAAA")
+        self.assertEqual(code, 2)
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,1089 @@
+#!/usr/bin/env python3
+"""Independent verifier for wormlog spools (format version 1).
+
+This file was written from docs/FORMAT.md alone, without reading the Rust
+implementation, so that agreement between it and `wormlog verify` shows that
+the specification is complete. Section numbers in comments refer to that
+document.
+
+Only the Python standard library and the `cryptography` package (for Ed25519)
+are used; CRC32C is implemented here, table-driven.
+
+Usage:
+
+    python3 wormlog_verify.py --spool DIR [--pubkey ed25519:<base64>] [--json]
+
+Exit codes (section 8): 0 intact, 1 tampering or loss found, 2 usage or I/O
+error, or not a spool.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import datetime
+import hashlib
+import json
+import os
+import re
+import struct
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+# ---------------------------------------------------------------------------
+# Constants (sections 1, 3, 5, 6)
+# ---------------------------------------------------------------------------
+
+MAGIC = b"WORMLOG\x00"
+FORMAT_VERSION = 1
+RECORD_VERSION = 1
+HEADER_FIXED_LEN = 65  # bytes before agent_id's end: [0, 65) then n, then CRC
+MIN_RECORD_LEN = 20
+MAX_RECORD_LEN = 64 * 1024 * 1024
+FRAME_HEADER_LEN = 8
+RECORD_HEADER_LEN = 20
+SIGNATURE_LEN = 64
+ZERO32 = bytes(32)
+U64_MASK = (1 << 64) - 1
+DEFAULT_HEARTBEAT_NS = 60 * 1_000_000_000
+
+SEGMENT_NAME_RE = re.compile(r"^([0-9a-f]{16})\.wlseg$")
+
+CTX_CHECKPOINT = b"wormlog checkpoint v1\x00"
+CTX_EPOCH_KEY = b"wormlog epoch-key v1\x00"
+CTX_RECEIPT = b"wormlog receipt v1\x00"
+
+GENESIS, ENTRY, CHECKPOINT, EPOCH_KEY, START, STOP, CONFIG, HEARTBEAT = range(1, 9)
+CLOCK_STEP, GAP, RECOVERY, RECEIPT, PRUNE, SEAL, ALERT = range(9, 16)
+
+KIND_NAMES = {
+    GENESIS: "genesis", ENTRY: "entry", CHECKPOINT: "checkpoint",
+    EPOCH_KEY: "epoch_key", START: "start", STOP: "stop", CONFIG: "config",
+    HEARTBEAT: "heartbeat", CLOCK_STEP: "clock_step", GAP: "gap",
+    RECOVERY: "recovery", RECEIPT: "receipt", PRUNE: "prune", SEAL: "seal",
+    ALERT: "alert",
+}
+
+CAUSE_TORN_TAIL, CAUSE_FSYNC_FAILED, CAUSE_CORRUPTION = 1, 2, 3
+CAUSE_NAMES = {
+    CAUSE_TORN_TAIL: "torn_tail",
+    CAUSE_FSYNC_FAILED: "fsync_failed",
+    CAUSE_CORRUPTION: "corruption",
+}
+
+ENTRY_FLAGS_KNOWN = 0b111  # no_newline, more_parts, continuation
+
+GAP_STOPPED = "agent stopped"
+GAP_NOT_RUNNING = "agent not running (no stop record)"
+GAP_NO_RECORDS = "no records"
+
+
+# ---------------------------------------------------------------------------
+# CRC32C (section 1): reflected Castagnoli, table-driven (slicing-by-8)
+# ---------------------------------------------------------------------------
+
+_CRC32C_POLY_REFLECTED = 0x82F63B78  # 0x1EDC6F41 bit-reversed
+
+
+def _crc32c_tables() -> list[list[int]]:
+    """T[0] is the classic byte table; T[k][b] is the CRC of byte b then k zeros."""
+    base = []
+    for byte in range(256):
+        crc = byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (_CRC32C_POLY_REFLECTED if crc & 1 else 0)
+        base.append(crc)
+    tables = [base]
+    for _ in range(7):
+        prev = tables[-1]
+        tables.append([(v >> 8) ^ base[v & 0xFF] for v in prev])
+    return tables
+
+
+_CRC_T = _crc32c_tables()
+
+
+def crc32c_bytewise(data: bytes | memoryview, crc: int = 0) -> int:
+    """Reference one-byte-at-a-time CRC32C; `crc` continues a previous result."""
+    table = _CRC_T[0]
+    c = crc ^ 0xFFFFFFFF
+    for byte in bytes(data):
+        c = table[(c ^ byte) & 0xFF] ^ (c >> 8)
+    return c ^ 0xFFFFFFFF
+
+
+def crc32c(data: bytes | memoryview, crc: int = 0) -> int:
+    """CRC32C of `data`; pass a previous result as `crc` to continue it."""
+    t0, t1, t2, t3, t4, t5, t6, t7 = _CRC_T
+    mv = memoryview(data).cast("B")
+    whole = len(mv) - len(mv) % 8
+    c = crc ^ 0xFFFFFFFF
+    for (word,) in struct.iter_unpack("<Q", mv[:whole]):
+        x = word ^ c
+        c = (t7[x & 0xFF] ^ t6[(x >> 8) & 0xFF] ^ t5[(x >> 16) & 0xFF]
+             ^ t4[(x >> 24) & 0xFF] ^ t3[(x >> 32) & 0xFF]
+             ^ t2[(x >> 40) & 0xFF] ^ t1[(x >> 48) & 0xFF] ^ t0[x >> 56])
+    for byte in mv[whole:]:
+        c = t0[(c ^ byte) & 0xFF] ^ (c >> 8)
+    return c ^ 0xFFFFFFFF
+
+
+# ---------------------------------------------------------------------------
+# Hashes: chain and RFC 9162 Merkle tree (section 4)
+# ---------------------------------------------------------------------------
+
+def sha256(*parts: bytes | memoryview) -> bytes:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part)
+    return h.digest()
+
+
+EMPTY_ROOT = sha256(b"")
+
+
+def leaf_hash(record: bytes | memoryview) -> bytes:
+    return sha256(b"\x00", record)
+
+
+def node_hash(left: bytes, right: bytes) -> bytes:
+    return sha256(b"\x01", left, right)
+
+
+def chain_link(head: bytes, leaf: bytes) -> bytes:
+    return sha256(b"\x02", head, leaf)
+
+
+def mth(leaves: list[bytes]) -> bytes:
+    """Recursive Merkle Tree Hash of RFC 9162 over already-hashed leaves."""
+    n = len(leaves)
+    if n == 0:
+        return EMPTY_ROOT
+    if n == 1:
+        return leaves[0]
+    k = 1
+    while k * 2 < n:
+        k *= 2
+    return node_hash(mth(leaves[:k]), mth(leaves[k:]))
+
+
+class Frontier:
+    """Compact Merkle tree: roots of the perfect subtrees, largest first."""
+
+    def __init__(self) -> None:
+        self.size = 0
+        self.nodes: list[bytes] = []
+
+    def append(self, leaf: bytes) -> None:
+        self.nodes.append(leaf)
+        pending = self.size  # each low set bit of the old size is a merge
+        while pending & 1:
+            right = self.nodes.pop()
+            left = self.nodes.pop()
+            self.nodes.append(node_hash(left, right))
+            pending >>= 1
+        self.size += 1
+
+    def root(self) -> bytes:
+        if not self.nodes:
+            return EMPTY_ROOT
+        acc = self.nodes[-1]
+        for node in reversed(self.nodes[:-1]):
+            acc = node_hash(node, acc)
+        return acc
+
+
+# ---------------------------------------------------------------------------
+# Errors
+# ---------------------------------------------------------------------------
+
+class UsageError(Exception):
+    """Usage or I/O error, or not a spool: exit code 2."""
+
+
+class Malformed(Exception):
+    """A record or header that cannot be decoded."""
+
+
+class FrameError(Exception):
+    """A frame that is not well-formed; `incomplete` marks a cut-short tail."""
+
+    def __init__(self, reason: str, incomplete: bool = False) -> None:
+        super().__init__(reason)
+        self.incomplete = incomplete
+
+
+@dataclass
+class Failure(Exception):
+    """Tampering or loss, at the location defined in section 7."""
+
+    segment: int
+    offset: int
+    seq: int
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"segment": self.segment, "offset": self.offset,
+                "seq": self.seq, "reason": self.reason}
+
+
+# ---------------------------------------------------------------------------
+# Byte reader (section 1 encodings)
+# ---------------------------------------------------------------------------
+
+class Reader:
+    """Sequential little-endian reader that raises Malformed when short."""
+
+    def __init__(self, buf: bytes, pos: int = 0) -> None:
+        self.buf = buf
+        self.pos = pos
+
+    def take(self, n: int) -> bytes:
+        end = self.pos + n
+        if end > len(self.buf):
+            raise Malformed(f"payload truncated: need {n} bytes at record offset "
+                            f"{self.pos}, have {len(self.buf) - self.pos}")
+        out = self.buf[self.pos:end]
+        self.pos = end
+        return out
+
+    def _int(self, fmt: str, size: int) -> int:
+        return struct.unpack(fmt, self.take(size))[0]
+
+    def u8(self) -> int:
+        return self._int("<B", 1)
+
+    def u16(self) -> int:
+        return self._int("<H", 2)
+
+    def u32(self) -> int:
+        return self._int("<I", 4)
+
+    def u64(self) -> int:
+        return self._int("<Q", 8)
+
+    def i64(self) -> int:
+        return self._int("<q", 8)
+
+    def bytes8(self) -> bytes:
+        return self.take(self.u8())
+
+    def bytes16(self) -> bytes:
+        return self.take(self.u16())
+
+    def bytes32(self) -> bytes:
+        return self.take(self.u32())
+
+    def text8(self) -> str:
+        return decode_text(self.bytes8())
+
+    def text16(self) -> str:
+        return decode_text(self.bytes16())
+
+    def position(self) -> tuple[int, bytes]:
+        """Section 6: positions are opaque (any pos_kind is accepted)."""
+        pos_kind = self.u8()
+        return pos_kind, self.bytes16()
+
+    def rest(self) -> bytes:
+        return self.take(len(self.buf) - self.pos)
+
+    def finish(self) -> None:
+        if self.pos != len(self.buf):
+            raise Malformed(f"{len(self.buf) - self.pos} trailing bytes in payload")
+
+    def read(self, ftype: str | int) -> Any:
+        """Read one field of a schema type: an int is a fixed byte count."""
+        if isinstance(ftype, int):
+            return self.take(ftype)
+        return getattr(self, ftype)()
+
+
+def decode_text(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8", errors="strict")
+    except UnicodeDecodeError as exc:
+        raise Malformed(f"text field is not valid UTF-8: {exc.reason}") from None
+
+
+# ---------------------------------------------------------------------------
+# Records (sections 3.3 and 6)
+# ---------------------------------------------------------------------------
+
+@dataclass
+class Record:
+    kind: int
+    seq: int
+    ts: int
+    raw: bytes
+    p: dict[str, Any]  # the decoded payload
+
+    @property
+    def name(self) -> str:
+        return KIND_NAMES[self.kind]
+
+
+# Payloads that are a plain sequence of fields. Types are Reader methods, or
+# an int for a fixed number of bytes. ENTRY and CHECKPOINT have loops and are
+# decoded by their own functions below.
+SIMPLE_SCHEMAS: dict[int, tuple[tuple[str, str | int], ...]] = {
+    GENESIS: (("agent_id", "text8"), ("first_pubkey", 32)),
+    EPOCH_KEY: (("from_epoch", "u64"), ("to_epoch", "u64"), ("new_pubkey", 32),
+                ("tree_size", "u64"), ("head", 32), ("signature", SIGNATURE_LEN)),
+    START: (("boot_id", 16), ("mono_ns", "u64"), ("pid", "u32"),
+            ("config_sha256", 32), ("heartbeat_ns", "u64"), ("append_only", "u8"),
+            ("append_only_active", "u8"), ("program", "text8")),
+    STOP: (("boot_id", 16), ("mono_ns", "u64"), ("reason", "text16")),
+    CONFIG: (("boot_id", 16), ("mono_ns", "u64"), ("config_sha256", 32)),
+    HEARTBEAT: (("boot_id", 16), ("mono_ns", "u64")),
+    CLOCK_STEP: (("boot_id", 16), ("mono_ns", "u64"), ("expected_ts", "i64"),
+                 ("observed_ts", "i64")),
+    GAP: (("source", "text8"), ("position", "position"), ("reason", "u16"),
+          ("lost_bytes", "u64"), ("lost_records", "u64"), ("detail", "text16")),
+    RECOVERY: (("cause", "u8"), ("segment_no", "u64"), ("last_good_seq", "u64"),
+               ("region_offset", "u64"), ("region_len", "u64"),
+               ("region_sha256", 32), ("detail", "text16")),
+    RECEIPT: (("collector_id", "text8"), ("tree_size", "u64"), ("root", 32),
+              ("collector_ts", "i64"), ("collector_pubkey", 32),
+              ("signature", SIGNATURE_LEN)),
+    PRUNE: (("first_kept_segment", "u64"), ("first_kept_seq", "u64"),
+            ("anchor_head", 32), ("detail", "text16")),
+    SEAL: (("next_segment", "u64"),),
+    ALERT: (("code", "u16"), ("detail", "text16")),
+}
+
+# Enumerated fields: any value outside the defined set is malformed.
+ENUM_VALUES: dict[tuple[int, str], range] = {
+    (START, "append_only"): range(0, 3),
+    (START, "append_only_active"): range(0, 2),
+    (GAP, "reason"): range(1, 9),
+    (RECOVERY, "cause"): range(1, 4),
+    (ALERT, "code"): range(1, 5),
+}
+
+
+def decode_simple(kind: int, r: Reader) -> dict[str, Any]:
+    payload = {name: r.read(ftype) for name, ftype in SIMPLE_SCHEMAS[kind]}
+    for (enum_kind, name), allowed in ENUM_VALUES.items():
+        if enum_kind == kind and payload[name] not in allowed:
+            raise Malformed(f"{KIND_NAMES[kind]}: {name} {payload[name]} is not defined")
+    return payload
+
+
+def decode_entry(r: Reader) -> dict[str, Any]:
+    source = r.bytes8()
+    if not source:
+        raise Malformed("entry: empty source name")
+    payload: dict[str, Any] = {"source": decode_text(source), "position": r.position()}
+    flags = r.u8()
+    if flags & ~ENTRY_FLAGS_KNOWN:
+        raise Malformed(f"entry: undefined entry_flags bits 0x{flags:02x}")
+    payload["entry_flags"] = flags
+    fields = []
+    for _ in range(r.u16()):
+        key = r.text8()
+        fields.append((key, r.bytes32()))
+    payload["fields"] = fields
+    payload["body"] = r.rest()
+    return payload
+
+
+def decode_checkpoint(r: Reader) -> dict[str, Any]:
+    p: dict[str, Any] = {
+        "epoch": r.u64(), "tree_size": r.u64(), "root": r.take(32),
+        "head": r.take(32), "boot_id": r.take(16), "mono_ns": r.u64(),
+    }
+    frontier_count = r.u8()
+    if frontier_count not in (0, p["tree_size"].bit_count()):
+        raise Malformed(f"checkpoint: frontier_count {frontier_count} is neither 0 "
+                        f"nor the set bits of tree_size {p['tree_size']}")
+    p["frontier"] = [r.take(32) for _ in range(frontier_count)]
+    sources = []
+    for _ in range(r.u32()):
+        name = r.text8()
+        sources.append((name, r.position()))
+    p["sources"] = sources
+    p["signature"] = r.take(SIGNATURE_LEN)
+    return p
+
+
+def decode_record(raw: bytes) -> Record:
+    """Decode and check a record's header and payload (strict, section 3.3)."""
+    if len(raw) < RECORD_HEADER_LEN:
+        raise Malformed(f"record of {len(raw)} bytes is shorter than its header")
+    version, kind, flags, seq, ts = struct.unpack_from("<BBHQq", raw, 0)
+    if version != RECORD_VERSION:
+        raise Malformed(f"record version {version}, expected {RECORD_VERSION}")
+    if flags != 0:
+        raise Malformed(f"record flags 0x{flags:04x}, expected 0")
+    if kind not in KIND_NAMES:
+        raise Malformed(f"unknown record kind {kind}")
+    r = Reader(raw, RECORD_HEADER_LEN)
+    try:
+        if kind == ENTRY:
+            payload = decode_entry(r)
+        elif kind == CHECKPOINT:
+            payload = decode_checkpoint(r)
+        else:
+            payload = decode_simple(kind, r)
+        r.finish()
+    except Malformed as exc:
+        raise Malformed(f"{KIND_NAMES[kind]} record: {exc}") from None
+    return Record(kind=kind, seq=seq, ts=ts, raw=raw, p=payload)
+
+
+def signed_message(context: bytes, raw: bytes) -> bytes:
+    """Section 5.2: context, 0x00 (in `context`), record without its signature."""
+    return context + raw[:-SIGNATURE_LEN]
+
+
+def receipt_message(agent_id: bytes, p: dict[str, Any]) -> bytes:
+    return (CTX_RECEIPT + bytes([len(agent_id)]) + agent_id
+            + struct.pack("<Q", p["tree_size"]) + p["root"]
+            + struct.pack("<q", p["collector_ts"]))
+
+
+def ed25519_valid(pubkey: bytes, signature: bytes, message: bytes) -> bool:
+    try:
+        Ed25519PublicKey.from_public_bytes(pubkey).verify(signature, message)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+# ---------------------------------------------------------------------------
+# Segment header and frames (section 3)
+# ---------------------------------------------------------------------------
+
+@dataclass
+class Header:
+    header_len: int
+    segment_no: int
+    first_seq: int
+    prev_head: bytes
+    agent_id: str
+
+
+def parse_header(data: bytes) -> Header:
+    """Check the self-contained header fields; raise Malformed."""
+    if len(data) < HEADER_FIXED_LEN:
+        raise Malformed(f"header truncated: file has {len(data)} bytes")
+    magic, version, hflags, header_len, segment_no, first_seq = struct.unpack_from(
+        "<8sHHIQQ", data, 0)
+    if magic != MAGIC:
+        raise Malformed("bad magic")
+    if version != FORMAT_VERSION:
+        raise Malformed(f"format_version {version}, expected {FORMAT_VERSION}")
+    if hflags != 0:
+        raise Malformed(f"header_flags 0x{hflags:04x}, expected 0")
+    n = data[64]
+    if n == 0:
+        raise Malformed("agent id length 0")
+    if header_len != 69 + n:
+        raise Malformed(f"header_len {header_len}, expected {69 + n}")
+    if len(data) < header_len:
+        raise Malformed(f"header truncated: file has {len(data)} bytes, "
+                        f"header_len {header_len}")
+    (stored_crc,) = struct.unpack_from("<I", data, 65 + n)
+    if crc32c(data[:65 + n]) != stored_crc:
+        raise Malformed("header_crc mismatch")
+    agent_id = decode_text(bytes(data[65:65 + n]))
+    return Header(header_len=header_len, segment_no=segment_no, first_seq=first_seq,
+                  prev_head=bytes(data[32:64]), agent_id=agent_id)
+
+
+def frame_length_ok(length: int) -> bool:
+    return MIN_RECORD_LEN <= length <= MAX_RECORD_LEN
+
+
+def read_frame(data: bytes, pos: int, end: int) -> tuple[bytes, int]:
+    """Return (record bytes, next frame offset) of the frame at `pos`.
+
+    `end` is where the segment's log ends; frames must fit before it (and
+    within the file). Raises FrameError; `incomplete` is set for the two
+    shapes section 7.5 calls a tail in progress.
+    """
+    limit = min(end, len(data))
+    if limit - pos < FRAME_HEADER_LEN:
+        raise FrameError(f"incomplete frame header ({max(limit - pos, 0)} bytes)",
+                         incomplete=True)
+    length, stored_crc = struct.unpack_from("<II", data, pos)
+    if not frame_length_ok(length):
+        raise FrameError(f"frame length {length} out of bounds")
+    body_start = pos + FRAME_HEADER_LEN
+    if body_start + length > limit:
+        raise FrameError(f"frame length {length} runs past the end "
+                         f"({limit - body_start} bytes left)", incomplete=True)
+    record = bytes(data[body_start:body_start + length])
+    if crc32c(record, crc32c(data[pos:pos + 4])) != stored_crc:
+        raise FrameError("frame CRC mismatch")
+    return record, body_start + length
+
+
+def starts_with_valid_frame(data: bytes, pos: int) -> bool:
+    try:
+        read_frame(data, pos, len(data))
+    except FrameError:
+        return False
+    return True
+
+
+def read_first_record(path: str) -> Record | None:
+    """The first record of a segment, or None if it cannot be read cleanly.
+
+    Used for the recovery look-ahead (section 7.2); reads only the header and
+    the first frame.
+    """
+    with open(path, "rb") as f:
+        head = f.read(HEADER_FIXED_LEN)
+        if len(head) < HEADER_FIXED_LEN:
+            return None
+        head += f.read(head[64] + 4)
+        try:
+            header = parse_header(head)
+        except Malformed:
+            return None
+        f.seek(header.header_len)
+        frame_head = f.read(FRAME_HEADER_LEN)
+        if len(frame_head) < FRAME_HEADER_LEN:
+            return None
+        length = struct.unpack_from("<I", frame_head)[0]
+        if not frame_length_ok(length):
+            return None
+        frame = frame_head + f.read(length)
+    try:
+        record, _ = read_frame(frame, 0, len(frame))
+        return decode_record(record)
+    except (FrameError, Malformed):
+        return None
+
+
+# ---------------------------------------------------------------------------
+# The spool directory (section 2)
+# ---------------------------------------------------------------------------
+
+@dataclass
+class SpoolListing:
+    segments: list[tuple[int, str]]  # (number, path), by number
+    temporary: list[str]
+    ignored: list[str]
+
+
+def list_spool(spool_dir: str) -> SpoolListing:
+    try:
+        names = sorted(os.listdir(spool_dir))
+    except OSError as exc:
+        raise UsageError(f"cannot read spool directory {spool_dir}: {exc}") from None
+    segments, temporary, ignored = [], [], []
+    for name in names:
+        match = SEGMENT_NAME_RE.match(name)
+        if match:
+            segments.append((int(match.group(1), 16), os.path.join(spool_dir, name)))
+        elif name.endswith(".tmp"):
+            temporary.append(name)
+        elif name != "lock":
+            ignored.append(name)
+    if not segments:
+        raise UsageError(f"{spool_dir} is not a spool: no *.wlseg segment files")
+    segments.sort()
+    return SpoolListing(segments=segments, temporary=temporary, ignored=ignored)
+
+
+def read_segment_file(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc}") from None
+
+
+# ---------------------------------------------------------------------------
+# Verification (section 7)
+# ---------------------------------------------------------------------------
+
+@dataclass
+class ChainState:
+    """What the verifier keeps from record to record (section 7)."""
+
+    next_seq: int = 0
+    head: bytes = ZERO32
+    frontier: Frontier = field(default_factory=Frontier)
+    agent_id: str | None = None
+    epoch: int | None = None
+    key: bytes | None = None
+    checkpoint_roots: dict[int, bytes] = field(default_factory=dict)
+    heartbeat_ns: int = DEFAULT_HEARTBEAT_NS
+    prev_ts: int | None = None
+    prev_kind: int | None = None
+
+    def append(self, raw: bytes) -> None:
+        leaf = leaf_hash(raw)
+        self.head = chain_link(self.head, leaf)
+        self.frontier.append(leaf)
+        self.next_seq += 1
+
+
+@dataclass
+class SegmentCursor:
+    """Per-segment state while its records are checked."""
+
+    number: int
+    offset: int = 0          # offset of the frame being checked
+    records: int = 0         # records of this segment accepted so far
+    checkpoints: int = 0
+    sealed: bool = False
+
+
+@dataclass
+class DamagedSegment:
+    """What a recovery record in the next segment is checked against."""
+
+    number: int
+    file_size: int
+    log_end: int
+    last_seq: int
+    region_sha256: bytes
+    region_starts_with_frame: bool
+
+
+@dataclass
+class Report:
+    segments: int = 0
+    records: int = 0
+    checkpoints: int = 0
+    epoch_transitions: int = 0
+    last_checkpoint_seq: int | None = None
+    recoveries: list[dict[str, Any]] = field(default_factory=list)
+    tail_in_progress_bytes: int = 0
+    time_gaps: list[dict[str, Any]] = field(default_factory=list)
+    clock_steps: list[dict[str, Any]] = field(default_factory=list)
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    first_ts: int | None = None
+    last_ts: int | None = None
+    first_pubkey: bytes | None = None
+    key_authenticated: bool = False
+    failure: Failure | None = None
+
+
+class Verifier:
+    def __init__(self, spool_dir: str, trusted_key: bytes | None) -> None:
+        self.listing = list_spool(spool_dir)
+        self.trusted_key = trusted_key
+        self.state = ChainState()
+        self.report = Report(key_authenticated=trusted_key is not None)
+        self.damaged: DamagedSegment | None = None
+        self.seg = SegmentCursor(number=0)
+        self.checks: dict[int, Callable[[Record], None]] = {
+            GENESIS: self._check_genesis, CHECKPOINT: self._check_checkpoint,
+            EPOCH_KEY: self._check_epoch_key, RECOVERY: self._check_recovery,
+            SEAL: self._check_seal, RECEIPT: self._check_receipt,
+        }
+
+    # -- driver ------------------------------------------------------------
+
+    def run(self) -> Report:
+        try:
+            for index in range(len(self.listing.segments)):
+                self._verify_segment(index)
+        except Failure as failure:
+            self.report.failure = failure
+        return self.report
+
+    def _fail(self, reason: str, offset: int | None = None) -> Failure:
+        """A failure in the current segment (default: at the current frame)."""
+        return Failure(self.seg.number, self.seg.offset if offset is None else offset,
+                       self.state.next_seq, reason)
+
+    def _verify_segment(self, index: int) -> None:
+        number, path = self.listing.segments[index]
+        self.seg = SegmentCursor(number=number)
+        self._check_numbering(index)
+        data = read_segment_file(path)
+        self.report.segments += 1
+        header = self._check_header(data)
+        recovery = self._look_ahead(index)
+        log_end = recovery.p["region_offset"] if recovery else len(data)
+        is_last = index == len(self.listing.segments) - 1
+        self._check_frames(data, header.header_len, log_end, is_last)
+        if not is_last and not self.seg.sealed and recovery is None:
+            raise self._fail("segment ends without a seal and no recovery names it",
+                             offset=log_end)
+        self.damaged = self._describe_damage(data, log_end) if recovery else None
+
+    # -- step 1: header ----------------------------------------------------
+
+    def _check_numbering(self, index: int) -> None:
+        segments = self.listing.segments
+        expected = 0 if index == 0 else segments[index - 1][0] + 1
+        if self.seg.number != expected:
+            raise self._fail(f"missing segment {expected:016x} "
+                             f"(next present is {self.seg.number:016x})", offset=0)
+
+    def _check_header(self, data: bytes) -> Header:
+        number = self.seg.number
+        try:
+            header = parse_header(data)
+        except Malformed as exc:
+            raise self._fail(f"segment header: {exc}", offset=0) from None
+        problems = []
+        if header.segment_no != number:
+            problems.append(f"segment_no {header.segment_no} does not match "
+                            f"file name ({number})")
+        if header.first_seq != self.state.next_seq:
+            problems.append(f"first_seq {header.first_seq}, expected {self.state.next_seq}")
+        if header.prev_head != self.state.head:
+            problems.append("prev_head is not the chain head")
+        if self.state.agent_id is None:
+            self.state.agent_id = header.agent_id
+        elif header.agent_id != self.state.agent_id:
+            problems.append(f"agent_id {header.agent_id!r} differs from "
+                            f"{self.state.agent_id!r}")
+        if problems:
+            raise self._fail("segment header: " + problems[0], offset=0)
+        return header
+
+    # -- step 2: where the log ends ------------------------------------------
+
+    def _look_ahead(self, index: int) -> Record | None:
+        """The next segment's first record if it is a recovery naming this one."""
+        segments = self.listing.segments
+        number = self.seg.number
+        if index + 1 >= len(segments) or segments[index + 1][0] != number + 1:
+            return None
+        try:
+            first = read_first_record(segments[index + 1][1])
+        except OSError as exc:
+            raise UsageError(f"cannot read {segments[index + 1][1]}: {exc}") from None
+        if first and first.kind == RECOVERY and first.p["segment_no"] == number:
+            return first
+        return None
+
+    def _describe_damage(self, data: bytes, log_end: int) -> DamagedSegment:
+        region = data[log_end:] if log_end <= len(data) else b""
+        return DamagedSegment(
+            number=self.seg.number, file_size=len(data), log_end=log_end,
+            last_seq=(self.state.next_seq - 1) & U64_MASK,
+            region_sha256=sha256(region),
+            region_starts_with_frame=starts_with_valid_frame(data, log_end),
+        )
+
+    # -- steps 3 and 5: frames and the end of the segment ----------------------
+
+    def _check_frames(self, data: bytes, header_len: int, log_end: int,
+                      is_last: bool) -> None:
+        pos = header_len
+        if log_end < header_len:
+            self.seg.offset = header_len
+            raise self._fail(f"log end {log_end} (recovery region_offset) lies "
+                             f"inside the header")
+        while pos < log_end:
+            self.seg.offset = pos
+            if self.seg.sealed:
+                raise self._fail("seal is not the last record of its segment")
+            try:
+                record, next_pos = read_frame(data, pos, log_end)
+            except FrameError as exc:
+                if is_last and exc.incomplete and log_end == len(data):
+                    self.report.tail_in_progress_bytes = len(data) - pos
+                    return
+                raise self._fail(f"damaged frame: {exc}") from None
+            self._accept(record)
+            pos = next_pos
+
+    # -- step 4: records -----------------------------------------------------
+
+    def _accept(self, raw: bytes) -> None:
+        try:
+            rec = decode_record(raw)
+        except Malformed as exc:
+            raise self._fail(str(exc)) from None
+        if rec.seq != self.state.next_seq:
+            raise self._fail(f"{rec.name} record has seq {rec.seq}, "
+                             f"expected {self.state.next_seq}")
+        if (rec.seq == 0) != (rec.kind == GENESIS):
+            raise self._fail("the record with seq 0, and only it, must be genesis "
+                             f"(found {rec.name} at seq {rec.seq})")
+        check = self.checks.get(rec.kind)
+        if check:
+            check(rec)
+        self._note(rec)
+        self.state.append(raw)
+        self.seg.records += 1
+        self.report.records += 1
+
+    def _check_genesis(self, rec: Record) -> None:
+        if rec.p["agent_id"] != self.state.agent_id:
+            raise self._fail(f"genesis agent_id {rec.p['agent_id']!r} differs from "
+                             f"the header's {self.state.agent_id!r}")
+        pub = rec.p["first_pubkey"]
+        if self.trusted_key is not None and pub != self.trusted_key:
+            raise self._fail("genesis first_pubkey is not the trusted public key")
+        self.state.epoch, self.state.key = 0, pub
+        self.report.first_pubkey = pub
+
+    def _check_checkpoint(self, rec: Record) -> None:
+        p, state = rec.p, self.state
+        if self.seg.checkpoints == 0:
+            self._check_anchor(rec)
+        if p["epoch"] != state.epoch:
+            raise self._fail(f"checkpoint epoch {p['epoch']}, current epoch {state.epoch}")
+        if p["tree_size"] != rec.seq:
+            raise self._fail(f"checkpoint tree_size {p['tree_size']} is not its seq")
+        if p["root"] != state.frontier.root():
+            raise self._fail("checkpoint root is not the Merkle root of the log")
+        if p["head"] != state.head:
+            raise self._fail("checkpoint head is not the chain head")
+        if p["frontier"] and p["frontier"] != state.frontier.nodes:
+            raise self._fail("checkpoint frontier differs from the log's")
+        if not ed25519_valid(state.key, p["signature"], signed_message(CTX_CHECKPOINT, rec.raw)):
+            raise self._fail(f"checkpoint signature invalid under epoch {state.epoch}'s key")
+        self.seg.checkpoints += 1
+        state.checkpoint_roots[rec.seq] = p["root"]
+        self.report.checkpoints += 1
+        self.report.last_checkpoint_seq = rec.seq
+
+    def _check_anchor(self, rec: Record) -> None:
+        if self.seg.records > 1:
+            raise self._fail("the first checkpoint of a segment must be its first "
+                             f"or second record (it is record {self.seg.records + 1})")
+        if len(rec.p["frontier"]) != rec.seq.bit_count():
+            raise self._fail("the first checkpoint of a segment must carry the frontier")
+
+    def _check_epoch_key(self, rec: Record) -> None:
+        p, state = rec.p, self.state
+        if p["from_epoch"] != state.epoch:
+            raise self._fail(f"epoch_key from_epoch {p['from_epoch']}, "
+                             f"current epoch {state.epoch}")
+        if p["to_epoch"] != p["from_epoch"] + 1:
+            raise self._fail(f"epoch_key to_epoch {p['to_epoch']} is not from_epoch + 1")
+        if p["tree_size"] != rec.seq:
+            raise self._fail(f"epoch_key tree_size {p['tree_size']} is not its seq")
+        if p["head"] != state.head:
+            raise self._fail("epoch_key head is not the chain head")
+        if not ed25519_valid(state.key, p["signature"], signed_message(CTX_EPOCH_KEY, rec.raw)):
+            raise self._fail(f"epoch_key signature invalid under epoch {state.epoch}'s key")
+        state.epoch, state.key = p["to_epoch"], p["new_pubkey"]
+        self.report.epoch_transitions += 1
+
+    def _check_recovery(self, rec: Record) -> None:
+        p, damaged = rec.p, self.damaged
+        if self.seg.records != 0:
+            raise self._fail("recovery record is not the first record of its segment")
+        if damaged is None or p["segment_no"] != damaged.number:
+            raise self._fail(f"recovery names segment {p['segment_no']}, not the "
+                             f"previous segment")
+        if p["last_good_seq"] != damaged.last_seq:
+            raise self._fail(f"recovery last_good_seq {p['last_good_seq']}, "
+                             f"expected {damaged.last_seq}")
+        if p["region_offset"] != damaged.log_end:
+            raise self._fail("recovery region_offset is not where the damaged log ends")
+        if p["region_len"] != damaged.file_size - damaged.log_end:
+            raise self._fail(f"recovery region_len {p['region_len']}, the region is "
+                             f"{damaged.file_size - damaged.log_end} bytes")
+        self._check_recovery_region(p, damaged)
+        self.report.recoveries.append({
+            "segment": damaged.number, "cause": CAUSE_NAMES[p["cause"]],
+            "offset": p["region_offset"], "len": p["region_len"]})
+        if p["cause"] == CAUSE_CORRUPTION:
+            raise self._fail(f"corruption recovered: segment {damaged.number} is "
+                             f"damaged at offset {p['region_offset']} "
+                             f"({p['detail']!r})")
+
+    def _check_recovery_region(self, p: dict[str, Any], damaged: DamagedSegment) -> None:
+        if p["cause"] == CAUSE_FSYNC_FAILED:
+            if p["region_sha256"] != ZERO32:
+                raise self._fail("fsync_failed recovery: region_sha256 is not zero")
+            return
+        if p["region_sha256"] != damaged.region_sha256:
+            raise self._fail("recovery region_sha256 does not match the region")
+        if p["cause"] == CAUSE_TORN_TAIL and damaged.region_starts_with_frame:
+            raise self._fail("torn_tail recovery, but the region starts with a "
+                             "valid frame")
+
+    def _check_seal(self, rec: Record) -> None:
+        if rec.p["next_segment"] != self.seg.number + 1:
+            raise self._fail(f"seal next_segment {rec.p['next_segment']}, "
+                             f"expected {self.seg.number + 1}")
+        self.seg.sealed = True
+
+    def _check_receipt(self, rec: Record) -> None:
+        p = rec.p
+        agent_id = self.state.agent_id.encode()
+        if not ed25519_valid(p["collector_pubkey"], p["signature"],
+                             receipt_message(agent_id, p)):
+            raise self._fail("receipt signature invalid under its collector_pubkey")
+        if self.state.checkpoint_roots.get(p["tree_size"]) != p["root"]:
+            raise self._fail(f"receipt tree_size {p['tree_size']} and root are not "
+                             f"those of an earlier checkpoint")
+
+    # -- what is reported besides the verdict ---------------------------------
+
+    def _note(self, rec: Record) -> None:
+        state, report = self.state, self.report
+        if state.prev_ts is not None and rec.ts - state.prev_ts > state.heartbeat_ns:
+            report.time_gaps.append({
+                "from_seq": rec.seq - 1, "to_seq": rec.seq,
+                "seconds": (rec.ts - state.prev_ts) / 1e9,
+                "cause": self._gap_cause(rec)})
+        if rec.kind == START:
+            state.heartbeat_ns = rec.p["heartbeat_ns"]
+        elif rec.kind == CLOCK_STEP:
+            report.clock_steps.append({"seq": rec.seq, "expected_ts": rec.p["expected_ts"],
+                                       "observed_ts": rec.p["observed_ts"]})
+        elif rec.kind == ALERT:
+            report.alerts.append({"seq": rec.seq, "code": rec.p["code"],
+                                  "detail": rec.p["detail"]})
+        if report.first_ts is None:
+            report.first_ts = rec.ts
+        report.last_ts = rec.ts
+        state.prev_ts, state.prev_kind = rec.ts, rec.kind
+
+    def _gap_cause(self, rec: Record) -> str:
+        if self.state.prev_kind == STOP:
+            return GAP_STOPPED
+        if rec.kind == START:
+            return GAP_NOT_RUNNING
+        return GAP_NO_RECORDS
+
+
+# ---------------------------------------------------------------------------
+# Output
+# ---------------------------------------------------------------------------
+
+def format_pubkey(key: bytes) -> str:
+    return "ed25519:" + base64.b64encode(key).decode("ascii")
+
+
+def parse_pubkey(text: str) -> bytes:
+    """Section 5.1 text form: `ed25519:` and standard base64 of 32 bytes."""
+    text = text.strip()
+    if not text.startswith("ed25519:"):
+        raise UsageError("public key must be of the form ed25519:<base64>")
+    try:
+        key = base64.b64decode(text[len("ed25519:"):], validate=True)
+    except (binascii.Error, ValueError):
+        raise UsageError("public key: invalid base64") from None
+    if len(key) != 32:
+        raise UsageError(f"public key: {len(key)} bytes, expected 32")
+    return key
+
+
+def unsigned_tail(report: Report) -> int:
+    if report.last_checkpoint_seq is None:
+        return report.records
+    return report.records - report.last_checkpoint_seq - 1
+
+
+def report_json(verifier: Verifier) -> dict[str, Any]:
+    report, state = verifier.report, verifier.state
+    return {
+        "ok": report.failure is None,
+        "segments": report.segments,
+        "records": report.records,
+        "checkpoints": report.checkpoints,
+        "epoch_transitions": report.epoch_transitions,
+        "unsigned_tail": unsigned_tail(report),
+        "recoveries": report.recoveries,
+        "tail_in_progress_bytes": report.tail_in_progress_bytes,
+        "failure": report.failure.as_dict() if report.failure else None,
+        "time_gaps": report.time_gaps,
+        "clock_steps": report.clock_steps,
+        "alerts": report.alerts,
+        "first_ts": report.first_ts,
+        "last_ts": report.last_ts,
+        "agent_id": state.agent_id,
+        "first_pubkey": format_pubkey(report.first_pubkey) if report.first_pubkey else None,
+        "key_authenticated": report.key_authenticated,
+        "epoch": state.epoch,
+        "tree_size": state.next_seq,
+        "root": state.frontier.root().hex(),
+        "head": state.head.hex(),
+        "temporary_files": verifier.listing.temporary,
+        "ignored_files": verifier.listing.ignored,
+    }
+
+
+def format_ts(ts: int | None) -> str:
+    if ts is None:
+        return "-"
+    try:
+        moment = datetime.datetime.fromtimestamp(ts / 1e9, tz=datetime.timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return f"{ts} ns"
+    return moment.isoformat()
+
+
+def report_text(summary: dict[str, Any]) -> str:
+    lines = []
+    failure = summary["failure"]
+    if failure:
+        lines.append(f"TAMPERING OR LOSS: segment {failure['segment']}, offset "
+                     f"{failure['offset']}, seq {failure['seq']}: {failure['reason']}")
+    else:
+        lines.append("intact")
+    key = summary["first_pubkey"] or "-"
+    auth = "trusted" if summary["key_authenticated"] else "UNAUTHENTICATED"
+    lines += [
+        f"agent: {summary['agent_id']}  key: {key} ({auth})",
+        f"segments: {summary['segments']}  records: {summary['records']}  "
+        f"checkpoints: {summary['checkpoints']}  "
+        f"epoch transitions: {summary['epoch_transitions']}",
+        f"first ts: {format_ts(summary['first_ts'])}  "
+        f"last ts: {format_ts(summary['last_ts'])}",
+        f"unsigned tail: {summary['unsigned_tail']} records",
+    ]
+    if summary["tail_in_progress_bytes"]:
+        lines.append(f"tail in progress: {summary['tail_in_progress_bytes']} bytes")
+    for rec in summary["recoveries"]:
+        lines.append(f"recovery: segment {rec['segment']} {rec['cause']}, "
+                     f"{rec['len']} bytes at offset {rec['offset']} not in the log")
+    for gap in summary["time_gaps"]:
+        lines.append(f"time gap: seq {gap['from_seq']} -> {gap['to_seq']}, "
+                     f"{gap['seconds']:.1f} s ({gap['cause']})")
+    for step in summary["clock_steps"]:
+        lines.append(f"clock step at seq {step['seq']}: expected "
+                     f"{format_ts(step['expected_ts'])}, observed "
+                     f"{format_ts(step['observed_ts'])}")
+    for alert in summary["alerts"]:
+        lines.append(f"alert at seq {alert['seq']}: code {alert['code']} {alert['detail']}")
+    for name in summary["ignored_files"]:
+        lines.append(f"ignored file: {name}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Verify a wormlog spool (format version 1).")
+    parser.add_argument("--spool", required=True, help="spool directory")
+    parser.add_argument("--pubkey", help="trusted first public key, ed25519:<base64>")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)  # exits with code 2 on usage errors
+    try:
+        trusted = parse_pubkey(args.pubkey) if args.pubkey is not None else None
+        verifier = Verifier(args.spool, trusted)
+        verifier.run()
+    except UsageError as exc:
+        if args.json:
+            print(json.dumps({"ok": False, "error": str(exc), "failure": None}))
+        print(f"wormlog_verify: {exc}", file=sys.stderr)
+        return 2
+    summary = report_json(verifier)
+    print(json.dumps(summary) if args.json else report_text(summary))
+    return 0 if summary["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
