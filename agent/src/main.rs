@@ -1,1 +1,94 @@
-fn main(){}
+//! `wormlog`: the agent and its tools.
+//!
+//! Exit codes: 0 success; 1 a failure the command exists to report
+//! (tampering or loss for `verify`/`cat`, a spool that cannot be written for
+//! `append`, an existing key for `keygen`); 2 a usage, configuration or I/O
+//! error.
+
+#![forbid(unsafe_code)]
+
+mod cmd;
+mod config;
+mod humanize;
+mod render;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(name = "wormlog", version, about = "Seal every log line into a write-once, hash-chained, signed spool")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create the host's forward-secure signing key and print its public key.
+    Keygen {
+        /// Where to write host.key and host.pub.
+        #[arg(long)]
+        key_dir: PathBuf,
+    },
+    /// Check a configuration file: exit 0 when valid, 2 with file:line:column otherwise.
+    CheckConfig {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Append the lines read on standard input to the spool as source NAME.
+    Append {
+        #[arg(long)]
+        config: PathBuf,
+        /// The source name recorded with each line.
+        #[arg(long)]
+        source: String,
+        /// Print nothing on success.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Verify a spool: exit 0 intact, 1 tampering or loss, 2 usage or I/O error.
+    Verify {
+        #[arg(long)]
+        spool: PathBuf,
+        /// The host's first public key (`ed25519:…`), or a file holding it
+        /// (e.g. host.pub).
+        #[arg(long)]
+        pubkey: Option<String>,
+        /// Machine-readable report.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the records of a spool (verifying them on the way).
+    Cat {
+        #[arg(long)]
+        spool: PathBuf,
+        /// Start at this sequence number.
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        /// The host's first public key, as for `verify`.
+        #[arg(long)]
+        pubkey: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Keygen { key_dir } => cmd::keygen::run(&key_dir),
+        Command::CheckConfig { config } => cmd::check_config::run(&config),
+        Command::Append { config, source, quiet } => cmd::append::run(&config, &source, quiet),
+        Command::Verify { spool, pubkey, json } => cmd::verify::run(&spool, pubkey.as_deref(), json),
+        Command::Cat { spool, from, json, pubkey } => cmd::cat::run(&spool, from, json, pubkey.as_deref()),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("wormlog: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -132,7 +132,7 @@ pub fn parse_segment_file_name(name: &str) -> Option<u64> {
 }
 
 /// The segments in a directory, sorted by number, and the names of other
-/// entries.
+/// entries (the lock file and segments being created are not listed).
 pub fn list_segments(dir: &Path) -> std::io::Result<(Vec<(u64, PathBuf)>, Vec<String>)> {
     let mut segs = Vec::new();
     let mut other = Vec::new();
@@ -141,6 +141,7 @@ pub fn list_segments(dir: &Path) -> std::io::Result<(Vec<(u64, PathBuf)>, Vec<St
         let name = e.file_name().to_string_lossy().into_owned();
         match parse_segment_file_name(&name) {
             Some(no) => segs.push((no, e.path())),
+            None if name == "lock" || name.ends_with(".wlseg.tmp") => {}
             None => other.push(name),
         }
     }

@@ -179,20 +179,22 @@ class SpoolWriter:
     def genesis(self):
         return self.append(wv.GENESIS, b8(self.agent_id) + self.pub0)
 
-    def entry(self, line: bytes, **kw):
-        payload = b8(b"syslog") + position_none() + b"\x00" + struct.pack("<H", 1)
+    def entry(self, line: bytes, source: bytes = b"syslog", entry_flags: int = 0, **kw):
+        payload = b8(source) + position_none() + bytes([entry_flags]) + struct.pack("<H", 1)
         payload += b8(b"PRIORITY") + struct.pack("<I", 1) + b"6" + line
         return self.append(wv.ENTRY, payload, **kw)
 
-    def checkpoint(self, anchor: bool = False):
-        frontier = self.frontier.nodes if anchor else []
+    def checkpoint(self, anchor: bool = False, frontier: list[bytes] | None = None,
+                   sources: list[tuple[bytes, bytes]] | None = None):
+        """Every checkpoint carries the frontier; the anchor also the sources."""
+        frontier = self.frontier.nodes if frontier is None else frontier
+        if sources is None:
+            sources = [(b"syslog", position_none())] if anchor else []
         payload = (struct.pack("<QQ", self.epoch, self.seq) + self.frontier.root()
                    + self.head + BOOT + struct.pack("<Q", 123)
                    + bytes([len(frontier)]) + b"".join(frontier))
-        if anchor:
-            payload += struct.pack("<I", 1) + b8(b"syslog") + position_none()
-        else:
-            payload += struct.pack("<I", 0)
+        payload += struct.pack("<I", len(sources))
+        payload += b"".join(b8(name) + pos for name, pos in sources)
         return self.append(wv.CHECKPOINT, payload, signer=b"wormlog checkpoint v1")
 
     def epoch_key(self):
@@ -204,9 +206,11 @@ class SpoolWriter:
         self.seed, self.epoch = next_seed, self.epoch + 1
         return offset
 
-    def start(self, heartbeat_ns: int = 60 * SECOND, **kw):
+    def start(self, heartbeat_ns: int = 60 * SECOND, append_only: int = 1,
+              append_only_active: int = 0, **kw):
         payload = (BOOT + struct.pack("<QI", 1, 4242) + bytes(32)
-                   + struct.pack("<QBB", heartbeat_ns, 1, 0) + b8(b"wormlog 0.1.0 run"))
+                   + struct.pack("<QBB", heartbeat_ns, append_only, append_only_active)
+                   + b8(b"wormlog 0.1.0 run"))
         return self.append(wv.START, payload, **kw)
 
     def stop(self, **kw):
@@ -215,8 +219,13 @@ class SpoolWriter:
     def heartbeat(self, **kw):
         return self.append(wv.HEARTBEAT, BOOT + struct.pack("<Q", 9), **kw)
 
-    def alert(self):
-        return self.append(wv.ALERT, struct.pack("<H", 1) + b16(b"no chattr"))
+    def alert(self, code: int = 1):
+        return self.append(wv.ALERT, struct.pack("<H", code) + b16(b"no chattr"))
+
+    def gap(self, reason: int = 1, source: bytes = b"syslog"):
+        payload = (b8(source) + position_none() + struct.pack("<HQQ", reason, 10, 1)
+                   + b16(b"truncated"))
+        return self.append(wv.GAP, payload)
 
     def receipt(self, tree_size: int, root: bytes):
         collector_pub = self.collector.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
@@ -229,18 +238,40 @@ class SpoolWriter:
         self.open_segment()
         return offset
 
-    def recover(self, cause: int, region_offset: int, last_good_seq: int):
+    def recover(self, cause: int, region_offset: int, last_good_seq: int,
+                region_len: int | None = None, digest: bytes | None = None,
+                segment_no: int | None = None):
         """Open a new segment starting with a recovery for the current one."""
         damaged = self.segment
         with open(self.path(), "rb") as f:
             data = f.read()
         region = data[region_offset:]
-        digest = bytes(32) if cause == wv.CAUSE_FSYNC_FAILED else hashlib.sha256(region).digest()
+        if digest is None:
+            digest = (bytes(32) if cause == wv.CAUSE_FSYNC_FAILED
+                      else hashlib.sha256(region).digest())
+        region_len = len(region) if region_len is None else region_len
+        segment_no = damaged if segment_no is None else segment_no
         self.open_segment()
-        payload = (bytes([cause]) + struct.pack("<QQQQ", damaged, last_good_seq,
-                                                region_offset, len(region))
+        payload = (bytes([cause]) + struct.pack("<QQQQ", segment_no, last_good_seq,
+                                                region_offset, region_len)
                    + digest + b16(b"found at open"))
         return self.append(wv.RECOVERY, payload)
+
+    def rewind_to(self, region_offset: int) -> None:
+        """Forget the records of segment 0 from region_offset on (what the
+        agent does after an fsync failure)."""
+        assert self.segment == 0
+        with open(self.path(), "rb") as f:
+            data = f.read()
+        self.seq, self.head, self.frontier = 0, wv.ZERO32, wv.Frontier()
+        pos = 69 + len(self.agent_id)
+        while pos < region_offset:
+            length = struct.unpack_from("<I", data, pos)[0]
+            leaf = wv.leaf_hash(data[pos + 8:pos + 8 + length])
+            self.head = h(b"\x02", self.head, leaf)
+            self.frontier.append(leaf)
+            self.seq += 1
+            pos += 8 + length
 
 
 def run_verifier(spool: str, *extra: str) -> tuple[int, dict]:
@@ -452,18 +483,7 @@ class SpoolTest(unittest.TestCase):
         w.entry(b"durable")
         region_offset = os.path.getsize(w.path())
         w.entry(b"not durable")  # a valid frame, but in the abandoned region
-        w.seq -= 1  # the agent rewinds: the region is not part of the log
-        w.frontier = wv.Frontier()
-        w.head = wv.ZERO32
-        with open(w.path(), "rb") as f:
-            data = f.read()
-        pos = 69 + len(w.agent_id)
-        while pos < region_offset:  # rebuild chain state from the kept records
-            length = struct.unpack_from("<I", data, pos)[0]
-            leaf = wv.leaf_hash(data[pos + 8:pos + 8 + length])
-            w.head = h(b"\x02", w.head, leaf)
-            w.frontier.append(leaf)
-            pos += 8 + length
+        w.rewind_to(region_offset)
         w.recover(wv.CAUSE_FSYNC_FAILED, region_offset, last_good_seq=2)
         w.checkpoint(anchor=True)
         w.entry(b"not durable")
@@ -485,10 +505,337 @@ class SpoolTest(unittest.TestCase):
     def test_anchor_must_carry_frontier(self):
         w = self.w
         w.genesis()
+        w.entry(b"a")  # seq 2 has one set bit: the anchor needs one frontier entry
+        off = w.checkpoint(anchor=True, frontier=[])
+        self.assertFailure(run_verifier(self.dir), 0, off, 2)
+
+    # -- section 6.3 / 7.4: every checkpoint carries the frontier ------------
+
+    def test_later_checkpoint_must_carry_frontier(self):
+        w = self.w
+        w.genesis()
+        w.checkpoint(anchor=True)
         w.entry(b"a")
-        w.entry(b"b")  # seq 2 has one set bit: the anchor needs one frontier entry
-        off = w.checkpoint(anchor=False)
+        off = w.checkpoint(frontier=[])  # seq 3: two set bits, none carried
+        code, report = run_verifier(self.dir)
+        self.assertFailure((code, report), 0, off, 3)
+        self.assertIn("frontier_count", report["failure"]["reason"])
+
+    def test_frontier_count_is_popcount_of_tree_size(self):
+        w = self.w
+        w.genesis()
+        w.checkpoint(anchor=True)
+        w.entry(b"a")
+        off = w.checkpoint(frontier=w.frontier.nodes[:1])  # 1 of the 2 entries
         self.assertFailure(run_verifier(self.dir), 0, off, 3)
+
+    def test_checkpoint_frontier_must_equal_the_logs(self):
+        """Right count, right root and head, validly signed, wrong frontier."""
+        w = self.w
+        w.genesis()
+        w.checkpoint(anchor=True)
+        w.entry(b"a")
+        wrong = [w.frontier.nodes[0], bytes(32)]
+        off = w.checkpoint(frontier=wrong)
+        code, report = run_verifier(self.dir)
+        self.assertFailure((code, report), 0, off, 3)
+        self.assertIn("frontier differs", report["failure"]["reason"])
+
+    def test_source_table_is_not_interpreted(self):
+        w = self.w
+        w.genesis()
+        w.checkpoint(anchor=True, sources=[])        # an anchor without sources
+        w.entry(b"a")
+        w.checkpoint(sources=[(b"\xff\xfe not utf-8", b"\x63" + b16(b"opaque")),
+                              (b"", position_none())])  # a later one with some
+        w.seal()
+        w.checkpoint(anchor=True, sources=[(b"syslog", b"\x01" + b16(b"\x00" * 32))])
+        code, report = run_verifier(self.dir)
+        self.assertEqual(code, 0, report)
+        self.assertEqual(report["checkpoints"], 3)
+
+    def test_truncated_source_table_is_malformed(self):
+        w = self.w
+        w.genesis()
+        off = w.checkpoint(anchor=True, sources=[(b"syslog", b"\x00\x05\x00ab")])
+        self.assertFailure(run_verifier(self.dir), 0, off, 1)
+
+    # -- section 7.4: recoveries, by cause -------------------------------------
+
+    def torn_segment(self, frame: bytes | None = None) -> tuple[int, int]:
+        """Segment 0 with genesis, anchor, one entry, then a torn frame.
+        Returns (region_offset, last_good_seq)."""
+        w = self.w
+        w.genesis()
+        w.checkpoint(anchor=True)
+        w.entry(b"good")
+        region_offset = os.path.getsize(w.path())
+        w.raw_append(frame if frame is not None
+                     else struct.pack("<I", 400) + b"\x01" * 50)
+        return region_offset, 2
+
+    def test_torn_tail_region_len_is_checked(self):
+        region_offset, last = self.torn_segment()
+        off = self.w.recover(wv.CAUSE_TORN_TAIL, region_offset, last, region_len=53)
+        self.assertFailure(run_verifier(self.dir), 1, off, 3)
+
+    def test_torn_tail_region_must_not_start_with_a_valid_frame(self):
+        w = self.w
+        w.genesis()
+        w.checkpoint(anchor=True)
+        w.entry(b"good")
+        region_offset = os.path.getsize(w.path())
+        w.entry(b"a valid frame, declared torn")
+        w.rewind_to(region_offset)
+        off = w.recover(wv.CAUSE_TORN_TAIL, region_offset, last_good_seq=2)
+        code, report = run_verifier(self.dir)
+        self.assertFailure((code, report), 1, off, 3)
+        self.assertIn("valid frame", report["failure"]["reason"])
+
+    def test_fsync_failed_region_len_is_informational(self):
+        """The agent's region_len need not match the file on disk."""
+        w = self.w
+        w.genesis()
+        w.checkpoint(anchor=True)
+        region_offset = os.path.getsize(w.path())
+        w.entry(b"not durable")
+        w.rewind_to(region_offset)
+        w.recover(wv.CAUSE_FSYNC_FAILED, region_offset, last_good_seq=1, region_len=4096)
+        w.checkpoint(anchor=True)
+        code, report = run_verifier(self.dir)
+        self.assertEqual(code, 0, report)
+        self.assertEqual(report["recoveries"], [
+            {"segment": 0, "cause": "fsync_failed", "offset": region_offset, "len": 4096}])
+
+    def test_fsync_failed_region_may_be_gone(self):
+        """Nothing of the region reached the disk: region_len still as seen."""
+        w = self.w
+        w.genesis()
+        w.checkpoint(anchor=True)
+        region_offset = os.path.getsize(w.path())
+        w.recover(wv.CAUSE_FSYNC_FAILED, region_offset, last_good_seq=1, region_len=77)
+        code, report = run_verifier(self.dir)
+        self.assertEqual(code, 0, report)
+
+    def test_fsync_failed_region_sha256_must_be_zero(self):
+        region_offset, last = self.torn_segment()
+        off = self.w.recover(wv.CAUSE_FSYNC_FAILED, region_offset, last,
+                             digest=b"\x01" * 32)
+        code, report = run_verifier(self.dir)
+        self.assertFailure((code, report), 1, off, 3)
+        self.assertIn("ZERO32", report["failure"]["reason"])
+
+    def test_fsync_failed_log_must_reach_region_offset(self):
+        """A region_offset past the end of the file: durable records are lost."""
+        w = self.w
+        w.genesis()
+        w.checkpoint(anchor=True)
+        end = os.path.getsize(w.path())
+        w.recover(wv.CAUSE_FSYNC_FAILED, end + 100, last_good_seq=2)
+        self.assertFailure(run_verifier(self.dir), 0, end, 2)
+
+    def test_corruption_is_reported_at_the_recovery_even_with_a_wrong_hash(self):
+        region_offset, last = self.torn_segment(b"\xff" * 40)
+        off = self.w.recover(wv.CAUSE_CORRUPTION, region_offset, last,
+                             digest=bytes(32))
+        code, report = run_verifier(self.dir)
+        self.assertFailure((code, report), 1, off, 3)
+        reason = report["failure"]["reason"]
+        self.assertIn("corruption", reason)
+        self.assertIn("segment 0", reason)
+        self.assertIn(f"offset {region_offset}", reason)
+
+    def test_corruption_recovery_with_wrong_last_good_seq(self):
+        region_offset, _ = self.torn_segment(b"\xff" * 40)
+        off = self.w.recover(wv.CAUSE_CORRUPTION, region_offset, last_good_seq=1)
+        self.assertFailure(run_verifier(self.dir), 1, off, 3)
+
+    # -- section 7.2: what counts as the next segment's recovery --------------
+
+    def test_lookahead_ignores_a_recovery_with_an_undefined_cause(self):
+        region_offset, last = self.torn_segment()
+        self.w.recover(4, region_offset, last)
+        # ignored: segment 0 is read to its end and its torn frame is damage
+        self.assertFailure(run_verifier(self.dir), 0, region_offset, 3)
+
+    def test_lookahead_ignores_a_next_header_with_a_bad_crc(self):
+        region_offset, last = self.torn_segment()
+        self.w.recover(wv.CAUSE_TORN_TAIL, region_offset, last)
+        with open(self.w.path(1), "r+b") as f:
+            f.seek(69 + len(self.w.agent_id) - 1)  # last byte of the CRC
+            old = f.read(1)[0]
+            f.seek(-1, os.SEEK_CUR)
+            f.write(bytes([old ^ 1]))
+        self.assertFailure(run_verifier(self.dir), 0, region_offset, 3)
+
+    def test_lookahead_ignores_a_damaged_first_frame(self):
+        region_offset, last = self.torn_segment()
+        off = self.w.recover(wv.CAUSE_TORN_TAIL, region_offset, last)
+        self.corrupt(self.w.seq - 1, 8 + 25)  # inside the recovery record
+        self.assertEqual(self.w.offsets[self.w.seq - 1], (1, off))
+        self.assertFailure(run_verifier(self.dir), 0, region_offset, 3)
+
+    def test_lookahead_ignores_a_recovery_naming_another_segment(self):
+        region_offset, last = self.torn_segment()
+        off = self.w.recover(wv.CAUSE_TORN_TAIL, region_offset, last, segment_no=7)
+        self.assertFailure(run_verifier(self.dir), 0, region_offset, 3)
+
+    def test_lookahead_does_not_check_first_seq(self):
+        """A header with a wrong first_seq still passes the look-ahead's checks;
+        the problem is found when that segment is read."""
+        region_offset, last = self.torn_segment()
+        self.w.recover(wv.CAUSE_TORN_TAIL, region_offset, last)
+        path = self.w.path(1)
+        with open(path, "r+b") as f:
+            data = bytearray(f.read())
+            struct.pack_into("<Q", data, 24, 99)
+            n = data[64]
+            struct.pack_into("<I", data, 65 + n, wv.crc32c(bytes(data[:65 + n])))
+            f.seek(0)
+            f.write(data)
+        self.assertFailure(run_verifier(self.dir), 1, 0, 3)
+
+    def test_lookahead_uses_the_next_file_present(self):
+        """Segments 0 and 2, segment 2 starting with a recovery naming 0: the
+        recovery counts for segment 0, and the gap is reported at segment 2."""
+        region_offset, last = self.torn_segment()
+        self.w.recover(wv.CAUSE_TORN_TAIL, region_offset, last)
+        os.rename(self.w.path(1), self.w.path(2))
+        self.assertFailure(run_verifier(self.dir), 2, 0, 3)
+
+    # -- section 7.5 and the location rules ------------------------------------
+
+    def test_torn_tail_after_seal_in_last_segment_is_failure(self):
+        w = self.w
+        w.genesis()
+        w.checkpoint(anchor=True)
+        w.append(wv.SEAL, struct.pack("<Q", 1))
+        end = os.path.getsize(w.path())
+        w.raw_append(struct.pack("<I", 500) + b"\x00" * 30)  # would be in progress
+        self.assertFailure(run_verifier(self.dir), 0, end, 3)
+
+    def test_short_bytes_after_seal_in_last_segment_are_failure(self):
+        w = self.w
+        w.genesis()
+        w.checkpoint(anchor=True)
+        w.append(wv.SEAL, struct.pack("<Q", 1))
+        end = os.path.getsize(w.path())
+        w.raw_append(b"\x00")
+        self.assertFailure(run_verifier(self.dir), 0, end, 3)
+
+    def test_region_after_seal_is_failure(self):
+        """Bytes after a seal fail even when a recovery declares them void."""
+        w = self.w
+        w.genesis()
+        w.checkpoint(anchor=True)
+        w.append(wv.SEAL, struct.pack("<Q", 1))
+        end = os.path.getsize(w.path())
+        w.raw_append(b"\x01" * 20)
+        w.recover(wv.CAUSE_TORN_TAIL, end, last_good_seq=2)
+        self.assertFailure(run_verifier(self.dir), 0, end, 3)
+
+    def test_sealed_segment_named_by_recovery_with_empty_region(self):
+        w = self.w
+        w.genesis()
+        w.checkpoint(anchor=True)
+        w.append(wv.SEAL, struct.pack("<Q", 1))
+        end = os.path.getsize(w.path())
+        w.recover(wv.CAUSE_TORN_TAIL, end, last_good_seq=2)
+        code, report = run_verifier(self.dir)
+        self.assertEqual(code, 0, report)
+
+    def test_one_pass_reports_the_first_problem_in_the_file(self):
+        """A bad record before a damaged frame: the record is reported."""
+        w = self.w
+        w.genesis()
+        w.checkpoint(anchor=True)
+        w.entry(b"a")
+        bad_cp = w.checkpoint()
+        w.entry(b"b")
+        self.corrupt(w.seq - 1, 8 + 30)           # damaged frame, later in file
+        self.corrupt(w.seq - 2, 8 + 20)           # checkpoint epoch: record check
+        # the corrupted checkpoint's CRC is now wrong too; fix it
+        seg, off = w.offsets[w.seq - 2]
+        with open(w.path(seg), "r+b") as f:
+            f.seek(off)
+            length = struct.unpack("<I", f.read(4))[0]
+            f.seek(off + 8)
+            record = f.read(length)
+            f.seek(off + 4)
+            f.write(struct.pack("<I", wv.crc32c(record, wv.crc32c(struct.pack("<I", length)))))
+        self.assertFailure(run_verifier(self.dir), 0, bad_cp, 3)
+
+    def test_spool_with_header_only_segment_zero(self):
+        code, report = run_verifier(self.dir)
+        self.assertEqual(code, 0, report)
+        self.assertEqual(report["records"], 0)
+
+    def test_torn_genesis_is_tail_in_progress(self):
+        self.w.raw_append(struct.pack("<I", 60) + b"\x00" * 10)
+        code, report = run_verifier(self.dir)
+        self.assertEqual(code, 0, report)
+        self.assertEqual((report["records"], report["tail_in_progress_bytes"]), (0, 14))
+
+    # -- section 7.4: closed enumerations ---------------------------------------
+
+    def enum_case(self, write) -> None:
+        w = self.w
+        w.genesis()
+        w.checkpoint(anchor=True)
+        off = write(w)
+        self.assertFailure(run_verifier(self.dir), 0, off, 2)
+
+    def test_enumerations_are_closed(self):
+        cases = {
+            "empty entry source": lambda w: w.entry(b"x", source=b""),
+            "entry flag bit 3": lambda w: w.entry(b"x", entry_flags=0b1000),
+            "entry flag bit 7": lambda w: w.entry(b"x", entry_flags=0x80),
+            "gap reason 0": lambda w: w.gap(reason=0),
+            "gap reason 9": lambda w: w.gap(reason=9),
+            "alert code 0": lambda w: w.alert(code=0),
+            "alert code 5": lambda w: w.alert(code=5),
+            "append_only 3": lambda w: w.start(append_only=3),
+            "append_only_active 2": lambda w: w.start(append_only_active=2),
+        }
+        for name, write in cases.items():
+            with self.subTest(name):
+                self.tearDown()
+                self.setUp()
+                self.enum_case(write)
+
+    def test_enumerations_accept_every_defined_value(self):
+        w = self.w
+        w.genesis()
+        w.checkpoint(anchor=True)
+        for flags in range(8):
+            w.entry(b"x", entry_flags=flags)
+        for reason in range(1, 9):
+            w.gap(reason=reason)
+        for code in range(1, 5):
+            w.alert(code=code)
+        for mode in range(3):
+            for active in range(2):
+                w.start(append_only=mode, append_only_active=active)
+        code, report = run_verifier(self.dir)
+        self.assertEqual(code, 0, report)
+
+    def test_gap_source_is_opaque_bytes(self):
+        """Section 6.10 types a gap's source as bytes8, not text."""
+        w = self.w
+        w.genesis()
+        w.gap(source=b"\xff")
+        w.gap(source=b"")
+        code, report = run_verifier(self.dir)
+        self.assertEqual(code, 0, report)
+
+    def test_recovery_with_undefined_cause_is_failure_where_read(self):
+        """Not the first record of its segment's look-ahead: it fails where read."""
+        w = self.w
+        w.genesis()
+        w.checkpoint(anchor=True)
+        off = w.append(wv.RECOVERY, b"\x04" + struct.pack("<QQQQ", 0, 1, 75, 0)
+                       + bytes(32) + b16(b""))
+        self.assertFailure(run_verifier(self.dir), 0, off, 2)
 
     def test_anchor_must_be_early(self):
         w = self.w

@@ -343,7 +343,9 @@ SIMPLE_SCHEMAS: dict[int, tuple[tuple[str, str | int], ...]] = {
     HEARTBEAT: (("boot_id", 16), ("mono_ns", "u64")),
     CLOCK_STEP: (("boot_id", 16), ("mono_ns", "u64"), ("expected_ts", "i64"),
                  ("observed_ts", "i64")),
-    GAP: (("source", "text8"), ("position", "position"), ("reason", "u16"),
+    # A gap's source is `bytes8`, not marked "text" (section 6.10), so its
+    # bytes are not checked as UTF-8 (only an entry's source is).
+    GAP: (("source", "bytes8"), ("position", "position"), ("reason", "u16"),
           ("lost_bytes", "u64"), ("lost_records", "u64"), ("detail", "text16")),
     RECOVERY: (("cause", "u8"), ("segment_no", "u64"), ("last_good_seq", "u64"),
                ("region_offset", "u64"), ("region_len", "u64"),
@@ -398,14 +400,19 @@ def decode_checkpoint(r: Reader) -> dict[str, Any]:
         "epoch": r.u64(), "tree_size": r.u64(), "root": r.take(32),
         "head": r.take(32), "boot_id": r.take(16), "mono_ns": r.u64(),
     }
+    # Section 6.3: every checkpoint carries the frontier of its tree_size.
     frontier_count = r.u8()
-    if frontier_count not in (0, p["tree_size"].bit_count()):
-        raise Malformed(f"checkpoint: frontier_count {frontier_count} is neither 0 "
-                        f"nor the set bits of tree_size {p['tree_size']}")
+    if frontier_count != p["tree_size"].bit_count():
+        raise Malformed(f"checkpoint: frontier_count {frontier_count} is not the "
+                        f"number of set bits of tree_size {p['tree_size']} "
+                        f"({p['tree_size'].bit_count()})")
     p["frontier"] = [r.take(32) for _ in range(frontier_count)]
+    # The source table is not interpreted (section 6.3): it only has to be
+    # well-formed. Source names are `bytes8` (not "text"), positions opaque,
+    # and source_count is not checked against the anchor rule.
     sources = []
     for _ in range(r.u32()):
-        name = r.text8()
+        name = r.bytes8()
         sources.append((name, r.position()))
     p["sources"] = sources
     p["signature"] = r.take(SIGNATURE_LEN)
@@ -470,7 +477,22 @@ class Header:
 
 
 def parse_header(data: bytes) -> Header:
-    """Check the self-contained header fields; raise Malformed."""
+    """Check the self-contained header fields; raise Malformed.
+
+    Besides the checks the recovery look-ahead uses (`parse_header_framing`),
+    the agent id must be 1..255 bytes of text (section 3.1).
+    """
+    header, n = parse_header_framing(data)
+    if n == 0:
+        raise Malformed("agent id length 0")
+    header.agent_id = decode_text(bytes(data[65:65 + n]))
+    return header
+
+
+def parse_header_framing(data: bytes) -> tuple[Header, int]:
+    """The header checks section 7.2 names for the look-ahead: magic,
+    format_version, header_flags, header_len and header_crc. Returns the
+    header (agent_id not yet decoded) and n."""
     if len(data) < HEADER_FIXED_LEN:
         raise Malformed(f"header truncated: file has {len(data)} bytes")
     magic, version, hflags, header_len, segment_no, first_seq = struct.unpack_from(
@@ -482,8 +504,6 @@ def parse_header(data: bytes) -> Header:
     if hflags != 0:
         raise Malformed(f"header_flags 0x{hflags:04x}, expected 0")
     n = data[64]
-    if n == 0:
-        raise Malformed("agent id length 0")
     if header_len != 69 + n:
         raise Malformed(f"header_len {header_len}, expected {69 + n}")
     if len(data) < header_len:
@@ -492,9 +512,8 @@ def parse_header(data: bytes) -> Header:
     (stored_crc,) = struct.unpack_from("<I", data, 65 + n)
     if crc32c(data[:65 + n]) != stored_crc:
         raise Malformed("header_crc mismatch")
-    agent_id = decode_text(bytes(data[65:65 + n]))
     return Header(header_len=header_len, segment_no=segment_no, first_seq=first_seq,
-                  prev_head=bytes(data[32:64]), agent_id=agent_id)
+                  prev_head=bytes(data[32:64]), agent_id=""), n
 
 
 def frame_length_ok(length: int) -> bool:
@@ -537,7 +556,10 @@ def read_first_record(path: str) -> Record | None:
     """The first record of a segment, or None if it cannot be read cleanly.
 
     Used for the recovery look-ahead (section 7.2); reads only the header and
-    the first frame.
+    the first frame. The header must pass the checks section 7.2 lists (not
+    segment_no, first_seq, prev_head or agent_id, which are checked when the
+    segment itself is read), the frame must be well-formed and the record
+    must decode (including its closed enumerations).
     """
     with open(path, "rb") as f:
         head = f.read(HEADER_FIXED_LEN)
@@ -545,7 +567,7 @@ def read_first_record(path: str) -> Record | None:
             return None
         head += f.read(head[64] + 4)
         try:
-            header = parse_header(head)
+            header, _ = parse_header_framing(head)
         except Malformed:
             return None
         f.seek(header.header_len)
@@ -641,14 +663,30 @@ class SegmentCursor:
 
 @dataclass
 class DamagedSegment:
-    """What a recovery record in the next segment is checked against."""
+    """What a recovery record in the next segment is checked against.
+
+    The region (bytes from `log_end` to the end of the file) is only read
+    for the causes that check it (section 7.4: not for `fsync_failed`).
+    """
 
     number: int
-    file_size: int
+    data: bytes
     log_end: int
     last_seq: int
-    region_sha256: bytes
-    region_starts_with_frame: bool
+
+    @property
+    def file_size(self) -> int:
+        return len(self.data)
+
+    @property
+    def region_len(self) -> int:
+        return self.file_size - self.log_end
+
+    def region_sha256(self) -> bytes:
+        return sha256(self.data[self.log_end:])
+
+    def region_starts_with_frame(self) -> bool:
+        return starts_with_valid_frame(self.data, self.log_end)
 
 
 @dataclass
@@ -710,6 +748,11 @@ class Verifier:
         log_end = recovery.p["region_offset"] if recovery else len(data)
         is_last = index == len(self.listing.segments) - 1
         self._check_frames(data, header.header_len, log_end, is_last)
+        if self.seg.sealed and log_end < len(data):
+            # Section 7.5: any byte after a seal is a failure, even bytes a
+            # recovery record declares void.
+            raise self._fail(f"{len(data) - log_end} bytes after the seal",
+                             offset=log_end)
         if not is_last and not self.seg.sealed and recovery is None:
             raise self._fail("segment ends without a seal and no recovery names it",
                              offset=log_end)
@@ -750,10 +793,15 @@ class Verifier:
     # -- step 2: where the log ends ------------------------------------------
 
     def _look_ahead(self, index: int) -> Record | None:
-        """The next segment's first record if it is a recovery naming this one."""
+        """The next segment's first record if it is a recovery naming this one.
+
+        "The next segment" is the next segment file present (section 7.2 sets
+        no condition on its number; a gap in the numbering is reported when
+        that segment is read, section 7 location rules).
+        """
         segments = self.listing.segments
         number = self.seg.number
-        if index + 1 >= len(segments) or segments[index + 1][0] != number + 1:
+        if index + 1 >= len(segments):
             return None
         try:
             first = read_first_record(segments[index + 1][1])
@@ -764,13 +812,9 @@ class Verifier:
         return None
 
     def _describe_damage(self, data: bytes, log_end: int) -> DamagedSegment:
-        region = data[log_end:] if log_end <= len(data) else b""
-        return DamagedSegment(
-            number=self.seg.number, file_size=len(data), log_end=log_end,
-            last_seq=(self.state.next_seq - 1) & U64_MASK,
-            region_sha256=sha256(region),
-            region_starts_with_frame=starts_with_valid_frame(data, log_end),
-        )
+        # The frames reached log_end exactly, so log_end <= len(data) here.
+        return DamagedSegment(number=self.seg.number, data=data, log_end=log_end,
+                              last_seq=(self.state.next_seq - 1) & U64_MASK)
 
     # -- steps 3 and 5: frames and the end of the segment ----------------------
 
@@ -783,8 +827,9 @@ class Verifier:
                              f"inside the header")
         while pos < log_end:
             self.seg.offset = pos
-            if self.seg.sealed:
-                raise self._fail("seal is not the last record of its segment")
+            if self.seg.sealed:  # any byte after a seal, even a torn tail (7.5)
+                raise self._fail("seal is not the last record of its segment "
+                                 f"({log_end - pos} bytes follow it)")
             try:
                 record, next_pos = read_frame(data, pos, log_end)
             except FrameError as exc:
@@ -838,7 +883,7 @@ class Verifier:
             raise self._fail("checkpoint root is not the Merkle root of the log")
         if p["head"] != state.head:
             raise self._fail("checkpoint head is not the chain head")
-        if p["frontier"] and p["frontier"] != state.frontier.nodes:
+        if p["frontier"] != state.frontier.nodes:
             raise self._fail("checkpoint frontier differs from the log's")
         if not ed25519_valid(state.key, p["signature"], signed_message(CTX_CHECKPOINT, rec.raw)):
             raise self._fail(f"checkpoint signature invalid under epoch {state.epoch}'s key")
@@ -848,11 +893,11 @@ class Verifier:
         self.report.last_checkpoint_seq = rec.seq
 
     def _check_anchor(self, rec: Record) -> None:
+        # Its frontier is checked like every checkpoint's; its source table is
+        # not interpreted (section 6.3).
         if self.seg.records > 1:
             raise self._fail("the first checkpoint of a segment must be its first "
                              f"or second record (it is record {self.seg.records + 1})")
-        if len(rec.p["frontier"]) != rec.seq.bit_count():
-            raise self._fail("the first checkpoint of a segment must carry the frontier")
 
     def _check_epoch_key(self, rec: Record) -> None:
         p, state = rec.p, self.state
@@ -882,28 +927,32 @@ class Verifier:
                              f"expected {damaged.last_seq}")
         if p["region_offset"] != damaged.log_end:
             raise self._fail("recovery region_offset is not where the damaged log ends")
-        if p["region_len"] != damaged.file_size - damaged.log_end:
+        # fsync_failed: region_len is informational (the size on disk after a
+        # failed fsync cannot be known) and is not checked.
+        if p["cause"] != CAUSE_FSYNC_FAILED and p["region_len"] != damaged.region_len:
             raise self._fail(f"recovery region_len {p['region_len']}, the region is "
-                             f"{damaged.file_size - damaged.log_end} bytes")
-        self._check_recovery_region(p, damaged)
+                             f"{damaged.region_len} bytes")
         self.report.recoveries.append({
             "segment": damaged.number, "cause": CAUSE_NAMES[p["cause"]],
             "offset": p["region_offset"], "len": p["region_len"]})
-        if p["cause"] == CAUSE_CORRUPTION:
+        if p["cause"] == CAUSE_TORN_TAIL:
+            if p["region_sha256"] != damaged.region_sha256():
+                raise self._fail("torn_tail recovery: region_sha256 does not match "
+                                 "the region")
+            if damaged.region_starts_with_frame():
+                raise self._fail("torn_tail recovery, but the region starts with a "
+                                 "valid frame")
+        elif p["cause"] == CAUSE_FSYNC_FAILED:
+            if p["region_sha256"] != ZERO32:
+                raise self._fail("fsync_failed recovery: region_sha256 is not ZERO32")
+        else:
+            # Section 7.4: a corruption recovery is a failure, reported at the
+            # recovery record itself; the reason names the damaged segment and
+            # region_offset. (Its region_sha256 is not checked: step 4 lists
+            # that check for torn_tail only, and the verdict is failure anyway.)
             raise self._fail(f"corruption recovered: segment {damaged.number} is "
                              f"damaged at offset {p['region_offset']} "
                              f"({p['detail']!r})")
-
-    def _check_recovery_region(self, p: dict[str, Any], damaged: DamagedSegment) -> None:
-        if p["cause"] == CAUSE_FSYNC_FAILED:
-            if p["region_sha256"] != ZERO32:
-                raise self._fail("fsync_failed recovery: region_sha256 is not zero")
-            return
-        if p["region_sha256"] != damaged.region_sha256:
-            raise self._fail("recovery region_sha256 does not match the region")
-        if p["cause"] == CAUSE_TORN_TAIL and damaged.region_starts_with_frame:
-            raise self._fail("torn_tail recovery, but the region starts with a "
-                             "valid frame")
 
     def _check_seal(self, rec: Record) -> None:
         if rec.p["next_segment"] != self.seg.number + 1:

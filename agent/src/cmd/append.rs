@@ -1,0 +1,174 @@
+//! `wormlog append --config PATH --source NAME`: standard input, line by
+//! line, into the spool. Lines longer than `max_line_bytes` are split into
+//! parts flagged `more_parts` / `continuation`; a last line without a newline
+//! is kept and flagged `no_newline`. Memory stays bounded by
+//! `max_line_bytes` whatever the input.
+
+use anyhow::Context as _;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::ExitCode;
+use wormlog_spool::clock::wall_ns;
+use wormlog_spool::keys::HostKey;
+use wormlog_spool::record::{ENTRY_CONTINUATION, ENTRY_MORE_PARTS, ENTRY_NO_NEWLINE};
+use wormlog_spool::{Position, Spool, SpoolError};
+
+pub fn run(config: &Path, source: &str, quiet: bool) -> anyhow::Result<ExitCode> {
+    let cfg = match crate::config::load(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    if source.is_empty() || source.len() > 255 {
+        anyhow::bail!("--source must be 1 to 255 bytes");
+    }
+    let key = HostKey::load(&cfg.config.agent.key_dir)?;
+    let opts = cfg.spool_options("append");
+    let (mut spool, report) = match Spool::open(opts, key) {
+        Ok(x) => x,
+        Err(e @ SpoolError::Locked(_)) => {
+            eprintln!("wormlog: error: {e}; is `wormlog run` using this spool? Stop it, or send the lines to the running agent");
+            return Ok(ExitCode::from(1));
+        }
+        Err(e) => {
+            eprintln!("wormlog: error: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    for w in &report.warnings {
+        eprintln!("wormlog: warning: {w}");
+    }
+    let first = spool.next_seq();
+    let max = cfg.config.spool.max_line_bytes.0 as usize;
+    let stdin = std::io::stdin();
+    let mut reader = BufReader::with_capacity(1 << 20, stdin.lock());
+    let mut since_tick = 0u32;
+    let lines = feed(&mut reader, max, |body, flags, offset| {
+        spool.append_entry(source, &Position::Counter(offset), flags, &[], body, wall_ns())?;
+        since_tick += 1;
+        if since_tick == 1024 {
+            since_tick = 0;
+            spool.tick()?;
+        }
+        Ok(())
+    });
+    let lines = match lines {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("wormlog: error: {e:#}");
+            // What was appended before the error is still made durable.
+            let _ = spool.close("error while reading input");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let last = spool.next_seq();
+    spool.close("end of input").context("closing the spool")?;
+    if !quiet {
+        eprintln!("wormlog: appended {lines} lines as source {source:?} (records {first}..{last})");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Splits `r` into lines of at most `max` bytes and hands each to `emit`
+/// with its flags and the input offset after it. Returns the number of
+/// entries emitted.
+pub fn feed<R: BufRead>(
+    r: &mut R,
+    max: usize,
+    mut emit: impl FnMut(&[u8], u8, u64) -> Result<(), SpoolError>,
+) -> anyhow::Result<u64> {
+    let mut line: Vec<u8> = Vec::new();
+    let mut cont = false;
+    let mut offset: u64 = 0;
+    let mut n = 0u64;
+    loop {
+        let avail = r.fill_buf().context("reading standard input")?;
+        let cflag = if cont { ENTRY_CONTINUATION } else { 0 };
+        if avail.is_empty() {
+            if !line.is_empty() || cont {
+                emit(&line, ENTRY_NO_NEWLINE | cflag, offset)?;
+                n += 1;
+            }
+            return Ok(n);
+        }
+        let room = max - line.len();
+        if room == 0 && avail[0] != b'\n' {
+            emit(&line, ENTRY_MORE_PARTS | cflag, offset)?;
+            n += 1;
+            line.clear();
+            cont = true;
+            continue;
+        }
+        match avail.iter().take(room + 1).position(|&b| b == b'\n') {
+            Some(i) => {
+                line.extend_from_slice(&avail[..i]);
+                r.consume(i + 1);
+                offset += i as u64 + 1;
+                emit(&line, cflag, offset)?;
+                n += 1;
+                line.clear();
+                cont = false;
+            }
+            None => {
+                let take = avail.len().min(room);
+                line.extend_from_slice(&avail[..take]);
+                r.consume(take);
+                offset += take as u64;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(input: &[u8], max: usize) -> Vec<(Vec<u8>, u8, u64)> {
+        let mut out = Vec::new();
+        let mut r = BufReader::with_capacity(7, input);
+        feed(&mut r, max, |b, f, o| {
+            out.push((b.to_vec(), f, o));
+            Ok(())
+        })
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn splits_lines_parts_and_tails() {
+        assert_eq!(
+            split(b"a\nbb\n\nc", 16),
+            vec![
+                (b"a".to_vec(), 0, 2),
+                (b"bb".to_vec(), 0, 5),
+                (b"".to_vec(), 0, 6),
+                (b"c".to_vec(), ENTRY_NO_NEWLINE, 7)
+            ]
+        );
+        // Exactly max bytes then newline: one entry.
+        assert_eq!(split(b"abcd\n", 4), vec![(b"abcd".to_vec(), 0, 5)]);
+        // Longer: parts.
+        assert_eq!(
+            split(b"abcdefghij\nxy", 4),
+            vec![
+                (b"abcd".to_vec(), ENTRY_MORE_PARTS, 4),
+                (b"efgh".to_vec(), ENTRY_MORE_PARTS | ENTRY_CONTINUATION, 8),
+                (b"ij".to_vec(), ENTRY_CONTINUATION, 11),
+                (b"xy".to_vec(), ENTRY_NO_NEWLINE, 13),
+            ]
+        );
+        // Input without any newline and a multiple of max.
+        assert_eq!(
+            split(b"abcdefgh", 4),
+            vec![
+                (b"abcd".to_vec(), ENTRY_MORE_PARTS, 4),
+                (b"efgh".to_vec(), ENTRY_NO_NEWLINE | ENTRY_CONTINUATION, 8),
+            ]
+        );
+        assert!(split(b"", 4).is_empty());
+        // Bytes kept exactly: CR, NUL, invalid UTF-8.
+        assert_eq!(split(b"\x00\xff\r\n", 16), vec![(b"\x00\xff\r".to_vec(), 0, 4)]);
+    }
+}

@@ -1,0 +1,310 @@
+//! The agent's configuration file (TOML). Unknown keys are refused; every
+//! error names `file:line:column`.
+
+use crate::humanize::{parse_duration, parse_size};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use wormlog_spool::hash::{Hash, sha256};
+use wormlog_spool::record::AppendOnly;
+use wormlog_spool::writer::options as defaults;
+
+/// A configuration error, located.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for ConfigError {}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub agent: AgentSection,
+    #[serde(default)]
+    pub spool: SpoolSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSection {
+    /// Default: the host name.
+    pub id: Option<String>,
+    #[serde(default = "default_spool_dir")]
+    pub spool_dir: PathBuf,
+    #[serde(default = "default_key_dir")]
+    pub key_dir: PathBuf,
+}
+
+impl Default for AgentSection {
+    fn default() -> Self {
+        AgentSection {
+            id: None,
+            spool_dir: default_spool_dir(),
+            key_dir: default_key_dir(),
+        }
+    }
+}
+
+fn default_spool_dir() -> PathBuf {
+    "/var/lib/wormlog/spool".into()
+}
+fn default_key_dir() -> PathBuf {
+    "/var/lib/wormlog/keys".into()
+}
+
+/// `"off"`, `"try"` or `"require"`.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AppendOnlyMode {
+    Off,
+    #[default]
+    Try,
+    Require,
+}
+
+/// A byte size written like `"64MiB"` (or a bare integer of bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Size(pub u64);
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(Size(n)),
+            Raw::S(s) => parse_size(&s).map(Size).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// A duration written like `"15m"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Human(pub Duration);
+
+impl<'de> Deserialize<'de> for Human {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_duration(&s).map(Human).map_err(serde::de::Error::custom)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpoolSection {
+    #[serde(default)]
+    pub append_only: AppendOnlyMode,
+    #[serde(default = "d_seg_bytes")]
+    pub segment_max_bytes: Size,
+    #[serde(default = "d_seg_age")]
+    pub segment_max_age: Human,
+    #[serde(default = "d_commit_interval")]
+    pub commit_interval: Human,
+    #[serde(default = "d_commit_bytes")]
+    pub commit_bytes: Size,
+    #[serde(default = "d_cp_interval")]
+    pub checkpoint_interval: Human,
+    #[serde(default = "d_cp_bytes")]
+    pub checkpoint_bytes: Size,
+    #[serde(default = "d_heartbeat")]
+    pub heartbeat_interval: Human,
+    #[serde(default = "d_epoch")]
+    pub epoch: Human,
+    #[serde(default = "d_max_line")]
+    pub max_line_bytes: Size,
+}
+
+fn d_seg_bytes() -> Size {
+    Size(defaults::DEFAULT_SEGMENT_MAX_BYTES)
+}
+fn d_seg_age() -> Human {
+    Human(defaults::DEFAULT_SEGMENT_MAX_AGE)
+}
+fn d_commit_interval() -> Human {
+    Human(defaults::DEFAULT_COMMIT_INTERVAL)
+}
+fn d_commit_bytes() -> Size {
+    Size(defaults::DEFAULT_COMMIT_BYTES as u64)
+}
+fn d_cp_interval() -> Human {
+    Human(defaults::DEFAULT_CHECKPOINT_INTERVAL)
+}
+fn d_cp_bytes() -> Size {
+    Size(defaults::DEFAULT_CHECKPOINT_BYTES)
+}
+fn d_heartbeat() -> Human {
+    Human(defaults::DEFAULT_HEARTBEAT_INTERVAL)
+}
+fn d_epoch() -> Human {
+    Human(defaults::DEFAULT_EPOCH_DURATION)
+}
+/// Lines longer than this are split into parts that say so.
+pub const DEFAULT_MAX_LINE_BYTES: u64 = 1 << 20;
+fn d_max_line() -> Size {
+    Size(DEFAULT_MAX_LINE_BYTES)
+}
+
+impl Default for SpoolSection {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults parse")
+    }
+}
+
+/// A loaded configuration, with its file's hash.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    pub sha256: Hash,
+}
+
+impl Loaded {
+    /// The agent id: configured, or the host name.
+    pub fn agent_id(&self) -> String {
+        self.config.agent.id.clone().unwrap_or_else(hostname)
+    }
+
+    /// The writer's options.
+    pub fn spool_options(&self, program: &str) -> wormlog_spool::SpoolOptions {
+        let s = &self.config.spool;
+        let mut o = wormlog_spool::SpoolOptions::new(&self.config.agent.spool_dir, self.agent_id());
+        o.append_only = match s.append_only {
+            AppendOnlyMode::Off => AppendOnly::Off,
+            AppendOnlyMode::Try => AppendOnly::Try,
+            AppendOnlyMode::Require => AppendOnly::Require,
+        };
+        o.segment_max_bytes = s.segment_max_bytes.0;
+        o.segment_max_age = s.segment_max_age.0;
+        o.commit_interval = s.commit_interval.0;
+        o.commit_bytes = s.commit_bytes.0 as usize;
+        o.checkpoint_interval = s.checkpoint_interval.0;
+        o.checkpoint_bytes = s.checkpoint_bytes.0;
+        o.heartbeat_interval = s.heartbeat_interval.0;
+        o.epoch_duration = s.epoch.0;
+        o.program = format!("wormlog {} {program}", env!("CARGO_PKG_VERSION"));
+        o.config_sha256 = self.sha256;
+        o
+    }
+}
+
+/// The host name, as the kernel has it.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Reads and checks a configuration file.
+pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+    let bytes = std::fs::read(path).map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+    let text = std::str::from_utf8(&bytes).map_err(|e| {
+        let (line, col) = line_col(&bytes, e.valid_up_to());
+        ConfigError(format!("{}:{line}:{col}: the file is not valid UTF-8", path.display()))
+    })?;
+    let config: Config = toml::from_str(text).map_err(|e| locate(path, text, &e))?;
+    validate(path, text, &config)?;
+    Ok(Loaded {
+        config,
+        sha256: sha256(&bytes),
+    })
+}
+
+fn locate(path: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
+    let (line, col) = e
+        .span()
+        .map_or((1, 1), |span| line_col(text.as_bytes(), span.start));
+    let msg = e.message().trim().replace('\n', " ");
+    ConfigError(format!("{}:{line}:{col}: {msg}", path.display()))
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+pub fn line_col(text: &[u8], offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let line_start = before.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+    let col = String::from_utf8_lossy(&before[line_start..]).chars().count() + 1;
+    (line, col)
+}
+
+/// Checks that need more than one key; located at the key's line.
+fn validate(path: &Path, text: &str, c: &Config) -> Result<(), ConfigError> {
+    let at = |key: &str, msg: String| {
+        let (line, col) = find_key(text, key);
+        ConfigError(format!("{}:{line}:{col}: {msg}", path.display()))
+    };
+    if let Some(id) = &c.agent.id
+        && (id.is_empty() || id.len() > 255 || id.chars().any(char::is_control))
+    {
+        return Err(at("id", "agent id must be 1 to 255 bytes without control characters".into()));
+    }
+    let s = &c.spool;
+    if s.segment_max_bytes.0 < 1 << 20 {
+        return Err(at("segment_max_bytes", "segment_max_bytes must be at least 1MiB".into()));
+    }
+    if s.commit_bytes.0 < 4096 || s.commit_bytes.0 > 256 << 20 {
+        return Err(at("commit_bytes", "commit_bytes must be between 4KiB and 256MiB".into()));
+    }
+    if s.checkpoint_interval.0.is_zero() || s.heartbeat_interval.0 < s.checkpoint_interval.0 {
+        return Err(at(
+            "heartbeat_interval",
+            "heartbeat_interval must be at least checkpoint_interval, which must not be zero".into(),
+        ));
+    }
+    if s.epoch.0 < Duration::from_secs(1) {
+        return Err(at("epoch", "epoch must be at least 1s".into()));
+    }
+    if s.max_line_bytes.0 < 16 || s.max_line_bytes.0 > 16 << 20 {
+        return Err(at("max_line_bytes", "max_line_bytes must be between 16B and 16MiB".into()));
+    }
+    Ok(())
+}
+
+/// Where `key = …` is written (line, column), or 1:1.
+fn find_key(text: &str, key: &str) -> (usize, usize) {
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim_start();
+        if let Some(rest) = t.strip_prefix(key)
+            && rest.trim_start().starts_with('=')
+        {
+            return (i + 1, line.len() - t.len() + 1);
+        }
+    }
+    (1, 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(s: &str) -> Result<Loaded, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("agent.toml");
+        std::fs::write(&p, s).unwrap();
+        load(&p).map_err(|e| ConfigError(e.0.replace(&p.display().to_string(), "F")))
+    }
+
+    #[test]
+    fn defaults_and_locations() {
+        let c = load_str("[agent]\nid = \"web-01\"\n").unwrap();
+        assert_eq!(c.agent_id(), "web-01");
+        assert_eq!(c.config.spool.segment_max_bytes.0, 64 << 20);
+        let e = load_str("[agent]\nid = \"a\"\nbogus = 1\n").unwrap_err();
+        assert!(e.0.starts_with("F:3:1: "), "{e}");
+        let e = load_str("[spool]\nsegment_max_bytes = \"12XB\"\n").unwrap_err();
+        assert!(e.0.starts_with("F:2:21: "), "{e}");
+        assert!(e.0.contains("XB"), "{e}");
+        let e = load_str("[spool]\ncommit_bytes = \"1KiB\"\n").unwrap_err();
+        assert!(e.0.starts_with("F:2:1: "), "{e}");
+        let e = load_str("[agent\n").unwrap_err();
+        assert!(e.0.starts_with("F:1:"), "{e}");
+    }
+}
