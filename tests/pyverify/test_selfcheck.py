@@ -574,6 +574,17 @@ class SpoolTest(unittest.TestCase):
                      else struct.pack("<I", 400) + b"\x01" * 50)
         return region_offset, 2
 
+    def test_torn_tail_region_sha256_is_checked(self):
+        """The region changed in place (same length) after the recovery."""
+        region_offset, last = self.torn_segment()
+        off = self.w.recover(wv.CAUSE_TORN_TAIL, region_offset, last)
+        with open(self.w.path(0), "r+b") as f:
+            f.seek(region_offset + 20)
+            f.write(b"\x02")
+        code, report = run_verifier(self.dir)
+        self.assertFailure((code, report), 1, off, 3)
+        self.assertIn("region_sha256", report["failure"]["reason"])
+
     def test_torn_tail_region_len_is_checked(self):
         region_offset, last = self.torn_segment()
         off = self.w.recover(wv.CAUSE_TORN_TAIL, region_offset, last, region_len=53)

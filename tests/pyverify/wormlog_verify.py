@@ -304,6 +304,10 @@ class Reader:
         return getattr(self, ftype)()
 
 
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def decode_text(raw: bytes) -> str:
     try:
         return raw.decode("utf-8", errors="strict")
@@ -751,7 +755,7 @@ class Verifier:
         if self.seg.sealed and log_end < len(data):
             # Section 7.5: any byte after a seal is a failure, even bytes a
             # recovery record declares void.
-            raise self._fail(f"{len(data) - log_end} bytes after the seal",
+            raise self._fail(f"{plural(len(data) - log_end, 'byte')} after the seal",
                              offset=log_end)
         if not is_last and not self.seg.sealed and recovery is None:
             raise self._fail("segment ends without a seal and no recovery names it",
@@ -829,7 +833,7 @@ class Verifier:
             self.seg.offset = pos
             if self.seg.sealed:  # any byte after a seal, even a torn tail (7.5)
                 raise self._fail("seal is not the last record of its segment "
-                                 f"({log_end - pos} bytes follow it)")
+                                 f"({plural(log_end - pos, 'byte')} follow it)")
             try:
                 record, next_pos = read_frame(data, pos, log_end)
             except FrameError as exc:
