@@ -103,6 +103,8 @@ pub struct Location {
 
 struct Prev {
     no: u64,
+    /// The next segment's recovery record names this segment's end.
+    limited: bool,
     last_seq: u64,
     file_len: u64,
     /// Where the log of that segment ended (the recovery's region offset).
@@ -273,7 +275,8 @@ impl State<'_> {
         let mut index = 0u64;
         let mut seen_checkpoint = false;
         let mut sealed_at: Option<usize> = None;
-        let mut prev = prev;
+        // Only a segment whose end a recovery record must explain is handed on.
+        let mut prev = prev.filter(|p| p.limited);
         loop {
             match frame_at(data, off) {
                 FrameAt::End => break,
@@ -320,12 +323,18 @@ impl State<'_> {
             // found it). Kept for safety.
             return Err((hlen as u64, self.next_seq, "expected a recovery record".into()));
         }
+        if let (Some(after), Some(_)) = (sealed_at, limit)
+            && end < bytes.len()
+        {
+            return Err((after as u64, self.next_seq, "the seal is not the last record of its segment".into()));
+        }
         if limit.is_none() && !last && sealed_at.is_none() {
             return Err((off as u64, self.next_seq, "the segment ends without a seal record and no recovery record explains its end (records removed?)".into()));
         }
         let region = &bytes[end.min(bytes.len())..];
         Ok(Prev {
             no,
+            limited: limit.is_some(),
             last_seq: self.next_seq.wrapping_sub(1),
             file_len: bytes.len() as u64,
             end: end as u64,
