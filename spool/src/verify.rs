@@ -511,7 +511,7 @@ impl State<'_> {
         // Time: gaps longer than the heartbeat interval.
         if let Some((pseq, pts, pkind)) = self.prev_ts
             && rec.ts > pts
-            && (rec.ts - pts) as u64 > self.heartbeat_ns
+            && (rec.ts - pts) as u64 > self.heartbeat_ns.saturating_mul(2)
         {
             let cause = if pkind == Kind::Stop {
                 "agent stopped"

@@ -897,10 +897,10 @@ class SpoolTest(unittest.TestCase):
         w.genesis()
         w.checkpoint(anchor=True)
         w.start(heartbeat_ns=10 * SECOND)
-        w.entry(b"a", ts_step=11 * SECOND)          # no records
+        w.entry(b"a", ts_step=21 * SECOND)          # no records (> twice 10 s)
         w.stop()
         w.start(ts_step=100 * SECOND)               # agent stopped
-        w.entry(b"b", ts_step=61 * SECOND)          # no records (60 s in force now)
+        w.entry(b"b", ts_step=121 * SECOND)         # no records (twice 60 s in force now)
         w.start(ts_step=3600 * SECOND)              # not running, no stop record
         code, report = run_verifier(self.dir)
         self.assertEqual(code, 0, report)

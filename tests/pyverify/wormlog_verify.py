@@ -978,7 +978,7 @@ class Verifier:
 
     def _note(self, rec: Record) -> None:
         state, report = self.state, self.report
-        if state.prev_ts is not None and rec.ts - state.prev_ts > state.heartbeat_ns:
+        if state.prev_ts is not None and rec.ts - state.prev_ts > 2 * state.heartbeat_ns:
             report.time_gaps.append({
                 "from_seq": rec.seq - 1, "to_seq": rec.seq,
                 "seconds": (rec.ts - state.prev_ts) / 1e9,

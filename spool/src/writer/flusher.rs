@@ -17,12 +17,20 @@ pub struct FaultInjector {
     syncs: AtomicU64,
     /// Fail the N-th `fdatasync` (1-based); 0 never.
     pub fail_sync_at: AtomicU64,
+    /// Fail every `fdatasync` from the N-th on (1-based); 0 never.
+    pub fail_from: AtomicU64,
 }
 
 impl FaultInjector {
+    /// How many `fdatasync` calls were made so far.
+    pub fn syncs(&self) -> u64 {
+        self.syncs.load(Ordering::SeqCst)
+    }
+
     fn should_fail(&self) -> bool {
         let n = self.syncs.fetch_add(1, Ordering::SeqCst) + 1;
-        self.fail_sync_at.load(Ordering::SeqCst) == n
+        let from = self.fail_from.load(Ordering::SeqCst);
+        self.fail_sync_at.load(Ordering::SeqCst) == n || (from != 0 && n >= from)
     }
 }
 

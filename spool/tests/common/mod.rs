@@ -59,7 +59,7 @@ pub fn open(t: &TempDir, o: SpoolOptions) -> Spool {
 }
 
 pub fn entry(s: &mut Spool, source: &str, n: u64, body: &[u8]) -> u64 {
-    s.append_entry(source, &Position::Counter(n), 0, &[], body, 1_700_000_000_000_000_000 + n as i64)
+    s.append_entry(source, &Position::Counter(n), 0, &[], body, wormlog_spool::clock::wall_ns())
         .unwrap()
 }
 
