@@ -1,5 +1,6 @@
-//! The three uses of SHA-256, kept apart by a one-byte prefix
-//! (docs/FORMAT.md §4): leaf `0x00`, interior node `0x01`, chain link `0x02`.
+//! The uses of SHA-256, kept apart by a one-byte prefix (docs/FORMAT.md §4):
+//! leaf `0x00`, interior node `0x01`. The chain needs no hash of its own:
+//! each record holds the leaf hash of the one before it.
 
 use sha2::{Digest, Sha256};
 
@@ -11,7 +12,6 @@ pub const ZERO32: Hash = [0u8; 32];
 
 const LEAF: u8 = 0x00;
 const NODE: u8 = 0x01;
-const LINK: u8 = 0x02;
 
 /// `H(0x00 || record)`: the RFC 9162 leaf hash of a record.
 #[inline]
@@ -29,16 +29,6 @@ pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
     buf[0] = NODE;
     buf[1..33].copy_from_slice(left);
     buf[33..].copy_from_slice(right);
-    Sha256::digest(buf).into()
-}
-
-/// `H(0x02 || head || leaf)`: the next chain head.
-#[inline]
-pub fn chain_hash(head: &Hash, leaf: &Hash) -> Hash {
-    let mut buf = [0u8; 65];
-    buf[0] = LINK;
-    buf[1..33].copy_from_slice(head);
-    buf[33..].copy_from_slice(leaf);
     Sha256::digest(buf).into()
 }
 

@@ -9,7 +9,9 @@ use crate::position::{Position, PositionRef};
 
 pub const RECORD_VERSION: u8 = 1;
 /// Bytes of the common record header.
-pub const RECORD_HEADER_LEN: usize = 20;
+pub const RECORD_HEADER_LEN: usize = 52;
+/// Offset of `prev` (the chain head before the record) in a record.
+pub const PREV_OFFSET: usize = 20;
 /// Bytes of a signature at the end of a signing record.
 pub const SIGNATURE_LEN: usize = 64;
 
@@ -309,6 +311,9 @@ pub struct Record<'a> {
     pub kind: Kind,
     pub seq: u64,
     pub ts: i64,
+    /// The chain head before this record: the leaf hash of the record
+    /// before it (`ZERO32` for the first).
+    pub prev: Hash,
     pub payload: Payload<'a>,
 }
 
@@ -341,9 +346,11 @@ impl<'a> Record<'a> {
     /// Decodes the bytes of one record (the frame's content).
     pub fn decode(bytes: &'a [u8]) -> Result<Record<'a>, RecordError> {
         let mut r = Reader::new(bytes);
-        let hdr = (|| -> Result<_, CodecError> { Ok((r.u8()?, r.u8()?, r.u16()?, r.u64()?, r.i64()?)) })()
-            .map_err(|_| RecordError::Short)?;
-        let (version, kind, flags, seq, ts) = hdr;
+        let hdr = (|| -> Result<_, CodecError> {
+            Ok((r.u8()?, r.u8()?, r.u16()?, r.u64()?, r.i64()?, r.array::<32>()?))
+        })()
+        .map_err(|_| RecordError::Short)?;
+        let (version, kind, flags, seq, ts, prev) = hdr;
         if version != RECORD_VERSION {
             return Err(RecordError::Version(version));
         }
@@ -359,6 +366,7 @@ impl<'a> Record<'a> {
             kind,
             seq,
             ts,
+            prev,
             payload,
         })
     }
@@ -505,14 +513,16 @@ fn decode_payload<'a>(kind: Kind, r: &mut Reader<'a>) -> Result<Payload<'a>, Cod
     Ok(p)
 }
 
-/// Writes the common record header.
+/// Writes the common record header; `prev` is the chain head before the
+/// record.
 #[inline]
-pub fn put_header(out: &mut Vec<u8>, kind: Kind, seq: u64, ts: i64) {
+pub fn put_header(out: &mut Vec<u8>, kind: Kind, seq: u64, ts: i64, prev: &Hash) {
     put_u8(out, RECORD_VERSION);
     put_u8(out, kind as u8);
     put_u16(out, 0);
     put_u64(out, seq);
     put_i64(out, ts);
+    out.extend_from_slice(prev);
 }
 
 /// Encodes a payload (everything after the header). Signing records are
@@ -728,12 +738,13 @@ mod tests {
 
     fn roundtrip(p: Payload<'_>, kind: Kind) {
         let mut b = Vec::new();
-        put_header(&mut b, kind, 42, -7);
+        put_header(&mut b, kind, 42, -7, &[5; 32]);
         put_payload(&mut b, &p);
         let r = Record::decode(&b).unwrap();
         assert_eq!(r.kind, kind);
         assert_eq!(r.seq, 42);
         assert_eq!(r.ts, -7);
+        assert_eq!(r.prev, [5; 32]);
         assert_eq!(r.payload, p);
         // Any trailing byte is refused (an entry's body is the rest).
         if kind != Kind::Entry {
@@ -808,7 +819,7 @@ mod tests {
     #[test]
     fn refuses_unknown_versions_kinds_and_flags() {
         let mut b = Vec::new();
-        put_header(&mut b, Kind::Seal, 1, 0);
+        put_header(&mut b, Kind::Seal, 1, 0, &[0; 32]);
         put_u64(&mut b, 1);
         let mut v = b.clone();
         v[0] = 2;

@@ -4,7 +4,7 @@
 
 use crate::codec::put_bytes8;
 use crate::frame::{FrameAt, frame_at};
-use crate::hash::{Hash, ZERO32, chain_hash, hex, leaf_hash, sha256};
+use crate::hash::{Hash, ZERO32, hex, leaf_hash, sha256};
 use crate::keys::{CHECKPOINT_CONTEXT, EPOCH_KEY_CONTEXT, RECEIPT_CONTEXT, verify_signature};
 use crate::merkle::Frontier;
 use crate::record::{Kind, Payload, Record, RecoveryCause, SIGNATURE_LEN};
@@ -358,6 +358,9 @@ impl State<'_> {
         if rec.seq != self.next_seq {
             return Err(at(format!("record has seq {}, expected {} (records removed, duplicated or reordered)", rec.seq, self.next_seq)));
         }
+        if rec.prev != self.head {
+            return Err(at("record does not link to the one before it (prev hash mismatch: the record before it was altered, or records were removed, inserted or reordered)".into()));
+        }
         if (rec.seq == 0) != (rec.kind == Kind::Genesis) {
             return Err(at("the first record must be the genesis record, and only it".into()));
         }
@@ -542,7 +545,7 @@ impl State<'_> {
         }
         (self.visitor)(loc, &rec, bytes);
         let leaf = leaf_hash(bytes);
-        self.head = chain_hash(&self.head, &leaf);
+        self.head = leaf;
         self.frontier.push(leaf);
         self.next_seq += 1;
         self.report.records += 1;

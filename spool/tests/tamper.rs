@@ -9,10 +9,10 @@ mod common;
 use common::*;
 use std::path::{Path, PathBuf};
 use wormlog_spool::frame::{FrameAt, begin_frame, finish_frame, frame_at};
-use wormlog_spool::hash::{ZERO32, chain_hash, leaf_hash};
+use wormlog_spool::hash::{ZERO32, leaf_hash};
 use wormlog_spool::keys::{CHECKPOINT_CONTEXT, EPOCH_KEY_CONTEXT, HostKey, sign_with};
 use wormlog_spool::merkle::Frontier;
-use wormlog_spool::record::{Kind, Payload, Record, put_header, put_payload};
+use wormlog_spool::record::{Payload, Record, put_header, put_payload};
 use wormlog_spool::segment::SegmentHeader;
 use wormlog_spool::verify::Report;
 
@@ -156,14 +156,14 @@ fn records_deleted_duplicated_swapped_inserted() {
                     });
                 }
             }),
-            // Detected at the next checkpoint: frame 7 after insertion
-            // (entries 3..6 then the checkpoint).
-            8,
+            // The record after the forged one does not link to it.
+            5,
         ),
         (
             "body edited with the CRC fixed",
             Box::new(|l| { let x = reframe(&l[4], |r| { let n = r.len(); r[n - 1] ^= 0x20; }); l[4] = x; }),
-            7,
+            // The next record no longer links to the edited one.
+            5,
         ),
     ];
     for (name, edit, at) in cases {
@@ -276,7 +276,7 @@ fn forge(dir: &Path, target: u64, key_for: &dyn Fn(u64) -> ed25519_dalek::Signin
             files.push(h.encode());
         }
         let mut out = Vec::new();
-        put_header(&mut out, rec.kind, rec.seq, rec.ts);
+        put_header(&mut out, rec.kind, rec.seq, rec.ts, &head);
         match rec.payload {
             Payload::Entry(mut e) if rec.seq == target => {
                 let body = [e.body, b" (rewritten)"].concat();
@@ -312,7 +312,7 @@ fn forge(dir: &Path, target: u64, key_for: &dyn Fn(u64) -> ed25519_dalek::Signin
         f.extend_from_slice(&out);
         finish_frame(f, at);
         let leaf = leaf_hash(&out);
-        head = chain_hash(&head, &leaf);
+        head = leaf;
         tree.push(leaf);
     }
     for (i, f) in files.iter().enumerate() {

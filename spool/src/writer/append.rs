@@ -5,7 +5,7 @@ use crate::clock::{boottime_ns, wall_ns};
 use crate::codec::{put_bytes8, put_u8, put_u32, put_u64};
 use crate::error::SpoolError;
 use crate::frame::{MAX_RECORD_LEN, begin_frame, finish_frame};
-use crate::hash::{chain_hash, leaf_hash};
+use crate::hash::leaf_hash;
 use crate::keys::{CHECKPOINT_CONTEXT, EPOCH_KEY_CONTEXT};
 use crate::position::Position;
 use crate::record::{AlertCode, GapReason, Kind, Payload, put_header, put_payload, SIGNATURE_LEN};
@@ -36,7 +36,7 @@ impl Spool {
             return Err(SpoolError::RecordTooLarge(approx));
         }
         let at = begin_frame(&mut self.pending);
-        put_header(&mut self.pending, Kind::Entry, self.st.next_seq, ts);
+        put_header(&mut self.pending, Kind::Entry, self.st.next_seq, ts, &self.st.head);
         put_bytes8(&mut self.pending, source.as_bytes());
         position.encode(&mut self.pending);
         put_u8(&mut self.pending, flags);
@@ -159,7 +159,7 @@ impl Spool {
         let range = finish_frame(&mut self.pending, at);
         let len = range.len() as u64 + 8;
         let leaf = leaf_hash(&self.pending[range]);
-        self.st.head = chain_hash(&self.st.head, &leaf);
+        self.st.head = leaf;
         self.st.frontier.push(leaf);
         let seq = self.st.next_seq;
         self.st.next_seq += 1;
@@ -177,7 +177,7 @@ impl Spool {
     /// Appends any non-entry record.
     pub(super) fn push_payload(&mut self, kind: Kind, ts: i64, p: &Payload<'_>) -> u64 {
         let at = begin_frame(&mut self.pending);
-        put_header(&mut self.pending, kind, self.st.next_seq, ts);
+        put_header(&mut self.pending, kind, self.st.next_seq, ts, &self.st.head);
         put_payload(&mut self.pending, p);
         self.seal_frame(at, kind, ts)
     }
@@ -188,7 +188,7 @@ impl Spool {
         let ts = wall_ns();
         let at = begin_frame(&mut self.pending);
         let rec_start = self.pending.len();
-        put_header(&mut self.pending, Kind::Checkpoint, self.st.next_seq, ts);
+        put_header(&mut self.pending, Kind::Checkpoint, self.st.next_seq, ts, &self.st.head);
         let out = &mut self.pending;
         put_u64(out, self.st.epoch);
         put_u64(out, self.st.next_seq);
@@ -237,7 +237,7 @@ impl Spool {
         let ts = wall_ns();
         let at = begin_frame(&mut self.pending);
         let rec_start = self.pending.len();
-        put_header(&mut self.pending, Kind::EpochKey, self.st.next_seq, ts);
+        put_header(&mut self.pending, Kind::EpochKey, self.st.next_seq, ts, &self.st.head);
         let out = &mut self.pending;
         put_u64(out, self.st.epoch);
         put_u64(out, self.st.epoch + 1);

@@ -107,6 +107,8 @@ impl Spool {
             let start = self.pending.len();
             self.pending.extend_from_slice(&rec);
             self.pending[start + 4..start + 12].copy_from_slice(&self.st.next_seq.to_le_bytes());
+            let prev = crate::record::PREV_OFFSET;
+            self.pending[start + prev..start + prev + 32].copy_from_slice(&self.st.head);
             let kind = Kind::from_u8(rec[1]).expect("checked above");
             let ts = i64::from_le_bytes(rec[12..20].try_into().expect("8 bytes"));
             self.seal_frame(at, kind, ts);

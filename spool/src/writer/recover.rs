@@ -7,7 +7,7 @@
 
 use crate::error::{SpoolError, io_at};
 use crate::frame::{FrameAt, find_later_frame, frame_at};
-use crate::hash::{Hash, ZERO32, chain_hash, leaf_hash, sha256};
+use crate::hash::{Hash, ZERO32, leaf_hash, sha256};
 use crate::merkle::Frontier;
 use crate::position::Position;
 use crate::record::{Kind, Payload, Record, RecoveryCause, SIGNATURE_LEN};
@@ -302,7 +302,7 @@ fn apply(st: &mut ChainState, rec: &Record<'_>, bytes: &[u8], path: &std::path::
         _ => st.bytes_since_checkpoint += bytes.len() as u64 + 8,
     }
     let leaf = leaf_hash(bytes);
-    st.head = chain_hash(&st.head, &leaf);
+    st.head = leaf;
     st.frontier.push(leaf);
     st.next_seq += 1;
     st.last_ts = rec.ts;

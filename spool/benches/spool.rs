@@ -1,0 +1,195 @@
+//! Spool benchmarks: durable append throughput beside the cost of SHA-256
+//! alone (the floor), verification throughput, and the time to reopen a
+//! large spool. Prints medians of several runs; run with
+//! `cargo bench -p wormlog-spool --bench spool` (or `bench/spool.sh`).
+//!
+//! Environment: `WORMLOG_BENCH_DIR` (default `target/bench-spool`, which
+//! must be on the disk under test), `WORMLOG_BENCH_RUNS` (default 3),
+//! `WORMLOG_BENCH_RECORDS` (default 2,000,000), `WORMLOG_BENCH_REOPEN_MIB`
+//! (default 1024).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use wormlog_spool::clock::wall_ns;
+use wormlog_spool::hash::{leaf_hash, sha256};
+use wormlog_spool::keys::HostKey;
+use wormlog_spool::merkle::Frontier;
+use wormlog_spool::record::AppendOnly;
+use wormlog_spool::verify::verify_spool;
+use wormlog_spool::{Position, Spool, SpoolOptions};
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn base_dir() -> PathBuf {
+    std::env::var("WORMLOG_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-spool"))
+}
+
+fn fresh(dir: &Path) {
+    let _ = wormlog_spool::worm::remove_dir_all_worm(dir);
+    std::fs::create_dir_all(dir).unwrap();
+}
+
+/// A 200-byte syslog-like line, varying.
+fn line(i: u64, buf: &mut Vec<u8>) {
+    use std::io::Write;
+    buf.clear();
+    write!(buf, "<134>Nov 26 07:00:00 web-01 app[4242]: request id={i:012} GET /api/v1/patients/{:08} 200 ", i % 99_991).unwrap();
+    while buf.len() < 200 {
+        buf.push(b'x');
+    }
+}
+
+fn options(dir: &Path, commit_bytes: usize, append_only: AppendOnly) -> SpoolOptions {
+    let mut o = SpoolOptions::new(dir.join("spool"), "bench");
+    o.append_only = append_only;
+    o.commit_bytes = commit_bytes;
+    o
+}
+
+fn new_key(dir: &Path) -> HostKey {
+    HostKey::generate(&dir.join("keys"), wall_ns()).unwrap();
+    HostKey::load(&dir.join("keys")).unwrap()
+}
+
+/// Appends `n` lines durably; returns (seconds, bytes on disk).
+fn append_run(dir: &Path, n: u64, commit_bytes: usize) -> (f64, u64) {
+    fresh(dir);
+    let key = new_key(dir);
+    let (mut s, _) = Spool::open(options(dir, commit_bytes, AppendOnly::Try), key).unwrap();
+    let mut buf = Vec::with_capacity(256);
+    let t = Instant::now();
+    let ts = wall_ns();
+    let mut next_tick = 0u64;
+    for i in 0..n {
+        line(i, &mut buf);
+        let pos = Position::File { dev: 2049, ino: 1234, fingerprint: 0xfeed, offset: (i + 1) * 201 };
+        s.append_entry("app", &pos, 0, &[], &buf, ts + i as i64).unwrap();
+        if i == next_tick {
+            s.tick().unwrap();
+            next_tick += 4096;
+        }
+    }
+    s.close("bench").unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    let bytes = disk_bytes(&dir.join("spool"));
+    (secs, bytes)
+}
+
+fn disk_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir).unwrap().flatten().map(|e| e.metadata().unwrap().len()).sum()
+}
+
+fn main() {
+    let runs = env_u64("WORMLOG_BENCH_RUNS", 3) as usize;
+    let n = env_u64("WORMLOG_BENCH_RECORDS", 2_000_000);
+    let dir = base_dir();
+    println!("wormlog spool benchmarks: {runs} runs each, medians; dir {}", dir.display());
+    println!("machine: {} cores", std::thread::available_parallelism().map_or(0, |n| n.get()));
+
+    // The floor: SHA-256 alone.
+    let mut buf = Vec::new();
+    line(1, &mut buf);
+    let k = 5_000_000u64;
+    let sha = median((0..runs).map(|_| {
+        let t = Instant::now();
+        let mut acc = [0u8; 32];
+        for _ in 0..k {
+            acc = sha256(&buf);
+            buf[0] ^= acc[0] & 1;
+        }
+        std::hint::black_box(acc);
+        t.elapsed().as_nanos() as f64 / k as f64
+    }).collect());
+    // Hashing as the spool does it: the leaf of a 306-byte record (a
+    // 200-byte line with its header, position and link), and the tree.
+    let mut rec = vec![0u8; 306];
+    let hashing = median((0..runs).map(|_| {
+        let t = Instant::now();
+        let mut head = [0u8; 32];
+        let mut tree = Frontier::new();
+        for i in 0..k {
+            rec[0] = i as u8;
+            rec[20..52].copy_from_slice(&head);
+            let leaf = leaf_hash(&rec);
+            head = leaf;
+            tree.push(leaf);
+        }
+        std::hint::black_box((head, tree.root()));
+        t.elapsed().as_nanos() as f64 / k as f64
+    }).collect());
+    println!("sha256 of one 200-byte line:            {sha:7.1} ns");
+    println!("leaf (chain) + Merkle of one record:    {hashing:7.1} ns");
+
+    // Durable append, for several group-commit sizes.
+    for commit in [256usize << 10, 1 << 20, 4 << 20] {
+        let mut rates = Vec::new();
+        let mut mbs = Vec::new();
+        let mut per = Vec::new();
+        for _ in 0..runs {
+            let (secs, bytes) = append_run(&dir, n, commit);
+            rates.push(n as f64 / secs);
+            mbs.push(bytes as f64 / secs / 1e6);
+            per.push(secs * 1e9 / n as f64);
+        }
+        let (r, m, p) = (median(rates), median(mbs), median(per));
+        println!(
+            "durable append, 200-byte lines, commit_bytes {:>4} KiB: {:>10.0} records/s {:>7.1} MB/s on disk, {:6.1} ns/record = {:.2}x SHA-256 alone",
+            commit >> 10, r, m, p, p / sha
+        );
+    }
+
+    // Verify throughput on the last spool (page cache warm).
+    let spool = dir.join("spool");
+    let bytes = disk_bytes(&spool);
+    let v = median((0..runs).map(|_| {
+        let t = Instant::now();
+        let r = verify_spool(&spool, None, &mut |_, _, _| {}).unwrap();
+        assert!(r.ok());
+        bytes as f64 / t.elapsed().as_secs_f64() / 1e6
+    }).collect());
+    println!("verify: {v:.0} MB/s ({} MB spool)", bytes / 1_000_000);
+
+    // Reopen a large spool.
+    let mib = env_u64("WORMLOG_BENCH_REOPEN_MIB", 1024);
+    let target = mib << 20;
+    fresh(&dir);
+    let key = new_key(&dir);
+    let (mut s, _) = Spool::open(options(&dir, 1 << 20, AppendOnly::Try), key).unwrap();
+    let mut i = 0u64;
+    while disk_bytes(&spool) < target {
+        for _ in 0..100_000 {
+            line(i, &mut buf);
+            s.append_entry("app", &Position::Counter(i), 0, &[], &buf, wall_ns()).unwrap();
+            i += 1;
+        }
+        s.sync().unwrap();
+    }
+    s.close("bench").unwrap();
+    let reopen: Vec<f64> = (0..runs.max(3))
+        .map(|_| {
+            let key = HostKey::load(&dir.join("keys")).unwrap();
+            let t = Instant::now();
+            let (s, _) = Spool::open(options(&dir, 1 << 20, AppendOnly::Try), key).unwrap();
+            let el = t.elapsed();
+            s.close("bench").unwrap();
+            el.as_secs_f64() * 1e3
+        })
+        .collect();
+    let segs = wormlog_spool::segment::list_segments(&spool).unwrap().0.len();
+    println!(
+        "reopen a {} MiB spool ({segs} segments, {i} records): {:.1} ms (median; includes the start record and its fsync)",
+        disk_bytes(&spool) >> 20,
+        median(reopen)
+    );
+    let _ = wormlog_spool::worm::remove_dir_all_worm(&dir);
+    std::thread::sleep(Duration::from_millis(1));
+}
