@@ -159,9 +159,13 @@ class SpoolWriter:
             f.write(data)
 
     def append(self, kind: int, payload: bytes, signer: bytes | None = None,
-               ts_step: int = SECOND, flags: int = 0) -> int:
+               ts_step: int = SECOND, flags: int = 0, prev: bytes | None = None) -> int:
+        """Frame and write one record; `prev` overrides the chain head it
+        carries (section 3.3). The writer's own chain continues from the
+        record as written."""
         self.ts += ts_step
-        record = struct.pack("<BBHQq", 1, kind, flags, self.seq, self.ts) + payload
+        prev = self.head if prev is None else prev
+        record = struct.pack("<BBHQq", 1, kind, flags, self.seq, self.ts) + prev + payload
         if signer is not None:
             record += self._sign(signer, record)
         frame_len = struct.pack("<I", len(record))
@@ -170,7 +174,7 @@ class SpoolWriter:
         self.raw_append(frame)
         self.offsets[self.seq] = (self.segment, offset)
         leaf = wv.leaf_hash(record)
-        self.head = h(b"\x02", self.head, leaf)
+        self.head = leaf  # section 4: head_i = leaf_i
         self.frontier.append(leaf)
         self.seq += 1
         return offset
@@ -185,13 +189,15 @@ class SpoolWriter:
         return self.append(wv.ENTRY, payload, **kw)
 
     def checkpoint(self, anchor: bool = False, frontier: list[bytes] | None = None,
-                   sources: list[tuple[bytes, bytes]] | None = None):
+                   sources: list[tuple[bytes, bytes]] | None = None,
+                   head: bytes | None = None):
         """Every checkpoint carries the frontier; the anchor also the sources."""
         frontier = self.frontier.nodes if frontier is None else frontier
+        head = self.head if head is None else head
         if sources is None:
             sources = [(b"syslog", position_none())] if anchor else []
         payload = (struct.pack("<QQ", self.epoch, self.seq) + self.frontier.root()
-                   + self.head + BOOT + struct.pack("<Q", 123)
+                   + head + BOOT + struct.pack("<Q", 123)
                    + bytes([len(frontier)]) + b"".join(frontier))
         payload += struct.pack("<I", len(sources))
         payload += b"".join(b8(name) + pos for name, pos in sources)
@@ -268,7 +274,7 @@ class SpoolWriter:
         while pos < region_offset:
             length = struct.unpack_from("<I", data, pos)[0]
             leaf = wv.leaf_hash(data[pos + 8:pos + 8 + length])
-            self.head = h(b"\x02", self.head, leaf)
+            self.head = leaf
             self.frontier.append(leaf)
             self.seq += 1
             pos += 8 + length
@@ -321,7 +327,7 @@ class SpoolTest(unittest.TestCase):
     def checkpoint_root(self, seq: int) -> bytes:
         segment, offset = self.w.offsets[seq]
         with open(self.w.path(segment), "rb") as f:
-            f.seek(offset + 8 + 20 + 16)
+            f.seek(offset + 8 + wv.RECORD_HEADER_LEN + 16)
             return f.read(32)
 
     def corrupt(self, seq: int, delta: int, byte: int = 0xFF) -> None:
@@ -373,24 +379,118 @@ class SpoolTest(unittest.TestCase):
     def test_flipped_byte_is_a_damaged_frame(self):
         self.build_intact()
         seg, off = self.w.offsets[5]
-        self.corrupt(5, 8 + 30)
+        self.corrupt(5, 8 + 62)
         self.assertFailure(run_verifier(self.dir), seg, off, 5)
 
-    def test_recomputed_crc_breaks_the_chain(self):
-        """Changing an entry and fixing its CRC is caught by the next checkpoint."""
-        self.build_intact()
-        self.corrupt(5, 8 + 48, byte=0x01)  # inside the body text
-        seg, off = self.w.offsets[5]
-        path = self.w.path(seg)
-        with open(path, "r+b") as f:
+    def fix_crc(self, seq: int) -> None:
+        """Recompute the frame CRC of record `seq` after an edit."""
+        seg, off = self.w.offsets[seq]
+        with open(self.w.path(seg), "r+b") as f:
             f.seek(off)
             length = struct.unpack("<I", f.read(4))[0]
             f.seek(off + 8)
             record = f.read(length)
             f.seek(off + 4)
             f.write(struct.pack("<I", wv.crc32c(record, wv.crc32c(struct.pack("<I", length)))))
-        seg, off = self.w.offsets[8]  # the checkpoint after the entries
-        self.assertFailure(run_verifier(self.dir), seg, off, 8)
+
+    def test_recomputed_crc_breaks_the_chain(self):
+        """Changing an entry and fixing its CRC is caught by the next record's
+        prev (section 4), not only by the next checkpoint."""
+        self.build_intact()
+        self.corrupt(5, 8 + 80, byte=0x01)  # inside the body text
+        self.fix_crc(5)
+        seg, off = self.w.offsets[6]  # the record right after the edited one
+        code, report = run_verifier(self.dir)
+        self.assertFailure((code, report), seg, off, 6)
+        self.assertIn("prev", report["failure"]["reason"])
+
+    def test_edited_prev_with_fixed_crc(self):
+        """A record whose prev was changed in place and its CRC recomputed."""
+        self.build_intact()
+        self.corrupt(6, 8 + 20 + 7, byte=0x40)  # a byte of seq 6's prev
+        self.fix_crc(6)
+        seg, off = self.w.offsets[6]
+        code, report = run_verifier(self.dir)
+        self.assertFailure((code, report), seg, off, 6)
+        self.assertIn("prev", report["failure"]["reason"])
+
+    def test_prev_mismatch(self):
+        """A well-framed record (right CRC, right seq) whose prev is wrong."""
+        w = self.w
+        w.genesis()
+        w.checkpoint(anchor=True)
+        w.entry(b"a")
+        off = w.entry(b"b", prev=b"\x11" * 32)
+        w.entry(b"c")  # chained to the bad record: only the first mismatch counts
+        code, report = run_verifier(self.dir)
+        self.assertFailure((code, report), 0, off, 3)
+        self.assertIn("prev", report["failure"]["reason"])
+
+    def test_prev_mismatch_across_segments(self):
+        """The first record of a segment links to the seal before it, not to
+        the record before the seal (nor to anything else)."""
+        w = self.w
+        w.genesis()
+        w.checkpoint(anchor=True)
+        before_seal = w.head
+        w.seal()
+        self.assertNotEqual(before_seal, w.head)
+        off = w.append(wv.HEARTBEAT, BOOT + struct.pack("<Q", 9), prev=before_seal)
+        self.assertEqual(off, 69 + len(w.agent_id))
+        self.assertFailure(run_verifier(self.dir), 1, off, 3)
+
+    def test_genesis_prev_must_be_zero(self):
+        off = self.w.append(wv.GENESIS, b8(self.w.agent_id) + self.w.pub0,
+                            prev=b"\x01" + bytes(31))
+        self.assertFailure(run_verifier(self.dir), 0, off, 0)
+
+    def test_chain_head_is_the_last_leaf(self):
+        """head_i = leaf_i: every prev, segment prev_head and the reported head
+        are leaf hashes of the record before (section 4)."""
+        self.build_intact()
+        leaves = []
+        for seq in range(self.w.seq):
+            seg, off = self.w.offsets[seq]
+            with open(self.w.path(seg), "rb") as f:
+                f.seek(off)
+                length = struct.unpack("<I", f.read(4))[0]
+                f.seek(off + 8)
+                record = f.read(length)
+            self.assertEqual(record[20:52], leaves[-1] if leaves else bytes(32), seq)
+            leaves.append(hashlib.sha256(b"\x00" + record).digest())
+        with open(self.w.path(1), "rb") as f:
+            header = f.read(64)
+        first_of_1 = min(s for s, (g, _) in self.w.offsets.items() if g == 1)
+        self.assertEqual(header[32:64], leaves[first_of_1 - 1])
+        code, report = run_verifier(self.dir)
+        self.assertEqual(code, 0, report)
+        self.assertEqual(report["head"], leaves[-1].hex())
+        self.assertEqual(report["root"], wv.mth(leaves).hex())
+
+    def test_checkpoint_head_must_be_the_chain_head(self):
+        """Right prev, validly signed, but a head field that is not head_{seq-1}."""
+        w = self.w
+        w.genesis()
+        w.checkpoint(anchor=True)
+        w.entry(b"a")
+        off = w.checkpoint(head=bytes(32))
+        code, report = run_verifier(self.dir)
+        self.assertFailure((code, report), 0, off, 3)
+        self.assertIn("head is not the chain head", report["failure"]["reason"])
+
+    def test_old_minimum_record_length_is_out_of_bounds(self):
+        """A well-formed frame of a 51-byte record: below the minimum of 52,
+        a failure even at the end of the last segment."""
+        w = self.w
+        w.genesis()
+        end = os.path.getsize(w.path())
+        record = bytes(51)
+        frame_len = struct.pack("<I", len(record))
+        w.raw_append(frame_len + struct.pack("<I", wv.crc32c(record, wv.crc32c(frame_len)))
+                     + record)
+        code, report = run_verifier(self.dir)
+        self.assertFailure((code, report), 0, end, 1)
+        self.assertIn("out of bounds", report["failure"]["reason"])
 
     def test_header_tamper(self):
         self.build_intact()
@@ -682,7 +782,7 @@ class SpoolTest(unittest.TestCase):
     def test_lookahead_ignores_a_damaged_first_frame(self):
         region_offset, last = self.torn_segment()
         off = self.w.recover(wv.CAUSE_TORN_TAIL, region_offset, last)
-        self.corrupt(self.w.seq - 1, 8 + 25)  # inside the recovery record
+        self.corrupt(self.w.seq - 1, 8 + 57)  # inside the recovery payload
         self.assertEqual(self.w.offsets[self.w.seq - 1], (1, off))
         self.assertFailure(run_verifier(self.dir), 0, region_offset, 3)
 
@@ -763,17 +863,9 @@ class SpoolTest(unittest.TestCase):
         w.entry(b"a")
         bad_cp = w.checkpoint()
         w.entry(b"b")
-        self.corrupt(w.seq - 1, 8 + 30)           # damaged frame, later in file
-        self.corrupt(w.seq - 2, 8 + 20)           # checkpoint epoch: record check
-        # the corrupted checkpoint's CRC is now wrong too; fix it
-        seg, off = w.offsets[w.seq - 2]
-        with open(w.path(seg), "r+b") as f:
-            f.seek(off)
-            length = struct.unpack("<I", f.read(4))[0]
-            f.seek(off + 8)
-            record = f.read(length)
-            f.seek(off + 4)
-            f.write(struct.pack("<I", wv.crc32c(record, wv.crc32c(struct.pack("<I", length)))))
+        self.corrupt(w.seq - 1, 8 + 62)           # damaged frame, later in file
+        self.corrupt(w.seq - 2, 8 + 52)           # checkpoint epoch: record check
+        self.fix_crc(w.seq - 2)  # the corrupted checkpoint's CRC is wrong too
         self.assertFailure(run_verifier(self.dir), 0, bad_cp, 3)
 
     def test_spool_with_header_only_segment_zero(self):

@@ -43,10 +43,10 @@ MAGIC = b"WORMLOG\x00"
 FORMAT_VERSION = 1
 RECORD_VERSION = 1
 HEADER_FIXED_LEN = 65  # bytes before agent_id's end: [0, 65) then n, then CRC
-MIN_RECORD_LEN = 20
+RECORD_HEADER_LEN = 52  # version, kind, flags, seq, ts, prev (section 3.3)
+MIN_RECORD_LEN = RECORD_HEADER_LEN  # section 3.2: 52 <= len
 MAX_RECORD_LEN = 64 * 1024 * 1024
 FRAME_HEADER_LEN = 8
-RECORD_HEADER_LEN = 20
 SIGNATURE_LEN = 64
 ZERO32 = bytes(32)
 U64_MASK = (1 << 64) - 1
@@ -135,6 +135,9 @@ def crc32c(data: bytes | memoryview, crc: int = 0) -> int:
 
 # ---------------------------------------------------------------------------
 # Hashes: chain and RFC 9162 Merkle tree (section 4)
+#
+# head_i = leaf_i = H(0x00 || r_i); the link is each record's `prev` field
+# (section 3.3), which must equal head_{i-1} (ZERO32 before seq 0).
 # ---------------------------------------------------------------------------
 
 def sha256(*parts: bytes | memoryview) -> bytes:
@@ -153,10 +156,6 @@ def leaf_hash(record: bytes | memoryview) -> bytes:
 
 def node_hash(left: bytes, right: bytes) -> bytes:
     return sha256(b"\x01", left, right)
-
-
-def chain_link(head: bytes, leaf: bytes) -> bytes:
-    return sha256(b"\x02", head, leaf)
 
 
 def mth(leaves: list[bytes]) -> bytes:
@@ -324,6 +323,7 @@ class Record:
     kind: int
     seq: int
     ts: int
+    prev: bytes  # head_{seq-1}, the leaf hash of the record before (section 3.3)
     raw: bytes
     p: dict[str, Any]  # the decoded payload
 
@@ -427,7 +427,7 @@ def decode_record(raw: bytes) -> Record:
     """Decode and check a record's header and payload (strict, section 3.3)."""
     if len(raw) < RECORD_HEADER_LEN:
         raise Malformed(f"record of {len(raw)} bytes is shorter than its header")
-    version, kind, flags, seq, ts = struct.unpack_from("<BBHQq", raw, 0)
+    version, kind, flags, seq, ts, prev = struct.unpack_from("<BBHQq32s", raw, 0)
     if version != RECORD_VERSION:
         raise Malformed(f"record version {version}, expected {RECORD_VERSION}")
     if flags != 0:
@@ -445,7 +445,7 @@ def decode_record(raw: bytes) -> Record:
         r.finish()
     except Malformed as exc:
         raise Malformed(f"{KIND_NAMES[kind]} record: {exc}") from None
-    return Record(kind=kind, seq=seq, ts=ts, raw=raw, p=payload)
+    return Record(kind=kind, seq=seq, ts=ts, prev=prev, raw=raw, p=payload)
 
 
 def signed_message(context: bytes, raw: bytes) -> bytes:
@@ -649,7 +649,7 @@ class ChainState:
 
     def append(self, raw: bytes) -> None:
         leaf = leaf_hash(raw)
-        self.head = chain_link(self.head, leaf)
+        self.head = leaf  # section 4: head_i = leaf_i
         self.frontier.append(leaf)
         self.next_seq += 1
 
@@ -854,6 +854,10 @@ class Verifier:
         if rec.seq != self.state.next_seq:
             raise self._fail(f"{rec.name} record has seq {rec.seq}, "
                              f"expected {self.state.next_seq}")
+        # Section 7.4: right after the seq check, before the kind's own checks.
+        if rec.prev != self.state.head:
+            raise self._fail(f"{rec.name} record's prev {rec.prev.hex()} is not the "
+                             f"chain head {self.state.head.hex()}")
         if (rec.seq == 0) != (rec.kind == GENESIS):
             raise self._fail("the record with seq 0, and only it, must be genesis "
                              f"(found {rec.name} at seq {rec.seq})")

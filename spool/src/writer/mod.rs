@@ -170,7 +170,7 @@ impl Spool {
                 opened_at: now,
             },
             submitted: 0,
-            pending: Vec::with_capacity(opts.commit_bytes * 2),
+            pending: Vec::with_capacity(opts.commit_bytes.min(64 << 20) * 2),
             pending_since: None,
             flusher,
             entries: 0,

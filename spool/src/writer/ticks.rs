@@ -29,8 +29,9 @@ impl Spool {
         };
         match self.flusher.submit(job) {
             Ok(mut spare) => {
-                if spare.capacity() < self.opts.commit_bytes {
-                    spare.reserve(self.opts.commit_bytes * 2);
+                let want = self.opts.commit_bytes.min(64 << 20) * 2;
+                if spare.capacity() < want {
+                    spare.reserve(want);
                 }
                 self.pending = spare;
                 self.submitted = end_offset;
