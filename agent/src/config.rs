@@ -93,7 +93,9 @@ pub struct Human(pub Duration);
 impl<'de> Deserialize<'de> for Human {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        parse_duration(&s).map(Human).map_err(serde::de::Error::custom)
+        parse_duration(&s)
+            .map(Human)
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -208,7 +210,10 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
     let bytes = std::fs::read(path).map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
     let text = std::str::from_utf8(&bytes).map_err(|e| {
         let (line, col) = line_col(&bytes, e.valid_up_to());
-        ConfigError(format!("{}:{line}:{col}: the file is not valid UTF-8", path.display()))
+        ConfigError(format!(
+            "{}:{line}:{col}: the file is not valid UTF-8",
+            path.display()
+        ))
     })?;
     let config: Config = toml::from_str(text).map_err(|e| locate(path, text, &e))?;
     validate(path, text, &config)?;
@@ -230,8 +235,14 @@ fn locate(path: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
 pub fn line_col(text: &[u8], offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-    let line_start = before.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
-    let col = String::from_utf8_lossy(&before[line_start..]).chars().count() + 1;
+    let line_start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |p| p + 1);
+    let col = String::from_utf8_lossy(&before[line_start..])
+        .chars()
+        .count()
+        + 1;
     (line, col)
 }
 
@@ -244,26 +255,39 @@ fn validate(path: &Path, text: &str, c: &Config) -> Result<(), ConfigError> {
     if let Some(id) = &c.agent.id
         && (id.is_empty() || id.len() > 255 || id.chars().any(char::is_control))
     {
-        return Err(at("id", "agent id must be 1 to 255 bytes without control characters".into()));
+        return Err(at(
+            "id",
+            "agent id must be 1 to 255 bytes without control characters".into(),
+        ));
     }
     let s = &c.spool;
     if s.segment_max_bytes.0 < 1 << 20 {
-        return Err(at("segment_max_bytes", "segment_max_bytes must be at least 1MiB".into()));
+        return Err(at(
+            "segment_max_bytes",
+            "segment_max_bytes must be at least 1MiB".into(),
+        ));
     }
     if s.commit_bytes.0 < 4096 || s.commit_bytes.0 > 256 << 20 {
-        return Err(at("commit_bytes", "commit_bytes must be between 4KiB and 256MiB".into()));
+        return Err(at(
+            "commit_bytes",
+            "commit_bytes must be between 4KiB and 256MiB".into(),
+        ));
     }
     if s.checkpoint_interval.0.is_zero() || s.heartbeat_interval.0 < s.checkpoint_interval.0 {
         return Err(at(
             "heartbeat_interval",
-            "heartbeat_interval must be at least checkpoint_interval, which must not be zero".into(),
+            "heartbeat_interval must be at least checkpoint_interval, which must not be zero"
+                .into(),
         ));
     }
     if s.epoch.0 < Duration::from_secs(1) {
         return Err(at("epoch", "epoch must be at least 1s".into()));
     }
     if s.max_line_bytes.0 < 16 || s.max_line_bytes.0 > 16 << 20 {
-        return Err(at("max_line_bytes", "max_line_bytes must be between 16B and 16MiB".into()));
+        return Err(at(
+            "max_line_bytes",
+            "max_line_bytes must be between 16B and 16MiB".into(),
+        ));
     }
     Ok(())
 }

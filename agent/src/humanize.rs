@@ -10,7 +10,9 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     if num.is_empty() {
-        return Err(format!("invalid size {s:?}: expected a number with a unit such as \"128MiB\""));
+        return Err(format!(
+            "invalid size {s:?}: expected a number with a unit such as \"128MiB\""
+        ));
     }
     let n: u64 = num.parse().map_err(|_| format!("invalid size {s:?}"))?;
     let mult: u64 = match unit.trim() {
@@ -29,7 +31,8 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
             ));
         }
     };
-    n.checked_mul(mult).ok_or_else(|| format!("size {s:?} is too large"))
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size {s:?} is too large"))
 }
 
 /// Parses a duration: one or more `<number><unit>` with units `ns`, `us`,
@@ -42,13 +45,21 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let mut total: u128 = 0;
     let mut rest = t;
     while !rest.is_empty() {
-        let split = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let split = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         if split == 0 {
-            return Err(format!("invalid duration {s:?}: expected e.g. \"5s\", \"15m\", \"1h30m\""));
+            return Err(format!(
+                "invalid duration {s:?}: expected e.g. \"5s\", \"15m\", \"1h30m\""
+            ));
         }
-        let n: u128 = rest[..split].parse().map_err(|_| format!("invalid duration {s:?}"))?;
+        let n: u128 = rest[..split]
+            .parse()
+            .map_err(|_| format!("invalid duration {s:?}"))?;
         rest = &rest[split..];
-        let ulen = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let ulen = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let unit_ns: u128 = match rest[..ulen].trim() {
             "ns" => 1,
             "us" | "µs" => 1_000,
@@ -59,7 +70,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             "d" => 86_400_000_000_000,
             "w" => 604_800_000_000_000,
             "" => return Err(format!("duration {s:?} needs a unit (ms, s, m, h, d)")),
-            u => return Err(format!("invalid duration unit {u:?} in {s:?} (use ms, s, m, h, d)")),
+            u => {
+                return Err(format!(
+                    "invalid duration unit {u:?} in {s:?} (use ms, s, m, h, d)"
+                ));
+            }
         };
         rest = &rest[ulen..];
         total = total

@@ -17,7 +17,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Debug, Parser)]
-#[command(name = "wormlog", version, about = "Seal every log line into a write-once, hash-chained, signed spool")]
+#[command(
+    name = "wormlog",
+    version,
+    about = "Seal every log line into a write-once, hash-chained, signed spool"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -80,9 +84,22 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Keygen { key_dir } => cmd::keygen::run(&key_dir),
         Command::CheckConfig { config } => cmd::check_config::run(&config),
-        Command::Append { config, source, quiet } => cmd::append::run(&config, &source, quiet),
-        Command::Verify { spool, pubkey, json } => cmd::verify::run(&spool, pubkey.as_deref(), json),
-        Command::Cat { spool, from, json, pubkey } => cmd::cat::run(&spool, from, json, pubkey.as_deref()),
+        Command::Append {
+            config,
+            source,
+            quiet,
+        } => cmd::append::run(&config, &source, quiet),
+        Command::Verify {
+            spool,
+            pubkey,
+            json,
+        } => cmd::verify::run(&spool, pubkey.as_deref(), json),
+        Command::Cat {
+            spool,
+            from,
+            json,
+            pubkey,
+        } => cmd::cat::run(&spool, from, json, pubkey.as_deref()),
     };
     match result {
         Ok(code) => code,

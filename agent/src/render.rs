@@ -27,7 +27,9 @@ pub fn escape_bytes(bytes: &[u8]) -> String {
                 '\t' => out.push_str("\\t"),
                 '\r' => out.push_str("\\r"),
                 '\n' => out.push_str("\\n"),
-                c if c.is_control() || is_bidi(c) => out.push_str(&format!("\\u{{{:04x}}}", c as u32)),
+                c if c.is_control() || is_bidi(c) => {
+                    out.push_str(&format!("\\u{{{:04x}}}", c as u32))
+                }
                 c => out.push(c),
             }
         }
@@ -53,7 +55,12 @@ fn position_value(p: &wormlog_spool::position::PositionRef<'_>) -> Value {
     use wormlog_spool::Position;
     match p.to_position() {
         Ok(Position::None) => Value::Null,
-        Ok(Position::File { dev, ino, fingerprint, offset }) => {
+        Ok(Position::File {
+            dev,
+            ino,
+            fingerprint,
+            offset,
+        }) => {
             json!({"file": {"dev": dev, "ino": ino, "fingerprint": format!("{fingerprint:016x}"), "offset": offset}})
         }
         Ok(Position::Journal(c)) => json!({ "cursor": c }),
@@ -93,11 +100,18 @@ pub fn record_json(rec: &Record<'_>, segment: u64, offset: u64) -> Value {
                 m.insert("flags".into(), json!(flags));
             }
             if !e.fields.is_empty() {
-                let f: Map<String, Value> = e.fields.iter().map(|(k, v)| ((*k).to_owned(), bytes_value(v))).collect();
+                let f: Map<String, Value> = e
+                    .fields
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), bytes_value(v)))
+                    .collect();
                 m.insert("fields".into(), Value::Object(f));
             }
         }
-        Payload::Genesis { agent_id, first_pubkey } => {
+        Payload::Genesis {
+            agent_id,
+            first_pubkey,
+        } => {
             m.insert("agent_id".into(), json!(agent_id));
             m.insert("first_pubkey".into(), json!(format_pubkey(first_pubkey)));
         }
@@ -117,27 +131,56 @@ pub fn record_json(rec: &Record<'_>, segment: u64, offset: u64) -> Value {
                 m.insert("sources".into(), Value::Array(s));
             }
         }
-        Payload::EpochKey { from_epoch, to_epoch, new_pubkey, .. } => {
+        Payload::EpochKey {
+            from_epoch,
+            to_epoch,
+            new_pubkey,
+            ..
+        } => {
             m.insert("from_epoch".into(), json!(from_epoch));
             m.insert("to_epoch".into(), json!(to_epoch));
             m.insert("new_pubkey".into(), json!(format_pubkey(new_pubkey)));
         }
-        Payload::Start { boot_id, mono_ns, pid, config_sha256, heartbeat_ns, append_only, append_only_active, program } => {
+        Payload::Start {
+            boot_id,
+            mono_ns,
+            pid,
+            config_sha256,
+            heartbeat_ns,
+            append_only,
+            append_only_active,
+            program,
+        } => {
             m.insert("boot_id".into(), json!(hex(boot_id)));
             m.insert("mono_ns".into(), json!(mono_ns));
             m.insert("pid".into(), json!(pid));
             m.insert("config_sha256".into(), json!(hex(config_sha256)));
             m.insert("heartbeat_ns".into(), json!(heartbeat_ns));
-            m.insert("append_only".into(), json!(["off", "try", "require"].get(*append_only as usize).unwrap_or(&"?")));
+            m.insert(
+                "append_only".into(),
+                json!(
+                    ["off", "try", "require"]
+                        .get(*append_only as usize)
+                        .unwrap_or(&"?")
+                ),
+            );
             m.insert("append_only_active".into(), json!(*append_only_active == 1));
             m.insert("program".into(), json!(program));
         }
-        Payload::Stop { boot_id, mono_ns, reason } => {
+        Payload::Stop {
+            boot_id,
+            mono_ns,
+            reason,
+        } => {
             m.insert("boot_id".into(), json!(hex(boot_id)));
             m.insert("mono_ns".into(), json!(mono_ns));
             m.insert("reason".into(), json!(reason));
         }
-        Payload::Config { boot_id, mono_ns, config_sha256 } => {
+        Payload::Config {
+            boot_id,
+            mono_ns,
+            config_sha256,
+        } => {
             m.insert("boot_id".into(), json!(hex(boot_id)));
             m.insert("mono_ns".into(), json!(mono_ns));
             m.insert("config_sha256".into(), json!(hex(config_sha256)));
@@ -146,22 +189,45 @@ pub fn record_json(rec: &Record<'_>, segment: u64, offset: u64) -> Value {
             m.insert("boot_id".into(), json!(hex(boot_id)));
             m.insert("mono_ns".into(), json!(mono_ns));
         }
-        Payload::ClockStep { boot_id, mono_ns, expected_ts, observed_ts } => {
+        Payload::ClockStep {
+            boot_id,
+            mono_ns,
+            expected_ts,
+            observed_ts,
+        } => {
             m.insert("boot_id".into(), json!(hex(boot_id)));
             m.insert("mono_ns".into(), json!(mono_ns));
             m.insert("expected_ts".into(), json!(rfc3339(*expected_ts)));
             m.insert("observed_ts".into(), json!(rfc3339(*observed_ts)));
         }
-        Payload::Gap { source, position, reason, lost_bytes, lost_records, detail } => {
+        Payload::Gap {
+            source,
+            position,
+            reason,
+            lost_bytes,
+            lost_records,
+            detail,
+        } => {
             m.insert("source".into(), json!(source));
             m.insert("position".into(), position_value(position));
-            m.insert("reason".into(), json!(GapReason::from_u16(*reason).map_or("unknown", GapReason::name)));
+            m.insert(
+                "reason".into(),
+                json!(GapReason::from_u16(*reason).map_or("unknown", GapReason::name)),
+            );
             let known = |n: u64| if n == u64::MAX { Value::Null } else { json!(n) };
             m.insert("lost_bytes".into(), known(*lost_bytes));
             m.insert("lost_records".into(), known(*lost_records));
             m.insert("detail".into(), json!(detail));
         }
-        Payload::Recovery { cause, segment_no, last_good_seq, region_offset, region_len, region_sha256, detail } => {
+        Payload::Recovery {
+            cause,
+            segment_no,
+            last_good_seq,
+            region_offset,
+            region_len,
+            region_sha256,
+            detail,
+        } => {
             m.insert("cause".into(), json!(cause.name()));
             m.insert("damaged_segment".into(), json!(segment_no));
             m.insert("last_good_seq".into(), json!(last_good_seq));
@@ -170,14 +236,29 @@ pub fn record_json(rec: &Record<'_>, segment: u64, offset: u64) -> Value {
             m.insert("region_sha256".into(), json!(hex(region_sha256)));
             m.insert("detail".into(), json!(detail));
         }
-        Payload::Receipt { collector_id, tree_size, root, collector_ts, collector_pubkey, .. } => {
+        Payload::Receipt {
+            collector_id,
+            tree_size,
+            root,
+            collector_ts,
+            collector_pubkey,
+            ..
+        } => {
             m.insert("collector_id".into(), json!(collector_id));
             m.insert("tree_size".into(), json!(tree_size));
             m.insert("root".into(), json!(hex(root)));
             m.insert("collector_ts".into(), json!(rfc3339(*collector_ts)));
-            m.insert("collector_pubkey".into(), json!(format_pubkey(collector_pubkey)));
+            m.insert(
+                "collector_pubkey".into(),
+                json!(format_pubkey(collector_pubkey)),
+            );
         }
-        Payload::Prune { first_kept_segment, first_kept_seq, anchor_head, detail } => {
+        Payload::Prune {
+            first_kept_segment,
+            first_kept_seq,
+            anchor_head,
+            detail,
+        } => {
             m.insert("first_kept_segment".into(), json!(first_kept_segment));
             m.insert("first_kept_seq".into(), json!(first_kept_seq));
             m.insert("anchor_head".into(), json!(hex(anchor_head)));
@@ -199,7 +280,11 @@ pub fn record_line(rec: &Record<'_>) -> String {
     let head = format!("{:>8} {} {:<10}", rec.seq, rfc3339(rec.ts), rec.kind.name());
     let rest = match &rec.payload {
         Payload::Entry(e) => {
-            let mut s = format!("[{}] {}", escape_bytes(e.source.as_bytes()), escape_bytes(e.body));
+            let mut s = format!(
+                "[{}] {}",
+                escape_bytes(e.source.as_bytes()),
+                escape_bytes(e.body)
+            );
             if e.flags & wormlog_spool::record::ENTRY_MORE_PARTS != 0 {
                 s.push_str(" ⏎…");
             }
@@ -208,39 +293,105 @@ pub fn record_line(rec: &Record<'_>) -> String {
             }
             s
         }
-        Payload::Checkpoint(c) => format!("epoch {} tree_size {} root {}", c.epoch, c.tree_size, &hex(&c.root)[..16]),
-        Payload::EpochKey { from_epoch, to_epoch, new_pubkey, .. } => {
-            format!("epoch {from_epoch} -> {to_epoch}, key {}", format_pubkey(new_pubkey))
+        Payload::Checkpoint(c) => format!(
+            "epoch {} tree_size {} root {}",
+            c.epoch,
+            c.tree_size,
+            &hex(&c.root)[..16]
+        ),
+        Payload::EpochKey {
+            from_epoch,
+            to_epoch,
+            new_pubkey,
+            ..
+        } => {
+            format!(
+                "epoch {from_epoch} -> {to_epoch}, key {}",
+                format_pubkey(new_pubkey)
+            )
         }
-        Payload::Genesis { agent_id, first_pubkey } => {
-            format!("agent {} key {}", escape_bytes(agent_id.as_bytes()), format_pubkey(first_pubkey))
+        Payload::Genesis {
+            agent_id,
+            first_pubkey,
+        } => {
+            format!(
+                "agent {} key {}",
+                escape_bytes(agent_id.as_bytes()),
+                format_pubkey(first_pubkey)
+            )
         }
-        Payload::Start { program, pid, config_sha256, .. } => {
-            format!("{} pid {pid} config {}", escape_bytes(program.as_bytes()), &hex(config_sha256)[..16])
+        Payload::Start {
+            program,
+            pid,
+            config_sha256,
+            ..
+        } => {
+            format!(
+                "{} pid {pid} config {}",
+                escape_bytes(program.as_bytes()),
+                &hex(config_sha256)[..16]
+            )
         }
         Payload::Stop { reason, .. } => escape_bytes(reason.as_bytes()),
         Payload::Config { config_sha256, .. } => format!("config {}", &hex(config_sha256)[..16]),
         Payload::Heartbeat { .. } => String::new(),
-        Payload::ClockStep { expected_ts, observed_ts, .. } => {
-            format!("expected {} observed {}", rfc3339(*expected_ts), rfc3339(*observed_ts))
+        Payload::ClockStep {
+            expected_ts,
+            observed_ts,
+            ..
+        } => {
+            format!(
+                "expected {} observed {}",
+                rfc3339(*expected_ts),
+                rfc3339(*observed_ts)
+            )
         }
-        Payload::Gap { source, reason, detail, .. } => format!(
+        Payload::Gap {
+            source,
+            reason,
+            detail,
+            ..
+        } => format!(
             "[{}] {}: {}",
             escape_bytes(source.as_bytes()),
             GapReason::from_u16(*reason).map_or("unknown", GapReason::name),
             escape_bytes(detail.as_bytes())
         ),
-        Payload::Recovery { cause, detail, .. } => format!("{}: {}", cause.name(), escape_bytes(detail.as_bytes())),
-        Payload::Receipt { collector_id, tree_size, .. } => {
-            format!("from {} for tree_size {tree_size}", escape_bytes(collector_id.as_bytes()))
+        Payload::Recovery { cause, detail, .. } => {
+            format!("{}: {}", cause.name(), escape_bytes(detail.as_bytes()))
         }
-        Payload::Prune { first_kept_segment, detail, .. } => {
-            format!("segments below {first_kept_segment} removed: {}", escape_bytes(detail.as_bytes()))
+        Payload::Receipt {
+            collector_id,
+            tree_size,
+            ..
+        } => {
+            format!(
+                "from {} for tree_size {tree_size}",
+                escape_bytes(collector_id.as_bytes())
+            )
+        }
+        Payload::Prune {
+            first_kept_segment,
+            detail,
+            ..
+        } => {
+            format!(
+                "segments below {first_kept_segment} removed: {}",
+                escape_bytes(detail.as_bytes())
+            )
         }
         Payload::Seal { next_segment } => format!("next segment {next_segment}"),
-        Payload::Alert { code, detail } => format!("{}: {}", AlertCode::name_of(*code), escape_bytes(detail.as_bytes())),
+        Payload::Alert { code, detail } => format!(
+            "{}: {}",
+            AlertCode::name_of(*code),
+            escape_bytes(detail.as_bytes())
+        ),
     };
-    if rest.is_empty() { head } else { format!("{head} {rest}") }
+    if rest.is_empty() {
+        head
+    } else {
+        format!("{head} {rest}")
+    }
 }
 
 #[cfg(test)]
@@ -250,10 +401,19 @@ mod tests {
     #[test]
     fn hostile_bytes_are_shown_safely() {
         assert_eq!(escape_bytes(b"plain text"), "plain text");
-        assert_eq!(escape_bytes(b"\x1b[31mred\x07"), "\\u{001b}[31mred\\u{0007}");
+        assert_eq!(
+            escape_bytes(b"\x1b[31mred\x07"),
+            "\\u{001b}[31mred\\u{0007}"
+        );
         assert_eq!(escape_bytes(b"a\xff\xfeb\x00"), "a\\xff\\xfeb\\u{0000}");
-        assert_eq!(escape_bytes("x\u{202e}y\u{2066}".as_bytes()), "x\\u{202e}y\\u{2066}");
-        assert_eq!(escape_bytes(b"back\\slash\ttab\r\n"), "back\\\\slash\\ttab\\r\\n");
+        assert_eq!(
+            escape_bytes("x\u{202e}y\u{2066}".as_bytes()),
+            "x\\u{202e}y\\u{2066}"
+        );
+        assert_eq!(
+            escape_bytes(b"back\\slash\ttab\r\n"),
+            "back\\\\slash\\ttab\\r\\n"
+        );
         assert_eq!(escape_bytes("héllo ☃".as_bytes()), "héllo ☃");
         assert_eq!(escape_bytes("\u{85}".as_bytes()), "\\u{0085}");
     }

@@ -19,7 +19,10 @@ use wormlog_spool::verify::verify_spool;
 use wormlog_spool::{Position, Spool, SpoolOptions};
 
 fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -42,7 +45,12 @@ fn fresh(dir: &Path) {
 fn line(i: u64, buf: &mut Vec<u8>) {
     use std::io::Write;
     buf.clear();
-    write!(buf, "<134>Nov 26 07:00:00 web-01 app[4242]: request id={i:012} GET /api/v1/patients/{:08} 200 ", i % 99_991).unwrap();
+    write!(
+        buf,
+        "<134>Nov 26 07:00:00 web-01 app[4242]: request id={i:012} GET /api/v1/patients/{:08} 200 ",
+        i % 99_991
+    )
+    .unwrap();
     while buf.len() < 200 {
         buf.push(b'x');
     }
@@ -71,120 +79,147 @@ fn lines() -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// Appends `n` lines durably; returns (seconds, bytes on disk). With
-/// `durable` false, nothing is handed to the disk until the end: the
-/// writer's CPU cost alone.
-fn append_run(dir: &Path, n: u64, commit_bytes: usize, durable: bool) -> (f64, u64) {
+/// CPU time of the calling thread, in seconds.
+fn thread_cpu() -> f64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
+}
+
+/// Appends `n` lines durably; returns (wall seconds, CPU seconds of the
+/// writer thread, bytes on disk).
+fn append_run(dir: &Path, n: u64, commit_bytes: usize) -> (f64, f64, u64) {
     fresh(dir);
     let key = new_key(dir);
-    let mut o = options(dir, commit_bytes, AppendOnly::Try);
-    if !durable {
-        o.commit_bytes = usize::MAX / 16;
-        o.checkpoint_interval = Duration::from_secs(3600);
-        o.segment_max_bytes = u64::MAX;
-    }
-    let (mut s, _) = Spool::open(o, key).unwrap();
+    let (mut s, _) = Spool::open(options(dir, commit_bytes, AppendOnly::Try), key).unwrap();
     let input = lines();
     let t = Instant::now();
+    let cpu0 = thread_cpu();
     let ts = wall_ns();
     let mut next_tick = 0u64;
     for i in 0..n {
         let buf = &input[(i & 4095) as usize];
-        let pos = Position::File { dev: 2049, ino: 1234, fingerprint: 0xfeed, offset: (i + 1) * 201 };
-        s.append_entry("app", &pos, 0, &[], buf, ts + i as i64).unwrap();
-        if durable && i == next_tick {
+        let pos = Position::File {
+            dev: 2049,
+            ino: 1234,
+            fingerprint: 0xfeed,
+            offset: (i + 1) * 201,
+        };
+        s.append_entry("app", &pos, 0, &[], buf, ts + i as i64)
+            .unwrap();
+        if i == next_tick {
             s.tick().unwrap();
             next_tick += 4096;
         }
     }
-    let secs = if durable {
-        s.close("bench").unwrap();
-        t.elapsed().as_secs_f64()
-    } else {
-        let secs = t.elapsed().as_secs_f64();
-        s.close("bench").unwrap();
-        secs
-    };
+    s.close("bench").unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    let cpu = thread_cpu() - cpu0;
     let bytes = disk_bytes(&dir.join("spool"));
-    (secs, bytes)
+    (secs, cpu, bytes)
 }
 
 fn disk_bytes(dir: &Path) -> u64 {
-    std::fs::read_dir(dir).unwrap().flatten().map(|e| e.metadata().unwrap().len()).sum()
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.metadata().unwrap().len())
+        .sum()
 }
 
 fn main() {
     let runs = env_u64("WORMLOG_BENCH_RUNS", 3) as usize;
     let n = env_u64("WORMLOG_BENCH_RECORDS", 2_000_000);
     let dir = base_dir();
-    println!("wormlog spool benchmarks: {runs} runs each, medians; dir {}", dir.display());
-    println!("machine: {} cores", std::thread::available_parallelism().map_or(0, |n| n.get()));
+    println!(
+        "wormlog spool benchmarks: {runs} runs each, medians; dir {}",
+        dir.display()
+    );
+    println!(
+        "machine: {} cores",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
 
     // The floor: SHA-256 alone.
     let mut buf = Vec::new();
     line(1, &mut buf);
     let k = 5_000_000u64;
-    let sha = median((0..runs).map(|_| {
-        let t = Instant::now();
-        let mut acc = [0u8; 32];
-        for _ in 0..k {
-            acc = sha256(&buf);
-            buf[0] ^= acc[0] & 1;
-        }
-        std::hint::black_box(acc);
-        t.elapsed().as_nanos() as f64 / k as f64
-    }).collect());
+    let sha = median(
+        (0..runs)
+            .map(|_| {
+                let t = Instant::now();
+                let mut acc = [0u8; 32];
+                for _ in 0..k {
+                    acc = sha256(&buf);
+                    buf[0] ^= acc[0] & 1;
+                }
+                std::hint::black_box(acc);
+                t.elapsed().as_nanos() as f64 / k as f64
+            })
+            .collect(),
+    );
     // Hashing as the spool does it: the leaf of a 306-byte record (a
     // 200-byte line with its header, position and link), and the tree.
     let mut rec = vec![0u8; 306];
-    let hashing = median((0..runs).map(|_| {
-        let t = Instant::now();
-        let mut head = [0u8; 32];
-        let mut tree = Frontier::new();
-        for i in 0..k {
-            rec[0] = i as u8;
-            rec[20..52].copy_from_slice(&head);
-            let leaf = leaf_hash(&rec);
-            head = leaf;
-            tree.push(leaf);
-        }
-        std::hint::black_box((head, tree.root()));
-        t.elapsed().as_nanos() as f64 / k as f64
-    }).collect());
+    let hashing = median(
+        (0..runs)
+            .map(|_| {
+                let t = Instant::now();
+                let mut head = [0u8; 32];
+                let mut tree = Frontier::new();
+                for i in 0..k {
+                    rec[0] = i as u8;
+                    rec[20..52].copy_from_slice(&head);
+                    let leaf = leaf_hash(&rec);
+                    head = leaf;
+                    tree.push(leaf);
+                }
+                std::hint::black_box((head, tree.root()));
+                t.elapsed().as_nanos() as f64 / k as f64
+            })
+            .collect(),
+    );
     println!("sha256 of one 200-byte line:            {sha:7.1} ns");
     println!("leaf (chain) + Merkle of one record:    {hashing:7.1} ns");
-
-    // The writer's CPU cost alone (no I/O until the end).
-    let cpu = median((0..runs).map(|_| append_run(&dir, n.min(1_000_000), 1 << 20, false).0 * 1e9 / n.min(1_000_000) as f64).collect());
-    println!("append, CPU only (encode, CRC, hash, tree; no I/O): {cpu:6.1} ns/record = {:.2}x SHA-256 alone, {:.0} records/s", cpu / sha, 1e9 / cpu);
 
     // Durable append, for several group-commit sizes.
     for commit in [256usize << 10, 1 << 20, 4 << 20] {
         let mut rates = Vec::new();
         let mut mbs = Vec::new();
         let mut per = Vec::new();
+        let mut cpu = Vec::new();
         for _ in 0..runs {
-            let (secs, bytes) = append_run(&dir, n, commit, true);
+            let (secs, cpu_s, bytes) = append_run(&dir, n, commit);
             rates.push(n as f64 / secs);
             mbs.push(bytes as f64 / secs / 1e6);
             per.push(secs * 1e9 / n as f64);
+            cpu.push(cpu_s * 1e9 / n as f64);
         }
-        let (r, m, p) = (median(rates), median(mbs), median(per));
+        let (r, m, p, c) = (median(rates), median(mbs), median(per), median(cpu));
         println!(
-            "durable append, 200-byte lines, commit_bytes {:>4} KiB: {:>10.0} records/s {:>7.1} MB/s on disk, {:6.1} ns/record = {:.2}x SHA-256 alone",
-            commit >> 10, r, m, p, p / sha
+            "durable append, 200-byte lines, commit_bytes {:>4} KiB: {:>9.0} records/s {:>6.1} MB/s on disk; {:5.1} ns/record wall = {:.2}x SHA-256 alone; writer thread CPU {:5.1} ns/record = {:.2}x",
+            commit >> 10,
+            r,
+            m,
+            p,
+            p / sha,
+            c,
+            c / sha
         );
     }
 
     // Verify throughput on the last spool (page cache warm).
     let spool = dir.join("spool");
     let bytes = disk_bytes(&spool);
-    let v = median((0..runs).map(|_| {
-        let t = Instant::now();
-        let r = verify_spool(&spool, None, &mut |_, _, _| {}).unwrap();
-        assert!(r.ok());
-        bytes as f64 / t.elapsed().as_secs_f64() / 1e6
-    }).collect());
+    let v = median(
+        (0..runs)
+            .map(|_| {
+                let t = Instant::now();
+                let r = verify_spool(&spool, None, &mut |_, _, _| {}).unwrap();
+                assert!(r.ok());
+                bytes as f64 / t.elapsed().as_secs_f64() / 1e6
+            })
+            .collect(),
+    );
     println!("verify: {v:.0} MB/s ({} MB spool)", bytes / 1_000_000);
 
     // Reopen a large spool.
@@ -197,7 +232,8 @@ fn main() {
     while disk_bytes(&spool) < target {
         for _ in 0..100_000 {
             line(i, &mut buf);
-            s.append_entry("app", &Position::Counter(i), 0, &[], &buf, wall_ns()).unwrap();
+            s.append_entry("app", &Position::Counter(i), 0, &[], &buf, wall_ns())
+                .unwrap();
             i += 1;
         }
         s.sync().unwrap();
@@ -213,7 +249,10 @@ fn main() {
             el.as_secs_f64() * 1e3
         })
         .collect();
-    let segs = wormlog_spool::segment::list_segments(&spool).unwrap().0.len();
+    let segs = wormlog_spool::segment::list_segments(&spool)
+        .unwrap()
+        .0
+        .len();
     println!(
         "reopen a {} MiB spool ({segs} segments, {i} records): {:.1} ms (median; includes the start record and its fsync)",
         disk_bytes(&spool) >> 20,

@@ -178,6 +178,9 @@ mod tests {
         r.finish().unwrap();
         assert!(matches!(r.u8(), Err(CodecError::Truncated { .. })));
         let mut r = Reader::new(&[5, 1, 2]);
-        assert!(matches!(r.bytes8(), Err(CodecError::Truncated { need: 3, .. })));
+        assert!(matches!(
+            r.bytes8(),
+            Err(CodecError::Truncated { need: 3, .. })
+        ));
     }
 }

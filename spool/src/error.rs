@@ -38,7 +38,9 @@ pub enum SpoolError {
     FreshSpoolEvolvedKey(u64),
     #[error("the spool's agent id is {found:?}, the configuration says {configured:?}")]
     AgentIdMismatch { found: String, configured: String },
-    #[error("{path}: {reason}; the spool cannot be continued safely (move it aside and run `wormlog verify` on it)")]
+    #[error(
+        "{path}: {reason}; the spool cannot be continued safely (move it aside and run `wormlog verify` on it)"
+    )]
     Corrupt { path: PathBuf, reason: String },
     #[error(
         "fsync failed on segment {segment} ({source}) and the records could not be rewritten \
@@ -55,7 +57,10 @@ pub enum SpoolError {
     Stopped,
 }
 
-pub(crate) fn io_at(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> SpoolError {
+pub(crate) fn io_at(
+    op: &'static str,
+    path: impl Into<PathBuf>,
+) -> impl FnOnce(io::Error) -> SpoolError {
     let path = path.into();
     move |source| SpoolError::Io { op, path, source }
 }

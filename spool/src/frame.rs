@@ -59,6 +59,17 @@ impl std::fmt::Display for BadFrame {
 /// Examines the frame at `off` in `buf`.
 #[inline]
 pub fn frame_at(buf: &[u8], off: usize) -> FrameAt {
+    match frame_bounds_at(buf, off) {
+        FrameAt::Frame { end, .. } if !crc_matches(buf, off, end) => FrameAt::Bad(BadFrame::Crc),
+        other => other,
+    }
+}
+
+/// Like [`frame_at`] without the CRC check (see [`crc_matches`]), so that
+/// a verifier can find the frames of a segment first and check their CRCs
+/// on several cores.
+#[inline]
+pub fn frame_bounds_at(buf: &[u8], off: usize) -> FrameAt {
     let rest = buf.len() - off;
     if rest == 0 {
         return FrameAt::End;
@@ -67,7 +78,7 @@ pub fn frame_at(buf: &[u8], off: usize) -> FrameAt {
         return FrameAt::Incomplete;
     }
     let len = u32::from_le_bytes(buf[off..off + 4].try_into().expect("4 bytes"));
-    let crc = u32::from_le_bytes(buf[off + 4..off + 8].try_into().expect("4 bytes"));
+
     if (len as usize) < MIN_RECORD_LEN || len as usize > MAX_RECORD_LEN {
         return FrameAt::Bad(BadFrame::Length(len));
     }
@@ -76,11 +87,18 @@ pub fn frame_at(buf: &[u8], off: usize) -> FrameAt {
     if end > buf.len() {
         return FrameAt::Incomplete;
     }
-    let want = crc32c::crc32c_append(crc32c::crc32c(&buf[off..off + 4]), &buf[start..end]);
-    if want != crc {
-        return FrameAt::Bad(BadFrame::Crc);
-    }
+
     FrameAt::Frame { start, end }
+}
+
+/// Whether the CRC of the frame at `off` (ending at `end`) is right.
+#[inline]
+pub fn crc_matches(buf: &[u8], off: usize, end: usize) -> bool {
+    let crc = u32::from_le_bytes(buf[off + 4..off + 8].try_into().expect("4 bytes"));
+    crc32c::crc32c_append(
+        crc32c::crc32c(&buf[off..off + 4]),
+        &buf[off + FRAME_HEADER_LEN..end],
+    ) == crc
 }
 
 /// After damage at `from`, looks for a later well-formed frame holding one

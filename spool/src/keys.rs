@@ -130,8 +130,9 @@ impl HostKey {
         let mut seed = Zeroizing::new([0u8; 32]);
         let mut filled = 0;
         while filled < 32 {
-            filled += rustix::rand::getrandom(&mut seed[filled..], rustix::rand::GetRandomFlags::empty())
-                .map_err(|e| KeyError::Random(e.into()))?;
+            filled +=
+                rustix::rand::getrandom(&mut seed[filled..], rustix::rand::GetRandomFlags::empty())
+                    .map_err(|e| KeyError::Random(e.into()))?;
         }
         let first_pubkey = epoch_signing_key(&seed).verifying_key().to_bytes();
         let key = HostKey {
@@ -144,7 +145,11 @@ impl HostKey {
         };
         key.persist()?;
         let pub_path = dir.join(PUB_FILE);
-        write_atomic(&pub_path, format!("{}\n", format_pubkey(&first_pubkey)).as_bytes(), 0o644)?;
+        write_atomic(
+            &pub_path,
+            format!("{}\n", format_pubkey(&first_pubkey)).as_bytes(),
+            0o644,
+        )?;
         Ok(first_pubkey)
     }
 
@@ -291,7 +296,9 @@ mod tests {
         assert_eq!(parse_pubkey(&format!(" {text}\n")).unwrap(), pk0);
         assert!(parse_pubkey("ed25519:AAAA").is_err());
         assert_eq!(
-            fs::read_to_string(dir.path().join(PUB_FILE)).unwrap().trim(),
+            fs::read_to_string(dir.path().join(PUB_FILE))
+                .unwrap()
+                .trim(),
             text
         );
     }

@@ -44,7 +44,10 @@ impl Frontier {
         let mut right = leaf;
         while merges > 0 {
             self.nodes.pop();
-            let left = self.nodes.pop().expect("frontier holds one node per set bit");
+            let left = self
+                .nodes
+                .pop()
+                .expect("frontier holds one node per set bit");
             right = node_hash(&left, &right);
             self.nodes.push(right);
             merges -= 1;

@@ -52,11 +52,13 @@ impl<'a> PositionRef<'a> {
                 fingerprint: r.u64()?,
                 offset: r.u64()?,
             },
-            POS_JOURNAL => Position::Journal(
-                String::from_utf8(r.rest().to_vec()).map_err(|_| CodecError::Invalid {
-                    what: "journal cursor",
-                })?,
-            ),
+            POS_JOURNAL => {
+                Position::Journal(String::from_utf8(r.rest().to_vec()).map_err(|_| {
+                    CodecError::Invalid {
+                        what: "journal cursor",
+                    }
+                })?)
+            }
             POS_COUNTER => Position::Counter(r.u64()?),
             kind => Position::Other {
                 kind,
@@ -129,7 +131,10 @@ impl std::fmt::Display for Position {
                 ino,
                 fingerprint,
                 offset,
-            } => write!(f, "file dev={dev} ino={ino} fp={fingerprint:016x} offset={offset}"),
+            } => write!(
+                f,
+                "file dev={dev} ino={ino} fp={fingerprint:016x} offset={offset}"
+            ),
             Position::Journal(c) => write!(f, "cursor={c}"),
             Position::Counter(n) => write!(f, "#{n}"),
             Position::Other { kind, bytes } => write!(f, "kind{kind}:{}", crate::hash::hex(bytes)),

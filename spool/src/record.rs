@@ -334,7 +334,9 @@ pub enum RecordError {
 
 /// Reads the sequence number of encoded record bytes without decoding them.
 pub fn peek_seq(record: &[u8]) -> Option<u64> {
-    record.get(4..12).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+    record
+        .get(4..12)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
 }
 
 /// Reads the kind byte of encoded record bytes.
@@ -347,7 +349,14 @@ impl<'a> Record<'a> {
     pub fn decode(bytes: &'a [u8]) -> Result<Record<'a>, RecordError> {
         let mut r = Reader::new(bytes);
         let hdr = (|| -> Result<_, CodecError> {
-            Ok((r.u8()?, r.u8()?, r.u16()?, r.u64()?, r.i64()?, r.array::<32>()?))
+            Ok((
+                r.u8()?,
+                r.u8()?,
+                r.u16()?,
+                r.u64()?,
+                r.i64()?,
+                r.array::<32>()?,
+            ))
         })()
         .map_err(|_| RecordError::Short)?;
         let (version, kind, flags, seq, ts, prev) = hdr;
@@ -383,7 +392,9 @@ fn decode_payload<'a>(kind: Kind, r: &mut Reader<'a>) -> Result<Payload<'a>, Cod
             let position = PositionRef::decode(r)?;
             let flags = r.u8()?;
             if flags & !ENTRY_FLAGS_KNOWN != 0 {
-                return Err(CodecError::Invalid { what: "entry flags" });
+                return Err(CodecError::Invalid {
+                    what: "entry flags",
+                });
             }
             let n = r.u16()? as usize;
             let mut fields = Vec::with_capacity(n.min(64));
@@ -785,7 +796,16 @@ mod tests {
                 boot_id: [3; 16],
                 mono_ns: 99,
                 frontier: vec![[4; 32], [5; 32], [6; 32]],
-                sources: vec![("app", pos), ("journal", PositionRef { kind: 2, bytes: b"s=1" })],
+                sources: vec![
+                    ("app", pos),
+                    (
+                        "journal",
+                        PositionRef {
+                            kind: 2,
+                            bytes: b"s=1",
+                        },
+                    ),
+                ],
                 signature: [8; 64],
             }),
             Kind::Checkpoint,

@@ -125,7 +125,11 @@ pub fn segment_path(dir: &Path, no: u64) -> PathBuf {
 /// The segment number in a file name, if it is a segment's.
 pub fn parse_segment_file_name(name: &str) -> Option<u64> {
     let hexpart = name.strip_suffix(SEGMENT_SUFFIX)?;
-    if hexpart.len() != 16 || !hexpart.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+    if hexpart.len() != 16
+        || !hexpart
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
         return None;
     }
     u64::from_str_radix(hexpart, 16).ok()
@@ -170,7 +174,10 @@ mod tests {
             t[i] ^= 0x40;
             assert!(SegmentHeader::decode(&t).is_err(), "flip at {i} undetected");
         }
-        assert_eq!(parse_segment_file_name(&segment_file_name(0xabc)), Some(0xabc));
+        assert_eq!(
+            parse_segment_file_name(&segment_file_name(0xabc)),
+            Some(0xabc)
+        );
         assert_eq!(parse_segment_file_name("0000000000000ABC.wlseg"), None);
     }
 }

@@ -128,7 +128,6 @@ struct State<'v> {
     visitor: &'v mut dyn FnMut(Location, &Record<'_>, &[u8]),
 }
 
-
 /// Verifies the spool in `dir`. `pubkey` is the host's first public key;
 /// without it the key in the genesis record is used (and the report says the
 /// key is not authenticated). `visitor` sees every record that passed.
@@ -162,6 +161,38 @@ pub fn verify_spool(
         },
         visitor,
     };
+    // One thread reads the next segment while this one checks the current.
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<std::io::Result<Vec<u8>>>(1);
+        let (recycle_tx, recycle_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        let paths: Vec<PathBuf> = segs.iter().map(|(_, p)| p.clone()).collect();
+        scope.spawn(move || {
+            for path in paths {
+                let mut buf = recycle_rx.try_recv().unwrap_or_default();
+                buf.clear();
+                let r = std::fs::File::open(&path)
+                    .and_then(|mut f| f.read_to_end(&mut buf))
+                    .map(|_| buf);
+                if tx.send(r).is_err() {
+                    return;
+                }
+            }
+        });
+        check_segments(&mut s, &segs, rx, recycle_tx)
+    })
+}
+
+/// Checks the segments in order, reading their bytes from `rx`.
+fn check_segments(
+    s: &mut State<'_>,
+    segs: &[(u64, PathBuf)],
+    rx: std::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>,
+    recycle: std::sync::mpsc::Sender<Vec<u8>>,
+) -> Result<Report, VerifyError> {
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| VerifyError::Io { path, source }
+    };
     let mut prev: Option<Prev> = None;
     for (i, (no, path)) in segs.iter().enumerate() {
         let expected_no = prev.as_ref().map_or(0, |p| p.no + 1);
@@ -174,13 +205,18 @@ pub fn verify_spool(
             };
             return Ok(s.fail(*no, 0, reason));
         }
-        let bytes = std::fs::read(path).map_err(io(path))?;
+        let bytes = match rx.recv() {
+            Ok(r) => r.map_err(io(path))?,
+            Err(_) => return Err(io(path)(std::io::Error::other("segment reader stopped"))),
+        };
         let limit = match segs.get(i + 1) {
             Some((_, next)) => recovery_limit(next, *no).map_err(io(next))?,
             None => None,
         };
         let last = i + 1 == segs.len();
-        match s.segment(*no, &bytes, limit, last, prev.take()) {
+        let result = s.segment(*no, &bytes, limit, last, prev.take());
+        let _ = recycle.send(bytes);
+        match result {
             Ok(p) => prev = Some(p),
             Err((off, seq, reason)) => return Ok(s.fail(*no, off, reason).with_seq(seq)),
         }
@@ -190,7 +226,7 @@ pub fn verify_spool(
     s.report.root = s.frontier.root();
     s.report.head = s.head;
     s.report.first_pubkey = s.report.first_pubkey.or(s.key);
-    Ok(s.report)
+    Ok(std::mem::take(&mut s.report))
 }
 
 trait WithSeq {
@@ -209,7 +245,9 @@ impl WithSeq for Report {
 /// segment `no`, where segment `no`'s log ends.
 fn recovery_limit(next: &Path, no: u64) -> std::io::Result<Option<u64>> {
     let mut buf = Vec::new();
-    std::fs::File::open(next)?.take(1 << 20).read_to_end(&mut buf)?;
+    std::fs::File::open(next)?
+        .take(1 << 20)
+        .read_to_end(&mut buf)?;
     let Ok((_, hlen)) = SegmentHeader::decode(&buf) else {
         return Ok(None);
     };
@@ -242,91 +280,159 @@ impl State<'_> {
         r
     }
 
-    fn segment(&mut self, no: u64, bytes: &[u8], limit: Option<u64>, last: bool, prev: Option<Prev>) -> Result<Prev, (u64, u64, String)> {
+    fn segment(
+        &mut self,
+        no: u64,
+        bytes: &[u8],
+        limit: Option<u64>,
+        last: bool,
+        prev: Option<Prev>,
+    ) -> Result<Prev, (u64, u64, String)> {
         let seq = self.next_seq;
         let at0 = |reason: String| (0, seq, reason);
-        let (h, hlen) = SegmentHeader::decode(bytes).map_err(|e| at0(format!("segment header: {e}")))?;
+        let (h, hlen) =
+            SegmentHeader::decode(bytes).map_err(|e| at0(format!("segment header: {e}")))?;
         if h.segment_no != no {
-            return Err(at0(format!("header says segment {}, file name says {no}", h.segment_no)));
+            return Err(at0(format!(
+                "header says segment {}, file name says {no}",
+                h.segment_no
+            )));
         }
         match &self.agent_id {
             Some(id) if *id != h.agent_id => {
-                return Err(at0(format!("agent id {:?} differs from {id:?}", h.agent_id)));
+                return Err(at0(format!(
+                    "agent id {:?} differs from {id:?}",
+                    h.agent_id
+                )));
             }
             None => self.agent_id = Some(h.agent_id.clone()),
             _ => {}
         }
         self.report.agent_id = self.agent_id.clone();
         if h.first_seq != self.next_seq {
-            return Err(at0(format!("header first_seq {} but the log continues at {}", h.first_seq, self.next_seq)));
+            return Err(at0(format!(
+                "header first_seq {} but the log continues at {}",
+                h.first_seq, self.next_seq
+            )));
         }
         if h.prev_head != self.head {
             return Err(at0("header prev_head does not match the chain head".into()));
         }
         let end = match limit {
             Some(l) if (l as usize) < hlen => {
-                return Err((hlen as u64, seq, format!("the next segment's recovery record names offset {l}, inside the header")));
+                return Err((
+                    hlen as u64,
+                    seq,
+                    format!(
+                        "the next segment's recovery record names offset {l}, inside the header"
+                    ),
+                ));
             }
             Some(l) => l as usize,
             None => bytes.len(),
         };
         let data = &bytes[..end.min(bytes.len())];
+        // Frame and CRC every record first (one pass: the CRC is cheap and
+        // sequential reading is what it needs), then hash them on every core:
+        // the leaf hashes are independent of each other; the checks that
+        // follow them are not.
+        let mut frames = Vec::new();
         let mut off = hlen;
+        let stop = loop {
+            match frame_at(data, off) {
+                FrameAt::Frame { start, end: fend } => {
+                    frames.push((off, start, fend));
+                    off = fend;
+                }
+                other => break other,
+            }
+        };
+        let leaves = leaf_hashes(data, &frames);
         let mut index = 0u64;
         let mut seen_checkpoint = false;
         let mut sealed_at: Option<usize> = None;
         // Only a segment whose end a recovery record must explain is handed on.
         let mut prev = prev.filter(|p| p.limited);
-        loop {
-            match frame_at(data, off) {
-                FrameAt::End => break,
-                FrameAt::Frame { start, end: fend } => {
-                    if let Some(after) = sealed_at {
-                        return Err((after as u64, self.next_seq, "the seal is not the last record of its segment".into()));
-                    }
-                    let rec_bytes = &data[start..fend];
-                    let loc = Location { segment: no, offset: off as u64 };
-                    let sealed = self.record(loc, rec_bytes, index, &mut seen_checkpoint, &mut prev, no)?;
-                    if sealed {
-                        sealed_at = Some(fend);
-                    }
-                    self.report.bytes += (fend - off) as u64;
-                    index += 1;
-                    off = fend;
+        for (&(foff, start, fend), leaf) in frames.iter().zip(&leaves) {
+            if let Some(after) = sealed_at {
+                return Err((
+                    after as u64,
+                    self.next_seq,
+                    "the seal is not the last record of its segment".into(),
+                ));
+            }
+            let loc = Location {
+                segment: no,
+                offset: foff as u64,
+            };
+            let sealed = self.record(
+                loc,
+                &data[start..fend],
+                leaf,
+                index,
+                &mut seen_checkpoint,
+                &mut prev,
+                no,
+            )?;
+            if sealed {
+                sealed_at = Some(fend);
+            }
+            self.report.bytes += (fend - foff) as u64;
+            index += 1;
+        }
+        match stop {
+            FrameAt::End | FrameAt::Frame { .. } => {}
+            FrameAt::Incomplete if last && limit.is_none() && sealed_at.is_none() => {
+                self.report.tail_in_progress_bytes = (data.len() - off) as u64;
+            }
+            FrameAt::Incomplete => {
+                if let Some(after) = sealed_at {
+                    return Err((
+                        after as u64,
+                        self.next_seq,
+                        "the seal is not the last record of its segment".into(),
+                    ));
                 }
-                FrameAt::Incomplete if last && limit.is_none() && sealed_at.is_none() => {
-                    self.report.tail_in_progress_bytes = (data.len() - off) as u64;
-                    break;
+                let why = if limit.is_some() && end > bytes.len() {
+                    "the next segment's recovery record names an offset past the end of this segment"
+                } else {
+                    "incomplete frame"
+                };
+                return Err((off as u64, self.next_seq, why.into()));
+            }
+            FrameAt::Bad(b) => {
+                if let Some(after) = sealed_at {
+                    return Err((
+                        after as u64,
+                        self.next_seq,
+                        "the seal is not the last record of its segment".into(),
+                    ));
                 }
-                FrameAt::Incomplete => {
-                    if let Some(after) = sealed_at {
-                        return Err((after as u64, self.next_seq, "the seal is not the last record of its segment".into()));
-                    }
-                    let why = if limit.is_some() && end > bytes.len() {
-                        "the next segment's recovery record names an offset past the end of this segment"
-                    } else {
-                        "incomplete frame"
-                    };
-                    return Err((off as u64, self.next_seq, why.into()));
-                }
-                FrameAt::Bad(b) => {
-                    if let Some(after) = sealed_at {
-                        return Err((after as u64, self.next_seq, "the seal is not the last record of its segment".into()));
-                    }
-                    return Err((off as u64, self.next_seq, format!("{b} (damaged or altered record)")));
-                }
+                return Err((
+                    off as u64,
+                    self.next_seq,
+                    format!("{b} (damaged or altered record)"),
+                ));
             }
         }
         if prev.is_some() && index == 0 {
             // The previous segment was named by a recovery record that this
             // segment does not hold after all (cannot happen: the look-ahead
             // found it). Kept for safety.
-            return Err((hlen as u64, self.next_seq, "expected a recovery record".into()));
+            return Err((
+                hlen as u64,
+                self.next_seq,
+                "expected a recovery record".into(),
+            ));
         }
         if let (Some(after), Some(_)) = (sealed_at, limit)
             && end < bytes.len()
         {
-            return Err((after as u64, self.next_seq, "the seal is not the last record of its segment".into()));
+            return Err((
+                after as u64,
+                self.next_seq,
+                "the seal is not the last record of its segment".into(),
+            ));
         }
         if limit.is_none() && !last && sealed_at.is_none() {
             return Err((off as u64, self.next_seq, "the segment ends without a seal record and no recovery record explains its end (records removed?)".into()));
@@ -339,15 +445,20 @@ impl State<'_> {
             file_len: bytes.len() as u64,
             end: end as u64,
             region_sha256: sha256(region),
-            region_starts_with_frame: matches!(frame_at(bytes, end.min(bytes.len())), FrameAt::Frame { .. }),
+            region_starts_with_frame: matches!(
+                frame_at(bytes, end.min(bytes.len())),
+                FrameAt::Frame { .. }
+            ),
         })
     }
 
     /// Checks one record; returns whether it was a seal.
+    #[allow(clippy::too_many_arguments)]
     fn record(
         &mut self,
         loc: Location,
         bytes: &[u8],
+        leaf: &Hash,
         index: u64,
         seen_checkpoint: &mut bool,
         prev: &mut Option<Prev>,
@@ -356,24 +467,34 @@ impl State<'_> {
         let at = |reason: String| (loc.offset, self.next_seq, reason);
         let rec = Record::decode(bytes).map_err(|e| at(e.to_string()))?;
         if rec.seq != self.next_seq {
-            return Err(at(format!("record has seq {}, expected {} (records removed, duplicated or reordered)", rec.seq, self.next_seq)));
+            return Err(at(format!(
+                "record has seq {}, expected {} (records removed, duplicated or reordered)",
+                rec.seq, self.next_seq
+            )));
         }
         if rec.prev != self.head {
             return Err(at("record does not link to the one before it (prev hash mismatch: the record before it was altered, or records were removed, inserted or reordered)".into()));
         }
         if (rec.seq == 0) != (rec.kind == Kind::Genesis) {
-            return Err(at("the first record must be the genesis record, and only it".into()));
+            return Err(at(
+                "the first record must be the genesis record, and only it".into(),
+            ));
         }
         let signed = &bytes[..bytes.len().saturating_sub(SIGNATURE_LEN)];
         let mut sealed = false;
         match &rec.payload {
-            Payload::Genesis { agent_id, first_pubkey } => {
+            Payload::Genesis {
+                agent_id,
+                first_pubkey,
+            } => {
                 if Some(*agent_id) != self.agent_id.as_deref() {
                     return Err(at("genesis agent id differs from the segment header".into()));
                 }
                 if let Some(t) = self.trusted {
                     if t != *first_pubkey {
-                        return Err(at("the spool's first public key is not the one given (--pubkey)".into()));
+                        return Err(at(
+                            "the spool's first public key is not the one given (--pubkey)".into(),
+                        ));
                     }
                     self.report.key_authenticated = true;
                 }
@@ -388,14 +509,22 @@ impl State<'_> {
             }
             Payload::Checkpoint(cp) => {
                 if !*seen_checkpoint && index > 1 {
-                    return Err(at("the segment's first checkpoint is not among its first two records".into()));
+                    return Err(at(
+                        "the segment's first checkpoint is not among its first two records".into(),
+                    ));
                 }
                 *seen_checkpoint = true;
                 if cp.epoch != self.epoch {
-                    return Err(at(format!("checkpoint claims epoch {}, the log is in epoch {}", cp.epoch, self.epoch)));
+                    return Err(at(format!(
+                        "checkpoint claims epoch {}, the log is in epoch {}",
+                        cp.epoch, self.epoch
+                    )));
                 }
                 if cp.tree_size != rec.seq {
-                    return Err(at(format!("checkpoint tree size {} is not its seq {}", cp.tree_size, rec.seq)));
+                    return Err(at(format!(
+                        "checkpoint tree size {} is not its seq {}",
+                        cp.tree_size, rec.seq
+                    )));
                 }
                 if cp.head != self.head {
                     return Err(at("checkpoint chain head does not match the records before it (a record was altered)".into()));
@@ -408,27 +537,50 @@ impl State<'_> {
                 }
                 let key = self.key.ok_or_else(|| at("no key in force".into()))?;
                 if !verify_signature(&key, CHECKPOINT_CONTEXT, signed, &cp.signature) {
-                    return Err(at(format!("checkpoint signature is not valid under the key of epoch {}", self.epoch)));
+                    return Err(at(format!(
+                        "checkpoint signature is not valid under the key of epoch {}",
+                        self.epoch
+                    )));
                 }
                 self.checkpoint_roots.insert(cp.tree_size, cp.root);
                 self.report.checkpoints += 1;
             }
-            Payload::EpochKey { from_epoch, to_epoch, new_pubkey, tree_size, head, signature } => {
+            Payload::EpochKey {
+                from_epoch,
+                to_epoch,
+                new_pubkey,
+                tree_size,
+                head,
+                signature,
+            } => {
                 if *from_epoch != self.epoch || *to_epoch != self.epoch + 1 {
-                    return Err(at(format!("epoch transition {from_epoch}->{to_epoch} does not follow epoch {}", self.epoch)));
+                    return Err(at(format!(
+                        "epoch transition {from_epoch}->{to_epoch} does not follow epoch {}",
+                        self.epoch
+                    )));
                 }
                 if *tree_size != rec.seq || *head != self.head {
-                    return Err(at("epoch transition does not name the chain before it".into()));
+                    return Err(at(
+                        "epoch transition does not name the chain before it".into()
+                    ));
                 }
                 let key = self.key.ok_or_else(|| at("no key in force".into()))?;
                 if !verify_signature(&key, EPOCH_KEY_CONTEXT, signed, signature) {
-                    return Err(at(format!("epoch transition not signed by the key of epoch {}", self.epoch)));
+                    return Err(at(format!(
+                        "epoch transition not signed by the key of epoch {}",
+                        self.epoch
+                    )));
                 }
                 self.epoch = *to_epoch;
                 self.key = Some(*new_pubkey);
                 self.report.epoch_transitions += 1;
             }
-            Payload::Start { heartbeat_ns, append_only, append_only_active, .. } => {
+            Payload::Start {
+                heartbeat_ns,
+                append_only,
+                append_only_active,
+                ..
+            } => {
                 if *append_only > 2 || *append_only_active > 1 {
                     return Err(at("start record with an invalid append-only value".into()));
                 }
@@ -443,28 +595,58 @@ impl State<'_> {
                 if !(1..=4).contains(code) {
                     return Err(at(format!("alert record with unknown code {code}")));
                 }
-                self.report.alerts.push((rec.seq, *code, (*detail).to_owned()));
+                self.report
+                    .alerts
+                    .push((rec.seq, *code, (*detail).to_owned()));
             }
-            Payload::ClockStep { expected_ts, observed_ts, .. } => {
-                self.report.clock_steps.push((rec.seq, *expected_ts, *observed_ts));
+            Payload::ClockStep {
+                expected_ts,
+                observed_ts,
+                ..
+            } => {
+                self.report
+                    .clock_steps
+                    .push((rec.seq, *expected_ts, *observed_ts));
             }
-            Payload::Recovery { cause, segment_no, last_good_seq, region_offset, region_len, region_sha256, .. } => {
+            Payload::Recovery {
+                cause,
+                segment_no,
+                last_good_seq,
+                region_offset,
+                region_len,
+                region_sha256,
+                ..
+            } => {
                 let Some(p) = prev.take().filter(|_| index == 0) else {
-                    return Err(at("a recovery record that is not the first record after a damaged segment".into()));
+                    return Err(at(
+                        "a recovery record that is not the first record after a damaged segment"
+                            .into(),
+                    ));
                 };
                 if *segment_no != p.no || p.no + 1 != no {
-                    return Err(at(format!("recovery record names segment {segment_no}, not the previous segment")));
+                    return Err(at(format!(
+                        "recovery record names segment {segment_no}, not the previous segment"
+                    )));
                 }
                 if *last_good_seq != p.last_seq || *region_offset != p.end {
-                    return Err(at("recovery record does not match where the damaged segment's records end".into()));
+                    return Err(at(
+                        "recovery record does not match where the damaged segment's records end"
+                            .into(),
+                    ));
                 }
                 match cause {
                     RecoveryCause::TornTail => {
                         if *region_len != p.file_len - p.end || *region_sha256 != p.region_sha256 {
-                            return Err(at(format!("the torn region of segment {} is not the one the recovery record names (length or SHA-256 differ)", p.no)));
+                            return Err(at(format!(
+                                "the torn region of segment {} is not the one the recovery record names (length or SHA-256 differ)",
+                                p.no
+                            )));
                         }
                         if p.region_starts_with_frame {
-                            return Err(at(format!("the 'torn' region of segment {} starts with a valid record", p.no)));
+                            return Err(at(format!(
+                                "the 'torn' region of segment {} starts with a valid record",
+                                p.no
+                            )));
                         }
                     }
                     RecoveryCause::FsyncFailed => {
@@ -486,7 +668,14 @@ impl State<'_> {
                     len: *region_len,
                 });
             }
-            Payload::Receipt { tree_size, root, collector_ts, collector_pubkey, signature, .. } => {
+            Payload::Receipt {
+                tree_size,
+                root,
+                collector_ts,
+                collector_pubkey,
+                signature,
+                ..
+            } => {
                 let mut msg = Vec::with_capacity(100);
                 put_bytes8(&mut msg, self.agent_id.as_deref().unwrap_or("").as_bytes());
                 msg.extend_from_slice(&tree_size.to_le_bytes());
@@ -496,17 +685,25 @@ impl State<'_> {
                     return Err(at("receipt signature is not valid".into()));
                 }
                 if self.checkpoint_roots.get(tree_size) != Some(root) {
-                    return Err(at(format!("receipt names tree size {tree_size} and a root that no earlier checkpoint has")));
+                    return Err(at(format!(
+                        "receipt names tree size {tree_size} and a root that no earlier checkpoint has"
+                    )));
                 }
                 self.report.receipts += 1;
             }
             Payload::Seal { next_segment } => {
                 if *next_segment != no + 1 {
-                    return Err(at(format!("seal names segment {next_segment} as next, expected {}", no + 1)));
+                    return Err(at(format!(
+                        "seal names segment {next_segment} as next, expected {}",
+                        no + 1
+                    )));
                 }
                 sealed = true;
             }
-            Payload::Stop { .. } | Payload::Config { .. } | Payload::Heartbeat { .. } | Payload::Prune { .. } => {}
+            Payload::Stop { .. }
+            | Payload::Config { .. }
+            | Payload::Heartbeat { .. }
+            | Payload::Prune { .. } => {}
         }
         if prev.is_some() {
             return Err(at("the previous segment's end is not explained".into()));
@@ -544,13 +741,38 @@ impl State<'_> {
             self.report.unsigned_tail += 1;
         }
         (self.visitor)(loc, &rec, bytes);
-        let leaf = leaf_hash(bytes);
-        self.head = leaf;
-        self.frontier.push(leaf);
+        self.head = *leaf;
+        self.frontier.push(*leaf);
         self.next_seq += 1;
         self.report.records += 1;
         Ok(sealed)
     }
+}
+
+/// The leaf hashes of the frames of a segment, computed on all cores.
+fn leaf_hashes(data: &[u8], frames: &[(usize, usize, usize)]) -> Vec<Hash> {
+    let hash = |f: &[(usize, usize, usize)]| {
+        f.iter()
+            .map(|&(_, s, e)| leaf_hash(&data[s..e]))
+            .collect::<Vec<_>>()
+    };
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
+    if threads < 2 || frames.len() < 8192 {
+        return hash(frames);
+    }
+    let chunk = frames.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = frames
+            .chunks(chunk)
+            .map(|c| scope.spawn(move || hash(c)))
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|p| p.join().expect("hashing thread"))
+            .collect()
+    })
 }
 
 /// The hex form of a hash, for reports.

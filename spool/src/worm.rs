@@ -27,7 +27,10 @@ pub fn set_immutable(f: &File) -> io::Result<()> {
 pub fn flags_of(path: &Path) -> io::Result<(bool, bool)> {
     let f = File::open(path)?;
     let flags = ioctl_getflags(&f)?;
-    Ok((flags.contains(IFlags::APPEND), flags.contains(IFlags::IMMUTABLE)))
+    Ok((
+        flags.contains(IFlags::APPEND),
+        flags.contains(IFlags::IMMUTABLE),
+    ))
 }
 
 /// Clears both flags (for pruning, and for tests that must delete a spool).

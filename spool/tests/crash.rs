@@ -17,7 +17,10 @@ struct Point {
 
 fn snapshot(dir: &std::path::Path, entries: usize) -> Point {
     Point {
-        sizes: segments(dir).iter().map(|p| std::fs::metadata(p).unwrap().len()).collect(),
+        sizes: segments(dir)
+            .iter()
+            .map(|p| std::fs::metadata(p).unwrap().len())
+            .collect(),
         entries,
     }
 }
@@ -27,25 +30,51 @@ fn snapshot(dir: &std::path::Path, entries: usize) -> Point {
 fn crashed(full: &[Vec<u8>], last: usize, len: usize, zeros: usize, dir: &std::path::Path) {
     std::fs::create_dir_all(dir).unwrap();
     for (i, b) in full.iter().enumerate().take(last + 1) {
-        let mut b = if i == last { b[..len].to_vec() } else { b.clone() };
+        let mut b = if i == last {
+            b[..len].to_vec()
+        } else {
+            b.clone()
+        };
         b.resize(b.len() + zeros * (i == last) as usize, 0);
         std::fs::write(wormlog_spool::segment::segment_path(dir, i as u64), b).unwrap();
     }
 }
 
 /// Reopens, checks the durable entries, appends one more, checks again.
-fn recover_and_check(t: &TempDir, dir: &std::path::Path, expected: &[Vec<u8>], durable: usize, what: &str) {
+fn recover_and_check(
+    t: &TempDir,
+    dir: &std::path::Path,
+    expected: &[Vec<u8>],
+    durable: usize,
+    what: &str,
+) {
     let mut o = options(dir);
     o.agent_id = "test-agent".into();
     let key = wormlog_spool::keys::HostKey::load(&t.keys()).unwrap();
-    let (mut s, report) = wormlog_spool::Spool::open(o, key).unwrap_or_else(|e| panic!("{what}: reopen failed: {e}"));
+    let (mut s, report) =
+        wormlog_spool::Spool::open(o, key).unwrap_or_else(|e| panic!("{what}: reopen failed: {e}"));
     assert!(report.unclean_shutdown, "{what}");
     entry(&mut s, "after", 0, b"written after recovery");
     s.close("done").unwrap();
-    let got: Vec<Vec<u8>> = bodies(dir).into_iter().filter(|(src, _)| src == "app").map(|(_, b)| b).collect();
-    assert!(got.len() >= durable, "{what}: durable entries lost: {} < {durable}", got.len());
-    assert_eq!(got[..], expected[..got.len()], "{what}: entries differ from what was written");
-    let after = bodies(dir).into_iter().filter(|(src, _)| src == "after").count();
+    let got: Vec<Vec<u8>> = bodies(dir)
+        .into_iter()
+        .filter(|(src, _)| src == "app")
+        .map(|(_, b)| b)
+        .collect();
+    assert!(
+        got.len() >= durable,
+        "{what}: durable entries lost: {} < {durable}",
+        got.len()
+    );
+    assert_eq!(
+        got[..],
+        expected[..got.len()],
+        "{what}: entries differ from what was written"
+    );
+    let after = bodies(dir)
+        .into_iter()
+        .filter(|(src, _)| src == "after")
+        .count();
     assert_eq!(after, 1, "{what}");
 }
 
@@ -67,12 +96,17 @@ fn torn_at_every_byte_of_a_batch() {
         points.push(snapshot(&dir, expected.len()));
     }
     drop(s); // a crash: no stop record
-    let full: Vec<Vec<u8>> = segments(&dir).iter().map(|p| std::fs::read(p).unwrap()).collect();
+    let full: Vec<Vec<u8>> = segments(&dir)
+        .iter()
+        .map(|p| std::fs::read(p).unwrap())
+        .collect();
     assert_eq!(full.len(), 1);
     let boundaries: Vec<usize> = {
         let (_, mut off) = wormlog_spool::segment::SegmentHeader::decode(&full[0]).unwrap();
         let mut v = vec![off];
-        while let wormlog_spool::frame::FrameAt::Frame { end, .. } = wormlog_spool::frame::frame_at(&full[0], off) {
+        while let wormlog_spool::frame::FrameAt::Frame { end, .. } =
+            wormlog_spool::frame::frame_at(&full[0], off)
+        {
             v.push(end);
             off = end;
         }
@@ -100,7 +134,10 @@ fn torn_at_every_byte_of_a_batch() {
                     assert_eq!(r.recoveries.len(), 1, "{what}: torn tail not recorded");
                     assert_eq!(r.recoveries[0].cause, "torn_tail");
                 } else {
-                    assert!(r.recoveries.is_empty(), "{what}: a clean cut needs no recovery");
+                    assert!(
+                        r.recoveries.is_empty(),
+                        "{what}: a clean cut needs no recovery"
+                    );
                 }
                 if cases % 50 == 0 {
                     assert_verifiers_agree(&c.spool(), None, &r);
@@ -127,9 +164,14 @@ fn crash_around_segment_rotation() {
     s.rotate().unwrap();
     s.sync().unwrap();
     drop(s);
-    let full: Vec<Vec<u8>> = segments(&dir).iter().map(|p| std::fs::read(p).unwrap()).collect();
+    let full: Vec<Vec<u8>> = segments(&dir)
+        .iter()
+        .map(|p| std::fs::read(p).unwrap())
+        .collect();
     assert_eq!(full.len(), 2);
-    let hlen = wormlog_spool::segment::SegmentHeader::decode(&full[1]).unwrap().1;
+    let hlen = wormlog_spool::segment::SegmentHeader::decode(&full[1])
+        .unwrap()
+        .1;
 
     // Crash after the seal, before the next segment existed.
     let c = TempDir::new();
@@ -145,7 +187,11 @@ fn crash_around_segment_rotation() {
     std::fs::create_dir_all(c.keys()).unwrap();
     std::fs::copy(t.keys().join("host.key"), c.keys().join("host.key")).unwrap();
     crashed(&full, 1, hlen, 0, &c.spool());
-    std::fs::write(c.spool().join("0000000000000002.wlseg.tmp"), &full[1][..hlen]).unwrap();
+    std::fs::write(
+        c.spool().join("0000000000000002.wlseg.tmp"),
+        &full[1][..hlen],
+    )
+    .unwrap();
     recover_and_check(&c, &c.spool(), &expected, 3, "header only");
     let r = verify(&c.spool(), None);
     assert!(r.ok(), "{:?}", r.failure);
@@ -162,7 +208,9 @@ fn torn_genesis_starts_afresh() {
     let s = open(&t, options(&dir));
     drop(s);
     let full = std::fs::read(&segments(&dir)[0]).unwrap();
-    let hlen = wormlog_spool::segment::SegmentHeader::decode(&full).unwrap().1;
+    let hlen = wormlog_spool::segment::SegmentHeader::decode(&full)
+        .unwrap()
+        .1;
     std::fs::write(&segments(&dir)[0], &full[..hlen + 10]).unwrap();
     let mut s = open(&t, options(&dir));
     entry(&mut s, "app", 0, b"first");

@@ -24,14 +24,24 @@ fn build(t: &TempDir) -> [u8; 32] {
     std::fs::copy(t.keys().join("host.key"), t.path().join("key0/host.key")).unwrap();
     let mut s = open(t, options(&t.spool()));
     for i in 0..4 {
-        entry(&mut s, "app", i, format!("line {i} of segment zero").as_bytes());
+        entry(
+            &mut s,
+            "app",
+            i,
+            format!("line {i} of segment zero").as_bytes(),
+        );
     }
     s.checkpoint().unwrap();
     s.advance_epoch().unwrap();
     entry(&mut s, "app", 4, b"after the first epoch");
     s.rotate().unwrap();
     for i in 5..9 {
-        entry(&mut s, "sys", i, &[format!("line {i} ").as_bytes(), b"\x00\xff binary"].concat());
+        entry(
+            &mut s,
+            "sys",
+            i,
+            &[format!("line {i} ").as_bytes(), b"\x00\xff binary"].concat(),
+        );
     }
     s.advance_epoch().unwrap();
     s.rotate().unwrap();
@@ -55,8 +65,15 @@ fn frames(bytes: &[u8]) -> Vec<(usize, usize)> {
 }
 
 fn expect_failure(r: &Report, segment: u64, offset: u64, what: &str) {
-    let f = r.failure.as_ref().unwrap_or_else(|| panic!("{what}: not detected"));
-    assert_eq!((f.segment, f.offset), (segment, offset), "{what}: detected at the wrong place: {f:?}");
+    let f = r
+        .failure
+        .as_ref()
+        .unwrap_or_else(|| panic!("{what}: not detected"));
+    assert_eq!(
+        (f.segment, f.offset),
+        (segment, offset),
+        "{what}: detected at the wrong place: {f:?}"
+    );
 }
 
 fn seg(t: &TempDir, n: usize) -> PathBuf {
@@ -78,7 +95,12 @@ fn intact_spool_verifies_with_both_verifiers() {
     // A wrong key is refused at the genesis record.
     let other = [7u8; 32];
     let r = verify(&t.spool(), Some(other));
-    expect_failure(&r, 0, frames(&std::fs::read(seg(&t, 0)).unwrap())[0].0 as u64, "wrong key");
+    expect_failure(
+        &r,
+        0,
+        frames(&std::fs::read(seg(&t, 0)).unwrap())[0].0 as u64,
+        "wrong key",
+    );
     assert_verifiers_agree(&t.spool(), Some(other), &r);
 }
 
@@ -101,7 +123,12 @@ fn every_byte_of_every_sealed_segment() {
             } else {
                 fr.iter().find(|(s, e)| *s <= i && i < *e).unwrap().0
             };
-            expect_failure(&r, n as u64, want as u64, &format!("flip of byte {i} in segment {n}"));
+            expect_failure(
+                &r,
+                n as u64,
+                want as u64,
+                &format!("flip of byte {i} in segment {n}"),
+            );
             if i % 97 == 0 {
                 assert_verifiers_agree(&t.spool(), Some(pk), &r);
             }
@@ -140,10 +167,30 @@ fn reframe(frame: &[u8], edit: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
 fn records_deleted_duplicated_swapped_inserted() {
     let cases: Vec<(&str, Box<dyn Fn(&mut Vec<Vec<u8>>)>, usize)> = vec![
         // (name, edit of segment 0's frames, index of the frame where the failure is expected)
-        ("delete", Box::new(|l| { l.remove(4); }), 4),
-        ("duplicate", Box::new(|l| { let x = l[4].clone(); l.insert(5, x); }), 5),
+        (
+            "delete",
+            Box::new(|l| {
+                l.remove(4);
+            }),
+            4,
+        ),
+        (
+            "duplicate",
+            Box::new(|l| {
+                let x = l[4].clone();
+                l.insert(5, x);
+            }),
+            5,
+        ),
         ("swap", Box::new(|l| l.swap(4, 5)), 4),
-        ("insert naive", Box::new(|l| { let x = l[4].clone(); l.insert(4, x); }), 5),
+        (
+            "insert naive",
+            Box::new(|l| {
+                let x = l[4].clone();
+                l.insert(4, x);
+            }),
+            5,
+        ),
         (
             "insert with renumbered seqs and fixed CRCs",
             Box::new(|l| {
@@ -161,7 +208,13 @@ fn records_deleted_duplicated_swapped_inserted() {
         ),
         (
             "body edited with the CRC fixed",
-            Box::new(|l| { let x = reframe(&l[4], |r| { let n = r.len(); r[n - 1] ^= 0x20; }); l[4] = x; }),
+            Box::new(|l| {
+                let x = reframe(&l[4], |r| {
+                    let n = r.len();
+                    r[n - 1] ^= 0x20;
+                });
+                l[4] = x;
+            }),
             // The next record no longer links to the edited one.
             5,
         ),
@@ -207,7 +260,13 @@ fn segments_truncated_deleted_reordered() {
     std::fs::write(&p, &b[..last.0]).unwrap();
     let r = verify(&t.spool(), Some(pk));
     expect_failure(&r, 1, last.0 as u64, "seal removed");
-    assert!(r.failure.as_ref().unwrap().reason.contains("without a seal"));
+    assert!(
+        r.failure
+            .as_ref()
+            .unwrap()
+            .reason
+            .contains("without a seal")
+    );
     assert_verifiers_agree(&t.spool(), Some(pk), &r);
 
     // A segment deleted from the middle.
@@ -260,8 +319,10 @@ fn segments_truncated_deleted_reordered() {
 /// would do.
 fn forge(dir: &Path, target: u64, key_for: &dyn Fn(u64) -> ed25519_dalek::SigningKey) {
     let mut recs: Vec<(u64, Vec<u8>)> = Vec::new();
-    let r = wormlog_spool::verify::verify_spool(dir, None, &mut |loc, _, bytes| recs.push((loc.segment, bytes.to_vec())))
-        .unwrap();
+    let r = wormlog_spool::verify::verify_spool(dir, None, &mut |loc, _, bytes| {
+        recs.push((loc.segment, bytes.to_vec()))
+    })
+    .unwrap();
     assert!(r.ok());
     let mut head = ZERO32;
     let mut tree = Frontier::new();
@@ -272,7 +333,12 @@ fn forge(dir: &Path, target: u64, key_for: &dyn Fn(u64) -> ed25519_dalek::Signin
         let rec = Record::decode(&bytes).unwrap();
         if segno != cur_seg {
             cur_seg = segno;
-            let h = SegmentHeader { segment_no: segno, first_seq: rec.seq, prev_head: head, agent_id: "test-agent".into() };
+            let h = SegmentHeader {
+                segment_no: segno,
+                first_seq: rec.seq,
+                prev_head: head,
+                agent_id: "test-agent".into(),
+            };
             files.push(h.encode());
         }
         let mut out = Vec::new();
@@ -295,9 +361,25 @@ fn forge(dir: &Path, target: u64, key_for: &dyn Fn(u64) -> ed25519_dalek::Signin
                     out[n - 64..].copy_from_slice(&sig);
                 }
             }
-            Payload::EpochKey { from_epoch, to_epoch, tree_size, signature, .. } => {
+            Payload::EpochKey {
+                from_epoch,
+                to_epoch,
+                tree_size,
+                signature,
+                ..
+            } => {
                 let new_pubkey = key_for(to_epoch).verifying_key().to_bytes();
-                put_payload(&mut out, &Payload::EpochKey { from_epoch, to_epoch, new_pubkey, tree_size, head, signature });
+                put_payload(
+                    &mut out,
+                    &Payload::EpochKey {
+                        from_epoch,
+                        to_epoch,
+                        new_pubkey,
+                        tree_size,
+                        head,
+                        signature,
+                    },
+                );
                 if out != bytes {
                     let n = out.len();
                     let sig = sign_with(&key_for(epoch), EPOCH_KEY_CONTEXT, &out[..n - 64]);
@@ -329,7 +411,11 @@ fn old_epoch_resigned_with_a_newer_key() {
     let mut k = HostKey::load(&scratch).unwrap();
     let mut seeds = Vec::new();
     for _ in 0..3 {
-        std::fs::copy(scratch.join("host.key"), t.path().join(format!("k{}", seeds.len()))).unwrap();
+        std::fs::copy(
+            scratch.join("host.key"),
+            t.path().join(format!("k{}", seeds.len())),
+        )
+        .unwrap();
         seeds.push(t.path().join(format!("k{}", seeds.len())));
         k.advance(0).unwrap();
     }
@@ -348,7 +434,11 @@ fn old_epoch_resigned_with_a_newer_key() {
     let r = verify(&t_ok.spool(), Some(pk));
     assert!(r.ok(), "forger control: {:?}", r.failure);
     assert_verifiers_agree(&t_ok.spool(), Some(pk), &r);
-    assert!(bodies(&t_ok.spool()).iter().any(|(_, b)| b.ends_with(b"(rewritten)")));
+    assert!(
+        bodies(&t_ok.spool())
+            .iter()
+            .any(|(_, b)| b.ends_with(b"(rewritten)"))
+    );
 
     // The intruder holds only the current (epoch 2) key and re-signs everything with it.
     forge(&t.spool(), target, &|_| key_of(2));

@@ -39,7 +39,12 @@ fn rotation_by_size_seals_every_segment() {
     o.checkpoint_bytes = 1000;
     let mut s = open(&t, o);
     for i in 0..200 {
-        entry(&mut s, "app", i, format!("entry number {i} with some padding text").as_bytes());
+        entry(
+            &mut s,
+            "app",
+            i,
+            format!("entry number {i} with some padding text").as_bytes(),
+        );
     }
     s.close("done").unwrap();
     let segs = segments(&t.spool());
@@ -64,13 +69,24 @@ fn epochs_advance_by_time_and_heartbeats_fill_quiet_time() {
     entry(&mut s, "app", 0, b"one line, then quiet");
     tick_until(&mut s, "two epoch transitions", |s| s.stats().epoch >= 2);
     s.close("done").unwrap();
-    assert_eq!(HostKey::load(&t.keys()).unwrap().epoch(), 2, "the seed on disk moved on");
+    assert_eq!(
+        HostKey::load(&t.keys()).unwrap().epoch(),
+        2,
+        "the seed on disk moved on"
+    );
     let k = kinds(&t.spool());
-    assert!(k.iter().filter(|k| **k == Kind::Heartbeat).count() >= 2, "{k:?}");
+    assert!(
+        k.iter().filter(|k| **k == Kind::Heartbeat).count() >= 2,
+        "{k:?}"
+    );
     let r = verify(&t.spool(), Some(pk));
     assert!(r.ok(), "{:?}", r.failure);
     assert_eq!(r.epoch_transitions, 2);
-    assert!(r.time_gaps.is_empty(), "heartbeats leave no gap: {:?}", r.time_gaps);
+    assert!(
+        r.time_gaps.is_empty(),
+        "heartbeats leave no gap: {:?}",
+        r.time_gaps
+    );
     assert_verifiers_agree(&t.spool(), Some(pk), &r);
 }
 
@@ -86,7 +102,10 @@ fn one_writer_only() {
     }
     drop(s);
     let key = HostKey::load(&t.keys()).unwrap();
-    assert!(Spool::open(options(&t.spool()), key).is_ok(), "the lock is released");
+    assert!(
+        Spool::open(options(&t.spool()), key).is_ok(),
+        "the lock is released"
+    );
 }
 
 #[test]
@@ -99,17 +118,26 @@ fn the_key_must_be_the_spools() {
     let other = TempDir::new();
     keygen(&other);
     let key = HostKey::load(&other.keys()).unwrap();
-    assert!(matches!(Spool::open(options(&t.spool()), key), Err(SpoolError::WrongKey(_))));
+    assert!(matches!(
+        Spool::open(options(&t.spool()), key),
+        Err(SpoolError::WrongKey(_))
+    ));
     // Another agent id.
     let mut o = options(&t.spool());
     o.agent_id = "someone-else".into();
     let key = HostKey::load(&t.keys()).unwrap();
-    assert!(matches!(Spool::open(o, key), Err(SpoolError::AgentIdMismatch { .. })));
+    assert!(matches!(
+        Spool::open(o, key),
+        Err(SpoolError::AgentIdMismatch { .. })
+    ));
     // A key that evolved but whose spool is gone.
     let mut key = HostKey::load(&t.keys()).unwrap();
     key.advance(0).unwrap();
     let fresh = t.path().join("fresh");
-    assert!(matches!(Spool::open(options(&fresh), key), Err(SpoolError::FreshSpoolEvolvedKey(1))));
+    assert!(matches!(
+        Spool::open(options(&fresh), key),
+        Err(SpoolError::FreshSpoolEvolvedKey(1))
+    ));
 }
 
 #[test]
@@ -140,11 +168,25 @@ fn positions_survive_a_reopen() {
     let mut o = options(&t.spool());
     o.segment_max_bytes = 1024;
     let mut s = open(&t, o.clone());
-    let file = |ino, offset| Position::File { dev: 1, ino, fingerprint: 9, offset };
+    let file = |ino, offset| Position::File {
+        dev: 1,
+        ino,
+        fingerprint: 9,
+        offset,
+    };
     for i in 0..40u64 {
-        s.append_entry("files", &file(i % 3, i * 10), 0, &[], b"line", 1).unwrap();
+        s.append_entry("files", &file(i % 3, i * 10), 0, &[], b"line", 1)
+            .unwrap();
     }
-    s.append_entry("journal", &Position::Journal("s=abc;i=7".into()), 0, &[], b"j", 1).unwrap();
+    s.append_entry(
+        "journal",
+        &Position::Journal("s=abc;i=7".into()),
+        0,
+        &[],
+        b"j",
+        1,
+    )
+    .unwrap();
     s.sync().unwrap();
     let want = s.positions().clone();
     drop(s); // crash: what was synced is what counts
@@ -161,14 +203,20 @@ fn a_clock_behind_the_last_record_is_recorded() {
     keygen(&t);
     let mut s = open(&t, options(&t.spool()));
     let future = wormlog_spool::clock::wall_ns() + 3_600_000_000_000;
-    s.append_entry("app", &Position::None, 0, &[], b"from the future", future).unwrap();
+    s.append_entry("app", &Position::None, 0, &[], b"from the future", future)
+        .unwrap();
     s.sync().unwrap();
     drop(s); // the last record is the one stamped by the fast clock
     let s = open(&t, options(&t.spool()));
     s.close("x").unwrap();
     let mut steps = Vec::new();
     verify_spool(&t.spool(), None, &mut |_, r, _| {
-        if let Payload::ClockStep { expected_ts, observed_ts, .. } = r.payload {
+        if let Payload::ClockStep {
+            expected_ts,
+            observed_ts,
+            ..
+        } = r.payload
+        {
             steps.push((expected_ts, observed_ts));
         }
     })
@@ -195,7 +243,9 @@ fn fsync_failure_abandons_the_segment_and_rewrites_the_records() {
     s.sync().unwrap();
     let seg_before = s.stats().segment_no;
     // The next fsync fails.
-    fault.fail_sync_at.store(fault.syncs() + 1, Ordering::SeqCst);
+    fault
+        .fail_sync_at
+        .store(fault.syncs() + 1, Ordering::SeqCst);
     for i in 5..10 {
         let b = format!("not yet durable {i}").into_bytes();
         entry(&mut s, "app", i, &b);
@@ -203,13 +253,20 @@ fn fsync_failure_abandons_the_segment_and_rewrites_the_records() {
     }
     let durable = s.sync().unwrap();
     assert_eq!(durable, 10, "every entry durable after the rewrite");
-    assert_eq!(s.stats().segment_no, seg_before + 1, "moved to a new segment");
+    assert_eq!(
+        s.stats().segment_no,
+        seg_before + 1,
+        "moved to a new segment"
+    );
     s.close("x").unwrap();
     let r = verify(&t.spool(), Some(pk));
     assert!(r.ok(), "{:?}", r.failure);
     assert_eq!(r.recoveries.len(), 1);
     assert_eq!(r.recoveries[0].cause, "fsync_failed");
-    assert!(r.alerts.iter().any(|(_, code, _)| *code == 2), "an fsync alert is in the chain");
+    assert!(
+        r.alerts.iter().any(|(_, code, _)| *code == 2),
+        "an fsync alert is in the chain"
+    );
     let got: Vec<Vec<u8>> = bodies(&t.spool()).into_iter().map(|(_, b)| b).collect();
     assert_eq!(got, expected, "each entry exactly once, in order");
     assert_verifiers_agree(&t.spool(), Some(pk), &r);

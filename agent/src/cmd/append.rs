@@ -29,7 +29,9 @@ pub fn run(config: &Path, source: &str, quiet: bool) -> anyhow::Result<ExitCode>
     let (mut spool, report) = match Spool::open(opts, key) {
         Ok(x) => x,
         Err(e @ SpoolError::Locked(_)) => {
-            eprintln!("wormlog: error: {e}; is `wormlog run` using this spool? Stop it, or send the lines to the running agent");
+            eprintln!(
+                "wormlog: error: {e}; is `wormlog run` using this spool? Stop it, or send the lines to the running agent"
+            );
             return Ok(ExitCode::from(1));
         }
         Err(e) => {
@@ -46,7 +48,14 @@ pub fn run(config: &Path, source: &str, quiet: bool) -> anyhow::Result<ExitCode>
     let mut reader = BufReader::with_capacity(1 << 20, stdin.lock());
     let mut since_tick = 0u32;
     let lines = feed(&mut reader, max, |body, flags, offset| {
-        spool.append_entry(source, &Position::Counter(offset), flags, &[], body, wall_ns())?;
+        spool.append_entry(
+            source,
+            &Position::Counter(offset),
+            flags,
+            &[],
+            body,
+            wall_ns(),
+        )?;
         since_tick += 1;
         if since_tick == 1024 {
             since_tick = 0;
@@ -169,6 +178,9 @@ mod tests {
         );
         assert!(split(b"", 4).is_empty());
         // Bytes kept exactly: CR, NUL, invalid UTF-8.
-        assert_eq!(split(b"\x00\xff\r\n", 16), vec![(b"\x00\xff\r".to_vec(), 0, 4)]);
+        assert_eq!(
+            split(b"\x00\xff\r\n", 16),
+            vec![(b"\x00\xff\r".to_vec(), 0, 4)]
+        );
     }
 }

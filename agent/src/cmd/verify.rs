@@ -16,7 +16,10 @@ pub fn run(spool: &Path, pubkey: Option<&str>, json_out: bool) -> anyhow::Result
         Ok(r) => r,
         Err(e @ (VerifyError::Io { .. } | VerifyError::NotASpool(_))) => {
             if json_out {
-                println!("{}", json!({"ok": false, "error": e.to_string(), "failure": null}));
+                println!(
+                    "{}",
+                    json!({"ok": false, "error": e.to_string(), "failure": null})
+                );
             }
             eprintln!("wormlog: error: {e}");
             return Ok(ExitCode::from(2));
@@ -27,7 +30,11 @@ pub fn run(spool: &Path, pubkey: Option<&str>, json_out: bool) -> anyhow::Result
     } else {
         print_human(spool, &report);
     }
-    Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// The `--json` report.
@@ -74,7 +81,11 @@ pub fn report_json(spool: &Path, r: &Report) -> Value {
 }
 
 fn print_human(spool: &Path, r: &Report) {
-    let verdict = if r.ok() { "INTACT" } else { "TAMPERING OR LOSS FOUND" };
+    let verdict = if r.ok() {
+        "INTACT"
+    } else {
+        "TAMPERING OR LOSS FOUND"
+    };
     println!("{}: {verdict}", spool.display());
     if let Some(id) = &r.agent_id {
         println!("  agent            {}", escape_bytes(id.as_bytes()));
@@ -126,7 +137,11 @@ fn print_human(spool: &Path, r: &Report) {
         );
     }
     for (seq, e, o) in &r.clock_steps {
-        println!("  clock step       at seq {seq}: expected {}, clock said {}", rfc3339(*e), rfc3339(*o));
+        println!(
+            "  clock step       at seq {seq}: expected {}, clock said {}",
+            rfc3339(*e),
+            rfc3339(*o)
+        );
     }
     for (seq, code, detail) in &r.alerts {
         println!(

@@ -8,7 +8,7 @@ use crate::frame::{MAX_RECORD_LEN, begin_frame, finish_frame};
 use crate::hash::leaf_hash;
 use crate::keys::{CHECKPOINT_CONTEXT, EPOCH_KEY_CONTEXT};
 use crate::position::Position;
-use crate::record::{AlertCode, GapReason, Kind, Payload, put_header, put_payload, SIGNATURE_LEN};
+use crate::record::{AlertCode, GapReason, Kind, Payload, SIGNATURE_LEN, put_header, put_payload};
 use std::time::Instant;
 
 impl Spool {
@@ -31,12 +31,23 @@ impl Spool {
         if source.is_empty() || source.len() > 255 {
             return Err(SpoolError::BadSourceName);
         }
-        let approx = body.len() + fields.iter().map(|(k, v)| k.len() + v.len() + 5).sum::<usize>() + 400;
+        let approx = body.len()
+            + fields
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 5)
+                .sum::<usize>()
+            + 400;
         if approx > MAX_RECORD_LEN {
             return Err(SpoolError::RecordTooLarge(approx));
         }
         let at = begin_frame(&mut self.pending);
-        put_header(&mut self.pending, Kind::Entry, self.st.next_seq, ts, &self.st.head);
+        put_header(
+            &mut self.pending,
+            Kind::Entry,
+            self.st.next_seq,
+            ts,
+            &self.st.head,
+        );
         put_bytes8(&mut self.pending, source.as_bytes());
         position.encode(&mut self.pending);
         put_u8(&mut self.pending, flags);
@@ -74,7 +85,10 @@ impl Spool {
         let (kind, bytes) = crate::record::position_bytes(position);
         let p = Payload::Gap {
             source,
-            position: crate::position::PositionRef { kind, bytes: &bytes },
+            position: crate::position::PositionRef {
+                kind,
+                bytes: &bytes,
+            },
             reason: reason as u16,
             lost_bytes,
             lost_records,
@@ -188,7 +202,13 @@ impl Spool {
         let ts = wall_ns();
         let at = begin_frame(&mut self.pending);
         let rec_start = self.pending.len();
-        put_header(&mut self.pending, Kind::Checkpoint, self.st.next_seq, ts, &self.st.head);
+        put_header(
+            &mut self.pending,
+            Kind::Checkpoint,
+            self.st.next_seq,
+            ts,
+            &self.st.head,
+        );
         let out = &mut self.pending;
         put_u64(out, self.st.epoch);
         put_u64(out, self.st.next_seq);
@@ -212,7 +232,9 @@ impl Spool {
         } else {
             put_u32(out, 0);
         }
-        let sig = self.key.sign(CHECKPOINT_CONTEXT, &self.pending[rec_start..]);
+        let sig = self
+            .key
+            .sign(CHECKPOINT_CONTEXT, &self.pending[rec_start..]);
         self.pending.extend_from_slice(&sig);
         self.seal_frame(at, Kind::Checkpoint, ts);
         self.st.bytes_since_checkpoint = 0;
@@ -237,7 +259,13 @@ impl Spool {
         let ts = wall_ns();
         let at = begin_frame(&mut self.pending);
         let rec_start = self.pending.len();
-        put_header(&mut self.pending, Kind::EpochKey, self.st.next_seq, ts, &self.st.head);
+        put_header(
+            &mut self.pending,
+            Kind::EpochKey,
+            self.st.next_seq,
+            ts,
+            &self.st.head,
+        );
         let out = &mut self.pending;
         put_u64(out, self.st.epoch);
         put_u64(out, self.st.epoch + 1);

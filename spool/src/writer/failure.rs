@@ -52,10 +52,15 @@ impl Spool {
         };
         let durable_entries = durable.end_count;
         let _ = worm::set_immutable(&self.seg.file);
-        let file_len = std::fs::metadata(&self.seg.path).map(|m| m.len()).unwrap_or(durable_offset);
+        let file_len = std::fs::metadata(&self.seg.path)
+            .map(|m| m.len())
+            .unwrap_or(durable_offset);
         // Rebuild the chain from what is durable.
         let (segs, _) = list_segments(&self.opts.dir).map_err(|e| fatal(self, e))?;
-        let segs: Vec<_> = segs.into_iter().filter(|(no, _)| *no <= failed_seg).collect();
+        let segs: Vec<_> = segs
+            .into_iter()
+            .filter(|(no, _)| *no <= failed_seg)
+            .collect();
         let (st, _) = match scan(&segs, Some(durable_offset)) {
             Ok(x) => x,
             Err(e) => return Err(fatal(self, std::io::Error::other(e.to_string()))),

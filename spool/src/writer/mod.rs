@@ -132,7 +132,10 @@ impl Spool {
             .map_err(io_at("create directory", &dir))?;
         let lock = lock_dir(&dir)?;
         let mut report = OpenReport::default();
-        for e in fs::read_dir(&dir).map_err(io_at("read directory", &dir))?.flatten() {
+        for e in fs::read_dir(&dir)
+            .map_err(io_at("read directory", &dir))?
+            .flatten()
+        {
             let name = e.file_name().to_string_lossy().into_owned();
             if name.ends_with(".wlseg.tmp") {
                 let _ = worm::clear_flags(&e.path());
@@ -149,9 +152,10 @@ impl Spool {
             {
                 let _ = worm::clear_flags(&segs[0].1);
                 fs::remove_file(&segs[0].1).map_err(io_at("remove", &segs[0].1))?;
-                report
-                    .warnings
-                    .push("removed segment 0, which held no complete record (creation interrupted)".into());
+                report.warnings.push(
+                    "removed segment 0, which held no complete record (creation interrupted)"
+                        .into(),
+                );
                 segs.clear();
             }
         }
@@ -219,7 +223,11 @@ impl Spool {
         Ok(())
     }
 
-    fn resume(&mut self, segs: &[(u64, PathBuf)], report: &mut OpenReport) -> Result<(), SpoolError> {
+    fn resume(
+        &mut self,
+        segs: &[(u64, PathBuf)],
+        report: &mut OpenReport,
+    ) -> Result<(), SpoolError> {
         let (st, last) = scan(segs, None)?;
         if last.header.agent_id != self.opts.agent_id {
             return Err(SpoolError::AgentIdMismatch {
@@ -283,9 +291,10 @@ impl Spool {
             && let Ok(f) = File::open(&last.path)
             && let Err(e) = worm::set_immutable(&f)
         {
-            report
-                .warnings
-                .push(format!("could not make {} immutable: {e}", last.path.display()));
+            report.warnings.push(format!(
+                "could not make {} immutable: {e}",
+                last.path.display()
+            ));
         }
         self.open_segment(last.no + 1, report)?;
         if let Tail::Damaged {
@@ -328,14 +337,18 @@ impl Spool {
         if let Some(g) = self.st.genesis_pubkey
             && g != self.key.first_pubkey()
         {
-            return Err(SpoolError::WrongKey("the spool's genesis names another first public key"));
+            return Err(SpoolError::WrongKey(
+                "the spool's genesis names another first public key",
+            ));
         }
         let (ke, ce) = (self.key.epoch(), self.st.epoch);
         if ke + 1 == ce {
             // The transition reached the spool but the key file was not yet
             // replaced when the process stopped.
             if self.st.last_epoch_key != Some((ce, self.key.next_pubkey())) {
-                return Err(SpoolError::WrongKey("the spool's epoch transition names another key"));
+                return Err(SpoolError::WrongKey(
+                    "the spool's epoch transition names another key",
+                ));
             }
             self.key.advance(wall_ns())?;
             report.key_caught_up = true;
@@ -349,12 +362,19 @@ impl Spool {
             && *e == self.key.epoch()
             && !verify_signature(&self.key.pubkey(), CHECKPOINT_CONTEXT, msg, sig)
         {
-            return Err(SpoolError::WrongKey("the last checkpoint was not signed by this key"));
+            return Err(SpoolError::WrongKey(
+                "the last checkpoint was not signed by this key",
+            ));
         }
         Ok(())
     }
 
-    fn protect_active(&mut self, file: &File, path: &Path, report: &mut OpenReport) -> Result<(), SpoolError> {
+    fn protect_active(
+        &mut self,
+        file: &File,
+        path: &Path,
+        report: &mut OpenReport,
+    ) -> Result<(), SpoolError> {
         if self.opts.append_only == AppendOnly::Off {
             self.append_only_active = false;
             return Ok(());

@@ -87,10 +87,13 @@ fn load(no: u64, path: &PathBuf, limit: Option<u64>) -> Result<Loaded, SpoolErro
     if let Some(limit) = limit {
         bytes.truncate(limit as usize);
     }
-    let (header, hlen) = SegmentHeader::decode(&bytes)
-        .map_err(|e| corrupt(path, format!("segment header: {e}")))?;
+    let (header, hlen) =
+        SegmentHeader::decode(&bytes).map_err(|e| corrupt(path, format!("segment header: {e}")))?;
     if header.segment_no != no {
-        return Err(corrupt(path, "segment number in the header differs from the file name"));
+        return Err(corrupt(
+            path,
+            "segment number in the header differs from the file name",
+        ));
     }
     let mut frames = Vec::new();
     let mut off = hlen;
@@ -160,7 +163,9 @@ pub(crate) fn scan(
                 .expect("a checkpoint exists");
             if let Payload::Checkpoint(cp) = &decode(seg, &seg.frames[anchor])?.payload {
                 for (name, pos) in &cp.sources {
-                    let p = pos.to_position().map_err(|e| corrupt(&seg.path, e.to_string()))?;
+                    let p = pos
+                        .to_position()
+                        .map_err(|e| corrupt(&seg.path, e.to_string()))?;
                     st.positions
                         .entry((*name).to_owned())
                         .or_default()
@@ -175,8 +180,13 @@ pub(crate) fn scan(
             let Payload::Checkpoint(cp) = &rec.payload else {
                 unreachable!("found as a checkpoint")
             };
-            st.frontier = Frontier::from_parts(cp.tree_size, cp.frontier.clone())
-                .ok_or_else(|| corrupt(&seg.path, "checkpoint frontier does not match its tree size"))?;
+            st.frontier =
+                Frontier::from_parts(cp.tree_size, cp.frontier.clone()).ok_or_else(|| {
+                    corrupt(
+                        &seg.path,
+                        "checkpoint frontier does not match its tree size",
+                    )
+                })?;
             st.head = cp.head;
             st.next_seq = rec.seq;
             st.epoch = cp.epoch;
@@ -184,7 +194,10 @@ pub(crate) fn scan(
         }
         None => {
             if loaded[0].no != 0 || loaded[0].header.first_seq != 0 {
-                return Err(corrupt(&loaded[0].path, "no checkpoint found in the spool's last segments"));
+                return Err(corrupt(
+                    &loaded[0].path,
+                    "no checkpoint found in the spool's last segments",
+                ));
             }
             st.head = ZERO32;
             (0, 0)
@@ -195,7 +208,10 @@ pub(crate) fn scan(
         let first = if si == start_seg { start_frame } else { 0 };
         if si > start_seg || first == 0 {
             if seg.header.first_seq != st.next_seq || seg.header.prev_head != st.head {
-                return Err(corrupt(&seg.path, "segment header does not continue the chain"));
+                return Err(corrupt(
+                    &seg.path,
+                    "segment header does not continue the chain",
+                ));
             }
         }
         for f in &seg.frames[first..] {
@@ -204,7 +220,10 @@ pub(crate) fn scan(
             if rec.seq != st.next_seq {
                 return Err(corrupt(
                     &seg.path,
-                    format!("record at offset {} has seq {}, expected {}", f.0, rec.seq, st.next_seq),
+                    format!(
+                        "record at offset {} has seq {}, expected {}",
+                        f.0, rec.seq, st.next_seq
+                    ),
                 ));
             }
             apply(&mut st, &rec, rec_bytes, &seg.path)?;
@@ -214,7 +233,8 @@ pub(crate) fn scan(
     let seg = loaded.last().expect("loaded");
     let end = seg.frames.last().map_or(seg.stop.0, |f| f.2) as u64;
     let tail = if end as usize == seg.bytes.len() {
-        if st.last_kind == Some(Kind::Seal) && seg.frames.last().is_some_and(|f| f.2 as u64 == end) {
+        if st.last_kind == Some(Kind::Seal) && seg.frames.last().is_some_and(|f| f.2 as u64 == end)
+        {
             Tail::Sealed
         } else {
             Tail::Clean
@@ -261,7 +281,11 @@ fn find_last_checkpoint(seg: &Loaded) -> Option<usize> {
     seg.frames.iter().rposition(|f| is_checkpoint(seg, f))
 }
 
-fn track_position(st: &mut ChainState, rec: &Record<'_>, path: &std::path::Path) -> Result<(), SpoolError> {
+fn track_position(
+    st: &mut ChainState,
+    rec: &Record<'_>,
+    path: &std::path::Path,
+) -> Result<(), SpoolError> {
     let (source, pos) = match &rec.payload {
         Payload::Entry(e) => (e.source, e.position),
         Payload::Gap {
@@ -269,7 +293,9 @@ fn track_position(st: &mut ChainState, rec: &Record<'_>, path: &std::path::Path)
         } => (*source, *position),
         _ => return Ok(()),
     };
-    let p = pos.to_position().map_err(|e| corrupt(path, e.to_string()))?;
+    let p = pos
+        .to_position()
+        .map_err(|e| corrupt(path, e.to_string()))?;
     st.positions
         .entry(source.to_owned())
         .or_default()
@@ -278,7 +304,12 @@ fn track_position(st: &mut ChainState, rec: &Record<'_>, path: &std::path::Path)
 }
 
 /// Replays one record into the state.
-fn apply(st: &mut ChainState, rec: &Record<'_>, bytes: &[u8], path: &std::path::Path) -> Result<(), SpoolError> {
+fn apply(
+    st: &mut ChainState,
+    rec: &Record<'_>,
+    bytes: &[u8],
+    path: &std::path::Path,
+) -> Result<(), SpoolError> {
     track_position(st, rec, path)?;
     match &rec.payload {
         Payload::Checkpoint(cp) => {

@@ -169,7 +169,9 @@ impl Spool {
             // The chain has moved on; the next start catches the key file up.
             self.append_alert(
                 AlertCode::Other,
-                &format!("the host key file could not be replaced ({e}); the old seed is still on disk"),
+                &format!(
+                    "the host key file could not be replaced ({e}); the old seed is still on disk"
+                ),
             )?;
         }
         self.push_checkpoint(false);

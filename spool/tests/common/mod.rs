@@ -59,8 +59,15 @@ pub fn open(t: &TempDir, o: SpoolOptions) -> Spool {
 }
 
 pub fn entry(s: &mut Spool, source: &str, n: u64, body: &[u8]) -> u64 {
-    s.append_entry(source, &Position::Counter(n), 0, &[], body, wormlog_spool::clock::wall_ns())
-        .unwrap()
+    s.append_entry(
+        source,
+        &Position::Counter(n),
+        0,
+        &[],
+        body,
+        wormlog_spool::clock::wall_ns(),
+    )
+    .unwrap()
 }
 
 pub fn verify(dir: &Path, pk: Option<[u8; 32]>) -> Report {
@@ -93,7 +100,12 @@ pub fn copy_dir(from: &Path, to: &Path) {
 
 /// The segment files of a spool, in order.
 pub fn segments(dir: &Path) -> Vec<PathBuf> {
-    wormlog_spool::segment::list_segments(dir).unwrap().0.into_iter().map(|(_, p)| p).collect()
+    wormlog_spool::segment::list_segments(dir)
+        .unwrap()
+        .0
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect()
 }
 
 /// The independent Python verifier's verdict (tests/pyverify), as
@@ -105,11 +117,12 @@ pub fn pyverify(dir: &Path, pk: Option<[u8; 32]>) -> serde_json::Value {
     let mut cmd = std::process::Command::new(&python);
     cmd.arg(&script).arg("--spool").arg(dir).arg("--json");
     if let Some(k) = pk {
-        cmd.arg("--pubkey").arg(wormlog_spool::keys::format_pubkey(&k));
+        cmd.arg("--pubkey")
+            .arg(wormlog_spool::keys::format_pubkey(&k));
     }
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {python} (needed for the independent verifier): {e}"));
+    let out = cmd.output().unwrap_or_else(|e| {
+        panic!("cannot run {python} (needed for the independent verifier): {e}")
+    });
     let code = out.status.code().unwrap_or(-1);
     assert!(
         code == 0 || code == 1,
@@ -117,24 +130,43 @@ pub fn pyverify(dir: &Path, pk: Option<[u8; 32]>) -> serde_json::Value {
         String::from_utf8_lossy(&out.stderr)
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!("python verifier printed no JSON ({e}): {}", String::from_utf8_lossy(&out.stdout))
+        panic!(
+            "python verifier printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
     });
-    assert_eq!(v["ok"].as_bool(), Some(code == 0), "exit code and verdict disagree: {v}");
+    assert_eq!(
+        v["ok"].as_bool(),
+        Some(code == 0),
+        "exit code and verdict disagree: {v}"
+    );
     v
 }
 
 /// Asserts that the Rust and the Python verifier agree on a spool.
 pub fn assert_verifiers_agree(dir: &Path, pk: Option<[u8; 32]>, r: &Report) {
     let py = pyverify(dir, pk);
-    assert_eq!(py["ok"].as_bool(), Some(r.ok()), "verdicts differ: rust {:?}, python {py}", r.failure);
+    assert_eq!(
+        py["ok"].as_bool(),
+        Some(r.ok()),
+        "verdicts differ: rust {:?}, python {py}",
+        r.failure
+    );
     match &r.failure {
         None => {
             assert!(py["failure"].is_null());
-            assert_eq!(py["records"].as_u64(), Some(r.records), "record counts differ");
+            assert_eq!(
+                py["records"].as_u64(),
+                Some(r.records),
+                "record counts differ"
+            );
             assert_eq!(py["checkpoints"].as_u64(), Some(r.checkpoints));
             assert_eq!(py["epoch_transitions"].as_u64(), Some(r.epoch_transitions));
             assert_eq!(py["unsigned_tail"].as_u64(), Some(r.unsigned_tail));
-            assert_eq!(py["root"].as_str(), Some(wormlog_spool::hash::hex(&r.root).as_str()));
+            assert_eq!(
+                py["root"].as_str(),
+                Some(wormlog_spool::hash::hex(&r.root).as_str())
+            );
             assert_eq!(
                 py["recoveries"].as_array().map(Vec::len),
                 Some(r.recoveries.len()),
@@ -144,7 +176,11 @@ pub fn assert_verifiers_agree(dir: &Path, pk: Option<[u8; 32]>, r: &Report) {
         Some(f) => {
             let pf = &py["failure"];
             assert_eq!(
-                (pf["segment"].as_u64(), pf["offset"].as_u64(), pf["seq"].as_u64()),
+                (
+                    pf["segment"].as_u64(),
+                    pf["offset"].as_u64(),
+                    pf["seq"].as_u64()
+                ),
                 (Some(f.segment), Some(f.offset), Some(f.seq)),
                 "failure locations differ: rust {f:?} / python {pf}"
             );
