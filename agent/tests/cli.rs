@@ -34,8 +34,15 @@ impl Tmp {
         path
     }
     fn keygen(&self) -> String {
-        let out = run(&["keygen", "--key-dir", self.p("keys").to_str().unwrap()], None);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = run(
+            &["keygen", "--key-dir", self.p("keys").to_str().unwrap()],
+            None,
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap().trim().to_owned()
     }
 }
@@ -65,13 +72,29 @@ fn run_with(cmd: &mut Command, stdin: Option<&[u8]>) -> Output {
     child.wait_with_output().unwrap()
 }
 
-fn append(t: &Tmp, cfg: &Path, source: &str, input: &[u8]) -> Output {
-    run(&["append", "--config", cfg.to_str().unwrap(), "--source", source], Some(input))
+fn append(_t: &Tmp, cfg: &Path, source: &str, input: &[u8]) -> Output {
+    run(
+        &[
+            "append",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--source",
+            source,
+        ],
+        Some(input),
+    )
 }
 
 fn cat_json(t: &Tmp) -> Vec<serde_json::Value> {
-    let out = run(&["cat", "--spool", t.p("spool").to_str().unwrap(), "--json"], None);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(
+        &["cat", "--spool", t.p("spool").to_str().unwrap(), "--json"],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout)
         .unwrap()
         .lines()
@@ -80,11 +103,19 @@ fn cat_json(t: &Tmp) -> Vec<serde_json::Value> {
 }
 
 fn entries(t: &Tmp) -> Vec<serde_json::Value> {
-    cat_json(t).into_iter().filter(|v| v["kind"] == "entry").collect()
+    cat_json(t)
+        .into_iter()
+        .filter(|v| v["kind"] == "entry")
+        .collect()
 }
 
 fn verify_json(t: &Tmp, extra: &[&str]) -> (i32, serde_json::Value) {
-    let mut args = vec!["verify", "--spool", t.p("spool").to_str().unwrap().to_owned().leak() as &str, "--json"];
+    let mut args = vec![
+        "verify",
+        "--spool",
+        t.p("spool").to_str().unwrap().to_owned().leak() as &str,
+        "--json",
+    ];
     args.extend_from_slice(extra);
     let out = run(&args, None);
     let v = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
@@ -96,14 +127,31 @@ fn keygen_prints_one_line_and_never_overwrites() {
     let t = Tmp::new();
     let pk = t.keygen();
     assert!(pk.starts_with("ed25519:") && !pk.contains('\n'), "{pk}");
-    assert_eq!(std::fs::read_to_string(t.p("keys/host.pub")).unwrap().trim(), pk);
+    assert_eq!(
+        std::fs::read_to_string(t.p("keys/host.pub"))
+            .unwrap()
+            .trim(),
+        pk
+    );
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(t.p("keys/host.key")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(t.p("keys/host.key"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600, "the seed is private");
-    let again = run(&["keygen", "--key-dir", t.p("keys").to_str().unwrap()], None);
+    let again = run(
+        &["keygen", "--key-dir", t.p("keys").to_str().unwrap()],
+        None,
+    );
     assert_eq!(again.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&again.stderr).contains("refusing"));
-    assert_eq!(std::fs::read_to_string(t.p("keys/host.pub")).unwrap().trim(), pk, "unchanged");
+    assert_eq!(
+        std::fs::read_to_string(t.p("keys/host.pub"))
+            .unwrap()
+            .trim(),
+        pk,
+        "unchanged"
+    );
 }
 
 #[test]
@@ -111,10 +159,23 @@ fn check_config_names_file_line_and_column() {
     let t = Tmp::new();
     let good = t.config("segment_max_bytes = \"64MiB\"\nepoch = \"15m\"");
     let out = run(&["check-config", "--config", good.to_str().unwrap()], None);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let cases: &[(&str, &str, &str)] = &[
-        ("[agent]\nid = \"x\"\nspool_dirr = \"/tmp\"\n", ":3:1:", "unknown field"),
-        ("[spool]\ncommit_interval = \"5 parsecs\"\n", ":2:19:", "parsecs"),
+        (
+            "[agent]\nid = \"x\"\nspool_dirr = \"/tmp\"\n",
+            ":3:1:",
+            "unknown field",
+        ),
+        (
+            "[spool]\ncommit_interval = \"5 parsecs\"\n",
+            ":2:19:",
+            "parsecs",
+        ),
         ("[spool]\nsegment_max_bytes = \"12XB\"\n", ":2:21:", "XB"),
         ("[spool]\nappend_only = \"maybe\"\n", ":2:15:", "maybe"),
         ("[spool]\nepoch = \"0s\"\n", ":2:1:", "epoch"),
@@ -126,7 +187,10 @@ fn check_config_names_file_line_and_column() {
         let out = run(&["check-config", "--config", p.to_str().unwrap()], None);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{text:?}: {err}");
-        assert!(err.starts_with(&format!("{}{loc}", p.display())), "{text:?}: {err}");
+        assert!(
+            err.starts_with(&format!("{}{loc}", p.display())),
+            "{text:?}: {err}"
+        );
         assert!(err.contains(word), "{text:?}: {err}");
     }
 }
@@ -143,19 +207,31 @@ fn append_keeps_bytes_exact_and_cat_shows_them_safely() {
     input.extend(std::iter::repeat_n(b'L', 2500));
     input.extend_from_slice(b"\nlast line without newline");
     let out = append(&t, &cfg, "app", &input);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let e = entries(&t);
     assert_eq!(e.len(), 7, "{e:?}");
     assert_eq!(e[0]["body"], "plain line");
     assert_eq!(e[0]["source"], "app");
     assert!(e[0]["ts"].as_str().unwrap().ends_with('Z'));
     use base64::Engine as _;
-    let raw = base64::engine::general_purpose::STANDARD.decode(e[1]["body_base64"].as_str().unwrap()).unwrap();
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(e[1]["body_base64"].as_str().unwrap())
+        .unwrap();
     assert_eq!(raw, b"nul \x00 and invalid \xff\xfe utf-8");
-    assert_eq!(e[2]["body"], "escape \u{1b}[31mred\u{1b}[0m and bidi \u{202e} reversed\r");
+    assert_eq!(
+        e[2]["body"],
+        "escape \u{1b}[31mred\u{1b}[0m and bidi \u{202e} reversed\r"
+    );
     // The long line in parts that say so.
     assert_eq!(e[3]["flags"], serde_json::json!(["more_parts"]));
-    assert_eq!(e[4]["flags"], serde_json::json!(["more_parts", "continuation"]));
+    assert_eq!(
+        e[4]["flags"],
+        serde_json::json!(["more_parts", "continuation"])
+    );
     assert_eq!(e[5]["flags"], serde_json::json!(["continuation"]));
     let joined: String = (3..6).map(|i| e[i]["body"].as_str().unwrap()).collect();
     assert_eq!(joined, "L".repeat(2500));
@@ -164,10 +240,31 @@ fn append_keeps_bytes_exact_and_cat_shows_them_safely() {
     let out = run(&["cat", "--spool", t.p("spool").to_str().unwrap()], None);
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(!text.contains('\u{1b}') && !text.contains('\u{202e}') && !text.contains('\0'));
-    assert!(text.contains("\\u{001b}[31mred") && text.contains("\\u{202e}") && text.contains("\\xff\\xfe"));
+    assert!(
+        text.contains("\\u{001b}[31mred")
+            && text.contains("\\u{202e}")
+            && text.contains("\\xff\\xfe")
+    );
     // --from
-    let out = run(&["cat", "--spool", t.p("spool").to_str().unwrap(), "--json", "--from", "5"], None);
-    let first: serde_json::Value = serde_json::from_str(String::from_utf8(out.stdout).unwrap().lines().next().unwrap()).unwrap();
+    let out = run(
+        &[
+            "cat",
+            "--spool",
+            t.p("spool").to_str().unwrap(),
+            "--json",
+            "--from",
+            "5",
+        ],
+        None,
+    );
+    let first: serde_json::Value = serde_json::from_str(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(first["seq"], 5);
 }
 
@@ -176,7 +273,11 @@ fn verify_exit_codes_and_report() {
     let t = Tmp::new();
     let pk = t.keygen();
     let cfg = t.config("append_only = \"off\"");
-    assert!(append(&t, &cfg, "app", b"one\ntwo\nthree\n").status.success());
+    assert!(
+        append(&t, &cfg, "app", b"one\ntwo\nthree\n")
+            .status
+            .success()
+    );
     let (code, v) = verify_json(&t, &["--pubkey", &pk]);
     assert_eq!(code, 0, "{v}");
     assert_eq!(v["ok"], true);
@@ -187,9 +288,21 @@ fn verify_exit_codes_and_report() {
     let (code, _) = verify_json(&t, &["--pubkey", t.p("keys/host.pub").to_str().unwrap()]);
     assert_eq!(code, 0);
     // Human report.
-    let out = run(&["verify", "--spool", t.p("spool").to_str().unwrap(), "--pubkey", &pk], None);
+    let out = run(
+        &[
+            "verify",
+            "--spool",
+            t.p("spool").to_str().unwrap(),
+            "--pubkey",
+            &pk,
+        ],
+        None,
+    );
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.contains("INTACT") && text.contains("matches --pubkey"), "{text}");
+    assert!(
+        text.contains("INTACT") && text.contains("matches --pubkey"),
+        "{text}"
+    );
     // Tampered: a byte of a line changed.
     let seg = t.p("spool/0000000000000000.wlseg");
     let mut b = std::fs::read(&seg).unwrap();
@@ -203,7 +316,11 @@ fn verify_exit_codes_and_report() {
     assert!(v["failure"]["offset"].as_u64().unwrap() < at as u64);
     let out = run(&["verify", "--spool", t.p("spool").to_str().unwrap()], None);
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.contains("TAMPERING OR LOSS FOUND") && text.contains("FIRST PROBLEM    segment 0, byte offset"), "{text}");
+    assert!(
+        text.contains("TAMPERING OR LOSS FOUND")
+            && text.contains("FIRST PROBLEM    segment 0, byte offset"),
+        "{text}"
+    );
     // cat stops at the damage, exit 1.
     let out = run(&["cat", "--spool", t.p("spool").to_str().unwrap()], None);
     assert_eq!(out.status.code(), Some(1));
@@ -211,7 +328,10 @@ fn verify_exit_codes_and_report() {
     // Usage and I/O errors: exit 2.
     let (code, _) = verify_json(&t, &["--pubkey", "ed25519:nonsense"]);
     assert_eq!(code, 2);
-    let out = run(&["verify", "--spool", t.p("nowhere").to_str().unwrap()], None);
+    let out = run(
+        &["verify", "--spool", t.p("nowhere").to_str().unwrap()],
+        None,
+    );
     assert_eq!(out.status.code(), Some(2));
     let out = run(&["verify"], None);
     assert_eq!(out.status.code(), Some(2));
@@ -224,7 +344,13 @@ fn append_refuses_while_another_process_holds_the_spool() {
     let cfg = t.config("append_only = \"off\"");
     // A first append that keeps its standard input open holds the lock.
     let mut first = Command::new(bin())
-        .args(["append", "--config", cfg.to_str().unwrap(), "--source", "slow"])
+        .args([
+            "append",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--source",
+            "slow",
+        ])
         .stdin(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -234,13 +360,16 @@ fn append_refuses_while_another_process_holds_the_spool() {
     // Wait (with a deadline) until it has opened the spool.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let held = std::fs::File::open(t.p("spool/lock"))
-            .ok()
-            .map(|f| rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockShared).is_err());
+        let held = std::fs::File::open(t.p("spool/lock")).ok().map(|f| {
+            rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockShared).is_err()
+        });
         if held == Some(true) {
             break;
         }
-        assert!(Instant::now() < deadline, "first append never took the lock");
+        assert!(
+            Instant::now() < deadline,
+            "first append never took the lock"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     let out = append(&t, &cfg, "second", b"refused\n");
@@ -249,7 +378,10 @@ fn append_refuses_while_another_process_holds_the_spool() {
     assert!(err.contains("in use by another process"), "{err}");
     drop(sin);
     assert!(first.wait().unwrap().success());
-    let bodies: Vec<_> = entries(&t).iter().map(|e| e["body"].as_str().unwrap().to_owned()).collect();
+    let bodies: Vec<_> = entries(&t)
+        .iter()
+        .map(|e| e["body"].as_str().unwrap().to_owned())
+        .collect();
     assert_eq!(bodies, ["held"]);
     // Once released, appending works again.
     assert!(append(&t, &cfg, "second", b"now\n").status.success());
@@ -275,32 +407,65 @@ fn append_only_and_immutable_flags_are_really_set() {
         let out = append(&t, &cfg, "app", b"x\n");
         assert_eq!(out.status.code(), Some(1));
         assert!(String::from_utf8_lossy(&out.stderr).contains("CAP_LINUX_IMMUTABLE"));
-        eprintln!("NOTE: this file system (or process) cannot set chattr flags; checked the refusal instead");
+        eprintln!(
+            "NOTE: this file system (or process) cannot set chattr flags; checked the refusal instead"
+        );
         return;
     }
     // Enough lines for two segments.
     let line = "x".repeat(300);
     let input: String = (0..4000).map(|i| format!("{i} {line}\n")).collect();
     let out = append(&t, &cfg, "app", input.as_bytes());
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let segs: Vec<PathBuf> = wormlog_spool::segment::list_segments(&t.p("spool")).unwrap().0.into_iter().map(|(_, p)| p).collect();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let segs: Vec<PathBuf> = wormlog_spool::segment::list_segments(&t.p("spool"))
+        .unwrap()
+        .0
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect();
     assert!(segs.len() >= 2);
     let (last, sealed) = segs.split_last().unwrap();
     for s in sealed {
-        assert_eq!(wormlog_spool::worm::flags_of(s).unwrap(), (false, true), "{} immutable", s.display());
+        assert_eq!(
+            wormlog_spool::worm::flags_of(s).unwrap(),
+            (false, true),
+            "{} immutable",
+            s.display()
+        );
         // Even root cannot write, truncate, rename or delete it.
         assert!(std::fs::OpenOptions::new().append(true).open(s).is_err());
         assert!(std::fs::remove_file(s).is_err());
         assert!(std::fs::rename(s, t.p("moved")).is_err());
     }
-    assert_eq!(wormlog_spool::worm::flags_of(last).unwrap(), (true, false), "active segment append-only");
-    assert!(std::fs::OpenOptions::new().write(true).truncate(true).open(last).is_err(), "no truncation");
-    assert!(std::fs::OpenOptions::new().write(true).open(last).is_err(), "no writes except appends");
+    assert_eq!(
+        wormlog_spool::worm::flags_of(last).unwrap(),
+        (true, false),
+        "active segment append-only"
+    );
+    assert!(
+        std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(last)
+            .is_err(),
+        "no truncation"
+    );
+    assert!(
+        std::fs::OpenOptions::new().write(true).open(last).is_err(),
+        "no writes except appends"
+    );
     assert!(std::fs::OpenOptions::new().append(true).open(last).is_ok());
     // lsattr, the operator's view, agrees.
     if let Ok(out) = Command::new("lsattr").arg(last).output() {
         let s = String::from_utf8_lossy(&out.stdout);
-        assert!(s.split_whitespace().next().unwrap_or("").contains('a'), "{s}");
+        assert!(
+            s.split_whitespace().next().unwrap_or("").contains('a'),
+            "{s}"
+        );
     }
     let (code, v) = verify_json(&t, &[]);
     assert_eq!(code, 0, "{v}");
@@ -311,25 +476,60 @@ fn without_cap_linux_immutable_try_warns_and_require_refuses() {
     let t = Tmp::new();
     t.keygen();
     if !flags_supported(&t) || Command::new("setpriv").arg("--version").output().is_err() {
-        eprintln!("NOTE: needs setpriv and a file system with chattr flags; checked in CI as root on ext4");
+        eprintln!(
+            "NOTE: needs setpriv and a file system with chattr flags; checked in CI as root on ext4"
+        );
         return;
     }
     let drop_cap = |args: &[&str], input: &[u8]| {
-        run_with(Command::new("setpriv").args(["--bounding-set=-linux_immutable", "--", bin()]).args(args), Some(input))
+        run_with(
+            Command::new("setpriv")
+                .args(["--bounding-set=-linux_immutable", "--", bin()])
+                .args(args),
+            Some(input),
+        )
     };
     let cfg = t.config("append_only = \"require\"");
-    let out = drop_cap(&["append", "--config", cfg.to_str().unwrap(), "--source", "app"], b"x\n");
+    let out = drop_cap(
+        &[
+            "append",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--source",
+            "app",
+        ],
+        b"x\n",
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("append_only = \"require\"") && err.contains("CAP_LINUX_IMMUTABLE"), "{err}");
+    assert!(
+        err.contains("append_only = \"require\"") && err.contains("CAP_LINUX_IMMUTABLE"),
+        "{err}"
+    );
     let cfg = t.config("append_only = \"try\"");
-    let out = drop_cap(&["append", "--config", cfg.to_str().unwrap(), "--source", "app"], b"kept anyway\n");
+    let out = drop_cap(
+        &[
+            "append",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--source",
+            "app",
+        ],
+        b"kept anyway\n",
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
-    assert!(err.contains("warning") && err.contains("NOT active"), "{err}");
+    assert!(
+        err.contains("warning") && err.contains("NOT active"),
+        "{err}"
+    );
     let recs = cat_json(&t);
     let start = recs.iter().rfind(|r| r["kind"] == "start").unwrap();
     assert_eq!(start["append_only_active"], false);
-    assert!(recs.iter().any(|r| r["kind"] == "alert" && r["code"] == "append_only_unavailable"), "{recs:?}");
+    assert!(
+        recs.iter()
+            .any(|r| r["kind"] == "alert" && r["code"] == "append_only_unavailable"),
+        "{recs:?}"
+    );
     assert!(recs.iter().any(|r| r["body"] == "kept anyway"));
 }

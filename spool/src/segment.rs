@@ -135,9 +135,12 @@ pub fn parse_segment_file_name(name: &str) -> Option<u64> {
     u64::from_str_radix(hexpart, 16).ok()
 }
 
+/// Segment numbers and paths, in order.
+pub type SegmentList = Vec<(u64, PathBuf)>;
+
 /// The segments in a directory, sorted by number, and the names of other
 /// entries (the lock file and segments being created are not listed).
-pub fn list_segments(dir: &Path) -> std::io::Result<(Vec<(u64, PathBuf)>, Vec<String>)> {
+pub fn list_segments(dir: &Path) -> std::io::Result<(SegmentList, Vec<String>)> {
     let mut segs = Vec::new();
     let mut other = Vec::new();
     for e in std::fs::read_dir(dir)? {

@@ -165,7 +165,8 @@ fn reframe(frame: &[u8], edit: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
 
 #[test]
 fn records_deleted_duplicated_swapped_inserted() {
-    let cases: Vec<(&str, Box<dyn Fn(&mut Vec<Vec<u8>>)>, usize)> = vec![
+    type Edit = Box<dyn Fn(&mut Vec<Vec<u8>>)>;
+    let cases: Vec<(&str, Edit, usize)> = vec![
         // (name, edit of segment 0's frames, index of the frame where the failure is expected)
         (
             "delete",

@@ -206,13 +206,13 @@ pub(crate) fn scan(
 
     for (si, seg) in loaded.iter().enumerate().skip(start_seg) {
         let first = if si == start_seg { start_frame } else { 0 };
-        if si > start_seg || first == 0 {
-            if seg.header.first_seq != st.next_seq || seg.header.prev_head != st.head {
-                return Err(corrupt(
-                    &seg.path,
-                    "segment header does not continue the chain",
-                ));
-            }
+        if (si > start_seg || first == 0)
+            && (seg.header.first_seq != st.next_seq || seg.header.prev_head != st.head)
+        {
+            return Err(corrupt(
+                &seg.path,
+                "segment header does not continue the chain",
+            ));
         }
         for f in &seg.frames[first..] {
             let rec_bytes = &seg.bytes[f.1..f.2];
