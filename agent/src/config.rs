@@ -320,7 +320,7 @@ mod tests {
     fn defaults_and_locations() {
         let c = load_str("[agent]\nid = \"web-01\"\n").unwrap();
         assert_eq!(c.agent_id(), "web-01");
-        assert_eq!(c.config.spool.segment_max_bytes.0, 64 << 20);
+        assert_eq!(c.config.spool.segment_max_bytes.0, 32 << 20);
         let e = load_str("[agent]\nid = \"a\"\nbogus = 1\n").unwrap_err();
         assert!(e.0.starts_with("F:3:1: "), "{e}");
         let e = load_str("[spool]\nsegment_max_bytes = \"12XB\"\n").unwrap_err();

@@ -222,42 +222,56 @@ fn main() {
     );
     println!("verify: {v:.0} MB/s ({} MB spool)", bytes / 1_000_000);
 
-    // Reopen a large spool.
+    // Reopen a large spool. The last segment is nearly full (the worst
+    // case: opening reads the last segment only).
     let mib = env_u64("WORMLOG_BENCH_REOPEN_MIB", 1024);
-    let target = mib << 20;
+    let seg_mib = wormlog_spool::writer::options::DEFAULT_SEGMENT_MAX_BYTES >> 20;
+    let target = (mib.div_ceil(seg_mib) * seg_mib - 2) << 20;
     fresh(&dir);
     let key = new_key(&dir);
     let (mut s, _) = Spool::open(options(&dir, 1 << 20, AppendOnly::Try), key).unwrap();
+    let input = lines();
     let mut i = 0u64;
     while disk_bytes(&spool) < target {
-        for _ in 0..100_000 {
-            line(i, &mut buf);
-            s.append_entry("app", &Position::Counter(i), 0, &[], &buf, wall_ns())
-                .unwrap();
+        for _ in 0..10_000 {
+            s.append_entry("app", &Position::Counter(i), 0, &[], &input[(i & 4095) as usize], wall_ns()).unwrap();
             i += 1;
         }
         s.sync().unwrap();
     }
     s.close("bench").unwrap();
-    let reopen: Vec<f64> = (0..runs.max(3))
-        .map(|_| {
-            let key = HostKey::load(&dir.join("keys")).unwrap();
-            let t = Instant::now();
-            let (s, _) = Spool::open(options(&dir, 1 << 20, AppendOnly::Try), key).unwrap();
-            let el = t.elapsed();
-            s.close("bench").unwrap();
-            el.as_secs_f64() * 1e3
-        })
-        .collect();
-    let segs = wormlog_spool::segment::list_segments(&spool)
-        .unwrap()
-        .0
-        .len();
+    let segs = wormlog_spool::segment::list_segments(&spool).unwrap().0;
+    let last_mib = std::fs::metadata(&segs.last().unwrap().1).unwrap().len() as f64 / (1 << 20) as f64;
+    let reopen = |drop_caches: bool| -> f64 {
+        median(
+            (0..runs.max(3))
+                .map(|_| {
+                    if drop_caches {
+                        let _ = std::process::Command::new("sync").status();
+                        let _ = std::fs::write("/proc/sys/vm/drop_caches", "3");
+                    }
+                    let key = HostKey::load(&dir.join("keys")).unwrap();
+                    let t = Instant::now();
+                    let (s, _) = Spool::open(options(&dir, 1 << 20, AppendOnly::Try), key).unwrap();
+                    let el = t.elapsed();
+                    s.close("bench").unwrap();
+                    el.as_secs_f64() * 1e3
+                })
+                .collect(),
+        )
+    };
+    let warm = reopen(false);
     println!(
-        "reopen a {} MiB spool ({segs} segments, {i} records): {:.1} ms (median; includes the start record and its fsync)",
+        "reopen a {} MiB spool ({} segments, {i} records, last segment {last_mib:.1} MiB), page cache warm: {warm:.1} ms (median; includes the start record and its fsync)",
         disk_bytes(&spool) >> 20,
-        median(reopen)
+        segs.len()
     );
+    if std::fs::OpenOptions::new().write(true).open("/proc/sys/vm/drop_caches").is_ok() {
+        let cold = reopen(true);
+        println!("reopen, page cache dropped first (cold): {cold:.1} ms");
+    } else {
+        println!("reopen, cold: not measured (dropping the page cache needs root)");
+    }
     let _ = wormlog_spool::worm::remove_dir_all_worm(&dir);
     std::thread::sleep(Duration::from_millis(1));
 }

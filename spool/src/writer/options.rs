@@ -38,7 +38,7 @@ pub struct SpoolOptions {
     pub fault: Option<Arc<FaultInjector>>,
 }
 
-pub const DEFAULT_SEGMENT_MAX_BYTES: u64 = 64 << 20;
+pub const DEFAULT_SEGMENT_MAX_BYTES: u64 = 32 << 20;
 pub const DEFAULT_SEGMENT_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_millis(5);
 pub const DEFAULT_COMMIT_BYTES: usize = 1 << 20;

@@ -296,10 +296,15 @@ fn track_position(
     let p = pos
         .to_position()
         .map_err(|e| corrupt(path, e.to_string()))?;
-    st.positions
-        .entry(source.to_owned())
-        .or_default()
-        .insert(p.stream_key(), p);
+    let key = p.stream_key();
+    match st.positions.get_mut(source) {
+        Some(m) => {
+            m.insert(key, p);
+        }
+        None => {
+            st.positions.entry(source.to_owned()).or_default().insert(key, p);
+        }
+    }
     Ok(())
 }
 
