@@ -234,14 +234,23 @@ fn main() {
     let mut i = 0u64;
     while disk_bytes(&spool) < target {
         for _ in 0..10_000 {
-            s.append_entry("app", &Position::Counter(i), 0, &[], &input[(i & 4095) as usize], wall_ns()).unwrap();
+            s.append_entry(
+                "app",
+                &Position::Counter(i),
+                0,
+                &[],
+                &input[(i & 4095) as usize],
+                wall_ns(),
+            )
+            .unwrap();
             i += 1;
         }
         s.sync().unwrap();
     }
     s.close("bench").unwrap();
     let segs = wormlog_spool::segment::list_segments(&spool).unwrap().0;
-    let last_mib = std::fs::metadata(&segs.last().unwrap().1).unwrap().len() as f64 / (1 << 20) as f64;
+    let last_mib =
+        std::fs::metadata(&segs.last().unwrap().1).unwrap().len() as f64 / (1 << 20) as f64;
     let reopen = |drop_caches: bool| -> f64 {
         median(
             (0..runs.max(3))
@@ -266,7 +275,11 @@ fn main() {
         disk_bytes(&spool) >> 20,
         segs.len()
     );
-    if std::fs::OpenOptions::new().write(true).open("/proc/sys/vm/drop_caches").is_ok() {
+    if std::fs::OpenOptions::new()
+        .write(true)
+        .open("/proc/sys/vm/drop_caches")
+        .is_ok()
+    {
         let cold = reopen(true);
         println!("reopen, page cache dropped first (cold): {cold:.1} ms");
     } else {

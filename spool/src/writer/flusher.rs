@@ -79,6 +79,8 @@ struct State {
 struct Shared {
     state: Mutex<State>,
     cv: Condvar,
+    /// Mirrors `State::busy` for a check without the lock on the hot path.
+    busy: std::sync::atomic::AtomicBool,
 }
 
 /// Statistics of the flusher.
@@ -114,8 +116,9 @@ impl Flusher {
     }
 
     /// Whether a batch is in flight.
+    #[inline]
     pub fn busy(&self) -> bool {
-        self.lock().busy
+        self.shared.busy.load(Ordering::Acquire)
     }
 
     /// Hands a batch over, first waiting for the one in flight. Returns a
@@ -131,6 +134,7 @@ impl Flusher {
         }
         st.job = Some(job);
         st.busy = true;
+        self.shared.busy.store(true, Ordering::Release);
         let spare = st.spare.take().unwrap_or_default();
         self.shared.cv.notify_all();
         Ok(spare)
@@ -247,6 +251,7 @@ fn run(shared: &Shared, fault: Option<&FaultInjector>) {
             }
         }
         st.busy = false;
+        shared.busy.store(false, Ordering::Release);
         shared.cv.notify_all();
     }
 }

@@ -302,7 +302,10 @@ fn track_position(
             m.insert(key, p);
         }
         None => {
-            st.positions.entry(source.to_owned()).or_default().insert(key, p);
+            st.positions
+                .entry(source.to_owned())
+                .or_default()
+                .insert(key, p);
         }
     }
     Ok(())
