@@ -191,7 +191,7 @@ fn positions_survive_a_reopen() {
     let want = s.positions().clone();
     drop(s); // crash: what was synced is what counts
     let key = HostKey::load(&t.keys()).unwrap();
-    let (s, _) = Spool::open(o, key).unwrap();
+    let (mut s, _) = Spool::open(o, key).unwrap();
     assert!(segments(&t.spool()).len() > 2);
     assert_eq!(s.positions(), &want);
     assert_eq!(s.positions()["files"].len(), 3);
@@ -301,4 +301,23 @@ fn fsync_failing_again_stops_the_writer_loudly() {
     let r = verify(&t.spool(), None);
     assert!(r.ok(), "{:?}", r.failure);
     assert_eq!(bodies(&t.spool())[0].1, b"durable");
+}
+
+#[test]
+fn segments_rotate_by_age_when_ticked() {
+    let t = TempDir::new();
+    let pk = keygen(&t);
+    let mut o = options(&t.spool());
+    o.segment_max_age = Duration::from_millis(50);
+    let mut s = open(&t, o);
+    entry(&mut s, "app", 0, b"in the first segment");
+    tick_until(&mut s, "two rotations by age", |s| {
+        s.stats().segment_no >= 2
+    });
+    entry(&mut s, "app", 1, b"in a later segment");
+    s.close("done").unwrap();
+    let r = verify(&t.spool(), Some(pk));
+    assert!(r.ok(), "{:?}", r.failure);
+    assert!(r.segments >= 3);
+    assert_eq!(r.entries, 2);
 }

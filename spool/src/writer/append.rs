@@ -139,6 +139,7 @@ impl Spool {
     /// Forgets a stream of a source (e.g. a rotated file read to its end),
     /// so that the next anchor checkpoint no longer lists it.
     pub fn forget_position(&mut self, source: &str, stream_key: (u64, u64, u64)) {
+        self.flush_hot();
         if let Some(m) = self.st.positions.get_mut(source) {
             m.remove(&stream_key);
             if m.is_empty() {
@@ -147,22 +148,33 @@ impl Spool {
         }
     }
 
+    /// Notes where a source stands. The stream of the last entry is kept
+    /// aside ("hot"), so that a run of lines from one file costs a compare,
+    /// not two map lookups.
     #[inline]
     pub(super) fn track(&mut self, source: &str, position: &Position) {
         let key = position.stream_key();
-        match self.st.positions.get_mut(source) {
-            Some(m) => match m.get_mut(&key) {
-                Some(p) => p.clone_from(position),
-                None => {
-                    m.insert(key, position.clone());
+        if let Some((s, k, p)) = &mut self.hot
+            && *k == key
+            && s == source
+        {
+            p.clone_from(position);
+            return;
+        }
+        self.flush_hot();
+        self.hot = Some((source.to_owned(), key, position.clone()));
+    }
+
+    /// Moves the hot position into the table.
+    pub(super) fn flush_hot(&mut self) {
+        if let Some((source, key, p)) = self.hot.take() {
+            match self.st.positions.get_mut(&source) {
+                Some(m) => {
+                    m.insert(key, p);
                 }
-            },
-            None => {
-                self.st
-                    .positions
-                    .entry(source.to_owned())
-                    .or_default()
-                    .insert(key, position.clone());
+                None => {
+                    self.st.positions.entry(source).or_default().insert(key, p);
+                }
             }
         }
     }
@@ -199,6 +211,9 @@ impl Spool {
     /// Appends a checkpoint signed with the current epoch key. An anchor
     /// also carries every source's position.
     pub(super) fn push_checkpoint(&mut self, anchor: bool) {
+        if anchor {
+            self.flush_hot();
+        }
         let ts = wall_ns();
         let at = begin_frame(&mut self.pending);
         let rec_start = self.pending.len();

@@ -66,6 +66,7 @@ impl Spool {
             Err(e) => return Err(fatal(self, std::io::Error::other(e.to_string()))),
         };
         self.st = st;
+        self.hot = None;
         if self.st.next_seq == 0 {
             return Err(fatal(self, failure.error));
         }

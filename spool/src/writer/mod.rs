@@ -114,6 +114,9 @@ pub struct Spool {
     append_only_active: bool,
     /// Alerts to write after the next anchor checkpoint.
     deferred_alerts: Vec<(AlertCode, String)>,
+    /// The position of the stream the last entry came from, not yet in
+    /// `st.positions` (see `track`).
+    hot: Option<(String, (u64, u64, u64), crate::position::Position)>,
     stopped: bool,
 }
 
@@ -184,6 +187,7 @@ impl Spool {
             clock_ref: (wall_ns(), boottime_ns()),
             append_only_active: opts.append_only != AppendOnly::Off,
             deferred_alerts: Vec::new(),
+            hot: None,
             stopped: false,
             opts,
         };

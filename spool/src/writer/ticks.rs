@@ -256,7 +256,8 @@ impl Spool {
     }
 
     /// Where every source stands.
-    pub fn positions(&self) -> &super::Positions {
+    pub fn positions(&mut self) -> &super::Positions {
+        self.flush_hot();
         &self.st.positions
     }
 
