@@ -1,4 +1,4 @@
-//! Framing: length, CRC32C, record (docs/FORMAT.md §3.2).
+//! Framing: CRC32C, length, record (docs/FORMAT.md §3.2).
 
 /// Bytes before the record in a frame.
 pub const FRAME_HEADER_LEN: usize = 8;
@@ -22,9 +22,10 @@ pub fn begin_frame(out: &mut Vec<u8>) -> usize {
 pub fn finish_frame(out: &mut [u8], at: usize) -> std::ops::Range<usize> {
     let start = at + FRAME_HEADER_LEN;
     let len = (out.len() - start) as u32;
-    out[at..at + 4].copy_from_slice(&len.to_le_bytes());
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&len.to_le_bytes()), &out[start..]);
-    out[at + 4..at + 8].copy_from_slice(&crc.to_le_bytes());
+    out[at + 4..at + 8].copy_from_slice(&len.to_le_bytes());
+    // The CRC covers the length and the record, which lie side by side.
+    let crc = crc32c::crc32c(&out[at + 4..]);
+    out[at..at + 4].copy_from_slice(&crc.to_le_bytes());
     start..out.len()
 }
 
@@ -77,7 +78,7 @@ pub fn frame_bounds_at(buf: &[u8], off: usize) -> FrameAt {
     if rest < FRAME_HEADER_LEN {
         return FrameAt::Incomplete;
     }
-    let len = u32::from_le_bytes(buf[off..off + 4].try_into().expect("4 bytes"));
+    let len = u32::from_le_bytes(buf[off + 4..off + 8].try_into().expect("4 bytes"));
 
     if (len as usize) < MIN_RECORD_LEN || len as usize > MAX_RECORD_LEN {
         return FrameAt::Bad(BadFrame::Length(len));
@@ -94,11 +95,8 @@ pub fn frame_bounds_at(buf: &[u8], off: usize) -> FrameAt {
 /// Whether the CRC of the frame at `off` (ending at `end`) is right.
 #[inline]
 pub fn crc_matches(buf: &[u8], off: usize, end: usize) -> bool {
-    let crc = u32::from_le_bytes(buf[off + 4..off + 8].try_into().expect("4 bytes"));
-    crc32c::crc32c_append(
-        crc32c::crc32c(&buf[off..off + 4]),
-        &buf[off + FRAME_HEADER_LEN..end],
-    ) == crc
+    let crc = u32::from_le_bytes(buf[off..off + 4].try_into().expect("4 bytes"));
+    crc32c::crc32c(&buf[off + 4..end]) == crc
 }
 
 /// After damage at `from`, looks for a later well-formed frame holding one
