@@ -108,6 +108,21 @@ def position_none() -> bytes:
     return b"\x00" + struct.pack("<H", 0)
 
 
+def frame(record: bytes) -> bytes:
+    """Section 3.2: crc (offset 0) = CRC32C of frame bytes [4, 8 + len), i.e.
+    of the length field and the record; len (offset 4); the record (offset 8)."""
+    len_field = struct.pack("<I", len(record))
+    return struct.pack("<I", wv.crc32c(len_field + record)) + len_field + record
+
+
+def frame_start(length: int, crc: int = 0) -> bytes:
+    """The 8-byte frame header alone (for torn or hand-made frames)."""
+    return struct.pack("<II", crc, length)
+
+
+FRAME_LEN_AT = 4  # offset of `len` within a frame; `crc` is at 0
+
+
 def public_key(secret: bytes) -> bytes:
     return Ed25519PrivateKey.from_private_bytes(secret).public_key().public_bytes(
         Encoding.Raw, PublicFormat.Raw)
@@ -168,10 +183,8 @@ class SpoolWriter:
         record = struct.pack("<BBHQq", 1, kind, flags, self.seq, self.ts) + prev + payload
         if signer is not None:
             record += self._sign(signer, record)
-        frame_len = struct.pack("<I", len(record))
-        frame = frame_len + struct.pack("<I", wv.crc32c(record, wv.crc32c(frame_len))) + record
         offset = os.path.getsize(self.path())
-        self.raw_append(frame)
+        self.raw_append(frame(record))
         self.offsets[self.seq] = (self.segment, offset)
         leaf = wv.leaf_hash(record)
         self.head = leaf  # section 4: head_i = leaf_i
@@ -272,7 +285,7 @@ class SpoolWriter:
         self.seq, self.head, self.frontier = 0, wv.ZERO32, wv.Frontier()
         pos = 69 + len(self.agent_id)
         while pos < region_offset:
-            length = struct.unpack_from("<I", data, pos)[0]
+            length = struct.unpack_from("<I", data, pos + FRAME_LEN_AT)[0]
             leaf = wv.leaf_hash(data[pos + 8:pos + 8 + length])
             self.head = leaf
             self.frontier.append(leaf)
@@ -386,12 +399,11 @@ class SpoolTest(unittest.TestCase):
         """Recompute the frame CRC of record `seq` after an edit."""
         seg, off = self.w.offsets[seq]
         with open(self.w.path(seg), "r+b") as f:
+            f.seek(off + FRAME_LEN_AT)
+            covered = f.read(4)  # the length field, then the record: [4, 8 + len)
+            covered += f.read(struct.unpack("<I", covered)[0])
             f.seek(off)
-            length = struct.unpack("<I", f.read(4))[0]
-            f.seek(off + 8)
-            record = f.read(length)
-            f.seek(off + 4)
-            f.write(struct.pack("<I", wv.crc32c(record, wv.crc32c(struct.pack("<I", length)))))
+            f.write(struct.pack("<I", wv.crc32c(covered)))
 
     def test_recomputed_crc_breaks_the_chain(self):
         """Changing an entry and fixing its CRC is caught by the next record's
@@ -452,7 +464,7 @@ class SpoolTest(unittest.TestCase):
         for seq in range(self.w.seq):
             seg, off = self.w.offsets[seq]
             with open(self.w.path(seg), "rb") as f:
-                f.seek(off)
+                f.seek(off + FRAME_LEN_AT)
                 length = struct.unpack("<I", f.read(4))[0]
                 f.seek(off + 8)
                 record = f.read(length)
@@ -484,12 +496,58 @@ class SpoolTest(unittest.TestCase):
         w = self.w
         w.genesis()
         end = os.path.getsize(w.path())
-        record = bytes(51)
-        frame_len = struct.pack("<I", len(record))
-        w.raw_append(frame_len + struct.pack("<I", wv.crc32c(record, wv.crc32c(frame_len)))
+        w.raw_append(frame(bytes(51)))
+        code, report = run_verifier(self.dir)
+        self.assertFailure((code, report), 0, end, 1)
+        self.assertIn("out of bounds", report["failure"]["reason"])
+
+    # -- section 3.2: frame layout (crc at 0, len at 4, record at 8) -----------
+
+    def test_frame_layout_by_hand(self):
+        record = bytes(range(60))
+        data = (b"junk" + struct.pack("<I", wv.crc32c(struct.pack("<I", 60) + record))
+                + struct.pack("<I", 60) + record + b"next")
+        self.assertEqual(wv.read_frame(data, 4, len(data)), (record, 4 + 8 + 60))
+        self.assertEqual(frame(record), data[4:-4])
+
+    def test_flipped_crc_byte_is_a_damaged_frame(self):
+        self.build_intact()
+        seg, off = self.w.offsets[5]
+        self.corrupt(5, 0)  # first byte of the frame: the CRC
+        code, report = run_verifier(self.dir)
+        self.assertFailure((code, report), seg, off, 5)
+        self.assertIn("CRC", report["failure"]["reason"])
+
+    def test_crc_must_cover_the_length_field(self):
+        """A CRC over the record alone is wrong: it covers bytes [4, 8 + len)."""
+        w = self.w
+        w.genesis()
+        end = os.path.getsize(w.path())
+        w.seq, w.ts = 1, w.ts + SECOND
+        record = (struct.pack("<BBHQq", 1, wv.HEARTBEAT, 0, 1, w.ts) + w.head
+                  + BOOT + struct.pack("<Q", 9))
+        w.raw_append(struct.pack("<I", wv.crc32c(record)) + struct.pack("<I", len(record))
                      + record)
         code, report = run_verifier(self.dir)
         self.assertFailure((code, report), 0, end, 1)
+        self.assertIn("CRC", report["failure"]["reason"])
+
+    def test_tail_in_progress_length_is_read_at_offset_4(self):
+        """The CRC bytes (here 0xFFFFFFFF, out of bounds as a length) are not
+        the length: len 60 at offset 4 runs past the end, a tail in progress."""
+        self.build_intact()
+        self.w.raw_append(frame_start(60, crc=0xFFFFFFFF) + b"\x00" * 20)
+        code, report = run_verifier(self.dir)
+        self.assertEqual(code, 0, report)
+        self.assertEqual(report["tail_in_progress_bytes"], 28)
+
+    def test_length_is_checked_before_the_crc(self):
+        """Out-of-bounds len with a wrong CRC: reported as a bad length."""
+        self.build_intact()
+        end = os.path.getsize(self.w.path())
+        self.w.raw_append(frame_start(51, crc=0x12345678) + bytes(51))
+        code, report = run_verifier(self.dir)
+        self.assertFailure((code, report), 1, end, self.w.seq)
         self.assertIn("out of bounds", report["failure"]["reason"])
 
     def test_header_tamper(self):
@@ -533,7 +591,7 @@ class SpoolTest(unittest.TestCase):
 
     def test_tail_in_progress(self):
         self.build_intact()
-        self.w.raw_append(struct.pack("<I", 500) + b"\x00" * 30)
+        self.w.raw_append(frame_start(500) + b"\x00" * 26)
         code, report = run_verifier(self.dir)
         self.assertEqual(code, 0, report)
         self.assertEqual(report["tail_in_progress_bytes"], 34)
@@ -557,7 +615,7 @@ class SpoolTest(unittest.TestCase):
         w.checkpoint(anchor=True)
         w.entry(b"good")
         region_offset = os.path.getsize(w.path())
-        w.raw_append(struct.pack("<I", 400) + b"\x01" * 50)  # torn frame
+        w.raw_append(frame_start(400) + b"\x01" * 46)  # torn frame
         w.recover(wv.CAUSE_TORN_TAIL, region_offset, last_good_seq=2)
         w.checkpoint(anchor=True)
         code, report = run_verifier(self.dir)
@@ -570,7 +628,7 @@ class SpoolTest(unittest.TestCase):
         w.genesis()
         w.checkpoint(anchor=True)
         region_offset = os.path.getsize(w.path())
-        w.raw_append(struct.pack("<I", 400) + b"\x01" * 50)
+        w.raw_append(frame_start(400) + b"\x01" * 46)
         offset = w.recover(wv.CAUSE_TORN_TAIL, region_offset, last_good_seq=1)
         with open(w.path(0), "ab") as f:
             f.write(b"more")  # region changed after the recovery was written
@@ -671,7 +729,7 @@ class SpoolTest(unittest.TestCase):
         w.entry(b"good")
         region_offset = os.path.getsize(w.path())
         w.raw_append(frame if frame is not None
-                     else struct.pack("<I", 400) + b"\x01" * 50)
+                     else frame_start(400) + b"\x01" * 46)
         return region_offset, 2
 
     def test_torn_tail_region_sha256_is_checked(self):
@@ -822,7 +880,7 @@ class SpoolTest(unittest.TestCase):
         w.checkpoint(anchor=True)
         w.append(wv.SEAL, struct.pack("<Q", 1))
         end = os.path.getsize(w.path())
-        w.raw_append(struct.pack("<I", 500) + b"\x00" * 30)  # would be in progress
+        w.raw_append(frame_start(500) + b"\x00" * 26)  # would be in progress
         self.assertFailure(run_verifier(self.dir), 0, end, 3)
 
     def test_short_bytes_after_seal_in_last_segment_are_failure(self):
@@ -874,7 +932,7 @@ class SpoolTest(unittest.TestCase):
         self.assertEqual(report["records"], 0)
 
     def test_torn_genesis_is_tail_in_progress(self):
-        self.w.raw_append(struct.pack("<I", 60) + b"\x00" * 10)
+        self.w.raw_append(frame_start(60) + b"\x00" * 6)
         code, report = run_verifier(self.dir)
         self.assertEqual(code, 0, report)
         self.assertEqual((report["records"], report["tail_in_progress_bytes"]), (0, 14))

@@ -535,7 +535,7 @@ def read_frame(data: bytes, pos: int, end: int) -> tuple[bytes, int]:
     if limit - pos < FRAME_HEADER_LEN:
         raise FrameError(f"incomplete frame header ({max(limit - pos, 0)} bytes)",
                          incomplete=True)
-    length, stored_crc = struct.unpack_from("<II", data, pos)
+    stored_crc, length = struct.unpack_from("<II", data, pos)  # crc first (3.2)
     if not frame_length_ok(length):
         raise FrameError(f"frame length {length} out of bounds")
     body_start = pos + FRAME_HEADER_LEN
@@ -543,7 +543,8 @@ def read_frame(data: bytes, pos: int, end: int) -> tuple[bytes, int]:
         raise FrameError(f"frame length {length} runs past the end "
                          f"({limit - body_start} bytes left)", incomplete=True)
     record = bytes(data[body_start:body_start + length])
-    if crc32c(record, crc32c(data[pos:pos + 4])) != stored_crc:
+    # The CRC covers frame bytes [4, 8 + len): the length field, then the record.
+    if crc32c(data[pos + 4:body_start + length]) != stored_crc:
         raise FrameError("frame CRC mismatch")
     return record, body_start + length
 
@@ -578,7 +579,7 @@ def read_first_record(path: str) -> Record | None:
         frame_head = f.read(FRAME_HEADER_LEN)
         if len(frame_head) < FRAME_HEADER_LEN:
             return None
-        length = struct.unpack_from("<I", frame_head)[0]
+        length = struct.unpack_from("<I", frame_head, 4)[0]  # after the crc
         if not frame_length_ok(length):
             return None
         frame = frame_head + f.read(length)
