@@ -4,7 +4,6 @@
 //! key is derived from `seed_e` under a different context. Advancing an
 //! epoch replaces `host.key` atomically and zeroizes the old seed in memory.
 
-use crate::hash::sha256;
 use base64::Engine as _;
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
@@ -241,11 +240,6 @@ impl HostKey {
         let crc = crc32c::crc32c(&b);
         b.extend_from_slice(&crc.to_le_bytes());
         write_atomic(&self.dir.join(KEY_FILE), &b, 0o600)
-    }
-
-    /// A fingerprint of the first public key, for reports.
-    pub fn fingerprint(&self) -> [u8; 32] {
-        sha256(&self.first_pubkey)
     }
 }
 

@@ -332,13 +332,6 @@ pub enum RecordError {
     Short,
 }
 
-/// Reads the sequence number of encoded record bytes without decoding them.
-pub fn peek_seq(record: &[u8]) -> Option<u64> {
-    record
-        .get(4..12)
-        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
-}
-
 /// Reads the kind byte of encoded record bytes.
 pub fn peek_kind(record: &[u8]) -> Option<u8> {
     record.get(1).copied()

@@ -4,7 +4,7 @@
 
 use crate::codec::put_bytes8;
 use crate::frame::{FrameAt, frame_at};
-use crate::hash::{Hash, ZERO32, hex, leaf_hash, sha256};
+use crate::hash::{Hash, ZERO32, leaf_hash, sha256};
 use crate::keys::{CHECKPOINT_CONTEXT, EPOCH_KEY_CONTEXT, RECEIPT_CONTEXT, verify_signature};
 use crate::merkle::Frontier;
 use crate::record::{Kind, Payload, Record, RecoveryCause, SIGNATURE_LEN};
@@ -773,9 +773,4 @@ fn leaf_hashes(data: &[u8], frames: &[(usize, usize, usize)]) -> Vec<Hash> {
             .flat_map(|p| p.join().expect("hashing thread"))
             .collect()
     })
-}
-
-/// The hex form of a hash, for reports.
-pub fn hash_hex(h: &Hash) -> String {
-    hex(h)
 }

@@ -7,7 +7,7 @@ use std::io::{self, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// A test hook that makes chosen `fdatasync` calls fail, standing in for a
 /// failing disk (which cannot be produced on the test machine without
@@ -151,25 +151,6 @@ impl Flusher {
             Some(f) => Err(f),
             None => Ok(st.durable),
         }
-    }
-
-    /// Waits at most `timeout` for the batch in flight; true when idle.
-    pub fn wait_idle_for(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        let mut st = self.lock();
-        while st.busy {
-            let now = Instant::now();
-            if now >= deadline {
-                return false;
-            }
-            st = self
-                .shared
-                .cv
-                .wait_timeout(st, deadline - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
-        true
     }
 
     pub fn durable(&self) -> Durable {
