@@ -8,7 +8,7 @@ use crate::frame::{MAX_RECORD_LEN, begin_frame, finish_frame};
 use crate::hash::leaf_hash;
 use crate::keys::{CHECKPOINT_CONTEXT, EPOCH_KEY_CONTEXT};
 use crate::position::Position;
-use crate::record::{AlertCode, GapReason, Kind, Payload, SIGNATURE_LEN, put_header, put_payload};
+use crate::record::{AlertCode, GapReason, Kind, Payload, put_header, put_payload};
 use std::time::Instant;
 
 impl Spool {
@@ -208,50 +208,58 @@ impl Spool {
         self.seal_frame(at, kind, ts)
     }
 
+    /// Appends a record that ends with a signature by the current epoch key
+    /// over `context` and the record before the signature; `payload`
+    /// writes the rest of the payload.
+    fn push_signed(
+        &mut self,
+        kind: Kind,
+        context: &[u8],
+        payload: impl FnOnce(&Spool, &mut Vec<u8>),
+    ) -> i64 {
+        let ts = wall_ns();
+        let mut out = std::mem::take(&mut self.pending);
+        let at = begin_frame(&mut out);
+        let rec_start = out.len();
+        put_header(&mut out, kind, self.st.next_seq, ts, &self.st.head);
+        payload(self, &mut out);
+        let sig = self.key.sign(context, &out[rec_start..]);
+        out.extend_from_slice(&sig);
+        self.pending = out;
+        self.seal_frame(at, kind, ts);
+        ts
+    }
+
     /// Appends a checkpoint signed with the current epoch key. An anchor
     /// also carries every source's position.
     pub(super) fn push_checkpoint(&mut self, anchor: bool) {
         if anchor {
             self.flush_hot();
         }
-        let ts = wall_ns();
-        let at = begin_frame(&mut self.pending);
-        let rec_start = self.pending.len();
-        put_header(
-            &mut self.pending,
-            Kind::Checkpoint,
-            self.st.next_seq,
-            ts,
-            &self.st.head,
-        );
-        let out = &mut self.pending;
-        put_u64(out, self.st.epoch);
-        put_u64(out, self.st.next_seq);
-        out.extend_from_slice(&self.st.frontier.root());
-        out.extend_from_slice(&self.st.head);
-        out.extend_from_slice(&self.boot_id);
-        put_u64(out, boottime_ns());
-        put_u8(out, self.st.frontier.nodes().len() as u8);
-        for h in self.st.frontier.nodes() {
-            out.extend_from_slice(h);
-        }
-        if anchor {
-            let n: usize = self.st.positions.values().map(|m| m.len()).sum();
-            put_u32(out, n as u32);
-            for (name, m) in &self.st.positions {
-                for p in m.values() {
-                    put_bytes8(out, name.as_bytes());
-                    p.encode(out);
-                }
+        let ts = self.push_signed(Kind::Checkpoint, CHECKPOINT_CONTEXT, |s, out| {
+            put_u64(out, s.st.epoch);
+            put_u64(out, s.st.next_seq);
+            out.extend_from_slice(&s.st.frontier.root());
+            out.extend_from_slice(&s.st.head);
+            out.extend_from_slice(&s.boot_id);
+            put_u64(out, boottime_ns());
+            put_u8(out, s.st.frontier.nodes().len() as u8);
+            for h in s.st.frontier.nodes() {
+                out.extend_from_slice(h);
             }
-        } else {
-            put_u32(out, 0);
-        }
-        let sig = self
-            .key
-            .sign(CHECKPOINT_CONTEXT, &self.pending[rec_start..]);
-        self.pending.extend_from_slice(&sig);
-        self.seal_frame(at, Kind::Checkpoint, ts);
+            if anchor {
+                let n: usize = s.st.positions.values().map(|m| m.len()).sum();
+                put_u32(out, n as u32);
+                for (name, m) in &s.st.positions {
+                    for p in m.values() {
+                        put_bytes8(out, name.as_bytes());
+                        p.encode(out);
+                    }
+                }
+            } else {
+                put_u32(out, 0);
+            }
+        });
         self.st.bytes_since_checkpoint = 0;
         self.last_checkpoint_at = Instant::now();
         self.checkpoints += 1;
@@ -271,26 +279,13 @@ impl Spool {
 
     /// Appends the epoch transition record, signed with the outgoing key.
     pub(super) fn push_epoch_key(&mut self) {
-        let ts = wall_ns();
-        let at = begin_frame(&mut self.pending);
-        let rec_start = self.pending.len();
-        put_header(
-            &mut self.pending,
-            Kind::EpochKey,
-            self.st.next_seq,
-            ts,
-            &self.st.head,
-        );
-        let out = &mut self.pending;
-        put_u64(out, self.st.epoch);
-        put_u64(out, self.st.epoch + 1);
-        out.extend_from_slice(&self.key.next_pubkey());
-        put_u64(out, self.st.next_seq);
-        out.extend_from_slice(&self.st.head);
-        let sig = self.key.sign(EPOCH_KEY_CONTEXT, &self.pending[rec_start..]);
-        debug_assert_eq!(sig.len(), SIGNATURE_LEN);
-        self.pending.extend_from_slice(&sig);
-        self.seal_frame(at, Kind::EpochKey, ts);
+        self.push_signed(Kind::EpochKey, EPOCH_KEY_CONTEXT, |s, out| {
+            put_u64(out, s.st.epoch);
+            put_u64(out, s.st.epoch + 1);
+            out.extend_from_slice(&s.key.next_pubkey());
+            put_u64(out, s.st.next_seq);
+            out.extend_from_slice(&s.st.head);
+        });
     }
 
     pub(super) fn push_start(&mut self) {
