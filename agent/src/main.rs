@@ -10,6 +10,7 @@
 mod cmd;
 mod config;
 mod humanize;
+mod lines;
 mod render;
 
 use clap::{Parser, Subcommand};

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use wormlog_spool::clock::wall_ns;
 use wormlog_spool::keys::HostKey;
-use wormlog_spool::record::{ENTRY_CONTINUATION, ENTRY_MORE_PARTS, ENTRY_NO_NEWLINE};
+use crate::lines::LineSplitter;
 use wormlog_spool::{Position, Spool, SpoolError};
 
 pub fn run(config: &Path, source: &str, quiet: bool) -> anyhow::Result<ExitCode> {
@@ -88,51 +88,31 @@ pub fn feed<R: BufRead>(
     max: usize,
     mut emit: impl FnMut(&[u8], u8, u64) -> Result<(), SpoolError>,
 ) -> anyhow::Result<u64> {
-    let mut line: Vec<u8> = Vec::new();
-    let mut cont = false;
+    let mut splitter = LineSplitter::new(max);
     let mut offset: u64 = 0;
     let mut n = 0u64;
+    let mut counted = |b: &[u8], f: u8, o: u64| {
+        n += 1;
+        emit(b, f, o)
+    };
     loop {
         let avail = r.fill_buf().context("reading standard input")?;
-        let cflag = if cont { ENTRY_CONTINUATION } else { 0 };
         if avail.is_empty() {
-            if !line.is_empty() || cont {
-                emit(&line, ENTRY_NO_NEWLINE | cflag, offset)?;
-                n += 1;
-            }
+            splitter.flush(offset, &mut counted)?;
+            drop(counted);
             return Ok(n);
         }
-        let room = max - line.len();
-        if room == 0 && avail[0] != b'\n' {
-            emit(&line, ENTRY_MORE_PARTS | cflag, offset)?;
-            n += 1;
-            line.clear();
-            cont = true;
-            continue;
-        }
-        match avail.iter().take(room + 1).position(|&b| b == b'\n') {
-            Some(i) => {
-                line.extend_from_slice(&avail[..i]);
-                r.consume(i + 1);
-                offset += i as u64 + 1;
-                emit(&line, cflag, offset)?;
-                n += 1;
-                line.clear();
-                cont = false;
-            }
-            None => {
-                let take = avail.len().min(room);
-                line.extend_from_slice(&avail[..take]);
-                r.consume(take);
-                offset += take as u64;
-            }
-        }
+        let len = avail.len();
+        splitter.push(avail, offset, &mut counted)?;
+        offset += len as u64;
+        r.consume(len);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use wormlog_spool::record::{ENTRY_CONTINUATION, ENTRY_MORE_PARTS, ENTRY_NO_NEWLINE};
 
     fn split(input: &[u8], max: usize) -> Vec<(Vec<u8>, u8, u64)> {
         let mut out = Vec::new();
