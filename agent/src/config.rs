@@ -27,6 +27,63 @@ pub struct Config {
     pub agent: AgentSection,
     #[serde(default)]
     pub spool: SpoolSection,
+    #[serde(default)]
+    pub sources: Sources,
+}
+
+/// The `[sources]` tables: one list per kind of source.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Sources {
+    #[serde(default)]
+    pub file: Vec<FileSourceConfig>,
+}
+
+/// Where to start in a file that the spool has no position for, when the
+/// source starts for the first time.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadFrom {
+    #[default]
+    Beginning,
+    End,
+}
+
+/// `[[sources.file]]`: log files named by globs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSourceConfig {
+    /// The source name recorded with every line (1–255 bytes, unique).
+    pub name: String,
+    /// Absolute glob patterns, e.g. `/var/log/app/*.log`.
+    pub paths: Vec<String>,
+    /// Glob patterns of paths or file names never read. Default: compressed
+    /// rotations (`*.gz`, `*.bz2`, `*.xz`, `*.zst`, `*.zip`).
+    #[serde(default = "d_exclude")]
+    pub exclude: Vec<String>,
+    /// For files found at the source's first start: `"beginning"` or `"end"`.
+    #[serde(default)]
+    pub read_from: ReadFrom,
+    /// Default: `[spool] max_line_bytes`.
+    pub max_line_bytes: Option<Size>,
+    /// A last line without a newline is written (flagged) after this idle time.
+    #[serde(default = "d_partial")]
+    pub partial_line_timeout: Human,
+    /// How often files are checked for new data, rotation and truncation.
+    #[serde(default = "d_poll")]
+    pub poll_interval: Human,
+}
+
+fn d_exclude() -> Vec<String> {
+    ["*.gz", "*.bz2", "*.xz", "*.zst", "*.zip"]
+        .map(String::from)
+        .to_vec()
+}
+fn d_partial() -> Human {
+    Human(Duration::from_secs(5))
+}
+fn d_poll() -> Human {
+    Human(Duration::from_millis(250))
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -289,7 +346,59 @@ fn validate(path: &Path, text: &str, c: &Config) -> Result<(), ConfigError> {
             "max_line_bytes must be between 16B and 16MiB".into(),
         ));
     }
+    let mut names = std::collections::BTreeSet::new();
+    for f in &c.sources.file {
+        let here = |msg: String| {
+            let (line, col) = find_value(text, "name", &f.name);
+            ConfigError(format!(
+                "{}:{line}:{col}: source {:?}: {msg}",
+                path.display(),
+                f.name
+            ))
+        };
+        if f.name.is_empty() || f.name.len() > 255 || f.name.chars().any(char::is_control) {
+            return Err(here(
+                "the name must be 1 to 255 bytes without control characters".into(),
+            ));
+        }
+        if !names.insert(f.name.clone()) {
+            return Err(here("another source has the same name".into()));
+        }
+        if f.paths.is_empty() {
+            return Err(here("`paths` must name at least one glob".into()));
+        }
+        for p in f.paths.iter().chain(&f.exclude) {
+            if let Err(e) = glob::Pattern::new(p) {
+                return Err(here(format!("invalid glob {p:?}: {e}")));
+            }
+        }
+        if let Some(p) = f.paths.iter().find(|p| !p.starts_with('/')) {
+            return Err(here(format!("path {p:?} must be absolute")));
+        }
+        if let Some(m) = f.max_line_bytes
+            && (m.0 < 16 || m.0 > 16 << 20)
+        {
+            return Err(here("max_line_bytes must be between 16B and 16MiB".into()));
+        }
+        if f.poll_interval.0 < Duration::from_millis(10) {
+            return Err(here("poll_interval must be at least 10ms".into()));
+        }
+    }
     Ok(())
+}
+
+/// Where `key = "value"` is written (line, column), or 1:1.
+fn find_value(text: &str, key: &str, value: &str) -> (usize, usize) {
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim_start();
+        if let Some(rest) = t.strip_prefix(key)
+            && let Some(v) = rest.trim_start().strip_prefix('=')
+            && v.trim().trim_matches('"') == value
+        {
+            return (i + 1, line.len() - t.len() + 1);
+        }
+    }
+    (1, 1)
 }
 
 /// Where `key = …` is written (line, column), or 1:1.

@@ -155,7 +155,10 @@ mod tests {
                 ]
             );
             assert!(split(b"", 4, chunk).is_empty());
-            assert_eq!(split(b"\x00\xff\r\n", 16, chunk), vec![(b"\x00\xff\r".to_vec(), 0, 4)]);
+            assert_eq!(
+                split(b"\x00\xff\r\n", 16, chunk),
+                vec![(b"\x00\xff\r".to_vec(), 0, 4)]
+            );
         }
     }
 

@@ -9,9 +9,11 @@
 
 mod cmd;
 mod config;
+mod daemon;
 mod humanize;
 mod lines;
 mod render;
+mod sources;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -30,6 +32,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the daemon: read every configured source into the spool.
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Create the host's forward-secure signing key and print its public key.
     Keygen {
         /// Where to write host.key and host.pub.
@@ -83,6 +90,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Run { config } => daemon::run(&config),
         Command::Keygen { key_dir } => cmd::keygen::run(&key_dir),
         Command::CheckConfig { config } => cmd::check_config::run(&config),
         Command::Append {

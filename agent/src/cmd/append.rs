@@ -4,13 +4,13 @@
 //! is kept and flagged `no_newline`. Memory stays bounded by
 //! `max_line_bytes` whatever the input.
 
+use crate::lines::LineSplitter;
 use anyhow::Context as _;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::ExitCode;
 use wormlog_spool::clock::wall_ns;
 use wormlog_spool::keys::HostKey;
-use crate::lines::LineSplitter;
 use wormlog_spool::{Position, Spool, SpoolError};
 
 pub fn run(config: &Path, source: &str, quiet: bool) -> anyhow::Result<ExitCode> {
@@ -91,22 +91,24 @@ pub fn feed<R: BufRead>(
     let mut splitter = LineSplitter::new(max);
     let mut offset: u64 = 0;
     let mut n = 0u64;
-    let mut counted = |b: &[u8], f: u8, o: u64| {
-        n += 1;
-        emit(b, f, o)
-    };
-    loop {
-        let avail = r.fill_buf().context("reading standard input")?;
-        if avail.is_empty() {
-            splitter.flush(offset, &mut counted)?;
-            drop(counted);
-            return Ok(n);
+    {
+        let mut counted = |b: &[u8], f: u8, o: u64| {
+            n += 1;
+            emit(b, f, o)
+        };
+        loop {
+            let avail = r.fill_buf().context("reading standard input")?;
+            if avail.is_empty() {
+                splitter.flush(offset, &mut counted)?;
+                break;
+            }
+            let len = avail.len();
+            splitter.push(avail, offset, &mut counted)?;
+            offset += len as u64;
+            r.consume(len);
         }
-        let len = avail.len();
-        splitter.push(avail, offset, &mut counted)?;
-        offset += len as u64;
-        r.consume(len);
     }
+    Ok(n)
 }
 
 #[cfg(test)]

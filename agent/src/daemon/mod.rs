@@ -1,0 +1,128 @@
+//! `wormlog run`: the daemon. Sources feed one spool writer through a
+//! bounded channel; SIGTERM or SIGINT stops the sources, which hand over
+//! what they read (partial lines flagged), and the writer drains the
+//! channel, writes a `stop` record and a final signed checkpoint.
+
+mod writer;
+
+use crate::sources::file::FileSource;
+use crate::sources::{Shutdown, Source, SourceContext};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use wormlog_spool::Spool;
+use wormlog_spool::keys::HostKey;
+
+/// Events in flight between the sources and the writer (each at most about
+/// 64 KiB of lines).
+const CHANNEL_EVENTS: usize = 16;
+
+pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
+    let cfg = match crate::config::load(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let key = match HostKey::load(&cfg.config.agent.key_dir) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("wormlog: error: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let (mut spool, report) = match Spool::open(cfg.spool_options("run"), key) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("wormlog: error: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    for w in &report.warnings {
+        eprintln!("wormlog: warning: {w}");
+    }
+    eprintln!(
+        "wormlog: spool {} open at seq {} (segment {}){}",
+        cfg.config.agent.spool_dir.display(),
+        report.next_seq,
+        report.segment_no,
+        if report.unclean_shutdown && !report.created {
+            "; the previous run did not stop cleanly"
+        } else {
+            ""
+        }
+    );
+    let positions = spool.positions().clone();
+    let (tx, rx) = std::sync::mpsc::sync_channel(CHANNEL_EVENTS);
+    let shutdown = Arc::new(Shutdown::default());
+    let writer = std::thread::Builder::new()
+        .name("wormlog-writer".into())
+        .spawn(move || writer::run(spool, rx))?;
+    let mut sources = Vec::new();
+    for f in &cfg.config.sources.file {
+        let src: Box<dyn Source> = Box::new(FileSource::new(f, cfg.config.spool.max_line_bytes.0));
+        let ctx = SourceContext {
+            tx: tx.clone(),
+            shutdown: shutdown.clone(),
+            positions: positions
+                .get(&f.name)
+                .cloned()
+                .unwrap_or_else(BTreeMap::new),
+        };
+        sources.push(
+            std::thread::Builder::new()
+                .name(format!("src-{}", f.name))
+                .spawn(move || src.run(ctx))?,
+        );
+    }
+    drop(tx);
+    eprintln!("wormlog: running with {} sources", sources.len());
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let signal = rt.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        loop {
+            tokio::select! {
+                _ = term.recv() => return Ok::<_, std::io::Error>(Some("SIGTERM")),
+                _ = int.recv() => return Ok(Some("SIGINT")),
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                    if writer.is_finished() {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    })?;
+    if let Some(sig) = signal {
+        eprintln!("wormlog: {sig}: stopping; handing over what was read");
+    }
+    shutdown.trigger();
+    for s in sources {
+        let _ = s.join();
+    }
+    match writer.join() {
+        Ok(Ok(())) if signal.is_some() => {
+            eprintln!("wormlog: stopped cleanly");
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(Ok(())) => {
+            eprintln!("wormlog: error: the spool writer stopped");
+            Ok(ExitCode::from(1))
+        }
+        Ok(Err(e)) => {
+            eprintln!("wormlog: error: the spool writer failed: {e}");
+            Ok(ExitCode::from(1))
+        }
+        Err(_) => {
+            eprintln!("wormlog: error: the spool writer panicked");
+            Ok(ExitCode::from(1))
+        }
+    }
+}

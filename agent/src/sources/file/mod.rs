@@ -1,0 +1,256 @@
+//! `[[sources.file]]`: log files named by globs, followed through rotation.
+//!
+//! * A file is known by device + inode + fingerprint (identity.rs), not by
+//!   name: a file renamed by rotation (`app.log` → `app.log.1`, dateext) is
+//!   the same file and is never read twice; it is read to its end before it
+//!   is let go, and the new `app.log` is read from 0.
+//! * Truncation and in-place replacement (copytruncate) become `gap`
+//!   records, never a silent skip or a re-read (tailer.rs).
+//! * Where to resume comes from the spool: the position of the last line of
+//!   each file that reached the disk. There is no checkpoint file.
+//! * Files are polled every `poll_interval` (default 250 ms).
+
+mod identity;
+mod tailer;
+
+use crate::config::{FileSourceConfig, ReadFrom};
+use crate::sources::{Event, Source, SourceContext, StreamKey};
+use identity::{Refused, dev_ino_size, fingerprint, open_regular};
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tailer::Tailer;
+use wormlog_spool::Position;
+use wormlog_spool::clock::wall_ns;
+use wormlog_spool::record::{GapReason, UNKNOWN_COUNT};
+
+/// A file source.
+#[derive(Debug)]
+pub struct FileSource {
+    name: Arc<str>,
+    paths: Vec<String>,
+    exclude: Vec<glob::Pattern>,
+    read_from: ReadFrom,
+    max_line: usize,
+    partial_timeout: Duration,
+    poll: Duration,
+}
+
+impl FileSource {
+    pub fn new(c: &FileSourceConfig, default_max_line: u64) -> FileSource {
+        FileSource {
+            name: c.name.as_str().into(),
+            paths: c.paths.clone(),
+            exclude: c
+                .exclude
+                .iter()
+                .filter_map(|p| glob::Pattern::new(p).ok())
+                .collect(),
+            read_from: c.read_from,
+            max_line: c.max_line_bytes.map_or(default_max_line, |s| s.0) as usize,
+            partial_timeout: c.partial_line_timeout.0,
+            poll: c.poll_interval.0,
+        }
+    }
+
+    fn excluded(&self, path: &Path) -> bool {
+        let name = path.file_name().map(Path::new).unwrap_or(path);
+        self.exclude
+            .iter()
+            .any(|p| p.matches_path(path) || p.matches_path(name))
+    }
+
+    /// The paths the globs name now, in a stable order.
+    fn discover(&self, warned: &mut HashSet<String>) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for pattern in &self.paths {
+            match glob::glob(pattern) {
+                Ok(paths) => {
+                    for p in paths {
+                        match p {
+                            Ok(p) if !self.excluded(&p) => out.push(p),
+                            Ok(_) => {}
+                            Err(e) => warn_once(
+                                warned,
+                                &self.name,
+                                format!("{}: {e}", e.path().display()),
+                            ),
+                        }
+                    }
+                }
+                Err(e) => warn_once(warned, &self.name, format!("invalid glob {pattern:?}: {e}")),
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Where to start reading a newly found file.
+    fn resume_at(
+        &self,
+        ctx: &SourceContext,
+        dev: u64,
+        ino: u64,
+        fp: u64,
+        size: u64,
+        first_start: bool,
+    ) -> (u64, Vec<StreamKey>, Option<String>) {
+        let mut best: Option<u64> = None;
+        let mut stale = Vec::new();
+        for (&(d, i, pfp), pos) in &ctx.positions {
+            if d != dev || i != ino {
+                continue;
+            }
+            let Position::File { offset, .. } = pos else {
+                continue;
+            };
+            // The same file: same fingerprint, or recorded before it had one.
+            let same = pfp == fp || (pfp == 0 && size >= *offset);
+            if same {
+                best = Some(best.map_or(*offset, |b| b.max(*offset)));
+            } else {
+                // The inode was reused by another file.
+                stale.push((d, i, pfp));
+            }
+        }
+        match best {
+            Some(off) if off <= size => (off, stale, None),
+            Some(off) => (
+                0,
+                stale,
+                Some(format!(
+                    "truncated while the agent was not running: size {size} is below the last position {off}; reading from 0"
+                )),
+            ),
+            None if first_start && self.read_from == ReadFrom::End => (
+                size,
+                stale,
+                Some(format!(
+                    "read_from = \"end\": the {size} bytes already in the file at first start are not read"
+                )),
+            ),
+            None => (0, stale, None),
+        }
+    }
+}
+
+fn warn_once(warned: &mut HashSet<String>, source: &str, msg: String) {
+    if warned.insert(msg.clone()) {
+        eprintln!("wormlog: warning: source {source}: {msg}");
+    }
+}
+
+impl Source for FileSource {
+    fn run(self: Box<Self>, ctx: SourceContext) {
+        let first_start = ctx.positions.is_empty();
+        let mut tailers: HashMap<(u64, u64), Tailer> = HashMap::new();
+        let mut warned: HashSet<String> = HashSet::new();
+        loop {
+            let stopping = ctx.shutdown.is_set();
+            // Find files, new and known.
+            let mut seen = HashSet::new();
+            for path in self.discover(&mut warned) {
+                let file = match open_regular(&path) {
+                    Ok(f) => f,
+                    Err(Refused::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => {
+                        warn_once(&mut warned, &self.name, format!("{} {e}", path.display()));
+                        continue;
+                    }
+                };
+                let Ok((dev, ino, size)) = dev_ino_size(&file) else {
+                    continue;
+                };
+                seen.insert((dev, ino));
+                if let Some(t) = tailers.get_mut(&(dev, ino)) {
+                    t.path = path;
+                    t.gone = false;
+                    continue;
+                }
+                let fp = fingerprint(&file).unwrap_or(0);
+                let (start, stale, note) = self.resume_at(&ctx, dev, ino, fp, size, first_start);
+                for key in stale {
+                    ctx.send(Event::Forget {
+                        source: self.name.clone(),
+                        key,
+                    });
+                }
+                if let Some(detail) = note {
+                    let detail = format!("{}: {detail}", path.display());
+                    eprintln!("wormlog: notice: source {}: {detail}", self.name);
+                    let reason = if start == 0 {
+                        GapReason::Truncated
+                    } else {
+                        GapReason::Other
+                    };
+                    ctx.send(Event::Gap {
+                        source: self.name.clone(),
+                        position: Position::File {
+                            dev,
+                            ino,
+                            fingerprint: fp,
+                            offset: start,
+                        },
+                        reason,
+                        lost_bytes: if start == 0 { UNKNOWN_COUNT } else { size },
+                        lost_records: UNKNOWN_COUNT,
+                        detail,
+                        ts: wall_ns(),
+                    });
+                }
+                match Tailer::new(
+                    self.name.clone(),
+                    path.clone(),
+                    file,
+                    fp,
+                    start,
+                    self.max_line,
+                ) {
+                    Ok(t) => {
+                        tailers.insert((dev, ino), t);
+                    }
+                    Err(e) => {
+                        warn_once(&mut warned, &self.name, format!("{}: {e}", path.display()))
+                    }
+                }
+            }
+            for (id, t) in tailers.iter_mut() {
+                if !seen.contains(id) {
+                    t.gone = true;
+                }
+            }
+            // Read what is new in every file (a renamed or deleted one to its end).
+            let mut writer_gone = false;
+            for t in tailers.values_mut() {
+                match t.poll(&ctx, self.partial_timeout, stopping || t.gone) {
+                    Ok(true) => {}
+                    Ok(false) => writer_gone = true,
+                    Err(e) => warn_once(
+                        &mut warned,
+                        &self.name,
+                        format!("{}: read error: {e}; retrying", t.path.display()),
+                    ),
+                }
+            }
+            // Let go of files that are gone and read to their end.
+            tailers.retain(|_, t| {
+                if !t.gone || !t.drained().unwrap_or(true) {
+                    return true;
+                }
+                if t.nlink() == 0 {
+                    ctx.send(Event::Forget {
+                        source: self.name.clone(),
+                        key: t.key(),
+                    });
+                }
+                false
+            });
+            if writer_gone || stopping {
+                return;
+            }
+            ctx.shutdown.wait(self.poll);
+        }
+    }
+}

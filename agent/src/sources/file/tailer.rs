@@ -1,0 +1,238 @@
+//! One open file: read what is new, split it into lines, notice when it
+//! was truncated or replaced under the same name.
+
+use super::identity::{FINGERPRINT_BYTES, dev_ino_size, fingerprint};
+use crate::lines::LineSplitter;
+use crate::sources::{Event, SourceContext, StreamKey};
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use wormlog_spool::Position;
+use wormlog_spool::clock::wall_ns;
+use wormlog_spool::record::{GapReason, UNKNOWN_COUNT};
+
+/// Lines are handed to the writer in batches of about this many bytes.
+const BATCH_BYTES: usize = 64 << 10;
+/// Bytes read per `pread`.
+const READ_BYTES: usize = 64 << 10;
+
+/// A file being read.
+#[derive(Debug)]
+pub struct Tailer {
+    pub path: PathBuf,
+    file: File,
+    pub dev: u64,
+    pub ino: u64,
+    pub fp: u64,
+    /// The next byte to read.
+    pub offset: u64,
+    size_seen: u64,
+    splitter: LineSplitter,
+    last_data: Instant,
+    source: Arc<str>,
+    buf: Vec<u8>,
+    /// The path no longer leads here (renamed away or deleted).
+    pub gone: bool,
+}
+
+impl Tailer {
+    pub fn new(
+        source: Arc<str>,
+        path: PathBuf,
+        file: File,
+        fp: u64,
+        offset: u64,
+        max_line: usize,
+    ) -> io::Result<Tailer> {
+        let (dev, ino, _) = dev_ino_size(&file)?;
+        Ok(Tailer {
+            path,
+            file,
+            dev,
+            ino,
+            fp,
+            offset,
+            size_seen: offset,
+            splitter: LineSplitter::new(max_line),
+            last_data: Instant::now(),
+            source,
+            buf: Vec::new(),
+            gone: false,
+        })
+    }
+
+    pub fn key(&self) -> StreamKey {
+        (self.dev, self.ino, self.fp)
+    }
+
+    fn position(&self, offset: u64) -> Position {
+        Position::File {
+            dev: self.dev,
+            ino: self.ino,
+            fingerprint: self.fp,
+            offset,
+        }
+    }
+
+    /// Whether everything in the file has been read and handed over.
+    pub fn drained(&self) -> io::Result<bool> {
+        Ok(self.offset >= dev_ino_size(&self.file)?.2 && self.splitter.pending() == 0)
+    }
+
+    /// The file's link count (0 once deleted).
+    pub fn nlink(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        self.file.metadata().map_or(0, |m| m.nlink())
+    }
+
+    fn gap(&self, ctx: &SourceContext, reason: GapReason, lost: u64, detail: String) -> bool {
+        ctx.send(Event::Gap {
+            source: self.source.clone(),
+            position: self.position(self.offset),
+            reason,
+            lost_bytes: lost,
+            lost_records: UNKNOWN_COUNT,
+            detail,
+            ts: wall_ns(),
+        })
+    }
+
+    /// Starts the file over from offset 0 after it was truncated or
+    /// replaced, recording a gap that says so.
+    fn restart(
+        &mut self,
+        ctx: &SourceContext,
+        reason: GapReason,
+        size: u64,
+        detail: String,
+    ) -> bool {
+        let old_key = self.key();
+        self.splitter.reset();
+        self.offset = 0;
+        self.size_seen = size;
+        self.fp = fingerprint(&self.file).unwrap_or(0);
+        if old_key != self.key() {
+            ctx.send(Event::Forget {
+                source: self.source.clone(),
+                key: old_key,
+            });
+        }
+        self.gap(ctx, reason, UNKNOWN_COUNT, detail)
+    }
+
+    /// Reads what is new. `flush_partial` forces a held partial line out
+    /// (shutdown). Returns false when the writer is gone.
+    pub fn poll(
+        &mut self,
+        ctx: &SourceContext,
+        partial_timeout: Duration,
+        flush_partial: bool,
+    ) -> io::Result<bool> {
+        let (_, _, size) = dev_ino_size(&self.file)?;
+        if size < self.offset {
+            let detail = format!(
+                "{}: truncated: size shrank from {} to {size} bytes; reading again from 0 (lines written between the last read and the truncation are lost)",
+                self.path.display(),
+                self.offset
+            );
+            eprintln!("wormlog: warning: source {}: {detail}", self.source);
+            if !self.restart(ctx, GapReason::Truncated, size, detail) {
+                return Ok(false);
+            }
+        } else if size != self.size_seen && self.fp != 0 && fingerprint(&self.file)? != self.fp {
+            // Same inode, new first bytes: truncated and rewritten past our
+            // offset between two looks (copytruncate).
+            let detail = format!(
+                "{}: replaced in place: the first {FINGERPRINT_BYTES} bytes changed (size {} -> {size}); reading again from 0",
+                self.path.display(),
+                self.size_seen
+            );
+            eprintln!("wormlog: warning: source {}: {detail}", self.source);
+            if !self.restart(ctx, GapReason::Replaced, size, detail) {
+                return Ok(false);
+            }
+        }
+        self.size_seen = size;
+        if self.fp == 0 && size >= FINGERPRINT_BYTES as u64 {
+            let old = self.key();
+            self.fp = fingerprint(&self.file)?;
+            if self.offset > 0 {
+                ctx.send(Event::Forget {
+                    source: self.source.clone(),
+                    key: old,
+                });
+            }
+        }
+        let mut batch = Batch::new(self.key());
+        if self.buf.len() < READ_BYTES {
+            self.buf.resize(READ_BYTES, 0);
+        }
+        while self.offset < size {
+            let want = ((size - self.offset) as usize).min(READ_BYTES);
+            let n = self.file.read_at(&mut self.buf[..want], self.offset)?;
+            if n == 0 {
+                break;
+            }
+            let start = self.offset;
+            self.splitter
+                .push(&self.buf[..n], start, &mut |b: &[u8], f: u8, o: u64| {
+                    batch.push(b, f, o)
+                })?;
+            self.offset += n as u64;
+            self.last_data = Instant::now();
+            if batch.data.len() >= BATCH_BYTES && !batch.send(&self.source, ctx) {
+                return Ok(false);
+            }
+        }
+        if self.splitter.pending() > 0
+            && (flush_partial || self.last_data.elapsed() >= partial_timeout)
+        {
+            self.splitter
+                .flush(self.offset, &mut |b: &[u8], f: u8, o: u64| {
+                    batch.push(b, f, o)
+                })?;
+        }
+        Ok(batch.send(&self.source, ctx))
+    }
+}
+
+/// Lines on their way to the writer.
+struct Batch {
+    key: StreamKey,
+    data: Vec<u8>,
+    lines: Vec<(u32, u32, u8, u64)>,
+}
+
+impl Batch {
+    fn new(key: StreamKey) -> Batch {
+        Batch {
+            key,
+            data: Vec::new(),
+            lines: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, body: &[u8], flags: u8, end: u64) -> io::Result<()> {
+        let s = self.data.len() as u32;
+        self.data.extend_from_slice(body);
+        self.lines.push((s, self.data.len() as u32, flags, end));
+        Ok(())
+    }
+
+    /// Sends what was collected (if anything); false when the writer is gone.
+    fn send(&mut self, source: &Arc<str>, ctx: &SourceContext) -> bool {
+        if self.lines.is_empty() {
+            return true;
+        }
+        ctx.send(Event::Lines {
+            source: source.clone(),
+            file: self.key,
+            ts: wall_ns(),
+            data: std::mem::take(&mut self.data),
+            lines: std::mem::take(&mut self.lines),
+        })
+    }
+}

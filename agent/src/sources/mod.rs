@@ -1,0 +1,109 @@
+//! Sources: where lines come from. Each kind of source is one module behind
+//! the small [`Source`] trait; adding a source touches no other source.
+//! Sources run on their own threads and hand [`Event`]s to the one spool
+//! writer through a bounded channel, so a slow disk slows the sources down
+//! instead of filling memory.
+
+pub mod file;
+
+use std::collections::BTreeMap;
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+use wormlog_spool::Position;
+use wormlog_spool::record::GapReason;
+
+/// Identity of a stream within a source (a file: device, inode, fingerprint).
+pub type StreamKey = (u64, u64, u64);
+
+/// What a source hands to the writer.
+#[derive(Debug)]
+pub enum Event {
+    /// Lines read from one file: `data[start..end]` with flags and the
+    /// offset after each line.
+    Lines {
+        source: Arc<str>,
+        file: StreamKey,
+        ts: i64,
+        data: Vec<u8>,
+        lines: Vec<(u32, u32, u8, u64)>,
+    },
+    /// Something could not be read.
+    Gap {
+        source: Arc<str>,
+        position: Position,
+        reason: GapReason,
+        lost_bytes: u64,
+        lost_records: u64,
+        detail: String,
+        ts: i64,
+    },
+    /// A stream is gone (deleted after being read to its end): the spool's
+    /// next anchor no longer lists it.
+    Forget { source: Arc<str>, key: StreamKey },
+}
+
+/// Shared shutdown signal that sources can sleep on.
+#[derive(Debug, Default)]
+pub struct Shutdown {
+    flag: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Shutdown {
+    pub fn trigger(&self) {
+        *self.flag.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.cv.notify_all();
+    }
+
+    pub fn is_set(&self) -> bool {
+        *self.flag.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sleeps up to `d`; true when shutdown was requested.
+    pub fn wait(&self, d: Duration) -> bool {
+        let g = self.flag.lock().unwrap_or_else(|p| p.into_inner());
+        if *g {
+            return true;
+        }
+        let (g, _) = self
+            .cv
+            .wait_timeout(g, d)
+            .unwrap_or_else(|p| p.into_inner());
+        *g
+    }
+}
+
+/// What a source gets to run.
+#[derive(Debug, Clone)]
+pub struct SourceContext {
+    pub tx: SyncSender<Event>,
+    pub shutdown: Arc<Shutdown>,
+    /// This source's positions as the spool has them.
+    pub positions: BTreeMap<StreamKey, Position>,
+}
+
+impl SourceContext {
+    /// Hands an event to the writer, waiting while the channel is full
+    /// (backpressure). False when the writer is gone.
+    pub fn send(&self, mut ev: Event) -> bool {
+        let mut pause = Duration::from_micros(200);
+        loop {
+            match self.tx.try_send(ev) {
+                Ok(()) => return true,
+                Err(TrySendError::Disconnected(_)) => return false,
+                Err(TrySendError::Full(back)) => {
+                    ev = back;
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(20));
+                }
+            }
+        }
+    }
+}
+
+/// A kind of source.
+pub trait Source: Send {
+    /// Runs until shutdown; drains what was read before returning.
+    fn run(self: Box<Self>, ctx: SourceContext);
+}
