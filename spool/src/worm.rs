@@ -34,7 +34,12 @@ pub fn flags_of(path: &Path) -> io::Result<(bool, bool)> {
 }
 
 /// Clears both flags (for pruning, and for tests that must delete a spool).
+/// Only regular files carry them here; anything else is left alone (and a
+/// FIFO is never opened, which would block).
 pub fn clear_flags(path: &Path) -> io::Result<()> {
+    if !std::fs::symlink_metadata(path)?.file_type().is_file() {
+        return Ok(());
+    }
     let f = File::open(path)?;
     let flags = ioctl_getflags(&f)?;
     if flags.intersects(IFlags::APPEND | IFlags::IMMUTABLE) {
@@ -49,7 +54,7 @@ pub fn remove_dir_all_worm(dir: &Path) -> io::Result<()> {
     if let Ok(rd) = std::fs::read_dir(dir) {
         for e in rd.flatten() {
             let p = e.path();
-            if p.is_dir() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
                 remove_dir_all_worm(&p)?;
             } else {
                 let _ = clear_flags(&p);

@@ -20,6 +20,19 @@ use wormlog_spool::keys::HostKey;
 const CHANNEL_EVENTS: usize = 16;
 
 pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
+    // Take SIGTERM and SIGINT first: a stop requested while the spool is
+    // still being opened is then a clean stop too.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (mut term, mut int) = {
+        let _guard = rt.enter();
+        use tokio::signal::unix::{SignalKind, signal};
+        (
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::interrupt())?,
+        )
+    };
     let cfg = match crate::config::load(config) {
         Ok(c) => c,
         Err(e) => {
@@ -81,25 +94,19 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
     drop(tx);
     eprintln!("wormlog: running with {} sources", sources.len());
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     let signal = rt.block_on(async {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
         loop {
             tokio::select! {
-                _ = term.recv() => return Ok::<_, std::io::Error>(Some("SIGTERM")),
-                _ = int.recv() => return Ok(Some("SIGINT")),
+                _ = term.recv() => return Some("SIGTERM"),
+                _ = int.recv() => return Some("SIGINT"),
                 _ = tokio::time::sleep(Duration::from_millis(200)) => {
                     if writer.is_finished() {
-                        return Ok(None);
+                        return None;
                     }
                 }
             }
         }
-    })?;
+    });
     if let Some(sig) = signal {
         eprintln!("wormlog: {sig}: stopping; handing over what was read");
     }

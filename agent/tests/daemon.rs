@@ -1,0 +1,477 @@
+//! `wormlog run` with the file source, on real files: rotation by rename
+//! and create, copytruncate, truncation, deletion while open, inode reuse,
+//! symlinks and FIFOs, partial lines, long lines, hostile bytes, restarts,
+//! and a crash loop of SIGKILLs.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use wormlog_spool::record::Payload;
+use wormlog_spool::verify::verify_spool;
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_wormlog")
+}
+
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let _ = wormlog_spool::worm::remove_dir_all_worm(self.dir.path());
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Rec {
+    kind: String,
+    source: String,
+    body: Vec<u8>,
+    flags: u8,
+    detail: String,
+}
+
+impl Env {
+    fn new(source_extra: &str) -> Env {
+        Env::with_glob("*.log", source_extra)
+    }
+
+    fn with_glob(glob: &str, source_extra: &str) -> Env {
+        let e = Env {
+            dir: tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap(),
+        };
+        std::fs::create_dir_all(e.logs()).unwrap();
+        let cfg = format!(
+            "[agent]\nid = \"t\"\nspool_dir = \"{}\"\nkey_dir = \"{}\"\n\n[spool]\nappend_only = \"off\"\nmax_line_bytes = \"64KiB\"\n\n[[sources.file]]\nname = \"app\"\npaths = [\"{}/{glob}\"]\npoll_interval = \"20ms\"\n{source_extra}\n",
+            e.p("spool").display(),
+            e.p("keys").display(),
+            e.logs().display()
+        );
+        std::fs::write(e.p("agent.toml"), cfg).unwrap();
+        let out = Command::new(bin())
+            .args(["keygen", "--key-dir"])
+            .arg(e.p("keys"))
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        e
+    }
+    fn p(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+    fn logs(&self) -> PathBuf {
+        self.p("logs")
+    }
+    fn log(&self, name: &str) -> PathBuf {
+        self.logs().join(name)
+    }
+    fn start(&self) -> Daemon {
+        Daemon(
+            Command::new(bin())
+                .args(["run", "--config"])
+                .arg(self.p("agent.toml"))
+                .stdout(Stdio::null())
+                .stderr(
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(self.p("daemon.err"))
+                        .unwrap(),
+                )
+                .spawn()
+                .unwrap(),
+        )
+    }
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(self.p("daemon.err")).unwrap_or_default()
+    }
+    /// Every record of the spool (which must verify).
+    fn records(&self) -> Vec<Rec> {
+        self.try_records().expect("a spool")
+    }
+
+    /// The records, or None while the spool has no segment yet.
+    fn try_records(&self) -> Option<Vec<Rec>> {
+        let mut v = Vec::new();
+        let r = verify_spool(
+            &self.p("spool"),
+            None,
+            &mut |_, rec, _| match &rec.payload {
+                Payload::Entry(e) => v.push(Rec {
+                    kind: "entry".into(),
+                    source: e.source.into(),
+                    body: e.body.to_vec(),
+                    flags: e.flags,
+                    detail: String::new(),
+                }),
+                Payload::Gap {
+                    source,
+                    detail,
+                    reason,
+                    ..
+                } => v.push(Rec {
+                    kind: format!("gap:{reason}"),
+                    source: (*source).into(),
+                    body: Vec::new(),
+                    flags: 0,
+                    detail: (*detail).into(),
+                }),
+                _ => {}
+            },
+        );
+        match r {
+            Ok(r) => assert!(r.ok(), "spool does not verify: {:?}", r.failure),
+            // Not created yet.
+            Err(wormlog_spool::verify::VerifyError::NotASpool(_)) => return None,
+            Err(wormlog_spool::verify::VerifyError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                return None;
+            }
+            Err(e) => panic!("{e}"),
+        }
+        Some(v)
+    }
+    fn bodies(&self) -> Vec<String> {
+        self.records()
+            .into_iter()
+            .filter(|r| r.kind == "entry")
+            .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+            .collect()
+    }
+    /// Waits (with a deadline) until the spool holds `n` entries.
+    fn wait_entries(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let have = self
+                .try_records()
+                .map_or(0, |r| r.iter().filter(|r| r.kind == "entry").count());
+            if have >= n {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out: {have} of {n} entries; stderr:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// A running daemon; killed if a test fails before stopping it.
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn stop(mut d: Daemon) {
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&d.0),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    let status = d.0.wait().unwrap();
+    assert!(status.success(), "daemon exit: {status}");
+}
+
+fn append(path: &Path, data: &[u8]) {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    f.write_all(data).unwrap();
+}
+
+fn lines(prefix: &str, range: std::ops::Range<u32>) -> String {
+    range.map(|i| format!("{prefix} {i}\n")).collect()
+}
+
+fn expect_lines(prefix: &str, range: std::ops::Range<u32>) -> Vec<String> {
+    range.map(|i| format!("{prefix} {i}")).collect()
+}
+
+#[test]
+fn rotate_by_rename_and_create_reads_everything_once() {
+    let e = Env::new("");
+    append(&e.log("app.log"), lines("a", 0..100).as_bytes());
+    let d = e.start();
+    e.wait_entries(100);
+    append(&e.log("app.log"), lines("a", 100..150).as_bytes());
+    std::fs::rename(e.log("app.log"), e.log("app.log.1")).unwrap();
+    // The old file gets a last write after the rename (the logger had it open).
+    append(&e.log("app.log.1"), lines("a", 150..160).as_bytes());
+    append(&e.log("app.log"), lines("b", 0..50).as_bytes());
+    e.wait_entries(210);
+    stop(d);
+    // Each file in order and complete; the two files' lines may interleave.
+    let got = e.bodies();
+    let of = |p: &str| {
+        got.iter()
+            .filter(|l| l.starts_with(p))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(got.len(), 210);
+    assert_eq!(of("a "), expect_lines("a", 0..160));
+    assert_eq!(of("b "), expect_lines("b", 0..50));
+}
+
+#[test]
+fn copytruncate_and_plain_truncation_become_gap_records() {
+    let e = Env::new("");
+    append(&e.log("app.log"), lines("a", 0..20).as_bytes());
+    let d = e.start();
+    e.wait_entries(20);
+    // copytruncate: the copy is not in the glob; the original is truncated.
+    std::fs::copy(e.log("app.log"), e.p("app.log.1")).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(e.log("app.log"))
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    // Wait for the truncation to be noticed before writing again.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !e.records().iter().any(|r| r.kind.starts_with("gap")) {
+        assert!(Instant::now() < deadline, "no gap record: {}", e.stderr());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    append(&e.log("app.log"), lines("b", 0..5).as_bytes());
+    e.wait_entries(25);
+    stop(d);
+    let recs = e.records();
+    let gap = recs.iter().find(|r| r.kind.starts_with("gap")).unwrap();
+    assert_eq!(gap.kind, "gap:1", "reason truncated");
+    assert!(
+        gap.detail.contains("shrank from") && gap.detail.contains("to 0"),
+        "{}",
+        gap.detail
+    );
+    let mut want = expect_lines("a", 0..20);
+    want.extend(expect_lines("b", 0..5));
+    assert_eq!(
+        e.bodies(),
+        want,
+        "nothing re-read, nothing skipped silently"
+    );
+}
+
+#[test]
+fn a_file_deleted_while_open_is_drained_and_a_reused_inode_is_a_new_file() {
+    let e = Env::new("");
+    append(&e.log("app.log"), lines("a", 0..10).as_bytes());
+    let d = e.start();
+    e.wait_entries(10);
+    // The writer keeps it open, writes more, then it is deleted.
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(e.log("app.log"))
+        .unwrap();
+    std::fs::remove_file(e.log("app.log")).unwrap();
+    f.write_all(lines("a", 10..15).as_bytes()).unwrap();
+    drop(f);
+    e.wait_entries(15);
+    // A new file under the same name (the inode may well be reused).
+    append(&e.log("app.log"), lines("c", 0..3).as_bytes());
+    e.wait_entries(18);
+    stop(d);
+    let mut want = expect_lines("a", 0..15);
+    want.extend(expect_lines("c", 0..3));
+    assert_eq!(e.bodies(), want);
+}
+
+#[test]
+fn symlinks_fifos_and_directories_are_refused() {
+    let e = Env::new("");
+    append(&e.log("real.log"), b"real line\n");
+    std::os::unix::fs::symlink("/etc/passwd", e.log("passwd.log")).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        e.log("pipe.log"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    std::fs::create_dir(e.log("dir.log")).unwrap();
+    let d = e.start();
+    e.wait_entries(1);
+    // Give it a few more polls to (not) read the others.
+    std::thread::sleep(Duration::from_millis(200));
+    stop(d);
+    assert_eq!(e.bodies(), ["real line"]);
+    let err = e.stderr();
+    assert!(err.contains("passwd.log is a symbolic link"), "{err}");
+    assert!(err.contains("pipe.log is a FIFO"), "{err}");
+    assert!(err.contains("dir.log is a directory"), "{err}");
+}
+
+#[test]
+fn restart_resumes_without_rereading_and_partial_lines_are_flagged() {
+    let e = Env::new("partial_line_timeout = \"100ms\"");
+    append(&e.log("app.log"), b"one\ntwo\nthr");
+    let d = e.start();
+    e.wait_entries(3); // "thr" flushed after the idle time
+    stop(d);
+    append(&e.log("app.log"), b"ee\nfour\n");
+    let d = e.start();
+    e.wait_entries(5);
+    stop(d);
+    let recs: Vec<Rec> = e
+        .records()
+        .into_iter()
+        .filter(|r| r.kind == "entry")
+        .collect();
+    let bodies: Vec<&[u8]> = recs.iter().map(|r| r.body.as_slice()).collect();
+    assert_eq!(bodies, [&b"one"[..], b"two", b"thr", b"ee", b"four"]);
+    assert_eq!(
+        recs[2].flags & wormlog_spool::record::ENTRY_NO_NEWLINE,
+        wormlog_spool::record::ENTRY_NO_NEWLINE
+    );
+}
+
+#[test]
+fn hostile_bytes_are_kept_exactly_and_long_lines_split() {
+    let e = Env::new("max_line_bytes = \"1KiB\"");
+    let mut data = b"nul \x00 bad \xff\xfe esc \x1b[2J\r\n".to_vec();
+    data.extend(std::iter::repeat_n(b'x', 2500));
+    data.push(b'\n');
+    append(&e.log("app.log"), &data);
+    let d = e.start();
+    e.wait_entries(4);
+    stop(d);
+    let recs: Vec<Rec> = e
+        .records()
+        .into_iter()
+        .filter(|r| r.kind == "entry")
+        .collect();
+    assert_eq!(recs[0].body, b"nul \x00 bad \xff\xfe esc \x1b[2J\r");
+    let joined: Vec<u8> = recs[1..].iter().flat_map(|r| r.body.clone()).collect();
+    assert_eq!(joined, vec![b'x'; 2500]);
+    assert_eq!(recs.len(), 4, "2500 bytes in 1 KiB parts");
+}
+
+#[test]
+fn bad_source_config_names_line_and_column() {
+    let e = Env::new("");
+    let p = e.p("bad.toml");
+    std::fs::write(
+        &p,
+        "[[sources.file]]\nname = \"app\"\npaths = [\"relative/*.log\"]\n",
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .args(["check-config", "--config"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with(&format!("{}:2:1:", p.display())) && err.contains("absolute"),
+        "{err}"
+    );
+    std::fs::write(
+        &p,
+        "[[sources.file]]\nname = \"app\"\npaths = [\"/x/*.log\"]\nread_from = \"middle\"\n",
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .args(["run", "--config"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with(&format!("{}:4:13:", p.display())) && err.contains("middle"),
+        "{err}"
+    );
+}
+
+/// A writer appends numbered lines and rotates (by rename, dateext style:
+/// the rotated names still match the glob, so a file rotated while the
+/// daemon is down is still found — by its identity, not its name); the
+/// daemon is killed with SIGKILL at random moments; at the end every line
+/// is in the spool exactly once, in order, and the spool verifies.
+#[test]
+fn crash_loop_loses_and_duplicates_nothing() {
+    let kills: u32 = std::env::var("WORMLOG_CRASH_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
+    let e = Env::with_glob("app.log*", "");
+    let total = 6000u32;
+    let writer_path = e.log("app.log");
+    let rotated = e.logs();
+    let writer = std::thread::spawn(move || {
+        for i in 0..total {
+            append(&writer_path, format!("line {i:06}\n").as_bytes());
+            if i % 500 == 499 {
+                // Rotate by rename + create; the rotated file leaves the glob.
+                std::fs::rename(&writer_path, rotated.join(format!("app.log.{i:06}"))).unwrap();
+            }
+            if i % 20 == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    });
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    for _ in 0..kills {
+        let d = e.start();
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        std::thread::sleep(Duration::from_millis(20 + rng % 120));
+        drop(d); // SIGKILL
+    }
+    writer.join().unwrap();
+    // A last, clean run picks up what is left.
+    let d = e.start();
+    e.wait_entries(total as usize);
+    stop(d);
+    let got: Vec<u32> = e
+        .bodies()
+        .iter()
+        .map(|b| {
+            b.strip_prefix("line ")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("unexpected line {b:?}"))
+        })
+        .collect();
+    // Exactly once.
+    let mut sorted = got.clone();
+    sorted.sort_unstable();
+    let dup = sorted.windows(2).find(|w| w[0] == w[1]);
+    assert!(dup.is_none(), "line {:?} spooled twice", dup);
+    let missing: Vec<u32> = (0..total)
+        .filter(|i| sorted.binary_search(i).is_err())
+        .take(10)
+        .collect();
+    assert!(missing.is_empty(), "lines lost, e.g. {missing:?}");
+    // In order within each file (file k holds lines 500k..500k+499).
+    let mut last = std::collections::HashMap::new();
+    for n in &got {
+        if let Some(prev) = last.insert(n / 500, *n) {
+            assert!(prev < *n, "line {n} after {prev} in the same file");
+        }
+    }
+    let out = Command::new(bin())
+        .args(["verify", "--spool"])
+        .arg(e.p("spool"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
