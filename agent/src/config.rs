@@ -83,7 +83,7 @@ fn d_partial() -> Human {
     Human(Duration::from_secs(5))
 }
 fn d_poll() -> Human {
-    Human(Duration::from_millis(250))
+    Human(Duration::from_secs(1))
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -44,10 +44,15 @@ impl Env {
         };
         std::fs::create_dir_all(e.logs()).unwrap();
         let cfg = format!(
-            "[agent]\nid = \"t\"\nspool_dir = \"{}\"\nkey_dir = \"{}\"\n\n[spool]\nappend_only = \"off\"\nmax_line_bytes = \"64KiB\"\n\n[[sources.file]]\nname = \"app\"\npaths = [\"{}/{glob}\"]\npoll_interval = \"20ms\"\n{source_extra}\n",
+            "[agent]\nid = \"t\"\nspool_dir = \"{}\"\nkey_dir = \"{}\"\n\n[spool]\nappend_only = \"off\"\nmax_line_bytes = \"64KiB\"\n\n[[sources.file]]\nname = \"app\"\npaths = [\"{}/{glob}\"]\n{}{source_extra}\n",
             e.p("spool").display(),
             e.p("keys").display(),
-            e.logs().display()
+            e.logs().display(),
+            if source_extra.contains("poll_interval") {
+                ""
+            } else {
+                "poll_interval = \"20ms\"\n"
+            }
         );
         std::fs::write(e.p("agent.toml"), cfg).unwrap();
         let out = Command::new(bin())
@@ -473,5 +478,96 @@ fn crash_loop_loses_and_duplicates_nothing() {
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn inotify_wakes_the_source_long_before_the_next_poll() {
+    let e = Env::new("poll_interval = \"1h\"");
+    append(&e.log("app.log"), b"first\n");
+    let d = e.start();
+    e.wait_entries(1);
+    let t = Instant::now();
+    append(&e.log("app.log"), b"second\n");
+    e.wait_entries(2);
+    append(&e.log("new.log"), b"in a new file\n");
+    e.wait_entries(3);
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        t.elapsed()
+    );
+    stop(d);
+    assert_eq!(e.bodies(), ["first", "second", "in a new file"]);
+}
+
+#[test]
+fn compressed_and_dateext_rotations_are_not_read_twice() {
+    // logrotate with compress + delaycompress + dateext, and a glob that
+    // matches the rotated names too.
+    let e = Env::with_glob("app.log*", "");
+    append(&e.log("app.log"), lines("d1", 0..30).as_bytes());
+    let d = e.start();
+    e.wait_entries(30);
+    // Day 2: rename with a date (same file), new app.log.
+    std::fs::rename(e.log("app.log"), e.log("app.log-20261125")).unwrap();
+    append(&e.log("app.log"), lines("d2", 0..30).as_bytes());
+    e.wait_entries(60);
+    // Day 3: the day-1 file is compressed (a new file, excluded), the
+    // uncompressed one removed; day 2 renamed.
+    let gz = e.log("app.log-20261125.gz");
+    std::fs::write(&gz, b"\x1f\x8b\x08compressed bytes\n").unwrap();
+    std::fs::remove_file(e.log("app.log-20261125")).unwrap();
+    std::fs::rename(e.log("app.log"), e.log("app.log-20261126")).unwrap();
+    append(&e.log("app.log"), lines("d3", 0..30).as_bytes());
+    e.wait_entries(90);
+    stop(d);
+    // And a restart reads nothing again.
+    let d = e.start();
+    std::thread::sleep(Duration::from_millis(300));
+    stop(d);
+    let got = e.bodies();
+    let mut want = expect_lines("d1", 0..30);
+    want.extend(expect_lines("d2", 0..30));
+    want.extend(expect_lines("d3", 0..30));
+    assert_eq!(got, want);
+}
+
+/// Peak resident memory of a process, from /proc (kB).
+fn vm_hwm_kb(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn a_64_mib_line_without_newline_keeps_memory_bounded() {
+    let e = Env::new("");
+    let chunk = vec![b'z'; 1 << 20];
+    {
+        let mut f = std::fs::File::create(e.log("big.log")).unwrap();
+        for _ in 0..64 {
+            f.write_all(&chunk).unwrap();
+        }
+    }
+    let d = e.start();
+    // 64 MiB in 64 KiB parts (max_line_bytes in this test's config).
+    e.wait_entries(1024);
+    let hwm = vm_hwm_kb(d.0.id());
+    stop(d);
+    assert!(hwm < 48 * 1024, "peak RSS {hwm} kB for a 64 MiB line");
+    let recs: Vec<Rec> = e
+        .records()
+        .into_iter()
+        .filter(|r| r.kind == "entry")
+        .collect();
+    assert_eq!(recs.iter().map(|r| r.body.len()).sum::<usize>(), 64 << 20);
+    assert!(
+        recs[..recs.len() - 1]
+            .iter()
+            .all(|r| r.flags & wormlog_spool::record::ENTRY_MORE_PARTS != 0)
     );
 }

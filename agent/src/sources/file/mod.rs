@@ -8,10 +8,12 @@
 //!   records, never a silent skip or a re-read (tailer.rs).
 //! * Where to resume comes from the spool: the position of the last line of
 //!   each file that reached the disk. There is no checkpoint file.
-//! * Files are polled every `poll_interval` (default 250 ms).
+//! * inotify wakes the source as soon as a watched directory changes; files
+//!   are also polled every `poll_interval` (default 1 s) behind it.
 
 mod identity;
 mod tailer;
+mod watch;
 
 use crate::config::{FileSourceConfig, ReadFrom};
 use crate::sources::{Event, Source, SourceContext, StreamKey};
@@ -147,11 +149,30 @@ impl Source for FileSource {
         let first_start = ctx.positions.is_empty();
         let mut tailers: HashMap<(u64, u64), Tailer> = HashMap::new();
         let mut warned: HashSet<String> = HashSet::new();
+        let (mut watcher, note) = watch::Watcher::new();
+        if let Some(n) = note {
+            warn_once(&mut warned, &self.name, n);
+        }
         loop {
             let stopping = ctx.shutdown.is_set();
+            for n in watcher.watch_globs(&self.paths) {
+                warn_once(&mut warned, &self.name, n);
+            }
             // Find files, new and known.
             let mut seen = HashSet::new();
             for path in self.discover(&mut warned) {
+                // A known file costs an lstat, not an open.
+                if let Ok(m) = std::fs::symlink_metadata(&path)
+                    && m.file_type().is_file()
+                {
+                    use std::os::unix::fs::MetadataExt;
+                    if let Some(t) = tailers.get_mut(&(m.dev(), m.ino())) {
+                        seen.insert((m.dev(), m.ino()));
+                        t.path = path;
+                        t.gone = false;
+                        continue;
+                    }
+                }
                 let file = match open_regular(&path) {
                     Ok(f) => f,
                     Err(Refused::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => continue,
@@ -250,7 +271,12 @@ impl Source for FileSource {
             if writer_gone || stopping {
                 return;
             }
-            ctx.shutdown.wait(self.poll);
+            if watcher.wait(self.poll, &ctx.shutdown) == watch::Wake::Overflow {
+                eprintln!(
+                    "wormlog: warning: source {}: inotify queue overflowed ({} so far); rescanning every file",
+                    self.name, watcher.overflows
+                );
+            }
         }
     }
 }

@@ -1,0 +1,160 @@
+//! inotify as a hint: wake up as soon as a watched directory changes, and
+//! poll anyway every `poll_interval` (inotify can overflow, miss network
+//! file systems, or be unavailable). An overflow (`IN_Q_OVERFLOW`) means
+//! events were dropped: the next pass rescans everything, and it is counted.
+
+use inotify::{EventMask, Inotify, WatchMask};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::sources::Shutdown;
+
+/// Why [`Watcher::wait`] returned.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Wake {
+    Changed,
+    Timeout,
+    Overflow,
+    Shutdown,
+}
+
+#[derive(Debug)]
+pub struct Watcher {
+    inotify: Option<Inotify>,
+    dirs: HashSet<PathBuf>,
+    buf: Vec<u8>,
+    /// Event queue overflows seen.
+    pub overflows: u64,
+}
+
+impl Watcher {
+    /// An inotify instance, or plain polling when there is none (the
+    /// reason is returned for the log).
+    pub fn new() -> (Watcher, Option<String>) {
+        let (inotify, note) = match Inotify::init() {
+            Ok(i) => (Some(i), None),
+            Err(e) => (
+                None,
+                Some(format!("inotify unavailable ({e}); polling only")),
+            ),
+        };
+        (
+            Watcher {
+                inotify,
+                dirs: HashSet::new(),
+                buf: vec![0; 16 << 10],
+                overflows: 0,
+            },
+            note,
+        )
+    }
+
+    /// Watches the directory part of each glob (up to its first wildcard).
+    pub fn watch_globs(&mut self, globs: &[String]) -> Vec<String> {
+        let mut notes = Vec::new();
+        let Some(ino) = &mut self.inotify else {
+            return notes;
+        };
+        for g in globs {
+            let dir = static_prefix_dir(g);
+            if self.dirs.contains(&dir) || !dir.is_dir() {
+                continue;
+            }
+            let mask = WatchMask::MODIFY
+                | WatchMask::CREATE
+                | WatchMask::MOVED_TO
+                | WatchMask::MOVED_FROM
+                | WatchMask::DELETE
+                | WatchMask::CLOSE_WRITE
+                | WatchMask::ATTRIB;
+            match ino.watches().add(&dir, mask) {
+                Ok(_) => {
+                    self.dirs.insert(dir);
+                }
+                Err(e) => notes.push(format!(
+                    "cannot watch {} ({e}); it is polled",
+                    dir.display()
+                )),
+            }
+        }
+        notes
+    }
+
+    /// Waits for a change, the timeout, or shutdown.
+    pub fn wait(&mut self, timeout: Duration, shutdown: &Shutdown) -> Wake {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if shutdown.is_set() {
+                return Wake::Shutdown;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Wake::Timeout;
+            }
+            let slice = left.min(Duration::from_millis(100));
+            let Some(ino) = &mut self.inotify else {
+                if shutdown.wait(slice) {
+                    return Wake::Shutdown;
+                }
+                continue;
+            };
+            let ts = rustix::time::Timespec {
+                tv_sec: slice.as_secs() as _,
+                tv_nsec: slice.subsec_nanos() as _,
+            };
+            let mut fds = [rustix::event::PollFd::new(
+                &*ino,
+                rustix::event::PollFlags::IN,
+            )];
+            match rustix::event::poll(&mut fds, Some(&ts)) {
+                Ok(0) | Err(_) => continue,
+                Ok(_) => {}
+            }
+            let mut woke = Wake::Timeout;
+            if let Ok(events) = ino.read_events(&mut self.buf) {
+                for ev in events {
+                    if ev.mask.contains(EventMask::Q_OVERFLOW) {
+                        self.overflows += 1;
+                        woke = Wake::Overflow;
+                    } else if woke == Wake::Timeout {
+                        woke = Wake::Changed;
+                    }
+                }
+            }
+            if woke != Wake::Timeout {
+                return woke;
+            }
+        }
+    }
+}
+
+/// The directory of a glob up to its first wildcard: `/var/log/app/*.log`
+/// → `/var/log/app`.
+fn static_prefix_dir(glob: &str) -> PathBuf {
+    let mut dir = PathBuf::new();
+    for comp in Path::new(glob).components() {
+        let s = comp.as_os_str().to_string_lossy();
+        if s.contains(['*', '?', '[']) {
+            return dir;
+        }
+        dir.push(comp);
+    }
+    dir.parent().map(Path::to_path_buf).unwrap_or(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::static_prefix_dir;
+    use std::path::Path;
+
+    #[test]
+    fn glob_directories() {
+        assert_eq!(
+            static_prefix_dir("/var/log/app/*.log"),
+            Path::new("/var/log/app")
+        );
+        assert_eq!(static_prefix_dir("/var/log/*/x.log"), Path::new("/var/log"));
+        assert_eq!(static_prefix_dir("/var/log/syslog"), Path::new("/var/log"));
+    }
+}
