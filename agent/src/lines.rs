@@ -56,7 +56,7 @@ impl LineSplitter {
                 continue;
             }
             let window = &data[..data.len().min(room + 1)];
-            match window.iter().position(|&b| b == b'\n') {
+            match memchr::memchr(b'\n', window) {
                 Some(i) => {
                     offset += i as u64 + 1;
                     if self.line.is_empty() {

@@ -331,7 +331,7 @@ impl Spool {
         if self.pending.len() >= self.opts.commit_bytes {
             // Group commit: hand over when the flusher is free; let the batch
             // grow while it is busy, but not without bound.
-            if !self.flusher.busy() || self.pending.len() >= self.opts.commit_bytes * 8 {
+            if !self.flusher.busy() || self.pending.len() >= self.opts.commit_bytes * 2 {
                 self.submit()?;
             }
         }

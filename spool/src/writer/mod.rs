@@ -177,7 +177,7 @@ impl Spool {
                 opened_at: now,
             },
             submitted: 0,
-            pending: Vec::with_capacity(opts.commit_bytes.min(64 << 20) * 2),
+            pending: Vec::with_capacity(opts.commit_bytes.min(64 << 20) + (64 << 10)),
             pending_since: None,
             flusher,
             entries: 0,

@@ -29,7 +29,7 @@ impl Spool {
         };
         match self.flusher.submit(job) {
             Ok(mut spare) => {
-                let want = self.opts.commit_bytes.min(64 << 20) * 2;
+                let want = self.opts.commit_bytes.min(64 << 20) + (64 << 10);
                 if spare.capacity() < want {
                     spare.reserve(want);
                 }
