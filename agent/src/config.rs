@@ -69,9 +69,15 @@ pub struct FileSourceConfig {
     /// A last line without a newline is written (flagged) after this idle time.
     #[serde(default = "d_partial")]
     pub partial_line_timeout: Human,
-    /// How often files are checked for new data, rotation and truncation.
+    /// How often files are checked for new data, rotation and truncation
+    /// (inotify wakes the source sooner when it can).
     #[serde(default = "d_poll")]
     pub poll_interval: Human,
+    /// A file renamed out of the globs or deleted is still read this long
+    /// after its last data (the program writing it may not have reopened
+    /// its log yet).
+    #[serde(default = "d_rotate_wait")]
+    pub rotate_wait: Human,
 }
 
 fn d_exclude() -> Vec<String> {
@@ -80,6 +86,9 @@ fn d_exclude() -> Vec<String> {
         .to_vec()
 }
 fn d_partial() -> Human {
+    Human(Duration::from_secs(5))
+}
+fn d_rotate_wait() -> Human {
     Human(Duration::from_secs(5))
 }
 fn d_poll() -> Human {

@@ -8,6 +8,9 @@
 //!   records, never a silent skip or a re-read (tailer.rs).
 //! * Where to resume comes from the spool: the position of the last line of
 //!   each file that reached the disk. There is no checkpoint file.
+//! * A file renamed out of the globs or deleted is still read for
+//!   `rotate_wait` (default 5 s) after its last data: the program writing
+//!   it may not have reopened its log yet.
 //! * inotify wakes the source as soon as a watched directory changes; files
 //!   are also polled every `poll_interval` (default 1 s) behind it.
 
@@ -18,7 +21,7 @@ mod watch;
 use crate::config::{FileSourceConfig, ReadFrom};
 use crate::sources::{Event, Source, SourceContext, StreamKey};
 use identity::{Refused, dev_ino_size, fingerprint, open_regular};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,6 +40,7 @@ pub struct FileSource {
     max_line: usize,
     partial_timeout: Duration,
     poll: Duration,
+    rotate_wait: Duration,
 }
 
 impl FileSource {
@@ -53,6 +57,7 @@ impl FileSource {
             max_line: c.max_line_bytes.map_or(default_max_line, |s| s.0) as usize,
             partial_timeout: c.partial_line_timeout.0,
             poll: c.poll_interval.0,
+            rotate_wait: c.rotate_wait.0,
         }
     }
 
@@ -92,7 +97,7 @@ impl FileSource {
     /// Where to start reading a newly found file.
     fn resume_at(
         &self,
-        ctx: &SourceContext,
+        known: &BTreeMap<StreamKey, Position>,
         dev: u64,
         ino: u64,
         fp: u64,
@@ -101,7 +106,7 @@ impl FileSource {
     ) -> (u64, Vec<StreamKey>, Option<String>) {
         let mut best: Option<u64> = None;
         let mut stale = Vec::new();
-        for (&(d, i, pfp), pos) in &ctx.positions {
+        for (&(d, i, pfp), pos) in known {
             if d != dev || i != ino {
                 continue;
             }
@@ -147,6 +152,9 @@ fn warn_once(warned: &mut HashSet<String>, source: &str, msg: String) {
 impl Source for FileSource {
     fn run(self: Box<Self>, ctx: SourceContext) {
         let first_start = ctx.positions.is_empty();
+        // Where every file stands: the spool's positions at start, kept up
+        // to date with the files this run lets go of.
+        let mut known = ctx.positions.clone();
         let mut tailers: HashMap<(u64, u64), Tailer> = HashMap::new();
         let mut warned: HashSet<String> = HashSet::new();
         let (mut watcher, note) = watch::Watcher::new();
@@ -191,7 +199,7 @@ impl Source for FileSource {
                     continue;
                 }
                 let fp = fingerprint(&file).unwrap_or(0);
-                let (start, stale, note) = self.resume_at(&ctx, dev, ino, fp, size, first_start);
+                let (start, stale, note) = self.resume_at(&known, dev, ino, fp, size, first_start);
                 for key in stale {
                     ctx.send(Event::Forget {
                         source: self.name.clone(),
@@ -257,14 +265,36 @@ impl Source for FileSource {
             }
             // Let go of files that are gone and read to their end.
             tailers.retain(|_, t| {
-                if !t.gone || !t.drained().unwrap_or(true) {
+                // A writer may still append to a file it has open after the
+                // rename or unlink (until it reopens): keep reading for
+                // `rotate_wait` after the last data.
+                if !t.gone
+                    || !t.drained().unwrap_or(true)
+                    || (t.idle_for() < self.rotate_wait && !stopping)
+                {
                     return true;
                 }
                 if t.nlink() == 0 {
-                    ctx.send(Event::Forget {
-                        source: self.name.clone(),
-                        key: t.key(),
-                    });
+                    // Deleted and read to its end: nothing to resume.
+                    for key in [t.key(), (t.dev, t.ino, 0)] {
+                        known.remove(&key);
+                        ctx.send(Event::Forget {
+                            source: self.name.clone(),
+                            key,
+                        });
+                    }
+                } else {
+                    // Renamed out of the globs (or out of sight for one
+                    // pass): if it shows up again, resume where it was left.
+                    known.insert(
+                        t.key(),
+                        Position::File {
+                            dev: t.dev,
+                            ino: t.ino,
+                            fingerprint: t.fp,
+                            offset: t.offset,
+                        },
+                    );
                 }
                 false
             });

@@ -82,6 +82,11 @@ impl Tailer {
         Ok(self.offset >= dev_ino_size(&self.file)?.2 && self.splitter.pending() == 0)
     }
 
+    /// How long since new data was last read.
+    pub fn idle_for(&self) -> Duration {
+        self.last_data.elapsed()
+    }
+
     /// The file's link count (0 once deleted).
     pub fn nlink(&self) -> u64 {
         use std::os::unix::fs::MetadataExt;
@@ -157,14 +162,12 @@ impl Tailer {
         }
         self.size_seen = size;
         if self.fp == 0 && size >= FINGERPRINT_BYTES as u64 {
-            let old = self.key();
+            // The position recorded under fingerprint 0 stays in the table
+            // until the file is deleted: forgetting it now could leave an
+            // anchor checkpoint with no position for this file before a
+            // line under the new fingerprint is durable (then a restart
+            // would read the file again).
             self.fp = fingerprint(&self.file)?;
-            if self.offset > 0 {
-                ctx.send(Event::Forget {
-                    source: self.source.clone(),
-                    key: old,
-                });
-            }
         }
         let mut batch = Batch::new(self.key());
         if self.buf.len() < READ_BYTES {
