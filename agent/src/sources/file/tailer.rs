@@ -213,8 +213,8 @@ impl Batch {
     fn new(key: StreamKey) -> Batch {
         Batch {
             key,
-            data: Vec::new(),
-            lines: Vec::new(),
+            data: Vec::with_capacity(BATCH_BYTES + (BATCH_BYTES >> 2)),
+            lines: Vec::with_capacity(BATCH_BYTES / 128),
         }
     }
 
@@ -230,12 +230,14 @@ impl Batch {
         if self.lines.is_empty() {
             return true;
         }
+        let next = Batch::new(self.key);
+        let full = std::mem::replace(self, next);
         ctx.send(Event::Lines {
             source: source.clone(),
-            file: self.key,
+            file: full.key,
             ts: wall_ns(),
-            data: std::mem::take(&mut self.data),
-            lines: std::mem::take(&mut self.lines),
+            data: full.data,
+            lines: full.lines,
         })
     }
 }
