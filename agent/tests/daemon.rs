@@ -72,7 +72,24 @@ impl Env {
     fn log(&self, name: &str) -> PathBuf {
         self.logs().join(name)
     }
+    /// Starts the daemon and waits until it runs its sources (so that a
+    /// stop right after is a clean one).
     fn start(&self) -> Daemon {
+        let before = self.stderr().matches("running with").count();
+        let d = self.spawn();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.stderr().matches("running with").count() == before {
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not start: {}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        d
+    }
+
+    fn spawn(&self) -> Daemon {
         Daemon(
             Command::new(bin())
                 .args(["run", "--config"])
@@ -570,4 +587,154 @@ fn a_64_mib_line_without_newline_keeps_memory_bounded() {
             .iter()
             .all(|r| r.flags & wormlog_spool::record::ENTRY_MORE_PARTS != 0)
     );
+}
+
+mod model {
+    //! Model-based: random sequences of writes, rotations, truncations,
+    //! deletions and restarts (clean and SIGKILL) against the real daemon;
+    //! the model says what must be in the spool: every line written exactly
+    //! once, in order within its file, and one gap record per truncation of
+    //! a non-empty file. Destructive operations wait until the daemon has
+    //! caught up, as an operator's logrotate would have to for no line to
+    //! be lost.
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Write { file: usize, lines: u32 },
+        Rotate { file: usize },
+        Truncate { file: usize },
+        Delete { file: usize },
+        Restart { kill: bool },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0..3usize, 1..40u32).prop_map(|(file, lines)| Op::Write { file, lines }),
+            1 => (0..3usize).prop_map(|file| Op::Rotate { file }),
+            1 => (0..3usize).prop_map(|file| Op::Truncate { file }),
+            1 => (0..3usize).prop_map(|file| Op::Delete { file }),
+            1 => any::<bool>().prop_map(|kill| Op::Restart { kill }),
+        ]
+    }
+
+    fn run(ops: &[Op]) {
+        let e = Env::with_glob("*.log*", "");
+        let mut d = Some(e.start());
+        let mut written: Vec<String> = Vec::new();
+        let mut truncations = 0usize;
+        let mut serial = 0u32;
+        let mut generation = [0u32; 3];
+        for op in ops {
+            match *op {
+                Op::Write { file, lines } => {
+                    let mut text = String::new();
+                    for _ in 0..lines {
+                        let l = format!("f{file}.g{}.{serial:05}", generation[file]);
+                        serial += 1;
+                        text.push_str(&l);
+                        text.push('\n');
+                        written.push(l);
+                    }
+                    append(&e.log(&format!("f{file}.log")), text.as_bytes());
+                }
+                Op::Rotate { file } => {
+                    let p = e.log(&format!("f{file}.log"));
+                    if p.exists() {
+                        std::fs::rename(&p, e.log(&format!("f{file}.log.{serial}"))).unwrap();
+                        generation[file] += 1;
+                    }
+                }
+                Op::Truncate { file } => {
+                    let p = e.log(&format!("f{file}.log"));
+                    if p.exists() {
+                        e.wait_entries(written.len());
+                        if std::fs::metadata(&p).unwrap().len() > 0 {
+                            truncations += 1;
+                        }
+                        std::fs::OpenOptions::new()
+                            .write(true)
+                            .open(&p)
+                            .unwrap()
+                            .set_len(0)
+                            .unwrap();
+                        generation[file] += 1;
+                        // Let the daemon see the truncation before new writes.
+                        let deadline = Instant::now() + Duration::from_secs(30);
+                        while e
+                            .records()
+                            .iter()
+                            .filter(|r| r.kind.starts_with("gap"))
+                            .count()
+                            < truncations
+                        {
+                            assert!(Instant::now() < deadline, "truncation not recorded");
+                            std::thread::sleep(Duration::from_millis(10));
+                        }
+                    }
+                }
+                Op::Delete { file } => {
+                    let p = e.log(&format!("f{file}.log"));
+                    if p.exists() {
+                        e.wait_entries(written.len());
+                        std::fs::remove_file(&p).unwrap();
+                        generation[file] += 1;
+                    }
+                }
+                Op::Restart { kill } => {
+                    let old = d.take().unwrap();
+                    if kill {
+                        drop(old);
+                    } else {
+                        stop(old);
+                    }
+                    d = Some(e.start());
+                }
+            }
+        }
+        e.wait_entries(written.len());
+        stop(d.take().unwrap());
+        let got = e.bodies();
+        let mut a = got.clone();
+        a.sort();
+        let mut b = written.clone();
+        b.sort();
+        assert_eq!(
+            a.len(),
+            b.len(),
+            "line count: spool {} vs written {}",
+            a.len(),
+            b.len()
+        );
+        assert!(a == b, "the spool's lines differ from what was written");
+        // In order within each file generation.
+        for g in written
+            .iter()
+            .map(|l| l.rsplit_once('.').unwrap().0)
+            .collect::<std::collections::BTreeSet<_>>()
+        {
+            let mine = |v: &[String]| {
+                v.iter()
+                    .filter(|l| l.rsplit_once('.').unwrap().0 == g)
+                    .cloned()
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(mine(&got), mine(&written), "order within {g}");
+        }
+        let gaps = e
+            .records()
+            .iter()
+            .filter(|r| r.kind.starts_with("gap"))
+            .count();
+        assert_eq!(gaps, truncations, "one gap record per truncation");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 12, max_shrink_iters: 20, ..ProptestConfig::default() })]
+        #[test]
+        fn random_operations_match_the_model(ops in prop::collection::vec(op(), 1..14)) {
+            run(&ops);
+        }
+    }
 }

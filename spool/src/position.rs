@@ -107,16 +107,13 @@ impl Position {
     }
 
     /// What distinguishes one stream of a source from another: a file's
-    /// identity (a glob source follows many files); other kinds have one
-    /// stream per source.
+    /// device and inode (a glob source follows many files; the fingerprint
+    /// is checked when a file is found again, it is not part of the key);
+    /// other kinds have one stream per source. The third member is kept for
+    /// kinds that need it and is 0 for files.
     pub fn stream_key(&self) -> (u64, u64, u64) {
         match self {
-            Position::File {
-                dev,
-                ino,
-                fingerprint,
-                ..
-            } => (*dev, *ino, *fingerprint),
+            Position::File { dev, ino, .. } => (*dev, *ino, 0),
             _ => (0, 0, 0),
         }
     }

@@ -1,8 +1,10 @@
 //! Opening a log file safely and telling files apart.
 //!
-//! A file is device + inode + a fingerprint of its first 64 bytes (0 until
-//! it has 64 bytes). Inode numbers are reused after a delete; the
-//! fingerprint tells the new file from the old one.
+//! A file is device + inode, checked by a fingerprint of its first bytes
+//! (up to 64): inode numbers are reused after a delete, and the fingerprint
+//! tells the new file from the old one. The fingerprint says how many bytes
+//! it covers (its low 8 bits), so a file that was short when last recorded
+//! is checked on exactly the bytes it had.
 
 use rustix::fs::{Mode, OFlags};
 use std::fs::File;
@@ -66,20 +68,44 @@ pub fn open_regular(path: &Path) -> Result<File, Refused> {
     }
 }
 
-/// The fingerprint of an open file: a hash of its first 64 bytes, or 0
-/// while it is shorter.
-pub fn fingerprint(f: &File) -> io::Result<u64> {
+/// The fingerprint of an open file over its first `min(64, size)` bytes:
+/// 56 bits of their SHA-256, then the number of bytes covered. An empty
+/// file's fingerprint is 0.
+pub fn fingerprint(f: &File, size: u64) -> io::Result<u64> {
+    let len = size.min(FINGERPRINT_BYTES as u64) as usize;
     let mut buf = [0u8; FINGERPRINT_BYTES];
     let mut got = 0;
-    while got < buf.len() {
-        let n = f.read_at(&mut buf[got..], got as u64)?;
+    while got < len {
+        let n = f.read_at(&mut buf[got..len], got as u64)?;
         if n == 0 {
-            return Ok(0);
+            break;
         }
         got += n;
     }
-    let h = wormlog_spool::hash::sha256(&buf);
-    Ok(u64::from_le_bytes(h[..8].try_into().expect("8 bytes")).max(1))
+    Ok(fingerprint_of(&buf[..got]))
+}
+
+fn fingerprint_of(prefix: &[u8]) -> u64 {
+    if prefix.is_empty() {
+        return 0;
+    }
+    let h = wormlog_spool::hash::sha256(prefix);
+    (u64::from_le_bytes(h[..8].try_into().expect("8 bytes")) << 8) | prefix.len() as u64
+}
+
+/// How many bytes a fingerprint covers.
+pub fn covered(fp: u64) -> u64 {
+    fp & 0xff
+}
+
+/// Whether an open file starts with the bytes a fingerprint was taken of.
+pub fn matches(f: &File, fp: u64) -> io::Result<bool> {
+    let len = covered(fp);
+    let size = f.metadata()?.len();
+    if size < len {
+        return Ok(false);
+    }
+    Ok(fingerprint(f, len)? == fp)
 }
 
 /// (device, inode, size) of an open file.

@@ -20,7 +20,7 @@ mod watch;
 
 use crate::config::{FileSourceConfig, ReadFrom};
 use crate::sources::{Event, Source, SourceContext, StreamKey};
-use identity::{Refused, dev_ino_size, fingerprint, open_regular};
+use identity::{Refused, dev_ino_size, fingerprint, matches, open_regular};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -29,6 +29,10 @@ use tailer::Tailer;
 use wormlog_spool::Position;
 use wormlog_spool::clock::wall_ns;
 use wormlog_spool::record::{GapReason, UNKNOWN_COUNT};
+
+/// With inotify active, directories are listed on every change and at
+/// least every this many polls.
+const RESCAN_EVERY: u64 = 10;
 
 /// A file source.
 #[derive(Debug)]
@@ -94,51 +98,48 @@ impl FileSource {
         out
     }
 
-    /// Where to start reading a newly found file.
+    /// Where to start reading a newly found file: where the spool (or this
+    /// run) left it if its first bytes are still those it had, else 0.
+    /// Returns the offset, whether a recorded position belongs to another
+    /// file that reused the inode, and a note for a gap record.
     fn resume_at(
         &self,
         known: &BTreeMap<StreamKey, Position>,
+        file: &std::fs::File,
         dev: u64,
         ino: u64,
-        fp: u64,
         size: u64,
         first_start: bool,
-    ) -> (u64, Vec<StreamKey>, Option<String>) {
-        let mut best: Option<u64> = None;
-        let mut stale = Vec::new();
-        for (&(d, i, pfp), pos) in known {
-            if d != dev || i != ino {
-                continue;
+    ) -> (u64, bool, Option<String>) {
+        match known.get(&(dev, ino, 0)) {
+            Some(Position::File {
+                fingerprint: pfp,
+                offset,
+                ..
+            }) => {
+                if !matches(file, *pfp).unwrap_or(false) {
+                    // The inode was reused by another file.
+                    (0, true, None)
+                } else if *offset <= size {
+                    (*offset, false, None)
+                } else {
+                    (
+                        0,
+                        false,
+                        Some(format!(
+                            "truncated while the agent was not running: size {size} is below the last position {offset}; reading from 0"
+                        )),
+                    )
+                }
             }
-            let Position::File { offset, .. } = pos else {
-                continue;
-            };
-            // The same file: same fingerprint, or recorded before it had one.
-            let same = pfp == fp || (pfp == 0 && size >= *offset);
-            if same {
-                best = Some(best.map_or(*offset, |b| b.max(*offset)));
-            } else {
-                // The inode was reused by another file.
-                stale.push((d, i, pfp));
-            }
-        }
-        match best {
-            Some(off) if off <= size => (off, stale, None),
-            Some(off) => (
-                0,
-                stale,
-                Some(format!(
-                    "truncated while the agent was not running: size {size} is below the last position {off}; reading from 0"
-                )),
-            ),
-            None if first_start && self.read_from == ReadFrom::End => (
+            _ if first_start && self.read_from == ReadFrom::End => (
                 size,
-                stale,
+                false,
                 Some(format!(
                     "read_from = \"end\": the {size} bytes already in the file at first start are not read"
                 )),
             ),
-            None => (0, stale, None),
+            _ => (0, false, None),
         }
     }
 }
@@ -158,6 +159,8 @@ impl Source for FileSource {
         let mut tailers: HashMap<(u64, u64), Tailer> = HashMap::new();
         let mut warned: HashSet<String> = HashSet::new();
         let (mut watcher, note) = watch::Watcher::new();
+        let mut wake = watch::Wake::Changed;
+        let mut polls: u64 = 0;
         if let Some(n) = note {
             warn_once(&mut warned, &self.name, n);
         }
@@ -166,9 +169,24 @@ impl Source for FileSource {
             for n in watcher.watch_globs(&self.paths) {
                 warn_once(&mut warned, &self.name, n);
             }
+            // List the directories when something changed in them, and
+            // every RESCAN_EVERY polls anyway (inotify is only a hint); the
+            // open files are checked on every poll.
+            let rescan =
+                wake != watch::Wake::Timeout || !watcher.active() || polls % RESCAN_EVERY == 0;
+            polls += 1;
             // Find files, new and known.
-            let mut seen = HashSet::new();
-            for path in self.discover(&mut warned) {
+            let mut seen: HashSet<(u64, u64)> = if rescan {
+                HashSet::new()
+            } else {
+                tailers.keys().copied().collect()
+            };
+            let found = if rescan {
+                self.discover(&mut warned)
+            } else {
+                Vec::new()
+            };
+            for path in found {
                 // A known file costs an lstat, not an open.
                 if let Ok(m) = std::fs::symlink_metadata(&path)
                     && m.file_type().is_file()
@@ -198,12 +216,14 @@ impl Source for FileSource {
                     t.gone = false;
                     continue;
                 }
-                let fp = fingerprint(&file).unwrap_or(0);
-                let (start, stale, note) = self.resume_at(&known, dev, ino, fp, size, first_start);
-                for key in stale {
+                let fp = fingerprint(&file, size).unwrap_or(0);
+                let (start, reused, note) =
+                    self.resume_at(&known, &file, dev, ino, size, first_start);
+                if reused {
+                    known.remove(&(dev, ino, 0));
                     ctx.send(Event::Forget {
                         source: self.name.clone(),
-                        key,
+                        key: (dev, ino, 0),
                     });
                 }
                 if let Some(detail) = note {
@@ -276,18 +296,16 @@ impl Source for FileSource {
                 }
                 if t.nlink() == 0 {
                     // Deleted and read to its end: nothing to resume.
-                    for key in [t.key(), (t.dev, t.ino, 0)] {
-                        known.remove(&key);
-                        ctx.send(Event::Forget {
-                            source: self.name.clone(),
-                            key,
-                        });
-                    }
+                    known.remove(&(t.dev, t.ino, 0));
+                    ctx.send(Event::Forget {
+                        source: self.name.clone(),
+                        key: (t.dev, t.ino, 0),
+                    });
                 } else {
                     // Renamed out of the globs (or out of sight for one
                     // pass): if it shows up again, resume where it was left.
                     known.insert(
-                        t.key(),
+                        (t.dev, t.ino, 0),
                         Position::File {
                             dev: t.dev,
                             ino: t.ino,
@@ -301,7 +319,8 @@ impl Source for FileSource {
             if writer_gone || stopping {
                 return;
             }
-            if watcher.wait(self.poll, &ctx.shutdown) == watch::Wake::Overflow {
+            wake = watcher.wait(self.poll, &ctx.shutdown);
+            if wake == watch::Wake::Overflow {
                 eprintln!(
                     "wormlog: warning: source {}: inotify queue overflowed ({} so far); rescanning every file",
                     self.name, watcher.overflows

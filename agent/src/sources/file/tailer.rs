@@ -1,7 +1,7 @@
 //! One open file: read what is new, split it into lines, notice when it
 //! was truncated or replaced under the same name.
 
-use super::identity::{FINGERPRINT_BYTES, dev_ino_size, fingerprint};
+use super::identity::{FINGERPRINT_BYTES, covered, dev_ino_size, fingerprint};
 use crate::lines::LineSplitter;
 use crate::sources::{Event, SourceContext, StreamKey};
 use std::fs::File;
@@ -64,6 +64,8 @@ impl Tailer {
         })
     }
 
+    /// The file as the spool's positions know it: device, inode, and the
+    /// fingerprint the positions carry.
     pub fn key(&self) -> StreamKey {
         (self.dev, self.ino, self.fp)
     }
@@ -114,17 +116,10 @@ impl Tailer {
         size: u64,
         detail: String,
     ) -> bool {
-        let old_key = self.key();
         self.splitter.reset();
         self.offset = 0;
         self.size_seen = size;
-        self.fp = fingerprint(&self.file).unwrap_or(0);
-        if old_key != self.key() {
-            ctx.send(Event::Forget {
-                source: self.source.clone(),
-                key: old_key,
-            });
-        }
+        self.fp = fingerprint(&self.file, size).unwrap_or(0);
         self.gap(ctx, reason, UNKNOWN_COUNT, detail)
     }
 
@@ -147,7 +142,10 @@ impl Tailer {
             if !self.restart(ctx, GapReason::Truncated, size, detail) {
                 return Ok(false);
             }
-        } else if size != self.size_seen && self.fp != 0 && fingerprint(&self.file)? != self.fp {
+        } else if size != self.size_seen
+            && self.fp != 0
+            && fingerprint(&self.file, covered(self.fp))? != self.fp
+        {
             // Same inode, new first bytes: truncated and rewritten past our
             // offset between two looks (copytruncate).
             let detail = format!(
@@ -161,13 +159,13 @@ impl Tailer {
             }
         }
         self.size_seen = size;
-        if self.fp == 0 && size >= FINGERPRINT_BYTES as u64 {
-            // The position recorded under fingerprint 0 stays in the table
-            // until the file is deleted: forgetting it now could leave an
-            // anchor checkpoint with no position for this file before a
-            // line under the new fingerprint is durable (then a restart
-            // would read the file again).
-            self.fp = fingerprint(&self.file)?;
+        if covered(self.fp) < FINGERPRINT_BYTES as u64 && size > covered(self.fp) {
+            // The file grew while still short: the fingerprint takes in the
+            // new first bytes (it covers at most 64).
+            self.fp = fingerprint(&self.file, size)?;
+        }
+        if self.offset >= size && self.splitter.pending() == 0 {
+            return Ok(true); // nothing new: the common case for a quiet file
         }
         let mut batch = Batch::new(self.key());
         if self.buf.len() < READ_BYTES {

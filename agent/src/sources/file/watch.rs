@@ -81,6 +81,12 @@ impl Watcher {
         notes
     }
 
+    /// Whether inotify watches every glob's directory (then a change wakes
+    /// the source, and directories need not be listed on every poll).
+    pub fn active(&self) -> bool {
+        self.inotify.is_some() && !self.dirs.is_empty()
+    }
+
     /// Waits for a change, the timeout, or shutdown.
     pub fn wait(&mut self, timeout: Duration, shutdown: &Shutdown) -> Wake {
         let deadline = Instant::now() + timeout;
