@@ -99,7 +99,7 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
             tokio::select! {
                 _ = term.recv() => return Some("SIGTERM"),
                 _ = int.recv() => return Some("SIGINT"),
-                _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {
                     if writer.is_finished() {
                         return None;
                     }

@@ -128,7 +128,7 @@ impl Spool {
         if let Some(since) = self.pending_since {
             d = d.min(since + self.opts.commit_interval);
         }
-        d.min(Instant::now() + Duration::from_secs(1))
+        d.min(Instant::now() + Duration::from_secs(5))
     }
 
     /// Records a step of the wall clock against the monotonic clock.

@@ -172,8 +172,9 @@ impl Source for FileSource {
             // List the directories when something changed in them, and
             // every RESCAN_EVERY polls anyway (inotify is only a hint); the
             // open files are checked on every poll.
-            let rescan =
-                wake != watch::Wake::Timeout || !watcher.active() || polls.is_multiple_of(RESCAN_EVERY);
+            let rescan = wake != watch::Wake::Timeout
+                || !watcher.active()
+                || polls.is_multiple_of(RESCAN_EVERY);
             polls += 1;
             // Find files, new and known.
             let mut seen: HashSet<(u64, u64)> = if rescan {

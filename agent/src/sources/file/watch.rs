@@ -98,7 +98,7 @@ impl Watcher {
             if left.is_zero() {
                 return Wake::Timeout;
             }
-            let slice = left.min(Duration::from_millis(100));
+            let slice = left.min(Duration::from_millis(500));
             let Some(ino) = &mut self.inotify else {
                 if shutdown.wait(slice) {
                     return Wake::Shutdown;
