@@ -334,6 +334,17 @@ fn symlinks_fifos_and_directories_are_refused() {
     assert!(err.contains("passwd.log is a symbolic link"), "{err}");
     assert!(err.contains("pipe.log is a FIFO"), "{err}");
     assert!(err.contains("dir.log is a directory"), "{err}");
+    // Each is also said once in the chain.
+    let gaps: Vec<Rec> = e
+        .records()
+        .into_iter()
+        .filter(|r| r.kind.starts_with("gap"))
+        .collect();
+    assert_eq!(gaps.len(), 3, "{gaps:?}");
+    assert!(
+        gaps.iter()
+            .any(|g| g.detail.contains("passwd.log is a symbolic link"))
+    );
 }
 
 #[test]

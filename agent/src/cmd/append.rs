@@ -114,55 +114,21 @@ pub fn feed<R: BufRead>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use wormlog_spool::record::{ENTRY_CONTINUATION, ENTRY_MORE_PARTS, ENTRY_NO_NEWLINE};
+    use wormlog_spool::record::{ENTRY_MORE_PARTS, ENTRY_NO_NEWLINE};
 
-    fn split(input: &[u8], max: usize) -> Vec<(Vec<u8>, u8, u64)> {
+    #[test]
+    fn feeds_lines_parts_and_the_tail() {
+        // The splitting itself is tested in lines.rs; this checks the glue.
         let mut out = Vec::new();
-        let mut r = BufReader::with_capacity(7, input);
-        feed(&mut r, max, |b, f, o| {
+        let mut r = BufReader::with_capacity(3, &b"ab\ncdefg\nh"[..]);
+        let n = feed(&mut r, 4, |b, f, o| {
             out.push((b.to_vec(), f, o));
             Ok(())
         })
         .unwrap();
-        out
-    }
-
-    #[test]
-    fn splits_lines_parts_and_tails() {
-        assert_eq!(
-            split(b"a\nbb\n\nc", 16),
-            vec![
-                (b"a".to_vec(), 0, 2),
-                (b"bb".to_vec(), 0, 5),
-                (b"".to_vec(), 0, 6),
-                (b"c".to_vec(), ENTRY_NO_NEWLINE, 7)
-            ]
-        );
-        // Exactly max bytes then newline: one entry.
-        assert_eq!(split(b"abcd\n", 4), vec![(b"abcd".to_vec(), 0, 5)]);
-        // Longer: parts.
-        assert_eq!(
-            split(b"abcdefghij\nxy", 4),
-            vec![
-                (b"abcd".to_vec(), ENTRY_MORE_PARTS, 4),
-                (b"efgh".to_vec(), ENTRY_MORE_PARTS | ENTRY_CONTINUATION, 8),
-                (b"ij".to_vec(), ENTRY_CONTINUATION, 11),
-                (b"xy".to_vec(), ENTRY_NO_NEWLINE, 13),
-            ]
-        );
-        // Input without any newline and a multiple of max.
-        assert_eq!(
-            split(b"abcdefgh", 4),
-            vec![
-                (b"abcd".to_vec(), ENTRY_MORE_PARTS, 4),
-                (b"efgh".to_vec(), ENTRY_NO_NEWLINE | ENTRY_CONTINUATION, 8),
-            ]
-        );
-        assert!(split(b"", 4).is_empty());
-        // Bytes kept exactly: CR, NUL, invalid UTF-8.
-        assert_eq!(
-            split(b"\x00\xff\r\n", 16),
-            vec![(b"\x00\xff\r".to_vec(), 0, 4)]
-        );
+        assert_eq!(n, 4);
+        assert_eq!(out[0], (b"ab".to_vec(), 0, 3));
+        assert_eq!(out[1].1, ENTRY_MORE_PARTS);
+        assert_eq!(out[3], (b"h".to_vec(), ENTRY_NO_NEWLINE, 10));
     }
 }

@@ -82,15 +82,19 @@ impl FileSource {
                         match p {
                             Ok(p) if !self.excluded(&p) => out.push(p),
                             Ok(_) => {}
-                            Err(e) => warn_once(
-                                warned,
-                                &self.name,
-                                format!("{}: {e}", e.path().display()),
-                            ),
+                            Err(e) => {
+                                warn_once(
+                                    warned,
+                                    &self.name,
+                                    format!("{}: {e}", e.path().display()),
+                                );
+                            }
                         }
                     }
                 }
-                Err(e) => warn_once(warned, &self.name, format!("invalid glob {pattern:?}: {e}")),
+                Err(e) => {
+                    warn_once(warned, &self.name, format!("invalid glob {pattern:?}: {e}"));
+                }
             }
         }
         out.sort();
@@ -144,9 +148,34 @@ impl FileSource {
     }
 }
 
-fn warn_once(warned: &mut HashSet<String>, source: &str, msg: String) {
-    if warned.insert(msg.clone()) {
+/// Logs a warning the first time it happens; true then.
+fn warn_once(warned: &mut HashSet<String>, source: &str, msg: String) -> bool {
+    let new = warned.insert(msg.clone());
+    if new {
         eprintln!("wormlog: warning: source {source}: {msg}");
+    }
+    new
+}
+
+/// A file matched by the globs that is not read (refused or unreadable)
+/// is said in the log and, once, in the chain as a gap record.
+fn not_read(
+    ctx: &SourceContext,
+    warned: &mut HashSet<String>,
+    source: &Arc<str>,
+    reason: GapReason,
+    msg: String,
+) {
+    if warn_once(warned, source, msg.clone()) {
+        ctx.send(Event::Gap {
+            source: source.clone(),
+            position: Position::None,
+            reason,
+            lost_bytes: UNKNOWN_COUNT,
+            lost_records: UNKNOWN_COUNT,
+            detail: msg,
+            ts: wall_ns(),
+        });
     }
 }
 
@@ -204,7 +233,18 @@ impl Source for FileSource {
                     Ok(f) => f,
                     Err(Refused::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => continue,
                     Err(e) => {
-                        warn_once(&mut warned, &self.name, format!("{} {e}", path.display()));
+                        let reason = if matches!(e, Refused::Io(_)) {
+                            GapReason::Unreadable
+                        } else {
+                            GapReason::Other
+                        };
+                        not_read(
+                            &ctx,
+                            &mut warned,
+                            &self.name,
+                            reason,
+                            format!("{} {e}", path.display()),
+                        );
                         continue;
                     }
                 };
@@ -261,9 +301,13 @@ impl Source for FileSource {
                     Ok(t) => {
                         tailers.insert((dev, ino), t);
                     }
-                    Err(e) => {
-                        warn_once(&mut warned, &self.name, format!("{}: {e}", path.display()))
-                    }
+                    Err(e) => not_read(
+                        &ctx,
+                        &mut warned,
+                        &self.name,
+                        GapReason::Unreadable,
+                        format!("{}: {e}", path.display()),
+                    ),
                 }
             }
             for (id, t) in tailers.iter_mut() {
@@ -277,9 +321,11 @@ impl Source for FileSource {
                 match t.poll(&ctx, self.partial_timeout, stopping || t.gone) {
                     Ok(true) => {}
                     Ok(false) => writer_gone = true,
-                    Err(e) => warn_once(
+                    Err(e) => not_read(
+                        &ctx,
                         &mut warned,
                         &self.name,
+                        GapReason::Unreadable,
                         format!("{}: read error: {e}; retrying", t.path.display()),
                     ),
                 }
