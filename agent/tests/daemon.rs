@@ -326,8 +326,23 @@ fn symlinks_fifos_and_directories_are_refused() {
     std::fs::create_dir(e.log("dir.log")).unwrap();
     let d = e.start();
     e.wait_entries(1);
-    // Give it a few more polls to (not) read the others.
-    std::thread::sleep(Duration::from_millis(200));
+    // Wait until all three refusals are in the chain (then every path was
+    // looked at).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while e
+        .records()
+        .iter()
+        .filter(|r| r.kind.starts_with("gap"))
+        .count()
+        < 3
+    {
+        assert!(
+            Instant::now() < deadline,
+            "refusals not recorded: {}",
+            e.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     stop(d);
     assert_eq!(e.bodies(), ["real line"]);
     let err = e.stderr();
@@ -550,7 +565,8 @@ fn compressed_and_dateext_rotations_are_not_read_twice() {
     append(&e.log("app.log"), lines("d3", 0..30).as_bytes());
     e.wait_entries(90);
     stop(d);
-    // And a restart reads nothing again.
+    // And a restart reads nothing again. (Absence can only be watched for
+    // a while: ~15 poll cycles of 20 ms.)
     let d = e.start();
     std::thread::sleep(Duration::from_millis(300));
     stop(d);

@@ -85,15 +85,19 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
                 .cloned()
                 .unwrap_or_else(BTreeMap::new),
         };
-        sources.push(
+        sources.push((
+            f.name.clone(),
             std::thread::Builder::new()
                 .name(format!("src-{}", f.name))
                 .spawn(move || src.run(ctx))?,
-        );
+        ));
     }
     drop(tx);
     eprintln!("wormlog: running with {} sources", sources.len());
 
+    // Runs until a signal, or until the writer or a source stops on its
+    // own — which must not go unnoticed: a source that stopped reads
+    // nothing more, so the daemon stops loudly and systemd restarts it.
     let signal = rt.block_on(async {
         loop {
             tokio::select! {
@@ -101,6 +105,10 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
                 _ = int.recv() => return Some("SIGINT"),
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {
                     if writer.is_finished() {
+                        return None;
+                    }
+                    if let Some((name, _)) = sources.iter().find(|(_, h)| h.is_finished()) {
+                        eprintln!("wormlog: error: source {name} stopped unexpectedly; stopping the daemon");
                         return None;
                     }
                 }
@@ -111,11 +119,15 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
         eprintln!("wormlog: {sig}: stopping; handing over what was read");
     }
     shutdown.trigger();
-    for s in sources {
-        let _ = s.join();
+    let mut source_failed = false;
+    for (name, s) in sources {
+        if s.join().is_err() {
+            eprintln!("wormlog: error: source {name} panicked");
+            source_failed = true;
+        }
     }
     match writer.join() {
-        Ok(Ok(())) if signal.is_some() => {
+        Ok(Ok(())) if signal.is_some() && !source_failed => {
             eprintln!("wormlog: stopped cleanly");
             Ok(ExitCode::SUCCESS)
         }
