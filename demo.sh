@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# wormlog demo: seal a sample log into a spool, read it back, verify it with
-# the host's first public key, then tamper with a copy and watch `verify`
-# name the damage. Everything happens in one directory (default ./demo-out).
+# wormlog demo: the daemon tails a sample log (through a logrotate-style
+# rotation) into a sealed spool; a cron-style job appends to it too; the
+# spool is read back and verified with the host's first public key; then a
+# copy is tampered with and `verify` names the damage. Everything happens in
+# one directory (default ./demo-out).
 #
 #   ./demo.sh [DIR]
 set -euo pipefail
@@ -19,10 +21,10 @@ if [ -d "$out" ]; then
   chattr -R -ia "$out" 2>/dev/null || true
   rm -rf "$out"
 fi
-mkdir -p "$out"
+mkdir -p "$out/logs"
 out="$(cd "$out" && pwd)"
 
-cat > "$out/agent.toml" <<EOF
+cat > "$out/agent.toml" <<CONFIG
 [agent]
 id = "demo-host"
 spool_dir = "$out/spool"
@@ -32,7 +34,14 @@ key_dir = "$out/keys"
 # "try": chattr +a / +i where the file system and CAP_LINUX_IMMUTABLE allow,
 # a loud warning and an alert record in the chain where they do not.
 append_only = "try"
-EOF
+
+[[sources.file]]
+name = "ehr"
+# The glob matches the rotated names too: files are known by identity, so
+# nothing is read twice.
+paths = ["$out/logs/ehr.log*"]
+poll_interval = "100ms"
+CONFIG
 
 say "wormlog keygen: the host key; the printed public key is all a verifier needs"
 pubkey="$("$bin" keygen --key-dir "$out/keys")"
@@ -41,15 +50,37 @@ echo "$pubkey"
 say "wormlog check-config"
 "$bin" check-config --config "$out/agent.toml"
 
-say "wormlog append: an embedded sample of an audit trail, hostile bytes included"
-{
-  printf '%s\n' \
-    'Nov 26 07:00:01 ehr-01 sshd[811]: Accepted publickey for dr.jones from 10.0.4.17 port 51234' \
-    'Nov 26 07:00:05 ehr-01 sudo: dr.jones : TTY=pts/0 ; PWD=/home/dr.jones ; USER=root ; COMMAND=/usr/bin/less /var/lib/ehr/patient-4711.json' \
-    'Nov 26 07:01:12 ehr-01 ehr-api[2301]: user=dr.jones action=READ record=patient-4711 result=ok'
-  printf 'Nov 26 07:01:13 ehr-01 ehr-api[2301]: user=\033[31mmallory\033[0m action=EXPORT note=\xe2\x80\xaetxt.exe invalid=\xff\xfe nul=\x00 end\n'
-  printf 'Nov 26 07:02:00 ehr-01 ehr-api[2301]: a last line without a newline'
-} | "$bin" append --config "$out/agent.toml" --source ehr
+say "wormlog run: the daemon tails $out/logs/ehr.log"
+"$bin" run --config "$out/agent.toml" 2>"$out/daemon.log" &
+daemon=$!
+trap 'kill "$daemon" 2>/dev/null || true' EXIT
+log="$out/logs/ehr.log"
+printf '%s\n' \
+  'Nov 26 07:00:01 ehr-01 sshd[811]: Accepted publickey for dr.jones from 10.0.4.17 port 51234' \
+  'Nov 26 07:00:05 ehr-01 sudo: dr.jones : TTY=pts/0 ; PWD=/home/dr.jones ; USER=root ; COMMAND=/usr/bin/less /var/lib/ehr/patient-4711.json' \
+  >> "$log"
+sleep 0.5
+
+say "a logrotate-style rotation: renamed (and written once more), then a new file"
+mv "$log" "$log-20261126"
+printf '%s\n' 'Nov 26 07:01:12 ehr-01 ehr-api[2301]: user=dr.jones action=READ record=patient-4711 result=ok' >> "$log-20261126"
+printf 'Nov 26 07:01:13 ehr-01 ehr-api[2301]: user=\033[31mmallory\033[0m action=EXPORT note=\xe2\x80\xaetxt.exe invalid=\xff\xfe nul=\x00 end\n' >> "$log"
+printf 'Nov 26 07:02:00 ehr-01 ehr-api[2301]: a last line without a newline' >> "$log"
+
+# Wait (at most 20 s) until the four complete lines are in the spool.
+for _ in $(seq 200); do
+  n=$("$bin" cat --spool "$out/spool" --json 2>/dev/null | grep -c '"kind":"entry"' || true)
+  [ "$n" -ge 4 ] && break
+  sleep 0.1
+done
+say "SIGTERM: the daemon writes what it read (the unfinished last line flagged), a stop record and a final signed checkpoint"
+kill -TERM "$daemon"
+wait "$daemon"
+trap - EXIT
+cat "$out/daemon.log"
+
+say "wormlog append: a cron job's output, as its own source"
+printf 'nightly backup of /var/lib/ehr: 4711 records, ok\n' | "$bin" append --config "$out/agent.toml" --source backup
 
 say "wormlog cat: control and bidi characters are escaped, bytes kept exactly"
 "$bin" cat --spool "$out/spool"
@@ -67,15 +98,16 @@ say "an intruder edits one byte of a copy of the spool…"
 cp -r "$out/spool" "$out/tampered"
 chattr -R -ia "$out/tampered" 2>/dev/null || true
 seg="$(ls "$out"/tampered/*.wlseg | head -n 1)"
-python3 - "$seg" <<'EOF'
+python3 - "$seg" <<'PY'
 import sys
 p = sys.argv[1]
 b = bytearray(open(p, "rb").read())
 i = b.find(b"result=ok")
+assert i >= 0, "sample line not found"
 b[i + 7:i + 9] = b"no"
 open(p, "wb").write(b)
 print(f"changed 'result=ok' to 'result=no' at byte {i + 7} of {p}")
-EOF
+PY
 
 say "…and wormlog verify names where (exit code 1)"
 set +e
