@@ -98,6 +98,12 @@ impl LineSplitter {
         Ok(true)
     }
 
+    /// Says that the next bytes continue a line whose beginning was already
+    /// emitted (resuming after a partial line or a part).
+    pub fn continue_line(&mut self) {
+        self.cont = true;
+    }
+
     /// Forgets held bytes (the stream was replaced).
     pub fn reset(&mut self) {
         self.line.clear();

@@ -384,6 +384,9 @@ fn restart_resumes_without_rereading_and_partial_lines_are_flagged() {
         recs[2].flags & wormlog_spool::record::ENTRY_NO_NEWLINE,
         wormlog_spool::record::ENTRY_NO_NEWLINE
     );
+    // After the restart, the rest of that line says it continues it.
+    assert_eq!(recs[3].flags, wormlog_spool::record::ENTRY_CONTINUATION);
+    assert_eq!(recs[4].flags, 0);
 }
 
 #[test]

@@ -48,6 +48,13 @@ impl Tailer {
         max_line: usize,
     ) -> io::Result<Tailer> {
         let (dev, ino, _) = dev_ino_size(&file)?;
+        let mut splitter = LineSplitter::new(max_line);
+        // Resuming after a line that was written without its newline (or
+        // in parts): what follows continues it.
+        let mut before = [0u8; 1];
+        if offset > 0 && file.read_at(&mut before, offset - 1)? == 1 && before[0] != b'\n' {
+            splitter.continue_line();
+        }
         Ok(Tailer {
             path,
             file,
@@ -56,7 +63,7 @@ impl Tailer {
             fp,
             offset,
             size_seen: offset,
-            splitter: LineSplitter::new(max_line),
+            splitter,
             last_data: Instant::now(),
             source,
             buf: Vec::new(),
