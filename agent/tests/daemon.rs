@@ -769,3 +769,38 @@ mod model {
         }
     }
 }
+
+#[test]
+fn a_partial_line_held_when_the_file_is_truncated_is_kept() {
+    let e = Env::new("partial_line_timeout = \"1h\"");
+    append(&e.log("app.log"), b"whole\nheld without newline");
+    let d = e.start();
+    e.wait_entries(1);
+    // The daemon holds "held without newline" (its newline never comes).
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(e.log("app.log"))
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !e.records().iter().any(|r| r.kind.starts_with("gap")) {
+        assert!(Instant::now() < deadline, "no gap record: {}", e.stderr());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    append(&e.log("app.log"), b"after\n");
+    e.wait_entries(3);
+    stop(d);
+    let recs: Vec<Rec> = e
+        .records()
+        .into_iter()
+        .filter(|r| r.kind == "entry")
+        .collect();
+    let bodies: Vec<&[u8]> = recs.iter().map(|r| r.body.as_slice()).collect();
+    assert_eq!(bodies, [&b"whole"[..], b"held without newline", b"after"]);
+    assert_eq!(recs[1].flags, wormlog_spool::record::ENTRY_NO_NEWLINE);
+    assert_eq!(
+        recs[2].flags, 0,
+        "a new line after the truncation, not a continuation"
+    );
+}

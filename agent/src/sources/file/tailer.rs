@@ -123,6 +123,18 @@ impl Tailer {
         size: u64,
         detail: String,
     ) -> bool {
+        // A partial line already read is evidence too: write it (flagged
+        // no_newline) before starting over, never drop it.
+        let mut held = Batch::new(self.key());
+        let offset = self.offset;
+        if self
+            .splitter
+            .flush(offset, &mut |b: &[u8], f: u8, o: u64| held.push(b, f, o))
+            .is_err()
+            || !held.send(&self.source, ctx)
+        {
+            return false;
+        }
         self.splitter.reset();
         self.offset = 0;
         self.size_seen = size;
