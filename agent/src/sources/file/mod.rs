@@ -73,7 +73,7 @@ impl FileSource {
     }
 
     /// The paths the globs name now, in a stable order.
-    fn discover(&self, warned: &mut HashSet<String>) -> Vec<PathBuf> {
+    fn discover(&self, ctx: &SourceContext, warned: &mut HashSet<String>) -> Vec<PathBuf> {
         let mut out = Vec::new();
         for pattern in &self.paths {
             match glob::glob(pattern) {
@@ -82,16 +82,18 @@ impl FileSource {
                         match p {
                             Ok(p) if !self.excluded(&p) => out.push(p),
                             Ok(_) => {}
-                            Err(e) => {
-                                warn_once(
-                                    warned,
-                                    &self.name,
-                                    format!("{}: {e}", e.path().display()),
-                                );
-                            }
+                            // A directory that cannot be listed hides files.
+                            Err(e) => not_read(
+                                ctx,
+                                warned,
+                                &self.name,
+                                GapReason::Unreadable,
+                                format!("{}: {e}", e.path().display()),
+                            ),
                         }
                     }
                 }
+                // check-config refuses invalid globs; kept for safety.
                 Err(e) => {
                     warn_once(warned, &self.name, format!("invalid glob {pattern:?}: {e}"));
                 }
@@ -212,7 +214,7 @@ impl Source for FileSource {
                 tailers.keys().copied().collect()
             };
             let found = if rescan {
-                self.discover(&mut warned)
+                self.discover(&ctx, &mut warned)
             } else {
                 Vec::new()
             };
