@@ -389,6 +389,12 @@ fn append_refuses_while_another_process_holds_the_spool() {
     assert!(append(&t, &cfg, "second", b"now\n").status.success());
 }
 
+/// Whether this is the CI run (`.ci/run` sets CI=true), where nothing may
+/// be skipped for want of a tool or a capability.
+fn in_ci() -> bool {
+    std::env::var_os("CI").is_some()
+}
+
 /// Whether the test directory's file system takes the flags (ext4 does).
 fn flags_supported(t: &Tmp) -> bool {
     let p = t.p("probe");
@@ -405,6 +411,11 @@ fn append_only_and_immutable_flags_are_really_set() {
     t.keygen();
     let cfg = t.config("append_only = \"require\"\nsegment_max_bytes = \"1MiB\"");
     if !flags_supported(&t) {
+        // CI runs as root on ext4: there the flags must work, not fall back.
+        assert!(
+            !in_ci(),
+            "CI must be able to set chattr flags (root on ext4)"
+        );
         // A clear outcome where the flags cannot be set: "require" refuses.
         let out = append(&t, &cfg, "app", b"x\n");
         assert_eq!(out.status.code(), Some(1));
@@ -478,6 +489,7 @@ fn without_cap_linux_immutable_try_warns_and_require_refuses() {
     let t = Tmp::new();
     t.keygen();
     if !flags_supported(&t) || Command::new("setpriv").arg("--version").output().is_err() {
+        assert!(!in_ci(), "CI must have setpriv and chattr support");
         eprintln!(
             "NOTE: needs setpriv and a file system with chattr flags; checked in CI as root on ext4"
         );
