@@ -315,7 +315,7 @@ pub fn line_col(text: &[u8], offset: usize) -> (usize, usize) {
 /// Checks that need more than one key; located at the key's line.
 fn validate(path: &Path, text: &str, c: &Config) -> Result<(), ConfigError> {
     let at = |key: &str, msg: String| {
-        let (line, col) = find_key(text, key);
+        let (line, col) = find_assignment(text, key, None);
         ConfigError(format!("{}:{line}:{col}: {msg}", path.display()))
     };
     if let Some(id) = &c.agent.id
@@ -358,7 +358,7 @@ fn validate(path: &Path, text: &str, c: &Config) -> Result<(), ConfigError> {
     let mut names = std::collections::BTreeSet::new();
     for f in &c.sources.file {
         let here = |msg: String| {
-            let (line, col) = find_value(text, "name", &f.name);
+            let (line, col) = find_assignment(text, "name", Some(&f.name));
             ConfigError(format!(
                 "{}:{line}:{col}: source {:?}: {msg}",
                 path.display(),
@@ -396,26 +396,14 @@ fn validate(path: &Path, text: &str, c: &Config) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// Where `key = "value"` is written (line, column), or 1:1.
-fn find_value(text: &str, key: &str, value: &str) -> (usize, usize) {
+/// Where `key = …` (with that value, when given) is written: (line,
+/// column), or 1:1.
+fn find_assignment(text: &str, key: &str, value: Option<&str>) -> (usize, usize) {
     for (i, line) in text.lines().enumerate() {
         let t = line.trim_start();
         if let Some(rest) = t.strip_prefix(key)
             && let Some(v) = rest.trim_start().strip_prefix('=')
-            && v.trim().trim_matches('"') == value
-        {
-            return (i + 1, line.len() - t.len() + 1);
-        }
-    }
-    (1, 1)
-}
-
-/// Where `key = …` is written (line, column), or 1:1.
-fn find_key(text: &str, key: &str) -> (usize, usize) {
-    for (i, line) in text.lines().enumerate() {
-        let t = line.trim_start();
-        if let Some(rest) = t.strip_prefix(key)
-            && rest.trim_start().starts_with('=')
+            && value.is_none_or(|want| v.trim().trim_matches('"') == want)
         {
             return (i + 1, line.len() - t.len() + 1);
         }

@@ -139,16 +139,17 @@ impl Spool {
                 }
             }
         }
-        // This batch must reach the disk, or the writer stops.
+        // This batch must reach the disk, or the writer stops (no second
+        // recovery: `submit` would recurse into this function).
+        let buf = std::mem::take(&mut self.pending);
+        let end_offset = self.submitted + buf.len() as u64;
         let job = super::flusher::Job {
             file: self.seg.file.clone(),
-            buf: std::mem::take(&mut self.pending),
+            buf,
             segment_no: self.seg.no,
-            end_offset: self.seg.header_len,
+            end_offset,
             end_count: self.entries,
         };
-        let end_offset = self.seg.header_len + job.buf.len() as u64;
-        let job = super::flusher::Job { end_offset, ..job };
         match self.flusher.submit(job) {
             Ok(spare) => self.pending = spare,
             Err((f, _)) => return Err(fatal(self, f.error)),
