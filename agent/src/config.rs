@@ -315,7 +315,7 @@ pub fn line_col(text: &[u8], offset: usize) -> (usize, usize) {
 /// Checks that need more than one key; located at the key's line.
 fn validate(path: &Path, text: &str, c: &Config) -> Result<(), ConfigError> {
     let at = |key: &str, msg: String| {
-        let (line, col) = find_assignment(text, key, None);
+        let (line, col) = find_assignment(text, key, None, 0);
         ConfigError(format!("{}:{line}:{col}: {msg}", path.display()))
     };
     if let Some(id) = &c.agent.id
@@ -356,9 +356,15 @@ fn validate(path: &Path, text: &str, c: &Config) -> Result<(), ConfigError> {
         ));
     }
     let mut names = std::collections::BTreeSet::new();
-    for f in &c.sources.file {
+    for (i, f) in c.sources.file.iter().enumerate() {
+        // The how-many-th source of this name this is (a duplicate is
+        // reported where it is written, not at the first one).
+        let nth = c.sources.file[..i]
+            .iter()
+            .filter(|g| g.name == f.name)
+            .count();
         let here = |msg: String| {
-            let (line, col) = find_assignment(text, "name", Some(&f.name));
+            let (line, col) = find_assignment(text, "name", Some(&f.name), nth);
             ConfigError(format!(
                 "{}:{line}:{col}: source {:?}: {msg}",
                 path.display(),
@@ -396,16 +402,20 @@ fn validate(path: &Path, text: &str, c: &Config) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// Where `key = …` (with that value, when given) is written: (line,
-/// column), or 1:1.
-fn find_assignment(text: &str, key: &str, value: Option<&str>) -> (usize, usize) {
+/// Where the `nth` (from 0) `key = …` (with that value, when given) is
+/// written: (line, column), or 1:1.
+fn find_assignment(text: &str, key: &str, value: Option<&str>, nth: usize) -> (usize, usize) {
+    let mut seen = 0;
     for (i, line) in text.lines().enumerate() {
         let t = line.trim_start();
         if let Some(rest) = t.strip_prefix(key)
             && let Some(v) = rest.trim_start().strip_prefix('=')
             && value.is_none_or(|want| v.trim().trim_matches('"') == want)
         {
-            return (i + 1, line.len() - t.len() + 1);
+            if seen == nth {
+                return (i + 1, line.len() - t.len() + 1);
+            }
+            seen += 1;
         }
     }
     (1, 1)

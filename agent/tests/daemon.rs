@@ -414,38 +414,41 @@ fn hostile_bytes_are_kept_exactly_and_long_lines_split() {
 fn bad_source_config_names_line_and_column() {
     let e = Env::new("");
     let p = e.p("bad.toml");
-    std::fs::write(
-        &p,
-        "[[sources.file]]\nname = \"app\"\npaths = [\"relative/*.log\"]\n",
-    )
-    .unwrap();
-    let out = Command::new(bin())
-        .args(["check-config", "--config"])
-        .arg(&p)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.starts_with(&format!("{}:2:1:", p.display())) && err.contains("absolute"),
-        "{err}"
-    );
-    std::fs::write(
-        &p,
-        "[[sources.file]]\nname = \"app\"\npaths = [\"/x/*.log\"]\nread_from = \"middle\"\n",
-    )
-    .unwrap();
-    let out = Command::new(bin())
-        .args(["run", "--config"])
-        .arg(&p)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.starts_with(&format!("{}:4:13:", p.display())) && err.contains("middle"),
-        "{err}"
-    );
+    // (subcommand, configuration, expected file:line:column, a word of the message)
+    let cases = [
+        (
+            "check-config",
+            "[[sources.file]]\nname = \"app\"\npaths = [\"relative/*.log\"]\n",
+            ":2:1:",
+            "absolute",
+        ),
+        (
+            "run",
+            "[[sources.file]]\nname = \"app\"\npaths = [\"/x/*.log\"]\nread_from = \"middle\"\n",
+            ":4:13:",
+            "middle",
+        ),
+        (
+            "check-config",
+            "[[sources.file]]\nname = \"a\"\npaths = [\"/x\"]\n[[sources.file]]\nname = \"a\"\npaths = [\"/y\"]\n",
+            ":5:1:",
+            "same name",
+        ),
+    ];
+    for (cmd, text, loc, word) in cases {
+        std::fs::write(&p, text).unwrap();
+        let out = Command::new(bin())
+            .args([cmd, "--config"])
+            .arg(&p)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{cmd} {text:?}: {err}");
+        assert!(
+            err.starts_with(&format!("{}{loc}", p.display())) && err.contains(word),
+            "{text:?}: {err}"
+        );
+    }
 }
 
 /// A writer appends numbered lines and rotates (by rename, dateext style:
