@@ -153,6 +153,9 @@ impl Spool {
     /// not two map lookups.
     #[inline]
     pub(super) fn track(&mut self, source: &str, position: &Position) {
+        if *position == Position::None {
+            return; // nothing to resume from (e.g. a gap about a file not read)
+        }
         let key = position.stream_key();
         if let Some((s, k, p)) = &mut self.hot
             && *k == key

@@ -296,6 +296,9 @@ fn track_position(
     let p = pos
         .to_position()
         .map_err(|e| corrupt(path, e.to_string()))?;
+    if p == Position::None {
+        return Ok(()); // as the writer: nothing to resume from
+    }
     let key = p.stream_key();
     match st.positions.get_mut(source) {
         Some(m) => {
