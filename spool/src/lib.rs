@@ -12,14 +12,17 @@
 
 #![forbid(unsafe_code)]
 
+pub mod chain;
 pub mod clock;
 pub mod codec;
 pub mod error;
+pub mod follow;
 pub mod frame;
 pub mod hash;
 pub mod keys;
 pub mod merkle;
 pub mod position;
+pub mod reader;
 pub mod record;
 pub mod segment;
 pub mod verify;

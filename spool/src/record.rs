@@ -196,6 +196,11 @@ pub enum AlertCode {
     FsyncFailed = 2,
     DiskBudget = 3,
     Other = 4,
+    /// The collector refused this agent's chain (a fork or an invalid
+    /// record): forwarding of the stream stopped.
+    ForwardRefused = 5,
+    /// A collector received a fork of an agent's chain.
+    ForkDetected = 6,
 }
 
 impl AlertCode {
@@ -204,6 +209,8 @@ impl AlertCode {
             1 => "append_only_unavailable",
             2 => "fsync_failed",
             3 => "disk_budget",
+            5 => "forward_refused",
+            6 => "fork_detected",
             _ => "other",
         }
     }

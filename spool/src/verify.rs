@@ -2,14 +2,11 @@
 //! public key (docs/FORMAT.md §7). Names the first bad segment, offset and
 //! sequence number and the reason.
 
-use crate::codec::put_bytes8;
+use crate::chain::ChainCheck;
 use crate::frame::{FrameAt, frame_at};
 use crate::hash::{Hash, ZERO32, leaf_hash, sha256};
-use crate::keys::{CHECKPOINT_CONTEXT, EPOCH_KEY_CONTEXT, RECEIPT_CONTEXT, verify_signature};
-use crate::merkle::Frontier;
-use crate::record::{Kind, Payload, Record, RecoveryCause, SIGNATURE_LEN};
+use crate::record::{Kind, Payload, Record, RecoveryCause};
 use crate::segment::{SegmentHeader, list_segments};
-use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -86,6 +83,12 @@ pub struct Report {
     pub head: Hash,
     pub ignored_files: Vec<String>,
     pub failure: Option<Failure>,
+    /// The tree at the end (for a follower that resumes here).
+    pub frontier: crate::merkle::Frontier,
+    /// The public key of the last epoch.
+    pub key: Option<[u8; 32]>,
+    /// Where the last segment's good records end.
+    pub last_segment: Option<crate::follow::SegmentCursor>,
 }
 
 impl Report {
@@ -103,6 +106,9 @@ pub struct Location {
 
 struct Prev {
     no: u64,
+    records: u64,
+    anchored: bool,
+    sealed: bool,
     /// The next segment's recovery record names this segment's end.
     limited: bool,
     last_seq: u64,
@@ -114,14 +120,7 @@ struct Prev {
 }
 
 struct State<'v> {
-    trusted: Option<[u8; 32]>,
-    next_seq: u64,
-    head: Hash,
-    frontier: Frontier,
-    epoch: u64,
-    key: Option<[u8; 32]>,
-    agent_id: Option<String>,
-    checkpoint_roots: HashMap<u64, Hash>,
+    chain: ChainCheck,
     heartbeat_ns: u64,
     prev_ts: Option<(u64, i64, Kind)>,
     report: Report,
@@ -145,14 +144,7 @@ pub fn verify_spool(
         return Err(VerifyError::NotASpool(dir.to_owned()));
     }
     let mut s = State {
-        trusted: pubkey,
-        next_seq: 0,
-        head: ZERO32,
-        frontier: Frontier::new(),
-        epoch: 0,
-        key: None,
-        agent_id: None,
-        checkpoint_roots: HashMap::new(),
+        chain: ChainCheck::new(pubkey),
         heartbeat_ns: DEFAULT_HEARTBEAT_NS,
         prev_ts: None,
         report: Report {
@@ -217,15 +209,26 @@ fn check_segments(
         let result = s.segment(*no, &bytes, limit, last, prev.take());
         let _ = recycle.send(bytes);
         match result {
-            Ok(p) => prev = Some(p),
+            Ok(p) => {
+                s.report.last_segment = Some(crate::follow::SegmentCursor {
+                    no: p.no,
+                    len: p.end,
+                    records: p.records,
+                    anchored: p.anchored,
+                    sealed: p.sealed,
+                });
+                prev = Some(p);
+            }
             Err((off, seq, reason)) => return Ok(s.fail(*no, off, reason).with_seq(seq)),
         }
     }
-    s.report.epoch = s.epoch;
-    s.report.tree_size = s.frontier.size();
-    s.report.root = s.frontier.root();
-    s.report.head = s.head;
-    s.report.first_pubkey = s.report.first_pubkey.or(s.key);
+    s.report.epoch = s.chain.epoch;
+    s.report.tree_size = s.chain.frontier.size();
+    s.report.root = s.chain.frontier.root();
+    s.report.head = s.chain.head;
+    s.report.first_pubkey = s.report.first_pubkey.or(s.chain.key);
+    s.report.frontier = s.chain.frontier.clone();
+    s.report.key = s.chain.key;
     Ok(std::mem::take(&mut s.report))
 }
 
@@ -270,13 +273,13 @@ impl State<'_> {
         r.failure = Some(Failure {
             segment,
             offset,
-            seq: self.next_seq,
+            seq: self.chain.next_seq,
             reason,
         });
-        r.epoch = self.epoch;
-        r.tree_size = self.frontier.size();
-        r.root = self.frontier.root();
-        r.head = self.head;
+        r.epoch = self.chain.epoch;
+        r.tree_size = self.chain.frontier.size();
+        r.root = self.chain.frontier.root();
+        r.head = self.chain.head;
         r
     }
 
@@ -288,7 +291,7 @@ impl State<'_> {
         last: bool,
         prev: Option<Prev>,
     ) -> Result<Prev, (u64, u64, String)> {
-        let seq = self.next_seq;
+        let seq = self.chain.next_seq;
         let at0 = |reason: String| (0, seq, reason);
         let (h, hlen) =
             SegmentHeader::decode(bytes).map_err(|e| at0(format!("segment header: {e}")))?;
@@ -298,24 +301,24 @@ impl State<'_> {
                 h.segment_no
             )));
         }
-        match &self.agent_id {
+        match &self.chain.agent_id {
             Some(id) if *id != h.agent_id => {
                 return Err(at0(format!(
                     "agent id {:?} differs from {id:?}",
                     h.agent_id
                 )));
             }
-            None => self.agent_id = Some(h.agent_id.clone()),
+            None => self.chain.agent_id = Some(h.agent_id.clone()),
             _ => {}
         }
-        self.report.agent_id = self.agent_id.clone();
-        if h.first_seq != self.next_seq {
+        self.report.agent_id = self.chain.agent_id.clone();
+        if h.first_seq != self.chain.next_seq {
             return Err(at0(format!(
                 "header first_seq {} but the log continues at {}",
-                h.first_seq, self.next_seq
+                h.first_seq, self.chain.next_seq
             )));
         }
-        if h.prev_head != self.head {
+        if h.prev_head != self.chain.head {
             return Err(at0("header prev_head does not match the chain head".into()));
         }
         let end = match limit {
@@ -357,7 +360,7 @@ impl State<'_> {
             if let Some(after) = sealed_at {
                 return Err((
                     after as u64,
-                    self.next_seq,
+                    self.chain.next_seq,
                     "the seal is not the last record of its segment".into(),
                 ));
             }
@@ -389,7 +392,7 @@ impl State<'_> {
                 if let Some(after) = sealed_at {
                     return Err((
                         after as u64,
-                        self.next_seq,
+                        self.chain.next_seq,
                         "the seal is not the last record of its segment".into(),
                     ));
                 }
@@ -398,19 +401,19 @@ impl State<'_> {
                 } else {
                     "incomplete frame"
                 };
-                return Err((off as u64, self.next_seq, why.into()));
+                return Err((off as u64, self.chain.next_seq, why.into()));
             }
             FrameAt::Bad(b) => {
                 if let Some(after) = sealed_at {
                     return Err((
                         after as u64,
-                        self.next_seq,
+                        self.chain.next_seq,
                         "the seal is not the last record of its segment".into(),
                     ));
                 }
                 return Err((
                     off as u64,
-                    self.next_seq,
+                    self.chain.next_seq,
                     format!("{b} (damaged or altered record)"),
                 ));
             }
@@ -421,7 +424,7 @@ impl State<'_> {
             // found it). Kept for safety.
             return Err((
                 hlen as u64,
-                self.next_seq,
+                self.chain.next_seq,
                 "expected a recovery record".into(),
             ));
         }
@@ -430,18 +433,21 @@ impl State<'_> {
         {
             return Err((
                 after as u64,
-                self.next_seq,
+                self.chain.next_seq,
                 "the seal is not the last record of its segment".into(),
             ));
         }
         if limit.is_none() && !last && sealed_at.is_none() {
-            return Err((off as u64, self.next_seq, "the segment ends without a seal record and no recovery record explains its end (records removed?)".into()));
+            return Err((off as u64, self.chain.next_seq, "the segment ends without a seal record and no recovery record explains its end (records removed?)".into()));
         }
         let region = &bytes[end.min(bytes.len())..];
         Ok(Prev {
             no,
+            records: index,
+            anchored: seen_checkpoint,
+            sealed: sealed_at.is_some(),
             limited: limit.is_some(),
-            last_seq: self.next_seq.wrapping_sub(1),
+            last_seq: self.chain.next_seq.wrapping_sub(1),
             file_len: bytes.len() as u64,
             end: end as u64,
             region_sha256: sha256(region),
@@ -464,137 +470,29 @@ impl State<'_> {
         prev: &mut Option<Prev>,
         no: u64,
     ) -> Result<bool, (u64, u64, String)> {
-        let at = |reason: String| (loc.offset, self.next_seq, reason);
+        let seq_now = self.chain.next_seq;
+        let at = |reason: String| (loc.offset, seq_now, reason);
         let rec = Record::decode(bytes).map_err(|e| at(e.to_string()))?;
-        if rec.seq != self.next_seq {
-            return Err(at(format!(
-                "record has seq {}, expected {} (records removed, duplicated or reordered)",
-                rec.seq, self.next_seq
-            )));
+        self.chain.check_link(&rec).map_err(at)?;
+        if let Payload::Checkpoint(_) = rec.payload {
+            if !*seen_checkpoint && index > 1 {
+                return Err(at(
+                    "the segment's first checkpoint is not among its first two records".into(),
+                ));
+            }
+            *seen_checkpoint = true;
         }
-        if rec.prev != self.head {
-            return Err(at("record does not link to the one before it (prev hash mismatch: the record before it was altered, or records were removed, inserted or reordered)".into()));
-        }
-        if (rec.seq == 0) != (rec.kind == Kind::Genesis) {
-            return Err(at(
-                "the first record must be the genesis record, and only it".into(),
-            ));
-        }
-        let signed = &bytes[..bytes.len().saturating_sub(SIGNATURE_LEN)];
+        self.chain.check_payload(&rec, bytes).map_err(at)?;
         let mut sealed = false;
         match &rec.payload {
-            Payload::Genesis {
-                agent_id,
-                first_pubkey,
-            } => {
-                if Some(*agent_id) != self.agent_id.as_deref() {
-                    return Err(at("genesis agent id differs from the segment header".into()));
-                }
-                if let Some(t) = self.trusted {
-                    if t != *first_pubkey {
-                        return Err(at(
-                            "the spool's first public key is not the one given (--pubkey)".into(),
-                        ));
-                    }
-                    self.report.key_authenticated = true;
-                }
-                self.key = Some(*first_pubkey);
-                self.report.first_pubkey = Some(*first_pubkey);
+            Payload::Genesis { .. } => {
+                self.report.key_authenticated = self.chain.key_authenticated;
+                self.report.first_pubkey = self.chain.first_pubkey;
             }
-            Payload::Entry(e) => {
-                if e.source.is_empty() {
-                    return Err(at("entry with an empty source name".into()));
-                }
-                self.report.entries += 1;
-            }
-            Payload::Checkpoint(cp) => {
-                if !*seen_checkpoint && index > 1 {
-                    return Err(at(
-                        "the segment's first checkpoint is not among its first two records".into(),
-                    ));
-                }
-                *seen_checkpoint = true;
-                if cp.epoch != self.epoch {
-                    return Err(at(format!(
-                        "checkpoint claims epoch {}, the log is in epoch {}",
-                        cp.epoch, self.epoch
-                    )));
-                }
-                if cp.tree_size != rec.seq {
-                    return Err(at(format!(
-                        "checkpoint tree size {} is not its seq {}",
-                        cp.tree_size, rec.seq
-                    )));
-                }
-                if cp.head != self.head {
-                    return Err(at("checkpoint chain head does not match the records before it (a record was altered)".into()));
-                }
-                if cp.root != self.frontier.root() {
-                    return Err(at("checkpoint Merkle root does not match the records before it (a record was altered)".into()));
-                }
-                if cp.frontier.as_slice() != self.frontier.nodes() {
-                    return Err(at("checkpoint frontier does not match the tree".into()));
-                }
-                let key = self.key.ok_or_else(|| at("no key in force".into()))?;
-                if !verify_signature(&key, CHECKPOINT_CONTEXT, signed, &cp.signature) {
-                    return Err(at(format!(
-                        "checkpoint signature is not valid under the key of epoch {}",
-                        self.epoch
-                    )));
-                }
-                self.checkpoint_roots.insert(cp.tree_size, cp.root);
-                self.report.checkpoints += 1;
-            }
-            Payload::EpochKey {
-                from_epoch,
-                to_epoch,
-                new_pubkey,
-                tree_size,
-                head,
-                signature,
-            } => {
-                if *from_epoch != self.epoch || *to_epoch != self.epoch + 1 {
-                    return Err(at(format!(
-                        "epoch transition {from_epoch}->{to_epoch} does not follow epoch {}",
-                        self.epoch
-                    )));
-                }
-                if *tree_size != rec.seq || *head != self.head {
-                    return Err(at(
-                        "epoch transition does not name the chain before it".into()
-                    ));
-                }
-                let key = self.key.ok_or_else(|| at("no key in force".into()))?;
-                if !verify_signature(&key, EPOCH_KEY_CONTEXT, signed, signature) {
-                    return Err(at(format!(
-                        "epoch transition not signed by the key of epoch {}",
-                        self.epoch
-                    )));
-                }
-                self.epoch = *to_epoch;
-                self.key = Some(*new_pubkey);
-                self.report.epoch_transitions += 1;
-            }
-            Payload::Start {
-                heartbeat_ns,
-                append_only,
-                append_only_active,
-                ..
-            } => {
-                if *append_only > 2 || *append_only_active > 1 {
-                    return Err(at("start record with an invalid append-only value".into()));
-                }
-                let _ = heartbeat_ns;
-            }
-            Payload::Gap { reason, .. } => {
-                if !(1..=8).contains(reason) {
-                    return Err(at(format!("gap record with unknown reason {reason}")));
-                }
-            }
+            Payload::Entry(_) => self.report.entries += 1,
+            Payload::Checkpoint(_) => self.report.checkpoints += 1,
+            Payload::EpochKey { .. } => self.report.epoch_transitions += 1,
             Payload::Alert { code, detail } => {
-                if !(1..=4).contains(code) {
-                    return Err(at(format!("alert record with unknown code {code}")));
-                }
                 self.report
                     .alerts
                     .push((rec.seq, *code, (*detail).to_owned()));
@@ -668,29 +566,7 @@ impl State<'_> {
                     len: *region_len,
                 });
             }
-            Payload::Receipt {
-                tree_size,
-                root,
-                collector_ts,
-                collector_pubkey,
-                signature,
-                ..
-            } => {
-                let mut msg = Vec::with_capacity(100);
-                put_bytes8(&mut msg, self.agent_id.as_deref().unwrap_or("").as_bytes());
-                msg.extend_from_slice(&tree_size.to_le_bytes());
-                msg.extend_from_slice(root);
-                msg.extend_from_slice(&collector_ts.to_le_bytes());
-                if !verify_signature(collector_pubkey, RECEIPT_CONTEXT, &msg, signature) {
-                    return Err(at("receipt signature is not valid".into()));
-                }
-                if self.checkpoint_roots.get(tree_size) != Some(root) {
-                    return Err(at(format!(
-                        "receipt names tree size {tree_size} and a root that no earlier checkpoint has"
-                    )));
-                }
-                self.report.receipts += 1;
-            }
+            Payload::Receipt { .. } => self.report.receipts += 1,
             Payload::Seal { next_segment } => {
                 if *next_segment != no + 1 {
                     return Err(at(format!(
@@ -700,7 +576,9 @@ impl State<'_> {
                 }
                 sealed = true;
             }
-            Payload::Stop { .. }
+            Payload::Start { .. }
+            | Payload::Gap { .. }
+            | Payload::Stop { .. }
             | Payload::Config { .. }
             | Payload::Heartbeat { .. }
             | Payload::Prune { .. } => {}
@@ -741,9 +619,7 @@ impl State<'_> {
             self.report.unsigned_tail += 1;
         }
         (self.visitor)(loc, &rec, bytes);
-        self.head = *leaf;
-        self.frontier.push(*leaf);
-        self.next_seq += 1;
+        self.chain.advance(*leaf);
         self.report.records += 1;
         Ok(sealed)
     }

@@ -954,7 +954,7 @@ class SpoolTest(unittest.TestCase):
             "gap reason 0": lambda w: w.gap(reason=0),
             "gap reason 9": lambda w: w.gap(reason=9),
             "alert code 0": lambda w: w.alert(code=0),
-            "alert code 5": lambda w: w.alert(code=5),
+            "alert code 7": lambda w: w.alert(code=7),
             "append_only 3": lambda w: w.start(append_only=3),
             "append_only_active 2": lambda w: w.start(append_only_active=2),
         }

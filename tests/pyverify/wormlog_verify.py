@@ -369,7 +369,7 @@ ENUM_VALUES: dict[tuple[int, str], range] = {
     (START, "append_only_active"): range(0, 2),
     (GAP, "reason"): range(1, 9),
     (RECOVERY, "cause"): range(1, 4),
-    (ALERT, "code"): range(1, 5),
+    (ALERT, "code"): range(1, 7),
 }
 
 

@@ -11,6 +11,10 @@ use crate::position::Position;
 use crate::record::{AlertCode, GapReason, Kind, Payload, put_header, put_payload};
 use std::time::Instant;
 
+/// The position-table entry that holds the tree size of the newest receipt:
+/// everything before it has been delivered to the collector.
+pub const FORWARD_POSITION: &str = "@forward";
+
 impl Spool {
     /// Appends a log line; returns its sequence number. The line is durable
     /// once [`Spool::entries_durable`] has passed [`Spool::entries_appended`]
@@ -113,6 +117,44 @@ impl Spool {
                 detail,
             },
         );
+        self.after_append()?;
+        Ok(seq)
+    }
+
+    /// Appends a collector's receipt for one of this chain's checkpoints
+    /// (docs/FORMAT.md §6.12) and moves the delivery position (the
+    /// `@forward` entry of the position table) to its tree size. A receipt
+    /// does not by itself bring the next checkpoint forward (the heartbeat's
+    /// checkpoint covers it), so an idle agent does not trade checkpoints
+    /// and receipts with its collector every few seconds.
+    #[allow(clippy::too_many_arguments)]
+    pub fn append_receipt(
+        &mut self,
+        collector_id: &str,
+        tree_size: u64,
+        root: &crate::hash::Hash,
+        collector_ts: i64,
+        collector_pubkey: &[u8; 32],
+        signature: &[u8; 64],
+    ) -> Result<u64, SpoolError> {
+        if self.stopped {
+            return Err(SpoolError::Stopped);
+        }
+        let before = self.st.bytes_since_checkpoint;
+        let seq = self.push_payload(
+            Kind::Receipt,
+            wall_ns(),
+            &Payload::Receipt {
+                collector_id,
+                tree_size,
+                root: *root,
+                collector_ts,
+                collector_pubkey: *collector_pubkey,
+                signature: *signature,
+            },
+        );
+        self.st.bytes_since_checkpoint = before;
+        self.track(FORWARD_POSITION, &Position::Counter(tree_size));
         self.after_append()?;
         Ok(seq)
     }

@@ -149,6 +149,7 @@ impl Spool {
             segment_no: self.seg.no,
             end_offset,
             end_count: self.entries,
+            end_seq: self.st.next_seq,
         };
         match self.flusher.submit(job) {
             Ok(spare) => self.pending = spare,

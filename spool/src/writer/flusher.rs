@@ -44,6 +44,42 @@ pub struct Job {
     pub end_offset: u64,
     /// Records appended through the public API once this batch is durable.
     pub end_count: u64,
+    /// The chain's next sequence number once this batch is durable.
+    pub end_seq: u64,
+}
+
+/// How far the chain is durable: every record below [`DurableSeq::get`] has
+/// reached the disk. Shared with readers of the spool (the forwarder), which
+/// must never send a record that a crash could still take back.
+#[derive(Debug, Default)]
+pub struct DurableSeq {
+    seq: Mutex<u64>,
+    cv: Condvar,
+}
+
+impl DurableSeq {
+    pub fn get(&self) -> u64 {
+        *self.seq.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn set(&self, seq: u64) {
+        let mut s = self.seq.lock().unwrap_or_else(|p| p.into_inner());
+        if seq > *s {
+            *s = seq;
+            self.cv.notify_all();
+        }
+    }
+
+    /// Waits until the durable end passes `seq` or `timeout` elapses;
+    /// returns the durable end.
+    pub fn wait_beyond(&self, seq: u64, timeout: std::time::Duration) -> u64 {
+        let s = self.seq.lock().unwrap_or_else(|p| p.into_inner());
+        let (s, _) = self
+            .cv
+            .wait_timeout_while(s, timeout, |s| *s <= seq)
+            .unwrap_or_else(|p| p.into_inner());
+        *s
+    }
 }
 
 /// What has been made durable.
@@ -99,12 +135,15 @@ pub struct Flusher {
 }
 
 impl Flusher {
-    pub fn start(fault: Option<Arc<FaultInjector>>) -> io::Result<Flusher> {
+    pub fn start(
+        fault: Option<Arc<FaultInjector>>,
+        durable_seq: Arc<DurableSeq>,
+    ) -> io::Result<Flusher> {
         let shared = Arc::new(Shared::default());
         let s2 = shared.clone();
         let thread = std::thread::Builder::new()
             .name("wormlog-fsync".into())
-            .spawn(move || run(&s2, fault.as_deref()))?;
+            .spawn(move || run(&s2, fault.as_deref(), &durable_seq))?;
         Ok(Flusher {
             shared,
             thread: Some(thread),
@@ -185,7 +224,7 @@ impl Drop for Flusher {
     }
 }
 
-fn run(shared: &Shared, fault: Option<&FaultInjector>) {
+fn run(shared: &Shared, fault: Option<&FaultInjector>, durable_seq: &DurableSeq) {
     loop {
         let job = {
             let mut st = shared.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -219,6 +258,7 @@ fn run(shared: &Shared, fault: Option<&FaultInjector>) {
                     end_offset: job.end_offset,
                     end_count: job.end_count,
                 };
+                durable_seq.set(job.end_seq);
                 let mut buf = job.buf;
                 buf.clear();
                 st.spare = Some(buf);

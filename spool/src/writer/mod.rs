@@ -16,6 +16,8 @@ use crate::keys::{CHECKPOINT_CONTEXT, HostKey, verify_signature};
 use crate::record::{AlertCode, AppendOnly, Kind, Payload, RecoveryCause};
 use crate::segment::{SegmentHeader, list_segments, segment_path};
 use crate::worm;
+pub use append::FORWARD_POSITION;
+pub use flusher::DurableSeq;
 use flusher::{Durable, FlushStats, Flusher};
 pub use options::SpoolOptions;
 pub use recover::Positions;
@@ -106,6 +108,7 @@ pub struct Spool {
     pending: Vec<u8>,
     pending_since: Option<Instant>,
     flusher: Flusher,
+    durable_seq: Arc<DurableSeq>,
     entries: u64,
     checkpoints: u64,
     last_checkpoint_at: Instant,
@@ -162,7 +165,9 @@ impl Spool {
                 segs.clear();
             }
         }
-        let flusher = Flusher::start(opts.fault.clone()).map_err(io_at("start thread", &dir))?;
+        let durable_seq = Arc::new(DurableSeq::default());
+        let flusher = Flusher::start(opts.fault.clone(), durable_seq.clone())
+            .map_err(io_at("start thread", &dir))?;
         let now = Instant::now();
         let mut spool = Spool {
             _lock: lock,
@@ -180,6 +185,7 @@ impl Spool {
             pending: Vec::with_capacity(opts.commit_bytes.min(64 << 20) + (64 << 10)),
             pending_since: None,
             flusher,
+            durable_seq,
             entries: 0,
             checkpoints: 0,
             last_checkpoint_at: now,

@@ -291,6 +291,14 @@ fn track_position(
         Payload::Gap {
             source, position, ..
         } => (*source, *position),
+        Payload::Receipt { tree_size, .. } => {
+            let p = Position::Counter(*tree_size);
+            st.positions
+                .entry(super::append::FORWARD_POSITION.to_owned())
+                .or_default()
+                .insert(p.stream_key(), p);
+            return Ok(());
+        }
         _ => return Ok(()),
     };
     let p = pos

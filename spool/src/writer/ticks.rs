@@ -26,6 +26,7 @@ impl Spool {
             segment_no: self.seg.no,
             end_offset,
             end_count: self.entries,
+            end_seq: self.st.next_seq,
         };
         match self.flusher.submit(job) {
             Ok(mut spare) => {
@@ -262,6 +263,11 @@ impl Spool {
     }
 
     /// The sequence number the next record gets.
+    /// The durable end of the chain, shared with readers of the spool.
+    pub fn durable_seq(&self) -> std::sync::Arc<super::DurableSeq> {
+        self.durable_seq.clone()
+    }
+
     pub fn next_seq(&self) -> u64 {
         self.st.next_seq
     }

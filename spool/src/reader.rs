@@ -1,0 +1,346 @@
+//! Reading contiguous ranges of records from a spool while the writer goes
+//! on: the forwarder's queue is the spool itself (docs/FORMAT.md §10).
+//!
+//! A [`RangeReader`] hands out batches of whole frames, byte-exact, in
+//! sequence order, across segment boundaries. It reads only below the
+//! durable end the writer publishes, so nothing a crash could take back is
+//! ever sent. Where a segment ends without a seal (a torn tail or a failed
+//! fsync, explained by a `recovery` record at the start of the next
+//! segment), it stops at the point the recovery record names and hands the
+//! torn bytes to the batch that starts with that recovery record.
+
+use crate::frame::{FRAME_HEADER_LEN, FrameAt, frame_at};
+use crate::hash::Hash;
+use crate::record::{Kind, Payload, Record, RecoveryCause};
+use crate::segment::{SegmentHeader, list_segments, segment_path};
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+/// Why a range could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("seq {0} is no longer in the spool (pruned)")]
+    Pruned(u64),
+    #[error("seq {want} is not in the spool (it ends at {end})")]
+    Beyond { want: u64, end: u64 },
+    #[error("{path}: damaged at offset {offset}: {reason}")]
+    Damaged {
+        path: PathBuf,
+        offset: u64,
+        reason: String,
+    },
+}
+
+/// A contiguous range of records.
+#[derive(Debug, Clone, Default)]
+pub struct Batch {
+    pub first_seq: u64,
+    /// Records in the batch.
+    pub records: u64,
+    /// The torn region of the segment before the first record (non-empty
+    /// only when the batch starts with a torn-tail recovery record).
+    pub torn: Vec<u8>,
+    /// Whole frames, as on disk.
+    pub frames: Vec<u8>,
+    /// (tree_size, root) of every checkpoint in the batch.
+    pub checkpoints: Vec<(u64, Hash)>,
+}
+
+impl Batch {
+    pub fn end_seq(&self) -> u64 {
+        self.first_seq + self.records
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Cursor {
+    no: u64,
+    offset: u64,
+    next_seq: u64,
+    /// The current segment ends at this offset (a recovery record in the
+    /// next segment says so), and whether its region is a torn tail.
+    limit: Option<(u64, bool)>,
+}
+
+/// Reads batches from a spool directory.
+#[derive(Debug)]
+pub struct RangeReader {
+    dir: PathBuf,
+    cur: Option<Cursor>,
+    buf: Vec<u8>,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ReadError + '_ {
+    move |source| ReadError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+impl RangeReader {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        RangeReader {
+            dir: dir.into(),
+            cur: None,
+            buf: Vec::new(),
+        }
+    }
+
+    /// The sequence number the next batch starts at, once positioned.
+    pub fn position(&self) -> Option<u64> {
+        self.cur.as_ref().map(|c| c.next_seq)
+    }
+
+    /// Positions the reader at record `seq` (which may be the durable end).
+    pub fn seek(&mut self, seq: u64) -> Result<(), ReadError> {
+        let (segs, _) = list_segments(&self.dir).map_err(io_err(&self.dir))?;
+        let mut chosen = None;
+        for (no, path) in &segs {
+            let (h, hlen) = read_header(path)?;
+            if h.first_seq <= seq {
+                chosen = Some((*no, hlen as u64, h.first_seq));
+            } else {
+                break;
+            }
+        }
+        let Some((no, hlen, first)) = chosen else {
+            return Err(ReadError::Pruned(seq));
+        };
+        let _ = hlen;
+        self.cur = Some(Cursor {
+            no,
+            offset: 0,
+            next_seq: first,
+            limit: None,
+        });
+        // Walk forward to `seq`.
+        while self.cur.as_ref().is_some_and(|c| c.next_seq < seq) {
+            let want = seq - self.cur.as_ref().map_or(0, |c| c.next_seq);
+            let b = self.read(u64::MAX, want, 8 << 20)?;
+            if b.records == 0 {
+                let end = self.cur.as_ref().map_or(0, |c| c.next_seq);
+                return Err(ReadError::Beyond { want: seq, end });
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the next batch: at most `max_records` records and about
+    /// `max_bytes` bytes (at least one record when one is there), all below
+    /// `durable_end`. An empty batch means nothing new is durable yet.
+    pub fn read(
+        &mut self,
+        durable_end: u64,
+        max_records: u64,
+        max_bytes: usize,
+    ) -> Result<Batch, ReadError> {
+        if self.cur.is_none() {
+            self.seek(0)?;
+        }
+        let mut cur = self.cur.clone().expect("positioned");
+        let mut batch = Batch {
+            first_seq: cur.next_seq,
+            ..Batch::default()
+        };
+        let mut min_want = 0usize;
+        while batch.records < max_records
+            && batch.frames.len() < max_bytes
+            && cur.next_seq < durable_end
+        {
+            let path = segment_path(&self.dir, cur.no);
+            if cur.offset == 0 {
+                // A segment not entered yet: it exists, because a durable
+                // record lies in it.
+                cur.offset = read_header(&path)?.1 as u64;
+            }
+            // The next segment's recovery record, if any, limits this one.
+            // Checked before reading: a record rewritten after a failed
+            // fsync is durable only once that segment exists.
+            if cur.limit.is_none() {
+                cur.limit = recovery_limit(&segment_path(&self.dir, cur.no + 1), cur.no)?;
+            }
+            let want = max_bytes
+                .saturating_sub(batch.frames.len())
+                .max(4096)
+                .max(min_want);
+            let file_end = self.fill(&path, cur.offset, want, cur.limit.map(|l| l.0))?;
+            let data = &self.buf;
+            let mut off = 0usize;
+            let mut sealed = false;
+            let mut grow = None;
+            while batch.records < max_records
+                && (off == 0 || batch.frames.len() < max_bytes)
+                && cur.next_seq < durable_end
+            {
+                let (start, end) = match frame_at(data, off) {
+                    FrameAt::Frame { start, end } => (start, end),
+                    FrameAt::Incomplete
+                        if off == 0 && (data.len() as u64) < file_end - cur.offset =>
+                    {
+                        // One frame larger than the read: read it whole.
+                        grow = Some(frame_len(data).unwrap_or(want * 2));
+                        break;
+                    }
+                    FrameAt::Incomplete | FrameAt::End => break,
+                    FrameAt::Bad(b) => {
+                        return Err(ReadError::Damaged {
+                            path,
+                            offset: cur.offset + off as u64,
+                            reason: b.to_string(),
+                        });
+                    }
+                };
+                let rec = &data[start..end];
+                let kind = rec[1];
+                let seq = u64::from_le_bytes(rec[4..12].try_into().expect("8 bytes"));
+                if seq != cur.next_seq {
+                    return Err(ReadError::Damaged {
+                        path,
+                        offset: cur.offset + off as u64,
+                        reason: format!("seq {seq} where {} was expected", cur.next_seq),
+                    });
+                }
+                if kind == Kind::Checkpoint as u8
+                    && let Ok(Record {
+                        payload: Payload::Checkpoint(cp),
+                        ..
+                    }) = Record::decode(rec)
+                {
+                    batch.checkpoints.push((cp.tree_size, cp.root));
+                }
+                batch.frames.extend_from_slice(&data[off..end]);
+                batch.records += 1;
+                cur.next_seq += 1;
+                off = end;
+                if kind == Kind::Seal as u8 {
+                    sealed = true;
+                    break;
+                }
+            }
+            if let Some(need) = grow {
+                min_want = need;
+                continue;
+            }
+            min_want = 0;
+            cur.offset += off as u64;
+            if sealed {
+                cur = Cursor {
+                    no: cur.no + 1,
+                    offset: 0,
+                    next_seq: cur.next_seq,
+                    limit: None,
+                };
+                continue;
+            }
+            match cur.limit {
+                Some((limit, torn)) if cur.offset >= limit => {
+                    if batch.records > 0 {
+                        break; // the recovery record starts the next batch
+                    }
+                    if torn {
+                        batch.torn = read_range(&path, limit, file_end)?;
+                    }
+                    cur = Cursor {
+                        no: cur.no + 1,
+                        offset: 0,
+                        next_seq: cur.next_seq,
+                        limit: None,
+                    };
+                }
+                _ => break,
+            }
+        }
+        self.cur = Some(cur);
+        Ok(batch)
+    }
+
+    /// Reads up to `want` bytes of `path` from `offset` (not past `limit`)
+    /// into the buffer; returns the file's usable end.
+    fn fill(
+        &mut self,
+        path: &Path,
+        offset: u64,
+        want: usize,
+        limit: Option<u64>,
+    ) -> Result<u64, ReadError> {
+        let mut f = std::fs::File::open(path).map_err(io_err(path))?;
+        let len = f.metadata().map_err(io_err(path))?.len();
+        let end = limit.map_or(len, |l| l.min(len));
+        let n = (end.saturating_sub(offset)).min(want as u64 + FRAME_HEADER_LEN as u64) as usize;
+        self.buf.clear();
+        self.buf.resize(n, 0);
+        f.seek(SeekFrom::Start(offset)).map_err(io_err(path))?;
+        let mut got = 0;
+        while got < n {
+            match f.read(&mut self.buf[got..]).map_err(io_err(path))? {
+                0 => break,
+                k => got += k,
+            }
+        }
+        self.buf.truncate(got);
+        Ok(len)
+    }
+}
+
+fn frame_len(buf: &[u8]) -> Option<usize> {
+    let len = u32::from_le_bytes(buf.get(4..8)?.try_into().ok()?) as usize;
+    Some(len + FRAME_HEADER_LEN)
+}
+
+fn read_header(path: &Path) -> Result<(SegmentHeader, usize), ReadError> {
+    let mut buf = Vec::with_capacity(400);
+    std::fs::File::open(path)
+        .map_err(io_err(path))?
+        .take(400)
+        .read_to_end(&mut buf)
+        .map_err(io_err(path))?;
+    SegmentHeader::decode(&buf).map_err(|e| ReadError::Damaged {
+        path: path.to_owned(),
+        offset: 0,
+        reason: format!("segment header: {e}"),
+    })
+}
+
+fn read_range(path: &Path, from: u64, to: u64) -> Result<Vec<u8>, ReadError> {
+    let mut f = std::fs::File::open(path).map_err(io_err(path))?;
+    f.seek(SeekFrom::Start(from)).map_err(io_err(path))?;
+    let mut v = Vec::new();
+    f.take(to.saturating_sub(from))
+        .read_to_end(&mut v)
+        .map_err(io_err(path))?;
+    Ok(v)
+}
+
+/// If segment file `next` exists and starts with a recovery record naming
+/// segment `no`: where segment `no` ends, and whether the rest is a torn tail.
+fn recovery_limit(next: &Path, no: u64) -> Result<Option<(u64, bool)>, ReadError> {
+    let mut buf = Vec::new();
+    match std::fs::File::open(next) {
+        Ok(f) => f
+            .take(1 << 16)
+            .read_to_end(&mut buf)
+            .map_err(io_err(next))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err(next)(e)),
+    };
+    let Ok((_, hlen)) = SegmentHeader::decode(&buf) else {
+        return Ok(None);
+    };
+    let FrameAt::Frame { start, end } = frame_at(&buf, hlen) else {
+        return Ok(None);
+    };
+    Ok(match Record::decode(&buf[start..end]).map(|r| r.payload) {
+        Ok(Payload::Recovery {
+            segment_no,
+            region_offset,
+            cause,
+            ..
+        }) if segment_no == no => Some((region_offset, cause == RecoveryCause::TornTail)),
+        _ => None,
+    })
+}

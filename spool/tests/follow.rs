@@ -1,0 +1,264 @@
+//! The forwarding pair: a spool read in batches by `RangeReader` and checked
+//! by a `Follower` rebuilds the agent's segments byte for byte, and the copy
+//! verifies. Batches that do not continue the chain are refused.
+
+mod common;
+
+use common::*;
+use std::io::Write;
+use std::path::Path;
+use wormlog_spool::chain::receipt_message;
+use wormlog_spool::follow::{Follower, Op, Refusal};
+use wormlog_spool::keys::{RECEIPT_CONTEXT, sign_with};
+use wormlog_spool::reader::RangeReader;
+
+/// Mirrors `src` into `dst` with batches of at most `max` records; returns
+/// the number of batches.
+fn mirror(src: &Path, dst: &Path, max: u64, f: &mut Follower) -> usize {
+    std::fs::create_dir_all(dst).unwrap();
+    let mut r = RangeReader::new(src);
+    let mut n = 0;
+    loop {
+        let b = r.read(u64::MAX, max, 1 << 20).unwrap();
+        if b.records == 0 {
+            assert!(b.torn.is_empty());
+            return n;
+        }
+        n += 1;
+        if std::env::var_os("FOLLOW_DEBUG").is_some() {
+            eprintln!(
+                "batch {n}: seq {} records {} torn {}",
+                b.first_seq,
+                b.records,
+                b.torn.len()
+            );
+        }
+        assert_eq!(b.first_seq, f.next_seq());
+        let plan = f
+            .accept(&b.torn, &b.frames)
+            .unwrap_or_else(|e| panic!("batch {n} at {}: {e}", b.first_seq));
+        assert_eq!(plan.records, b.records);
+        apply(dst, &plan.ops, &b.torn, &b.frames);
+    }
+}
+
+fn apply(dst: &Path, ops: &[Op], torn: &[u8], frames: &[u8]) {
+    use wormlog_spool::segment::segment_path;
+    let append = |no: u64, bytes: &[u8]| {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(segment_path(dst, no))
+            .unwrap();
+        f.write_all(bytes).unwrap();
+    };
+    for op in ops {
+        match op {
+            Op::Create { no, header } => std::fs::write(segment_path(dst, *no), header).unwrap(),
+            Op::AppendTorn { no } => append(*no, torn),
+            Op::Append { no, range } => append(*no, &frames[range.clone()]),
+            Op::Close { .. } => {}
+        }
+    }
+}
+
+fn assert_same_files(a: &Path, b: &Path) {
+    let sa = segments(a);
+    let sb = segments(b);
+    assert_eq!(sa.len(), sb.len(), "segment count");
+    for (x, y) in sa.iter().zip(&sb) {
+        assert_eq!(x.file_name(), y.file_name());
+        assert!(
+            std::fs::read(x).unwrap() == std::fs::read(y).unwrap(),
+            "{} differs from its copy",
+            x.display()
+        );
+    }
+}
+
+fn busy_spool(t: &TempDir) -> [u8; 32] {
+    let pk = keygen(t);
+    let mut o = options(&t.spool());
+    o.segment_max_bytes = 8 << 10;
+    let mut s = open(t, o);
+    let collector = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+    for i in 0..600u64 {
+        entry(
+            &mut s,
+            "app",
+            i,
+            format!("line {i} {}", "x".repeat((i % 90) as usize)).as_bytes(),
+        );
+        if i % 50 == 49 {
+            s.checkpoint().unwrap();
+        }
+        if i % 200 == 199 {
+            s.advance_epoch().unwrap();
+        }
+        if i == 120 {
+            // A receipt for the last checkpoint, as the forwarder appends it.
+            s.sync().unwrap();
+            let dir = t.spool();
+            let mut r = RangeReader::new(&dir);
+            let mut last = None;
+            loop {
+                let b = r.read(s.durable_seq().get(), 1000, 1 << 20).unwrap();
+                if b.records == 0 {
+                    break;
+                }
+                last = b.checkpoints.last().copied().or(last);
+            }
+            let (size, root) = last.unwrap();
+            let ts = 1_700_000_000_000_000_000;
+            let sig = sign_with(
+                &collector,
+                RECEIPT_CONTEXT,
+                &receipt_message("test-agent", size, &root, ts),
+            );
+            s.append_receipt(
+                "collector-1",
+                size,
+                &root,
+                ts,
+                &collector.verifying_key().to_bytes(),
+                &sig,
+            )
+            .unwrap();
+        }
+    }
+    s.close("done").unwrap();
+    pk
+}
+
+#[test]
+fn batches_of_any_size_rebuild_the_spool_byte_for_byte() {
+    let t = TempDir::new();
+    let pk = busy_spool(&t);
+    let src = t.spool();
+    assert!(segments(&src).len() > 5, "the test needs several segments");
+    let want = verify(&src, Some(pk));
+    assert!(want.ok(), "{:?}", want.failure);
+    assert_eq!(want.receipts, 1);
+    for max in [1u64, 7, 100, 100_000] {
+        let dst = t.path().join(format!("copy-{max}"));
+        let mut f = Follower::new("test-agent", Some(pk));
+        let batches = mirror(&src, &dst, max, &mut f);
+        assert!(batches >= (want.records / max.min(want.records)) as usize);
+        assert_same_files(&src, &dst);
+        let got = verify(&dst, Some(pk));
+        assert!(got.ok(), "{:?}", got.failure);
+        assert_eq!((got.records, got.root), (want.records, want.root));
+        // The follower can also be rebuilt from a verification of the copy.
+        let g = Follower::from_report(&got).unwrap();
+        assert_eq!(g.next_seq(), f.next_seq());
+        assert_eq!(g.cursor, f.cursor);
+        assert_eq!(g.chain.head, f.chain.head);
+    }
+}
+
+#[test]
+fn a_torn_tail_travels_with_its_recovery_record() {
+    let t = TempDir::new();
+    let pk = keygen(&t);
+    let src = t.spool();
+    let mut s = open(&t, options(&src));
+    for i in 0..20 {
+        entry(&mut s, "app", i, b"before the crash");
+    }
+    s.sync().unwrap();
+    drop(s); // a crash
+    // Tear the last record: cut 5 bytes off the segment.
+    let seg = segments(&src).pop().unwrap();
+    let len = std::fs::metadata(&seg).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+    f.set_len(len - 5).unwrap();
+    drop(f);
+    let mut s = open(&t, options(&src));
+    for i in 0..20 {
+        entry(&mut s, "app", 100 + i, b"after the crash");
+    }
+    s.close("done").unwrap();
+    let want = verify(&src, Some(pk));
+    assert!(want.ok(), "{:?}", want.failure);
+    assert_eq!(want.recoveries.len(), 1);
+    for max in [1u64, 3, 1000] {
+        let dst = t.path().join(format!("copy-{max}"));
+        let mut f = Follower::new("test-agent", Some(pk));
+        mirror(&src, &dst, max, &mut f);
+        assert_same_files(&src, &dst);
+        let got = verify(&dst, Some(pk));
+        assert!(got.ok(), "{:?}", got.failure);
+        assert_eq!(got.recoveries.len(), 1);
+    }
+}
+
+#[test]
+fn batches_that_do_not_continue_the_chain_are_refused_and_change_nothing() {
+    let t = TempDir::new();
+    let pk = busy_spool(&t);
+    let src = t.spool();
+    let mut r = RangeReader::new(&src);
+    let b1 = r.read(u64::MAX, 50, 1 << 20).unwrap();
+    let b2 = r.read(u64::MAX, 50, 1 << 20).unwrap();
+    let b3 = r.read(u64::MAX, 50, 1 << 20).unwrap();
+    let mut f = Follower::new("test-agent", Some(pk));
+    f.accept(&[], &b1.frames).unwrap();
+    let before = (f.next_seq(), f.chain.head, f.cursor.clone());
+    // Out of order: b3 before b2.
+    match f.accept(&[], &b3.frames) {
+        Err(Refusal::NotNext { expected, got }) => assert_eq!((expected, got), (50, 100)),
+        other => panic!("{other:?}"),
+    }
+    // A replay of b1.
+    assert!(matches!(
+        f.accept(&[], &b1.frames),
+        Err(Refusal::NotNext {
+            expected: 50,
+            got: 0
+        })
+    ));
+    // A body edit with the CRC recomputed: caught by the chain.
+    let mut forged = b2.frames.clone();
+    let (start, end) = match wormlog_spool::frame::frame_at(&forged, 0) {
+        wormlog_spool::frame::FrameAt::Frame { start, end } => (start, end),
+        other => panic!("{other:?}"),
+    };
+    let mut second = end;
+    if let wormlog_spool::frame::FrameAt::Frame { start: s2, end: e2 } =
+        wormlog_spool::frame::frame_at(&forged, end)
+    {
+        forged[e2 - 1] ^= 1;
+        let crc = crc32c_of(&forged[s2 - 4..e2]);
+        forged[s2 - 8..s2 - 4].copy_from_slice(&crc.to_le_bytes());
+        second = e2;
+    }
+    let _ = (start, second);
+    match f.accept(&[], &forged) {
+        Err(Refusal::Invalid { seq, .. }) => assert!(seq > 50, "{seq}"),
+        other => panic!("{other:?}"),
+    }
+    // A cut frame.
+    assert!(matches!(
+        f.accept(&[], &b2.frames[..b2.frames.len() - 3]),
+        Err(Refusal::Framing(_))
+    ));
+    // A torn region without a recovery record.
+    assert!(matches!(
+        f.accept(b"junk", &b2.frames),
+        Err(Refusal::Framing(_))
+    ));
+    assert_eq!(before, (f.next_seq(), f.chain.head, f.cursor.clone()));
+    // And the real b2 still goes in.
+    f.accept(&[], &b2.frames).unwrap();
+    assert_eq!(f.next_seq(), 100);
+    // A different first key is refused at genesis.
+    let mut g = Follower::new("test-agent", Some([9u8; 32]));
+    assert!(matches!(
+        g.accept(&[], &b1.frames),
+        Err(Refusal::Invalid { seq: 0, .. })
+    ));
+}
+
+/// CRC32C over a frame's length field and record, as docs/FORMAT.md §3.2.
+fn crc32c_of(len_and_record: &[u8]) -> u32 {
+    crc32c::crc32c(len_and_record)
+}
