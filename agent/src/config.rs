@@ -29,6 +29,58 @@ pub struct Config {
     pub spool: SpoolSection,
     #[serde(default)]
     pub sources: Sources,
+    /// Where to send the spool (absent: the agent only spools).
+    pub forward: Option<ForwardSection>,
+}
+
+/// `[forward]`: the collector the spool is forwarded to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardSection {
+    /// `https://host:port`, or `http://` to a loopback address only.
+    pub url: String,
+    /// The CA that issued the collector's certificate (pinned: the system's
+    /// roots are not used).
+    pub ca_file: Option<PathBuf>,
+    /// The agent's client certificate and key (mutual TLS).
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// Accept receipts only from this collector key (`ed25519:...`, the
+    /// collector's `receipt.pub`). Default: any key whose signature is valid.
+    pub collector_pubkey: Option<String>,
+    #[serde(default = "d_batch_records")]
+    pub batch_records: u64,
+    #[serde(default = "d_batch_bytes")]
+    pub batch_bytes: Size,
+    /// `"zstd"` (default) or `"none"`.
+    #[serde(default = "d_compression")]
+    pub compression: String,
+    /// Time allowed for one request, answer included.
+    #[serde(default = "d_timeout")]
+    pub timeout: Human,
+    #[serde(default = "d_backoff_min")]
+    pub backoff_min: Human,
+    #[serde(default = "d_backoff_max")]
+    pub backoff_max: Human,
+}
+
+fn d_batch_records() -> u64 {
+    20_000
+}
+fn d_batch_bytes() -> Size {
+    Size(4 << 20)
+}
+fn d_compression() -> String {
+    "zstd".into()
+}
+fn d_timeout() -> Human {
+    Human(Duration::from_secs(30))
+}
+fn d_backoff_min() -> Human {
+    Human(Duration::from_millis(100))
+}
+fn d_backoff_max() -> Human {
+    Human(Duration::from_secs(30))
 }
 
 /// The `[sources]` tables: one list per kind of source.
@@ -313,6 +365,63 @@ pub fn line_col(text: &[u8], offset: usize) -> (usize, usize) {
 }
 
 /// Checks that need more than one key; located at the key's line.
+fn validate_forward(f: &ForwardSection) -> Result<(), String> {
+    let (scheme, rest) = f
+        .url
+        .split_once("://")
+        .ok_or_else(|| format!("url {:?} is not a URL", f.url))?;
+    let host = rest.split('/').next().unwrap_or("");
+    let hostname = match host.rsplit_once(':') {
+        Some((h, p)) if p.parse::<u16>().is_ok() => h,
+        _ => host,
+    };
+    match scheme {
+        "https" => {}
+        "http" => {
+            let h = hostname.trim_start_matches('[').trim_end_matches(']');
+            let loopback = h == "localhost"
+                || h.parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            if !loopback {
+                return Err(format!(
+                    "url {:?}: plain http is allowed only to a loopback address; use https",
+                    f.url
+                ));
+            }
+        }
+        _ => {
+            return Err(format!(
+                "url {:?}: use https:// (or http:// to loopback)",
+                f.url
+            ));
+        }
+    }
+    if hostname.is_empty() {
+        return Err(format!("url {:?} names no host", f.url));
+    }
+    if f.cert_file.is_some() != f.key_file.is_some() {
+        return Err("cert_file and key_file go together".into());
+    }
+    if !matches!(f.compression.as_str(), "zstd" | "none") {
+        return Err(format!(
+            "compression {:?}: use \"zstd\" or \"none\"",
+            f.compression
+        ));
+    }
+    if f.batch_records == 0 || f.batch_bytes.0 < 4096 || f.batch_bytes.0 > 64 << 20 {
+        return Err("batch_records must be at least 1 and batch_bytes 4KiB to 64MiB".into());
+    }
+    if let Some(k) = &f.collector_pubkey
+        && let Err(e) = wormlog_spool::keys::parse_pubkey(k)
+    {
+        return Err(format!("collector_pubkey: {e}"));
+    }
+    if f.backoff_min.0.is_zero() || f.backoff_max.0 < f.backoff_min.0 || f.timeout.0.is_zero() {
+        return Err("backoff_min must be > 0 and <= backoff_max; timeout > 0".into());
+    }
+    Ok(())
+}
+
 fn validate(path: &Path, text: &str, c: &Config) -> Result<(), ConfigError> {
     let at = |key: &str, msg: String| {
         let (line, col) = find_assignment(text, key, None, 0);
@@ -355,6 +464,9 @@ fn validate(path: &Path, text: &str, c: &Config) -> Result<(), ConfigError> {
             "max_line_bytes must be between 16B and 16MiB".into(),
         ));
     }
+    if let Some(f) = &c.forward {
+        validate_forward(f).map_err(|m| at("url", m))?;
+    }
     let mut names = std::collections::BTreeSet::new();
     for (i, f) in c.sources.file.iter().enumerate() {
         // The how-many-th source of this name this is (a duplicate is
@@ -375,6 +487,9 @@ fn validate(path: &Path, text: &str, c: &Config) -> Result<(), ConfigError> {
             return Err(here(
                 "the name must be 1 to 255 bytes without control characters".into(),
             ));
+        }
+        if f.name.starts_with('@') {
+            return Err(here("names starting with '@' are reserved".into()));
         }
         if !names.insert(f.name.clone()) {
             return Err(here("another source has the same name".into()));

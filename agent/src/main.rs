@@ -10,9 +10,10 @@
 mod cmd;
 mod config;
 mod daemon;
+mod forward;
 mod humanize;
 mod lines;
-mod render;
+pub(crate) use wormlog_render as render;
 mod sources;
 
 use clap::{Parser, Subcommand};

@@ -69,8 +69,34 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
         }
     );
     let positions = spool.positions().clone();
+    let durable = spool.durable_seq();
     let (tx, rx) = std::sync::mpsc::sync_channel(CHANNEL_EVENTS);
     let shutdown = Arc::new(Shutdown::default());
+    let link: crate::forward::WriterLink = Arc::new(std::sync::Mutex::new(Some(tx.clone())));
+    if let Some(f) = &cfg.config.forward {
+        let start = positions
+            .get(wormlog_spool::writer::FORWARD_POSITION)
+            .and_then(|m| m.values().next())
+            .and_then(|p| match p {
+                wormlog_spool::Position::Counter(n) => Some(*n),
+                _ => None,
+            })
+            .unwrap_or(0);
+        let fw = crate::forward::Forwarder::new(
+            f.clone(),
+            cfg.agent_id(),
+            cfg.config.agent.spool_dir.clone(),
+            durable,
+            start,
+            link.clone(),
+            shutdown.clone(),
+        );
+        // Not joined at shutdown: a request may still be out; the writer
+        // stops without it (its channel is taken away below).
+        std::thread::Builder::new()
+            .name("forwarder".into())
+            .spawn(move || fw.run())?;
+    }
     let writer = std::thread::Builder::new()
         .name("wormlog-writer".into())
         .spawn(move || writer::run(spool, rx))?;
@@ -119,6 +145,7 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
         eprintln!("wormlog: {sig}: stopping; handing over what was read");
     }
     shutdown.trigger();
+    link.lock().unwrap_or_else(|p| p.into_inner()).take();
     let mut source_failed = false;
     for (name, s) in sources {
         if s.join().is_err() {

@@ -1,0 +1,216 @@
+//! One request to the collector: HTTPS with a pinned CA and an optional
+//! client certificate (rustls, ring), the batch compressed with zstd, the
+//! answer classified (docs/FORMAT.md §10).
+
+use crate::config::ForwardSection;
+use anyhow::Context;
+use base64::Engine;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use std::sync::Arc;
+use std::time::Duration;
+use wormlog_spool::reader::Batch;
+
+/// A receipt as the collector sent it.
+#[derive(Debug, Clone)]
+pub struct WireReceipt {
+    pub collector_id: String,
+    pub tree_size: u64,
+    pub root: [u8; 32],
+    pub collector_ts: i64,
+    pub collector_pubkey: [u8; 32],
+    pub signature: [u8; 64],
+}
+
+/// What the collector answered.
+#[derive(Debug)]
+pub enum Answer {
+    Accepted {
+        next_seq: u64,
+        receipts: Vec<WireReceipt>,
+    },
+    /// 409 gap: send from `expected_seq`.
+    Gap { expected_seq: u64 },
+    /// 409 fork or 422 invalid: retrying cannot help.
+    Refused { status: u16, body: String },
+    /// 413: the batch is too large for the collector.
+    TooLarge,
+    /// Worth retrying (5xx, 429, 401/403, network, TLS, timeout), after at
+    /// least `retry_after` when the collector said so.
+    Transient {
+        what: String,
+        retry_after: Option<Duration>,
+    },
+}
+
+#[derive(Debug)]
+pub struct Client {
+    http: reqwest::blocking::Client,
+    url: String,
+    zstd: bool,
+}
+
+impl Client {
+    pub fn new(f: &ForwardSection, agent_id: &str) -> anyhow::Result<Client> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        if let Some(ca) = &f.ca_file {
+            for c in
+                CertificateDer::pem_file_iter(ca).with_context(|| format!("{}", ca.display()))?
+            {
+                roots
+                    .add(c.with_context(|| format!("{}", ca.display()))?)
+                    .with_context(|| format!("{}", ca.display()))?;
+            }
+        }
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+            .with_root_certificates(roots);
+        let tls = match (&f.cert_file, &f.key_file) {
+            (Some(c), Some(k)) => {
+                let certs = CertificateDer::pem_file_iter(c)
+                    .with_context(|| format!("{}", c.display()))?
+                    .collect::<Result<Vec<_>, _>>()
+                    .with_context(|| format!("{}", c.display()))?;
+                let key =
+                    PrivateKeyDer::from_pem_file(k).with_context(|| format!("{}", k.display()))?;
+                builder
+                    .with_client_auth_cert(certs, key)
+                    .context("client certificate")?
+            }
+            _ => builder.with_no_client_auth(),
+        };
+        let http = reqwest::blocking::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .timeout(f.timeout.0)
+            .connect_timeout(f.timeout.0.min(Duration::from_secs(10)))
+            .pool_idle_timeout(Duration::from_secs(50))
+            .user_agent(concat!("wormlog/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .context("HTTP client")?;
+        Ok(Client {
+            http,
+            url: format!(
+                "{}/v1/agents/{agent_id}/records",
+                f.url.trim_end_matches('/')
+            ),
+            zstd: f.compression == "zstd",
+        })
+    }
+
+    pub fn send(&self, batch: &Batch) -> Answer {
+        let mut body = Vec::with_capacity(batch.torn.len() + batch.frames.len());
+        body.extend_from_slice(&batch.torn);
+        body.extend_from_slice(&batch.frames);
+        let mut req = self
+            .http
+            .post(&self.url)
+            .header("content-type", "application/octet-stream")
+            .header("wormlog-seq", batch.first_seq.to_string());
+        if !batch.torn.is_empty() {
+            req = req.header("wormlog-torn-len", batch.torn.len().to_string());
+        }
+        if self.zstd {
+            match zstd::bulk::compress(&body, 1) {
+                Ok(c) => {
+                    body = c;
+                    req = req.header("content-encoding", "zstd");
+                }
+                Err(e) => {
+                    return Answer::Transient {
+                        what: format!("zstd: {e}"),
+                        retry_after: None,
+                    };
+                }
+            }
+        }
+        let resp = match req.body(body).send() {
+            Ok(r) => r,
+            Err(e) => {
+                return Answer::Transient {
+                    what: error_chain(&e),
+                    retry_after: None,
+                };
+            }
+        };
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let text = match resp.text() {
+            Ok(t) => t,
+            Err(e) => {
+                return Answer::Transient {
+                    what: format!("reading the answer: {}", error_chain(&e)),
+                    retry_after: None,
+                };
+            }
+        };
+        let json: Option<serde_json::Value> = serde_json::from_str(&text).ok();
+        match status {
+            200 => match json.as_ref().and_then(parse_accepted) {
+                Some(a) => a,
+                None => Answer::Transient {
+                    what: format!("unreadable answer: {}", short(&text)),
+                    retry_after: None,
+                },
+            },
+            409 if json.as_ref().and_then(|j| j["error"].as_str()) == Some("gap") => {
+                match json.as_ref().and_then(|j| j["expected_seq"].as_u64()) {
+                    Some(e) => Answer::Gap { expected_seq: e },
+                    None => Answer::Refused { status, body: text },
+                }
+            }
+            409 | 422 => Answer::Refused { status, body: text },
+            413 => Answer::TooLarge,
+            _ => Answer::Transient {
+                what: format!("HTTP {status}: {}", short(&text)),
+                retry_after,
+            },
+        }
+    }
+}
+
+fn parse_accepted(j: &serde_json::Value) -> Option<Answer> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let next_seq = j["next_seq"].as_u64()?;
+    let mut receipts = Vec::new();
+    for r in j["receipts"].as_array()? {
+        receipts.push(WireReceipt {
+            collector_id: r["collector_id"].as_str()?.to_owned(),
+            tree_size: r["tree_size"].as_u64()?,
+            root: wormlog_spool::hash::parse_hex32(r["root"].as_str()?)?,
+            collector_ts: r["collector_ts"].as_i64()?,
+            collector_pubkey: wormlog_spool::keys::parse_pubkey(r["collector_pubkey"].as_str()?)
+                .ok()?,
+            signature: b64.decode(r["signature"].as_str()?).ok()?.try_into().ok()?,
+        });
+    }
+    Some(Answer::Accepted { next_seq, receipts })
+}
+
+fn short(s: &str) -> String {
+    let s = s.trim();
+    match s.char_indices().nth(300) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_owned(),
+    }
+}
+
+/// An error with its causes (a TLS refusal is several levels down).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let m = c.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        cur = c.source();
+    }
+    s
+}

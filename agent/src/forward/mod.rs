@@ -1,0 +1,301 @@
+//! The forwarder: sends the spool to the collector, in order, from the spool
+//! itself (the spool is the queue), and appends the collector's receipts to
+//! the chain.
+//!
+//! Delivery is at least once; the collector is idempotent per (agent,
+//! sequence number), so the result is exactly once. Where to start after a
+//! restart comes from the chain: the newest receipt's tree size (the
+//! `@forward` position). If the collector holds more, its 409 answer names
+//! the sequence number it expects and the forwarder skips ahead; if it holds
+//! less, the same answer makes it go back.
+//!
+//! Transient failures (network, TLS, timeouts, 5xx, 429, 401/403) are
+//! retried forever with exponential backoff and full jitter, honouring
+//! `Retry-After`; nothing is dropped — the spool keeps every record. A fork
+//! or an invalid record (409 fork, 422) stops forwarding, loudly: a log
+//! line, an alert record in the chain; spooling goes on.
+
+mod client;
+
+use crate::config::ForwardSection;
+use crate::sources::{Event, ReceiptEvent, Shutdown};
+use client::{Answer, Client, WireReceipt};
+use std::sync::mpsc::SyncSender;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use wormlog_spool::keys::{RECEIPT_CONTEXT, verify_signature};
+use wormlog_spool::reader::{Batch, RangeReader};
+use wormlog_spool::record::AlertCode;
+use wormlog_spool::writer::DurableSeq;
+
+/// The writer's channel, taken away at shutdown so that the writer can stop
+/// while a request is still out.
+pub type WriterLink = Arc<Mutex<Option<SyncSender<Event>>>>;
+
+#[derive(Debug)]
+pub struct Forwarder {
+    cfg: ForwardSection,
+    agent_id: String,
+    spool_dir: std::path::PathBuf,
+    durable: Arc<DurableSeq>,
+    start: u64,
+    link: WriterLink,
+    shutdown: Arc<Shutdown>,
+    pinned: Option<[u8; 32]>,
+}
+
+impl Forwarder {
+    pub fn new(
+        cfg: ForwardSection,
+        agent_id: String,
+        spool_dir: std::path::PathBuf,
+        durable: Arc<DurableSeq>,
+        start: u64,
+        link: WriterLink,
+        shutdown: Arc<Shutdown>,
+    ) -> Self {
+        let pinned = cfg
+            .collector_pubkey
+            .as_deref()
+            .and_then(|k| wormlog_spool::keys::parse_pubkey(k).ok());
+        Forwarder {
+            cfg,
+            agent_id,
+            spool_dir,
+            durable,
+            start,
+            link,
+            shutdown,
+            pinned,
+        }
+    }
+
+    fn to_writer(&self, ev: Event) {
+        let tx = self.link.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(tx) = tx {
+            let _ = tx.send(ev);
+        }
+    }
+
+    fn alert(&self, detail: String) {
+        eprintln!("wormlog: error: forward: {detail}");
+        self.to_writer(Event::Alert {
+            code: AlertCode::ForwardRefused,
+            detail,
+        });
+    }
+
+    pub fn run(self) {
+        let client = match Client::new(&self.cfg, &self.agent_id) {
+            Ok(c) => c,
+            Err(e) => {
+                self.alert(format!("cannot set up the connection to {}: {e:#}; forwarding stopped, spooling goes on", self.cfg.url));
+                return;
+            }
+        };
+        eprintln!(
+            "wormlog: forwarding to {} from seq {}",
+            self.cfg.url, self.start
+        );
+        let mut reader = RangeReader::new(&self.spool_dir);
+        if let Err(e) = reader.seek(self.start) {
+            self.alert(format!(
+                "cannot find seq {} in the spool: {e}; forwarding stopped",
+                self.start
+            ));
+            return;
+        }
+        let mut max_records = self.cfg.batch_records;
+        let mut last_receipt = self.start;
+        let mut batch: Option<Batch> = None;
+        let mut backoff = Backoff::new(self.cfg.backoff_min.0, self.cfg.backoff_max.0);
+        let mut failing_since: Option<Instant> = None;
+        while !self.shutdown.is_set() {
+            let b = match batch.take() {
+                Some(b) => b,
+                None => {
+                    let pos = reader.position().unwrap_or(0);
+                    let durable = self.durable.wait_beyond(pos, Duration::from_millis(500));
+                    if durable <= pos {
+                        continue;
+                    }
+                    match reader.read(durable, max_records, self.cfg.batch_bytes.0 as usize) {
+                        Ok(b) if b.records == 0 => continue,
+                        Ok(b) => b,
+                        Err(e) => {
+                            self.alert(format!("reading the spool: {e}; forwarding stopped"));
+                            return;
+                        }
+                    }
+                }
+            };
+            match client.send(&b) {
+                Answer::Accepted { next_seq, receipts } => {
+                    if let Some(since) = failing_since.take() {
+                        eprintln!(
+                            "wormlog: forward: delivered again after {:.1}s of failures",
+                            since.elapsed().as_secs_f64()
+                        );
+                    }
+                    backoff.reset();
+                    for r in receipts {
+                        if r.tree_size <= last_receipt && last_receipt != 0 {
+                            continue; // already in the chain
+                        }
+                        match self.check_receipt(&b, &r) {
+                            Ok(()) => {
+                                last_receipt = r.tree_size;
+                                self.to_writer(Event::Receipt(Box::new(ReceiptEvent {
+                                    collector_id: r.collector_id,
+                                    tree_size: r.tree_size,
+                                    root: r.root,
+                                    collector_ts: r.collector_ts,
+                                    collector_pubkey: r.collector_pubkey,
+                                    signature: r.signature,
+                                })));
+                            }
+                            Err(why) => eprintln!(
+                                "wormlog: warning: forward: receipt for tree size {} not kept: {why}",
+                                r.tree_size
+                            ),
+                        }
+                    }
+                    if next_seq != b.end_seq() && next_seq > b.end_seq() {
+                        // The collector holds more than this batch: skip.
+                        if let Err(e) = reader.seek(next_seq) {
+                            self.alert(format!("the collector expects seq {next_seq}: {e}"));
+                            return;
+                        }
+                    }
+                }
+                Answer::Gap { expected_seq } => {
+                    let durable = self.durable.get();
+                    if expected_seq > durable {
+                        self.alert(format!(
+                            "the collector expects seq {expected_seq} but the spool ends at {durable}: it holds records this spool does not (a different spool under the same agent id?); forwarding stopped"
+                        ));
+                        return;
+                    }
+                    eprintln!(
+                        "wormlog: forward: collector expects seq {expected_seq} (sent {}); resending from there",
+                        b.first_seq
+                    );
+                    if let Err(e) = reader.seek(expected_seq) {
+                        self.alert(format!(
+                            "cannot find seq {expected_seq} in the spool: {e}; forwarding stopped"
+                        ));
+                        return;
+                    }
+                }
+                Answer::Refused { status, body } => {
+                    self.alert(format!(
+                        "the collector refused the chain at seq {} (HTTP {status}: {body}); forwarding stopped, spooling goes on — investigate: a rewritten spool or a bad record",
+                        b.first_seq
+                    ));
+                    return;
+                }
+                Answer::TooLarge => {
+                    max_records = (b.records / 2).max(1);
+                    eprintln!(
+                        "wormlog: warning: forward: batch too large for the collector; now at most {max_records} records"
+                    );
+                    reader.seek(b.first_seq).ok();
+                }
+                Answer::Transient { what, retry_after } => {
+                    let first = failing_since.is_none();
+                    let since = *failing_since.get_or_insert_with(Instant::now);
+                    let mut wait = backoff.next();
+                    if let Some(ra) = retry_after {
+                        wait = wait.max(ra);
+                    }
+                    if first || backoff.attempts.is_power_of_two() {
+                        eprintln!(
+                            "wormlog: warning: forward: {what} (attempt {}, failing for {:.0}s); retrying in {:.1}s; records stay in the spool",
+                            backoff.attempts,
+                            since.elapsed().as_secs_f64(),
+                            wait.as_secs_f64()
+                        );
+                    }
+                    batch = Some(b);
+                    if self.shutdown.wait(wait) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// A receipt goes into the chain only if it names a checkpoint this batch
+    /// carried, with its root, and its signature holds (under the pinned
+    /// collector key when one is configured). Otherwise the chain would fail
+    /// verification.
+    fn check_receipt(&self, b: &Batch, r: &WireReceipt) -> Result<(), String> {
+        if b.checkpoints
+            .iter()
+            .all(|(size, root)| (*size, root) != (r.tree_size, &r.root))
+        {
+            return Err("it names no checkpoint of the batch".into());
+        }
+        if let Some(p) = self.pinned
+            && p != r.collector_pubkey
+        {
+            return Err("signed by a key other than collector_pubkey".into());
+        }
+        let msg = wormlog_spool::chain::receipt_message(
+            &self.agent_id,
+            r.tree_size,
+            &r.root,
+            r.collector_ts,
+        );
+        if !verify_signature(&r.collector_pubkey, RECEIPT_CONTEXT, &msg, &r.signature) {
+            return Err("bad signature".into());
+        }
+        Ok(())
+    }
+}
+
+/// Exponential backoff (from backon) with full jitter: each wait is uniform
+/// in [0, d] where d doubles from `min` up to `max`.
+#[derive(Debug)]
+struct Backoff {
+    min: Duration,
+    max: Duration,
+    inner: backon::ExponentialBackoff,
+    attempts: u32,
+}
+
+impl Backoff {
+    fn new(min: Duration, max: Duration) -> Self {
+        Backoff {
+            min,
+            max,
+            inner: Self::build(min, max),
+            attempts: 0,
+        }
+    }
+
+    fn build(min: Duration, max: Duration) -> backon::ExponentialBackoff {
+        use backon::BackoffBuilder;
+        backon::ExponentialBuilder::default()
+            .with_min_delay(min)
+            .with_max_delay(max)
+            .with_factor(2.0)
+            .without_max_times()
+            .build()
+    }
+
+    fn reset(&mut self) {
+        self.inner = Self::build(self.min, self.max);
+        self.attempts = 0;
+    }
+
+    fn next(&mut self) -> Duration {
+        self.attempts += 1;
+        let d = self.inner.next().unwrap_or(self.max);
+        let mut r = [0u8; 8];
+        let _ = rustix::rand::getrandom(&mut r, rustix::rand::GetRandomFlags::empty());
+        let frac = (u64::from_le_bytes(r) >> 11) as f64 / (1u64 << 53) as f64;
+        // Full jitter, but never a busy loop.
+        d.mul_f64(frac).max(Duration::from_millis(10))
+    }
+}

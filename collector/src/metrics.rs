@@ -1,0 +1,85 @@
+//! Prometheus metrics of the collector (`GET /metrics`).
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+type Labels = Vec<(&'static str, String)>;
+
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Batches by agent and result (accepted, replay, gap, fork, invalid, malformed, error, refused).
+    pub batches: Family<Labels, Counter>,
+    pub records: Family<Labels, Counter>,
+    pub bytes: Family<Labels, Counter>,
+    pub receipts: Family<Labels, Counter>,
+    pub forks: Family<Labels, Counter>,
+    pub next_seq: Family<Labels, Gauge>,
+    pub fsync: Histogram,
+}
+
+pub fn get() -> &'static Metrics {
+    static M: OnceLock<Metrics> = OnceLock::new();
+    M.get_or_init(|| {
+        let mut registry = Registry::with_prefix("wormlog_collector");
+        let m = Metrics {
+            registry: Registry::default(),
+            batches: Family::default(),
+            records: Family::default(),
+            bytes: Family::default(),
+            receipts: Family::default(),
+            forks: Family::default(),
+            next_seq: Family::default(),
+            fsync: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
+        };
+        registry.register(
+            "batches",
+            "Batches received, by agent and result",
+            m.batches.clone(),
+        );
+        registry.register("records", "Records stored, by agent", m.records.clone());
+        registry.register("bytes", "Record bytes stored, by agent", m.bytes.clone());
+        registry.register("receipts", "Receipts issued, by agent", m.receipts.clone());
+        registry.register(
+            "forks",
+            "Forks detected: an agent sent a record that differs from the one stored",
+            m.forks.clone(),
+        );
+        registry.register(
+            "next_seq",
+            "The next sequence number expected from each agent",
+            m.next_seq.clone(),
+        );
+        registry.register(
+            "fsync_seconds",
+            "Time of one fdatasync of a store segment",
+            m.fsync.clone(),
+        );
+        Metrics { registry, ..m }
+    })
+}
+
+pub fn agent(id: &str) -> Labels {
+    vec![("agent", id.to_owned())]
+}
+
+pub fn agent_result(id: &str, result: &'static str) -> Labels {
+    vec![("agent", id.to_owned()), ("result", result.to_owned())]
+}
+
+pub fn observe_fsync(d: Duration) {
+    get().fsync.observe(d.as_secs_f64());
+}
+
+/// The text exposition format.
+pub fn render() -> String {
+    let mut out = String::new();
+    let _ = encode(&mut out, &get().registry);
+    out
+}

@@ -1,0 +1,478 @@
+//! One agent's chain in the collector's store: the agent's segments mirrored
+//! byte for byte (`<store>/agents/<id>/NNNNNNNNNNNNNNNN.wlseg`), append-only
+//! while active and immutable once complete, plus the receipts the collector
+//! issued (`receipts`), the first public key (`pubkey`) and a snapshot of the
+//! follower (`state.json`) that makes a restart O(1).
+//!
+//! Ingest is all or nothing and durable before it is answered: the batch is
+//! checked first ([`Follower::accept`]), then written, `fdatasync`ed (and
+//! the directory when a segment was created), then the receipts are signed
+//! and made durable, and only then is the answer sent.
+
+use crate::receipts::{Receipt, ReceiptLog, Signer};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use wormlog_spool::follow::{Follower, Op, Refusal};
+use wormlog_spool::frame::{FrameAt, frame_at};
+use wormlog_spool::record::AppendOnly;
+use wormlog_spool::segment::{SegmentHeader, list_segments, segment_path};
+use wormlog_spool::verify::verify_spool;
+
+/// What became of a batch.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Stored (or already held): the next expected sequence number and the
+    /// receipts for the checkpoints in the batch.
+    Accepted {
+        next_seq: u64,
+        receipts: Vec<Receipt>,
+    },
+    /// The batch starts after the next expected record.
+    Gap { expected_seq: u64 },
+    /// The batch holds a record at `seq` that differs from the one stored:
+    /// the agent's history was rewritten.
+    Fork { seq: u64, expected_seq: u64 },
+    /// Not a valid continuation.
+    Invalid { seq: u64, reason: String },
+    /// Not whole frames.
+    Malformed(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{0}")]
+    Damaged(String),
+}
+
+fn io_at(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// One agent's store.
+#[derive(Debug)]
+pub struct AgentStore {
+    pub id: String,
+    pub dir: PathBuf,
+    pub pubkey: [u8; 32],
+    follower: Follower,
+    active: Option<(u64, File)>,
+    receipts: ReceiptLog,
+    append_only: AppendOnly,
+    /// Set after a failed write: the store is reloaded from disk before the
+    /// next batch.
+    poisoned: bool,
+    /// This collector's receipt key (receipts it signed need no window).
+    receipt_key: Option<[u8; 32]>,
+}
+
+impl AgentStore {
+    /// Opens (or creates) the store of agent `id`, whose first public key is
+    /// `pubkey`.
+    pub fn open(
+        root: &Path,
+        id: &str,
+        pubkey: [u8; 32],
+        append_only: AppendOnly,
+    ) -> Result<AgentStore, StoreError> {
+        let dir = root.join("agents").join(id);
+        std::fs::create_dir_all(&dir).map_err(io_at(&dir))?;
+        let pk_path = dir.join("pubkey");
+        let pk_line = format!("{}\n", wormlog_spool::keys::format_pubkey(&pubkey));
+        match std::fs::read_to_string(&pk_path) {
+            Ok(s) if s == pk_line => {}
+            Ok(s) => {
+                return Err(StoreError::Damaged(format!(
+                    "{}: holds {}, but the agent is registered with {}",
+                    pk_path.display(),
+                    s.trim(),
+                    pk_line.trim()
+                )));
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                wormlog_spool::keys::write_atomic(&pk_path, pk_line.as_bytes(), 0o644)
+                    .map_err(|e| StoreError::Damaged(e.to_string()))?;
+            }
+            Err(e) => return Err(io_at(&pk_path)(e)),
+        }
+        let receipts = ReceiptLog::open(&dir.join("receipts")).map_err(io_at(&dir))?;
+        let mut s = AgentStore {
+            id: id.to_owned(),
+            dir,
+            pubkey,
+            follower: Follower::new(id, Some(pubkey)),
+            active: None,
+            receipts,
+            append_only,
+            poisoned: false,
+            receipt_key: None,
+        };
+        s.load()?;
+        Ok(s)
+    }
+
+    pub fn next_seq(&self) -> u64 {
+        self.follower.next_seq()
+    }
+
+    /// Tells the store which collector signs its receipts.
+    pub fn set_receipt_key(&mut self, collector_id: &str, pubkey: [u8; 32]) {
+        self.receipt_key = Some(pubkey);
+        self.follower.chain.own_receipt_key = Some(pubkey);
+        self.receipts.set_collector(collector_id, pubkey);
+    }
+
+    /// Finds where the chain stands: from the snapshot when it matches the
+    /// files, else by verifying the whole store. A tail that was written but
+    /// never acknowledged (a crash mid-batch) is cut back to the last whole
+    /// record — the only time the collector shortens a file.
+    fn load(&mut self) -> Result<(), StoreError> {
+        self.active = None;
+        let (segs, _) = list_segments(&self.dir).map_err(io_at(&self.dir))?;
+        let Some((last_no, last_path)) = segs.last().cloned() else {
+            self.follower = Follower::new(&self.id, Some(self.pubkey));
+            return Ok(());
+        };
+        let file_len = std::fs::metadata(&last_path)
+            .map_err(io_at(&last_path))?
+            .len();
+        if let Some(f) = crate::snapshot::read(&self.dir, &self.id, self.pubkey)
+            && f.cursor.no == last_no
+            && f.cursor.len == file_len
+        {
+            self.follower = f;
+        } else {
+            let report = verify_spool(&self.dir, Some(self.pubkey), &mut |_, _, _| {})
+                .map_err(|e| StoreError::Damaged(format!("{}: {e}", self.dir.display())))?;
+            if let Some(f) = &report.failure {
+                return Err(StoreError::Damaged(format!(
+                    "{}: the store does not verify: segment {} offset {} seq {}: {}",
+                    self.dir.display(),
+                    f.segment,
+                    f.offset,
+                    f.seq,
+                    f.reason
+                )));
+            }
+            let follower = Follower::from_report(&report).ok_or_else(|| {
+                StoreError::Damaged(format!("{}: no genesis record", self.dir.display()))
+            })?;
+            if follower.cursor.len < file_len {
+                cut_tail(&last_path, follower.cursor.len)?;
+            }
+            self.follower = follower;
+            crate::snapshot::write(&self.dir, &self.follower).map_err(io_at(&self.dir))?;
+        }
+        self.follower.chain.own_receipt_key = self.receipt_key;
+        if !self.follower.cursor.sealed {
+            let f = OpenOptions::new()
+                .append(true)
+                .open(&last_path)
+                .map_err(io_at(&last_path))?;
+            self.active = Some((last_no, f));
+        }
+        Ok(())
+    }
+
+    /// Takes a batch whose first record is `seq`. See [`Outcome`].
+    pub fn ingest(
+        &mut self,
+        seq: u64,
+        torn: &[u8],
+        frames: &[u8],
+        signer: &Signer,
+    ) -> Result<Outcome, StoreError> {
+        if self.poisoned {
+            self.load()?;
+            self.poisoned = false;
+        }
+        let next = self.next_seq();
+        if seq > next {
+            return Ok(Outcome::Gap { expected_seq: next });
+        }
+        let (mut torn, mut frames) = (torn, frames);
+        let mut replayed = Vec::new();
+        if seq < next {
+            // A replay: every record the store already holds must be the
+            // same, byte for byte.
+            let (held, rest) = match self.compare_held(seq, frames)? {
+                Ok(x) => x,
+                Err(fork_seq) => {
+                    return Ok(Outcome::Fork {
+                        seq: fork_seq,
+                        expected_seq: next,
+                    });
+                }
+            };
+            replayed = self
+                .receipts
+                .for_range(seq, seq + held)
+                .map_err(io_at(&self.dir))?;
+            frames = &frames[rest..];
+            torn = &[];
+            if frames.is_empty() {
+                return Ok(Outcome::Accepted {
+                    next_seq: next,
+                    receipts: replayed,
+                });
+            }
+        }
+        let plan = match self.follower.accept(torn, frames) {
+            Ok(p) => p,
+            Err(Refusal::NotNext { expected, .. }) => {
+                return Ok(Outcome::Gap {
+                    expected_seq: expected,
+                });
+            }
+            Err(Refusal::Invalid { seq, reason }) => return Ok(Outcome::Invalid { seq, reason }),
+            Err(Refusal::Framing(m)) => return Ok(Outcome::Malformed(m)),
+        };
+        match self.write(&plan.ops, torn, frames) {
+            Ok(()) => {}
+            Err(e) => {
+                self.poisoned = true;
+                return Err(e);
+            }
+        }
+        let mut receipts = replayed;
+        let mut fresh = Vec::new();
+        for (tree_size, root) in &plan.checkpoints {
+            fresh.push(signer.sign(&self.id, *tree_size, root));
+        }
+        if let Err(e) = self.receipts.append(&fresh) {
+            self.poisoned = true;
+            return Err(io_at(&self.dir)(e));
+        }
+        receipts.extend(fresh);
+        // Not made durable: a stale snapshot is noticed and rebuilt.
+        if let Err(e) = crate::snapshot::write(&self.dir, &self.follower) {
+            tracing_warn(&format!(
+                "{}: snapshot not written: {e}",
+                self.dir.display()
+            ));
+        }
+        Ok(Outcome::Accepted {
+            next_seq: self.next_seq(),
+            receipts,
+        })
+    }
+
+    /// Compares the records of `frames` below the next expected sequence
+    /// number with the stored ones. Ok((records held, byte offset of the
+    /// first new record)) or Err(seq of the first difference).
+    fn compare_held(
+        &self,
+        seq: u64,
+        frames: &[u8],
+    ) -> Result<Result<(u64, usize), u64>, StoreError> {
+        let next = self.next_seq();
+        let mut stored = StoredRecords::at(&self.dir, seq)?;
+        let mut off = 0;
+        let mut s = seq;
+        while s < next && off < frames.len() {
+            let FrameAt::Frame { start, end } = frame_at(frames, off) else {
+                return Ok(Err(s));
+            };
+            match stored.next_record()? {
+                Some(held) if held == frames[start..end] => {}
+                _ => return Ok(Err(s)),
+            }
+            off = end;
+            s += 1;
+        }
+        Ok(Ok((s - seq, off)))
+    }
+
+    fn write(&mut self, ops: &[Op], torn: &[u8], frames: &[u8]) -> Result<(), StoreError> {
+        let mut dirty: Vec<u64> = Vec::new();
+        let mut created = false;
+        for op in ops {
+            match op {
+                Op::Create { no, header } => {
+                    let path = segment_path(&self.dir, *no);
+                    let mut f = OpenOptions::new()
+                        .append(true)
+                        .create_new(true)
+                        .mode(0o640)
+                        .open(&path)
+                        .map_err(io_at(&path))?;
+                    f.write_all(header).map_err(io_at(&path))?;
+                    self.protect(&f, &path, false)?;
+                    self.active = Some((*no, f));
+                    created = true;
+                }
+                Op::AppendTorn { no } => self.append(*no, torn, &mut dirty)?,
+                Op::Append { no, range } => self.append(*no, &frames[range.clone()], &mut dirty)?,
+                Op::Close { no } => {
+                    self.sync(*no)?;
+                    dirty.retain(|d| d != no);
+                    if let Some((n, f)) = self.active.take() {
+                        if n == *no {
+                            let path = segment_path(&self.dir, n);
+                            self.protect(&f, &path, true)?;
+                        } else {
+                            self.active = Some((n, f));
+                        }
+                    }
+                }
+            }
+        }
+        for no in dirty {
+            self.sync(no)?;
+        }
+        if created {
+            File::open(&self.dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io_at(&self.dir))?;
+        }
+        Ok(())
+    }
+
+    fn append(&mut self, no: u64, bytes: &[u8], dirty: &mut Vec<u64>) -> Result<(), StoreError> {
+        let path = segment_path(&self.dir, no);
+        match &mut self.active {
+            Some((n, f)) if *n == no => f.write_all(bytes).map_err(io_at(&path))?,
+            _ => {
+                return Err(StoreError::Damaged(format!(
+                    "{}: segment {no} is not the active one",
+                    self.dir.display()
+                )));
+            }
+        }
+        if !dirty.contains(&no) {
+            dirty.push(no);
+        }
+        Ok(())
+    }
+
+    fn sync(&mut self, no: u64) -> Result<(), StoreError> {
+        if let Some((n, f)) = &self.active
+            && *n == no
+        {
+            let path = segment_path(&self.dir, no);
+            let started = std::time::Instant::now();
+            f.sync_data().map_err(io_at(&path))?;
+            crate::metrics::observe_fsync(started.elapsed());
+        }
+        Ok(())
+    }
+
+    /// Sets the write-once flag on a segment (append-only while active,
+    /// immutable once complete).
+    fn protect(&self, f: &File, path: &Path, immutable: bool) -> Result<(), StoreError> {
+        if self.append_only == AppendOnly::Off {
+            return Ok(());
+        }
+        let r = if immutable {
+            wormlog_spool::worm::set_immutable(f)
+        } else {
+            wormlog_spool::worm::set_append_only(f)
+        };
+        match r {
+            Ok(()) => Ok(()),
+            Err(e) if self.append_only == AppendOnly::Require => Err(io_at(path)(e)),
+            Err(_) => Ok(()),
+        }
+    }
+}
+
+/// Cuts an unacknowledged partial tail back to `len` (clearing and restoring
+/// the append-only flag around it).
+fn cut_tail(path: &Path, len: u64) -> Result<(), StoreError> {
+    let (append_only, _) = wormlog_spool::worm::flags_of(path).unwrap_or((false, false));
+    if append_only {
+        wormlog_spool::worm::clear_flags(path).map_err(io_at(path))?;
+    }
+    let f = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(io_at(path))?;
+    f.set_len(len).map_err(io_at(path))?;
+    f.sync_all().map_err(io_at(path))?;
+    if append_only {
+        wormlog_spool::worm::set_append_only(&f).map_err(io_at(path))?;
+    }
+    tracing_warn(&format!(
+        "{}: cut an unacknowledged partial batch back to {len} bytes",
+        path.display()
+    ));
+    Ok(())
+}
+
+fn tracing_warn(msg: &str) {
+    eprintln!("wormlog-collector: warning: {msg}");
+}
+
+/// Reads the stored records from a sequence number on.
+struct StoredRecords {
+    segs: Vec<(u64, PathBuf)>,
+    index: usize,
+    buf: Vec<u8>,
+    off: usize,
+}
+
+impl StoredRecords {
+    fn at(dir: &Path, seq: u64) -> Result<StoredRecords, StoreError> {
+        let (segs, _) = list_segments(dir).map_err(io_at(dir))?;
+        // The segment holding `seq`: the last whose first_seq <= seq.
+        let mut index = 0;
+        for (i, (_, p)) in segs.iter().enumerate() {
+            let mut head = Vec::new();
+            File::open(p)
+                .and_then(|f| f.take(400).read_to_end(&mut head))
+                .map_err(io_at(p))?;
+            match SegmentHeader::decode(&head) {
+                Ok((h, _)) if h.first_seq <= seq => index = i,
+                Ok(_) => break,
+                Err(e) => return Err(StoreError::Damaged(format!("{}: {e}", p.display()))),
+            }
+        }
+        let mut s = StoredRecords {
+            segs,
+            index,
+            buf: Vec::new(),
+            off: 0,
+        };
+        s.load()?;
+        while let FrameAt::Frame { start, end } = frame_at(&s.buf, s.off) {
+            let rseq = u64::from_le_bytes(s.buf[start + 4..start + 12].try_into().expect("8"));
+            if rseq >= seq {
+                break;
+            }
+            s.off = end;
+        }
+        Ok(s)
+    }
+
+    fn load(&mut self) -> Result<(), StoreError> {
+        let Some((_, p)) = self.segs.get(self.index) else {
+            self.buf.clear();
+            return Ok(());
+        };
+        self.buf = std::fs::read(p).map_err(io_at(p))?;
+        self.off = SegmentHeader::decode(&self.buf)
+            .map(|(_, l)| l)
+            .map_err(|e| StoreError::Damaged(format!("{}: {e}", p.display())))?;
+        Ok(())
+    }
+
+    fn next_record(&mut self) -> Result<Option<Vec<u8>>, StoreError> {
+        loop {
+            if let FrameAt::Frame { start, end } = frame_at(&self.buf, self.off) {
+                self.off = end;
+                return Ok(Some(self.buf[start..end].to_vec()));
+            }
+            if self.index + 1 >= self.segs.len() {
+                return Ok(None);
+            }
+            self.index += 1;
+            self.load()?;
+        }
+    }
+}
