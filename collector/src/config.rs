@@ -237,3 +237,49 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let start = before.rfind('\n').map_or(0, |p| p + 1);
     (line, before[start..].chars().count() + 1)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_text(text: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("collector.toml");
+        std::fs::write(&p, text).unwrap();
+        load(&p).map_err(|e| ConfigError(e.0.replace(&p.display().to_string(), "F")))
+    }
+
+    #[test]
+    fn errors_name_file_line_and_column() {
+        let cases = [
+            (
+                "[collector]\nlisten = \"0.0.0.0:8080\"\nstore_dir = \"/s\"\n",
+                "F:2:10: listen: plain HTTP",
+            ),
+            (
+                "[collector]\nlisten = \"127.0.0.1:8080\"\nstore_dir = \"/s\"\n\n[[agents]]\nid = \"web-01\"\npubkey = \"nope\"\n",
+                "F:7:10: pubkey:",
+            ),
+            (
+                "[collector]\nlisten = \"127.0.0.1:8080\"\nstore_dir = \"/s\"\n\n[[agents]]\nid = \"../x\"\npubkey = \"nope\"\n",
+                "F:6:6: agent id",
+            ),
+            (
+                "[collector]\nlisten = \"127.0.0.1:8080\"\nstore_dir = \"/s\"\ncolour = 1\n",
+                "F:4:1: unknown field `colour`",
+            ),
+        ];
+        for (text, want) in cases {
+            let e = load_text(text).unwrap_err().0;
+            assert!(e.starts_with(want), "{e:?} should start with {want:?}");
+        }
+    }
+
+    #[test]
+    fn a_loopback_collector_may_speak_plain_http() {
+        let c = load_text("[collector]\nlisten = \"127.0.0.1:8080\"\nstore_dir = \"/s\"\ntrust_on_first_use = true\n").unwrap();
+        assert!(c.tls.is_none() && c.trust_on_first_use);
+        assert_eq!(c.key_dir, PathBuf::from("/s/keys"));
+        assert_eq!(c.max_batch_bytes, DEFAULT_MAX_BATCH);
+    }
+}
