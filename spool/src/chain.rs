@@ -9,7 +9,7 @@ use crate::codec::put_bytes8;
 use crate::hash::{Hash, ZERO32};
 use crate::keys::{CHECKPOINT_CONTEXT, EPOCH_KEY_CONTEXT, RECEIPT_CONTEXT, verify_signature};
 use crate::merkle::Frontier;
-use crate::record::{Kind, Payload, Record, SIGNATURE_LEN};
+use crate::record::{Kind, Payload, Record, RecoveryCause, SIGNATURE_LEN};
 use std::collections::BTreeMap;
 
 /// Highest alert code a version-1 record may carry.
@@ -268,6 +268,77 @@ impl ChainCheck {
     pub fn checkpoint_root(&self, tree_size: u64) -> Option<Hash> {
         self.roots.get(&tree_size).copied()
     }
+}
+
+/// How the segment before a `recovery` record ended, as its reader found it.
+#[derive(Debug, Clone)]
+pub struct SegmentEnd {
+    /// The segment's number.
+    pub no: u64,
+    /// The last good record in it.
+    pub last_seq: u64,
+    /// The offset where its good records end.
+    pub end: u64,
+    /// The bytes after that: their length and SHA-256, and whether they
+    /// start with a well-formed frame.
+    pub region_len: u64,
+    pub region_sha256: Hash,
+    pub region_starts_with_frame: bool,
+}
+
+/// The rules of a `recovery` record (docs/FORMAT.md §6.11) against the end
+/// of the segment before it.
+pub fn check_recovery(payload: &Payload<'_>, prev: &SegmentEnd) -> Result<(), String> {
+    let Payload::Recovery {
+        cause,
+        segment_no,
+        last_good_seq,
+        region_offset,
+        region_len,
+        region_sha256,
+        ..
+    } = payload
+    else {
+        return Ok(());
+    };
+    if *segment_no != prev.no {
+        return Err(format!(
+            "recovery record names segment {segment_no}, not the previous segment"
+        ));
+    }
+    if *last_good_seq != prev.last_seq || *region_offset != prev.end {
+        return Err(
+            "recovery record does not match where the damaged segment's records end".into(),
+        );
+    }
+    match cause {
+        RecoveryCause::TornTail => {
+            if *region_len != prev.region_len || *region_sha256 != prev.region_sha256 {
+                return Err(format!(
+                    "the torn region of segment {} is not the one the recovery record names (length or SHA-256 differ)",
+                    prev.no
+                ));
+            }
+            if prev.region_starts_with_frame {
+                return Err(format!(
+                    "the 'torn' region of segment {} starts with a valid record",
+                    prev.no
+                ));
+            }
+        }
+        RecoveryCause::FsyncFailed => {
+            if *region_sha256 != ZERO32 {
+                return Err("fsync_failed recovery with a region hash".into());
+            }
+        }
+        RecoveryCause::Corruption => {
+            return Err(format!(
+                "the agent found segment {} damaged at offset {region_offset} with valid data after it (corruption or tampering)",
+                prev.no
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The message a collector signs for a receipt (docs/FORMAT.md §6.12),

@@ -9,7 +9,7 @@
 //! segment is complete. A batch is all or nothing: a rejected batch leaves
 //! the follower as it was.
 
-use crate::chain::ChainCheck;
+use crate::chain::{ChainCheck, SegmentEnd, check_recovery};
 use crate::frame::{FrameAt, frame_at};
 use crate::hash::{Hash, leaf_hash, sha256};
 use crate::record::{Payload, Record, RecoveryCause};
@@ -164,51 +164,28 @@ impl Follower {
                 ));
             }
             // Segment transitions happen before the record is placed.
-            if let Payload::Recovery {
-                cause,
-                segment_no,
-                last_good_seq,
-                region_offset,
-                region_len,
-                region_sha256,
-                ..
-            } = &rec.payload
-            {
+            if let Payload::Recovery { cause, .. } = &rec.payload {
                 let c = &self.cursor;
-                if c.len == 0 || c.sealed || *segment_no != c.no {
+                if c.len == 0 || c.sealed {
                     return Err(invalid(
-                        "a recovery record that does not follow the current segment".into(),
+                        "a recovery record that does not follow an unsealed segment".into(),
                     ));
                 }
-                if *last_good_seq != seq.wrapping_sub(1) || *region_offset != c.len {
+                // The torn region sent with the batch is the end of the
+                // segment as the agent has it.
+                let end = SegmentEnd {
+                    no: c.no,
+                    last_seq: seq.wrapping_sub(1),
+                    end: c.len,
+                    region_len: torn.len() as u64,
+                    region_sha256: sha256(torn),
+                    region_starts_with_frame: matches!(frame_at(torn, 0), FrameAt::Frame { .. }),
+                };
+                check_recovery(&rec.payload, &end).map_err(invalid)?;
+                if *cause != RecoveryCause::TornTail && !torn.is_empty() {
                     return Err(invalid(
-                        "recovery record does not match where the segment's records end".into(),
+                        "a torn region sent with a recovery that is not a torn tail".into(),
                     ));
-                }
-                match cause {
-                    RecoveryCause::TornTail => {
-                        if *region_len != torn.len() as u64 || *region_sha256 != sha256(torn) {
-                            return Err(invalid(
-                                "the torn region sent is not the one the recovery record names"
-                                    .into(),
-                            ));
-                        }
-                        if matches!(frame_at(torn, 0), FrameAt::Frame { .. }) {
-                            return Err(invalid(
-                                "the 'torn' region starts with a valid record".into(),
-                            ));
-                        }
-                    }
-                    RecoveryCause::FsyncFailed => {
-                        if !torn.is_empty() || *region_sha256 != crate::hash::ZERO32 {
-                            return Err(invalid("fsync_failed recovery with a region".into()));
-                        }
-                    }
-                    RecoveryCause::Corruption => {
-                        return Err(invalid(format!(
-                            "the agent found segment {segment_no} damaged with valid data after it (corruption or tampering)"
-                        )));
-                    }
                 }
                 flush_run(&mut plan, self.cursor.no, run_start..off);
                 if !torn.is_empty() {

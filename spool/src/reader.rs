@@ -12,7 +12,7 @@
 use crate::frame::{FRAME_HEADER_LEN, FrameAt, frame_at};
 use crate::hash::Hash;
 use crate::record::{Kind, Payload, Record, RecoveryCause};
-use crate::segment::{SegmentHeader, list_segments, segment_path};
+use crate::segment::{SegmentHeader, list_segments, recovery_limit, segment_path};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
@@ -162,7 +162,10 @@ impl RangeReader {
             // Checked before reading: a record rewritten after a failed
             // fsync is durable only once that segment exists.
             if cur.limit.is_none() {
-                cur.limit = recovery_limit(&segment_path(&self.dir, cur.no + 1), cur.no)?;
+                let next = segment_path(&self.dir, cur.no + 1);
+                cur.limit = recovery_limit(&next, cur.no)
+                    .map_err(io_err(&next))?
+                    .map(|(offset, cause)| (offset, cause == RecoveryCause::TornTail));
             }
             let want = max_bytes
                 .saturating_sub(batch.frames.len())
@@ -314,33 +317,4 @@ fn read_range(path: &Path, from: u64, to: u64) -> Result<Vec<u8>, ReadError> {
         .read_to_end(&mut v)
         .map_err(io_err(path))?;
     Ok(v)
-}
-
-/// If segment file `next` exists and starts with a recovery record naming
-/// segment `no`: where segment `no` ends, and whether the rest is a torn tail.
-fn recovery_limit(next: &Path, no: u64) -> Result<Option<(u64, bool)>, ReadError> {
-    let mut buf = Vec::new();
-    match std::fs::File::open(next) {
-        Ok(f) => f
-            .take(1 << 16)
-            .read_to_end(&mut buf)
-            .map_err(io_err(next))?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io_err(next)(e)),
-    };
-    let Ok((_, hlen)) = SegmentHeader::decode(&buf) else {
-        return Ok(None);
-    };
-    let FrameAt::Frame { start, end } = frame_at(&buf, hlen) else {
-        return Ok(None);
-    };
-    Ok(match Record::decode(&buf[start..end]).map(|r| r.payload) {
-        Ok(Payload::Recovery {
-            segment_no,
-            region_offset,
-            cause,
-            ..
-        }) if segment_no == no => Some((region_offset, cause == RecoveryCause::TornTail)),
-        _ => None,
-    })
 }

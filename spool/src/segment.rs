@@ -157,6 +157,40 @@ pub fn list_segments(dir: &Path) -> std::io::Result<(SegmentList, Vec<String>)> 
     Ok((segs, other))
 }
 
+/// If segment file `next` exists and its first record is a `recovery` record
+/// naming segment `no`: the offset where segment `no`'s records end (the
+/// recovery's `region_offset`) and the cause. Used by every reader that must
+/// not read a damaged segment past that point.
+pub fn recovery_limit(
+    next: &Path,
+    no: u64,
+) -> std::io::Result<Option<(u64, crate::record::RecoveryCause)>> {
+    use crate::frame::{FrameAt, frame_at};
+    use crate::record::{Payload, Record};
+    use std::io::Read;
+    let mut buf = Vec::new();
+    match std::fs::File::open(next) {
+        Ok(f) => f.take(1 << 20).read_to_end(&mut buf)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let Ok((_, hlen)) = SegmentHeader::decode(&buf) else {
+        return Ok(None);
+    };
+    let FrameAt::Frame { start, end } = frame_at(&buf, hlen) else {
+        return Ok(None);
+    };
+    Ok(match Record::decode(&buf[start..end]).map(|r| r.payload) {
+        Ok(Payload::Recovery {
+            segment_no,
+            region_offset,
+            cause,
+            ..
+        }) if segment_no == no => Some((region_offset, cause)),
+        _ => None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

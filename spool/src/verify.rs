@@ -2,11 +2,11 @@
 //! public key (docs/FORMAT.md §7). Names the first bad segment, offset and
 //! sequence number and the reason.
 
-use crate::chain::ChainCheck;
+use crate::chain::{ChainCheck, SegmentEnd, check_recovery};
 use crate::frame::{FrameAt, frame_at};
-use crate::hash::{Hash, ZERO32, leaf_hash, sha256};
-use crate::record::{Kind, Payload, Record, RecoveryCause};
-use crate::segment::{SegmentHeader, list_segments};
+use crate::hash::{Hash, leaf_hash, sha256};
+use crate::record::{Kind, Payload, Record};
+use crate::segment::{SegmentHeader, list_segments, recovery_limit};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -202,7 +202,9 @@ fn check_segments(
             Err(_) => return Err(io(path)(std::io::Error::other("segment reader stopped"))),
         };
         let limit = match segs.get(i + 1) {
-            Some((_, next)) => recovery_limit(next, *no).map_err(io(next))?,
+            Some((_, next)) => recovery_limit(next, *no)
+                .map_err(io(next))?
+                .map(|(offset, _)| offset),
             None => None,
         };
         let last = i + 1 == segs.len();
@@ -242,29 +244,6 @@ impl WithSeq for Report {
         }
         self
     }
-}
-
-/// If the first record of the segment at `next` is a `recovery` naming
-/// segment `no`, where segment `no`'s log ends.
-fn recovery_limit(next: &Path, no: u64) -> std::io::Result<Option<u64>> {
-    let mut buf = Vec::new();
-    std::fs::File::open(next)?
-        .take(1 << 20)
-        .read_to_end(&mut buf)?;
-    let Ok((_, hlen)) = SegmentHeader::decode(&buf) else {
-        return Ok(None);
-    };
-    let FrameAt::Frame { start, end } = frame_at(&buf, hlen) else {
-        return Ok(None);
-    };
-    Ok(match Record::decode(&buf[start..end]).map(|r| r.payload) {
-        Ok(Payload::Recovery {
-            segment_no,
-            region_offset,
-            ..
-        }) if segment_no == no => Some(region_offset),
-        _ => None,
-    })
 }
 
 impl State<'_> {
@@ -509,10 +488,8 @@ impl State<'_> {
             Payload::Recovery {
                 cause,
                 segment_no,
-                last_good_seq,
                 region_offset,
                 region_len,
-                region_sha256,
                 ..
             } => {
                 let Some(p) = prev.take().filter(|_| index == 0) else {
@@ -521,44 +498,20 @@ impl State<'_> {
                             .into(),
                     ));
                 };
-                if *segment_no != p.no || p.no + 1 != no {
+                if p.no + 1 != no {
                     return Err(at(format!(
                         "recovery record names segment {segment_no}, not the previous segment"
                     )));
                 }
-                if *last_good_seq != p.last_seq || *region_offset != p.end {
-                    return Err(at(
-                        "recovery record does not match where the damaged segment's records end"
-                            .into(),
-                    ));
-                }
-                match cause {
-                    RecoveryCause::TornTail => {
-                        if *region_len != p.file_len - p.end || *region_sha256 != p.region_sha256 {
-                            return Err(at(format!(
-                                "the torn region of segment {} is not the one the recovery record names (length or SHA-256 differ)",
-                                p.no
-                            )));
-                        }
-                        if p.region_starts_with_frame {
-                            return Err(at(format!(
-                                "the 'torn' region of segment {} starts with a valid record",
-                                p.no
-                            )));
-                        }
-                    }
-                    RecoveryCause::FsyncFailed => {
-                        if *region_sha256 != ZERO32 {
-                            return Err(at("fsync_failed recovery with a region hash".into()));
-                        }
-                    }
-                    RecoveryCause::Corruption => {
-                        return Err(at(format!(
-                            "the agent found segment {} damaged at offset {region_offset} with valid data after it (corruption or tampering)",
-                            p.no
-                        )));
-                    }
-                }
+                let end = SegmentEnd {
+                    no: p.no,
+                    last_seq: p.last_seq,
+                    end: p.end,
+                    region_len: p.file_len - p.end,
+                    region_sha256: p.region_sha256,
+                    region_starts_with_frame: p.region_starts_with_frame,
+                };
+                check_recovery(&rec.payload, &end).map_err(at)?;
                 self.report.recoveries.push(RecoveryNote {
                     segment: p.no,
                     cause: cause.name(),
