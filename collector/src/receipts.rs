@@ -7,9 +7,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use wormlog_spool::chain::receipt_message;
 use wormlog_spool::hash::Hash;
-use wormlog_spool::keys::{RECEIPT_CONTEXT, sign_with};
 use zeroize::Zeroizing;
 
 /// The receipt key's file in the key directory (32-byte seed, mode 0600).
@@ -17,16 +15,7 @@ pub const RECEIPT_KEY_FILE: &str = "receipt.key";
 /// Its public half, as `ed25519:<base64>`.
 pub const RECEIPT_PUB_FILE: &str = "receipt.pub";
 
-/// A receipt as sent to the agent and kept by the collector.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Receipt {
-    pub collector_id: String,
-    pub tree_size: u64,
-    pub root: Hash,
-    pub collector_ts: i64,
-    pub collector_pubkey: [u8; 32],
-    pub signature: [u8; 64],
-}
+pub use wormlog_spool::chain::Receipt;
 
 /// The collector's receipt-signing key. It does not evolve: a receipt is a
 /// statement by the collector, which keeps it off the agents' hosts.
@@ -74,20 +63,14 @@ impl Signer {
     }
 
     pub fn sign(&self, agent_id: &str, tree_size: u64, root: &Hash) -> Receipt {
-        let ts = wormlog_spool::clock::wall_ns();
-        let signature = sign_with(
+        Receipt::sign(
             &self.key,
-            RECEIPT_CONTEXT,
-            &receipt_message(agent_id, tree_size, root, ts),
-        );
-        Receipt {
-            collector_id: self.collector_id.clone(),
+            &self.collector_id,
+            agent_id,
             tree_size,
-            root: *root,
-            collector_ts: ts,
-            collector_pubkey: self.pubkey(),
-            signature,
-        }
+            root,
+            wormlog_spool::clock::wall_ns(),
+        )
     }
 }
 

@@ -341,6 +341,52 @@ pub fn check_recovery(payload: &Payload<'_>, prev: &SegmentEnd) -> Result<(), St
     Ok(())
 }
 
+/// A collector's countersignature of one of an agent's checkpoints: the
+/// fields of a `receipt` record (docs/FORMAT.md §6.12), as the collector
+/// issues and keeps it and as the agent appends it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    pub collector_id: String,
+    pub tree_size: u64,
+    pub root: Hash,
+    pub collector_ts: i64,
+    pub collector_pubkey: [u8; 32],
+    pub signature: [u8; 64],
+}
+
+impl Receipt {
+    /// Signs `tree_size` and `root` of agent `agent_id`'s log at `ts`.
+    pub fn sign(
+        key: &ed25519_dalek::SigningKey,
+        collector_id: &str,
+        agent_id: &str,
+        tree_size: u64,
+        root: &Hash,
+        ts: i64,
+    ) -> Receipt {
+        let msg = receipt_message(agent_id, tree_size, root, ts);
+        Receipt {
+            collector_id: collector_id.to_owned(),
+            tree_size,
+            root: *root,
+            collector_ts: ts,
+            collector_pubkey: key.verifying_key().to_bytes(),
+            signature: crate::keys::sign_with(key, RECEIPT_CONTEXT, &msg),
+        }
+    }
+
+    /// Whether the signature holds for agent `agent_id`.
+    pub fn signature_valid(&self, agent_id: &str) -> bool {
+        let msg = receipt_message(agent_id, self.tree_size, &self.root, self.collector_ts);
+        verify_signature(
+            &self.collector_pubkey,
+            RECEIPT_CONTEXT,
+            &msg,
+            &self.signature,
+        )
+    }
+}
+
 /// The message a collector signs for a receipt (docs/FORMAT.md §6.12),
 /// without the context string.
 pub fn receipt_message(agent_id: &str, tree_size: u64, root: &Hash, collector_ts: i64) -> Vec<u8> {

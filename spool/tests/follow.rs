@@ -7,9 +7,8 @@ mod common;
 use common::*;
 use std::io::Write;
 use std::path::Path;
-use wormlog_spool::chain::receipt_message;
+use wormlog_spool::chain::Receipt;
 use wormlog_spool::follow::{Follower, Op, Refusal};
-use wormlog_spool::keys::{RECEIPT_CONTEXT, sign_with};
 use wormlog_spool::reader::RangeReader;
 
 /// Mirrors `src` into `dst` with batches of at most `max` records; returns
@@ -109,20 +108,8 @@ fn busy_spool(t: &TempDir) -> [u8; 32] {
             }
             let (size, root) = last.unwrap();
             let ts = 1_700_000_000_000_000_000;
-            let sig = sign_with(
-                &collector,
-                RECEIPT_CONTEXT,
-                &receipt_message("test-agent", size, &root, ts),
-            );
-            s.append_receipt(
-                "collector-1",
-                size,
-                &root,
-                ts,
-                &collector.verifying_key().to_bytes(),
-                &sig,
-            )
-            .unwrap();
+            let r = Receipt::sign(&collector, "collector-1", "test-agent", size, &root, ts);
+            s.append_receipt(&r).unwrap();
         }
     }
     s.close("done").unwrap();

@@ -66,14 +66,7 @@ fn apply(spool: &mut Spool, ev: Event) -> Result<(), SpoolError> {
         }
         Event::Forget { source, key } => spool.forget_position(&source, key),
         Event::Receipt(r) => {
-            spool.append_receipt(
-                &r.collector_id,
-                r.tree_size,
-                &r.root,
-                r.collector_ts,
-                &r.collector_pubkey,
-                &r.signature,
-            )?;
+            spool.append_receipt(&r)?;
         }
         Event::Alert { code, detail } => {
             spool.append_alert(code, &detail)?;

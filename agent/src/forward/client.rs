@@ -9,25 +9,15 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::sync::Arc;
 use std::time::Duration;
+use wormlog_spool::chain::Receipt;
 use wormlog_spool::reader::Batch;
-
-/// A receipt as the collector sent it.
-#[derive(Debug, Clone)]
-pub struct WireReceipt {
-    pub collector_id: String,
-    pub tree_size: u64,
-    pub root: [u8; 32],
-    pub collector_ts: i64,
-    pub collector_pubkey: [u8; 32],
-    pub signature: [u8; 64],
-}
 
 /// What the collector answered.
 #[derive(Debug)]
 pub enum Answer {
     Accepted {
         next_seq: u64,
-        receipts: Vec<WireReceipt>,
+        receipts: Vec<Receipt>,
     },
     /// 409 gap: send from `expected_seq`.
     Gap { expected_seq: u64 },
@@ -179,7 +169,7 @@ fn parse_accepted(j: &serde_json::Value) -> Option<Answer> {
     let next_seq = j["next_seq"].as_u64()?;
     let mut receipts = Vec::new();
     for r in j["receipts"].as_array()? {
-        receipts.push(WireReceipt {
+        receipts.push(Receipt {
             collector_id: r["collector_id"].as_str()?.to_owned(),
             tree_size: r["tree_size"].as_u64()?,
             root: wormlog_spool::hash::parse_hex32(r["root"].as_str()?)?,

@@ -18,12 +18,12 @@
 mod client;
 
 use crate::config::ForwardSection;
-use crate::sources::{Event, ReceiptEvent, Shutdown};
-use client::{Answer, Client, WireReceipt};
+use crate::sources::{Event, Shutdown};
+use client::{Answer, Client};
 use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use wormlog_spool::keys::{RECEIPT_CONTEXT, verify_signature};
+use wormlog_spool::chain::Receipt;
 use wormlog_spool::reader::{Batch, RangeReader};
 use wormlog_spool::record::AlertCode;
 use wormlog_spool::writer::DurableSeq;
@@ -139,20 +139,13 @@ impl Forwarder {
                     }
                     backoff.reset();
                     for r in receipts {
-                        if r.tree_size <= last_receipt && last_receipt != 0 {
+                        if r.tree_size <= last_receipt {
                             continue; // already in the chain
                         }
                         match self.check_receipt(&b, &r) {
                             Ok(()) => {
                                 last_receipt = r.tree_size;
-                                self.to_writer(Event::Receipt(Box::new(ReceiptEvent {
-                                    collector_id: r.collector_id,
-                                    tree_size: r.tree_size,
-                                    root: r.root,
-                                    collector_ts: r.collector_ts,
-                                    collector_pubkey: r.collector_pubkey,
-                                    signature: r.signature,
-                                })));
+                                self.to_writer(Event::Receipt(Box::new(r)));
                             }
                             Err(why) => eprintln!(
                                 "wormlog: warning: forward: receipt for tree size {} not kept: {why}",
@@ -229,7 +222,7 @@ impl Forwarder {
     /// carried, with its root, and its signature holds (under the pinned
     /// collector key when one is configured). Otherwise the chain would fail
     /// verification.
-    fn check_receipt(&self, b: &Batch, r: &WireReceipt) -> Result<(), String> {
+    fn check_receipt(&self, b: &Batch, r: &Receipt) -> Result<(), String> {
         if b.checkpoints
             .iter()
             .all(|(size, root)| (*size, root) != (r.tree_size, &r.root))
@@ -241,13 +234,7 @@ impl Forwarder {
         {
             return Err("signed by a key other than collector_pubkey".into());
         }
-        let msg = wormlog_spool::chain::receipt_message(
-            &self.agent_id,
-            r.tree_size,
-            &r.root,
-            r.collector_ts,
-        );
-        if !verify_signature(&r.collector_pubkey, RECEIPT_CONTEXT, &msg, &r.signature) {
+        if !r.signature_valid(&self.agent_id) {
             return Err("bad signature".into());
         }
         Ok(())

@@ -43,23 +43,12 @@ pub enum Event {
     Forget { source: Arc<str>, key: StreamKey },
     /// A collector's receipt for one of the chain's checkpoints (from the
     /// forwarder, already checked against the checkpoint it names).
-    Receipt(Box<ReceiptEvent>),
+    Receipt(Box<wormlog_spool::chain::Receipt>),
     /// Something an operator must know, from a part that is not a source.
     Alert {
         code: wormlog_spool::record::AlertCode,
         detail: String,
     },
-}
-
-/// A receipt to append to the chain.
-#[derive(Debug, Clone)]
-pub struct ReceiptEvent {
-    pub collector_id: String,
-    pub tree_size: u64,
-    pub root: [u8; 32],
-    pub collector_ts: i64,
-    pub collector_pubkey: [u8; 32],
-    pub signature: [u8; 64],
 }
 
 /// Shared shutdown signal that sources can sleep on.

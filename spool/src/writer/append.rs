@@ -127,16 +127,7 @@ impl Spool {
     /// does not by itself bring the next checkpoint forward (the heartbeat's
     /// checkpoint covers it), so an idle agent does not trade checkpoints
     /// and receipts with its collector every few seconds.
-    #[allow(clippy::too_many_arguments)]
-    pub fn append_receipt(
-        &mut self,
-        collector_id: &str,
-        tree_size: u64,
-        root: &crate::hash::Hash,
-        collector_ts: i64,
-        collector_pubkey: &[u8; 32],
-        signature: &[u8; 64],
-    ) -> Result<u64, SpoolError> {
+    pub fn append_receipt(&mut self, r: &crate::chain::Receipt) -> Result<u64, SpoolError> {
         if self.stopped {
             return Err(SpoolError::Stopped);
         }
@@ -145,16 +136,16 @@ impl Spool {
             Kind::Receipt,
             wall_ns(),
             &Payload::Receipt {
-                collector_id,
-                tree_size,
-                root: *root,
-                collector_ts,
-                collector_pubkey: *collector_pubkey,
-                signature: *signature,
+                collector_id: &r.collector_id,
+                tree_size: r.tree_size,
+                root: r.root,
+                collector_ts: r.collector_ts,
+                collector_pubkey: r.collector_pubkey,
+                signature: r.signature,
             },
         );
         self.st.bytes_since_checkpoint = before;
-        self.track(FORWARD_POSITION, &Position::Counter(tree_size));
+        self.track(FORWARD_POSITION, &Position::Counter(r.tree_size));
         self.after_append()?;
         Ok(seq)
     }
