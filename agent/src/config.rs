@@ -1,13 +1,14 @@
 //! The agent's configuration file (TOML). Unknown keys are refused; every
 //! error names `file:line:column`.
 
-use crate::humanize::{parse_duration, parse_size};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use wormlog_spool::hash::{Hash, sha256};
 use wormlog_spool::record::AppendOnly;
 use wormlog_spool::writer::options as defaults;
+use wormlog_text::humanize::{parse_duration, parse_size};
+use wormlog_text::location::line_col;
 
 /// A configuration error, located.
 #[derive(Debug)]
@@ -347,21 +348,6 @@ fn locate(path: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
         .map_or((1, 1), |span| line_col(text.as_bytes(), span.start));
     let msg = e.message().trim().replace('\n', " ");
     ConfigError(format!("{}:{line}:{col}: {msg}", path.display()))
-}
-
-/// 1-based line and column (in characters) of a byte offset.
-pub fn line_col(text: &[u8], offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-    let line_start = before
-        .iter()
-        .rposition(|&b| b == b'\n')
-        .map_or(0, |p| p + 1);
-    let col = String::from_utf8_lossy(&before[line_start..])
-        .chars()
-        .count()
-        + 1;
-    (line, col)
 }
 
 /// Checks that need more than one key; located at the key's line.

@@ -11,9 +11,8 @@ mod cmd;
 mod config;
 mod daemon;
 mod forward;
-mod humanize;
 mod lines;
-pub(crate) use wormlog_render as render;
+pub(crate) use wormlog_text::render;
 mod sources;
 
 use clap::{Parser, Subcommand};

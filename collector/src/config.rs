@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use toml::Spanned;
+use wormlog_text::humanize::parse_size;
+use wormlog_text::location::line_col;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -94,7 +96,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         ))
     })?;
     let at = |offset: usize, msg: String| {
-        let (l, c) = line_col(text, offset);
+        let (l, c) = line_col(text.as_bytes(), offset);
         ConfigError(format!("{}:{l}:{c}: {msg}", path.display()))
     };
     let f: File = toml::from_str(text).map_err(|e| {
@@ -143,6 +145,8 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let max_batch_bytes = match &c.max_batch_bytes {
         None => DEFAULT_MAX_BATCH,
         Some(s) => parse_size(s.get_ref())
+            .ok()
+            .and_then(|n| usize::try_from(n).ok())
             .filter(|n| *n >= 1 << 20)
             .ok_or_else(|| {
                 at(
@@ -212,30 +216,6 @@ fn hostname() -> String {
         .nodename()
         .to_string_lossy()
         .into_owned()
-}
-
-/// "80MiB", "4096", "1GiB" → bytes.
-fn parse_size(s: &str) -> Option<usize> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (n, unit) = s.split_at(split);
-    let n: usize = n.parse().ok()?;
-    let mul = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        _ => return None,
-    };
-    n.checked_mul(mul)
-}
-
-/// 1-based line and column (in characters) of a byte offset.
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let start = before.rfind('\n').map_or(0, |p| p + 1);
-    (line, before[start..].chars().count() + 1)
 }
 
 #[cfg(test)]

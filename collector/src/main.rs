@@ -261,10 +261,10 @@ fn cat(store: &Path, agent: &str, from: u64, json: bool) -> anyhow::Result<ExitC
             writeln!(
                 out,
                 "{}",
-                wormlog_render::record_json(rec, loc.segment, loc.offset)
+                wormlog_text::render::record_json(rec, loc.segment, loc.offset)
             )
         } else {
-            writeln!(out, "{}", wormlog_render::record_line(rec))
+            writeln!(out, "{}", wormlog_text::render::record_line(rec))
         };
         broken = r.is_err();
     })?;

@@ -1,0 +1,10 @@
+//! Text for people, shared by `wormlog` and `wormlog-collector`: records
+//! rendered for `cat` ([`render`]), sizes and durations written the way
+//! people write them ([`humanize`]), and where in a configuration file an
+//! error is ([`location`]).
+
+#![forbid(unsafe_code)]
+
+pub mod humanize;
+pub mod location;
+pub mod render;
