@@ -42,11 +42,12 @@ pub struct Batch {
     pub first_seq: u64,
     /// Records in the batch.
     pub records: u64,
-    /// The torn region of the segment before the first record (non-empty
-    /// only when the batch starts with a torn-tail recovery record).
-    pub torn: Vec<u8>,
-    /// Whole frames, as on disk.
-    pub frames: Vec<u8>,
+    /// The torn region of the segment before the first record (only when
+    /// the batch starts with a torn-tail recovery record), then whole
+    /// frames as on disk: exactly the body the wire protocol sends.
+    pub bytes: Vec<u8>,
+    /// How many of `bytes` are the torn region.
+    pub torn_len: usize,
     /// (tree_size, root) of every checkpoint in the batch.
     pub checkpoints: Vec<(u64, Hash)>,
 }
@@ -54,6 +55,14 @@ pub struct Batch {
 impl Batch {
     pub fn end_seq(&self) -> u64 {
         self.first_seq + self.records
+    }
+
+    pub fn torn(&self) -> &[u8] {
+        &self.bytes[..self.torn_len]
+    }
+
+    pub fn frames(&self) -> &[u8] {
+        &self.bytes[self.torn_len..]
     }
 }
 
@@ -96,38 +105,66 @@ impl RangeReader {
         self.cur.as_ref().map(|c| c.next_seq)
     }
 
-    /// Positions the reader at record `seq` (which may be the durable end).
+    /// Positions the reader at record `seq` (which may be the end of the
+    /// spool).
     pub fn seek(&mut self, seq: u64) -> Result<(), ReadError> {
         let (segs, _) = list_segments(&self.dir).map_err(io_err(&self.dir))?;
         let mut chosen = None;
         for (no, path) in &segs {
-            let (h, hlen) = read_header(path)?;
-            if h.first_seq <= seq {
-                chosen = Some((*no, hlen as u64, h.first_seq));
-            } else {
+            let (h, _) = read_header(path)?;
+            if h.first_seq > seq {
                 break;
             }
+            chosen = Some((*no, h.first_seq));
         }
-        let Some((no, hlen, first)) = chosen else {
-            return Err(ReadError::Pruned(seq));
-        };
-        let _ = hlen;
-        self.cur = Some(Cursor {
-            no,
+        let (no, mut next_seq) = chosen.ok_or(ReadError::Pruned(seq))?;
+        // Walk the frames of that segment (up to where a recovery record in
+        // the next one says it ends) to `seq`.
+        let path = segment_path(&self.dir, no);
+        let limit = self.limit_of(no)?;
+        let bytes = read_range(&path, 0, limit.map_or(u64::MAX, |l| l.0))?;
+        let (_, mut off) = SegmentHeader::decode(&bytes).map_err(|e| ReadError::Damaged {
+            path: path.clone(),
             offset: 0,
-            next_seq: first,
-            limit: None,
-        });
-        // Walk forward to `seq`.
-        while self.cur.as_ref().is_some_and(|c| c.next_seq < seq) {
-            let want = seq - self.cur.as_ref().map_or(0, |c| c.next_seq);
-            let b = self.read(u64::MAX, want, 8 << 20)?;
-            if b.records == 0 {
-                let end = self.cur.as_ref().map_or(0, |c| c.next_seq);
-                return Err(ReadError::Beyond { want: seq, end });
-            }
+            reason: format!("segment header: {e}"),
+        })?;
+        let mut sealed = false;
+        while next_seq < seq {
+            let FrameAt::Frame { start, end } = frame_at(&bytes, off) else {
+                return Err(ReadError::Beyond {
+                    want: seq,
+                    end: next_seq,
+                });
+            };
+            sealed = bytes[start + 1] == Kind::Seal as u8;
+            off = end;
+            next_seq += 1;
         }
+        self.cur = Some(if sealed {
+            Cursor {
+                no: no + 1,
+                offset: 0,
+                next_seq,
+                limit: None,
+            }
+        } else {
+            Cursor {
+                no,
+                offset: off as u64,
+                next_seq,
+                limit,
+            }
+        });
         Ok(())
+    }
+
+    /// Where segment `no` ends if the next segment opens with a recovery
+    /// record naming it, and whether the rest is a torn tail.
+    fn limit_of(&self, no: u64) -> Result<Option<(u64, bool)>, ReadError> {
+        let next = segment_path(&self.dir, no + 1);
+        Ok(recovery_limit(&next, no)
+            .map_err(io_err(&next))?
+            .map(|(offset, cause)| (offset, cause == RecoveryCause::TornTail)))
     }
 
     /// Reads the next batch: at most `max_records` records and about
@@ -149,7 +186,7 @@ impl RangeReader {
         };
         let mut min_want = 0usize;
         while batch.records < max_records
-            && batch.frames.len() < max_bytes
+            && batch.bytes.len() < max_bytes
             && cur.next_seq < durable_end
         {
             let path = segment_path(&self.dir, cur.no);
@@ -162,13 +199,10 @@ impl RangeReader {
             // Checked before reading: a record rewritten after a failed
             // fsync is durable only once that segment exists.
             if cur.limit.is_none() {
-                let next = segment_path(&self.dir, cur.no + 1);
-                cur.limit = recovery_limit(&next, cur.no)
-                    .map_err(io_err(&next))?
-                    .map(|(offset, cause)| (offset, cause == RecoveryCause::TornTail));
+                cur.limit = self.limit_of(cur.no)?;
             }
             let want = max_bytes
-                .saturating_sub(batch.frames.len())
+                .saturating_sub(batch.bytes.len())
                 .max(4096)
                 .max(min_want);
             let file_end = self.fill(&path, cur.offset, want, cur.limit.map(|l| l.0))?;
@@ -177,7 +211,7 @@ impl RangeReader {
             let mut sealed = false;
             let mut grow = None;
             while batch.records < max_records
-                && (off == 0 || batch.frames.len() < max_bytes)
+                && (off == 0 || batch.bytes.len() < max_bytes)
                 && cur.next_seq < durable_end
             {
                 let (start, end) = match frame_at(data, off) {
@@ -216,7 +250,7 @@ impl RangeReader {
                 {
                     batch.checkpoints.push((cp.tree_size, cp.root));
                 }
-                batch.frames.extend_from_slice(&data[off..end]);
+                batch.bytes.extend_from_slice(&data[off..end]);
                 batch.records += 1;
                 cur.next_seq += 1;
                 off = end;
@@ -246,7 +280,8 @@ impl RangeReader {
                         break; // the recovery record starts the next batch
                     }
                     if torn {
-                        batch.torn = read_range(&path, limit, file_end)?;
+                        batch.bytes = read_range(&path, limit, file_end)?;
+                        batch.torn_len = batch.bytes.len();
                     }
                     cur = Cursor {
                         no: cur.no + 1,

@@ -9,35 +9,29 @@ use std::io::Write;
 use std::path::Path;
 use wormlog_spool::chain::Receipt;
 use wormlog_spool::follow::{Follower, Op, Refusal};
+use wormlog_spool::frame::{FrameAt, frame_at};
 use wormlog_spool::reader::RangeReader;
 
 /// Mirrors `src` into `dst` with batches of at most `max` records; returns
-/// the number of batches.
-fn mirror(src: &Path, dst: &Path, max: u64, f: &mut Follower) -> usize {
+/// the number of batches and how many of them carried a torn region.
+fn mirror(src: &Path, dst: &Path, max: u64, f: &mut Follower) -> (usize, usize) {
     std::fs::create_dir_all(dst).unwrap();
     let mut r = RangeReader::new(src);
-    let mut n = 0;
+    let (mut n, mut torn) = (0, 0);
     loop {
         let b = r.read(u64::MAX, max, 1 << 20).unwrap();
         if b.records == 0 {
-            assert!(b.torn.is_empty());
-            return n;
+            assert!(b.bytes.is_empty());
+            return (n, torn);
         }
         n += 1;
-        if std::env::var_os("FOLLOW_DEBUG").is_some() {
-            eprintln!(
-                "batch {n}: seq {} records {} torn {}",
-                b.first_seq,
-                b.records,
-                b.torn.len()
-            );
-        }
+        torn += usize::from(b.torn_len > 0);
         assert_eq!(b.first_seq, f.next_seq());
         let plan = f
-            .accept(&b.torn, &b.frames)
+            .accept(b.torn(), b.frames())
             .unwrap_or_else(|e| panic!("batch {n} at {}: {e}", b.first_seq));
         assert_eq!(plan.records, b.records);
-        apply(dst, &plan.ops, &b.torn, &b.frames);
+        apply(dst, &plan.ops, b.torn(), b.frames());
     }
 }
 
@@ -128,7 +122,8 @@ fn batches_of_any_size_rebuild_the_spool_byte_for_byte() {
     for max in [1u64, 7, 100, 100_000] {
         let dst = t.path().join(format!("copy-{max}"));
         let mut f = Follower::new("test-agent", Some(pk));
-        let batches = mirror(&src, &dst, max, &mut f);
+        let (batches, torn) = mirror(&src, &dst, max, &mut f);
+        assert_eq!(torn, 0);
         assert!(batches >= (want.records / max.min(want.records)) as usize);
         assert_same_files(&src, &dst);
         let got = verify(&dst, Some(pk));
@@ -170,7 +165,11 @@ fn a_torn_tail_travels_with_its_recovery_record() {
     for max in [1u64, 3, 1000] {
         let dst = t.path().join(format!("copy-{max}"));
         let mut f = Follower::new("test-agent", Some(pk));
-        mirror(&src, &dst, max, &mut f);
+        let (_, torn) = mirror(&src, &dst, max, &mut f);
+        assert_eq!(
+            torn, 1,
+            "the torn region is sent once, with its recovery record"
+        );
         assert_same_files(&src, &dst);
         let got = verify(&dst, Some(pk));
         assert!(got.ok(), "{:?}", got.failure);
@@ -188,64 +187,83 @@ fn batches_that_do_not_continue_the_chain_are_refused_and_change_nothing() {
     let b2 = r.read(u64::MAX, 50, 1 << 20).unwrap();
     let b3 = r.read(u64::MAX, 50, 1 << 20).unwrap();
     let mut f = Follower::new("test-agent", Some(pk));
-    f.accept(&[], &b1.frames).unwrap();
+    f.accept(&[], b1.frames()).unwrap();
     let before = (f.next_seq(), f.chain.head, f.cursor.clone());
     // Out of order: b3 before b2.
-    match f.accept(&[], &b3.frames) {
+    match f.accept(&[], b3.frames()) {
         Err(Refusal::NotNext { expected, got }) => assert_eq!((expected, got), (50, 100)),
         other => panic!("{other:?}"),
     }
     // A replay of b1.
     assert!(matches!(
-        f.accept(&[], &b1.frames),
+        f.accept(&[], b1.frames()),
         Err(Refusal::NotNext {
             expected: 50,
             got: 0
         })
     ));
-    // A body edit with the CRC recomputed: caught by the chain.
-    let mut forged = b2.frames.clone();
-    let (start, end) = match wormlog_spool::frame::frame_at(&forged, 0) {
-        wormlog_spool::frame::FrameAt::Frame { start, end } => (start, end),
-        other => panic!("{other:?}"),
+    // A body edit of record 51 with its CRC recomputed: the frame and the
+    // record itself pass; the next record's link does not.
+    let mut forged = b2.frames().to_vec();
+    let FrameAt::Frame { end: first_end, .. } = frame_at(&forged, 0) else {
+        panic!("no frame")
     };
-    let mut second = end;
-    if let wormlog_spool::frame::FrameAt::Frame { start: s2, end: e2 } =
-        wormlog_spool::frame::frame_at(&forged, end)
-    {
-        forged[e2 - 1] ^= 1;
-        let crc = crc32c_of(&forged[s2 - 4..e2]);
-        forged[s2 - 8..s2 - 4].copy_from_slice(&crc.to_le_bytes());
-        second = e2;
-    }
-    let _ = (start, second);
+    let FrameAt::Frame { start, end } = frame_at(&forged, first_end) else {
+        panic!("no second frame")
+    };
+    forged[end - 1] ^= 1;
+    let crc = crc32c::crc32c(&forged[start - 4..end]);
+    forged[start - 8..start - 4].copy_from_slice(&crc.to_le_bytes());
     match f.accept(&[], &forged) {
-        Err(Refusal::Invalid { seq, .. }) => assert!(seq > 50, "{seq}"),
+        Err(Refusal::Invalid { seq, .. }) => assert_eq!(seq, 52),
         other => panic!("{other:?}"),
     }
     // A cut frame.
     assert!(matches!(
-        f.accept(&[], &b2.frames[..b2.frames.len() - 3]),
+        f.accept(&[], &b2.frames()[..b2.frames().len() - 3]),
         Err(Refusal::Framing(_))
     ));
     // A torn region without a recovery record.
     assert!(matches!(
-        f.accept(b"junk", &b2.frames),
+        f.accept(b"junk", b2.frames()),
         Err(Refusal::Framing(_))
     ));
     assert_eq!(before, (f.next_seq(), f.chain.head, f.cursor.clone()));
     // And the real b2 still goes in.
-    f.accept(&[], &b2.frames).unwrap();
+    f.accept(&[], b2.frames()).unwrap();
     assert_eq!(f.next_seq(), 100);
     // A different first key is refused at genesis.
     let mut g = Follower::new("test-agent", Some([9u8; 32]));
     assert!(matches!(
-        g.accept(&[], &b1.frames),
+        g.accept(&[], b1.frames()),
         Err(Refusal::Invalid { seq: 0, .. })
     ));
 }
 
-/// CRC32C over a frame's length field and record, as docs/FORMAT.md §3.2.
-fn crc32c_of(len_and_record: &[u8]) -> u32 {
-    crc32c::crc32c(len_and_record)
+#[test]
+fn seek_lands_on_every_record_including_just_after_a_seal() {
+    let t = TempDir::new();
+    busy_spool(&t);
+    let src = t.spool();
+    let total = verify(&src, None).records;
+    for seq in 0..=total {
+        let mut r = RangeReader::new(&src);
+        r.seek(seq).unwrap_or_else(|e| panic!("seek {seq}: {e}"));
+        assert_eq!(r.position(), Some(seq));
+        let mut got = 0;
+        loop {
+            let b = r.read(u64::MAX, 10_000, 1 << 20).unwrap();
+            if b.records == 0 {
+                break;
+            }
+            assert_eq!(b.first_seq, seq + got, "contiguous after seek {seq}");
+            got += b.records;
+        }
+        assert_eq!(seq + got, total, "everything after seek {seq}");
+    }
+    let mut r = RangeReader::new(&src);
+    assert!(matches!(
+        r.seek(total + 1),
+        Err(wormlog_spool::reader::ReadError::Beyond { .. })
+    ));
 }

@@ -89,22 +89,19 @@ impl Client {
     }
 
     pub fn send(&self, batch: &Batch) -> Answer {
-        let mut body = Vec::with_capacity(batch.torn.len() + batch.frames.len());
-        body.extend_from_slice(&batch.torn);
-        body.extend_from_slice(&batch.frames);
         let mut req = self
             .http
             .post(&self.url)
             .header("content-type", "application/octet-stream")
             .header("wormlog-seq", batch.first_seq.to_string());
-        if !batch.torn.is_empty() {
-            req = req.header("wormlog-torn-len", batch.torn.len().to_string());
+        if batch.torn_len > 0 {
+            req = req.header("wormlog-torn-len", batch.torn_len.to_string());
         }
-        if self.zstd {
-            match zstd::bulk::compress(&body, 1) {
+        let body = if self.zstd {
+            match zstd::bulk::compress(&batch.bytes, 1) {
                 Ok(c) => {
-                    body = c;
                     req = req.header("content-encoding", "zstd");
+                    c
                 }
                 Err(e) => {
                     return Answer::Transient {
@@ -113,7 +110,10 @@ impl Client {
                     };
                 }
             }
-        }
+        } else {
+            // Kept for a retry, so the request gets a copy.
+            batch.bytes.clone()
+        };
         let resp = match req.body(body).send() {
             Ok(r) => r,
             Err(e) => {
