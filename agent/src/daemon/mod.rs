@@ -73,6 +73,7 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
     let (tx, rx) = std::sync::mpsc::sync_channel(CHANNEL_EVENTS);
     let shutdown = Arc::new(Shutdown::default());
     let link: crate::forward::WriterLink = Arc::new(std::sync::Mutex::new(Some(tx.clone())));
+    let mut forwarder = None;
     if let Some(f) = &cfg.config.forward {
         let start = positions
             .get(wormlog_spool::writer::FORWARD_POSITION)
@@ -82,20 +83,22 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
                 _ => None,
             })
             .unwrap_or(0);
-        let fw = crate::forward::Forwarder::new(
-            f.clone(),
-            cfg.agent_id(),
-            cfg.config.agent.spool_dir.clone(),
+        let fw = crate::forward::Forwarder {
+            cfg: f.clone(),
+            agent_id: cfg.agent_id(),
+            spool_dir: cfg.config.agent.spool_dir.clone(),
             durable,
             start,
-            link.clone(),
-            shutdown.clone(),
-        );
+            link: link.clone(),
+            shutdown: shutdown.clone(),
+        };
         // Not joined at shutdown: a request may still be out; the writer
         // stops without it (its channel is taken away below).
-        std::thread::Builder::new()
-            .name("forwarder".into())
-            .spawn(move || fw.run())?;
+        forwarder = Some(
+            std::thread::Builder::new()
+                .name("forwarder".into())
+                .spawn(move || fw.run())?,
+        );
     }
     let writer = std::thread::Builder::new()
         .name("wormlog-writer".into())
@@ -132,6 +135,20 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {
                     if writer.is_finished() {
                         return None;
+                    }
+                    // A forwarder that returned has said why (log and
+                    // alert); one that panicked has not.
+                    if forwarder.as_ref().is_some_and(|h: &std::thread::JoinHandle<()>| h.is_finished())
+                        && forwarder.take().is_some_and(|h| h.join().is_err())
+                    {
+                        let detail = "the forwarder thread panicked; forwarding stopped, spooling goes on (restart the agent)".to_owned();
+                        eprintln!("wormlog: error: {detail}");
+                        if let Some(tx) = link.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+                            let _ = tx.send(crate::sources::Event::Alert {
+                                code: wormlog_spool::record::AlertCode::ForwardRefused,
+                                detail,
+                            });
+                        }
                     }
                     if let Some((name, _)) = sources.iter().find(|(_, h)| h.is_finished()) {
                         eprintln!("wormlog: error: source {name} stopped unexpectedly; stopping the daemon");

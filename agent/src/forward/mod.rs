@@ -24,6 +24,7 @@ use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use wormlog_spool::chain::Receipt;
+use wormlog_spool::keys::parse_pubkey;
 use wormlog_spool::reader::{Batch, RangeReader};
 use wormlog_spool::record::AlertCode;
 use wormlog_spool::writer::DurableSeq;
@@ -34,42 +35,18 @@ pub type WriterLink = Arc<Mutex<Option<SyncSender<Event>>>>;
 
 #[derive(Debug)]
 pub struct Forwarder {
-    cfg: ForwardSection,
-    agent_id: String,
-    spool_dir: std::path::PathBuf,
-    durable: Arc<DurableSeq>,
-    start: u64,
-    link: WriterLink,
-    shutdown: Arc<Shutdown>,
-    pinned: Option<[u8; 32]>,
+    pub cfg: ForwardSection,
+    pub agent_id: String,
+    pub spool_dir: std::path::PathBuf,
+    /// The writer's durable end: only records below it are sent.
+    pub durable: Arc<DurableSeq>,
+    /// Where to start: the tree size of the newest receipt in the chain.
+    pub start: u64,
+    pub link: WriterLink,
+    pub shutdown: Arc<Shutdown>,
 }
 
 impl Forwarder {
-    pub fn new(
-        cfg: ForwardSection,
-        agent_id: String,
-        spool_dir: std::path::PathBuf,
-        durable: Arc<DurableSeq>,
-        start: u64,
-        link: WriterLink,
-        shutdown: Arc<Shutdown>,
-    ) -> Self {
-        let pinned = cfg
-            .collector_pubkey
-            .as_deref()
-            .and_then(|k| wormlog_spool::keys::parse_pubkey(k).ok());
-        Forwarder {
-            cfg,
-            agent_id,
-            spool_dir,
-            durable,
-            start,
-            link,
-            shutdown,
-            pinned,
-        }
-    }
-
     fn to_writer(&self, ev: Event) {
         let tx = self.link.lock().unwrap_or_else(|p| p.into_inner()).clone();
         if let Some(tx) = tx {
@@ -187,12 +164,26 @@ impl Forwarder {
                     ));
                     return;
                 }
+                Answer::TooLarge if b.records == 1 => {
+                    self.alert(format!(
+                        "record {} ({} bytes) is larger than the collector accepts (its max_batch_bytes); forwarding stopped, spooling goes on",
+                        b.first_seq,
+                        b.bytes.len()
+                    ));
+                    return;
+                }
                 Answer::TooLarge => {
                     max_records = (b.records / 2).max(1);
                     eprintln!(
                         "wormlog: warning: forward: batch too large for the collector; now at most {max_records} records"
                     );
-                    reader.seek(b.first_seq).ok();
+                    if let Err(e) = reader.seek(b.first_seq) {
+                        self.alert(format!(
+                            "cannot find seq {} in the spool: {e}; forwarding stopped",
+                            b.first_seq
+                        ));
+                        return;
+                    }
                 }
                 Answer::Transient { what, retry_after } => {
                     let first = failing_since.is_none();
@@ -229,8 +220,9 @@ impl Forwarder {
         {
             return Err("it names no checkpoint of the batch".into());
         }
-        if let Some(p) = self.pinned
-            && p != r.collector_pubkey
+        let pinned = self.cfg.collector_pubkey.as_deref().map(parse_pubkey);
+        if let Some(p) = pinned
+            && p.ok() != Some(r.collector_pubkey)
         {
             return Err("signed by a key other than collector_pubkey".into());
         }
