@@ -351,11 +351,12 @@ fn locate(path: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
 }
 
 /// Checks that need more than one key; located at the key's line.
-fn validate_forward(f: &ForwardSection) -> Result<(), String> {
+/// Checks `[forward]`; an error names the key it is about.
+fn validate_forward(f: &ForwardSection) -> Result<(), (&'static str, String)> {
     let (scheme, rest) = f
         .url
         .split_once("://")
-        .ok_or_else(|| format!("url {:?} is not a URL", f.url))?;
+        .ok_or_else(|| ("url", format!("url {:?} is not a URL", f.url)))?;
     let host = rest.split('/').next().unwrap_or("");
     let hostname = match host.rsplit_once(':') {
         Some((h, p)) if p.parse::<u16>().is_ok() => h,
@@ -369,41 +370,58 @@ fn validate_forward(f: &ForwardSection) -> Result<(), String> {
                 || h.parse::<std::net::IpAddr>()
                     .is_ok_and(|ip| ip.is_loopback());
             if !loopback {
-                return Err(format!(
-                    "url {:?}: plain http is allowed only to a loopback address; use https",
-                    f.url
+                return Err((
+                    "url",
+                    format!(
+                        "url {:?}: plain http is allowed only to a loopback address; use https",
+                        f.url
+                    ),
                 ));
             }
         }
         _ => {
-            return Err(format!(
-                "url {:?}: use https:// (or http:// to loopback)",
-                f.url
+            return Err((
+                "url",
+                format!("url {:?}: use https:// (or http:// to loopback)", f.url),
             ));
         }
     }
     if hostname.is_empty() {
-        return Err(format!("url {:?} names no host", f.url));
+        return Err(("url", format!("url {:?} names no host", f.url)));
     }
     if f.cert_file.is_some() != f.key_file.is_some() {
-        return Err("cert_file and key_file go together".into());
+        let key = if f.cert_file.is_some() {
+            "cert_file"
+        } else {
+            "key_file"
+        };
+        return Err((key, "cert_file and key_file go together".into()));
     }
     if !matches!(f.compression.as_str(), "zstd" | "none") {
-        return Err(format!(
-            "compression {:?}: use \"zstd\" or \"none\"",
-            f.compression
+        return Err((
+            "compression",
+            format!("compression {:?}: use \"zstd\" or \"none\"", f.compression),
         ));
     }
-    if f.batch_records == 0 || f.batch_bytes.0 < 4096 || f.batch_bytes.0 > 64 << 20 {
-        return Err("batch_records must be at least 1 and batch_bytes 4KiB to 64MiB".into());
+    if f.batch_records == 0 {
+        return Err(("batch_records", "batch_records must be at least 1".into()));
+    }
+    if f.batch_bytes.0 < 4096 || f.batch_bytes.0 > 64 << 20 {
+        return Err(("batch_bytes", "batch_bytes must be 4KiB to 64MiB".into()));
     }
     if let Some(k) = &f.collector_pubkey
         && let Err(e) = wormlog_spool::keys::parse_pubkey(k)
     {
-        return Err(format!("collector_pubkey: {e}"));
+        return Err(("collector_pubkey", format!("collector_pubkey: {e}")));
     }
-    if f.backoff_min.0.is_zero() || f.backoff_max.0 < f.backoff_min.0 || f.timeout.0.is_zero() {
-        return Err("backoff_min must be > 0 and <= backoff_max; timeout > 0".into());
+    if f.backoff_min.0.is_zero() || f.backoff_max.0 < f.backoff_min.0 {
+        return Err((
+            "backoff_min",
+            "backoff_min must be more than 0 and at most backoff_max".into(),
+        ));
+    }
+    if f.timeout.0.is_zero() {
+        return Err(("timeout", "timeout must be more than 0".into()));
     }
     Ok(())
 }
@@ -451,7 +469,7 @@ fn validate(path: &Path, text: &str, c: &Config) -> Result<(), ConfigError> {
         ));
     }
     if let Some(f) = &c.forward {
-        validate_forward(f).map_err(|m| at("url", m))?;
+        validate_forward(f).map_err(|(key, m)| at(key, m))?;
     }
     let mut names = std::collections::BTreeSet::new();
     for (i, f) in c.sources.file.iter().enumerate() {
@@ -547,5 +565,58 @@ mod tests {
         assert!(e.0.starts_with("F:2:1: "), "{e}");
         let e = load_str("[agent\n").unwrap_err();
         assert!(e.0.starts_with("F:1:"), "{e}");
+    }
+
+    #[test]
+    fn forward_errors_name_the_key_they_are_about() {
+        let base = "[forward]\nurl = \"https://c.example:8443\"\n";
+        assert!(load_str(base).unwrap().config.forward.is_some());
+        let cases = [
+            (
+                "[forward]\nurl = \"http://10.0.0.1:80\"\n",
+                "F:2:1: ",
+                "loopback",
+            ),
+            ("[forward]\nurl = \"ftp://x\"\n", "F:2:1: ", "https"),
+            (
+                "[forward]\nurl = \"http://127.0.0.1:80\"\ncert_file = \"/a\"\n",
+                "F:3:1: ",
+                "go together",
+            ),
+            (
+                "[forward]\nurl = \"https://c\"\n\ncompression = \"lz4\"\n",
+                "F:4:1: ",
+                "zstd",
+            ),
+            (
+                "[forward]\nurl = \"https://c\"\nbatch_bytes = \"1KiB\"\n",
+                "F:3:1: ",
+                "batch_bytes",
+            ),
+            (
+                "[forward]\nurl = \"https://c\"\ncollector_pubkey = \"x\"\n",
+                "F:3:1: ",
+                "collector_pubkey",
+            ),
+            (
+                "[forward]\nurl = \"https://c\"\nbackoff_min = \"1m\"\n",
+                "F:3:1: ",
+                "backoff_max",
+            ),
+            (
+                "[forward]\nurl = \"https://c\"\ntimeout = \"0s\"\n",
+                "F:3:1: ",
+                "timeout",
+            ),
+        ];
+        let e = load_str("[[sources.file]]\nname = \"@forward\"\npaths = [\"/x\"]\n").unwrap_err();
+        assert!(
+            e.0.starts_with("F:2:1: ") && e.0.contains("reserved"),
+            "{e}"
+        );
+        for (text, at, says) in cases {
+            let e = load_str(text).unwrap_err().0;
+            assert!(e.starts_with(at) && e.contains(says), "{text:?}: {e}");
+        }
     }
 }
