@@ -83,11 +83,17 @@ const ENTRY: usize = 112;
 pub struct ReceiptLog {
     file: File,
     len: u64,
-    collector: Option<(String, [u8; 32])>,
+    /// The collector id and key of every receipt in the log.
+    collector_id: String,
+    collector_pubkey: [u8; 32],
 }
 
 impl ReceiptLog {
-    pub fn open(path: &Path) -> io::Result<ReceiptLog> {
+    pub fn open(
+        path: &Path,
+        collector_id: &str,
+        collector_pubkey: [u8; 32],
+    ) -> io::Result<ReceiptLog> {
         let file = OpenOptions::new()
             .read(true)
             .append(true)
@@ -99,7 +105,8 @@ impl ReceiptLog {
         Ok(ReceiptLog {
             file,
             len,
-            collector: None,
+            collector_id: collector_id.to_owned(),
+            collector_pubkey,
         })
     }
 
@@ -114,7 +121,6 @@ impl ReceiptLog {
             buf.extend_from_slice(&r.root);
             buf.extend_from_slice(&r.collector_ts.to_le_bytes());
             buf.extend_from_slice(&r.signature);
-            self.collector = Some((r.collector_id.clone(), r.collector_pubkey));
         }
         if self.file.metadata()?.len() != self.len {
             // Drop a partial entry left by a crash before appending.
@@ -146,26 +152,20 @@ impl ReceiptLog {
             }
         }
         let mut out = Vec::new();
-        let (id, pk) = self.collector.clone().unwrap_or_default();
         for i in lo..n {
             let (size, b) = self.entry(i)?;
             if size >= to {
                 break;
             }
             out.push(Receipt {
-                collector_id: id.clone(),
+                collector_id: self.collector_id.clone(),
                 tree_size: size,
                 root: b[8..40].try_into().expect("32"),
                 collector_ts: i64::from_le_bytes(b[40..48].try_into().expect("8")),
-                collector_pubkey: pk,
+                collector_pubkey: self.collector_pubkey,
                 signature: b[48..112].try_into().expect("64"),
             });
         }
         Ok(out)
-    }
-
-    /// Tells the log which collector signs (for receipts read back).
-    pub fn set_collector(&mut self, id: &str, pubkey: [u8; 32]) {
-        self.collector = Some((id.to_owned(), pubkey));
     }
 }

@@ -132,22 +132,12 @@ async fn state(
             json!({"error": "forbidden", "reason": e}),
         );
     }
-    let slot = app.slot(&id);
-    let guard = slot.lock().await;
-    match guard.as_ref() {
-        Some(s) => axum::Json(json!({"agent": id, "next_seq": s.next_seq()})).into_response(),
-        None => {
-            let dir = app.config.store_dir.join("agents").join(&id);
-            if dir.exists() {
-                drop(guard);
-                match open_store(&app, &id, None).await {
-                    Ok(next) => axum::Json(json!({"agent": id, "next_seq": next})).into_response(),
-                    Err(r) => r,
-                }
-            } else {
-                axum::Json(json!({"agent": id, "next_seq": 0})).into_response()
-            }
-        }
+    if !valid_agent_id(&id) || !app.config.store_dir.join("agents").join(&id).exists() {
+        return axum::Json(json!({"agent": id, "next_seq": 0})).into_response();
+    }
+    match open_store(&app, &id, None).await {
+        Ok(next) => axum::Json(json!({"agent": id, "next_seq": next})).into_response(),
+        Err(r) => r,
     }
 }
 
@@ -194,16 +184,11 @@ async fn open_store(
             ));
         }
     };
-    let root = app.config.store_dir.clone();
-    let ao = app.config.append_only;
-    let own = app.signer.pubkey();
-    let cid = app.signer.collector_id.clone();
+    let app2 = app.clone();
     let idc = id.to_owned();
     let opened = tokio::task::spawn_blocking(move || {
-        AgentStore::open(&root, &idc, pubkey, ao).map(|mut s| {
-            s.set_receipt_key(&cid, own);
-            s
-        })
+        let c = &app2.config;
+        AgentStore::open(&c.store_dir, &idc, pubkey, c.append_only, &app2.signer)
     })
     .await
     .map_err(|e| {

@@ -55,6 +55,18 @@ fn io_at(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
     }
 }
 
+/// How a replayed batch compares with what is stored.
+#[derive(Debug)]
+enum Held {
+    /// The first `records` records are the stored ones; new records start
+    /// at byte `new_from`.
+    Same { records: u64, new_from: usize },
+    /// The record with this sequence number differs: a fork.
+    Differs(u64),
+    /// Not whole frames (damaged in transit, not a fork).
+    Malformed(String),
+}
+
 /// One agent's store.
 #[derive(Debug)]
 pub struct AgentStore {
@@ -69,17 +81,18 @@ pub struct AgentStore {
     /// next batch.
     poisoned: bool,
     /// This collector's receipt key (receipts it signed need no window).
-    receipt_key: Option<[u8; 32]>,
+    receipt_key: [u8; 32],
 }
 
 impl AgentStore {
     /// Opens (or creates) the store of agent `id`, whose first public key is
-    /// `pubkey`.
+    /// `pubkey`; `signer` is the collector's receipt key.
     pub fn open(
         root: &Path,
         id: &str,
         pubkey: [u8; 32],
         append_only: AppendOnly,
+        signer: &Signer,
     ) -> Result<AgentStore, StoreError> {
         let dir = root.join("agents").join(id);
         std::fs::create_dir_all(&dir).map_err(io_at(&dir))?;
@@ -101,7 +114,9 @@ impl AgentStore {
             }
             Err(e) => return Err(io_at(&pk_path)(e)),
         }
-        let receipts = ReceiptLog::open(&dir.join("receipts")).map_err(io_at(&dir))?;
+        let receipts =
+            ReceiptLog::open(&dir.join("receipts"), &signer.collector_id, signer.pubkey())
+                .map_err(io_at(&dir))?;
         let mut s = AgentStore {
             id: id.to_owned(),
             dir,
@@ -111,7 +126,7 @@ impl AgentStore {
             receipts,
             append_only,
             poisoned: false,
-            receipt_key: None,
+            receipt_key: signer.pubkey(),
         };
         s.load()?;
         Ok(s)
@@ -119,13 +134,6 @@ impl AgentStore {
 
     pub fn next_seq(&self) -> u64 {
         self.follower.next_seq()
-    }
-
-    /// Tells the store which collector signs its receipts.
-    pub fn set_receipt_key(&mut self, collector_id: &str, pubkey: [u8; 32]) {
-        self.receipt_key = Some(pubkey);
-        self.follower.chain.own_receipt_key = Some(pubkey);
-        self.receipts.set_collector(collector_id, pubkey);
     }
 
     /// Finds where the chain stands: from the snapshot when it matches the
@@ -169,7 +177,7 @@ impl AgentStore {
             self.follower = follower;
             crate::snapshot::write(&self.dir, &self.follower).map_err(io_at(&self.dir))?;
         }
-        self.follower.chain.own_receipt_key = self.receipt_key;
+        self.follower.chain.own_receipt_key = Some(self.receipt_key);
         if !self.follower.cursor.sealed {
             let f = OpenOptions::new()
                 .append(true)
@@ -202,13 +210,14 @@ impl AgentStore {
             // A replay: every record the store already holds must be the
             // same, byte for byte.
             let (held, rest) = match self.compare_held(seq, frames)? {
-                Ok(x) => x,
-                Err(fork_seq) => {
+                Held::Same { records, new_from } => (records, new_from),
+                Held::Differs(at) => {
                     return Ok(Outcome::Fork {
-                        seq: fork_seq,
+                        seq: at,
                         expected_seq: next,
                     });
                 }
+                Held::Malformed(m) => return Ok(Outcome::Malformed(m)),
             };
             replayed = self
                 .receipts
@@ -252,7 +261,7 @@ impl AgentStore {
         receipts.extend(fresh);
         // Not made durable: a stale snapshot is noticed and rebuilt.
         if let Err(e) = crate::snapshot::write(&self.dir, &self.follower) {
-            tracing_warn(&format!(
+            warn(&format!(
                 "{}: snapshot not written: {e}",
                 self.dir.display()
             ));
@@ -264,29 +273,28 @@ impl AgentStore {
     }
 
     /// Compares the records of `frames` below the next expected sequence
-    /// number with the stored ones. Ok((records held, byte offset of the
-    /// first new record)) or Err(seq of the first difference).
-    fn compare_held(
-        &self,
-        seq: u64,
-        frames: &[u8],
-    ) -> Result<Result<(u64, usize), u64>, StoreError> {
+    /// number with the stored ones, in place.
+    fn compare_held(&self, seq: u64, frames: &[u8]) -> Result<Held, StoreError> {
         let next = self.next_seq();
         let mut stored = StoredRecords::at(&self.dir, seq)?;
         let mut off = 0;
         let mut s = seq;
         while s < next && off < frames.len() {
             let FrameAt::Frame { start, end } = frame_at(frames, off) else {
-                return Ok(Err(s));
+                return Ok(Held::Malformed(format!(
+                    "byte {off} of the batch is not a whole frame"
+                )));
             };
-            match stored.next_record()? {
-                Some(held) if held == frames[start..end] => {}
-                _ => return Ok(Err(s)),
+            if stored.next_record()? != Some(&frames[start..end]) {
+                return Ok(Held::Differs(s));
             }
             off = end;
             s += 1;
         }
-        Ok(Ok((s - seq, off)))
+        Ok(Held::Same {
+            records: s - seq,
+            new_from: off,
+        })
     }
 
     fn write(&mut self, ops: &[Op], torn: &[u8], frames: &[u8]) -> Result<(), StoreError> {
@@ -398,14 +406,14 @@ fn cut_tail(path: &Path, len: u64) -> Result<(), StoreError> {
     if append_only {
         wormlog_spool::worm::set_append_only(&f).map_err(io_at(path))?;
     }
-    tracing_warn(&format!(
+    warn(&format!(
         "{}: cut an unacknowledged partial batch back to {len} bytes",
         path.display()
     ));
     Ok(())
 }
 
-fn tracing_warn(msg: &str) {
+fn warn(msg: &str) {
     eprintln!("wormlog-collector: warning: {msg}");
 }
 
@@ -462,11 +470,11 @@ impl StoredRecords {
         Ok(())
     }
 
-    fn next_record(&mut self) -> Result<Option<Vec<u8>>, StoreError> {
+    fn next_record(&mut self) -> Result<Option<&[u8]>, StoreError> {
         loop {
             if let FrameAt::Frame { start, end } = frame_at(&self.buf, self.off) {
                 self.off = end;
-                return Ok(Some(self.buf[start..end].to_vec()));
+                return Ok(Some(&self.buf[start..end]));
             }
             if self.index + 1 >= self.segs.len() {
                 return Ok(None);
