@@ -128,16 +128,47 @@ impl Pki {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+/// Starts the collector (listening on a port the kernel chose) and notes
+/// the port it printed.
+fn start_collector(s: &mut Setup) -> Proc {
+    let collector = spawn(
+        &collector_bin(),
+        &[
+            "serve",
+            "--config",
+            s.d.p("collector.toml").to_str().unwrap(),
+        ],
+        s.d.p("collector.log"),
+    );
+    let mut port = None;
+    wait_for(
+        "the collector to listen",
+        Duration::from_secs(20),
+        || {
+            port = collector
+                .log()
+                .split("listening on 127.0.0.1:")
+                .nth(1)
+                .and_then(|r| r.split_whitespace().next()?.parse().ok());
+            port.is_some()
+        },
+        || collector.log(),
+    );
+    s.port = port.unwrap();
+    collector
 }
 
 struct Setup {
     d: Dir,
+    /// The collector's port, once it listens.
     port: u16,
     pubkey: String,
 }
@@ -162,13 +193,12 @@ fn setup() -> Setup {
     let other = Pki::new("another CA");
     std::fs::write(d.p("pki/other-ca.pem"), &other.ca_pem).unwrap();
     other.issue(&d.p("pki"), "rogue", "web-01", false);
-    let port = free_port();
     let p = |s: &str| d.p(s).display().to_string();
     std::fs::write(
         d.p("collector.toml"),
         format!(
             r#"[collector]
-listen = "127.0.0.1:{port}"
+listen = "127.0.0.1:0"
 store_dir = "{}"
 id = "test-collector"
 tls_cert = "{}"
@@ -186,7 +216,7 @@ pubkey = "{pubkey}"
         ),
     )
     .unwrap();
-    Setup { d, port, pubkey }
+    Setup { d, port: 0, pubkey }
 }
 
 /// An agent config that forwards to the collector with `cert` (None: no
@@ -295,16 +325,8 @@ fn next_seq_in_store(store: &Path) -> u64 {
 
 #[test]
 fn lines_reach_the_collector_over_mutual_tls_exactly_once() {
-    let s = setup();
-    let collector = spawn(
-        &collector_bin(),
-        &[
-            "serve",
-            "--config",
-            s.d.p("collector.toml").to_str().unwrap(),
-        ],
-        s.d.p("collector.log"),
-    );
+    let mut s = setup();
+    let collector = start_collector(&mut s);
     let log = s.d.p("logs/app.log");
     write_lines(&log, 0, 20_000);
     let cfg = agent_config(&s, "agent", Some("web-01"), "ca", "localhost");
@@ -336,7 +358,7 @@ fn lines_reach_the_collector_over_mutual_tls_exactly_once() {
         || format!("{}\n{}", agent.log(), collector.log()),
     );
     wait_for(
-        "receipts in the agent's chain",
+        "the stop and later records of the first run in the store",
         Duration::from_secs(30),
         || next_seq_in_store(&store) > 25_010,
         || agent.log(),
@@ -380,35 +402,33 @@ fn lines_reach_the_collector_over_mutual_tls_exactly_once() {
 
 #[test]
 fn tls_refusals_keep_the_data_in_the_spool_with_a_clear_error() {
-    let s = setup();
-    let collector = spawn(
-        &collector_bin(),
-        &[
-            "serve",
-            "--config",
-            s.d.p("collector.toml").to_str().unwrap(),
-        ],
-        s.d.p("collector.log"),
-    );
-    wait_for(
-        "the collector to listen",
-        Duration::from_secs(20),
-        || collector.log().contains("listening"),
-        || collector.log(),
-    );
+    let mut s = setup();
+    let collector = start_collector(&mut s);
     write_lines(&s.d.p("logs/app.log"), 0, 1000);
     // (config name, client cert, CA the agent trusts, host, what the agent
     // must say)
     let cases = [
-        ("no-client-cert", None, "ca", "localhost", "attempt"),
-        ("expired", Some("expired"), "ca", "localhost", "attempt"),
-        ("rogue-ca", Some("rogue"), "ca", "localhost", "attempt"),
+        (
+            "no-client-cert",
+            None,
+            "ca",
+            "localhost",
+            "CertificateRequired",
+        ),
+        (
+            "expired",
+            Some("expired"),
+            "ca",
+            "localhost",
+            "CertificateExpired",
+        ),
+        ("rogue-ca", Some("rogue"), "ca", "localhost", "UnknownCA"),
         (
             "wrong-server-ca",
             Some("web-01"),
             "other-ca",
             "localhost",
-            "certificate",
+            "UnknownIssuer",
         ),
         (
             "wrong-host-name",
@@ -466,16 +486,8 @@ fn tls_refusals_keep_the_data_in_the_spool_with_a_clear_error() {
 
 #[test]
 fn a_rewritten_spool_is_a_fork_refused_and_alerted() {
-    let s = setup();
-    let collector = spawn(
-        &collector_bin(),
-        &[
-            "serve",
-            "--config",
-            s.d.p("collector.toml").to_str().unwrap(),
-        ],
-        s.d.p("collector.log"),
-    );
+    let mut s = setup();
+    let collector = start_collector(&mut s);
     write_lines(&s.d.p("logs/app.log"), 0, 500);
     let cfg = agent_config(&s, "agent", Some("web-01"), "ca", "localhost");
     let agent = spawn(
@@ -491,28 +503,36 @@ fn a_rewritten_spool_is_a_fork_refused_and_alerted() {
         || format!("{}\n{}", agent.log(), collector.log()),
     );
     agent.stop();
-    let before = std::fs::read(store.join("agents/web-01/0000000000000000.wlseg")).unwrap();
-    // Root on the host rewrites history: a new spool from the same key
-    // (kept aside before the first start) with different lines.
-    wormlog_spool::worm::remove_dir_all_worm(&s.d.p("spool")).unwrap();
-    std::fs::remove_dir_all(s.d.p("logs")).unwrap();
-    write_lines(&s.d.p("logs/other.log"), 1_000_000, 10);
-    let keys_backup = s.d.p("keys");
-    // The evolved key no longer matches genesis; start afresh from a new
-    // key directory with the same first key is impossible (the seed was
-    // erased) — so the rewrite uses a fresh first key, exactly what an
-    // intruder can do.
-    wormlog_spool::worm::remove_dir_all_worm(&keys_backup).unwrap();
-    let out = Command::new(agent_bin())
-        .args(["keygen", "--key-dir"])
-        .arg(&keys_backup)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    // Root on the host takes a copy of the spool and the key now ...
+    copy_dir(&s.d.p("spool"), &s.d.p("spool-then"));
+    copy_dir(&s.d.p("keys"), &s.d.p("keys-then"));
+    let then = next_seq_in_store(&store);
+    // ... the agent goes on and the collector receives more ...
+    write_lines(&s.d.p("logs/app.log"), 500, 100);
     let agent = spawn(
         &agent_bin(),
         &["run", "--config", cfg.to_str().unwrap()],
         s.d.p("a2.log"),
+    );
+    wait_for(
+        "600 lines stored",
+        Duration::from_secs(60),
+        || next_seq_in_store(&store) > then + 100,
+        || format!("{}\n{}", agent.log(), collector.log()),
+    );
+    agent.stop();
+    let before = std::fs::read(store.join("agents/web-01/0000000000000000.wlseg")).unwrap();
+    // ... then rolls the host back to the copy and lets history go on
+    // differently: the same keys, the same genesis, a different record at
+    // the first sequence number after the copy.
+    for d in ["spool", "keys"] {
+        wormlog_spool::worm::remove_dir_all_worm(&s.d.p(d)).unwrap();
+        std::fs::rename(s.d.p(&format!("{d}-then")), s.d.p(d)).unwrap();
+    }
+    let agent = spawn(
+        &agent_bin(),
+        &["run", "--config", cfg.to_str().unwrap()],
+        s.d.p("a3.log"),
     );
     wait_for(
         "the agent to report the refusal",
@@ -528,7 +548,18 @@ fn a_rewritten_spool_is_a_fork_refused_and_alerted() {
     );
     let a = agent.stop();
     assert!(a.contains("HTTP 409"), "{a}");
-    collector.stop();
+    let c = collector.stop();
+    // The fork is found where the histories part, after the records both
+    // share (which were acknowledged again as replays).
+    let at: u64 = c
+        .split("sent a record ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{c}"));
+    assert!(
+        at >= then && at > 500,
+        "fork at {at}, the copy ended at {then}"
+    );
     // The original is untouched, the alert is in both chains.
     let after = std::fs::read(store.join("agents/web-01/0000000000000000.wlseg")).unwrap();
     assert!(after == before, "the stored chain was not overwritten");
