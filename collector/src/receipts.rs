@@ -138,6 +138,14 @@ impl ReceiptLog {
         Ok((u64::from_le_bytes(b[..8].try_into().expect("8")), b))
     }
 
+    /// The tree size of the newest receipt.
+    pub fn last_tree_size(&self) -> io::Result<Option<u64>> {
+        match self.len / ENTRY as u64 {
+            0 => Ok(None),
+            n => self.entry(n - 1).map(|(size, _)| Some(size)),
+        }
+    }
+
     /// The receipts for checkpoints with `from <= tree_size < to`.
     pub fn for_range(&self, from: u64, to: u64) -> io::Result<Vec<Receipt>> {
         let n = self.len / ENTRY as u64;

@@ -219,10 +219,7 @@ impl AgentStore {
                 }
                 Held::Malformed(m) => return Ok(Outcome::Malformed(m)),
             };
-            replayed = self
-                .receipts
-                .for_range(seq, seq + held)
-                .map_err(io_at(&self.dir))?;
+            replayed = self.replayed_receipts(seq, held, &frames[..rest], signer)?;
             frames = &frames[rest..];
             torn = &[];
             if frames.is_empty() {
@@ -270,6 +267,42 @@ impl AgentStore {
             next_seq: self.next_seq(),
             receipts,
         })
+    }
+
+    /// The receipts for the checkpoints among `held` records from `seq`
+    /// (whole frames the store already holds): those issued before, and any
+    /// the store lacks because the batch's receipts could not be written
+    /// last time (signed now, so a replay always brings them).
+    fn replayed_receipts(
+        &mut self,
+        seq: u64,
+        held: u64,
+        frames: &[u8],
+        signer: &Signer,
+    ) -> Result<Vec<Receipt>, StoreError> {
+        let mut out = self
+            .receipts
+            .for_range(seq, seq + held)
+            .map_err(io_at(&self.dir))?;
+        let last = self.receipts.last_tree_size().map_err(io_at(&self.dir))?;
+        let mut missing = Vec::new();
+        let mut off = 0;
+        while let FrameAt::Frame { start, end } = frame_at(frames, off) {
+            if let Ok(wormlog_spool::record::Record {
+                payload: wormlog_spool::record::Payload::Checkpoint(cp),
+                ..
+            }) = wormlog_spool::record::Record::decode(&frames[start..end])
+                && last.is_none_or(|l| cp.tree_size > l)
+            {
+                missing.push(signer.sign(&self.id, cp.tree_size, &cp.root));
+            }
+            off = end;
+        }
+        if !missing.is_empty() {
+            self.receipts.append(&missing).map_err(io_at(&self.dir))?;
+            out.extend(missing);
+        }
+        Ok(out)
     }
 
     /// Compares the records of `frames` below the next expected sequence
@@ -482,5 +515,159 @@ impl StoredRecords {
             self.index += 1;
             self.load()?;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wormlog_spool::reader::RangeReader;
+    use wormlog_spool::{Position, Spool, SpoolOptions};
+
+    /// An agent spool with checkpoints, read back as batches of 40 records.
+    fn agent_batches(dir: &Path) -> ([u8; 32], Vec<wormlog_spool::reader::Batch>) {
+        let keys = dir.join("keys");
+        let pk = wormlog_spool::keys::HostKey::generate(&keys, 1).unwrap();
+        let mut o = SpoolOptions::new(dir.join("spool"), "web-01");
+        o.append_only = AppendOnly::Off;
+        let key = wormlog_spool::keys::HostKey::load(&keys).unwrap();
+        let (mut s, _) = Spool::open(o, key).unwrap();
+        for i in 0..200u64 {
+            s.append_entry("app", &Position::Counter(i), 0, &[], b"a line", 1)
+                .unwrap();
+            if i % 30 == 29 {
+                s.checkpoint().unwrap();
+            }
+        }
+        s.close("done").unwrap();
+        let mut r = RangeReader::new(dir.join("spool"));
+        let mut out = Vec::new();
+        loop {
+            let b = r.read(u64::MAX, 40, 1 << 20).unwrap();
+            if b.records == 0 {
+                return (pk, out);
+            }
+            out.push(b);
+        }
+    }
+
+    fn ingest(s: &mut AgentStore, b: &wormlog_spool::reader::Batch, signer: &Signer) -> Outcome {
+        s.ingest(b.first_seq, b.torn(), b.frames(), signer).unwrap()
+    }
+
+    #[test]
+    fn replays_gaps_forks_and_lost_receipts() {
+        let t = tempfile::tempdir().unwrap();
+        let (pk, batches) = agent_batches(t.path());
+        let signer = Signer::load_or_create(&t.path().join("ckeys"), "c1").unwrap();
+        let root = t.path().join("store");
+        let mut s = AgentStore::open(&root, "web-01", pk, AppendOnly::Off, &signer).unwrap();
+        // Out of order: the second batch first.
+        match ingest(&mut s, &batches[1], &signer) {
+            Outcome::Gap { expected_seq } => assert_eq!(expected_seq, 0),
+            other => panic!("{other:?}"),
+        }
+        let first = match ingest(&mut s, &batches[0], &signer) {
+            Outcome::Accepted { next_seq, receipts } => {
+                assert_eq!(next_seq, batches[0].end_seq());
+                receipts
+            }
+            other => panic!("{other:?}"),
+        };
+        assert!(!first.is_empty(), "the first batch holds checkpoints");
+        // A replay gets the very same answer and stores nothing.
+        let len = std::fs::metadata(root.join("agents/web-01/0000000000000000.wlseg"))
+            .unwrap()
+            .len();
+        match ingest(&mut s, &batches[0], &signer) {
+            Outcome::Accepted { next_seq, receipts } => {
+                assert_eq!(next_seq, batches[0].end_seq());
+                assert_eq!(receipts, first);
+            }
+            other => panic!("{other:?}"),
+        }
+        let len2 = std::fs::metadata(root.join("agents/web-01/0000000000000000.wlseg"))
+            .unwrap()
+            .len();
+        assert_eq!(len, len2);
+        // The rest, then a batch whose receipts were lost (a failed write,
+        // modelled by cutting the receipt log and reopening): a replay
+        // brings them back.
+        for b in &batches[1..] {
+            assert!(matches!(
+                ingest(&mut s, b, &signer),
+                Outcome::Accepted { .. }
+            ));
+        }
+        let last = batches.last().unwrap();
+        let want = match ingest(&mut s, last, &signer) {
+            Outcome::Accepted { receipts, .. } => receipts,
+            other => panic!("{other:?}"),
+        };
+        assert!(
+            !want.is_empty(),
+            "the last batch holds the final checkpoint"
+        );
+        drop(s);
+        let log = root.join("agents/web-01/receipts");
+        let keep = std::fs::metadata(&log).unwrap().len() - 112 * want.len() as u64;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&log)
+            .unwrap()
+            .set_len(keep)
+            .unwrap();
+        let mut s = AgentStore::open(&root, "web-01", pk, AppendOnly::Off, &signer).unwrap();
+        match ingest(&mut s, last, &signer) {
+            Outcome::Accepted { receipts, .. } => {
+                assert_eq!(receipts.len(), want.len());
+                for (r, w) in receipts.iter().zip(&want) {
+                    assert_eq!((r.tree_size, r.root), (w.tree_size, w.root));
+                    assert!(r.signature_valid("web-01"));
+                }
+            }
+            other => panic!("{other:?}"),
+        }
+        // A forked record (same seq, other bytes, CRC fixed): 409 fork at it.
+        let mut forged = batches[2].frames().to_vec();
+        let FrameAt::Frame { start, end } = frame_at(&forged, 0) else {
+            panic!()
+        };
+        forged[end - 1] ^= 1;
+        let crc = crc32c_of(&forged[start - 4..end]);
+        forged[start - 8..start - 4].copy_from_slice(&crc.to_le_bytes());
+        match s
+            .ingest(batches[2].first_seq, &[], &forged, &signer)
+            .unwrap()
+        {
+            Outcome::Fork { seq, .. } => assert_eq!(seq, batches[2].first_seq),
+            other => panic!("{other:?}"),
+        }
+        // A replay cut mid-frame is malformed, not a fork.
+        let cut = &batches[2].frames()[..batches[2].frames().len() - 3];
+        assert!(matches!(
+            s.ingest(batches[2].first_seq, &[], cut, &signer).unwrap(),
+            Outcome::Malformed(_)
+        ));
+        // The store verifies.
+        let r = verify_spool(&root.join("agents/web-01"), Some(pk), &mut |_, _, _| {}).unwrap();
+        assert!(r.ok(), "{:?}", r.failure);
+        assert_eq!(r.records, last.end_seq());
+    }
+
+    fn crc32c_of(b: &[u8]) -> u32 {
+        // CRC-32C (Castagnoli), bitwise: small and independent of the codec.
+        let mut crc = !0u32;
+        for &x in b {
+            crc ^= u32::from(x);
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0x82F6_3B78
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
     }
 }

@@ -87,6 +87,10 @@ impl Forwarder {
         let mut batch: Option<Batch> = None;
         let mut backoff = Backoff::new(self.cfg.backoff_min.0, self.cfg.backoff_max.0);
         let mut failing_since: Option<Instant> = None;
+        // The last failure logged, and when: a failure is logged when it
+        // starts, when its cause changes, and at least once a minute while
+        // it lasts.
+        let mut last_logged: Option<(Instant, String)> = None;
         while !self.shutdown.is_set() {
             let b = match batch.take() {
                 Some(b) => b,
@@ -108,6 +112,7 @@ impl Forwarder {
             };
             match client.send(&b) {
                 Answer::Accepted { next_seq, receipts } => {
+                    last_logged = None;
                     if let Some(since) = failing_since.take() {
                         eprintln!(
                             "wormlog: forward: delivered again after {:.1}s of failures",
@@ -130,7 +135,7 @@ impl Forwarder {
                             ),
                         }
                     }
-                    if next_seq != b.end_seq() && next_seq > b.end_seq() {
+                    if next_seq > b.end_seq() {
                         // The collector holds more than this batch: skip.
                         if let Err(e) = reader.seek(next_seq) {
                             self.alert(format!("the collector expects seq {next_seq}: {e}"));
@@ -186,19 +191,22 @@ impl Forwarder {
                     }
                 }
                 Answer::Transient { what, retry_after } => {
-                    let first = failing_since.is_none();
                     let since = *failing_since.get_or_insert_with(Instant::now);
                     let mut wait = backoff.next();
                     if let Some(ra) = retry_after {
                         wait = wait.max(ra);
                     }
-                    if first || backoff.attempts.is_power_of_two() {
+                    let due = last_logged.as_ref().is_none_or(|(at, w)| {
+                        at.elapsed() >= Duration::from_secs(60) || *w != what
+                    });
+                    if due {
                         eprintln!(
                             "wormlog: warning: forward: {what} (attempt {}, failing for {:.0}s); retrying in {:.1}s; records stay in the spool",
                             backoff.attempts,
                             since.elapsed().as_secs_f64(),
                             wait.as_secs_f64()
                         );
+                        last_logged = Some((Instant::now(), what));
                     }
                     batch = Some(b);
                     if self.shutdown.wait(wait) {
