@@ -634,7 +634,7 @@ mod tests {
             panic!()
         };
         forged[end - 1] ^= 1;
-        let crc = crc32c_of(&forged[start - 4..end]);
+        let crc = crc32c::crc32c(&forged[start - 4..end]);
         forged[start - 8..start - 4].copy_from_slice(&crc.to_le_bytes());
         match s
             .ingest(batches[2].first_seq, &[], &forged, &signer)
@@ -653,21 +653,5 @@ mod tests {
         let r = verify_spool(&root.join("agents/web-01"), Some(pk), &mut |_, _, _| {}).unwrap();
         assert!(r.ok(), "{:?}", r.failure);
         assert_eq!(r.records, last.end_seq());
-    }
-
-    fn crc32c_of(b: &[u8]) -> u32 {
-        // CRC-32C (Castagnoli), bitwise: small and independent of the codec.
-        let mut crc = !0u32;
-        for &x in b {
-            crc ^= u32::from(x);
-            for _ in 0..8 {
-                crc = if crc & 1 != 0 {
-                    (crc >> 1) ^ 0x82F6_3B78
-                } else {
-                    crc >> 1
-                };
-            }
-        }
-        !crc
     }
 }
