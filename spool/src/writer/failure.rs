@@ -141,16 +141,8 @@ impl Spool {
         }
         // This batch must reach the disk, or the writer stops (no second
         // recovery: `submit` would recurse into this function).
-        let buf = std::mem::take(&mut self.pending);
-        let end_offset = self.submitted + buf.len() as u64;
-        let job = super::flusher::Job {
-            file: self.seg.file.clone(),
-            buf,
-            segment_no: self.seg.no,
-            end_offset,
-            end_count: self.entries,
-            end_seq: self.st.next_seq,
-        };
+        let job = self.take_job();
+        let end_offset = job.end_offset;
         match self.flusher.submit(job) {
             Ok(spare) => self.pending = spare,
             Err((f, _)) => return Err(fatal(self, f.error)),

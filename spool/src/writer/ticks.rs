@@ -11,23 +11,28 @@ use crate::worm;
 use std::time::{Duration, Instant};
 
 impl Spool {
+    /// The pending batch as a job for the flusher: where the segment and the
+    /// chain end once it is durable.
+    pub(super) fn take_job(&mut self) -> Job {
+        let buf = std::mem::take(&mut self.pending);
+        Job {
+            file: self.seg.file.clone(),
+            end_offset: self.submitted + buf.len() as u64,
+            buf,
+            segment_no: self.seg.no,
+            end_count: self.entries,
+            end_seq: self.st.next_seq,
+        }
+    }
+
     /// Hands the pending batch to the flusher (waiting for the one in
     /// flight first).
     pub(super) fn submit(&mut self) -> Result<(), SpoolError> {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let end_offset = self.submitted + self.pending.len() as u64;
-        let spare = Vec::with_capacity(0);
-        let buf = std::mem::replace(&mut self.pending, spare);
-        let job = Job {
-            file: self.seg.file.clone(),
-            buf,
-            segment_no: self.seg.no,
-            end_offset,
-            end_count: self.entries,
-            end_seq: self.st.next_seq,
-        };
+        let job = self.take_job();
+        let end_offset = job.end_offset;
         match self.flusher.submit(job) {
             Ok(mut spare) => {
                 let want = self.opts.commit_bytes.min(64 << 20) + (64 << 10);
