@@ -165,22 +165,37 @@ impl Env {
     }
     /// Waits (with a deadline) until the spool holds `n` entries.
     fn wait_entries(&self, n: usize) {
+        self.wait_records("entry", n);
+    }
+    /// Waits (with a deadline) until the spool holds `n` records whose kind
+    /// starts with `kind` (`"gap"` matches every gap).
+    fn wait_records(&self, kind: &str, n: usize) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let have = self
                 .try_records()
-                .map_or(0, |r| r.iter().filter(|r| r.kind == "entry").count());
+                .map_or(0, |r| r.iter().filter(|r| r.kind.starts_with(kind)).count());
             if have >= n {
                 return;
             }
             assert!(
                 Instant::now() < deadline,
-                "timed out: {have} of {n} entries; stderr:\n{}",
+                "timed out: {have} of {n} {kind} records; stderr:\n{}",
                 self.stderr()
             );
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
+}
+
+/// Cuts a file to nothing, as `copytruncate` or `> file` does.
+fn truncate(path: &Path) {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
 }
 
 /// A running daemon; killed if a test fails before stopping it.
@@ -254,18 +269,9 @@ fn copytruncate_and_plain_truncation_become_gap_records() {
     e.wait_entries(20);
     // copytruncate: the copy is not in the glob; the original is truncated.
     std::fs::copy(e.log("app.log"), e.p("app.log.1")).unwrap();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(e.log("app.log"))
-        .unwrap()
-        .set_len(0)
-        .unwrap();
+    truncate(&e.log("app.log"));
     // Wait for the truncation to be noticed before writing again.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !e.records().iter().any(|r| r.kind.starts_with("gap")) {
-        assert!(Instant::now() < deadline, "no gap record: {}", e.stderr());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    e.wait_records("gap", 1);
     append(&e.log("app.log"), lines("b", 0..5).as_bytes());
     e.wait_entries(25);
     stop(d);
@@ -328,21 +334,7 @@ fn symlinks_fifos_and_directories_are_refused() {
     e.wait_entries(1);
     // Wait until all three refusals are in the chain (then every path was
     // looked at).
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while e
-        .records()
-        .iter()
-        .filter(|r| r.kind.starts_with("gap"))
-        .count()
-        < 3
-    {
-        assert!(
-            Instant::now() < deadline,
-            "refusals not recorded: {}",
-            e.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    e.wait_records("gap", 3);
     stop(d);
     assert_eq!(e.bodies(), ["real line"]);
     let err = e.stderr();
@@ -687,25 +679,10 @@ mod model {
                         if std::fs::metadata(&p).unwrap().len() > 0 {
                             truncations += 1;
                         }
-                        std::fs::OpenOptions::new()
-                            .write(true)
-                            .open(&p)
-                            .unwrap()
-                            .set_len(0)
-                            .unwrap();
+                        truncate(&p);
                         generation[file] += 1;
                         // Let the daemon see the truncation before new writes.
-                        let deadline = Instant::now() + Duration::from_secs(30);
-                        while e
-                            .records()
-                            .iter()
-                            .filter(|r| r.kind.starts_with("gap"))
-                            .count()
-                            < truncations
-                        {
-                            assert!(Instant::now() < deadline, "truncation not recorded");
-                            std::thread::sleep(Duration::from_millis(10));
-                        }
+                        e.wait_records("gap", truncations);
                     }
                 }
                 Op::Delete { file } => {
@@ -780,17 +757,8 @@ fn a_partial_line_held_when_the_file_is_truncated_is_kept() {
     let d = e.start();
     e.wait_entries(1);
     // The daemon holds "held without newline" (its newline never comes).
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(e.log("app.log"))
-        .unwrap()
-        .set_len(0)
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !e.records().iter().any(|r| r.kind.starts_with("gap")) {
-        assert!(Instant::now() < deadline, "no gap record: {}", e.stderr());
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    truncate(&e.log("app.log"));
+    e.wait_records("gap", 1);
     append(&e.log("app.log"), b"after\n");
     e.wait_entries(3);
     stop(d);
