@@ -495,25 +495,18 @@ fn without_cap_linux_immutable_try_warns_and_require_refuses() {
         );
         return;
     }
-    let drop_cap = |args: &[&str], input: &[u8]| {
+    // `wormlog append` without CAP_LINUX_IMMUTABLE in its bounding set.
+    let append_without_cap = |cfg: &std::path::Path, input: &[u8]| {
         run_with(
             Command::new("setpriv")
                 .args(["--bounding-set=-linux_immutable", "--", bin()])
-                .args(args),
+                .args(["append", "--source", "app", "--config"])
+                .arg(cfg),
             Some(input),
         )
     };
     let cfg = t.config("append_only = \"require\"");
-    let out = drop_cap(
-        &[
-            "append",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--source",
-            "app",
-        ],
-        b"x\n",
-    );
+    let out = append_without_cap(&cfg, b"x\n");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
@@ -521,16 +514,7 @@ fn without_cap_linux_immutable_try_warns_and_require_refuses() {
         "{err}"
     );
     let cfg = t.config("append_only = \"try\"");
-    let out = drop_cap(
-        &[
-            "append",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--source",
-            "app",
-        ],
-        b"kept anyway\n",
-    );
+    let out = append_without_cap(&cfg, b"kept anyway\n");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(
