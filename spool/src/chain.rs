@@ -263,11 +263,6 @@ impl ChainCheck {
         self.frontier.push(leaf);
         self.next_seq += 1;
     }
-
-    /// The root of the checkpoint at `tree_size`, if still known.
-    pub fn checkpoint_root(&self, tree_size: u64) -> Option<Hash> {
-        self.roots.get(&tree_size).copied()
-    }
 }
 
 /// How the segment before a `recovery` record ended, as its reader found it.

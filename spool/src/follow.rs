@@ -51,8 +51,6 @@ pub struct Plan {
     pub records: u64,
     /// (tree_size, root) of each checkpoint in the batch.
     pub checkpoints: Vec<(u64, Hash)>,
-    /// Leaf hash of each record, in order.
-    pub leaves: Vec<Hash>,
 }
 
 /// Why a batch was refused.
@@ -225,9 +223,7 @@ impl Follower {
             if let Payload::Checkpoint(cp) = &rec.payload {
                 plan.checkpoints.push((cp.tree_size, cp.root));
             }
-            let leaf = leaf_hash(bytes);
-            self.chain.advance(leaf);
-            plan.leaves.push(leaf);
+            self.chain.advance(leaf_hash(bytes));
             self.cursor.records += 1;
             self.cursor.len += (end - off) as u64;
             plan.records += 1;
