@@ -2,6 +2,7 @@
 //! client certificate (rustls, ring), the batch compressed with zstd, the
 //! answer classified (docs/FORMAT.md §10).
 
+use super::prefetch::Prepared;
 use crate::config::ForwardSection;
 use anyhow::Context;
 use base64::Engine;
@@ -10,7 +11,6 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::sync::Arc;
 use std::time::Duration;
 use wormlog_spool::chain::Receipt;
-use wormlog_spool::reader::Batch;
 
 /// What the collector answered.
 #[derive(Debug)]
@@ -37,7 +37,6 @@ pub enum Answer {
 pub struct Client {
     http: reqwest::blocking::Client,
     url: String,
-    zstd: bool,
 }
 
 impl Client {
@@ -84,11 +83,10 @@ impl Client {
                 "{}/v1/agents/{agent_id}/records",
                 f.url.trim_end_matches('/')
             ),
-            zstd: f.compression == "zstd",
         })
     }
 
-    pub fn send(&self, batch: &Batch) -> Answer {
+    pub fn send(&self, batch: &Prepared) -> Answer {
         let mut req = self
             .http
             .post(&self.url)
@@ -97,23 +95,11 @@ impl Client {
         if batch.torn_len > 0 {
             req = req.header("wormlog-torn-len", batch.torn_len.to_string());
         }
-        let body = if self.zstd {
-            match zstd::bulk::compress(&batch.bytes, 1) {
-                Ok(c) => {
-                    req = req.header("content-encoding", "zstd");
-                    c
-                }
-                Err(e) => {
-                    return Answer::Transient {
-                        what: format!("zstd: {e}"),
-                        retry_after: None,
-                    };
-                }
-            }
-        } else {
-            // Kept for a retry, so the request gets a copy.
-            batch.bytes.clone()
-        };
+        if batch.zstd {
+            req = req.header("content-encoding", "zstd");
+        }
+        // Bytes: the clone shares the buffer, kept for a retry.
+        let body = batch.body.clone();
         let resp = match req.body(body).send() {
             Ok(r) => r,
             Err(e) => {

@@ -16,16 +16,17 @@
 //! line, an alert record in the chain; spooling goes on.
 
 mod client;
+mod prefetch;
 
 use crate::config::ForwardSection;
 use crate::sources::{Event, Shutdown};
 use client::{Answer, Client};
+use prefetch::{Prepared, ReadAhead, Settings};
 use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use wormlog_spool::chain::Receipt;
 use wormlog_spool::keys::parse_pubkey;
-use wormlog_spool::reader::{Batch, RangeReader};
 use wormlog_spool::record::AlertCode;
 use wormlog_spool::writer::DurableSeq;
 
@@ -74,17 +75,25 @@ impl Forwarder {
             "wormlog: forwarding to {} from seq {}",
             self.cfg.url, self.start
         );
-        let mut reader = RangeReader::new(&self.spool_dir);
-        if let Err(e) = reader.seek(self.start) {
-            self.alert(format!(
-                "cannot find seq {} in the spool: {e}; forwarding stopped",
-                self.start
-            ));
-            return;
-        }
-        let mut max_records = self.cfg.batch_records;
+        let mut ahead = match ReadAhead::start(Settings {
+            spool_dir: self.spool_dir.clone(),
+            durable: self.durable.clone(),
+            shutdown: self.shutdown.clone(),
+            start: self.start,
+            max_records: self.cfg.batch_records,
+            max_bytes: self.cfg.batch_bytes.0 as usize,
+            zstd: self.cfg.compression == "zstd",
+        }) {
+            Ok(a) => a,
+            Err(e) => {
+                self.alert(format!(
+                    "cannot start the read-ahead thread: {e}; forwarding stopped"
+                ));
+                return;
+            }
+        };
         let mut last_receipt = self.start;
-        let mut batch: Option<Batch> = None;
+        let mut batch: Option<Prepared> = None;
         let mut backoff = Backoff::new(self.cfg.backoff_min.0, self.cfg.backoff_max.0);
         let mut failing_since: Option<Instant> = None;
         // The last failure logged, and when: a failure is logged when it
@@ -94,21 +103,14 @@ impl Forwarder {
         while !self.shutdown.is_set() {
             let b = match batch.take() {
                 Some(b) => b,
-                None => {
-                    let pos = reader.position().unwrap_or(0);
-                    let durable = self.durable.wait_beyond(pos, Duration::from_millis(500));
-                    if durable <= pos {
-                        continue;
+                None => match ahead.next(Duration::from_millis(500)) {
+                    Ok(None) => continue,
+                    Ok(Some(b)) => b,
+                    Err(e) => {
+                        self.alert(format!("{e}; forwarding stopped"));
+                        return;
                     }
-                    match reader.read(durable, max_records, self.cfg.batch_bytes.0 as usize) {
-                        Ok(b) if b.records == 0 => continue,
-                        Ok(b) => b,
-                        Err(e) => {
-                            self.alert(format!("reading the spool: {e}; forwarding stopped"));
-                            return;
-                        }
-                    }
-                }
+                },
             };
             match client.send(&b) {
                 Answer::Accepted { next_seq, receipts } => {
@@ -137,10 +139,7 @@ impl Forwarder {
                     }
                     if next_seq > b.end_seq() {
                         // The collector holds more than this batch: skip.
-                        if let Err(e) = reader.seek(next_seq) {
-                            self.alert(format!("the collector expects seq {next_seq}: {e}"));
-                            return;
-                        }
+                        ahead.seek(next_seq);
                     }
                 }
                 Answer::Gap { expected_seq } => {
@@ -155,12 +154,7 @@ impl Forwarder {
                         "wormlog: forward: collector expects seq {expected_seq} (sent {}); resending from there",
                         b.first_seq
                     );
-                    if let Err(e) = reader.seek(expected_seq) {
-                        self.alert(format!(
-                            "cannot find seq {expected_seq} in the spool: {e}; forwarding stopped"
-                        ));
-                        return;
-                    }
+                    ahead.seek(expected_seq);
                 }
                 Answer::Refused { status, body } => {
                     self.alert(format!(
@@ -172,23 +166,16 @@ impl Forwarder {
                 Answer::TooLarge if b.records == 1 => {
                     self.alert(format!(
                         "record {} ({} bytes) is larger than the collector accepts (its max_batch_bytes); forwarding stopped, spooling goes on",
-                        b.first_seq,
-                        b.bytes.len()
+                        b.first_seq, b.bytes
                     ));
                     return;
                 }
                 Answer::TooLarge => {
-                    max_records = (b.records / 2).max(1);
+                    let max_records = (b.records / 2).max(1);
                     eprintln!(
                         "wormlog: warning: forward: batch too large for the collector; now at most {max_records} records"
                     );
-                    if let Err(e) = reader.seek(b.first_seq) {
-                        self.alert(format!(
-                            "cannot find seq {} in the spool: {e}; forwarding stopped",
-                            b.first_seq
-                        ));
-                        return;
-                    }
+                    ahead.shrink(max_records, b.first_seq);
                 }
                 Answer::Transient { what, retry_after } => {
                     let since = *failing_since.get_or_insert_with(Instant::now);
@@ -221,7 +208,7 @@ impl Forwarder {
     /// carried, with its root, and its signature holds (under the pinned
     /// collector key when one is configured). Otherwise the chain would fail
     /// verification.
-    fn check_receipt(&self, b: &Batch, r: &Receipt) -> Result<(), String> {
+    fn check_receipt(&self, b: &Prepared, r: &Receipt) -> Result<(), String> {
         if b.checkpoints
             .iter()
             .all(|(size, root)| (*size, root) != (r.tree_size, &r.root))
