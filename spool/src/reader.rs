@@ -119,26 +119,41 @@ impl RangeReader {
         }
         let (no, mut next_seq) = chosen.ok_or(ReadError::Pruned(seq))?;
         // Walk the frames of that segment (up to where a recovery record in
-        // the next one says it ends) to `seq`.
+        // the next one says it ends) to `seq`, a megabyte at a time.
         let path = segment_path(&self.dir, no);
         let limit = self.limit_of(no)?;
-        let bytes = read_range(&path, 0, limit.map_or(u64::MAX, |l| l.0))?;
-        let (_, mut off) = SegmentHeader::decode(&bytes).map_err(|e| ReadError::Damaged {
-            path: path.clone(),
-            offset: 0,
-            reason: format!("segment header: {e}"),
-        })?;
+        let mut off = read_header(&path)?.1 as u64;
         let mut sealed = false;
+        let mut want = 1 << 20;
         while next_seq < seq {
-            let FrameAt::Frame { start, end } = frame_at(&bytes, off) else {
-                return Err(ReadError::Beyond {
-                    want: seq,
-                    end: next_seq,
-                });
-            };
-            sealed = bytes[start + 1] == Kind::Seal as u8;
-            off = end;
-            next_seq += 1;
+            let file_end = self.fill(&path, off, want, limit.map(|l| l.0))?;
+            let mut used = 0;
+            while next_seq < seq {
+                let FrameAt::Frame { start, end } = frame_at(&self.buf, used) else {
+                    break;
+                };
+                sealed = self.buf[start + 1] == Kind::Seal as u8;
+                used = end;
+                next_seq += 1;
+            }
+            if used == 0 && next_seq < seq {
+                // No whole frame in the chunk: a frame larger than it, or
+                // the end of the data.
+                match frame_len(&self.buf) {
+                    Some(n) if n > self.buf.len() && off + (self.buf.len() as u64) < file_end => {
+                        want = n;
+                        continue;
+                    }
+                    _ => {
+                        return Err(ReadError::Beyond {
+                            want: seq,
+                            end: next_seq,
+                        });
+                    }
+                }
+            }
+            off += used as u64;
+            want = 1 << 20;
         }
         self.cur = Some(if sealed {
             Cursor {
@@ -150,7 +165,7 @@ impl RangeReader {
         } else {
             Cursor {
                 no,
-                offset: off as u64,
+                offset: off,
                 next_seq,
                 limit,
             }
@@ -205,13 +220,28 @@ impl RangeReader {
                 .saturating_sub(batch.bytes.len())
                 .max(4096)
                 .max(min_want);
-            let file_end = self.fill(&path, cur.offset, want, cur.limit.map(|l| l.0))?;
-            let data = &self.buf;
+            // Read straight into the batch; what is not a whole frame (or is
+            // beyond the limits) is cut off again below.
+            let base = batch.bytes.len();
+            let file_end = fill(
+                &mut batch.bytes,
+                &path,
+                cur.offset,
+                want,
+                cur.limit.map(|l| l.0),
+            )?;
+            let Batch {
+                bytes,
+                checkpoints,
+                records,
+                ..
+            } = &mut batch;
+            let data = &bytes[base..];
             let mut off = 0usize;
             let mut sealed = false;
             let mut grow = None;
-            while batch.records < max_records
-                && (off == 0 || batch.bytes.len() < max_bytes)
+            while *records < max_records
+                && (off == 0 || base + off < max_bytes)
                 && cur.next_seq < durable_end
             {
                 let (start, end) = match frame_at(data, off) {
@@ -248,10 +278,9 @@ impl RangeReader {
                         ..
                     }) = Record::decode(rec)
                 {
-                    batch.checkpoints.push((cp.tree_size, cp.root));
+                    checkpoints.push((cp.tree_size, cp.root));
                 }
-                batch.bytes.extend_from_slice(&data[off..end]);
-                batch.records += 1;
+                *records += 1;
                 cur.next_seq += 1;
                 off = end;
                 if kind == Kind::Seal as u8 {
@@ -259,6 +288,7 @@ impl RangeReader {
                     break;
                 }
             }
+            batch.bytes.truncate(base + off);
             if let Some(need) = grow {
                 min_want = need;
                 continue;
@@ -298,7 +328,7 @@ impl RangeReader {
     }
 
     /// Reads up to `want` bytes of `path` from `offset` (not past `limit`)
-    /// into the buffer; returns the file's usable end.
+    /// into the reader's buffer; returns the file's usable end.
     fn fill(
         &mut self,
         path: &Path,
@@ -306,23 +336,36 @@ impl RangeReader {
         want: usize,
         limit: Option<u64>,
     ) -> Result<u64, ReadError> {
-        let mut f = std::fs::File::open(path).map_err(io_err(path))?;
-        let len = f.metadata().map_err(io_err(path))?.len();
-        let end = limit.map_or(len, |l| l.min(len));
-        let n = (end.saturating_sub(offset)).min(want as u64 + FRAME_HEADER_LEN as u64) as usize;
         self.buf.clear();
-        self.buf.resize(n, 0);
-        f.seek(SeekFrom::Start(offset)).map_err(io_err(path))?;
-        let mut got = 0;
-        while got < n {
-            match f.read(&mut self.buf[got..]).map_err(io_err(path))? {
-                0 => break,
-                k => got += k,
-            }
-        }
-        self.buf.truncate(got);
-        Ok(len)
+        fill(&mut self.buf, path, offset, want, limit)
     }
+}
+
+/// Appends up to `want` bytes (and a frame header) of `path` from `offset`,
+/// not past `limit`, to `out`; returns the file's usable end.
+fn fill(
+    out: &mut Vec<u8>,
+    path: &Path,
+    offset: u64,
+    want: usize,
+    limit: Option<u64>,
+) -> Result<u64, ReadError> {
+    let mut f = std::fs::File::open(path).map_err(io_err(path))?;
+    let len = f.metadata().map_err(io_err(path))?.len();
+    let end = limit.map_or(len, |l| l.min(len));
+    let n = (end.saturating_sub(offset)).min(want as u64 + FRAME_HEADER_LEN as u64) as usize;
+    let base = out.len();
+    out.resize(base + n, 0);
+    f.seek(SeekFrom::Start(offset)).map_err(io_err(path))?;
+    let mut got = 0;
+    while got < n {
+        match f.read(&mut out[base + got..]).map_err(io_err(path))? {
+            0 => break,
+            k => got += k,
+        }
+    }
+    out.truncate(base + got);
+    Ok(len)
 }
 
 fn frame_len(buf: &[u8]) -> Option<usize> {

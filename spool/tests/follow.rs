@@ -267,3 +267,32 @@ fn seek_lands_on_every_record_including_just_after_a_seal() {
         Err(wormlog_spool::reader::ReadError::Beyond { .. })
     ));
 }
+
+#[test]
+fn seek_walks_large_segments_and_records_larger_than_its_chunk() {
+    let t = TempDir::new();
+    keygen(&t);
+    let src = t.spool();
+    let mut s = open(&t, options(&src));
+    let line = vec![b'x'; 300];
+    for i in 0..5000 {
+        entry(&mut s, "app", i, &line);
+    }
+    let big = entry(&mut s, "app", 5000, &vec![b'y'; 3 << 20]);
+    for i in 0..5000 {
+        entry(&mut s, "app", 5001 + i, &line);
+    }
+    s.close("done").unwrap();
+    let total = verify(&src, None).records;
+    assert_eq!(segments(&src).len(), 1, "one segment of about 6 MiB");
+    for seq in [0, 1, 2500, big - 1, big, big + 1, big + 4000, total - 1, total] {
+        let mut r = RangeReader::new(&src);
+        r.seek(seq).unwrap_or_else(|e| panic!("seek {seq}: {e}"));
+        let b = r.read(u64::MAX, 1, 1 << 20).unwrap();
+        assert_eq!(b.first_seq, seq);
+        assert_eq!(b.records, u64::from(seq < total), "one record at {seq}");
+        if seq == big {
+            assert!(b.bytes.len() > 3 << 20, "the large record whole");
+        }
+    }
+}
