@@ -43,7 +43,7 @@ pub const DEFAULT_SEGMENT_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_millis(5);
 pub const DEFAULT_COMMIT_BYTES: usize = 1 << 20;
 pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(5);
-pub const DEFAULT_CHECKPOINT_BYTES: u64 = 4 << 20;
+pub const DEFAULT_CHECKPOINT_BYTES: u64 = 1 << 20;
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(60);
 pub const DEFAULT_EPOCH_DURATION: Duration = Duration::from_secs(15 * 60);
 
