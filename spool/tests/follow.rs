@@ -285,7 +285,17 @@ fn seek_walks_large_segments_and_records_larger_than_its_chunk() {
     s.close("done").unwrap();
     let total = verify(&src, None).records;
     assert_eq!(segments(&src).len(), 1, "one segment of about 6 MiB");
-    for seq in [0, 1, 2500, big - 1, big, big + 1, big + 4000, total - 1, total] {
+    for seq in [
+        0,
+        1,
+        2500,
+        big - 1,
+        big,
+        big + 1,
+        big + 4000,
+        total - 1,
+        total,
+    ] {
         let mut r = RangeReader::new(&src);
         r.seek(seq).unwrap_or_else(|e| panic!("seek {seq}: {e}"));
         let b = r.read(u64::MAX, 1, 1 << 20).unwrap();
