@@ -36,6 +36,9 @@ pub struct ChainCheck {
     /// Receipts signed by this key are accepted without the checkpoint root
     /// when it has left the window (the signer checked it when it signed).
     pub own_receipt_key: Option<[u8; 32]>,
+    /// Records below this seq were pruned: a receipt for one of their
+    /// checkpoints is checked by its signature only (its root is gone).
+    pub pruned_below: u64,
 }
 
 impl ChainCheck {
@@ -54,6 +57,7 @@ impl ChainCheck {
             roots: BTreeMap::new(),
             max_roots: None,
             own_receipt_key: None,
+            pruned_below: 0,
         }
     }
 
@@ -233,6 +237,7 @@ impl ChainCheck {
                 }
                 match self.roots.get(tree_size) {
                     Some(r) if r == root => {}
+                    None if *tree_size < self.pruned_below => {}
                     None if self.max_roots.is_some()
                         && self.own_receipt_key == Some(*collector_pubkey)
                         && self

@@ -20,6 +20,7 @@ pub mod follow;
 pub mod frame;
 pub mod hash;
 pub mod keys;
+pub mod ledger;
 pub mod merkle;
 pub mod position;
 pub mod reader;

@@ -5,8 +5,10 @@
 use crate::chain::{ChainCheck, SegmentEnd, check_recovery};
 use crate::frame::{FrameAt, frame_at};
 use crate::hash::{Hash, leaf_hash, sha256};
+use crate::ledger::apply as ledger_apply;
 use crate::record::{Kind, Payload, Record};
 use crate::segment::{SegmentHeader, list_segments, recovery_limit};
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -72,6 +74,7 @@ pub struct Report {
     /// (seq, code, detail)
     pub alerts: Vec<(u64, u16, String)>,
     pub receipts: u64,
+    pub prunes: u64,
     pub first_ts: Option<i64>,
     pub last_ts: Option<i64>,
     pub agent_id: Option<String>,
@@ -89,6 +92,19 @@ pub struct Report {
     pub key: Option<[u8; 32]>,
     /// Where the last segment's good records end.
     pub last_segment: Option<crate::follow::SegmentCursor>,
+    /// The spool's oldest segments were pruned: where it starts now.
+    pub pruned: Option<PrunedStart>,
+}
+
+/// Where a pruned spool starts, and what vouches for the removal.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PrunedStart {
+    pub first_segment: u64,
+    pub first_seq: u64,
+    /// Records in the key ledger.
+    pub ledger_records: u64,
+    /// The seq of the newest `prune` record that covers the start.
+    pub recorded_at: Option<u64>,
 }
 
 impl Report {
@@ -121,6 +137,8 @@ struct Prev {
 
 struct State<'v> {
     chain: ChainCheck,
+    /// Every segment header seen: number -> (first_seq, prev_head).
+    seg_heads: BTreeMap<u64, (u64, Hash)>,
     heartbeat_ns: u64,
     prev_ts: Option<(u64, i64, Kind)>,
     report: Report,
@@ -145,6 +163,7 @@ pub fn verify_spool(
     }
     let mut s = State {
         chain: ChainCheck::new(pubkey),
+        seg_heads: BTreeMap::new(),
         heartbeat_ns: DEFAULT_HEARTBEAT_NS,
         prev_ts: None,
         report: Report {
@@ -186,8 +205,36 @@ fn check_segments(
         move |source| VerifyError::Io { path, source }
     };
     let mut prev: Option<Prev> = None;
+    let start_no = segs.first().map_or(0, |(no, _)| *no);
+    let ledger = if start_no > 0 {
+        let dir = segs[0].1.parent().unwrap_or(Path::new("."));
+        match crate::ledger::load(dir) {
+            Ok(Some(l)) => Some(l),
+            Ok(None) => {
+                s.report.segments += 1;
+                return Ok(s.fail(
+                    start_no,
+                    0,
+                    format!(
+                        "segment 0 is missing (the spool starts at segment {start_no}) and there is no key ledger ({}) to say they were pruned",
+                        crate::ledger::LEDGER_FILE
+                    ),
+                ));
+            }
+            Err(e) => {
+                s.report.segments += 1;
+                return Ok(s.fail(
+                    start_no,
+                    0,
+                    format!("segments 0..{} were pruned but {e}", start_no - 1),
+                ));
+            }
+        }
+    } else {
+        None
+    };
     for (i, (no, path)) in segs.iter().enumerate() {
-        let expected_no = prev.as_ref().map_or(0, |p| p.no + 1);
+        let expected_no = prev.as_ref().map_or(start_no, |p| p.no + 1);
         s.report.segments += 1;
         if *no != expected_no {
             let reason = if expected_no == 0 {
@@ -207,6 +254,11 @@ fn check_segments(
                 .map(|(offset, _)| offset),
             None => None,
         };
+        if let (0, Some(ledger)) = (i, &ledger)
+            && let Err(reason) = s.start_pruned(*no, &bytes, ledger)
+        {
+            return Ok(s.fail(*no, 0, reason));
+        }
         let last = i + 1 == segs.len();
         let result = s.segment(*no, &bytes, limit, last, prev.take());
         let _ = recycle.send(bytes);
@@ -223,6 +275,23 @@ fn check_segments(
             }
             Err((off, seq, reason)) => return Ok(s.fail(*no, off, reason).with_seq(seq)),
         }
+    }
+    if let Some(p) = &s.report.pruned
+        && p.recorded_at.is_none()
+    {
+        let (no, seq) = (p.first_segment, p.first_seq);
+        let mut r = s.fail(
+            no,
+            0,
+            format!(
+                "segments 0..{} are missing and no prune record in the chain says they were pruned",
+                no - 1
+            ),
+        );
+        if let Some(f) = &mut r.failure {
+            f.seq = seq;
+        }
+        return Ok(r);
     }
     s.report.epoch = s.chain.epoch;
     s.report.tree_size = s.chain.frontier.size();
@@ -247,6 +316,42 @@ impl WithSeq for Report {
 }
 
 impl State<'_> {
+    /// Sets the chain state at the start of a pruned spool: the first kept
+    /// segment's header gives where the chain stands, its first record (the
+    /// anchor checkpoint) the Merkle frontier, and the key ledger the key in
+    /// force. The checkpoint's own checks and signature, run next as for any
+    /// record, are what authenticate all three.
+    fn start_pruned(&mut self, no: u64, bytes: &[u8], ledger: &[Vec<u8>]) -> Result<(), String> {
+        let (h, hlen) = SegmentHeader::decode(bytes).map_err(|e| format!("segment header: {e}"))?;
+        let FrameAt::Frame { start, end } = frame_at(bytes, hlen) else {
+            return Err("the first kept segment of a pruned spool has no first record".into());
+        };
+        let rec = Record::decode(&bytes[start..end]).map_err(|e| e.to_string())?;
+        let Payload::Checkpoint(cp) = &rec.payload else {
+            return Err(format!(
+                "the first record of a pruned spool is a {}, not a checkpoint",
+                rec.kind.name()
+            ));
+        };
+        let frontier = crate::merkle::Frontier::from_parts(h.first_seq, cp.frontier.to_vec())
+            .ok_or("the first checkpoint's frontier does not fit its tree size")?;
+        self.chain.agent_id = Some(h.agent_id.clone());
+        ledger_apply(&mut self.chain, ledger, h.first_seq)?;
+        self.report.key_authenticated = self.chain.key_authenticated;
+        self.report.first_pubkey = self.chain.first_pubkey;
+        self.chain.next_seq = h.first_seq;
+        self.chain.head = h.prev_head;
+        self.chain.frontier = frontier;
+        self.chain.pruned_below = h.first_seq;
+        self.report.pruned = Some(PrunedStart {
+            first_segment: no,
+            first_seq: h.first_seq,
+            ledger_records: ledger.len() as u64,
+            recorded_at: None,
+        });
+        Ok(())
+    }
+
     fn fail(&mut self, segment: u64, offset: u64, reason: String) -> Report {
         let mut r = std::mem::take(&mut self.report);
         r.failure = Some(Failure {
@@ -300,6 +405,7 @@ impl State<'_> {
         if h.prev_head != self.chain.head {
             return Err(at0("header prev_head does not match the chain head".into()));
         }
+        self.seg_heads.insert(no, (h.first_seq, h.prev_head));
         let end = match limit {
             Some(l) if (l as usize) < hlen => {
                 return Err((
@@ -529,12 +635,38 @@ impl State<'_> {
                 }
                 sealed = true;
             }
+            Payload::Prune {
+                first_kept_segment,
+                first_kept_seq,
+                anchor_head,
+                ..
+            } => {
+                let start = self.report.pruned.as_ref().map_or(0, |p| p.first_segment);
+                if *first_kept_segment >= start {
+                    match self.seg_heads.get(first_kept_segment) {
+                        Some((fs, ph)) if fs == first_kept_seq && ph == anchor_head => {}
+                        Some(_) => {
+                            return Err(at(format!(
+                                "prune record does not match the header of segment {first_kept_segment}"
+                            )));
+                        }
+                        None => {
+                            return Err(at(format!(
+                                "prune record names segment {first_kept_segment}, which does not precede it"
+                            )));
+                        }
+                    }
+                    if let Some(p) = &mut self.report.pruned {
+                        p.recorded_at = Some(rec.seq);
+                    }
+                }
+                self.report.prunes += 1;
+            }
             Payload::Start { .. }
             | Payload::Gap { .. }
             | Payload::Stop { .. }
             | Payload::Config { .. }
-            | Payload::Heartbeat { .. }
-            | Payload::Prune { .. } => {}
+            | Payload::Heartbeat { .. } => {}
         }
         if prev.is_some() {
             return Err(at("the previous segment's end is not explained".into()));

@@ -6,6 +6,7 @@ mod append;
 mod failure;
 pub mod flusher;
 pub mod options;
+mod prune;
 pub(crate) mod recover;
 mod ticks;
 
@@ -20,6 +21,7 @@ pub use append::FORWARD_POSITION;
 pub use flusher::DurableSeq;
 use flusher::{Durable, FlushStats, Flusher};
 pub use options::SpoolOptions;
+pub use prune::{PrunePolicy, Pruned};
 pub use recover::Positions;
 use recover::{ChainState, Tail, scan};
 use std::fs::{self, File, OpenOptions};
@@ -105,6 +107,8 @@ pub struct Spool {
     seg: Active,
     /// Bytes of the segment once every submitted batch is written.
     submitted: u64,
+    /// Bytes of every other file of the spool (closed segments, ledger).
+    other_bytes: u64,
     pending: Vec<u8>,
     pending_since: Option<Instant>,
     flusher: Flusher,
@@ -182,6 +186,7 @@ impl Spool {
                 opened_at: now,
             },
             submitted: 0,
+            other_bytes: 0,
             pending: Vec::with_capacity(opts.commit_bytes.min(64 << 20) + (64 << 10)),
             pending_since: None,
             flusher,
@@ -212,6 +217,7 @@ impl Spool {
             ));
         }
         spool.sync()?;
+        spool.count_other_bytes()?;
         report.next_seq = spool.st.next_seq;
         report.segment_no = spool.seg.no;
         Ok((spool, report))
@@ -433,6 +439,10 @@ impl Spool {
             .map_err(io_at("fsync directory", &self.opts.dir))?;
         let was_active = self.append_only_active;
         self.protect_active(&f, &path, report)?;
+        if self.seg.header_len > 0 {
+            // The segment it replaces is now one of the others.
+            self.other_bytes += self.submitted;
+        }
         self.seg = Active {
             no,
             file: Arc::new(f),
