@@ -241,6 +241,65 @@ pub struct SpoolSection {
     pub epoch: Human,
     #[serde(default = "d_max_line")]
     pub max_line_bytes: Size,
+    /// The most the spool may hold on disk.
+    #[serde(default = "d_disk_budget")]
+    pub disk_budget: Size,
+    /// Warn (log line and alert record) when the spool passes this share of
+    /// its budget, e.g. `"75%"`.
+    #[serde(default = "d_budget_warning")]
+    pub budget_warning: Percent,
+    /// The spool is also full when its file system has less free than this.
+    #[serde(default = "d_min_free")]
+    pub min_free: Size,
+    /// What the agent does when the spool is full.
+    #[serde(default)]
+    pub on_full: OnFull,
+    /// Segments the collector acknowledged are removed once they are this
+    /// old (sooner when the budget needs the room).
+    #[serde(default = "d_retention")]
+    pub retention: Human,
+}
+
+/// `on_full`: `"block"` (sources stop reading until there is room) or
+/// `"halt"` (the agent stops, with exit code 1).
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OnFull {
+    #[default]
+    Block,
+    Halt,
+}
+
+/// A share written like `"75%"`, 1 to 99.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Percent(pub u8);
+
+impl<'de> Deserialize<'de> for Percent {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.strip_suffix('%')
+            .and_then(|n| n.trim().parse::<u8>().ok())
+            .filter(|n| (1..=99).contains(n))
+            .map(Percent)
+            .ok_or_else(|| {
+                serde::de::Error::custom(format!("{s:?}: write a percentage from 1% to 99%"))
+            })
+    }
+}
+
+/// The default disk budget.
+pub const DEFAULT_DISK_BUDGET: u64 = 4 << 30;
+fn d_disk_budget() -> Size {
+    Size(DEFAULT_DISK_BUDGET)
+}
+fn d_budget_warning() -> Percent {
+    Percent(75)
+}
+fn d_min_free() -> Size {
+    Size(256 << 20)
+}
+fn d_retention() -> Human {
+    Human(Duration::from_secs(7 * 86400))
 }
 
 fn d_seg_bytes() -> Size {
@@ -466,6 +525,15 @@ fn validate(path: &Path, text: &str, c: &Config) -> Result<(), ConfigError> {
         return Err(at(
             "max_line_bytes",
             "max_line_bytes must be between 16B and 16MiB".into(),
+        ));
+    }
+    if s.disk_budget.0 < 4 * s.segment_max_bytes.0 {
+        return Err(at(
+            "disk_budget",
+            format!(
+                "disk_budget must be at least 4 segments (4 x segment_max_bytes = {} bytes)",
+                4 * s.segment_max_bytes.0
+            ),
         ));
     }
     if let Some(f) = &c.forward {

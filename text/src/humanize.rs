@@ -35,6 +35,21 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("size {s:?} is too large"))
 }
 
+/// Formats a byte size for people: `"512 B"`, `"3.0 KiB"`, `"1.5 GiB"`.
+pub fn format_size(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
 /// Parses a duration: one or more `<number><unit>` with units `ns`, `us`,
 /// `ms`, `s`, `m`, `h`, `d`, `w`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -88,6 +103,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_are_formatted_for_people() {
+        assert_eq!(format_size(0), "0 B");
+        assert_eq!(format_size(1023), "1023 B");
+        assert_eq!(format_size(1536), "1.5 KiB");
+        assert_eq!(format_size(4 << 30), "4.0 GiB");
+        assert_eq!(format_size(3 << 40), "3.0 TiB");
+        assert_eq!(format_size(5000 << 40), "5000.0 TiB");
+    }
 
     #[test]
     fn sizes() {

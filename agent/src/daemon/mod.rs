@@ -3,6 +3,7 @@
 //! what they read (partial lines flagged), and the writer drains the
 //! channel, writes a `stop` record and a final signed checkpoint.
 
+mod capacity;
 mod writer;
 
 use crate::sources::file::FileSource;
@@ -70,9 +71,12 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
     );
     let positions = spool.positions().clone();
     let durable = spool.durable_seq();
-    let (tx, rx) = std::sync::mpsc::sync_channel(CHANNEL_EVENTS);
+    let (tx, rx) = crossbeam_channel::bounded(CHANNEL_EVENTS);
+    // Receipts and alerts from the forwarder: few, small, and taken even
+    // while a full spool holds the sources back.
+    let (control_tx, control_rx) = crossbeam_channel::unbounded();
     let shutdown = Arc::new(Shutdown::default());
-    let link: crate::forward::WriterLink = Arc::new(std::sync::Mutex::new(Some(tx.clone())));
+    let link: crate::forward::WriterLink = Arc::new(std::sync::Mutex::new(Some(control_tx)));
     let mut forwarder = None;
     if let Some(f) = &cfg.config.forward {
         let start = positions
@@ -100,9 +104,15 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
                 .spawn(move || fw.run())?,
         );
     }
+    let inputs = writer::Inputs {
+        sources: rx,
+        control: control_rx,
+        shutdown: shutdown.clone(),
+    };
+    let capacity = capacity::Capacity::new(cfg.config.agent.spool_dir.clone(), &cfg.config.spool);
     let writer = std::thread::Builder::new()
         .name("wormlog-writer".into())
-        .spawn(move || writer::run(spool, rx))?;
+        .spawn(move || writer::run(spool, inputs, capacity))?;
     let mut sources = Vec::new();
     for f in &cfg.config.sources.file {
         let src: Box<dyn Source> = Box::new(FileSource::new(f, cfg.config.spool.max_line_bytes.0));
@@ -177,6 +187,10 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
         }
         Ok(Ok(())) => {
             eprintln!("wormlog: error: the spool writer stopped");
+            Ok(ExitCode::from(1))
+        }
+        Ok(Err(writer::WriterStop::Halt(why))) => {
+            eprintln!("wormlog: error: {why}");
             Ok(ExitCode::from(1))
         }
         Ok(Err(e)) => {

@@ -1,29 +1,83 @@
 //! The writer thread: the only code that touches the spool while the daemon
-//! runs.
+//! runs. It takes the sources' events from one bounded channel and the
+//! forwarder's (receipts, alerts) from another, so that receipts — which
+//! let acknowledged segments be pruned — still arrive while a full spool
+//! holds the sources back.
 
-use crate::sources::Event;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::time::Instant;
+use super::capacity::{Capacity, Verdict};
+use crate::sources::{Event, Shutdown};
+use crossbeam_channel::{Receiver, select};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 use wormlog_spool::{Position, Spool, SpoolError};
 
-pub fn run(mut spool: Spool, rx: Receiver<Event>) -> Result<(), SpoolError> {
+/// While the sources are held back, how often the writer looks again.
+const BLOCKED_RECHECK: Duration = Duration::from_millis(200);
+/// Events taken in one go before the budget is looked at again.
+const EVENTS_PER_CHECK: usize = 4;
+
+/// Why the writer stopped other than by a clean shutdown.
+#[derive(Debug, thiserror::Error)]
+pub enum WriterStop {
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+    #[error("{0}")]
+    Halt(String),
+}
+
+/// The writer's inputs.
+#[derive(Debug)]
+pub struct Inputs {
+    pub sources: Receiver<Event>,
+    pub control: Receiver<Event>,
+    pub shutdown: Arc<Shutdown>,
+}
+
+pub fn run(mut spool: Spool, io: Inputs, mut cap: Capacity) -> Result<(), WriterStop> {
+    let never = crossbeam_channel::never::<Event>();
+    let mut control = io.control.clone();
+    let mut verdict = cap.check(&mut spool)?;
     loop {
-        let wait = spool
+        if verdict == Verdict::Halt {
+            let reason = "spool full (on_full = \"halt\"): the agent stops";
+            spool.close(reason)?;
+            return Err(WriterStop::Halt(reason.into()));
+        }
+        // At shutdown the sources hand over what they have read; the budget
+        // gives way for that (a few events), or the stop would hang.
+        let blocked = verdict == Verdict::Block && !io.shutdown.is_set();
+        let mut wait = spool
             .next_deadline()
             .saturating_duration_since(Instant::now());
-        match rx.recv_timeout(wait) {
-            Ok(ev) => {
-                apply(&mut spool, ev)?;
-                while let Ok(ev) = rx.try_recv() {
-                    apply(&mut spool, ev)?;
-                }
-                spool.tick()?;
-            }
-            Err(RecvTimeoutError::Timeout) => spool.tick()?,
-            Err(RecvTimeoutError::Disconnected) => break,
+        if blocked {
+            wait = wait.min(BLOCKED_RECHECK);
         }
+        let sources = if blocked { &never } else { &io.sources };
+        select! {
+            recv(sources) -> ev => match ev {
+                Ok(ev) => {
+                    apply(&mut spool, ev)?;
+                    for ev in io.sources.try_iter().take(EVENTS_PER_CHECK) {
+                        apply(&mut spool, ev)?;
+                    }
+                }
+                Err(_) => break,
+            },
+            recv(control) -> ev => match ev {
+                Ok(ev) => apply(&mut spool, ev)?,
+                // The forwarder is gone (or was never there).
+                Err(_) => control = never.clone(),
+            },
+            default(wait) => {}
+        }
+        spool.tick()?;
+        verdict = cap.check(&mut spool)?;
     }
-    spool.close("shutdown")
+    for ev in control.try_iter() {
+        apply(&mut spool, ev)?;
+    }
+    spool.close("shutdown")?;
+    Ok(())
 }
 
 fn apply(spool: &mut Spool, ev: Event) -> Result<(), SpoolError> {

@@ -22,7 +22,6 @@ use crate::config::ForwardSection;
 use crate::sources::{Event, Shutdown};
 use client::{Answer, Client};
 use prefetch::{Prepared, ReadAhead, Settings};
-use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use wormlog_spool::chain::Receipt;
@@ -32,7 +31,7 @@ use wormlog_spool::writer::DurableSeq;
 
 /// The writer's channel, taken away at shutdown so that the writer can stop
 /// while a request is still out.
-pub type WriterLink = Arc<Mutex<Option<SyncSender<Event>>>>;
+pub type WriterLink = Arc<Mutex<Option<crossbeam_channel::Sender<Event>>>>;
 
 #[derive(Debug)]
 pub struct Forwarder {

@@ -6,8 +6,8 @@
 
 pub mod file;
 
+use crossbeam_channel::{Sender, TrySendError};
 use std::collections::BTreeMap;
-use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 use wormlog_spool::Position;
@@ -85,7 +85,7 @@ impl Shutdown {
 /// What a source gets to run.
 #[derive(Debug, Clone)]
 pub struct SourceContext {
-    pub tx: SyncSender<Event>,
+    pub tx: Sender<Event>,
     pub shutdown: Arc<Shutdown>,
     /// This source's positions as the spool has them.
     pub positions: BTreeMap<StreamKey, Position>,

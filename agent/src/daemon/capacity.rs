@@ -1,0 +1,207 @@
+//! Spool capacity (NIST SP 800-53 AU-4, AU-5): a disk budget, a warning
+//! before it is reached, and a configured action when it is — sources stop
+//! reading (`block`) or the agent stops (`halt`). Nothing is ever dropped
+//! to make room: only segments the collector has acknowledged are pruned,
+//! each prune recorded in the chain.
+
+use crate::config::{OnFull, SpoolSection};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use wormlog_spool::record::AlertCode;
+use wormlog_spool::writer::PrunePolicy;
+use wormlog_spool::{Spool, SpoolError};
+use wormlog_text::humanize::format_size;
+
+/// How often acknowledged segments past their retention are looked for.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// How often the file system's free space is read (also after every MiB
+/// written).
+const STATVFS_EVERY: Duration = Duration::from_secs(1);
+const STATVFS_BYTES: u64 = 1 << 20;
+/// While full, how often the log says so again.
+const STILL_FULL_EVERY: Duration = Duration::from_secs(60);
+
+/// What the writer must do after a check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Take events from the sources.
+    Accept,
+    /// Full, `block`: leave the sources' events waiting.
+    Block,
+    /// Full, `halt`: stop the agent.
+    Halt,
+}
+
+/// The budget and its state.
+#[derive(Debug)]
+pub struct Capacity {
+    dir: PathBuf,
+    budget: u64,
+    warn_at: u64,
+    min_free: u64,
+    on_full: OnFull,
+    retention: Duration,
+    /// File system free bytes as last read, and when/at what usage.
+    fs_free: Option<u64>,
+    fs_read_at: Option<(Instant, u64)>,
+    warned: bool,
+    full_since: Option<Instant>,
+    full_logged_at: Option<Instant>,
+    pruned_at: Option<Instant>,
+    prune_error_logged_at: Option<Instant>,
+}
+
+impl Capacity {
+    pub fn new(dir: PathBuf, s: &SpoolSection) -> Self {
+        let budget = s.disk_budget.0;
+        Capacity {
+            dir,
+            budget,
+            warn_at: budget / 100 * u64::from(s.budget_warning.0),
+            min_free: s.min_free.0,
+            on_full: s.on_full,
+            retention: s.retention.0,
+            fs_free: None,
+            fs_read_at: None,
+            warned: false,
+            full_since: None,
+            full_logged_at: None,
+            pruned_at: None,
+            prune_error_logged_at: None,
+        }
+    }
+
+    /// The file system's free bytes: read with `statvfs` every second or
+    /// every MiB the spool grew, and between reads lowered by what the
+    /// spool wrote since (so a fast writer does not overshoot `min_free`).
+    fn fs_free(&mut self, used: u64) -> Option<u64> {
+        let now = Instant::now();
+        let due = self.fs_read_at.is_none_or(|(at, u)| {
+            now.duration_since(at) >= STATVFS_EVERY || used.abs_diff(u) >= STATVFS_BYTES
+        });
+        if due {
+            self.fs_read_at = Some((now, used));
+            self.fs_free = rustix::fs::statvfs(&self.dir)
+                .ok()
+                .map(|v| v.f_bavail.saturating_mul(v.f_frsize));
+        }
+        let (_, at_used) = self.fs_read_at?;
+        Some(self.fs_free?.saturating_sub(used.saturating_sub(at_used)))
+    }
+
+    /// Looks at the spool's size and the file system, prunes what may go,
+    /// and says whether the sources may write. Log lines go to stderr; the
+    /// same news goes into the chain as `alert` records (code 3).
+    pub fn check(&mut self, spool: &mut Spool) -> Result<Verdict, SpoolError> {
+        let mut used = spool.disk_usage();
+        let now = Instant::now();
+        let pressed = used >= self.warn_at || self.full_since.is_some();
+        let prune_due = self.pruned_at.is_none_or(|t| {
+            now.duration_since(t) >= if pressed { STATVFS_EVERY } else { PRUNE_EVERY }
+        });
+        if prune_due {
+            self.pruned_at = Some(now);
+            let policy = PrunePolicy {
+                retention: self.retention,
+                free_bytes: used.saturating_sub(self.warn_at),
+            };
+            match spool.prune(&policy) {
+                Ok(Some(p)) => {
+                    eprintln!("wormlog: spool: {}", p.detail);
+                    used = spool.disk_usage();
+                    self.fs_read_at = None;
+                }
+                Ok(None) => {}
+                Err(SpoolError::Stopped) => return Err(SpoolError::Stopped),
+                Err(e) => {
+                    if self
+                        .prune_error_logged_at
+                        .is_none_or(|t| now.duration_since(t) >= STILL_FULL_EVERY)
+                    {
+                        self.prune_error_logged_at = Some(now);
+                        let detail = format!("pruning acknowledged segments failed: {e}");
+                        eprintln!("wormlog: error: {detail}");
+                        spool.append_alert(AlertCode::Other, &detail)?;
+                    }
+                }
+            }
+        }
+        let fs_free = self.fs_free(used);
+        let fs_short = fs_free.is_some_and(|f| f < self.min_free);
+        let full = used >= self.budget || fs_short;
+
+        if used >= self.warn_at && !self.warned {
+            self.warned = true;
+            let detail = format!(
+                "spool at {}% of its disk budget ({} of {}): acknowledged segments are pruned early; sources stop at 100%",
+                used * 100 / self.budget.max(1),
+                format_size(used),
+                format_size(self.budget)
+            );
+            eprintln!("wormlog: warning: {detail}");
+            spool.append_alert(AlertCode::DiskBudget, &detail)?;
+        } else if self.warned && used < self.warn_at.saturating_sub(self.budget / 20) {
+            self.warned = false;
+        }
+
+        match (full, self.full_since) {
+            (true, None) => {
+                self.full_since = Some(now);
+                self.full_logged_at = Some(now);
+                let why = if fs_short {
+                    format!(
+                        "its file system has {} free, less than min_free = {}",
+                        format_size(fs_free.unwrap_or(0)),
+                        format_size(self.min_free)
+                    )
+                } else {
+                    format!(
+                        "it holds {} of its disk budget of {}",
+                        format_size(used),
+                        format_size(self.budget)
+                    )
+                };
+                let action = match self.on_full {
+                    OnFull::Block => {
+                        "sources stop reading until there is room (on_full = \"block\"); nothing is dropped"
+                    }
+                    OnFull::Halt => "the agent stops (on_full = \"halt\")",
+                };
+                let detail = format!("spool full: {why}; {action}");
+                eprintln!("wormlog: error: {detail}");
+                spool.append_alert(AlertCode::DiskBudget, &detail)?;
+            }
+            (true, Some(since)) => {
+                if self
+                    .full_logged_at
+                    .is_none_or(|t| now.duration_since(t) >= STILL_FULL_EVERY)
+                {
+                    self.full_logged_at = Some(now);
+                    eprintln!(
+                        "wormlog: error: spool still full after {}s ({} used, budget {}); sources are waiting",
+                        since.elapsed().as_secs(),
+                        format_size(used),
+                        format_size(self.budget)
+                    );
+                }
+            }
+            (false, Some(since)) => {
+                self.full_since = None;
+                let detail = format!(
+                    "spool has room again after {:.1}s full ({} used of {}); sources resume",
+                    since.elapsed().as_secs_f64(),
+                    format_size(used),
+                    format_size(self.budget)
+                );
+                eprintln!("wormlog: {detail}");
+                spool.append_alert(AlertCode::DiskBudget, &detail)?;
+            }
+            (false, None) => {}
+        }
+        Ok(match (self.full_since, self.on_full) {
+            (None, _) => Verdict::Accept,
+            (Some(_), OnFull::Block) => Verdict::Block,
+            (Some(_), OnFull::Halt) => Verdict::Halt,
+        })
+    }
+}
