@@ -131,13 +131,16 @@ pub fn apply(chain: &mut ChainCheck, records: &[Vec<u8>], first_seq: u64) -> Res
         }
         last_seq = Some(rec.seq);
         match (&rec.payload, i) {
-            (Payload::Genesis { .. }, 0) if rec.seq == 0 => {
+            (Payload::Genesis { .. }, 0) if rec.seq == 0 && rec.prev == crate::hash::ZERO32 => {
                 chain
                     .check_payload(&rec, bytes)
                     .map_err(|e| format!("key ledger: {e}"))?;
             }
             (Payload::Genesis { .. }, _) => {
-                return Err("key ledger: a genesis record other than the first at seq 0".into());
+                return Err(
+                    "key ledger: a genesis record that is not the first record, at seq 0, linking to nothing"
+                        .into(),
+                );
             }
             (_, 0) => return Err("key ledger: does not start with the genesis record".into()),
             (

@@ -139,7 +139,8 @@ pub fn parse_segment_file_name(name: &str) -> Option<u64> {
 pub type SegmentList = Vec<(u64, PathBuf)>;
 
 /// The segments in a directory, sorted by number, and the names of other
-/// entries (the lock file and segments being created are not listed).
+/// entries (the lock file, the key ledger, and segments or a ledger being
+/// written are not listed).
 pub fn list_segments(dir: &Path) -> std::io::Result<(SegmentList, Vec<String>)> {
     let mut segs = Vec::new();
     let mut other = Vec::new();
@@ -148,7 +149,10 @@ pub fn list_segments(dir: &Path) -> std::io::Result<(SegmentList, Vec<String>)> 
         let name = e.file_name().to_string_lossy().into_owned();
         match parse_segment_file_name(&name) {
             Some(no) => segs.push((no, e.path())),
-            None if name == "lock" || name.ends_with(".wlseg.tmp") => {}
+            None if name == "lock"
+                || name == crate::ledger::LEDGER_FILE
+                || name.ends_with(".wlseg.tmp")
+                || name.ends_with(".wlledger.tmp") => {}
             None => other.push(name),
         }
     }

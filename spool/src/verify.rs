@@ -139,6 +139,8 @@ struct State<'v> {
     chain: ChainCheck,
     /// Every segment header seen: number -> (first_seq, prev_head).
     seg_heads: BTreeMap<u64, (u64, Hash)>,
+    /// The largest tree size a receipt so far named.
+    max_receipt: Option<u64>,
     heartbeat_ns: u64,
     prev_ts: Option<(u64, i64, Kind)>,
     report: Report,
@@ -164,6 +166,7 @@ pub fn verify_spool(
     let mut s = State {
         chain: ChainCheck::new(pubkey),
         seg_heads: BTreeMap::new(),
+        max_receipt: None,
         heartbeat_ns: DEFAULT_HEARTBEAT_NS,
         prev_ts: None,
         report: Report {
@@ -469,6 +472,14 @@ impl State<'_> {
             index += 1;
         }
         match stop {
+            FrameAt::End | FrameAt::Frame { .. } if end > bytes.len() => {
+                return Err((
+                    off as u64,
+                    self.chain.next_seq,
+                    "the next segment's recovery record names an offset past the end of this segment"
+                        .into(),
+                ));
+            }
             FrameAt::End | FrameAt::Frame { .. } => {}
             FrameAt::Incomplete if last && limit.is_none() && sealed_at.is_none() => {
                 self.report.tail_in_progress_bytes = (data.len() - off) as u64;
@@ -625,7 +636,10 @@ impl State<'_> {
                     len: *region_len,
                 });
             }
-            Payload::Receipt { .. } => self.report.receipts += 1,
+            Payload::Receipt { tree_size, .. } => {
+                self.report.receipts += 1;
+                self.max_receipt = self.max_receipt.max(Some(*tree_size));
+            }
             Payload::Seal { next_segment } => {
                 if *next_segment != no + 1 {
                     return Err(at(format!(
@@ -655,6 +669,12 @@ impl State<'_> {
                                 "prune record names segment {first_kept_segment}, which does not precede it"
                             )));
                         }
+                    }
+                    if self.max_receipt.is_none_or(|m| m < *first_kept_seq) {
+                        return Err(at(format!(
+                            "prune record removes records up to seq {} that no receipt before it acknowledges",
+                            first_kept_seq.saturating_sub(1)
+                        )));
                     }
                     if let Some(p) = &mut self.report.pruned {
                         p.recorded_at = Some(rec.seq);

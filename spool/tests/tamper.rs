@@ -298,6 +298,29 @@ fn segments_truncated_deleted_reordered() {
     expect_failure(&r, 1, 0, "segments swapped");
     assert_verifiers_agree(&t.spool(), Some(pk), &r);
 
+    // A segment whose torn tail a recovery record explains, cut below the
+    // recovery's region_offset: the end it names is past the file's end.
+    let t = TempDir::new();
+    let pk = build(&t);
+    let last = seg(&t, 2);
+    let mut b = std::fs::read(&last).unwrap();
+    let clean_len = b.len();
+    b.extend_from_slice(&[0x55, 0, 0, 0, 0x10, 0]);
+    wormlog_spool::worm::clear_flags(&last).unwrap();
+    std::fs::write(&last, &b).unwrap();
+    open(&t, options(&t.spool())).close("recovered").unwrap();
+    assert!(verify(&t.spool(), Some(pk)).ok());
+    let torn_frames = frames(&b[..clean_len]);
+    wormlog_spool::worm::clear_flags(&last).unwrap();
+    std::fs::write(&last, &b[..torn_frames.last().unwrap().0]).unwrap();
+    let r = verify(&t.spool(), Some(pk));
+    let f = r
+        .failure
+        .clone()
+        .expect("segment cut under its recovery record");
+    assert!(f.reason.contains("past the end"), "{f:?}");
+    assert_verifiers_agree(&t.spool(), Some(pk), &r);
+
     // Segments of another spool mixed in: the chain does not continue.
     let t = TempDir::new();
     let pk = build(&t);

@@ -145,6 +145,8 @@ class SpoolWriter:
         self.frontier = wv.Frontier()
         self.segment = -1
         self.offsets: dict[int, tuple[int, int]] = {}  # seq -> (segment, offset)
+        self.headers: dict[int, tuple[int, bytes]] = {}  # segment -> (first_seq, prev_head)
+        self.key_records: list[tuple[int, bytes]] = []  # (seq, raw) of genesis, epoch_keys
         self.collector = Ed25519PrivateKey.from_private_bytes(b"\x09" * 32)
         self.open_segment()
 
@@ -163,6 +165,7 @@ class SpoolWriter:
 
     def open_segment(self) -> None:
         self.segment += 1
+        self.headers[self.segment] = (self.seq, self.head)
         body = (b"WORMLOG\x00" + struct.pack("<HHI", 1, 0, 69 + len(self.agent_id))
                 + struct.pack("<QQ", self.segment, self.seq) + self.head
                 + b8(self.agent_id))
@@ -186,6 +189,8 @@ class SpoolWriter:
         offset = os.path.getsize(self.path())
         self.raw_append(frame(record))
         self.offsets[self.seq] = (self.segment, offset)
+        if kind in (wv.GENESIS, wv.EPOCH_KEY):
+            self.key_records.append((self.seq, record))
         leaf = wv.leaf_hash(record)
         self.head = leaf  # section 4: head_i = leaf_i
         self.frontier.append(leaf)
@@ -203,13 +208,14 @@ class SpoolWriter:
 
     def checkpoint(self, anchor: bool = False, frontier: list[bytes] | None = None,
                    sources: list[tuple[bytes, bytes]] | None = None,
-                   head: bytes | None = None):
+                   head: bytes | None = None, tree_size: int | None = None):
         """Every checkpoint carries the frontier; the anchor also the sources."""
         frontier = self.frontier.nodes if frontier is None else frontier
         head = self.head if head is None else head
+        tree_size = self.seq if tree_size is None else tree_size
         if sources is None:
             sources = [(b"syslog", position_none())] if anchor else []
-        payload = (struct.pack("<QQ", self.epoch, self.seq) + self.frontier.root()
+        payload = (struct.pack("<QQ", self.epoch, tree_size) + self.frontier.root()
                    + head + BOOT + struct.pack("<Q", 123)
                    + bytes([len(frontier)]) + b"".join(frontier))
         payload += struct.pack("<I", len(sources))
@@ -251,6 +257,40 @@ class SpoolWriter:
         body = struct.pack("<Q", tree_size) + root + struct.pack("<q", T0)
         signature = self.collector.sign(b"wormlog receipt v1\x00" + b8(self.agent_id) + body)
         return self.append(wv.RECEIPT, b8(b"collector-1") + body + collector_pub + signature)
+
+    def prune(self, first_kept: int, first_kept_seq: int | None = None,
+              anchor_head: bytes | None = None):
+        """Section 6.13; the fields default to segment first_kept's header."""
+        seq, head = self.headers.get(first_kept, (0, bytes(32)))
+        seq = seq if first_kept_seq is None else first_kept_seq
+        head = head if anchor_head is None else anchor_head
+        payload = (struct.pack("<QQ", first_kept, seq) + head
+                   + b16(b"segments 0-%d: acknowledged" % (first_kept - 1)))
+        return self.append(wv.PRUNE, payload)
+
+    def ledger_path(self) -> str:
+        return os.path.join(self.dir, wv.LEDGER_FILE)
+
+    def write_ledger(self, records: list[bytes] | None = None,
+                     head: bytes = b"WLLEDGR\x00" + struct.pack("<HH", 1, 0),
+                     below_seq: int | None = None) -> None:
+        """Section 2.1; by default genesis and every epoch_key so far (or
+        those with seq below `below_seq`)."""
+        if records is None:
+            records = [raw for seq, raw in self.key_records
+                       if below_seq is None or seq < below_seq]
+        with open(self.ledger_path(), "wb") as f:
+            f.write(head + b"".join(frame(raw) for raw in records))
+
+    def prune_files(self, first_kept: int, record: bool = True) -> None:
+        """What the agent does (section 6.13): the ledger, the prune record,
+        then the files below first_kept go."""
+        self.write_ledger(below_seq=self.headers[first_kept][0])
+        if record:
+            self.prune(first_kept)
+        for number in range(first_kept):
+            if os.path.exists(self.path(number)):  # earlier prunes took some
+                os.remove(self.path(number))
 
     def seal(self):
         offset = self.append(wv.SEAL, struct.pack("<Q", self.segment + 1))
@@ -704,13 +744,20 @@ class SpoolTest(unittest.TestCase):
         w.genesis()
         w.checkpoint(anchor=True, sources=[])        # an anchor without sources
         w.entry(b"a")
-        w.checkpoint(sources=[(b"\xff\xfe not utf-8", b"\x63" + b16(b"opaque")),
+        w.checkpoint(sources=[(b"app", b"\x63" + b16(b"opaque")),
                               (b"", position_none())])  # a later one with some
         w.seal()
         w.checkpoint(anchor=True, sources=[(b"syslog", b"\x01" + b16(b"\x00" * 32))])
         code, report = run_verifier(self.dir)
         self.assertEqual(code, 0, report)
         self.assertEqual(report["checkpoints"], 3)
+
+    def test_source_names_in_the_table_are_text(self):
+        """Section 6.3: the names are bytes8 text, so not-UTF-8 is malformed."""
+        w = self.w
+        w.genesis()
+        off = w.checkpoint(anchor=True, sources=[(b"\xff\xfe not utf-8", position_none())])
+        self.assertFailure(run_verifier(self.dir), 0, off, 1)
 
     def test_truncated_source_table_is_malformed(self):
         w = self.w
@@ -980,14 +1027,15 @@ class SpoolTest(unittest.TestCase):
         code, report = run_verifier(self.dir)
         self.assertEqual(code, 0, report)
 
-    def test_gap_source_is_opaque_bytes(self):
-        """Section 6.10 types a gap's source as bytes8, not text."""
+    def test_gap_source_is_text(self):
+        """Section 6.10 types a gap's source as bytes8, text: UTF-8 (may be empty)."""
         w = self.w
         w.genesis()
-        w.gap(source=b"\xff")
         w.gap(source=b"")
         code, report = run_verifier(self.dir)
         self.assertEqual(code, 0, report)
+        off = w.gap(source=b"\xff")
+        self.assertFailure(run_verifier(self.dir), 0, off, 2)
 
     def test_recovery_with_undefined_cause_is_failure_where_read(self):
         """Not the first record of its segment's look-ahead: it fails where read."""
@@ -1069,6 +1117,380 @@ class SpoolTest(unittest.TestCase):
         self.w.open_segment()
         code, _ = run_verifier(self.dir, "--pubkey", "ed25519:AAAA")
         self.assertEqual(code, 2)
+
+
+
+# ---------------------------------------------------------------------------
+# Pruned spools: the key ledger and step 0 (sections 2.1, 6.13, 7)
+# ---------------------------------------------------------------------------
+
+class LedgerParseTest(unittest.TestCase):
+    HEAD = b"WLLEDGR\x00" + struct.pack("<HH", 1, 0)
+
+    def genesis(self) -> bytes:
+        return (struct.pack("<BBHQq", 1, wv.GENESIS, 0, 0, T0) + wv.ZERO32
+                + b8(b"host-1") + public_key(b"\x01" * 32))
+
+    def test_records_in_file_order(self):
+        raw = self.genesis()
+        records = wv.parse_ledger(self.HEAD + frame(raw) + frame(raw))
+        self.assertEqual([(r.kind, r.seq, r.raw) for r in records],
+                         [(wv.GENESIS, 0, raw)] * 2)
+
+    def test_header_only_is_no_records(self):
+        self.assertEqual(wv.parse_ledger(self.HEAD), [])
+
+    def test_bad_header(self):
+        for data in (b"WLLEDGR", b"WORMLOG\x00" + self.HEAD[8:],
+                     self.HEAD[:8] + struct.pack("<HH", 2, 0),
+                     self.HEAD[:8] + struct.pack("<HH", 1, 1)):
+            with self.assertRaises(wv.Malformed, msg=data):
+                wv.parse_ledger(data + frame(self.genesis()))
+
+    def test_bad_frames(self):
+        good = frame(self.genesis())
+        flipped = good[:-1] + bytes([good[-1] ^ 1])
+        for data in (flipped, good[:-1], good[:5], frame_start(10) + bytes(10),
+                     frame(self.genesis() + b"\x00")):  # trailing payload byte
+            with self.assertRaises(wv.Malformed, msg=data.hex()):
+                wv.parse_ledger(self.HEAD + good + data)
+
+
+class PrunedSpoolTest(unittest.TestCase):
+    """Segments 0 and 1 (epochs 0 and 1, two epoch_keys) pruned; the log
+    starts at segment 2."""
+
+    FIRST = 2
+
+    # The fixture and helpers of SpoolTest (not its tests).
+    setUp, tearDown = SpoolTest.setUp, SpoolTest.tearDown
+    checkpoint_root, corrupt = SpoolTest.checkpoint_root, SpoolTest.corrupt
+    fix_crc, assertFailure = SpoolTest.fix_crc, SpoolTest.assertFailure
+
+    def build_prunable(self) -> None:
+        w = self.w
+        w.genesis()
+        w.checkpoint(anchor=True)
+        w.start()
+        w.entry(b"a")
+        w.checkpoint()
+        w.epoch_key()
+        w.entry(b"b")
+        w.checkpoint()
+        w.seal()                                     # segment 1
+        w.checkpoint(anchor=True)
+        w.entry(b"c")
+        w.epoch_key()
+        w.checkpoint()
+        self.old_cp = w.seq - 1
+        self.old_root = self.checkpoint_root(self.old_cp)
+        w.seal()                                     # segment 2
+        w.checkpoint(anchor=True)
+        w.entry(b"d")
+        w.checkpoint()
+        # The collector acknowledges it: only then may segments 0 and 1 go.
+        w.receipt(w.seq - 1, self.checkpoint_root(w.seq - 1))
+        self.first_seq = w.headers[self.FIRST][0]
+        self.present = w.seq - self.first_seq
+
+    def build_pruned(self) -> None:
+        self.build_prunable()
+        w = self.w
+        self.prune_seq = w.seq
+        w.prune_files(self.FIRST)
+        w.entry(b"after the prune")
+        w.epoch_key()
+        w.checkpoint()
+        w.receipt(self.old_cp, self.old_root)        # its checkpoint was pruned
+        w.entry(b"unsigned")
+        self.present = w.seq - self.first_seq
+
+    def verify(self, *extra: str):
+        return run_verifier(self.dir, "--pubkey", pubkey_text(self.w.pub0), *extra)
+
+    def assertStartFailure(self, result, reason_part: str):
+        """Section 7: a pruned start failing step 0 is at S, offset 0, seq 0."""
+        self.assertFailure(result, self.FIRST, 0, 0)
+        self.assertIn(reason_part, result[1]["failure"]["reason"])
+
+    def test_pruned_spool_verifies(self):
+        self.build_pruned()
+        open(self.w.ledger_path() + ".tmp", "wb").close()
+        code, report = self.verify()
+        self.assertEqual(code, 0, report)
+        self.assertEqual(report["pruned"], {
+            "first_segment": self.FIRST, "first_seq": self.first_seq,
+            "ledger_records": 3, "recorded_at": self.prune_seq})
+        self.assertEqual(report["prunes"], 1)
+        self.assertEqual(report["segments"], 1)
+        self.assertEqual(report["records"], self.present)
+        self.assertEqual(report["tree_size"], self.w.seq)
+        self.assertEqual(report["root"], self.w.frontier.root().hex())
+        self.assertEqual(report["epoch"], 3)
+        self.assertEqual(report["epoch_transitions"], 1)  # those in the log read
+        self.assertEqual(report["checkpoints"], 3)
+        self.assertEqual(report["unsigned_tail"], 2)
+        self.assertTrue(report["key_authenticated"])
+        self.assertEqual(report["first_pubkey"], pubkey_text(self.w.pub0))
+        self.assertEqual(report["ignored_files"], [])
+        self.assertEqual(report["temporary_files"], [wv.LEDGER_FILE + ".tmp"])
+
+    def test_human_output_names_the_pruned_start(self):
+        self.build_pruned()
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            code = wv.main(["--spool", self.dir])
+        self.assertEqual(code, 0)
+        self.assertIn(f"pruned: the log starts at segment {self.FIRST}", out.getvalue())
+
+    def test_unpruned_spool_reports_no_pruned_start(self):
+        self.build_prunable()
+        self.w.prune(self.FIRST)  # written, the files not removed yet
+        self.w.write_ledger(head=b"garbage")  # not read: the log starts at 0
+        code, report = self.verify()
+        self.assertEqual(code, 0, report)
+        self.assertIsNone(report["pruned"])
+        self.assertEqual(report["prunes"], 1)
+        self.assertEqual(report["ignored_files"], [])
+
+    def test_without_a_ledger_the_start_is_a_missing_segment(self):
+        self.build_pruned()
+        os.remove(self.w.ledger_path())
+        self.assertStartFailure(self.verify(), "no key ledger")
+
+    def test_ledger_bad_magic(self):
+        self.build_pruned()
+        self.w.write_ledger(head=b"WLLEDGX\x00" + struct.pack("<HH", 1, 0),
+                            below_seq=self.first_seq)
+        self.assertStartFailure(self.verify(), "bad magic")
+
+    def test_ledger_flipped_byte(self):
+        self.build_pruned()
+        with open(self.w.ledger_path(), "r+b") as f:
+            f.seek(-10, os.SEEK_END)
+            byte = f.read(1)[0]
+            f.seek(-10, os.SEEK_END)
+            f.write(bytes([byte ^ 1]))
+        self.assertStartFailure(self.verify(), "key ledger")
+
+    def test_ledger_empty(self):
+        self.build_pruned()
+        self.w.write_ledger(records=[])
+        self.assertStartFailure(self.verify(), "genesis")
+
+    def test_ledger_without_an_epoch_key(self):
+        self.build_pruned()
+        records = [raw for seq, raw in self.w.key_records if seq < self.first_seq]
+        del records[1]
+        self.w.write_ledger(records=records)
+        self.assertStartFailure(self.verify(), "epoch")
+
+    def test_ledger_epoch_keys_must_be_in_seq_order(self):
+        self.build_pruned()
+        records = [raw for seq, raw in self.w.key_records if seq < self.first_seq]
+        self.w.write_ledger(records=records[:2] + records[1:])
+        self.assertStartFailure(self.verify(), "seq")
+
+    def test_ledger_without_the_last_epoch_key_fails_at_the_anchor(self):
+        """The ledger decodes, but arrives at the wrong key: the first
+        checkpoint, checked as any record (step 4), fails where it is."""
+        self.build_pruned()
+        records = [raw for seq, raw in self.w.key_records if seq < self.first_seq]
+        self.w.write_ledger(records=records[:-1])
+        header_len = 69 + len(self.w.agent_id)
+        self.assertFailure(self.verify(), self.FIRST, header_len, self.first_seq)
+
+    def test_ledger_genesis_with_another_key(self):
+        self.build_pruned()
+        other = pubkey_text(public_key(b"\x06" * 32))
+        self.assertStartFailure(run_verifier(self.dir, "--pubkey", other), "trusted")
+
+    def test_ledger_genesis_of_another_agent(self):
+        self.build_pruned()
+        genesis = struct.pack("<BBHQq", 1, wv.GENESIS, 0, 0, T0) + wv.ZERO32
+        genesis += b8(b"host-2") + self.w.pub0
+        later = [raw for seq, raw in self.w.key_records if 0 < seq < self.first_seq]
+        self.w.write_ledger(records=[genesis] + later)
+        self.assertStartFailure(self.verify(), "agent_id")
+
+    def test_ledger_holding_another_kind(self):
+        self.build_pruned()
+        records = [raw for seq, raw in self.w.key_records if seq < self.first_seq]
+        with open(self.w.path(), "rb") as f:
+            data = f.read()
+        seg, off = self.w.offsets[self.first_seq]  # the anchor checkpoint
+        length = struct.unpack_from("<I", data, off + FRAME_LEN_AT)[0]
+        self.w.write_ledger(records=records + [data[off + 8:off + 8 + length]])
+        self.assertStartFailure(self.verify(), "checkpoint")
+
+    def test_ledger_records_of_present_segments_are_skipped(self):
+        """A prune that did not finish leaves epoch_keys of segments still
+        present in the ledger (section 2.1); they are not read."""
+        self.build_pruned()
+        records = [raw for _, raw in self.w.key_records]
+        self.assertGreaterEqual(self.w.key_records[-1][0], self.first_seq)
+        bogus = bytearray(records[-1])
+        bogus[-1] ^= 1  # a bad signature: checked if it were read
+        self.w.write_ledger(records=records[:-1] + [bytes(bogus)])
+        code, report = self.verify()
+        self.assertEqual(code, 0, report)
+        self.assertEqual(report["pruned"]["ledger_records"], 3)
+
+    def test_first_record_must_be_a_checkpoint(self):
+        w = self.w
+        w.genesis()
+        w.checkpoint(anchor=True)
+        w.seal()
+        w.entry(b"not an anchor")
+        w.checkpoint(anchor=True)
+        w.prune_files(1)
+        self.FIRST = 1
+        self.assertStartFailure(self.verify(), "not a checkpoint")
+
+    def test_damaged_first_frame_fails_step_0(self):
+        self.build_pruned()
+        self.corrupt(self.first_seq, 8 + 60)
+        self.assertStartFailure(self.verify(), "first record")
+
+    def test_first_frontier_must_fit_first_seq(self):
+        w = self.w
+        w.genesis()
+        w.checkpoint(anchor=True)
+        w.entry(b"a")
+        w.seal()                      # segment 1 starts at seq 4 (one node)
+        w.checkpoint(anchor=True, tree_size=3, frontier=[bytes(32)] * 2)
+        w.prune_files(1)
+        self.FIRST = 1
+        self.assertStartFailure(self.verify(), "frontier")
+
+    def test_first_checkpoint_is_checked_as_any_record(self):
+        """A frontier that fits but is not the log's: the anchor's root,
+        head and signature are checked in step 4, where the anchor is."""
+        w = self.w
+        w.genesis()
+        w.checkpoint(anchor=True)
+        w.entry(b"a")
+        w.seal()
+        first_seq = w.seq
+        w.checkpoint(anchor=True, frontier=[bytes(32)])
+        w.prune_files(1)
+        code, report = run_verifier(self.dir)
+        self.assertFailure((code, report), 1, 69 + len(w.agent_id), first_seq)
+        self.assertIn("root", report["failure"]["reason"])
+
+    def test_start_removed_without_a_prune_record(self):
+        """Ledger present, files gone, no prune record: reported at S, offset
+        0, S's first_seq, after everything else."""
+        self.build_prunable()
+        self.w.prune_files(self.FIRST, record=False)
+        self.w.entry(b"more")
+        self.assertFailure(self.verify(), self.FIRST, 0, self.first_seq)
+
+    def test_other_failures_come_before_the_missing_prune_record(self):
+        self.build_prunable()
+        self.w.prune_files(self.FIRST, record=False)
+        off = self.w.receipt(self.w.seq - 1, bytes(32))  # a wrong root
+        self.assertFailure(self.verify(), self.FIRST, off, self.w.seq - 1)
+
+    def test_one_segment_too_many_removed(self):
+        """Segment 2 removed too: its epoch is not in the ledger, so segment
+        3's anchor is signed by a key the ledger did not arrive at."""
+        self.build_pruned()
+        w = self.w
+        w.seal()
+        first_seq_3 = w.seq
+        w.checkpoint(anchor=True)
+        os.remove(w.path(self.FIRST))
+        self.assertFailure(self.verify(), 3, 69 + len(w.agent_id), first_seq_3)
+
+    def test_one_segment_too_many_removed_in_the_same_epoch(self):
+        """Segment 3 removed too, in an epoch the ledger reaches: everything
+        checks but no prune record names segment 4 or later."""
+        self.build_prunable()
+        w = self.w
+        w.prune_files(self.FIRST)
+        w.seal()                               # segment 3
+        w.checkpoint(anchor=True)
+        w.seal()                               # segment 4
+        first_seq_4 = w.seq
+        w.checkpoint(anchor=True)
+        for number in (self.FIRST, 3):
+            os.remove(w.path(number))
+        self.assertFailure(self.verify(), 4, 0, first_seq_4)
+
+    def test_a_later_prune_record_counts(self):
+        self.build_pruned()
+        w = self.w
+        w.seal()                               # segment 3
+        w.checkpoint(anchor=True)
+        w.receipt(w.seq - 1, self.checkpoint_root(w.seq - 1))
+        prune_seq = w.seq
+        w.prune_files(3)
+        self.FIRST = 3
+        code, report = self.verify()
+        self.assertEqual(code, 0, report)
+        self.assertEqual(report["prunes"], 1)  # the first went with segment 2
+        self.assertEqual(report["pruned"]["recorded_at"], prune_seq)
+        self.assertEqual(report["pruned"]["ledger_records"], 4)
+
+    def test_prune_without_a_receipt_covering_it_is_failure(self):
+        """Section 7: only what a receipt acknowledged may be pruned."""
+        w = self.w
+        w.genesis()
+        w.checkpoint(anchor=True)
+        w.entry(b"a")
+        w.seal()                               # segment 1
+        w.checkpoint(anchor=True)
+        w.entry(b"b")
+        w.checkpoint()
+        w.receipt(1, self.checkpoint_root(1))  # acknowledges segment 0 only in part
+        seq = w.seq
+        off = w.prune(1, first_kept_seq=w.headers[1][0], anchor_head=w.headers[1][1])
+        self.assertFailure(self.verify(), 1, off, seq)
+
+    def test_prune_record_naming_a_segment_not_read(self):
+        self.build_prunable()
+        seq = self.w.seq
+        off = self.w.prune(self.FIRST + 1, first_kept_seq=seq, anchor_head=self.w.head)
+        self.assertFailure(self.verify(), self.FIRST, off, seq)
+
+    def test_prune_record_must_match_the_header(self):
+        for field in ("first_kept_seq", "anchor_head"):
+            with self.subTest(field=field):
+                self.tearDown()
+                self.setUp()
+                self.build_prunable()
+                seq = self.w.seq
+                wrong = {"first_kept_seq": self.first_seq + 1} if field == "first_kept_seq" \
+                    else {"anchor_head": bytes(32)}
+                off = self.w.prune(self.FIRST, **wrong)
+                self.assertFailure(self.verify(), self.FIRST, off, seq)
+
+    def test_prune_record_naming_a_pruned_segment_is_not_checked(self):
+        """Below the first segment present the named segment is gone."""
+        self.build_pruned()
+        self.w.prune(1, first_kept_seq=12345, anchor_head=bytes(32))
+        code, report = self.verify()
+        self.assertEqual(code, 0, report)
+        self.assertEqual(report["prunes"], 2)
+        self.assertEqual(report["pruned"]["recorded_at"], self.prune_seq)
+
+    def test_receipt_for_a_pruned_checkpoint_needs_a_valid_signature(self):
+        self.build_pruned()
+        w = self.w
+        w.collector = Ed25519PrivateKey.from_private_bytes(b"\x0a" * 32)
+        seq = w.seq
+        off = w.receipt(self.old_cp, bytes(32))  # any root: its checkpoint is gone
+        code, report = self.verify()
+        self.assertEqual(code, 0, report)
+        self.corrupt(seq, 8 + wv.RECORD_HEADER_LEN + 20)  # inside the root
+        self.fix_crc(seq)
+        self.assertFailure(self.verify(), w.segment, off, seq)
+
+    def test_receipt_at_first_seq_needs_the_anchor_root(self):
+        self.build_pruned()
+        off = self.w.receipt(self.first_seq, bytes(32))
+        self.assertFailure(self.verify(), self.FIRST, off, self.w.seq - 1)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,10 @@ implementation, so that agreement between it and `wormlog verify` shows that
 the specification is complete. Section numbers in comments refer to that
 document.
 
+A spool whose oldest segments were pruned is verified from the first
+segment present, with the key ledger `keys.wlledger` (sections 2.1, 6.13 and
+7, step 0).
+
 Only the Python standard library and the `cryptography` package (for Ed25519)
 are used; CRC32C is implemented here, table-driven.
 
@@ -53,6 +57,13 @@ U64_MASK = (1 << 64) - 1
 DEFAULT_HEARTBEAT_NS = 60 * 1_000_000_000
 
 SEGMENT_NAME_RE = re.compile(r"^([0-9a-f]{16})\.wlseg$")
+LOCK_FILE = "lock"
+
+# The key ledger (section 2.1): magic, version u16, flags u16, then frames.
+LEDGER_FILE = "keys.wlledger"
+LEDGER_MAGIC = b"WLLEDGR\x00"
+LEDGER_VERSION = 1
+LEDGER_HEADER_LEN = 12
 
 CTX_CHECKPOINT = b"wormlog checkpoint v1\x00"
 CTX_EPOCH_KEY = b"wormlog epoch-key v1\x00"
@@ -347,9 +358,8 @@ SIMPLE_SCHEMAS: dict[int, tuple[tuple[str, str | int], ...]] = {
     HEARTBEAT: (("boot_id", 16), ("mono_ns", "u64")),
     CLOCK_STEP: (("boot_id", 16), ("mono_ns", "u64"), ("expected_ts", "i64"),
                  ("observed_ts", "i64")),
-    # A gap's source is `bytes8`, not marked "text" (section 6.10), so its
-    # bytes are not checked as UTF-8 (only an entry's source is).
-    GAP: (("source", "bytes8"), ("position", "position"), ("reason", "u16"),
+    # A gap's source is `bytes8`, text (section 6.10): UTF-8.
+    GAP: (("source", "text8"), ("position", "position"), ("reason", "u16"),
           ("lost_bytes", "u64"), ("lost_records", "u64"), ("detail", "text16")),
     RECOVERY: (("cause", "u8"), ("segment_no", "u64"), ("last_good_seq", "u64"),
                ("region_offset", "u64"), ("region_len", "u64"),
@@ -412,11 +422,11 @@ def decode_checkpoint(r: Reader) -> dict[str, Any]:
                         f"({p['tree_size'].bit_count()})")
     p["frontier"] = [r.take(32) for _ in range(frontier_count)]
     # The source table is not interpreted (section 6.3): it only has to be
-    # well-formed. Source names are `bytes8` (not "text"), positions opaque,
+    # well-formed. Source names are `bytes8` text (UTF-8), positions opaque,
     # and source_count is not checked against the anchor rule.
     sources = []
     for _ in range(r.u32()):
-        name = r.bytes8()
+        name = decode_text(r.bytes8())
         sources.append((name, r.position()))
     p["sources"] = sources
     p["signature"] = r.take(SIGNATURE_LEN)
@@ -557,6 +567,35 @@ def starts_with_valid_frame(data: bytes, pos: int) -> bool:
     return True
 
 
+def parse_ledger(data: bytes) -> list[Record]:
+    """The records of a key ledger file (section 2.1), in file order.
+
+    Raises Malformed for a bad magic, version or flags, a frame that is not
+    well-formed (a cut-short last frame included: the ledger is written as a
+    whole, so it has no tail in progress) or a record that does not decode.
+    Which records may appear, and what they must say, is checked by the
+    caller (section 7, step 0).
+    """
+    if len(data) < LEDGER_HEADER_LEN:
+        raise Malformed(f"header truncated: file has {len(data)} bytes")
+    magic, version, flags = struct.unpack_from("<8sHH", data, 0)
+    if magic != LEDGER_MAGIC:
+        raise Malformed("bad magic")
+    if version != LEDGER_VERSION:
+        raise Malformed(f"version {version}, expected {LEDGER_VERSION}")
+    if flags != 0:
+        raise Malformed(f"flags 0x{flags:04x}, expected 0")
+    records, pos = [], LEDGER_HEADER_LEN
+    while pos < len(data):
+        try:
+            raw, next_pos = read_frame(data, pos, len(data))
+            records.append(decode_record(raw))
+        except (FrameError, Malformed) as exc:
+            raise Malformed(f"frame at offset {pos}: {exc}") from None
+        pos = next_pos
+    return records
+
+
 def read_first_record(path: str) -> Record | None:
     """The first record of a segment, or None if it cannot be read cleanly.
 
@@ -599,6 +638,7 @@ class SpoolListing:
     segments: list[tuple[int, str]]  # (number, path), by number
     temporary: list[str]
     ignored: list[str]
+    ledger: str | None = None  # path of keys.wlledger, if present (section 2.1)
 
 
 def list_spool(spool_dir: str) -> SpoolListing:
@@ -606,19 +646,22 @@ def list_spool(spool_dir: str) -> SpoolListing:
         names = sorted(os.listdir(spool_dir))
     except OSError as exc:
         raise UsageError(f"cannot read spool directory {spool_dir}: {exc}") from None
-    segments, temporary, ignored = [], [], []
+    segments, temporary, ignored, ledger = [], [], [], None
     for name in names:
         match = SEGMENT_NAME_RE.match(name)
         if match:
             segments.append((int(match.group(1), 16), os.path.join(spool_dir, name)))
-        elif name.endswith(".tmp"):
+        elif name.endswith(".tmp"):  # keys.wlledger.tmp included
             temporary.append(name)
-        elif name != "lock":
+        elif name == LEDGER_FILE:  # part of the spool, not ignored (section 2)
+            ledger = os.path.join(spool_dir, name)
+        elif name != LOCK_FILE:
             ignored.append(name)
     if not segments:
         raise UsageError(f"{spool_dir} is not a spool: no *.wlseg segment files")
     segments.sort()
-    return SpoolListing(segments=segments, temporary=temporary, ignored=ignored)
+    return SpoolListing(segments=segments, temporary=temporary, ignored=ignored,
+                        ledger=ledger)
 
 
 def read_segment_file(path: str) -> bytes:
@@ -695,6 +738,24 @@ class DamagedSegment:
 
 
 @dataclass
+class PrunedStart:
+    """Where a pruned spool starts (section 7, step 0).
+
+    The ledger's records are not counted in the report's `records` or
+    `epoch_transitions`, which count the log read from the segments present.
+    """
+
+    first_segment: int       # S, the first segment present
+    first_seq: int           # S's first_seq
+    ledger_records: int      # ledger records taken: genesis + epoch_keys below first_seq
+    recorded_at: int | None = None  # seq of the newest prune record naming S or later
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"first_segment": self.first_segment, "first_seq": self.first_seq,
+                "ledger_records": self.ledger_records, "recorded_at": self.recorded_at}
+
+
+@dataclass
 class Report:
     segments: int = 0
     records: int = 0
@@ -710,6 +771,8 @@ class Report:
     last_ts: int | None = None
     first_pubkey: bytes | None = None
     key_authenticated: bool = False
+    prunes: int = 0
+    pruned: PrunedStart | None = None
     failure: Failure | None = None
 
 
@@ -721,11 +784,18 @@ class Verifier:
         self.report = Report(key_authenticated=trusted_key is not None)
         self.damaged: DamagedSegment | None = None
         self.seg = SegmentCursor(number=0)
+        self.headers: dict[int, Header] = {}  # segments read so far (for prune)
+        self.max_receipt = -1  # the largest tree_size a receipt named so far
         self.checks: dict[int, Callable[[Record], None]] = {
             GENESIS: self._check_genesis, CHECKPOINT: self._check_checkpoint,
             EPOCH_KEY: self._check_epoch_key, RECOVERY: self._check_recovery,
             SEAL: self._check_seal, RECEIPT: self._check_receipt,
+            PRUNE: self._check_prune,
         }
+
+    @property
+    def first_present(self) -> int:
+        return self.listing.segments[0][0]
 
     # -- driver ------------------------------------------------------------
 
@@ -733,6 +803,7 @@ class Verifier:
         try:
             for index in range(len(self.listing.segments)):
                 self._verify_segment(index)
+            self._check_prune_recorded()
         except Failure as failure:
             self.report.failure = failure
         return self.report
@@ -748,9 +819,11 @@ class Verifier:
         self._check_numbering(index)
         data = read_segment_file(path)
         self.report.segments += 1
-        header = self._check_header(data)
         recovery = self._look_ahead(index)
         log_end = recovery.p["region_offset"] if recovery else len(data)
+        if index == 0 and number != 0:
+            self._pruned_start(data, log_end)
+        header = self._check_header(data)
         is_last = index == len(self.listing.segments) - 1
         self._check_frames(data, header.header_len, log_end, is_last)
         if self.seg.sealed and log_end < len(data):
@@ -767,7 +840,14 @@ class Verifier:
 
     def _check_numbering(self, index: int) -> None:
         segments = self.listing.segments
-        expected = 0 if index == 0 else segments[index - 1][0] + 1
+        if index == 0:
+            # The first is 0, or S after a pruned start (step 0), which needs
+            # a key ledger: without one the start is a missing segment.
+            if self.seg.number != 0 and self.listing.ledger is None:
+                raise self._fail(f"missing segment {0:016x} (first present is "
+                                 f"{self.seg.number:016x}) and no key ledger", offset=0)
+            return
+        expected = segments[index - 1][0] + 1
         if self.seg.number != expected:
             raise self._fail(f"missing segment {expected:016x} "
                              f"(next present is {self.seg.number:016x})", offset=0)
@@ -793,7 +873,103 @@ class Verifier:
                             f"{self.state.agent_id!r}")
         if problems:
             raise self._fail("segment header: " + problems[0], offset=0)
+        self.headers[number] = header
         return header
+
+    # -- step 0: a pruned start ------------------------------------------------
+
+    def _pruned_start(self, data: bytes, log_end: int) -> None:
+        """Take the state from the ledger, S's header and S's first record.
+
+        Any failure here is reported at segment S, offset 0, seq 0 (section 7
+        location rules). The first checkpoint is then checked as any record
+        when segment S is read (step 4), which authenticates all three.
+        """
+        number = self.seg.number
+        try:
+            self.report.pruned = self._take_pruned_state(data, log_end)
+        except Failure as exc:
+            raise Failure(number, 0, 0, f"pruned start: {exc.reason}") from None
+
+    def _take_pruned_state(self, data: bytes, log_end: int) -> PrunedStart:
+        def fail(reason: str) -> Failure:
+            return Failure(self.seg.number, 0, 0, reason)
+
+        try:
+            header = parse_header(data)
+        except Malformed as exc:
+            raise fail(f"segment header: {exc}") from None
+        assert self.listing.ledger is not None
+        try:
+            records = parse_ledger(read_segment_file(self.listing.ledger))
+        except Malformed as exc:
+            raise fail(f"key ledger: {exc}") from None
+        state = self.state
+        state.agent_id = header.agent_id
+
+        # The ledger: genesis (checked as in step 4), then the epoch_keys
+        # below S's first_seq, each signed by the key before it.
+        if not records or records[0].kind != GENESIS or records[0].seq != 0:
+            raise fail("key ledger: the first record is not the genesis record (seq 0)")
+        genesis = records[0]
+        if genesis.prev != ZERO32:  # "as in step 4": prev is head_{-1}
+            raise fail("key ledger: genesis prev is not ZERO32")
+        self._check_genesis(genesis)
+        taken, last_seq = 1, genesis.seq
+        for rec in records[1:]:
+            if rec.kind != EPOCH_KEY:
+                raise fail(f"key ledger: a {rec.name} record (seq {rec.seq}); only "
+                           f"genesis and epoch_key records belong there")
+            # "seq strictly increasing" holds for every ledger record, the
+            # skipped ones too.
+            if rec.seq <= last_seq:
+                raise fail(f"key ledger: epoch_key seq {rec.seq} after seq {last_seq}")
+            last_seq = rec.seq
+            if rec.seq >= header.first_seq:
+                continue  # of a segment still present (section 2.1)
+            p = rec.p
+            if p["from_epoch"] != state.epoch:
+                raise fail(f"key ledger: epoch_key (seq {rec.seq}) from_epoch "
+                           f"{p['from_epoch']}, current epoch {state.epoch}")
+            if p["to_epoch"] != p["from_epoch"] + 1:
+                raise fail(f"key ledger: epoch_key (seq {rec.seq}) to_epoch "
+                           f"{p['to_epoch']} is not from_epoch + 1")
+            if not ed25519_valid(state.key, p["signature"],
+                                 signed_message(CTX_EPOCH_KEY, rec.raw)):
+                raise fail(f"key ledger: epoch_key (seq {rec.seq}) signature invalid "
+                           f"under epoch {state.epoch}'s key")
+            state.epoch, state.key = p["to_epoch"], p["new_pubkey"]
+            taken += 1
+
+        # Segment S's header.
+        state.next_seq, state.head = header.first_seq, header.prev_head
+
+        # Segment S's first record: a checkpoint whose frontier fits first_seq.
+        try:
+            raw, _ = read_frame(data, header.header_len, log_end)
+            first = decode_record(raw)
+        except (FrameError, Malformed) as exc:
+            raise fail(f"segment's first record: {exc}") from None
+        if first.kind != CHECKPOINT:
+            raise fail(f"segment's first record is a {first.name}, not a checkpoint")
+        frontier = first.p["frontier"]
+        if len(frontier) != header.first_seq.bit_count():
+            raise fail(f"first checkpoint's frontier has {plural(len(frontier), 'node')}, "
+                       f"a tree of size {header.first_seq} has "
+                       f"{header.first_seq.bit_count()}")
+        state.frontier = Frontier()
+        state.frontier.size, state.frontier.nodes = header.first_seq, list(frontier)
+        return PrunedStart(first_segment=self.seg.number, first_seq=header.first_seq,
+                           ledger_records=taken)
+
+    def _check_prune_recorded(self) -> None:
+        """A spool not starting at 0 must hold a prune record naming S or a
+        later segment; checked after everything else (section 7)."""
+        pruned = self.report.pruned
+        if pruned is not None and pruned.recorded_at is None:
+            raise Failure(pruned.first_segment, 0, pruned.first_seq,
+                          f"the log starts at segment {pruned.first_segment:016x} but no "
+                          f"prune record names it or a later segment")
 
     # -- step 2: where the log ends ------------------------------------------
 
@@ -975,9 +1151,34 @@ class Verifier:
         if not ed25519_valid(p["collector_pubkey"], p["signature"],
                              receipt_message(agent_id, p)):
             raise self._fail("receipt signature invalid under its collector_pubkey")
+        self.max_receipt = max(self.max_receipt, p["tree_size"])
+        pruned = self.report.pruned
+        if pruned is not None and p["tree_size"] < pruned.first_seq:
+            return  # its checkpoint was pruned: the signature only (step 0)
         if self.state.checkpoint_roots.get(p["tree_size"]) != p["root"]:
             raise self._fail(f"receipt tree_size {p['tree_size']} and root are not "
                              f"those of an earlier checkpoint")
+
+    def _check_prune(self, rec: Record) -> None:
+        p = rec.p
+        named = p["first_kept_segment"]
+        if named >= self.first_present:
+            header = self.headers.get(named)
+            if header is None:
+                raise self._fail(f"prune names segment {named}, which is not a segment "
+                                 f"already read")
+            if p["first_kept_seq"] != header.first_seq:
+                raise self._fail(f"prune first_kept_seq {p['first_kept_seq']}, segment "
+                                 f"{named} starts at seq {header.first_seq}")
+            if p["anchor_head"] != header.prev_head:
+                raise self._fail(f"prune anchor_head is not segment {named}'s prev_head")
+            if self.max_receipt < p["first_kept_seq"]:
+                raise self._fail(f"prune removes records below seq {p['first_kept_seq']} "
+                                 f"that no earlier receipt acknowledges")
+            pruned = self.report.pruned
+            if pruned is not None and named >= pruned.first_segment:
+                pruned.recorded_at = rec.seq
+        self.report.prunes += 1
 
     # -- what is reported besides the verdict ---------------------------------
 
@@ -1031,10 +1232,12 @@ def parse_pubkey(text: str) -> bytes:
     return key
 
 
-def unsigned_tail(report: Report) -> int:
+def unsigned_tail(report: Report, tree_size: int) -> int:
+    """Records after the last checkpoint; `tree_size` is the expected next
+    seq (in a pruned spool the records checked start at S's first_seq)."""
     if report.last_checkpoint_seq is None:
         return report.records
-    return report.records - report.last_checkpoint_seq - 1
+    return tree_size - report.last_checkpoint_seq - 1
 
 
 def report_json(verifier: Verifier) -> dict[str, Any]:
@@ -1045,10 +1248,12 @@ def report_json(verifier: Verifier) -> dict[str, Any]:
         "records": report.records,
         "checkpoints": report.checkpoints,
         "epoch_transitions": report.epoch_transitions,
-        "unsigned_tail": unsigned_tail(report),
+        "unsigned_tail": unsigned_tail(report, state.next_seq),
         "recoveries": report.recoveries,
         "tail_in_progress_bytes": report.tail_in_progress_bytes,
         "failure": report.failure.as_dict() if report.failure else None,
+        "pruned": report.pruned.as_dict() if report.pruned else None,
+        "prunes": report.prunes,
         "time_gaps": report.time_gaps,
         "clock_steps": report.clock_steps,
         "alerts": report.alerts,
@@ -1095,6 +1300,13 @@ def report_text(summary: dict[str, Any]) -> str:
         f"last ts: {format_ts(summary['last_ts'])}",
         f"unsigned tail: {summary['unsigned_tail']} records",
     ]
+    pruned = summary["pruned"]
+    if pruned:
+        recorded = pruned["recorded_at"]
+        lines.append(f"pruned: the log starts at segment {pruned['first_segment']}, "
+                     f"seq {pruned['first_seq']} ({pruned['ledger_records']} key ledger "
+                     f"records; prune record at seq "
+                     f"{'-' if recorded is None else recorded})")
     if summary["tail_in_progress_bytes"]:
         lines.append(f"tail in progress: {summary['tail_in_progress_bytes']} bytes")
     for rec in summary["recoveries"]:
