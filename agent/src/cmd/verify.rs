@@ -73,6 +73,11 @@ pub fn report_json(spool: &Path, r: &Report) -> Value {
         "alerts": r.alerts.iter().map(|(seq, code, detail)| json!({
             "seq": seq, "code": AlertCode::name_of(*code), "detail": detail
         })).collect::<Vec<_>>(),
+        "prunes": r.prunes,
+        "pruned": r.pruned.as_ref().map(|p| json!({
+            "first_segment": p.first_segment, "first_seq": p.first_seq,
+            "ledger_records": p.ledger_records, "recorded_at": p.recorded_at
+        })),
         "ignored_files": r.ignored_files,
         "failure": r.failure.as_ref().map(|f| json!({
             "segment": f.segment, "offset": f.offset, "seq": f.seq, "reason": f.reason
@@ -102,6 +107,16 @@ fn print_human(spool: &Path, r: &Report) {
         "  checked          {} segments, {} records ({} log entries), {} bytes",
         r.segments, r.records, r.entries, r.bytes
     );
+    if let Some(p) = &r.pruned {
+        println!(
+            "  pruned           segments 0..{} (records 0..{}) were removed after the collector acknowledged them{}; key ledger of {} records",
+            p.first_segment.saturating_sub(1),
+            p.first_seq.saturating_sub(1),
+            p.recorded_at
+                .map_or(String::new(), |s| format!(" (prune record at seq {s})")),
+            p.ledger_records
+        );
+    }
     if let (Some(a), Some(b)) = (r.first_ts, r.last_ts) {
         println!("  time covered     {} .. {}", rfc3339(a), rfc3339(b));
     }
