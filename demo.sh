@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # wormlog demo: the daemon tails a sample log (through a logrotate-style
-# rotation) into a sealed spool; a cron-style job appends to it too; the
-# spool is read back and verified with the host's first public key; then a
-# copy is tampered with and `verify` names the damage. Everything happens in
-# one directory (default ./demo-out).
+# rotation) into a sealed spool and forwards it to a local collector, which
+# verifies, stores and countersigns it; a cron-style job appends to the spool
+# too; both copies are read back and verified with the host's first public
+# key; then a copy is tampered with and `verify` names the damage.
+# Everything happens in one directory (default ./demo-out).
 #
 #   ./demo.sh [DIR]
 set -euo pipefail
@@ -12,9 +13,10 @@ out="${1:-demo-out}"
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-say "building wormlog (release)"
-cargo build --release --quiet -p wormlog
+say "building wormlog and wormlog-collector (release)"
+cargo build --release --quiet -p wormlog -p wormlog-collector
 bin="$PWD/target/release/wormlog"
+collector_bin="$PWD/target/release/wormlog-collector"
 
 if [ -d "$out" ]; then
   # Sealed segments are immutable (chattr +i): clear the flags to remove them.
@@ -23,6 +25,33 @@ if [ -d "$out" ]; then
 fi
 mkdir -p "$out/logs"
 out="$(cd "$out" && pwd)"
+
+say "wormlog keygen: the host key; the printed public key is all a verifier needs"
+pubkey="$("$bin" keygen --key-dir "$out/keys")"
+echo "$pubkey"
+
+say "wormlog-collector serve: a local collector that knows this host's public key"
+cat > "$out/collector.toml" <<CONFIG
+[collector]
+listen = "127.0.0.1:0"
+store_dir = "$out/store"
+id = "demo-collector"
+
+[[agents]]
+id = "demo-host"
+pubkey = "$pubkey"
+CONFIG
+"$collector_bin" serve --config "$out/collector.toml" 2>"$out/collector.log" &
+collector=$!
+trap 'kill "$collector" 2>/dev/null || true' EXIT
+port=""
+for _ in $(seq 200); do
+  port="$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$out/collector.log" | head -n 1)"
+  [ -n "$port" ] && break
+  sleep 0.1
+done
+[ -n "$port" ] || { cat "$out/collector.log"; exit 1; }
+echo "collector listening on 127.0.0.1:$port"
 
 cat > "$out/agent.toml" <<CONFIG
 [agent]
@@ -34,6 +63,9 @@ key_dir = "$out/keys"
 # "try": chattr +a / +i where the file system and CAP_LINUX_IMMUTABLE allow,
 # a loud warning and an alert record in the chain where they do not.
 append_only = "try"
+# Signed checkpoints (each answered by a receipt from the collector) every
+# 250 ms while lines arrive, instead of every 5 s, so the demo sees them.
+checkpoint_interval = "250ms"
 
 [[sources.file]]
 name = "ehr"
@@ -41,11 +73,12 @@ name = "ehr"
 # nothing is read twice.
 paths = ["$out/logs/ehr.log*"]
 poll_interval = "100ms"
-CONFIG
 
-say "wormlog keygen: the host key; the printed public key is all a verifier needs"
-pubkey="$("$bin" keygen --key-dir "$out/keys")"
-echo "$pubkey"
+[forward]
+# Plain HTTP is allowed to a loopback address only; production uses https
+# with a pinned CA and a client certificate (README: Forwarding).
+url = "http://127.0.0.1:$port"
+CONFIG
 
 say "wormlog check-config"
 "$bin" check-config --config "$out/agent.toml"
@@ -53,7 +86,7 @@ say "wormlog check-config"
 say "wormlog run: the daemon tails $out/logs/ehr.log"
 "$bin" run --config "$out/agent.toml" 2>"$out/daemon.log" &
 daemon=$!
-trap 'kill "$daemon" 2>/dev/null || true' EXIT
+trap 'kill "$daemon" "$collector" 2>/dev/null || true' EXIT
 log="$out/logs/ehr.log"
 printf '%s\n' \
   'Nov 26 07:00:01 ehr-01 sshd[811]: Accepted publickey for dr.jones from 10.0.4.17 port 51234' \
@@ -67,17 +100,27 @@ printf '%s\n' 'Nov 26 07:01:12 ehr-01 ehr-api[2301]: user=dr.jones action=READ r
 printf 'Nov 26 07:01:13 ehr-01 ehr-api[2301]: user=\033[31mmallory\033[0m action=EXPORT note=\xe2\x80\xaetxt.exe invalid=\xff\xfe nul=\x00 end\n' >> "$log"
 printf 'Nov 26 07:02:00 ehr-01 ehr-api[2301]: a last line without a newline' >> "$log"
 
-# Wait (at most 20 s) until the four complete lines are in the spool.
+# Wait (at most 20 s) until the four complete lines are in the collector's
+# store and its receipt is back in the spool.
 for _ in $(seq 200); do
-  n=$("$bin" cat --spool "$out/spool" --json 2>/dev/null | grep -c '"kind":"entry"' || true)
-  [ "$n" -ge 4 ] && break
+  n=$("$collector_bin" cat --store "$out/store" --agent demo-host --json 2>/dev/null | grep -c '"kind":"entry"' || true)
+  r=$("$bin" cat --spool "$out/spool" --json 2>/dev/null | grep -c '"kind":"receipt"' || true)
+  [ "$n" -ge 4 ] && [ "$r" -ge 2 ] && break
   sleep 0.1
 done
 say "SIGTERM: the daemon writes what it read (the unfinished last line flagged), a stop record and a final signed checkpoint"
 kill -TERM "$daemon"
 wait "$daemon"
-trap - EXIT
+trap 'kill "$collector" 2>/dev/null || true' EXIT
 cat "$out/daemon.log"
+
+say "the collector's copy: verified against the same public key, countersigned"
+"$collector_bin" verify --store "$out/store" --agent demo-host
+"$collector_bin" cat --store "$out/store" --agent demo-host | grep -c 'ehr-01' | sed 's/^/log lines held by the collector: /'
+echo "receipts in the agent's own chain: $("$bin" cat --spool "$out/spool" --json | grep -c '"kind":"receipt"')"
+kill -TERM "$collector"
+wait "$collector" || true
+trap - EXIT
 
 say "wormlog append: a cron job's output, as its own source"
 printf 'nightly backup of /var/lib/ehr: 4711 records, ok\n' | "$bin" append --config "$out/agent.toml" --source backup
