@@ -678,17 +678,30 @@ mod tests {
             ),
         ];
         for (text, at, says) in [
-            ("[spool]\nbudget_warning = \"75\"\n", "F:2:18: ", "percentage"),
-            ("[spool]\nbudget_warning = \"100%\"\n", "F:2:18: ", "1% to 99%"),
+            (
+                "[spool]\nbudget_warning = \"75\"\n",
+                "F:2:18: ",
+                "percentage",
+            ),
+            (
+                "[spool]\nbudget_warning = \"100%\"\n",
+                "F:2:18: ",
+                "1% to 99%",
+            ),
             ("[spool]\non_full = \"drop\"\n", "F:2:11: ", "block"),
-            ("[spool]\ndisk_budget = \"64MiB\"\n", "F:2:1: ", "4 segments"),
+            (
+                "[spool]\ndisk_budget = \"64MiB\"\n",
+                "F:2:1: ",
+                "4 segments",
+            ),
         ] {
             let e = load_str(text).unwrap_err().0;
             assert!(e.starts_with(at) && e.contains(says), "{text:?}: {e}");
         }
-        let c = load_str("[spool]\nbudget_warning = \"80%\"\non_full = \"halt\"\nretention = \"1d\"\n")
-            .unwrap()
-            .config;
+        let c =
+            load_str("[spool]\nbudget_warning = \"80%\"\non_full = \"halt\"\nretention = \"1d\"\n")
+                .unwrap()
+                .config;
         assert_eq!(c.spool.budget_warning, Percent(80));
         assert_eq!(c.spool.on_full, OnFull::Halt);
         assert_eq!(c.spool.disk_budget.0, DEFAULT_DISK_BUDGET);

@@ -105,12 +105,16 @@ impl Forwarder {
                 None => match ahead.next(Duration::from_millis(500)) {
                     Ok(None) => continue,
                     Ok(Some(b)) => b,
+                    // At shutdown the read-ahead thread stops first: that
+                    // is not a failure.
+                    Err(_) if self.shutdown.is_set() => return,
                     Err(e) => {
                         self.alert(format!("{e}; forwarding stopped"));
                         return;
                     }
                 },
             };
+            let sent_at = Instant::now();
             match client.send(&b) {
                 Answer::Accepted { next_seq, receipts } => {
                     last_logged = None;
@@ -177,7 +181,9 @@ impl Forwarder {
                     ahead.shrink(max_records, b.first_seq);
                 }
                 Answer::Transient { what, retry_after } => {
-                    let since = *failing_since.get_or_insert_with(Instant::now);
+                    // The failure began when the failed attempt did (a
+                    // timeout is seconds long).
+                    let since = *failing_since.get_or_insert(sent_at);
                     let mut wait = backoff.next();
                     if let Some(ra) = retry_after {
                         wait = wait.max(ra);

@@ -68,17 +68,23 @@ impl Shutdown {
         *self.flag.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Sleeps up to `d`; true when shutdown was requested.
+    /// Sleeps `d` (the whole of it: spurious wake-ups do not end it early);
+    /// true when shutdown was requested, at once.
     pub fn wait(&self, d: Duration) -> bool {
-        let g = self.flag.lock().unwrap_or_else(|p| p.into_inner());
-        if *g {
-            return true;
+        let deadline = std::time::Instant::now() + d;
+        let mut g = self.flag.lock().unwrap_or_else(|p| p.into_inner());
+        while !*g {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            g = self
+                .cv
+                .wait_timeout(g, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
-        let (g, _) = self
-            .cv
-            .wait_timeout(g, d)
-            .unwrap_or_else(|p| p.into_inner());
-        *g
+        true
     }
 }
 
@@ -114,4 +120,23 @@ impl SourceContext {
 pub trait Source: Send {
     /// Runs until shutdown; drains what was read before returning.
     fn run(self: Box<Self>, ctx: SourceContext);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn shutdown_wait_sleeps_its_whole_time_unless_triggered() {
+        let s = Arc::new(Shutdown::default());
+        let t0 = Instant::now();
+        assert!(!s.wait(Duration::from_millis(30)));
+        assert!(t0.elapsed() >= Duration::from_millis(30));
+        let s2 = s.clone();
+        let h = std::thread::spawn(move || s2.wait(Duration::from_secs(600)));
+        s.trigger();
+        assert!(h.join().unwrap(), "a trigger ends the wait");
+        assert!(s.wait(Duration::from_secs(600)), "and later waits at once");
+    }
 }
