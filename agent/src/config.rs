@@ -32,6 +32,16 @@ pub struct Config {
     pub sources: Sources,
     /// Where to send the spool (absent: the agent only spools).
     pub forward: Option<ForwardSection>,
+    /// The Prometheus endpoint (absent: none).
+    pub metrics: Option<MetricsSection>,
+}
+
+/// `[metrics]`: where `GET /metrics` is served.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    /// `address:port`, e.g. `"127.0.0.1:9810"`.
+    pub listen: std::net::SocketAddr,
 }
 
 /// `[forward]`: the collector the spool is forwarded to.

@@ -12,6 +12,7 @@ mod config;
 mod daemon;
 mod forward;
 mod lines;
+mod metrics;
 pub(crate) use wormlog_text::render;
 mod sources;
 

@@ -72,13 +72,49 @@ fn set_budget(e: &Env, budget: &str) {
     std::fs::write(path, cfg).unwrap();
 }
 
+/// `GET /metrics` from the daemon's endpoint (its port is in the log):
+/// metric name -> value, from the OpenMetrics text.
+fn scrape(e: &Env) -> std::collections::BTreeMap<String, f64> {
+    use std::io::{Read, Write};
+    let err = e.stderr();
+    let addr = err
+        .split("metrics on http://")
+        .nth(1)
+        .and_then(|r| r.split("/metrics").next())
+        .unwrap_or_else(|| panic!("no metrics address in the log:\n{err}"));
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    c.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(body.ends_with("# EOF\n"), "not OpenMetrics text: {body}");
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| {
+            let (name, v) = l.rsplit_once(' ').unwrap();
+            (name.to_owned(), v.parse().unwrap())
+        })
+        .collect()
+}
+
 #[test]
 fn a_full_budget_blocks_the_source_and_nothing_is_lost_when_room_returns() {
-    let e = Env::with_spool("*.log", SMALL, "");
+    let e = Env::with_spool("*.log", SMALL, "\n[metrics]\nlisten = \"127.0.0.1:0\"\n");
     append(&e.log("app.log"), payload_lines(0..LINES).as_bytes());
     let d = e.start();
     wait_stderr(&e, "of its disk budget");
     wait_stderr(&e, "spool full");
+    let m = scrape(&e);
+    assert_eq!(m["wormlog_spool_full"], 1.0, "{m:?}");
+    assert_eq!(m["wormlog_spool_budget_warnings_total"], 1.0, "{m:?}");
+    assert_eq!(m["wormlog_spool_full_events_total"], 1.0, "{m:?}");
+    assert_eq!(m["wormlog_spool_disk_budget_bytes"], f64::from(4u32 << 20));
+    assert!(
+        m["wormlog_spool_disk_bytes"] >= f64::from(4u32 << 20),
+        "{m:?}"
+    );
     // Held back: no entry is added while the spool stays full.
     let held = entries(&e);
     std::thread::sleep(Duration::from_millis(1500));

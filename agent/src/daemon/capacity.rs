@@ -93,6 +93,7 @@ impl Capacity {
     /// and says whether the sources may write. Log lines go to stderr; the
     /// same news goes into the chain as `alert` records (code 3).
     pub fn check(&mut self, spool: &mut Spool) -> Result<Verdict, SpoolError> {
+        let m = crate::metrics::get();
         let mut used = spool.disk_usage();
         let now = Instant::now();
         let pressed = used >= self.warn_at || self.full_since.is_some();
@@ -108,6 +109,8 @@ impl Capacity {
             match spool.prune(&policy) {
                 Ok(Some(p)) => {
                     eprintln!("wormlog: spool: {}", p.detail);
+                    m.spool_pruned_segments.inc_by(p.first_kept - p.first);
+                    m.spool_pruned_bytes.inc_by(p.bytes);
                     used = spool.disk_usage();
                     self.fs_read_at = None;
                 }
@@ -129,6 +132,9 @@ impl Capacity {
         let fs_free = self.fs_free(used);
         let fs_short = fs_free.is_some_and(|f| f < self.min_free);
         let full = used >= self.budget || fs_short;
+        crate::metrics::set(&m.spool_disk_bytes, used);
+        crate::metrics::set(&m.spool_disk_budget_bytes, self.budget);
+        m.spool_full.set(i64::from(full));
 
         if used >= self.warn_at && !self.warned {
             self.warned = true;
@@ -139,6 +145,7 @@ impl Capacity {
                 format_size(self.budget)
             );
             eprintln!("wormlog: warning: {detail}");
+            m.spool_budget_warnings.inc();
             spool.append_alert(AlertCode::DiskBudget, &detail)?;
         } else if self.warned && used < self.warn_at.saturating_sub(self.budget / 20) {
             self.warned = false;
@@ -168,6 +175,7 @@ impl Capacity {
                     OnFull::Halt => "the agent stops (on_full = \"halt\")",
                 };
                 let detail = format!("spool full: {why}; {action}");
+                m.spool_full_events.inc();
                 eprintln!("wormlog: error: {detail}");
                 spool.append_alert(AlertCode::DiskBudget, &detail)?;
             }

@@ -69,6 +69,24 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
             ""
         }
     );
+    if let Some(m) = &cfg.config.metrics {
+        match crate::metrics::serve(m.listen) {
+            Ok(addr) => eprintln!("wormlog: metrics on http://{addr}/metrics"),
+            Err(e) => {
+                // Loud, but no reason to stop reading logs.
+                let detail = format!(
+                    "cannot serve metrics on {}: {e}; running without them",
+                    m.listen
+                );
+                eprintln!("wormlog: error: {detail}");
+                if let Err(e) = spool.append_alert(wormlog_spool::record::AlertCode::Other, &detail)
+                {
+                    eprintln!("wormlog: error: {e}");
+                    return Ok(ExitCode::from(1));
+                }
+            }
+        }
+    }
     let positions = spool.positions().clone();
     let durable = spool.durable_seq();
     let (tx, rx) = crossbeam_channel::bounded(CHANNEL_EVENTS);

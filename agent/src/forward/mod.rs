@@ -99,6 +99,8 @@ impl Forwarder {
         // starts, when its cause changes, and at least once a minute while
         // it lasts.
         let mut last_logged: Option<(Instant, String)> = None;
+        let metrics = crate::metrics::get();
+        crate::metrics::set(&metrics.forward_acknowledged_seq, last_receipt);
         while !self.shutdown.is_set() {
             let b = match batch.take() {
                 Some(b) => b,
@@ -117,6 +119,7 @@ impl Forwarder {
             let sent_at = Instant::now();
             match client.send(&b) {
                 Answer::Accepted { next_seq, receipts } => {
+                    metrics.forward_records.inc_by(b.records);
                     last_logged = None;
                     if let Some(since) = failing_since.take() {
                         eprintln!(
@@ -132,6 +135,10 @@ impl Forwarder {
                         match self.check_receipt(&b, &r) {
                             Ok(()) => {
                                 last_receipt = r.tree_size;
+                                crate::metrics::set(
+                                    &metrics.forward_acknowledged_seq,
+                                    last_receipt,
+                                );
                                 self.to_writer(Event::Receipt(Box::new(r)));
                             }
                             Err(why) => eprintln!(
@@ -181,6 +188,7 @@ impl Forwarder {
                     ahead.shrink(max_records, b.first_seq);
                 }
                 Answer::Transient { what, retry_after } => {
+                    metrics.forward_retries.inc();
                     // The failure began when the failed attempt did (a
                     // timeout is seconds long).
                     let since = *failing_since.get_or_insert(sent_at);
