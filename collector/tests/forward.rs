@@ -306,3 +306,48 @@ fn a_small_spool_prunes_what_the_collector_acknowledged_and_still_verifies() {
     assert!(v["pruned"]["first_segment"].as_u64() > Some(0), "{v}");
     assert!(v["prunes"].as_u64() >= Some(1), "{v}");
 }
+
+/// A forward-only agent: no source configured, the spool filled by
+/// `wormlog append`. The daemon must keep running and deliver it.
+#[test]
+fn an_agent_without_sources_forwards_what_append_spooled() {
+    let mut s = Setup::new();
+    s.write_collector_config("");
+    let collector = start_collector(&mut s);
+    let cfg = s.write_agent_config("agent", &format!("url = \"http://127.0.0.1:{}\"\n", s.port));
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let start = text.find("[[sources.file]]").unwrap();
+    let end = text.find("[forward]").unwrap();
+    std::fs::write(&cfg, format!("{}{}", &text[..start], &text[end..])).unwrap();
+    let n = 3000;
+    let input: String = (0..n).map(|i| common::line(i) + "\n").collect();
+    let mut append = Command::new(agent_bin())
+        .args(["append", "--source", "app", "--config"])
+        .arg(&cfg)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    append
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    assert!(append.wait().unwrap().success());
+    let agent = s.start_agent(&cfg, "agent");
+    let store = s.d.p("store");
+    wait_for(
+        "the appended lines in the store",
+        Duration::from_secs(60),
+        || next_seq_in_store(&store) > n as u64 && stored_lines(&store).len() >= n,
+        || agent.log(),
+    );
+    let log = agent.stop();
+    collector.stop();
+    assert!(log.contains("running with 0 sources"), "{log}");
+    assert!(log.contains("stopped cleanly"), "{log}");
+    let lines = stored_lines(&store);
+    assert!(lines.len() == n && (0..n).all(|i| lines[i] == common::line(i)));
+    verify_spool(&s);
+}

@@ -37,6 +37,9 @@ pub fn run(mut spool: Spool, io: Inputs, mut cap: Capacity) -> Result<(), Writer
     let never = crossbeam_channel::never::<Event>();
     let mut control = io.control.clone();
     let mut verdict = cap.check(&mut spool)?;
+    // The sources' channel closes when every source has stopped: at
+    // shutdown, or at once when none is configured (a forward-only agent).
+    let mut sources_open = true;
     loop {
         if verdict == Verdict::Halt {
             let reason = "spool full (on_full = \"halt\"): the agent stops";
@@ -52,7 +55,11 @@ pub fn run(mut spool: Spool, io: Inputs, mut cap: Capacity) -> Result<(), Writer
         if blocked {
             wait = wait.min(BLOCKED_RECHECK);
         }
-        let sources = if blocked { &never } else { &io.sources };
+        let sources = if blocked || !sources_open {
+            &never
+        } else {
+            &io.sources
+        };
         select! {
             recv(sources) -> ev => match ev {
                 Ok(ev) => {
@@ -61,7 +68,7 @@ pub fn run(mut spool: Spool, io: Inputs, mut cap: Capacity) -> Result<(), Writer
                         apply(&mut spool, ev)?;
                     }
                 }
-                Err(_) => break,
+                Err(_) => sources_open = false,
             },
             recv(control) -> ev => match ev {
                 Ok(ev) => apply(&mut spool, ev)?,
@@ -69,6 +76,11 @@ pub fn run(mut spool: Spool, io: Inputs, mut cap: Capacity) -> Result<(), Writer
                 Err(_) => control = never.clone(),
             },
             default(wait) => {}
+        }
+        // The daemon takes the forwarder's link away at shutdown, which
+        // wakes this loop even when no source is left to close its channel.
+        if !sources_open && io.shutdown.is_set() {
+            break;
         }
         spool.tick()?;
         verdict = cap.check(&mut spool)?;
