@@ -1,0 +1,1 @@
+//! The Linux audit log: records grouped into events (to be written).
