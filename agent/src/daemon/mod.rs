@@ -7,6 +7,7 @@ mod capacity;
 mod writer;
 
 use crate::sources::file::FileSource;
+use crate::sources::journald::JournaldSource;
 use crate::sources::{Shutdown, Source, SourceContext};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -132,22 +133,30 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
         .name("wormlog-writer".into())
         .spawn(move || writer::run(spool, inputs, capacity))?;
     let mut sources = Vec::new();
-    for f in &cfg.config.sources.file {
-        let src: Box<dyn Source> = Box::new(FileSource::new(f, cfg.config.spool.max_line_bytes.0));
+    let configured = cfg
+        .config
+        .sources
+        .file
+        .iter()
+        .map(|f| {
+            let src: Box<dyn Source> =
+                Box::new(FileSource::new(f, cfg.config.spool.max_line_bytes.0));
+            (f.name.clone(), src)
+        })
+        .chain(cfg.config.sources.journald.iter().map(|j| {
+            let src: Box<dyn Source> = Box::new(JournaldSource::new(j));
+            (j.name.clone(), src)
+        }));
+    for (name, src) in configured {
         let ctx = SourceContext {
             tx: tx.clone(),
             shutdown: shutdown.clone(),
-            positions: positions
-                .get(&f.name)
-                .cloned()
-                .unwrap_or_else(BTreeMap::new),
+            positions: positions.get(&name).cloned().unwrap_or_else(BTreeMap::new),
         };
-        sources.push((
-            f.name.clone(),
-            std::thread::Builder::new()
-                .name(format!("src-{}", f.name))
-                .spawn(move || src.run(ctx))?,
-        ));
+        let thread = std::thread::Builder::new()
+            .name(format!("src-{name}"))
+            .spawn(move || src.run(ctx))?;
+        sources.push((name, thread));
     }
     drop(tx);
     eprintln!("wormlog: running with {} sources", sources.len());

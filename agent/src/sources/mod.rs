@@ -5,6 +5,7 @@
 //! instead of filling memory.
 
 pub mod file;
+pub mod journald;
 
 use crossbeam_channel::{Sender, TrySendError};
 use std::collections::BTreeMap;
@@ -28,6 +29,13 @@ pub enum Event {
         data: Vec<u8>,
         lines: Vec<(u32, u32, u8, u64)>,
     },
+    /// Entries with structured fields (journald, syslog, auditd).
+    Entries {
+        source: Arc<str>,
+        /// When the agent read them.
+        ts: i64,
+        entries: Vec<Entry>,
+    },
     /// Something could not be read.
     Gap {
         source: Arc<str>,
@@ -49,6 +57,17 @@ pub enum Event {
         code: wormlog_spool::record::AlertCode,
         detail: String,
     },
+}
+
+/// One entry with structured fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Where the source resumes after this entry.
+    pub position: Position,
+    /// `entry_flags` (docs/FORMAT.md §6.2).
+    pub flags: u8,
+    pub fields: Vec<(String, Vec<u8>)>,
+    pub body: Vec<u8>,
 }
 
 /// Shared shutdown signal that sources can sleep on.

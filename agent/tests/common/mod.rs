@@ -31,6 +31,8 @@ pub struct Rec {
     pub body: Vec<u8>,
     pub flags: u8,
     pub detail: String,
+    /// An entry's structured fields.
+    pub fields: Vec<(String, Vec<u8>)>,
 }
 
 impl Env {
@@ -44,20 +46,30 @@ impl Env {
 
     /// A daemon whose `[spool]` section gets `spool_extra` too.
     pub fn with_spool(glob: &str, spool_extra: &str, source_extra: &str) -> Env {
+        Env::with_sources(spool_extra, |e| {
+            format!(
+                "[[sources.file]]\nname = \"app\"\npaths = [\"{}/{glob}\"]\n{}{source_extra}\n",
+                e.logs().display(),
+                if source_extra.contains("poll_interval") {
+                    ""
+                } else {
+                    "poll_interval = \"20ms\"\n"
+                }
+            )
+        })
+    }
+
+    /// A daemon with the sources `sources(env)` writes (TOML tables).
+    pub fn with_sources(spool_extra: &str, sources: impl FnOnce(&Env) -> String) -> Env {
         let e = Env {
             dir: tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap(),
         };
         std::fs::create_dir_all(e.logs()).unwrap();
         let cfg = format!(
-            "[agent]\nid = \"t\"\nspool_dir = \"{}\"\nkey_dir = \"{}\"\n\n[spool]\nappend_only = \"off\"\nmax_line_bytes = \"64KiB\"\n{spool_extra}\n\n[[sources.file]]\nname = \"app\"\npaths = [\"{}/{glob}\"]\n{}{source_extra}\n",
+            "[agent]\nid = \"t\"\nspool_dir = \"{}\"\nkey_dir = \"{}\"\n\n[spool]\nappend_only = \"off\"\nmax_line_bytes = \"64KiB\"\n{spool_extra}\n\n{}",
             e.p("spool").display(),
             e.p("keys").display(),
-            e.logs().display(),
-            if source_extra.contains("poll_interval") {
-                ""
-            } else {
-                "poll_interval = \"20ms\"\n"
-            }
+            sources(&e),
         );
         std::fs::write(e.p("agent.toml"), cfg).unwrap();
         let out = Command::new(bin())
@@ -132,6 +144,11 @@ impl Env {
                     body: e.body.to_vec(),
                     flags: e.flags,
                     detail: String::new(),
+                    fields: e
+                        .fields
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), v.to_vec()))
+                        .collect(),
                 }),
                 Payload::Gap {
                     source,
@@ -144,6 +161,7 @@ impl Env {
                     body: Vec::new(),
                     flags: 0,
                     detail: (*detail).into(),
+                    fields: Vec::new(),
                 }),
                 Payload::Alert { code, detail } => v.push(Rec {
                     kind: format!("alert:{code}"),
@@ -151,6 +169,7 @@ impl Env {
                     body: Vec::new(),
                     flags: 0,
                     detail: (*detail).into(),
+                    fields: Vec::new(),
                 }),
                 _ => {}
             },

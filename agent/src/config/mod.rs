@@ -1,6 +1,9 @@
 //! The agent's configuration file (TOML). Unknown keys are refused; every
 //! error names `file:line:column`.
 
+mod journald;
+pub use journald::JournaldSourceConfig;
+
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -100,6 +103,8 @@ fn d_backoff_max() -> Human {
 pub struct Sources {
     #[serde(default)]
     pub file: Vec<FileSourceConfig>,
+    #[serde(default)]
+    pub journald: Vec<JournaldSourceConfig>,
 }
 
 /// Where to start in a file that the spool has no position for, when the
@@ -549,33 +554,51 @@ fn validate(path: &Path, text: &str, c: &Config) -> Result<(), ConfigError> {
     if let Some(f) = &c.forward {
         validate_forward(f).map_err(|(key, m)| at(key, m))?;
     }
+    // Every source's name, in the order written (a duplicate is reported
+    // where it is written, not at the first one).
+    let all_names: Vec<&str> = c
+        .sources
+        .file
+        .iter()
+        .map(|f| f.name.as_str())
+        .chain(c.sources.journald.iter().map(|j| j.name.as_str()))
+        .collect();
+    // Where source `name` (its `nth` occurrence) is written.
+    let source_at = |name: &str, nth: usize, msg: String| {
+        let (line, col) = find_assignment(text, "name", Some(name), nth);
+        ConfigError(format!(
+            "{}:{line}:{col}: source {name:?}: {msg}",
+            path.display()
+        ))
+    };
     let mut names = std::collections::BTreeSet::new();
-    for (i, f) in c.sources.file.iter().enumerate() {
-        // The how-many-th source of this name this is (a duplicate is
-        // reported where it is written, not at the first one).
-        let nth = c.sources.file[..i]
-            .iter()
-            .filter(|g| g.name == f.name)
-            .count();
-        let here = |msg: String| {
-            let (line, col) = find_assignment(text, "name", Some(&f.name), nth);
-            ConfigError(format!(
-                "{}:{line}:{col}: source {:?}: {msg}",
-                path.display(),
-                f.name
-            ))
-        };
-        if f.name.is_empty() || f.name.len() > 255 || f.name.chars().any(char::is_control) {
-            return Err(here(
+    for (i, name) in all_names.iter().enumerate() {
+        let nth = all_names[..i].iter().filter(|n| *n == name).count();
+        if name.is_empty() || name.len() > 255 || name.chars().any(char::is_control) {
+            return Err(source_at(
+                name,
+                nth,
                 "the name must be 1 to 255 bytes without control characters".into(),
             ));
         }
-        if f.name.starts_with('@') {
-            return Err(here("names starting with '@' are reserved".into()));
+        if name.starts_with('@') {
+            return Err(source_at(
+                name,
+                nth,
+                "names starting with '@' are reserved".into(),
+            ));
         }
-        if !names.insert(f.name.clone()) {
-            return Err(here("another source has the same name".into()));
+        if !names.insert(*name) {
+            return Err(source_at(
+                name,
+                nth,
+                "another source has the same name".into(),
+            ));
         }
+    }
+    // Names are unique from here on: each is written once.
+    for f in &c.sources.file {
+        let here = |msg: String| source_at(&f.name, 0, msg);
         if f.paths.is_empty() {
             return Err(here("`paths` must name at least one glob".into()));
         }
@@ -595,6 +618,9 @@ fn validate(path: &Path, text: &str, c: &Config) -> Result<(), ConfigError> {
         if f.poll_interval.0 < Duration::from_millis(10) {
             return Err(here("poll_interval must be at least 10ms".into()));
         }
+    }
+    for j in &c.sources.journald {
+        j.validate().map_err(|msg| source_at(&j.name, 0, msg))?;
     }
     Ok(())
 }

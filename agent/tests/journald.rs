@@ -1,0 +1,316 @@
+//! `[[sources.journald]]` on real journal files: Debian's
+//! `systemd-journal-remote` writes them from export-format input made here,
+//! and the daemon reads them with the real `journalctl` (`directory =`).
+//! Binary fields byte-exact, follow as new files appear, exactly once across
+//! restarts and a kill -9 loop, a vacuumed cursor as a gap record, and a
+//! `journalctl` that dies is started again.
+
+mod common;
+
+use common::*;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const BOOT: &str = "0123456789abcdef0123456789abcdef";
+
+fn journal_remote() -> PathBuf {
+    [
+        "/lib/systemd/systemd-journal-remote",
+        "/usr/lib/systemd/systemd-journal-remote",
+    ]
+    .into_iter()
+    .map(PathBuf::from)
+    .find(|p| p.exists())
+    .expect("systemd-journal-remote is needed (apt-get install systemd-journal-remote)")
+}
+
+/// One field of an export-format entry; binary-safe.
+fn field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    if value.iter().all(|&b| b >= 0x20 && b != 0x7f) {
+        out.extend_from_slice(name.as_bytes());
+        out.push(b'=');
+        out.extend_from_slice(value);
+    } else {
+        out.extend_from_slice(name.as_bytes());
+        out.push(b'\n');
+        out.extend_from_slice(&(value.len() as u64).to_le_bytes());
+        out.extend_from_slice(value);
+    }
+    out.push(b'\n');
+}
+
+/// Entries `range`, each `MESSAGE=entry N` unless `message` says otherwise,
+/// written as journal file `dir/name.journal`.
+fn write_journal(dir: &Path, name: &str, range: std::ops::Range<u64>, extra: &[(&str, &[u8])]) {
+    let mut export = Vec::new();
+    for i in range {
+        field(
+            &mut export,
+            "__REALTIME_TIMESTAMP",
+            (1_700_000_000_000_000 + i * 1000).to_string().as_bytes(),
+        );
+        field(
+            &mut export,
+            "__MONOTONIC_TIMESTAMP",
+            (1000 + i).to_string().as_bytes(),
+        );
+        field(&mut export, "_BOOT_ID", BOOT.as_bytes());
+        field(&mut export, "MESSAGE", format!("entry {i}").as_bytes());
+        field(&mut export, "SEQ", i.to_string().as_bytes());
+        for (k, v) in extra {
+            field(&mut export, k, v);
+        }
+        export.push(b'\n');
+    }
+    write_export(dir, name, &export);
+}
+
+fn write_export(dir: &Path, name: &str, export: &[u8]) {
+    std::fs::create_dir_all(dir).unwrap();
+    let tmp = dir.with_extension(format!("{name}.export"));
+    std::fs::write(&tmp, export).unwrap();
+    // Written aside and moved in, so that journalctl never sees a file
+    // being written.
+    let staging = dir.with_extension("staging");
+    std::fs::create_dir_all(&staging).unwrap();
+    let out = std::process::Command::new(journal_remote())
+        .arg("-o")
+        .arg(staging.join(format!("{name}.journal")))
+        .arg(&tmp)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::rename(
+        staging.join(format!("{name}.journal")),
+        dir.join(format!("{name}.journal")),
+    )
+    .unwrap();
+}
+
+fn journal_env(extra: &str) -> Env {
+    Env::with_sources("", |e| {
+        format!(
+            "[[sources.journald]]\nname = \"journal\"\ndirectory = \"{}\"\n{extra}\n",
+            e.p("journal").display()
+        )
+    })
+}
+
+fn entries(e: &Env) -> Vec<Rec> {
+    e.records()
+        .into_iter()
+        .filter(|r| r.kind == "entry")
+        .collect()
+}
+
+fn seqs(e: &Env) -> Vec<u64> {
+    entries(e)
+        .iter()
+        .map(|r| {
+            let v = &r.fields.iter().find(|(k, _)| k == "SEQ").expect("SEQ").1;
+            String::from_utf8_lossy(v).parse().unwrap()
+        })
+        .collect()
+}
+
+fn wait_stderr(e: &Env, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !e.stderr().contains(what) {
+        assert!(Instant::now() < deadline, "no {what:?} in:\n{}", e.stderr());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn every_field_is_kept_byte_exact_and_message_is_the_body() {
+    let e = journal_env("");
+    let dir = e.p("journal");
+    let binary: &[u8] = b"bin\0ary\xff\nline two";
+    let mut export = Vec::new();
+    field(&mut export, "__REALTIME_TIMESTAMP", b"1700000000000000");
+    field(&mut export, "__MONOTONIC_TIMESTAMP", b"1000");
+    field(&mut export, "_BOOT_ID", BOOT.as_bytes());
+    field(&mut export, "MESSAGE", binary);
+    field(&mut export, "BLOB", &[0, 1, 2, 255]);
+    field(&mut export, "_SYSTEMD_UNIT", b"sshd.service");
+    field(&mut export, "TAG", b"first");
+    field(&mut export, "TAG", b"second");
+    export.push(b'\n');
+    field(&mut export, "__REALTIME_TIMESTAMP", b"1700000001000000");
+    field(&mut export, "__MONOTONIC_TIMESTAMP", b"2000");
+    field(&mut export, "_BOOT_ID", BOOT.as_bytes());
+    field(
+        &mut export,
+        "MESSAGE",
+        "Accepted publickey for dr.jones \u{202e}".as_bytes(),
+    );
+    field(&mut export, "PRIORITY", b"6");
+    export.push(b'\n');
+    write_export(&dir, "a", &export);
+    let d = e.start();
+    e.wait_entries(2);
+    stop(d);
+    let got = entries(&e);
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].body, binary);
+    let f = |r: &Rec, k: &str| -> Vec<Vec<u8>> {
+        r.fields
+            .iter()
+            .filter(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .collect()
+    };
+    assert_eq!(f(&got[0], "BLOB"), vec![vec![0, 1, 2, 255]]);
+    assert_eq!(f(&got[0], "_SYSTEMD_UNIT"), vec![b"sshd.service".to_vec()]);
+    assert_eq!(
+        f(&got[0], "TAG"),
+        vec![b"first".to_vec(), b"second".to_vec()]
+    );
+    assert_eq!(f(&got[0], "_BOOT_ID"), vec![BOOT.as_bytes().to_vec()]);
+    assert_eq!(
+        f(&got[0], "__REALTIME_TIMESTAMP"),
+        vec![b"1700000000000000".to_vec()]
+    );
+    assert_eq!(f(&got[0], "__CURSOR").len(), 1);
+    assert!(
+        f(&got[0], "MESSAGE").is_empty(),
+        "MESSAGE is the body, not a field"
+    );
+    assert_eq!(
+        got[1].body,
+        "Accepted publickey for dr.jones \u{202e}".as_bytes()
+    );
+    assert_eq!(f(&got[1], "PRIORITY"), vec![b"6".to_vec()]);
+    // `cat` shows the hostile character escaped.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wormlog"))
+        .args(["cat", "--spool"])
+        .arg(e.p("spool"))
+        .output()
+        .unwrap();
+    let shown = String::from_utf8(out.stdout).unwrap();
+    assert!(shown.contains("dr.jones \\u{202e}"), "{shown}");
+}
+
+#[test]
+fn new_journal_files_are_followed_and_a_restart_reads_nothing_twice() {
+    let e = journal_env("");
+    let dir = e.p("journal");
+    write_journal(&dir, "a", 0..100, &[]);
+    let d = e.start();
+    e.wait_entries(100);
+    write_journal(&dir, "b", 100..150, &[]);
+    e.wait_entries(150);
+    stop(d);
+    write_journal(&dir, "c", 150..200, &[]);
+    let d = e.start();
+    e.wait_entries(200);
+    stop(d);
+    assert_eq!(seqs(&e), (0..200).collect::<Vec<_>>());
+}
+
+#[test]
+fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
+    let e = journal_env("");
+    let dir = e.p("journal");
+    let mut rng = 0x9e3779b97f4a7c15u64;
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let files = 12u64;
+    for k in 0..files {
+        write_journal(
+            &dir,
+            &format!("f{k:02}"),
+            k * 400..(k + 1) * 400,
+            &[("PAD", &[b'x'; 300])],
+        );
+        let d = e.start();
+        std::thread::sleep(Duration::from_millis(next() % 250));
+        let mut d = d;
+        d.0.kill().unwrap();
+        d.0.wait().unwrap();
+    }
+    let d = e.start();
+    e.wait_entries((files * 400) as usize);
+    stop(d);
+    assert_eq!(
+        seqs(&e),
+        (0..files * 400).collect::<Vec<_>>(),
+        "every entry once, in order"
+    );
+}
+
+#[test]
+fn a_vacuumed_cursor_becomes_a_gap_record_naming_boot_and_time() {
+    let e = journal_env("");
+    let dir = e.p("journal");
+    write_journal(&dir, "old", 0..50, &[]);
+    let d = e.start();
+    e.wait_entries(50);
+    stop(d);
+    // The file holding the last entry read is vacuumed away; newer ones come.
+    std::fs::remove_file(dir.join("old.journal")).unwrap();
+    write_journal(&dir, "new", 100..150, &[]);
+    let d = e.start();
+    e.wait_entries(100);
+    stop(d);
+    let recs = e.records();
+    let gaps: Vec<&Rec> = recs.iter().filter(|r| r.kind.starts_with("gap")).collect();
+    assert_eq!(gaps.len(), 1, "{gaps:?}");
+    assert_eq!(gaps[0].kind, "gap:5", "reason vacuumed");
+    assert!(gaps[0].detail.contains(BOOT), "{}", gaps[0].detail);
+    assert!(
+        gaps[0].detail.contains("2023-11-14T22:13:20.049"),
+        "the time of the last entry read: {}",
+        gaps[0].detail
+    );
+    assert_eq!(seqs(&e), (0..50).chain(100..150).collect::<Vec<_>>());
+    assert!(
+        e.stderr().contains("vacuumed or rotated away"),
+        "{}",
+        e.stderr()
+    );
+}
+
+/// The pids of the `journalctl` processes reading `dir`.
+fn journalctl_pids(dir: &Path) -> Vec<i32> {
+    let needle = format!("--directory={}", dir.display());
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|p| p.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| c.split(|&b| b == 0).any(|a| a == needle.as_bytes()))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+#[test]
+fn a_journalctl_that_dies_is_started_again_from_the_last_entry() {
+    let e = journal_env("");
+    let dir = e.p("journal");
+    write_journal(&dir, "a", 0..100, &[]);
+    let d = e.start();
+    e.wait_entries(100);
+    let pids = journalctl_pids(&dir);
+    assert_eq!(pids.len(), 1, "one journalctl per source");
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pids[0]).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+    wait_stderr(&e, "starting it again");
+    write_journal(&dir, "b", 100..130, &[]);
+    e.wait_entries(130);
+    stop(d);
+    assert_eq!(seqs(&e), (0..130).collect::<Vec<_>>());
+}
