@@ -1,16 +1,16 @@
 //! The agent's Prometheus metrics, and the small HTTP endpoint that serves
 //! them (`[metrics] listen`): `GET /metrics` in the OpenMetrics text format.
-//! One thread, one connection at a time, a short read timeout — a scrape
-//! endpoint, not a web server.
+//! One thread, one connection at a time, two seconds for a request — a
+//! scrape endpoint, not a web server.
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Every metric of the agent.
 #[derive(Debug)]
@@ -126,24 +126,42 @@ pub fn serve(addr: SocketAddr) -> std::io::Result<SocketAddr> {
     std::thread::Builder::new()
         .name("metrics".into())
         .spawn(move || {
-            for conn in listener.incoming().flatten() {
-                let _ = answer(conn);
+            for conn in listener.incoming() {
+                match conn {
+                    Ok(c) => {
+                        let _ = answer(c);
+                    }
+                    // E.g. out of file descriptors: do not spin.
+                    Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                }
             }
         })?;
     Ok(local)
 }
 
+/// A client gets this long for its whole request.
+const REQUEST_TIME: Duration = Duration::from_secs(2);
+const REQUEST_BYTES: usize = 16 << 10;
+
 fn answer(mut conn: TcpStream) -> std::io::Result<()> {
-    conn.set_read_timeout(Some(Duration::from_secs(2)))?;
-    conn.set_write_timeout(Some(Duration::from_secs(2)))?;
-    let mut reader = BufReader::new(conn.try_clone()?).take(16 << 10);
-    let mut request = String::new();
-    reader.read_line(&mut request)?;
-    // The rest of the head, up to the blank line.
-    let mut line = String::new();
-    while reader.read_line(&mut line)? > 2 {
-        line.clear();
+    // Read the request head within REQUEST_TIME in all (a client that
+    // trickles bytes cannot hold the one serving thread).
+    let deadline = Instant::now() + REQUEST_TIME;
+    let mut head = Vec::with_capacity(512);
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.windows(2).any(|w| w == b"\n\n") {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || head.len() > REQUEST_BYTES {
+            return Ok(());
+        }
+        conn.set_read_timeout(Some(left))?;
+        match conn.read(&mut buf)? {
+            0 => break,
+            n => head.extend_from_slice(&buf[..n]),
+        }
     }
+    conn.set_write_timeout(Some(REQUEST_TIME))?;
+    let request = String::from_utf8_lossy(&head);
     let mut parts = request.split_whitespace();
     let (status, kind, body) = match (parts.next(), parts.next()) {
         (Some("GET"), Some("/metrics")) => (

@@ -129,8 +129,14 @@ fn a_full_budget_blocks_the_source_and_nothing_is_lost_when_room_returns() {
         used <= (4 << 20) + (1536 << 10),
         "spool holds {used} bytes, budget 4 MiB"
     );
-    // A stop while full is clean: what was read is handed over.
+    // A stop while full is clean and reads nothing more into the spool.
     stop(d);
+    let after_stop = spool_bytes(&e);
+    assert!(
+        after_stop <= used + (64 << 10),
+        "the stop wrote {} bytes past the budget",
+        after_stop - used
+    );
     let alerts = budget_alerts(&e);
     assert!(
         alerts.iter().any(|a| a.contains("% of its disk budget")),

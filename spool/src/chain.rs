@@ -173,31 +173,12 @@ impl ChainCheck {
                 }
             }
             Payload::EpochKey {
-                from_epoch,
-                to_epoch,
-                new_pubkey,
-                tree_size,
-                head,
-                signature,
+                tree_size, head, ..
             } => {
-                if *from_epoch != self.epoch || *to_epoch != self.epoch + 1 {
-                    return Err(format!(
-                        "epoch transition {from_epoch}->{to_epoch} does not follow epoch {}",
-                        self.epoch
-                    ));
-                }
                 if *tree_size != rec.seq || *head != self.head {
                     return Err("epoch transition does not name the chain before it".into());
                 }
-                let key = self.key.ok_or("no key in force")?;
-                if !verify_signature(&key, EPOCH_KEY_CONTEXT, signed, signature) {
-                    return Err(format!(
-                        "epoch transition not signed by the key of epoch {}",
-                        self.epoch
-                    ));
-                }
-                self.epoch = *to_epoch;
-                self.key = Some(*new_pubkey);
+                self.take_epoch_key(rec, bytes)?;
             }
             Payload::Start {
                 append_only,
@@ -259,6 +240,43 @@ impl ChainCheck {
             | Payload::Heartbeat { .. }
             | Payload::Prune { .. } => {}
         }
+        Ok(())
+    }
+
+    /// The key rules of an `epoch_key` record, without its place in the
+    /// chain (also for the key ledger of a pruned spool, whose records
+    /// stand alone): the transition follows the current epoch and is signed
+    /// by its key; then its new key is in force.
+    pub fn take_epoch_key(&mut self, rec: &Record<'_>, bytes: &[u8]) -> Result<(), String> {
+        let Payload::EpochKey {
+            from_epoch,
+            to_epoch,
+            new_pubkey,
+            signature,
+            ..
+        } = &rec.payload
+        else {
+            return Err(format!(
+                "a {} record is not an epoch transition",
+                rec.kind.name()
+            ));
+        };
+        if *from_epoch != self.epoch || *to_epoch != self.epoch + 1 {
+            return Err(format!(
+                "epoch transition {from_epoch}->{to_epoch} at seq {} does not follow epoch {}",
+                rec.seq, self.epoch
+            ));
+        }
+        let key = self.key.ok_or("no key in force")?;
+        let signed = &bytes[..bytes.len().saturating_sub(SIGNATURE_LEN)];
+        if !verify_signature(&key, EPOCH_KEY_CONTEXT, signed, signature) {
+            return Err(format!(
+                "epoch transition at seq {} not signed by the key of epoch {}",
+                rec.seq, self.epoch
+            ));
+        }
+        self.epoch = *to_epoch;
+        self.key = Some(*new_pubkey);
         Ok(())
     }
 

@@ -10,8 +10,7 @@
 
 use crate::chain::ChainCheck;
 use crate::frame::{FrameAt, begin_frame, finish_frame, frame_at};
-use crate::keys::{EPOCH_KEY_CONTEXT, verify_signature};
-use crate::record::{Kind, Payload, Record, SIGNATURE_LEN};
+use crate::record::{Kind, Payload, Record};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -80,7 +79,7 @@ fn decode(bytes: &[u8], path: &Path) -> Result<Vec<Vec<u8>>, LedgerError> {
 /// Replaces the ledger with `records` (through a temporary file, fsynced,
 /// renamed, and the directory fsynced: the old or the new ledger, never
 /// half of one).
-pub fn store(dir: &Path, records: &[Vec<u8>]) -> io::Result<u64> {
+pub fn store(dir: &Path, records: &[Vec<u8>]) -> io::Result<()> {
     let mut buf =
         Vec::with_capacity(HEADER_LEN + records.iter().map(|r| r.len() + 8).sum::<usize>());
     buf.extend_from_slice(LEDGER_MAGIC);
@@ -102,8 +101,7 @@ pub fn store(dir: &Path, records: &[Vec<u8>]) -> io::Result<u64> {
     f.write_all(&buf)?;
     f.sync_all()?;
     fs::rename(&tmp, &path)?;
-    File::open(dir)?.sync_all()?;
-    Ok(buf.len() as u64)
+    File::open(dir)?.sync_all()
 }
 
 /// The genesis and epoch-transition records among a segment's records.
@@ -143,35 +141,13 @@ pub fn apply(chain: &mut ChainCheck, records: &[Vec<u8>], first_seq: u64) -> Res
                 );
             }
             (_, 0) => return Err("key ledger: does not start with the genesis record".into()),
-            (
-                Payload::EpochKey {
-                    from_epoch,
-                    to_epoch,
-                    new_pubkey,
-                    signature,
-                    ..
-                },
-                _,
-            ) => {
+            (Payload::EpochKey { .. }, _) => {
                 if rec.seq >= first_seq {
                     continue;
                 }
-                if *from_epoch != chain.epoch || *to_epoch != chain.epoch + 1 {
-                    return Err(format!(
-                        "key ledger: epoch transition {from_epoch}->{to_epoch} at seq {} does not follow epoch {}",
-                        rec.seq, chain.epoch
-                    ));
-                }
-                let key = chain.key.ok_or("key ledger: no key in force")?;
-                let signed = &bytes[..bytes.len() - SIGNATURE_LEN];
-                if !verify_signature(&key, EPOCH_KEY_CONTEXT, signed, signature) {
-                    return Err(format!(
-                        "key ledger: epoch transition at seq {} is not signed by the key of epoch {}",
-                        rec.seq, chain.epoch
-                    ));
-                }
-                chain.epoch = *to_epoch;
-                chain.key = Some(*new_pubkey);
+                chain
+                    .take_epoch_key(&rec, bytes)
+                    .map_err(|e| format!("key ledger: {e}"))?;
             }
             (_, _) => {
                 return Err(format!(

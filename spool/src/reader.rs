@@ -108,14 +108,26 @@ impl RangeReader {
     /// Positions the reader at record `seq` (which may be the end of the
     /// spool).
     pub fn seek(&mut self, seq: u64) -> Result<(), ReadError> {
+        // From the newest segment back: the one that holds `seq` is found
+        // without touching older segments, which pruning may be removing
+        // right now (a segment gone between the listing and its header is
+        // one of those, and is passed over).
         let (segs, _) = list_segments(&self.dir).map_err(io_err(&self.dir))?;
         let mut chosen = None;
-        for (no, path) in &segs {
-            let (h, _) = read_header(path)?;
-            if h.first_seq > seq {
+        for (no, path) in segs.iter().rev() {
+            let h = match read_header(path) {
+                Ok((h, _)) => h,
+                Err(ReadError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if h.first_seq <= seq {
+                chosen = Some((*no, h.first_seq));
                 break;
             }
-            chosen = Some((*no, h.first_seq));
         }
         let (no, mut next_seq) = chosen.ok_or(ReadError::Pruned(seq))?;
         // Walk the frames of that segment (up to where a recovery record in

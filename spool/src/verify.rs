@@ -258,7 +258,7 @@ fn check_segments(
             None => None,
         };
         if let (0, Some(ledger)) = (i, &ledger)
-            && let Err(reason) = s.start_pruned(*no, &bytes, ledger)
+            && let Err(reason) = s.start_pruned(*no, &bytes, limit, ledger)
         {
             return Ok(s.fail(*no, 0, reason));
         }
@@ -324,10 +324,20 @@ impl State<'_> {
     /// anchor checkpoint) the Merkle frontier, and the key ledger the key in
     /// force. The checkpoint's own checks and signature, run next as for any
     /// record, are what authenticate all three.
-    fn start_pruned(&mut self, no: u64, bytes: &[u8], ledger: &[Vec<u8>]) -> Result<(), String> {
+    fn start_pruned(
+        &mut self,
+        no: u64,
+        bytes: &[u8],
+        limit: Option<u64>,
+        ledger: &[Vec<u8>],
+    ) -> Result<(), String> {
         let (h, hlen) = SegmentHeader::decode(bytes).map_err(|e| format!("segment header: {e}"))?;
-        let FrameAt::Frame { start, end } = frame_at(bytes, hlen) else {
-            return Err("the first kept segment of a pruned spool has no first record".into());
+        let log = &bytes[..limit.map_or(bytes.len(), |l| (l as usize).min(bytes.len()))];
+        let FrameAt::Frame { start, end } = frame_at(log, hlen) else {
+            return Err(
+                "the first kept segment of a pruned spool has no first record within its log"
+                    .into(),
+            );
         };
         let rec = Record::decode(&bytes[start..end]).map_err(|e| e.to_string())?;
         let Payload::Checkpoint(cp) = &rec.payload else {

@@ -6,12 +6,15 @@
 mod common;
 
 use common::*;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use wormlog_spool::Spool;
 use wormlog_spool::chain::Receipt;
 use wormlog_spool::ledger::{self, LEDGER_FILE};
 use wormlog_spool::reader::RangeReader;
 use wormlog_spool::writer::PrunePolicy;
+use wormlog_spool::writer::flusher::FaultInjector;
 
 const DAY: Duration = Duration::from_secs(86400);
 
@@ -77,14 +80,14 @@ fn acknowledged_segments_are_pruned_and_the_rest_still_verifies() {
     // Young segments stay unless the budget needs the room.
     let keep = PrunePolicy {
         retention: DAY,
-        free_bytes: 0,
+        bytes_to_free: 0,
     };
     assert_eq!(s.prune(&keep).unwrap(), None);
 
     let p = s
         .prune(&PrunePolicy {
             retention: Duration::ZERO,
-            free_bytes: 0,
+            bytes_to_free: 0,
         })
         .unwrap()
         .expect("something to prune");
@@ -166,7 +169,7 @@ fn under_budget_pressure_young_acknowledged_segments_go_but_never_unacknowledged
     let p = s
         .prune(&PrunePolicy {
             retention: DAY,
-            free_bytes: 20 << 10,
+            bytes_to_free: 20 << 10,
         })
         .unwrap()
         .expect("budget pruning");
@@ -176,7 +179,7 @@ fn under_budget_pressure_young_acknowledged_segments_go_but_never_unacknowledged
     let q = s
         .prune(&PrunePolicy {
             retention: DAY,
-            free_bytes: u64::MAX,
+            bytes_to_free: u64::MAX,
         })
         .unwrap();
     if let Some(q) = &q {
@@ -202,7 +205,7 @@ fn under_budget_pressure_young_acknowledged_segments_go_but_never_unacknowledged
     let none = s2
         .prune(&PrunePolicy {
             retention: Duration::ZERO,
-            free_bytes: u64::MAX,
+            bytes_to_free: u64::MAX,
         })
         .unwrap();
     assert_eq!(none, None);
@@ -214,7 +217,7 @@ fn pruned(t: &TempDir) -> ([u8; 32], u64) {
     let p = s
         .prune(&PrunePolicy {
             retention: Duration::ZERO,
-            free_bytes: 0,
+            bytes_to_free: 0,
         })
         .unwrap()
         .unwrap();
@@ -280,4 +283,88 @@ fn a_start_removed_without_a_prune_record_or_ledger_is_loss() {
     b[n - 10] ^= 1;
     std::fs::write(&path, b).unwrap();
     expect_failure(&t, pk, "ledger damaged");
+}
+
+/// Damage inside what gets pruned: an fsync that failed during an epoch
+/// transition (the abandoned segment still holds that transition's bytes,
+/// void, and the chain makes it again later) and a torn tail explained by a
+/// recovery record. The ledger takes only what is in each segment's log,
+/// the first kept segment is never one that starts with a recovery record,
+/// and the pruned spool verifies.
+#[test]
+fn void_records_and_recovered_segments_are_pruned_through_correctly() {
+    let t = TempDir::new();
+    let pk = keygen(&t);
+    let fault = Arc::new(FaultInjector::default());
+    let mut o = options(&t.spool());
+    o.segment_max_bytes = 8 << 10;
+    o.fault = Some(fault.clone());
+    let mut s = open(&t, o.clone());
+    let line = |i: u64| format!("line {i} {}", "y".repeat((i % 70) as usize)).into_bytes();
+    for i in 0..150 {
+        entry(&mut s, "app", i, &line(i));
+    }
+    s.sync().unwrap();
+    fault
+        .fail_sync_at
+        .store(fault.syncs() + 1, Ordering::SeqCst);
+    s.advance_epoch().unwrap();
+    s.advance_epoch().unwrap();
+    for i in 150..300 {
+        entry(&mut s, "app", i, &line(i));
+    }
+    s.close("torn next").unwrap();
+    // A torn write at the end of the last segment, explained on reopen.
+    let last = segments(&t.spool()).pop().unwrap();
+    wormlog_spool::worm::clear_flags(&last).unwrap();
+    let mut b = std::fs::read(&last).unwrap();
+    b.extend_from_slice(&[9, 9, 9, 9, 0x40, 0, 0]);
+    std::fs::write(&last, b).unwrap();
+    o.fault = None;
+    let mut s = open(&t, o);
+    for i in 300..700 {
+        entry(&mut s, "app", i, &line(i));
+        if i % 40 == 39 {
+            s.checkpoint().unwrap();
+        }
+    }
+    let before = verify(&t.spool(), Some(pk));
+    assert!(before.ok(), "{:?}", before.failure);
+    assert_eq!(before.recoveries.len(), 2, "{:?}", before.recoveries);
+    let acked = receipt_for(&mut s, &t);
+    let p = s
+        .prune(&PrunePolicy {
+            retention: Duration::ZERO,
+            bytes_to_free: 0,
+        })
+        .unwrap()
+        .expect("prunable");
+    assert!(p.first_kept_seq <= acked);
+    // Both damaged segments went.
+    let recovered: Vec<u64> = before.recoveries.iter().map(|r| r.segment).collect();
+    assert!(
+        recovered.iter().all(|n| *n < p.first_kept),
+        "{recovered:?} / {p:?}"
+    );
+    s.close("done").unwrap();
+    let r = verify(&t.spool(), Some(pk));
+    assert!(r.ok(), "{:?}", r.failure);
+    assert_eq!(r.epoch, 1, "the failed transition was made again once");
+    assert_verifiers_agree(&t.spool(), Some(pk), &r);
+    let ledger_epochs: Vec<u64> = ledger::load(&t.spool())
+        .unwrap()
+        .unwrap()
+        .iter()
+        .filter_map(
+            |b| match wormlog_spool::record::Record::decode(b).unwrap().payload {
+                wormlog_spool::record::Payload::EpochKey { from_epoch, .. } => Some(from_epoch),
+                _ => None,
+            },
+        )
+        .collect();
+    assert_eq!(
+        ledger_epochs,
+        vec![0],
+        "the transition once, its void first try left out"
+    );
 }

@@ -49,6 +49,7 @@ pub struct Capacity {
     full_logged_at: Option<Instant>,
     pruned_at: Option<Instant>,
     prune_error_logged_at: Option<Instant>,
+    statvfs_failed: bool,
 }
 
 impl Capacity {
@@ -68,6 +69,7 @@ impl Capacity {
             full_logged_at: None,
             pruned_at: None,
             prune_error_logged_at: None,
+            statvfs_failed: false,
         }
     }
 
@@ -81,9 +83,19 @@ impl Capacity {
         });
         if due {
             self.fs_read_at = Some((now, used));
-            self.fs_free = rustix::fs::statvfs(&self.dir)
-                .ok()
-                .map(|v| v.f_bavail.saturating_mul(v.f_frsize));
+            self.fs_free = match rustix::fs::statvfs(&self.dir) {
+                Ok(v) => Some(v.f_bavail.saturating_mul(v.f_frsize)),
+                Err(e) => {
+                    if !self.statvfs_failed {
+                        self.statvfs_failed = true;
+                        eprintln!(
+                            "wormlog: error: statvfs {}: {e}; min_free is not checked while this lasts",
+                            self.dir.display()
+                        );
+                    }
+                    None
+                }
+            };
         }
         let (_, at_used) = self.fs_read_at?;
         Some(self.fs_free?.saturating_sub(used.saturating_sub(at_used)))
@@ -95,16 +107,30 @@ impl Capacity {
     pub fn check(&mut self, spool: &mut Spool) -> Result<Verdict, SpoolError> {
         let m = crate::metrics::get();
         let mut used = spool.disk_usage();
+        let mut fs_free = self.fs_free(used);
         let now = Instant::now();
-        let pressed = used >= self.warn_at || self.full_since.is_some();
+        // How far the file system is below min_free (another program may
+        // have filled it): pruning frees that much, and a tenth more.
+        let fs_short_by = fs_free.map_or(0, |f| self.min_free.saturating_sub(f));
+        let under_pressure = used >= self.warn_at || fs_short_by > 0 || self.full_since.is_some();
         let prune_due = self.pruned_at.is_none_or(|t| {
-            now.duration_since(t) >= if pressed { STATVFS_EVERY } else { PRUNE_EVERY }
+            now.duration_since(t)
+                >= if under_pressure {
+                    STATVFS_EVERY
+                } else {
+                    PRUNE_EVERY
+                }
         });
         if prune_due {
             self.pruned_at = Some(now);
+            let for_fs = if fs_short_by > 0 {
+                fs_short_by + self.min_free / 10
+            } else {
+                0
+            };
             let policy = PrunePolicy {
                 retention: self.retention,
-                free_bytes: used.saturating_sub(self.warn_at),
+                bytes_to_free: used.saturating_sub(self.warn_at).max(for_fs),
             };
             match spool.prune(&policy) {
                 Ok(Some(p)) => {
@@ -113,6 +139,7 @@ impl Capacity {
                     m.spool_pruned_bytes.inc_by(p.bytes);
                     used = spool.disk_usage();
                     self.fs_read_at = None;
+                    fs_free = self.fs_free(used);
                 }
                 Ok(None) => {}
                 Err(SpoolError::Stopped) => return Err(SpoolError::Stopped),
@@ -129,9 +156,18 @@ impl Capacity {
                 }
             }
         }
-        let fs_free = self.fs_free(used);
-        let fs_short = fs_free.is_some_and(|f| f < self.min_free);
-        let full = used >= self.budget || fs_short;
+        // Full at the limits; once full, room means a little below them, so
+        // that a spool at the edge does not flap between full and not.
+        let (budget_line, free_line) = if self.full_since.is_some() {
+            (
+                self.budget - self.budget / 20,
+                self.min_free + self.min_free / 10,
+            )
+        } else {
+            (self.budget, self.min_free)
+        };
+        let fs_short = fs_free.is_some_and(|f| f < free_line);
+        let full = used >= budget_line || fs_short;
         crate::metrics::set(&m.spool_disk_bytes, used);
         crate::metrics::set(&m.spool_disk_budget_bytes, self.budget);
         m.spool_full.set(i64::from(full));

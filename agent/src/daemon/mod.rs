@@ -1,7 +1,9 @@
 //! `wormlog run`: the daemon. Sources feed one spool writer through a
-//! bounded channel; SIGTERM or SIGINT stops the sources, which hand over
-//! what they read (partial lines flagged), and the writer drains the
-//! channel, writes a `stop` record and a final signed checkpoint.
+//! bounded channel; the forwarder's receipts and alerts reach it through a
+//! second one, which a full spool does not hold back (writer.rs, with the
+//! disk budget in capacity.rs). SIGTERM or SIGINT stops the sources, which
+//! hand over what they read (partial lines flagged), and the writer drains
+//! the channel, writes a `stop` record and a final signed checkpoint.
 
 mod capacity;
 mod writer;
@@ -89,6 +91,7 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
         }
     }
     let positions = spool.positions().clone();
+    let acknowledged = spool.acknowledged();
     let durable = spool.durable_seq();
     let (tx, rx) = crossbeam_channel::bounded(CHANNEL_EVENTS);
     // Receipts and alerts from the forwarder: few, small, and taken even
@@ -98,14 +101,7 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
     let link: crate::forward::WriterLink = Arc::new(std::sync::Mutex::new(Some(control_tx)));
     let mut forwarder = None;
     if let Some(f) = &cfg.config.forward {
-        let start = positions
-            .get(wormlog_spool::writer::FORWARD_POSITION)
-            .and_then(|m| m.values().next())
-            .and_then(|p| match p {
-                wormlog_spool::Position::Counter(n) => Some(*n),
-                _ => None,
-            })
-            .unwrap_or(0);
+        let start = acknowledged;
         let fw = crate::forward::Forwarder {
             cfg: f.clone(),
             agent_id: cfg.agent_id(),

@@ -13,8 +13,9 @@ use wormlog_spool::{Position, Spool, SpoolError};
 
 /// While the sources are held back, how often the writer looks again.
 const BLOCKED_RECHECK: Duration = Duration::from_millis(200);
-/// Events taken in one go before the budget is looked at again.
-const EVENTS_PER_CHECK: usize = 4;
+/// The budget is looked at again after this many bytes were written (one
+/// event can add up to `max_line_bytes` more).
+const CHECK_BYTES: u64 = 256 << 10;
 
 /// Why the writer stopped other than by a clean shutdown.
 #[derive(Debug, thiserror::Error)]
@@ -46,9 +47,14 @@ pub fn run(mut spool: Spool, io: Inputs, mut cap: Capacity) -> Result<(), Writer
             spool.close(reason)?;
             return Err(WriterStop::Halt(reason.into()));
         }
-        // At shutdown the sources hand over what they have read; the budget
-        // gives way for that (a few events), or the stop would hang.
-        let blocked = verdict == Verdict::Block && !io.shutdown.is_set();
+        if verdict == Verdict::Block && io.shutdown.is_set() {
+            // A stop while full: the spool closes without what the sources
+            // still hold. Nothing is lost — their positions move only with
+            // what is written, so it is read again at the next start — and
+            // the sources, whose channel closes with this function, stop.
+            break;
+        }
+        let blocked = verdict == Verdict::Block;
         let mut wait = spool
             .next_deadline()
             .saturating_duration_since(Instant::now());
@@ -63,9 +69,13 @@ pub fn run(mut spool: Spool, io: Inputs, mut cap: Capacity) -> Result<(), Writer
         select! {
             recv(sources) -> ev => match ev {
                 Ok(ev) => {
+                    let before = spool.disk_usage();
                     apply(&mut spool, ev)?;
-                    for ev in io.sources.try_iter().take(EVENTS_PER_CHECK) {
+                    for ev in io.sources.try_iter() {
                         apply(&mut spool, ev)?;
+                        if spool.disk_usage().saturating_sub(before) >= CHECK_BYTES {
+                            break;
+                        }
                     }
                 }
                 Err(_) => sources_open = false,

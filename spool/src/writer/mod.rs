@@ -9,6 +9,7 @@ pub mod options;
 mod prune;
 pub(crate) mod recover;
 mod ticks;
+mod usage;
 
 use crate::clock::{boot_id, boottime_ns, wall_ns};
 use crate::error::{SpoolError, io_at};
@@ -108,7 +109,10 @@ pub struct Spool {
     /// Bytes of the segment once every submitted batch is written.
     submitted: u64,
     /// Bytes of every other file of the spool (closed segments, ledger).
-    other_bytes: u64,
+    closed_bytes: u64,
+    /// Segments a durable `prune` record removed but that are still there
+    /// (their removal failed): removed again before anything else prunes.
+    unremoved: Vec<PathBuf>,
     pending: Vec<u8>,
     pending_since: Option<Instant>,
     flusher: Flusher,
@@ -186,7 +190,8 @@ impl Spool {
                 opened_at: now,
             },
             submitted: 0,
-            other_bytes: 0,
+            closed_bytes: 0,
+            unremoved: Vec::new(),
             pending: Vec::with_capacity(opts.commit_bytes.min(64 << 20) + (64 << 10)),
             pending_since: None,
             flusher,
@@ -217,7 +222,7 @@ impl Spool {
             ));
         }
         spool.sync()?;
-        spool.count_other_bytes()?;
+        spool.count_closed_bytes()?;
         report.next_seq = spool.st.next_seq;
         report.segment_no = spool.seg.no;
         Ok((spool, report))
@@ -439,10 +444,7 @@ impl Spool {
             .map_err(io_at("fsync directory", &self.opts.dir))?;
         let was_active = self.append_only_active;
         self.protect_active(&f, &path, report)?;
-        if self.seg.header_len > 0 {
-            // The segment it replaces is now one of the others.
-            self.other_bytes += self.submitted;
-        }
+
         self.seg = Active {
             no,
             file: Arc::new(f),
@@ -451,6 +453,8 @@ impl Spool {
             opened_at: Instant::now(),
         };
         self.submitted = bytes.len() as u64;
+        // The segment it replaces is now a closed one.
+        self.count_closed_bytes()?;
         if was_active && !self.append_only_active {
             self.deferred_alerts.push((
                 AlertCode::AppendOnlyUnavailable,

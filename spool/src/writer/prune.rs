@@ -1,20 +1,24 @@
-//! Disk use and pruning: the oldest segments are removed once the collector
-//! has acknowledged every record in them (docs/FORMAT.md §6.13 and the key
-//! ledger, §2.1). Each removal is written into the chain first, as a
-//! `prune` record, and only then carried out, so a crash in between leaves
-//! segments that the chain already calls pruned (harmless: the next round
-//! removes them), never segments gone without a record.
+//! Pruning: the oldest segments are removed once the collector has
+//! acknowledged every record in them (docs/FORMAT.md §6.13 and the key
+//! ledger, §2.1).
+//!
+//! The order makes every crash safe: the write-once flags of the segments
+//! to go are cleared first (a refusal stops the prune before anything is
+//! written), then the key ledger is replaced, then the `prune` record is
+//! made durable, and only then are the files removed, oldest first. A
+//! removal that fails after the record is retried before the next prune;
+//! a crash in between leaves segments that the chain already calls pruned,
+//! which a later prune removes.
 
 use super::Spool;
 use super::append::FORWARD_POSITION;
 use crate::clock::wall_ns;
 use crate::error::{SpoolError, io_at};
 use crate::frame::{FrameAt, frame_at};
-use crate::hash::Hash;
 use crate::ledger;
 use crate::position::Position;
-use crate::record::{Kind, Payload, peek_kind};
-use crate::segment::{SegmentHeader, list_segments};
+use crate::record::{Kind, Payload, Record};
+use crate::segment::{SegmentHeader, list_segments, recovery_limit, segment_path};
 use crate::worm;
 use std::fs;
 use std::io::Read;
@@ -28,7 +32,7 @@ pub struct PrunePolicy {
     pub retention: Duration,
     /// Also remove younger acknowledged segments, oldest first, until this
     /// many bytes are freed (the disk budget needs the room).
-    pub free_bytes: u64,
+    pub bytes_to_free: u64,
 }
 
 /// What a prune removed.
@@ -44,60 +48,72 @@ pub struct Pruned {
     pub detail: String,
 }
 
-/// A segment as pruning sees it.
-struct SegmentHead {
+/// The start of a segment, as pruning needs it.
+#[derive(Debug)]
+struct SegmentStart {
     no: u64,
     path: PathBuf,
     len: u64,
     header: SegmentHeader,
-    /// Kind and ts of its first record.
-    first: Option<(Kind, i64)>,
+    /// The ts of its first record (when the segment before it was closed).
+    first_ts: Option<i64>,
+    /// Its first record is a whole, valid checkpoint inside its log: it can
+    /// be where a pruned spool starts.
+    anchored: bool,
 }
 
-fn read_head(no: u64, path: &Path) -> std::io::Result<SegmentHead> {
-    let mut f = fs::File::open(path)?;
-    let len = f.metadata()?.len();
-    let mut buf = vec![0u8; 4096.min(len as usize)];
-    f.read_exact(&mut buf)?;
-    let (header, hlen) = SegmentHeader::decode(&buf)
-        .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))?;
-    // Only the first 20 bytes of the first record are needed (kind, ts).
-    let first = (buf.len() >= hlen + 8 + 20).then(|| {
-        let rec = &buf[hlen + 8..hlen + 28];
-        let kind = peek_kind(rec).and_then(Kind::from_u8)?;
-        let ts = i64::from_le_bytes(rec[12..20].try_into().ok()?);
-        Some((kind, ts))
-    });
-    Ok(SegmentHead {
+fn corrupt(path: &Path, reason: impl Into<String>) -> SpoolError {
+    SpoolError::Corrupt {
+        path: path.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+/// Reads segment `no`'s header and first record. `log_end` is where its
+/// log ends if a recovery record in the next segment says so.
+fn read_start(no: u64, path: &Path, log_end: Option<u64>) -> Result<SegmentStart, SpoolError> {
+    let mut f = fs::File::open(path).map_err(io_at("open", path))?;
+    let len = f.metadata().map_err(io_at("stat", path))?.len();
+    let mut buf = Vec::new();
+    (&mut f)
+        .take(4096)
+        .read_to_end(&mut buf)
+        .map_err(io_at("read", path))?;
+    let (header, hlen) =
+        SegmentHeader::decode(&buf).map_err(|e| corrupt(path, format!("segment header: {e}")))?;
+    // The whole first frame (an anchor can be larger than 4 KiB).
+    let mut first_ts = None;
+    let mut anchored = false;
+    if let Some(flen) = buf
+        .get(hlen + 4..hlen + 8)
+        .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize)
+    {
+        let want = (hlen + 8 + flen).min(len as usize);
+        if want > buf.len() {
+            (&mut f)
+                .take((want - buf.len()) as u64)
+                .read_to_end(&mut buf)
+                .map_err(io_at("read", path))?;
+        }
+        if let FrameAt::Frame { start, end } = frame_at(&buf, hlen)
+            && let Ok(rec) = Record::decode(&buf[start..end])
+        {
+            first_ts = Some(rec.ts);
+            anchored = matches!(rec.payload, Payload::Checkpoint(_))
+                && log_end.is_none_or(|l| l >= end as u64);
+        }
+    }
+    Ok(SegmentStart {
         no,
         path: path.to_owned(),
         len,
         header,
-        first: first.flatten(),
+        first_ts,
+        anchored,
     })
 }
 
 impl Spool {
-    /// Bytes the spool holds on disk: its segments (the active one as far
-    /// as it has been written or handed over) and the key ledger.
-    pub fn disk_usage(&self) -> u64 {
-        self.other_bytes + self.submitted + self.pending.len() as u64
-    }
-
-    /// Recounts the bytes of every file but the active segment.
-    pub(super) fn count_other_bytes(&mut self) -> Result<(), SpoolError> {
-        let dir = self.opts.dir.clone();
-        let (segs, _) = list_segments(&dir).map_err(io_at("list", &dir))?;
-        let mut total = fs::metadata(ledger::ledger_path(&dir)).map_or(0, |m| m.len());
-        for (no, path) in segs {
-            if no != self.seg.no {
-                total += fs::metadata(&path).map_or(0, |m| m.len());
-            }
-        }
-        self.other_bytes = total;
-        Ok(())
-    }
-
     /// The collector has acknowledged every record below this seq.
     pub fn acknowledged(&mut self) -> u64 {
         match self
@@ -112,61 +128,71 @@ impl Spool {
 
     /// Removes the oldest segments that the collector has acknowledged and
     /// that `policy` lets go. The first segment kept must begin with its
-    /// anchor checkpoint (what a verifier starts from). Writes the key
-    /// ledger, then a `prune` record (durable), then removes the files.
+    /// anchor checkpoint (what a verifier starts from).
     pub fn prune(&mut self, policy: &PrunePolicy) -> Result<Option<Pruned>, SpoolError> {
         if self.stopped {
             return Err(SpoolError::Stopped);
         }
+        self.remove_unremoved()?;
         let acked = self.acknowledged();
         let dir = self.opts.dir.clone();
         let (segs, _) = list_segments(&dir).map_err(io_at("list", &dir))?;
         let now = wall_ns();
-        let mut heads: Vec<SegmentHead> = Vec::new();
-        // (index of the first kept segment in `heads`, bytes freed)
-        let mut cut: Option<(usize, u64)> = None;
-        let mut freed = 0u64;
-        let mut all_old = true;
+        let retention_ns = i64::try_from(policy.retention.as_nanos()).unwrap_or(i64::MAX);
+        let limit_of = |no: u64| -> Result<Option<u64>, SpoolError> {
+            let next = segment_path(&dir, no + 1);
+            Ok(recovery_limit(&next, no)
+                .map_err(io_at("read", &next))?
+                .map(|(offset, _)| offset))
+        };
+        let mut starts: Vec<SegmentStart> = Vec::new();
+        // (index of the first kept segment in `starts`, bytes freed, whether
+        // every segment removed is past the retention)
+        let mut cut: Option<(usize, u64, bool)> = None;
+        let (mut freed, mut all_old) = (0u64, true);
         for (no, path) in &segs {
             if *no >= self.seg.no {
                 break;
             }
-            if heads.is_empty() {
-                heads.push(read_head(*no, path).map_err(io_at("read", path))?);
+            if starts.is_empty() {
+                starts.push(read_start(*no, path, limit_of(*no)?)?);
             }
-            // The next segment tells where this one ends and when it closed.
-            let next_path = segs
-                .iter()
-                .find(|(n, _)| *n == no + 1)
-                .map(|(_, p)| p.clone());
-            let Some(next_path) = next_path else { break };
-            let next = read_head(no + 1, &next_path).map_err(io_at("read", &next_path))?;
-            let this = heads.last().expect("pushed");
+            // The next segment says where this one ends and when it closed.
+            if !segs.iter().any(|(n, _)| *n == no + 1) {
+                break;
+            }
+            let next_path = segment_path(&dir, no + 1);
+            let next = read_start(no + 1, &next_path, limit_of(no + 1)?)?;
             if next.header.first_seq > acked {
                 break;
             }
-            let closed_at = next.first.map_or(now, |(_, ts)| ts);
-            let old = now.saturating_sub(closed_at) >= policy.retention.as_nanos() as i64;
-            all_old &= old;
-            if !old && freed >= policy.free_bytes {
+            let closed_at = next.first_ts.unwrap_or(now);
+            let old = now.saturating_sub(closed_at) >= retention_ns;
+            if !old && freed >= policy.bytes_to_free {
                 break;
             }
-            freed += this.len;
-            let anchored = matches!(next.first, Some((Kind::Checkpoint, _)));
-            heads.push(next);
+            all_old &= old;
+            freed += starts.last().expect("pushed").len;
+            let anchored = next.anchored;
+            starts.push(next);
             if anchored {
-                cut = Some((heads.len() - 1, freed));
+                cut = Some((starts.len() - 1, freed, all_old));
             }
         }
-        let Some((kept_idx, bytes)) = cut else {
+        let Some((kept_idx, bytes, all_old)) = cut else {
             return Ok(None);
         };
-        let kept = &heads[kept_idx];
-        let (first, first_kept) = (heads[0].no, kept.no);
-        let (first_kept_seq, anchor_head): (u64, Hash) =
-            (kept.header.first_seq, kept.header.prev_head);
-        let removed: Vec<PathBuf> = heads[..kept_idx].iter().map(|h| h.path.clone()).collect();
-        self.extend_ledger(&removed, heads[0].header.first_seq)?;
+        let first = starts[0].no;
+        let kept = &starts[kept_idx];
+        let (first_kept, first_kept_seq, anchor_head) =
+            (kept.no, kept.header.first_seq, kept.header.prev_head);
+        let removed: Vec<PathBuf> = starts[..kept_idx].iter().map(|s| s.path.clone()).collect();
+        // A segment that cannot lose its flags cannot be removed: find out
+        // before anything is written.
+        for path in &removed {
+            worm::clear_flags(path).map_err(io_at("clear the write-once flags of", path))?;
+        }
+        self.extend_ledger(&starts[..=kept_idx])?;
         let why = if all_old {
             format!(
                 "older than the retention of {}s",
@@ -190,14 +216,8 @@ impl Spool {
             },
         );
         self.sync()?;
-        for path in &removed {
-            let _ = worm::clear_flags(path);
-            fs::remove_file(path).map_err(io_at("remove", path))?;
-        }
-        fs::File::open(&dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_at("fsync directory", &dir))?;
-        self.count_other_bytes()?;
+        self.unremoved = removed;
+        self.remove_unremoved()?;
         Ok(Some(Pruned {
             first,
             first_kept,
@@ -208,38 +228,73 @@ impl Spool {
         }))
     }
 
+    /// Removes the segments a durable `prune` record named, oldest first.
+    fn remove_unremoved(&mut self) -> Result<(), SpoolError> {
+        let dir = self.opts.dir.clone();
+        let mut result = Ok(());
+        while let Some(path) = self.unremoved.first().cloned() {
+            let _ = worm::clear_flags(&path);
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    result = Err(io_at("remove", &path)(e));
+                    break;
+                }
+            }
+            self.unremoved.remove(0);
+        }
+        fs::File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_at("fsync directory", &dir))?;
+        self.count_closed_bytes()?;
+        result
+    }
+
     /// Adds the genesis and epoch-transition records of the segments about
-    /// to be removed to the key ledger (records the ledger already holds
-    /// from an earlier, interrupted prune are replaced, not doubled).
-    fn extend_ledger(&self, removed: &[PathBuf], first_seq: u64) -> Result<(), SpoolError> {
+    /// to be removed (all of `starts` but the last, the first kept) to the
+    /// key ledger. Each segment is read only as far as its log goes (a
+    /// recovery record may say it ends early); records the ledger already
+    /// holds from an earlier, interrupted prune are replaced, not doubled.
+    fn extend_ledger(&self, starts: &[SegmentStart]) -> Result<(), SpoolError> {
         let dir = &self.opts.dir;
+        let path = ledger::ledger_path(dir);
         let mut records: Vec<Vec<u8>> = match ledger::load(dir) {
             Ok(Some(r)) => r,
-            Ok(None) => Vec::new(),
-            Err(e) => {
-                return Err(SpoolError::Corrupt {
-                    path: ledger::ledger_path(dir),
-                    reason: e.to_string(),
-                });
+            // Without a ledger only a spool that still starts at 0 can prune.
+            Ok(None) if starts[0].no == 0 => Vec::new(),
+            Ok(None) => {
+                return Err(corrupt(
+                    &path,
+                    format!(
+                        "the spool starts at segment {} but its key ledger is missing: pruning stopped (restore {} from a backup, or verify the collector's copy)",
+                        starts[0].no,
+                        ledger::LEDGER_FILE
+                    ),
+                ));
             }
+            Err(e) => return Err(corrupt(&path, e.to_string())),
         };
-        records.retain(|r| {
-            r.len() >= 12 && u64::from_le_bytes(r[4..12].try_into().expect("8")) < first_seq
-        });
-        for path in removed {
-            let bytes = fs::read(path).map_err(io_at("read", path))?;
-            let (_, mut off) = SegmentHeader::decode(&bytes).map_err(|e| SpoolError::Corrupt {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
-            while let FrameAt::Frame { start, end } = frame_at(&bytes, off) {
-                if ledger::is_ledger_kind(&bytes[start..end]) {
-                    records.push(bytes[start..end].to_vec());
+        let first_seq = starts[0].header.first_seq;
+        records.retain(|r| Record::decode(r).is_ok_and(|r| r.seq < first_seq));
+        for pair in starts.windows(2) {
+            let (seg, next) = (&pair[0], &pair[1]);
+            let bytes = fs::read(&seg.path).map_err(io_at("read", &seg.path))?;
+            let end = recovery_limit(&next.path, seg.no)
+                .map_err(io_at("read", &next.path))?
+                .map_or(bytes.len(), |(offset, _)| {
+                    (offset as usize).min(bytes.len())
+                });
+            let data = &bytes[..end];
+            let (_, mut off) = SegmentHeader::decode(data)
+                .map_err(|e| corrupt(&seg.path, format!("segment header: {e}")))?;
+            while let FrameAt::Frame { start, end } = frame_at(data, off) {
+                if ledger::is_ledger_kind(&data[start..end]) {
+                    records.push(data[start..end].to_vec());
                 }
                 off = end;
             }
         }
-        ledger::store(dir, &records).map_err(io_at("write", &ledger::ledger_path(dir)))?;
-        Ok(())
+        ledger::store(dir, &records).map_err(io_at("write", &path))
     }
 }
