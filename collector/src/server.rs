@@ -512,40 +512,7 @@ where
 /// The TLS configuration: TLS 1.2 and 1.3, a client certificate from
 /// `client_ca` required when it is set.
 pub fn tls_config(t: &crate::config::Tls) -> anyhow::Result<Arc<rustls::ServerConfig>> {
-    use anyhow::Context;
-    use rustls_pki_types::pem::PemObject;
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&t.cert)
-        .with_context(|| format!("{}", t.cert.display()))?
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("{}", t.cert.display()))?;
-    let key = rustls_pki_types::PrivateKeyDer::from_pem_file(&t.key)
-        .with_context(|| format!("{}", t.key.display()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
-    let builder = match &t.client_ca {
-        Some(ca) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for c in
-                CertificateDer::pem_file_iter(ca).with_context(|| format!("{}", ca.display()))?
-            {
-                roots
-                    .add(c.with_context(|| format!("{}", ca.display()))?)
-                    .with_context(|| format!("{}", ca.display()))?;
-            }
-            let v = rustls::server::WebPkiClientVerifier::builder_with_provider(
-                Arc::new(roots),
-                provider,
-            )
-            .build()
-            .context("client_ca")?;
-            builder.with_client_cert_verifier(v)
-        }
-        None => builder.with_no_client_auth(),
-    };
-    let mut cfg = builder
-        .with_single_cert(certs, key)
-        .context("tls_cert / tls_key")?;
+    let mut cfg = wormlog_tls::server_config(&t.cert, &t.key, t.client_ca.as_deref())?;
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
 }

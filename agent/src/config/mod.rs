@@ -2,7 +2,9 @@
 //! error names `file:line:column`.
 
 mod journald;
+mod syslog;
 pub use journald::JournaldSourceConfig;
+pub use syslog::{Listen, SyslogSourceConfig};
 
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -105,6 +107,8 @@ pub struct Sources {
     pub file: Vec<FileSourceConfig>,
     #[serde(default)]
     pub journald: Vec<JournaldSourceConfig>,
+    #[serde(default)]
+    pub syslog: Vec<SyslogSourceConfig>,
 }
 
 /// Where to start in a file that the spool has no position for, when the
@@ -562,6 +566,7 @@ fn validate(path: &Path, text: &str, c: &Config) -> Result<(), ConfigError> {
         .iter()
         .map(|f| f.name.as_str())
         .chain(c.sources.journald.iter().map(|j| j.name.as_str()))
+        .chain(c.sources.syslog.iter().map(|j| j.name.as_str()))
         .collect();
     // Where source `name` (its `nth` occurrence) is written.
     let source_at = |name: &str, nth: usize, msg: String| {
@@ -621,6 +626,9 @@ fn validate(path: &Path, text: &str, c: &Config) -> Result<(), ConfigError> {
     }
     for j in &c.sources.journald {
         j.validate().map_err(|msg| source_at(&j.name, 0, msg))?;
+    }
+    for s in &c.sources.syslog {
+        s.validate().map_err(|msg| source_at(&s.name, 0, msg))?;
     }
     Ok(())
 }

@@ -10,6 +10,7 @@ mod writer;
 
 use crate::sources::file::FileSource;
 use crate::sources::journald::JournaldSource;
+use crate::sources::syslog::SyslogSource;
 use crate::sources::{Shutdown, Source, SourceContext};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -142,6 +143,10 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
         .chain(cfg.config.sources.journald.iter().map(|j| {
             let src: Box<dyn Source> = Box::new(JournaldSource::new(j));
             (j.name.clone(), src)
+        }))
+        .chain(cfg.config.sources.syslog.iter().map(|s| {
+            let src: Box<dyn Source> = Box::new(SyslogSource::new(s));
+            (s.name.clone(), src)
         }));
     for (name, src) in configured {
         let ctx = SourceContext {

@@ -121,16 +121,12 @@ fn apply(spool: &mut Spool, ev: Event) -> Result<(), SpoolError> {
                 spool.append_entry(&source, &pos, flags, &[], &data[s as usize..e as usize], ts)?;
             }
         }
-        Event::Entries {
-            source,
-            ts,
-            entries,
-        } => {
+        Event::Entries { source, ts, batch } => {
             let mut fields: Vec<(&str, &[u8])> = Vec::new();
-            for e in &entries {
+            for e in batch.iter() {
                 fields.clear();
-                fields.extend(e.fields.iter().map(|(k, v)| (k.as_str(), v.as_slice())));
-                spool.append_entry(&source, &e.position, e.flags, &fields, &e.body, ts)?;
+                fields.extend(e.fields());
+                spool.append_entry(&source, e.position, e.flags, &fields, e.body, ts)?;
             }
         }
         Event::Gap {

@@ -7,9 +7,16 @@
 //! that many fields of the same name, in order). `--all` is always passed,
 //! so no value is left out for its size.
 
-use crate::sources::Entry;
 use serde_json::Value;
-use wormlog_spool::Position;
+
+/// One journal entry: its cursor (also its position in the spool), its
+/// fields but `MESSAGE`, and `MESSAGE` (the body).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalEntry {
+    pub cursor: String,
+    pub fields: Vec<(String, Vec<u8>)>,
+    pub body: Vec<u8>,
+}
 
 /// Why a line could not be read as an entry.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -22,8 +29,8 @@ pub enum EntryError {
     Value(String),
 }
 
-/// The entry, and its cursor (also its position).
-pub fn parse(line: &[u8]) -> Result<(Entry, String), EntryError> {
+/// The entry of one line.
+pub fn parse(line: &[u8]) -> Result<JournalEntry, EntryError> {
     let v: serde_json::Map<String, Value> =
         serde_json::from_slice(line).map_err(|e| EntryError::Json(e.to_string()))?;
     let cursor = match v.get("__CURSOR") {
@@ -53,13 +60,11 @@ pub fn parse(line: &[u8]) -> Result<(Entry, String), EntryError> {
             }
         }
     }
-    let entry = Entry {
-        position: Position::Journal(cursor.clone()),
-        flags: 0,
+    Ok(JournalEntry {
+        cursor,
         fields,
         body: body.unwrap_or_default(),
-    };
-    Ok((entry, cursor))
+    })
 }
 
 fn bytes_of(key: &str, v: &Value) -> Result<Vec<u8>, EntryError> {
@@ -83,9 +88,8 @@ mod tests {
     #[test]
     fn text_binary_and_repeated_fields_are_kept_exactly() {
         let line = br#"{"__CURSOR":"s=1;i=2","MESSAGE":[98,105,110,0,255,10],"_SYSTEMD_UNIT":"cron.service","TAG":["a",[0,1],"c"],"EMPTY":null}"#;
-        let (e, c) = parse(line).unwrap();
-        assert_eq!(c, "s=1;i=2");
-        assert_eq!(e.position, Position::Journal("s=1;i=2".into()));
+        let e = parse(line).unwrap();
+        assert_eq!(e.cursor, "s=1;i=2");
         assert_eq!(e.body, b"bin\0\xff\n");
         let f = |k: &str| -> Vec<Vec<u8>> {
             e.fields
@@ -116,7 +120,7 @@ mod tests {
             parse(br#"{"__CURSOR":"c","X":{"a":1}}"#),
             Err(EntryError::Value(_))
         ));
-        let (e, _) = parse(br#"{"__CURSOR":"c"}"#).unwrap();
+        let e = parse(br#"{"__CURSOR":"c"}"#).unwrap();
         assert!(e.body.is_empty());
     }
 }

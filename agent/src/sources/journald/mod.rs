@@ -16,7 +16,7 @@ mod cursor;
 mod entry;
 
 use crate::config::{JournaldSourceConfig, ReadFrom};
-use crate::sources::{Entry, Event, Source, SourceContext};
+use crate::sources::{EntryBatch, Event, Source, SourceContext};
 use cursor::{Cursor, rfc3339_us};
 use std::io::{BufRead, BufReader, Read};
 use std::os::fd::AsFd;
@@ -120,8 +120,7 @@ impl JournaldSource {
                 Start::Cursor(c) => Some(c.clone()),
                 _ => None,
             },
-            batch: Vec::new(),
-            batch_bytes: 0,
+            batch: EntryBatch::default(),
             last: None,
         };
         let end = reader.read_all(&mut child);
@@ -159,8 +158,7 @@ struct Reader<'a> {
     ctx: &'a SourceContext,
     /// The cursor the output should start with (a resumed run).
     expect: Option<String>,
-    batch: Vec<Entry>,
-    batch_bytes: usize,
+    batch: EntryBatch,
     /// The cursor of the last entry handed over.
     last: Option<String>,
 }
@@ -246,7 +244,7 @@ impl Reader<'_> {
                     }
                 }
             }
-            if self.batch_bytes >= EVENT_BYTES && !self.flush() {
+            if self.batch.bytes() >= EVENT_BYTES && !self.flush() {
                 return RunEnd::WriterGone;
             }
         }
@@ -254,8 +252,8 @@ impl Reader<'_> {
 
     /// One JSON line. False when the writer is gone.
     fn take(&mut self, line: &[u8]) -> bool {
-        let (entry, cursor) = match entry::parse(line) {
-            Ok(x) => x,
+        let entry = match entry::parse(line) {
+            Ok(e) => e,
             Err(e) => {
                 // Kept as it came, with the reason, where the source stands.
                 eprintln!(
@@ -263,27 +261,29 @@ impl Reader<'_> {
                     self.src.name
                 );
                 let position = self.last.clone().map_or(Position::None, Position::Journal);
-                self.push(Entry {
-                    position,
-                    flags: 0,
-                    fields: vec![("_WORMLOG_PARSE_ERROR".into(), e.to_string().into_bytes())],
-                    body: line.to_vec(),
-                });
+                self.batch.begin(position, 0);
+                self.batch
+                    .field("_WORMLOG_PARSE_ERROR", e.to_string().as_bytes());
+                self.batch.body(line);
                 return true;
             }
         };
         if let Some(expected) = self.expect.take() {
-            if Cursor::same_entry(&expected, &cursor) {
+            if Cursor::same_entry(&expected, &entry.cursor) {
                 // Already in the spool.
-                self.last = Some(cursor);
+                self.last = Some(entry.cursor);
                 return true;
             }
-            if !self.vacuumed(&expected, &cursor) {
+            if !self.vacuumed(&expected, &entry.cursor) {
                 return false;
             }
         }
-        self.last = Some(cursor);
-        self.push(entry);
+        self.batch.begin(Position::Journal(entry.cursor.clone()), 0);
+        for (k, v) in &entry.fields {
+            self.batch.field(k.clone(), v);
+        }
+        self.batch.body(&entry.body);
+        self.last = Some(entry.cursor);
         true
     }
 
@@ -314,25 +314,15 @@ impl Reader<'_> {
         self.gap(GapReason::Vacuumed, lost, detail)
     }
 
-    fn push(&mut self, e: Entry) {
-        self.batch_bytes += e.body.len()
-            + e.fields
-                .iter()
-                .map(|(k, v)| k.len() + v.len())
-                .sum::<usize>();
-        self.batch.push(e);
-    }
-
     /// Hands the batch to the writer. False when the writer is gone.
     fn flush(&mut self) -> bool {
         if self.batch.is_empty() {
             return true;
         }
-        self.batch_bytes = 0;
         self.ctx.send(Event::Entries {
             source: self.src.name.clone(),
             ts: wall_ns(),
-            entries: std::mem::take(&mut self.batch),
+            batch: std::mem::take(&mut self.batch),
         })
     }
 

@@ -1,0 +1,104 @@
+//! Messages as spool entries, gathered into events for the writer: the raw
+//! bytes as the body, the parsed fields, the transport's fields.
+
+use super::offset::LocalOffset;
+use crate::sources::{EntryBatch, Event, SourceContext};
+use std::sync::Arc;
+use wormlog_parse::syslog::{Context, parse};
+use wormlog_spool::Position;
+use wormlog_spool::clock::wall_ns;
+use wormlog_spool::record::{ENTRY_CONTINUATION, ENTRY_MORE_PARTS, ENTRY_NO_NEWLINE};
+
+/// An event is handed over once it holds about this much.
+const EVENT_BYTES: usize = 64 << 10;
+
+/// How a message arrived, beyond its bytes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Arrival {
+    /// A later part of a long message (not parsed on its own).
+    pub continuation: bool,
+    /// More parts of this message follow.
+    pub more_parts: bool,
+    /// The stream ended before the message did.
+    pub incomplete: bool,
+}
+
+/// Entries waiting to be handed to the writer.
+pub struct Batch<'a> {
+    name: &'a Arc<str>,
+    ctx: &'a SourceContext,
+    offset: &'a LocalOffset,
+    transport: &'static str,
+    entries: EntryBatch,
+    /// Receive time and local offset, read once per batch of reads.
+    now: Context,
+}
+
+impl<'a> Batch<'a> {
+    pub fn new(
+        name: &'a Arc<str>,
+        ctx: &'a SourceContext,
+        offset: &'a LocalOffset,
+        transport: &'static str,
+    ) -> Self {
+        Batch {
+            name,
+            ctx,
+            offset,
+            transport,
+            entries: EntryBatch::default(),
+            now: Context {
+                received_unix_ns: wall_ns(),
+                local_utc_offset_secs: offset.secs(),
+            },
+        }
+    }
+
+    /// One message (or part of one); `extra` are the transport's fields
+    /// (peer, credentials).
+    pub fn push(&mut self, raw: &[u8], arrival: Arrival, extra: &[(&'static str, Vec<u8>)]) {
+        if self.entries.is_empty() {
+            self.now = Context {
+                received_unix_ns: wall_ns(),
+                local_utc_offset_secs: self.offset.secs(),
+            };
+        }
+        let mut flags = 0;
+        if arrival.more_parts {
+            flags |= ENTRY_MORE_PARTS;
+        }
+        if arrival.continuation {
+            flags |= ENTRY_CONTINUATION;
+        }
+        if arrival.incomplete {
+            flags |= ENTRY_NO_NEWLINE;
+        }
+        let b = &mut self.entries;
+        b.begin(Position::None, flags);
+        if !arrival.continuation {
+            parse(raw, &self.now).visit_fields(|k, v| b.field(k, v));
+        }
+        b.field("transport", self.transport.as_bytes());
+        for (k, v) in extra {
+            b.field(*k, v);
+        }
+        b.body(raw);
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.entries.bytes() >= EVENT_BYTES
+    }
+
+    /// Hands the entries to the writer (waiting while it is behind). False
+    /// when the writer is gone.
+    pub fn flush(&mut self) -> bool {
+        if self.entries.is_empty() {
+            return true;
+        }
+        self.ctx.send(Event::Entries {
+            source: self.name.clone(),
+            ts: wall_ns(),
+            batch: std::mem::take(&mut self.entries),
+        })
+    }
+}

@@ -1,0 +1,282 @@
+//! `udp://` and `unix:` (datagram): one message per datagram.
+//!
+//! UDP cannot push back on its senders. What the kernel drops because the
+//! socket's receive buffer was full is counted by the kernel per socket —
+//! the `drops` column of /proc/net/udp (and udp6), found by the socket's
+//! inode — and read every second; each increase becomes a `gap` record
+//! (reason `kernel_drop`) with the count. On a Unix datagram socket senders
+//! block instead (or are told, if they do not wait), and each message
+//! carries the sender's pid, uid and gid (SCM_CREDENTIALS).
+
+use super::batch::{Arrival, Batch};
+use super::offset::LocalOffset;
+use crate::config::SyslogSourceConfig;
+use crate::sources::{Event, SourceContext};
+use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+use std::io::{self, IoSliceMut};
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsFd;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use wormlog_spool::Position;
+use wormlog_spool::clock::wall_ns;
+use wormlog_spool::record::{GapReason, UNKNOWN_COUNT};
+
+const TICK: Duration = Duration::from_millis(200);
+const DROPS_EVERY: Duration = Duration::from_secs(1);
+/// Larger than any UDP datagram; a Unix datagram longer than this is cut
+/// by the kernel, which this source notices and records.
+const DATAGRAM_MAX: usize = 256 << 10;
+
+/// Splits a datagram longer than `max` into parts that say so.
+fn push_message(batch: &mut Batch<'_>, data: &[u8], max: usize, extra: &[(&'static str, Vec<u8>)]) {
+    if data.len() <= max {
+        batch.push(data, Arrival::default(), extra);
+        return;
+    }
+    let parts: Vec<&[u8]> = data.chunks(max).collect();
+    let last = parts.len() - 1;
+    for (i, p) in parts.into_iter().enumerate() {
+        let arrival = Arrival {
+            continuation: i > 0,
+            more_parts: i < last,
+            incomplete: false,
+        };
+        batch.push(p, arrival, extra);
+    }
+}
+
+pub fn run_udp(
+    name: &Arc<str>,
+    cfg: &SyslogSourceConfig,
+    addr: SocketAddr,
+    ctx: &SourceContext,
+) -> io::Result<()> {
+    let sock = UdpSocket::bind(addr)?;
+    let _ = rustix::net::sockopt::set_socket_recv_buffer_size(&sock, cfg.receive_buffer.0 as usize);
+    sock.set_read_timeout(Some(TICK))?;
+    eprintln!(
+        "wormlog: source {name}: listening on udp://{}",
+        sock.local_addr()?
+    );
+    let inode = rustix::fs::fstat(&sock).map(|s| s.st_ino).unwrap_or(0);
+    let mut drops = KernelDrops::new(inode);
+    let offset = LocalOffset::new();
+    let mut batch = Batch::new(name, ctx, &offset, "udp");
+    let max = cfg.max_message_bytes.0 as usize;
+    let mut buf = vec![0u8; DATAGRAM_MAX];
+    while !ctx.shutdown.is_set() {
+        match sock.recv_from(&mut buf) {
+            Ok((n, peer)) => {
+                push_message(
+                    &mut batch,
+                    &buf[..n],
+                    max,
+                    &[("peer", peer.to_string().into_bytes())],
+                );
+                // Take what else is waiting, then hand it over together.
+                sock.set_nonblocking(true)?;
+                while !batch.is_full() {
+                    match sock.recv_from(&mut buf) {
+                        Ok((n, peer)) => push_message(
+                            &mut batch,
+                            &buf[..n],
+                            max,
+                            &[("peer", peer.to_string().into_bytes())],
+                        ),
+                        Err(_) => break,
+                    }
+                }
+                sock.set_nonblocking(false)?;
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => return Err(e),
+        }
+        if !batch.flush() {
+            return Ok(());
+        }
+        if let Some(lost) = drops.new_drops()
+            && !kernel_drop_gap(name, ctx, lost)
+        {
+            return Ok(());
+        }
+    }
+    batch.flush();
+    Ok(())
+}
+
+fn kernel_drop_gap(name: &Arc<str>, ctx: &SourceContext, lost: u64) -> bool {
+    let detail = format!(
+        "the kernel dropped {lost} UDP datagrams for this socket (its receive buffer was full: raise receive_buffer, or use tcp://)"
+    );
+    eprintln!("wormlog: warning: source {name}: {detail}");
+    ctx.send(Event::Gap {
+        source: name.clone(),
+        position: Position::None,
+        reason: GapReason::KernelDrop,
+        lost_bytes: UNKNOWN_COUNT,
+        lost_records: lost,
+        detail,
+        ts: wall_ns(),
+    })
+}
+
+/// The kernel's drop count of one UDP socket.
+struct KernelDrops {
+    inode: u64,
+    seen: Option<u64>,
+    read_at: Instant,
+}
+
+impl KernelDrops {
+    fn new(inode: u64) -> Self {
+        let mut d = KernelDrops {
+            inode,
+            seen: None,
+            read_at: Instant::now(),
+        };
+        d.seen = d.read();
+        d
+    }
+
+    /// The drops since the last look, if it is time to look and any.
+    fn new_drops(&mut self) -> Option<u64> {
+        if self.read_at.elapsed() < DROPS_EVERY {
+            return None;
+        }
+        self.read_at = Instant::now();
+        let now = self.read()?;
+        let before = self.seen.replace(now).unwrap_or(now);
+        (now > before).then(|| now - before)
+    }
+
+    fn read(&self) -> Option<u64> {
+        ["/proc/net/udp", "/proc/net/udp6"]
+            .iter()
+            .filter_map(|p| std::fs::read_to_string(p).ok())
+            .find_map(|table| drops_of(&table, self.inode))
+    }
+}
+
+/// The `drops` column of the socket with this inode in a /proc/net/udp
+/// table (columns: sl local rem st tx:rx tr:when retrnsmt uid timeout inode
+/// ref pointer drops).
+fn drops_of(table: &str, inode: u64) -> Option<u64> {
+    table.lines().skip(1).find_map(|l| {
+        let cols: Vec<&str> = l.split_whitespace().collect();
+        (cols.get(9)?.parse::<u64>().ok()? == inode)
+            .then(|| cols.get(12)?.parse().ok())
+            .flatten()
+    })
+}
+
+pub fn run_unix(
+    name: &Arc<str>,
+    cfg: &SyslogSourceConfig,
+    path: &Path,
+    ctx: &SourceContext,
+) -> io::Result<()> {
+    // A socket file left by an earlier run is replaced; anything else there
+    // is not touched.
+    if let Ok(m) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        if m.file_type().is_socket() {
+            std::fs::remove_file(path)?;
+        } else {
+            return Err(io::Error::other(format!(
+                "{} exists and is not a socket",
+                path.display()
+            )));
+        }
+    }
+    let sock = UnixDatagram::bind(path)?;
+    std::fs::set_permissions(
+        path,
+        std::fs::Permissions::from_mode(cfg.mode().unwrap_or(0o666)),
+    )?;
+    rustix::net::sockopt::set_socket_passcred(&sock, true)?;
+    let _ = rustix::net::sockopt::set_socket_recv_buffer_size(&sock, cfg.receive_buffer.0 as usize);
+    sock.set_read_timeout(Some(TICK))?;
+    eprintln!(
+        "wormlog: source {name}: listening on unix:{}",
+        path.display()
+    );
+    let offset = LocalOffset::new();
+    let mut batch = Batch::new(name, ctx, &offset, "unix");
+    let max = cfg.max_message_bytes.0 as usize;
+    let mut buf = vec![0u8; DATAGRAM_MAX];
+    let mut cmsg = [std::mem::MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmCredentials(1))];
+    while !ctx.shutdown.is_set() {
+        let mut control = RecvAncillaryBuffer::new(&mut cmsg);
+        let got = rustix::net::recvmsg(
+            sock.as_fd(),
+            &mut [IoSliceMut::new(&mut buf)],
+            &mut control,
+            RecvFlags::empty(),
+        );
+        match got {
+            Ok(msg) => {
+                let mut extra: Vec<(&'static str, Vec<u8>)> = Vec::with_capacity(3);
+                for m in control.drain() {
+                    if let RecvAncillaryMessage::ScmCredentials(c) = m {
+                        extra.push(("pid", c.pid.as_raw_nonzero().to_string().into_bytes()));
+                        extra.push(("uid", c.uid.as_raw().to_string().into_bytes()));
+                        extra.push(("gid", c.gid.as_raw().to_string().into_bytes()));
+                    }
+                }
+                let n = msg.bytes.min(buf.len());
+                push_message(&mut batch, &buf[..n], max, &extra);
+                if msg.flags.contains(rustix::net::ReturnFlags::TRUNC) {
+                    batch.flush();
+                    let detail = format!(
+                        "a datagram longer than {} KiB was cut by the kernel; its first {} KiB are kept",
+                        DATAGRAM_MAX >> 10,
+                        DATAGRAM_MAX >> 10
+                    );
+                    eprintln!("wormlog: warning: source {name}: {detail}");
+                    if !ctx.send(Event::Gap {
+                        source: name.clone(),
+                        position: Position::None,
+                        reason: GapReason::Other,
+                        lost_bytes: UNKNOWN_COUNT,
+                        lost_records: 0,
+                        detail,
+                        ts: wall_ns(),
+                    }) {
+                        return Ok(());
+                    }
+                }
+            }
+            Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+        if !batch.flush() {
+            return Ok(());
+        }
+    }
+    batch.flush();
+    let _ = std::fs::remove_file(path);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_drop_count_is_found_by_inode() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n\
+                     1234: 0100007F:0202 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 4242 2 0000000000000000 17\n\
+                     1235: 0100007F:0203 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 99 2 0000000000000000 3\n";
+        assert_eq!(super::drops_of(table, 4242), Some(17));
+        assert_eq!(super::drops_of(table, 99), Some(3));
+        assert_eq!(super::drops_of(table, 1), None);
+    }
+}

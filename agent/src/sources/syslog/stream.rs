@@ -1,0 +1,158 @@
+//! `tcp://` and `tls://`: one thread per connection (at most
+//! `max_connections`; more wait in the listen backlog), each cutting its
+//! stream into frames (RFC 6587, both framings) and handing them over. A
+//! connection is not read while the writer is behind: that is TCP's own
+//! backpressure on the sender, and nothing is dropped.
+
+use super::batch::{Arrival, Batch};
+use super::offset::LocalOffset;
+use crate::config::SyslogSourceConfig;
+use crate::sources::SourceContext;
+use std::io::{self, Read};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use wormlog_parse::syslog::StreamFramer;
+
+/// How often a quiet connection or listener looks at the shutdown flag.
+const TICK: Duration = Duration::from_millis(200);
+
+pub fn run(
+    name: &Arc<str>,
+    cfg: &SyslogSourceConfig,
+    addr: SocketAddr,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    ctx: &SourceContext,
+) -> io::Result<()> {
+    let listener = TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
+    eprintln!(
+        "wormlog: source {name}: listening on {}://{}",
+        if tls.is_some() { "tls" } else { "tcp" },
+        listener.local_addr()?
+    );
+    let offset = Arc::new(LocalOffset::new());
+    let open = Arc::new(AtomicUsize::new(0));
+    let max_message = cfg.max_message_bytes.0 as usize;
+    std::thread::scope(|scope| {
+        while !ctx.shutdown.is_set() {
+            if open.load(Ordering::SeqCst) >= cfg.max_connections {
+                ctx.shutdown.wait(TICK);
+                continue;
+            }
+            let (conn, peer) = match listener.accept() {
+                Ok(c) => c,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    ctx.shutdown.wait(TICK);
+                    continue;
+                }
+                Err(e) => {
+                    eprintln!("wormlog: warning: source {name}: accept: {e}");
+                    ctx.shutdown.wait(TICK);
+                    continue;
+                }
+            };
+            open.fetch_add(1, Ordering::SeqCst);
+            let (open, offset, tls) = (open.clone(), offset.clone(), tls.clone());
+            scope.spawn(move || {
+                let transport = if tls.is_some() { "tls" } else { "tcp" };
+                let batch = Batch::new(name, ctx, &offset, transport);
+                match serve(conn, peer, tls, batch, max_message, ctx) {
+                    Ok(n) => eprintln!(
+                        "wormlog: source {name}: connection from {peer} closed after {n} messages"
+                    ),
+                    Err(e) => {
+                        eprintln!("wormlog: warning: source {name}: connection from {peer}: {e}");
+                    }
+                }
+                open.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    Ok(())
+}
+
+/// Reads one connection to its end (or to shutdown); the number of
+/// messages (and parts) kept.
+fn serve(
+    conn: TcpStream,
+    peer: SocketAddr,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    mut batch: Batch<'_>,
+    max_message: usize,
+    ctx: &SourceContext,
+) -> io::Result<u64> {
+    conn.set_nonblocking(false)?;
+    conn.set_read_timeout(Some(TICK))?;
+    let mut stream: Box<dyn Read> = match tls {
+        Some(cfg) => {
+            let server = rustls::ServerConnection::new(cfg).map_err(io::Error::other)?;
+            Box::new(rustls::StreamOwned::new(server, conn))
+        }
+        None => Box::new(conn),
+    };
+    let peer_field = [("peer", peer.to_string().into_bytes())];
+    let mut framer = StreamFramer::new(max_message);
+    let mut ended = false;
+    let mut kept = 0u64;
+    while !ended {
+        if ctx.shutdown.is_set() {
+            // What arrived is handed over; an unfinished frame with it.
+            ended = true;
+        } else {
+            let space = framer.read_space(64 << 10);
+            match stream.read(space) {
+                Ok(0) => ended = true,
+                Ok(n) => framer.commit(n),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => {
+                    // The frames before the error are kept.
+                    framer.finish();
+                    take_frames(&mut framer, &mut batch, &peer_field, &mut kept);
+                    batch.flush();
+                    return Err(e);
+                }
+            }
+        }
+        if ended {
+            framer.finish();
+        }
+        if !take_frames(&mut framer, &mut batch, &peer_field, &mut kept) || !batch.flush() {
+            return Ok(kept); // the writer is gone
+        }
+    }
+    Ok(kept)
+}
+
+/// Moves the complete frames into the batch, handing full batches over.
+/// False when the writer is gone.
+fn take_frames(
+    framer: &mut StreamFramer,
+    batch: &mut Batch<'_>,
+    extra: &[(&'static str, Vec<u8>)],
+    kept: &mut u64,
+) -> bool {
+    while let Some(f) = framer.next_frame() {
+        if f.message.is_empty() && f.header.is_empty() && !f.continuation {
+            continue; // an empty line between messages
+        }
+        let arrival = Arrival {
+            continuation: f.continuation,
+            more_parts: f.more_parts,
+            incomplete: f.incomplete,
+        };
+        batch.push(f.message, arrival, extra);
+        *kept += 1;
+        if batch.is_full() && !batch.flush() {
+            return false;
+        }
+    }
+    true
+}

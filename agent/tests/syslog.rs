@@ -1,0 +1,479 @@
+//! `[[sources.syslog]]` on real sockets: `logger(1)` and test clients send
+//! RFC 5424 and RFC 3164 over UDP, TCP (LF and octet-counting framing),
+//! TLS (certificates made here with rcgen) and a Unix datagram socket.
+//! Every message is kept byte-exact with its parsed fields; hostile input
+//! (bad PRI, a BOM, no timestamp, 64 KiB) is kept as it came; a UDP flood
+//! past the socket buffer leaves gap records whose counts, with what was
+//! kept, add up to what was sent.
+
+mod common;
+
+use common::*;
+use std::io::Write;
+use std::net::{TcpStream, UdpSocket};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn syslog_env(listen: &str, extra: &str) -> Env {
+    let listen = listen.to_owned();
+    let extra = extra.to_owned();
+    Env::with_sources("", move |e| {
+        let listen = listen.replace("DIR", &e.dir.path().display().to_string());
+        format!("[[sources.syslog]]\nname = \"net\"\nlisten = \"{listen}\"\n{extra}\n")
+    })
+}
+
+/// The address the source printed it listens on, e.g. `127.0.0.1:40123`.
+fn listening(e: &Env, scheme: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let prefix = if scheme == "unix" {
+        "listening on unix:".to_owned()
+    } else {
+        format!("listening on {scheme}://")
+    };
+    loop {
+        let err = e.stderr();
+        if let Some(a) = err
+            .split(&prefix)
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+        {
+            return a.to_owned();
+        }
+        assert!(Instant::now() < deadline, "not listening:\n{err}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn field<'a>(r: &'a Rec, k: &str) -> Option<&'a [u8]> {
+    r.fields
+        .iter()
+        .find(|(n, _)| n == k)
+        .map(|(_, v)| v.as_slice())
+}
+
+fn entries(e: &Env) -> Vec<Rec> {
+    e.records()
+        .into_iter()
+        .filter(|r| r.kind == "entry")
+        .collect()
+}
+
+/// The messages a test sends that are not plain: each must come back with
+/// the same bytes.
+fn hostile() -> Vec<Vec<u8>> {
+    vec![
+        b"<34>1 2003-10-11T22:14:15.003Z mymachine.example.com su - ID47 - BOM'su root' failed for lonvick on /dev/pts/8".to_vec(),
+        [b"<165>1 2003-10-11T22:14:15.003Z host app 123 ID1 [exampleSDID@32473 iut=\"3\" eventSource=\"App\\]\"] ".as_slice(), b"\xef\xbb\xbf", "Unicode \u{202e} message".as_bytes()].concat(),
+        b"<34>Oct 11 22:14:15 mymachine su: 'su root' failed for lonvick on /dev/pts/8".to_vec(),
+        b"<999>not a priority".to_vec(),
+        b"<13>no timestamp at all".to_vec(),
+        b"no pri\x00nul \xff\xfe invalid utf-8 \x1b[31m".to_vec(),
+    ]
+}
+
+fn assert_kept(got: &[Rec], sent: &[Vec<u8>]) {
+    let bodies: Vec<&[u8]> = got.iter().map(|r| r.body.as_slice()).collect();
+    for s in sent {
+        assert!(
+            bodies.contains(&s.as_slice()),
+            "{:?} not kept byte-exact",
+            String::from_utf8_lossy(s)
+        );
+    }
+}
+
+#[test]
+fn udp_keeps_every_message_byte_exact_with_parsed_fields() {
+    let e = syslog_env("udp://127.0.0.1:0", "");
+    let d = e.start();
+    let addr = listening(&e, "udp");
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut sent = hostile();
+    let big: Vec<u8> = [
+        b"<14>Jan  2 03:04:05 host big: ".as_slice(),
+        &vec![b'x'; 60_000],
+    ]
+    .concat();
+    sent.push(big.clone());
+    for m in &sent {
+        sock.send_to(m, &addr).unwrap();
+    }
+    let port = addr.rsplit(':').next().unwrap();
+    let out = Command::new("logger")
+        .args([
+            "--udp",
+            "--server",
+            "127.0.0.1",
+            "--port",
+            port,
+            "--rfc5424",
+            "-t",
+            "cron",
+            "from logger",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    e.wait_entries(sent.len() + 1);
+    stop(d);
+    let got = entries(&e);
+    assert_kept(&got, &sent);
+    let by_body = |b: &[u8]| got.iter().find(|r| r.body == b).unwrap().clone();
+    let first = by_body(&sent[0]);
+    assert_eq!(field(&first, "format"), Some(&b"rfc5424"[..]));
+    assert_eq!(field(&first, "facility"), Some(&b"4"[..]));
+    assert_eq!(field(&first, "severity"), Some(&b"2"[..]));
+    assert_eq!(
+        field(&first, "hostname"),
+        Some(&b"mymachine.example.com"[..])
+    );
+    assert_eq!(field(&first, "app_name"), Some(&b"su"[..]));
+    assert_eq!(field(&first, "transport"), Some(&b"udp"[..]));
+    assert!(field(&first, "peer").is_some_and(|p| p.starts_with(b"127.0.0.1:")));
+    let bom = by_body(&sent[1]);
+    assert_eq!(field(&bom, "bom"), Some(&b"1"[..]));
+    assert!(field(&bom, "sd").is_some());
+    let bsd = by_body(&sent[2]);
+    assert_eq!(field(&bsd, "format"), Some(&b"rfc3164"[..]));
+    assert_eq!(field(&bsd, "app_name"), Some(&b"su"[..]));
+    assert!(field(&bsd, "timestamp_unix_ns").is_some());
+    let bad = by_body(&sent[3]);
+    assert_eq!(field(&bad, "format"), Some(&b"unparsed"[..]));
+    assert!(field(&bad, "defects").is_some_and(|d| String::from_utf8_lossy(d).contains("pri")));
+    let logger = got
+        .iter()
+        .find(|r| r.body.ends_with(b"from logger"))
+        .expect("logger's message");
+    assert_eq!(field(logger, "app_name"), Some(&b"cron"[..]));
+    // `cat` prints the hostile bytes safely.
+    let out = Command::new(env!("CARGO_BIN_EXE_wormlog"))
+        .args(["cat", "--spool"])
+        .arg(e.p("spool"))
+        .output()
+        .unwrap();
+    let shown = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        shown.contains("\\u{202e}") && shown.contains("\\xff\\xfe"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn tcp_takes_both_framings_split_anywhere_and_long_messages_in_parts() {
+    let e = syslog_env("tcp://127.0.0.1:0", "max_message_bytes = \"16KiB\"\n");
+    let d = e.start();
+    let addr = listening(&e, "tcp");
+    let mut stream_bytes = Vec::new();
+    let mut sent = hostile();
+    sent.retain(|m| !m.contains(&b'\n') && !m.contains(&0));
+    for (i, m) in sent.iter().enumerate() {
+        if i % 2 == 0 {
+            stream_bytes.extend_from_slice(format!("{} ", m.len()).as_bytes());
+            stream_bytes.extend_from_slice(m);
+        } else {
+            stream_bytes.extend_from_slice(m);
+            stream_bytes.push(b'\n');
+        }
+    }
+    // Octet counting keeps a message's LF and NUL.
+    let with_lf = b"<13>1 - - - - - - two\nlines and a \x00 NUL".to_vec();
+    stream_bytes.extend_from_slice(format!("{} ", with_lf.len()).as_bytes());
+    stream_bytes.extend_from_slice(&with_lf);
+    sent.push(with_lf);
+    // 40 KiB: three parts of at most 16 KiB.
+    let long: Vec<u8> = [
+        b"<13>Jan  2 03:04:05 host long: ".as_slice(),
+        &vec![b'y'; 40 << 10],
+    ]
+    .concat();
+    stream_bytes.extend_from_slice(&long);
+    stream_bytes.push(b'\n');
+    // Written in small pieces, so frames are split at many places.
+    let mut c = TcpStream::connect(&addr).unwrap();
+    for chunk in stream_bytes.chunks(7) {
+        c.write_all(chunk).unwrap();
+    }
+    // A last message without its LF: kept, flagged, when the sender leaves.
+    c.write_all(b"<13>unfinished").unwrap();
+    drop(c);
+    let port = addr.rsplit(':').next().unwrap();
+    let out = Command::new("logger")
+        .args([
+            "--tcp",
+            "--octet-count",
+            "--server",
+            "127.0.0.1",
+            "--port",
+            port,
+            "--rfc3164",
+            "-t",
+            "sudo",
+            "over tcp",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    e.wait_entries(sent.len() + 3 + 1 + 1);
+    stop(d);
+    let got = entries(&e);
+    assert_kept(&got, &sent);
+    let parts: Vec<&Rec> = got
+        .iter()
+        .filter(|r| {
+            r.body.iter().all(|&b| b == b'y')
+                || r.body.starts_with(b"<13>Jan  2 03:04:05 host long")
+        })
+        .collect();
+    assert_eq!(parts.len(), 3, "a 40 KiB message in three parts");
+    assert_eq!(
+        parts.iter().map(|r| r.body.len()).sum::<usize>(),
+        long.len()
+    );
+    assert_eq!(parts[0].flags, 2, "more_parts");
+    assert_eq!(parts[2].flags, 4, "continuation");
+    let unfinished = got
+        .iter()
+        .find(|r| r.body == b"<13>unfinished")
+        .expect("the last, unterminated message");
+    assert_eq!(unfinished.flags, 1, "no_newline");
+    assert!(
+        got.iter()
+            .any(|r| r.body.ends_with(b"over tcp") && field(r, "app_name") == Some(&b"sudo"[..]))
+    );
+    assert!(
+        got.iter()
+            .all(|r| field(r, "transport") == Some(&b"tcp"[..]))
+    );
+}
+
+#[test]
+fn a_unix_datagram_socket_records_the_senders_credentials() {
+    let e = syslog_env("unix:DIR/syslog.sock", "socket_mode = \"0600\"\n");
+    let d = e.start();
+    listening(&e, "unix");
+    let path = e.p("syslog.sock");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let sock = std::os::unix::net::UnixDatagram::unbound().unwrap();
+    sock.send_to(
+        b"<30>Nov 26 07:00:01 ehr-01 sshd[811]: Accepted publickey for dr.jones",
+        &path,
+    )
+    .unwrap();
+    let out = Command::new("logger")
+        .arg("--socket")
+        .arg(&path)
+        .args([
+            "--socket-errors=on",
+            "-t",
+            "ehr-api",
+            "from logger over unix",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    e.wait_entries(2);
+    stop(d);
+    let got = entries(&e);
+    let mine = got.iter().find(|r| r.body.ends_with(b"dr.jones")).unwrap();
+    assert_eq!(
+        field(mine, "pid"),
+        Some(std::process::id().to_string().as_bytes())
+    );
+    assert_eq!(
+        field(mine, "uid"),
+        Some(rustix::process::getuid().as_raw().to_string().as_bytes())
+    );
+    assert_eq!(
+        field(mine, "gid"),
+        Some(rustix::process::getgid().as_raw().to_string().as_bytes())
+    );
+    assert_eq!(field(mine, "app_name"), Some(&b"sshd"[..]));
+    assert_eq!(field(mine, "procid"), Some(&b"811"[..]));
+    let logger = got
+        .iter()
+        .find(|r| r.body.ends_with(b"from logger over unix"))
+        .unwrap();
+    assert!(field(logger, "pid").is_some_and(|p| p != std::process::id().to_string().as_bytes()));
+    assert!(!path.exists(), "the socket file is removed at stop");
+}
+
+#[test]
+fn a_udp_flood_past_the_socket_buffer_is_counted_exactly_as_gap_records() {
+    let e = syslog_env("udp://127.0.0.1:0", "receive_buffer = \"8KiB\"\n");
+    let d = e.start();
+    let addr = listening(&e, "udp");
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let sent = 60_000usize;
+    for i in 0..sent {
+        let m = format!(
+            "<13>Jan  2 03:04:05 host flood: message {i:06} {}",
+            "z".repeat(100)
+        );
+        sock.send_to(m.as_bytes(), &addr).unwrap();
+    }
+    // Kept + dropped = sent, with the drops in gap records (read once a
+    // second by the source).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (kept, lost) = loop {
+        let recs = e.try_records().unwrap_or_default();
+        let kept = recs.iter().filter(|r| r.kind == "entry").count();
+        let gaps: Vec<&Rec> = recs.iter().filter(|r| r.kind == "gap:4").collect();
+        let lost: usize = gaps
+            .iter()
+            .map(|g| {
+                g.detail
+                    .split("dropped ")
+                    .nth(1)
+                    .and_then(|r| r.split(' ').next())
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .unwrap()
+            })
+            .sum();
+        if kept + lost >= sent {
+            break (kept, lost);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "kept {kept} + dropped {lost} of {sent}:\n{}",
+            e.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    stop(d);
+    assert_eq!(kept + lost, sent, "every datagram kept or counted");
+    assert!(
+        lost > 0,
+        "the flood did not overflow the buffer (kept all {kept})"
+    );
+    assert!(e.stderr().contains("the kernel dropped"), "{}", e.stderr());
+}
+
+/// A CA, and PEM files of certificates it signs.
+struct TestCa {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    pem: String,
+}
+
+impl TestCa {
+    fn new() -> TestCa {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let pem = params.self_signed(&key).unwrap().pem();
+        TestCa {
+            issuer: rcgen::Issuer::new(params, key),
+            pem,
+        }
+    }
+    /// (certificate PEM, key PEM) for `dns`.
+    fn issue(&self, dns: &str) -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec![dns.to_owned()]).unwrap();
+        (
+            params.signed_by(&key, &self.issuer).unwrap().pem(),
+            key.serialize_pem(),
+        )
+    }
+}
+
+fn tls_client(ca_pem: &str, cert: Option<(&str, &str)>) -> std::sync::Arc<rustls::ClientConfig> {
+    use rustls_pki_types::pem::PemObject;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let b = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    std::sync::Arc::new(match cert {
+        Some((c, k)) => b
+            .with_client_auth_cert(
+                rustls_pki_types::CertificateDer::pem_slice_iter(c.as_bytes())
+                    .map(|c| c.unwrap())
+                    .collect(),
+                rustls_pki_types::PrivateKeyDer::from_pem_slice(k.as_bytes()).unwrap(),
+            )
+            .unwrap(),
+        None => b.with_no_client_auth(),
+    })
+}
+
+#[test]
+fn tls_with_client_certificates_per_rfc_5425() {
+    let ca = TestCa::new();
+    let (server_cert, server_key) = ca.issue("localhost");
+    let (client_cert, client_key) = ca.issue("web-01");
+    let e = syslog_env(
+        "tls://127.0.0.1:0",
+        "tls_cert = \"DIR/server.pem\"\ntls_key = \"DIR/server-key.pem\"\ntls_client_ca = \"DIR/ca.pem\"\n",
+    );
+    let dir = e.dir.path().display().to_string();
+    let cfg = std::fs::read_to_string(e.p("agent.toml"))
+        .unwrap()
+        .replace("DIR", &dir);
+    std::fs::write(e.p("agent.toml"), cfg).unwrap();
+    std::fs::write(e.p("server.pem"), &server_cert).unwrap();
+    std::fs::write(e.p("server-key.pem"), &server_key).unwrap();
+    std::fs::write(e.p("ca.pem"), &ca.pem).unwrap();
+    let d = e.start();
+    let addr = listening(&e, "tls");
+    let send = |cfg: std::sync::Arc<rustls::ClientConfig>, msgs: &[&[u8]]| -> std::io::Result<()> {
+        let conn = rustls::ClientConnection::new(cfg, "localhost".try_into().unwrap()).unwrap();
+        let mut s = rustls::StreamOwned::new(conn, TcpStream::connect(&addr)?);
+        for m in msgs {
+            s.write_all(format!("{} ", m.len()).as_bytes())?;
+            s.write_all(m)?;
+        }
+        s.flush()?;
+        s.conn.send_close_notify();
+        s.flush()
+    };
+    let msgs: [&[u8]; 2] = [
+        b"<38>1 2026-11-26T07:00:01Z ehr-01 sshd 811 - - Accepted publickey for dr.jones",
+        b"<86>Nov 26 07:00:05 ehr-01 sudo: dr.jones : COMMAND=/usr/bin/less",
+    ];
+    send(
+        tls_client(&ca.pem, Some((&client_cert, &client_key))),
+        &msgs,
+    )
+    .unwrap();
+    e.wait_entries(2);
+    // Without a client certificate the handshake is refused: nothing kept.
+    let _ = send(tls_client(&ca.pem, None), &[b"<13>should not be kept"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !e.stderr().contains("connection from") {
+        assert!(
+            Instant::now() < deadline,
+            "no refusal logged:\n{}",
+            e.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stop(d);
+    let got = entries(&e);
+    assert_eq!(got.len(), 2);
+    assert_kept(&got, &msgs.map(<[u8]>::to_vec));
+    assert!(
+        got.iter()
+            .all(|r| field(r, "transport") == Some(&b"tls"[..]))
+    );
+}

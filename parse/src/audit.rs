@@ -1,1 +1,0 @@
-//! The Linux audit log: records grouped into events (to be written).
