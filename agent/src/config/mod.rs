@@ -1,8 +1,10 @@
 //! The agent's configuration file (TOML). Unknown keys are refused; every
 //! error names `file:line:column`.
 
+mod auditd;
 mod journald;
 mod syslog;
+pub use auditd::AuditdSourceConfig;
 pub use journald::JournaldSourceConfig;
 pub use syslog::{Listen, SyslogSourceConfig};
 
@@ -109,6 +111,8 @@ pub struct Sources {
     pub journald: Vec<JournaldSourceConfig>,
     #[serde(default)]
     pub syslog: Vec<SyslogSourceConfig>,
+    #[serde(default)]
+    pub auditd: Vec<AuditdSourceConfig>,
 }
 
 /// Where to start in a file that the spool has no position for, when the
@@ -567,6 +571,7 @@ fn validate(path: &Path, text: &str, c: &Config) -> Result<(), ConfigError> {
         .map(|f| f.name.as_str())
         .chain(c.sources.journald.iter().map(|j| j.name.as_str()))
         .chain(c.sources.syslog.iter().map(|j| j.name.as_str()))
+        .chain(c.sources.auditd.iter().map(|j| j.name.as_str()))
         .collect();
     // Where source `name` (its `nth` occurrence) is written.
     let source_at = |name: &str, nth: usize, msg: String| {
@@ -629,6 +634,9 @@ fn validate(path: &Path, text: &str, c: &Config) -> Result<(), ConfigError> {
     }
     for s in &c.sources.syslog {
         s.validate().map_err(|msg| source_at(&s.name, 0, msg))?;
+    }
+    for a in &c.sources.auditd {
+        a.validate().map_err(|msg| source_at(&a.name, 0, msg))?;
     }
     Ok(())
 }

@@ -8,6 +8,7 @@
 mod capacity;
 mod writer;
 
+use crate::sources::auditd::AuditdSource;
 use crate::sources::file::FileSource;
 use crate::sources::journald::JournaldSource;
 use crate::sources::syslog::SyslogSource;
@@ -147,6 +148,10 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
         .chain(cfg.config.sources.syslog.iter().map(|s| {
             let src: Box<dyn Source> = Box::new(SyslogSource::new(s));
             (s.name.clone(), src)
+        }))
+        .chain(cfg.config.sources.auditd.iter().map(|a| {
+            let src: Box<dyn Source> = Box::new(AuditdSource::new(a));
+            (a.name.clone(), src)
         }));
     for (name, src) in configured {
         let ctx = SourceContext {

@@ -4,6 +4,7 @@
 //! writer through a bounded channel, so a slow disk slows the sources down
 //! instead of filling memory.
 
+pub mod auditd;
 pub mod file;
 pub mod journald;
 pub mod syslog;
