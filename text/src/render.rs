@@ -100,12 +100,7 @@ pub fn record_json(rec: &Record<'_>, segment: u64, offset: u64) -> Value {
                 m.insert("flags".into(), json!(flags));
             }
             if !e.fields.is_empty() {
-                let f: Map<String, Value> = e
-                    .fields
-                    .iter()
-                    .map(|(k, v)| ((*k).to_owned(), bytes_value(v)))
-                    .collect();
-                m.insert("fields".into(), Value::Object(f));
+                m.insert("fields".into(), fields_value(&e.fields, e.body));
             }
         }
         Payload::Genesis {
@@ -394,6 +389,38 @@ pub fn record_line(rec: &Record<'_>) -> String {
     }
 }
 
+/// An entry's fields as a JSON object. A field that occurs more than once
+/// (a journald field with several values, an audit key repeated in a
+/// record) becomes an array of its values, in order. The compact syslog
+/// field is shown expanded into the named fields it stands for.
+fn fields_value(fields: &[(&str, &[u8])], body: &[u8]) -> Value {
+    let mut f: Map<String, Value> = Map::new();
+    // A field's own value is never an array (text or base64 object), so
+    // an array here is one made for repeated values.
+    let mut add = |k: &str, v: Value| match f.get_mut(k) {
+        Some(Value::Array(a)) => a.push(v),
+        Some(old) => {
+            let first = old.take();
+            *old = Value::Array(vec![first, v]);
+        }
+        None => {
+            f.insert(k.to_owned(), v);
+        }
+    };
+    for (k, v) in fields {
+        if *k == wormlog_parse::syslog::COMPACT_FIELD
+            && let Some(expanded) = wormlog_parse::syslog::expand_compact(body, v)
+        {
+            for (name, value) in expanded {
+                add(name, bytes_value(&value));
+            }
+        } else {
+            add(k, bytes_value(v));
+        }
+    }
+    Value::Object(f)
+}
+
 #[cfg(test)]
 mod tests {
     use super::escape_bytes;
@@ -416,5 +443,28 @@ mod tests {
         );
         assert_eq!(escape_bytes("héllo ☃".as_bytes()), "héllo ☃");
         assert_eq!(escape_bytes("\u{85}".as_bytes()), "\\u{0085}");
+    }
+
+    #[test]
+    fn repeated_fields_become_arrays_and_the_compact_syslog_field_is_expanded() {
+        let raw = b"<34>Oct 11 22:14:15 mymachine su: 'su root' failed";
+        let ctx = wormlog_parse::syslog::Context {
+            received_unix_ns: 1_764_000_000_000_000_000,
+            local_utc_offset_secs: 0,
+        };
+        let mut enc = Vec::new();
+        wormlog_parse::syslog::parse(raw, &ctx).encode_compact(&mut enc);
+        let fields: Vec<(&str, &[u8])> = vec![
+            ("TAG", b"a"),
+            ("syslog", &enc),
+            ("TAG", b"b"),
+            ("TAG", b"\xff"),
+        ];
+        let v = super::fields_value(&fields, raw);
+        assert_eq!(v["TAG"], serde_json::json!(["a", "b", {"base64": "/w=="}]));
+        assert_eq!(v["hostname"], "mymachine");
+        assert_eq!(v["app_name"], "su");
+        assert_eq!(v["facility"], "4");
+        assert!(v.get("syslog").is_none());
     }
 }

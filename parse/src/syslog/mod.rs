@@ -108,11 +108,13 @@
 //! examples and fuzzed with proptest, is easier to trust: every field is a
 //! subslice of the raw bytes, and every fault is named.
 
+mod compact;
 mod framing;
 mod rfc3164;
 mod rfc5424;
 mod timestamp;
 
+pub use compact::{FIELD as COMPACT_FIELD, expand as expand_compact};
 pub use framing::{DEFAULT_MAX_FRAME, Frame, Framing, MAX_OCTET_COUNT_DIGITS, StreamFramer};
 pub use rfc5424::{SdElement, SdParam, StructuredData};
 pub use timestamp::{Timestamp, TimestampKind, YEAR_INFERENCE_FUTURE_TOLERANCE_SECS};

@@ -1,10 +1,11 @@
 //! Messages as spool entries, gathered into events for the writer: the raw
-//! bytes as the body, the parsed fields, the transport's fields.
+//! bytes as the body, the parsed message as one compact field, and the
+//! transport's fields (peer, sender credentials).
 
 use super::offset::LocalOffset;
 use crate::sources::{EntryBatch, Event, SourceContext};
 use std::sync::Arc;
-use wormlog_parse::syslog::{Context, parse};
+use wormlog_parse::syslog::{COMPACT_FIELD, Context, parse};
 use wormlog_spool::Position;
 use wormlog_spool::clock::wall_ns;
 use wormlog_spool::record::{ENTRY_CONTINUATION, ENTRY_MORE_PARTS, ENTRY_NO_NEWLINE};
@@ -28,29 +29,24 @@ pub struct Batch<'a> {
     name: &'a Arc<str>,
     ctx: &'a SourceContext,
     offset: &'a LocalOffset,
-    transport: &'static str,
     entries: EntryBatch,
     /// Receive time and local offset, read once per batch of reads.
     now: Context,
+    scratch: Vec<u8>,
 }
 
 impl<'a> Batch<'a> {
-    pub fn new(
-        name: &'a Arc<str>,
-        ctx: &'a SourceContext,
-        offset: &'a LocalOffset,
-        transport: &'static str,
-    ) -> Self {
+    pub fn new(name: &'a Arc<str>, ctx: &'a SourceContext, offset: &'a LocalOffset) -> Self {
         Batch {
             name,
             ctx,
             offset,
-            transport,
             entries: EntryBatch::default(),
             now: Context {
                 received_unix_ns: wall_ns(),
                 local_utc_offset_secs: offset.secs(),
             },
+            scratch: Vec::with_capacity(128),
         }
     }
 
@@ -76,9 +72,12 @@ impl<'a> Batch<'a> {
         let b = &mut self.entries;
         b.begin(Position::None, flags);
         if !arrival.continuation {
-            parse(raw, &self.now).visit_fields(|k, v| b.field(k, v));
+            // The parsed message as one compact field (where each part lies
+            // in the raw bytes), expanded into named fields by readers.
+            self.scratch.clear();
+            parse(raw, &self.now).encode_compact(&mut self.scratch);
+            b.field(COMPACT_FIELD, &self.scratch);
         }
-        b.field("transport", self.transport.as_bytes());
         for (k, v) in extra {
             b.field(*k, v);
         }

@@ -65,7 +65,7 @@ pub fn run_udp(
     let inode = rustix::fs::fstat(&sock).map(|s| s.st_ino).unwrap_or(0);
     let mut drops = KernelDrops::new(inode);
     let offset = LocalOffset::new();
-    let mut batch = Batch::new(name, ctx, &offset, "udp");
+    let mut batch = Batch::new(name, ctx, &offset);
     let max = cfg.max_message_bytes.0 as usize;
     let mut buf = vec![0u8; DATAGRAM_MAX];
     while !ctx.shutdown.is_set() {
@@ -211,7 +211,7 @@ pub fn run_unix(
         path.display()
     );
     let offset = LocalOffset::new();
-    let mut batch = Batch::new(name, ctx, &offset, "unix");
+    let mut batch = Batch::new(name, ctx, &offset);
     let max = cfg.max_message_bytes.0 as usize;
     let mut buf = vec![0u8; DATAGRAM_MAX];
     let mut cmsg = [std::mem::MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmCredentials(1))];

@@ -2,9 +2,10 @@
 //! framing, RFC 6587), TLS (RFC 5425) and a Unix datagram socket.
 //!
 //! * The raw bytes of each message are what is chained, byte-exact; RFC
-//!   5424 and RFC 3164 are parsed (wormlog-parse) into structured fields
-//!   beside them, with the transport, the peer and — on a Unix socket — the
-//!   sender's pid, uid and gid (SCM_CREDENTIALS).
+//!   5424 and RFC 3164 are parsed (wormlog-parse) into one compact field
+//!   beside them (`syslog`: where each part lies in the raw bytes; readers
+//!   expand it into named fields), with the peer and — on a Unix socket —
+//!   the sender's pid, uid and gid (SCM_CREDENTIALS).
 //! * TCP and TLS push back: a connection is not read while the spool
 //!   writer is behind (or the spool is full), so the sender waits; nothing
 //!   is dropped.

@@ -56,8 +56,7 @@ pub fn run(
             open.fetch_add(1, Ordering::SeqCst);
             let (open, offset, tls) = (open.clone(), offset.clone(), tls.clone());
             scope.spawn(move || {
-                let transport = if tls.is_some() { "tls" } else { "tcp" };
-                let batch = Batch::new(name, ctx, &offset, transport);
+                let batch = Batch::new(name, ctx, &offset);
                 match serve(conn, peer, tls, batch, max_message, ctx) {
                     Ok(n) => eprintln!(
                         "wormlog: source {name}: connection from {peer} closed after {n} messages"
