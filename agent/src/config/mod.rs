@@ -757,6 +757,46 @@ mod tests {
         assert_eq!(c.spool.budget_warning, Percent(80));
         assert_eq!(c.spool.on_full, OnFull::Halt);
         assert_eq!(c.spool.disk_budget.0, DEFAULT_DISK_BUDGET);
+        for (text, at, says) in [
+            (
+                "[[sources.journald]]\nname = \"j\"\ndirectory = \"rel\"\n",
+                "F:2:1: ",
+                "absolute",
+            ),
+            (
+                "[[sources.journald]]\nname = \"j\"\nmatches = [\"bad match\"]\n",
+                "F:2:1: ",
+                "FIELD=value",
+            ),
+            (
+                "[[sources.syslog]]\nname = \"s\"\nlisten = \"http://x\"\n",
+                "F:2:1: ",
+                "udp://",
+            ),
+            (
+                "[[sources.syslog]]\nname = \"s\"\nlisten = \"tls://0.0.0.0:6514\"\n",
+                "F:2:1: ",
+                "tls_cert",
+            ),
+            (
+                "[[sources.syslog]]\nname = \"s\"\nlisten = \"udp://1.2.3.4\"\n",
+                "F:2:1: ",
+                "ADDRESS:PORT",
+            ),
+            (
+                "[[sources.auditd]]\nname = \"a\"\npath = \"/var/log/audit/*.log\"\n",
+                "F:2:1: ",
+                "not a glob",
+            ),
+            (
+                "[[sources.file]]\nname = \"x\"\npaths = [\"/a\"]\n[[sources.syslog]]\nname = \"x\"\nlisten = \"udp://127.0.0.1:514\"\n",
+                "F:5:1: ",
+                "same name",
+            ),
+        ] {
+            let e = load_str(text).unwrap_err().0;
+            assert!(e.starts_with(at) && e.contains(says), "{text:?}: {e}");
+        }
         let e = load_str("[[sources.file]]\nname = \"@forward\"\npaths = [\"/x\"]\n").unwrap_err();
         assert!(
             e.0.starts_with("F:2:1: ") && e.0.contains("reserved"),
