@@ -15,9 +15,13 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn syslog_env(listen: &str, extra: &str) -> Env {
+    syslog_env_spool(listen, "", extra)
+}
+
+fn syslog_env_spool(listen: &str, spool: &str, extra: &str) -> Env {
     let listen = listen.to_owned();
     let extra = extra.to_owned();
-    Env::with_sources("", move |e| {
+    Env::with_sources(spool, move |e| {
         let listen = listen.replace("DIR", &e.dir.path().display().to_string());
         format!("[[sources.syslog]]\nname = \"net\"\nlisten = \"{listen}\"\n{extra}\n")
     })
@@ -484,4 +488,53 @@ fn tls_with_client_certificates_per_rfc_5425() {
     assert_eq!(got.len(), 2);
     assert_kept(&got, &msgs.map(<[u8]>::to_vec));
     assert!(got.iter().all(|r| field(r, "peer").is_some()));
+}
+
+#[test]
+fn tcp_makes_the_sender_wait_instead_of_dropping_when_the_spool_is_full() {
+    let e = syslog_env_spool(
+        "tcp://127.0.0.1:0",
+        "segment_max_bytes = \"1MiB\"\ndisk_budget = \"4MiB\"\nmin_free = \"1MiB\"\n",
+        "",
+    );
+    let d = e.start();
+    let addr = listening(&e, "tcp");
+    let mut c = TcpStream::connect(&addr).unwrap();
+    c.set_nonblocking(true).unwrap();
+    let chunk: Vec<u8> = (0..5000)
+        .flat_map(|i| format!("<13>Jan  2 03:04:05 host app: message {i:05} {}\n", "w".repeat(150)).into_bytes())
+        .collect();
+    // Write until the connection takes nothing for two seconds.
+    let (mut sent, mut off) = (0usize, 0usize);
+    let mut stalled_since: Option<Instant> = None;
+    loop {
+        match c.write(&chunk[off..]) {
+            Ok(n) => {
+                sent += n;
+                off = (off + n) % chunk.len();
+                stalled_since = None;
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
+                let since = *stalled_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= Duration::from_secs(2) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(err) => panic!("{err}"),
+        }
+        assert!(sent < 400 << 20, "400 MB taken: the source never pushed back");
+    }
+    assert!(e.stderr().contains("spool full"), "{}", e.stderr());
+    stop(d);
+    let recs = e.records();
+    assert!(recs.iter().all(|r| !r.kind.starts_with("gap")), "nothing dropped, so no gap");
+    let kept = recs.iter().filter(|r| r.kind == "entry").count();
+    assert!(kept > 1000 && kept * 200 < sent, "kept {kept} of {sent} bytes sent");
+    let spool: u64 = std::fs::read_dir(e.p("spool"))
+        .unwrap()
+        .flatten()
+        .map(|f| f.metadata().unwrap().len())
+        .sum();
+    assert!(spool < 6 << 20, "the spool holds {spool} bytes, budget 4 MiB");
 }
