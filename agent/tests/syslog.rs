@@ -502,7 +502,13 @@ fn tcp_makes_the_sender_wait_instead_of_dropping_when_the_spool_is_full() {
     let mut c = TcpStream::connect(&addr).unwrap();
     c.set_nonblocking(true).unwrap();
     let chunk: Vec<u8> = (0..5000)
-        .flat_map(|i| format!("<13>Jan  2 03:04:05 host app: message {i:05} {}\n", "w".repeat(150)).into_bytes())
+        .flat_map(|i| {
+            format!(
+                "<13>Jan  2 03:04:05 host app: message {i:05} {}\n",
+                "w".repeat(150)
+            )
+            .into_bytes()
+        })
         .collect();
     // Write until the connection takes nothing for two seconds.
     let (mut sent, mut off) = (0usize, 0usize);
@@ -523,18 +529,30 @@ fn tcp_makes_the_sender_wait_instead_of_dropping_when_the_spool_is_full() {
             }
             Err(err) => panic!("{err}"),
         }
-        assert!(sent < 400 << 20, "400 MB taken: the source never pushed back");
+        assert!(
+            sent < 400 << 20,
+            "400 MB taken: the source never pushed back"
+        );
     }
     assert!(e.stderr().contains("spool full"), "{}", e.stderr());
     stop(d);
     let recs = e.records();
-    assert!(recs.iter().all(|r| !r.kind.starts_with("gap")), "nothing dropped, so no gap");
+    assert!(
+        recs.iter().all(|r| !r.kind.starts_with("gap")),
+        "nothing dropped, so no gap"
+    );
     let kept = recs.iter().filter(|r| r.kind == "entry").count();
-    assert!(kept > 1000 && kept * 200 < sent, "kept {kept} of {sent} bytes sent");
+    assert!(
+        kept > 1000 && kept * 200 < sent,
+        "kept {kept} of {sent} bytes sent"
+    );
     let spool: u64 = std::fs::read_dir(e.p("spool"))
         .unwrap()
         .flatten()
         .map(|f| f.metadata().unwrap().len())
         .sum();
-    assert!(spool < 6 << 20, "the spool holds {spool} bytes, budget 4 MiB");
+    assert!(
+        spool < 6 << 20,
+        "the spool holds {spool} bytes, budget 4 MiB"
+    );
 }

@@ -107,7 +107,10 @@ impl SyslogSourceConfig {
         if tls && (self.tls_cert.is_none() || self.tls_key.is_none()) {
             return Err("tls:// needs tls_cert and tls_key".into());
         }
-        for p in [&self.tls_cert, &self.tls_key, &self.tls_client_ca].into_iter().flatten() {
+        for p in [&self.tls_cert, &self.tls_key, &self.tls_client_ca]
+            .into_iter()
+            .flatten()
+        {
             if !p.is_file() {
                 return Err(format!("{} is not a readable file", p.display()));
             }
