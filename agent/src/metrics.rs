@@ -5,6 +5,7 @@
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use std::io::{Read, Write};
@@ -33,6 +34,9 @@ pub struct Metrics {
     pub forward_retries: Counter,
     /// The tree size of the newest receipt kept.
     pub forward_acknowledged_seq: Gauge,
+    /// Messages a source could not keep (the kernel's UDP drops, by
+    /// source): each is also a gap record.
+    pub source_lost: Family<Vec<(&'static str, String)>, Counter>,
 }
 
 pub fn get() -> &'static Metrics {
@@ -51,6 +55,7 @@ pub fn get() -> &'static Metrics {
             forward_records: Counter::default(),
             forward_retries: Counter::default(),
             forward_acknowledged_seq: Gauge::default(),
+            source_lost: Family::default(),
         };
         let r = &mut registry;
         r.register(
@@ -102,6 +107,11 @@ pub fn get() -> &'static Metrics {
             "forward_acknowledged_seq",
             "Tree size of the newest receipt in the chain",
             m.forward_acknowledged_seq.clone(),
+        );
+        r.register(
+            "source_lost",
+            "Messages a source could not keep (UDP datagrams the kernel dropped), by source",
+            m.source_lost.clone(),
         );
         Metrics { registry, ..m }
     })

@@ -331,7 +331,10 @@ fn a_unix_datagram_socket_records_the_senders_credentials() {
 
 #[test]
 fn a_udp_flood_past_the_socket_buffer_is_counted_exactly_as_gap_records() {
-    let e = syslog_env("udp://127.0.0.1:0", "receive_buffer = \"8KiB\"\n");
+    let e = syslog_env(
+        "udp://127.0.0.1:0",
+        "receive_buffer = \"8KiB\"\n\n[metrics]\nlisten = \"127.0.0.1:0\"\n",
+    );
     let d = e.start();
     let addr = listening(&e, "udp");
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -371,6 +374,26 @@ fn a_udp_flood_past_the_socket_buffer_is_counted_exactly_as_gap_records() {
         );
         std::thread::sleep(Duration::from_millis(100));
     };
+    // The same count is a metric.
+    let metrics = {
+        use std::io::Read;
+        let err = e.stderr();
+        let maddr = err
+            .split("metrics on http://")
+            .nth(1)
+            .unwrap()
+            .split("/metrics")
+            .next()
+            .unwrap()
+            .to_owned();
+        let mut m = TcpStream::connect(maddr).unwrap();
+        m.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+        let mut out = String::new();
+        m.read_to_string(&mut out).unwrap();
+        out
+    };
+    let line = format!("wormlog_source_lost_total{{source=\"net\"}} {lost}");
+    assert!(metrics.contains(&line), "no {line:?} in\n{metrics}");
     stop(d);
     assert_eq!(kept + lost, sent, "every datagram kept or counted");
     assert!(
