@@ -6,6 +6,7 @@
 //! the channel, writes a `stop` record and a final signed checkpoint.
 
 mod capacity;
+mod notify;
 mod writer;
 
 use crate::sources::auditd::AuditdSource;
@@ -121,10 +122,13 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
                 .spawn(move || fw.run())?,
         );
     }
+    let progress = Arc::new(notify::Progress::default());
     let inputs = writer::Inputs {
         sources: rx,
         control: control_rx,
         shutdown: shutdown.clone(),
+        progress: progress.clone(),
+        wedge: std::env::var_os("WORMLOG_TEST_WEDGE_FILE").map(Into::into),
     };
     let capacity = capacity::Capacity::new(cfg.config.agent.spool_dir.clone(), &cfg.config.spool);
     let writer = std::thread::Builder::new()
@@ -166,6 +170,26 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
     }
     drop(tx);
     eprintln!("wormlog: running with {} sources", sources.len());
+    let mut notifier = notify::Notifier::from_env();
+    let status = |p: &notify::Progress| {
+        let acked = crate::metrics::get().forward_acknowledged_seq.get();
+        let lag = if cfg.config.forward.is_some() {
+            format!(
+                ", forward lag {} records",
+                p.records().saturating_sub(acked.max(0) as u64)
+            )
+        } else {
+            String::new()
+        };
+        format!("{} records in the chain{lag}", p.records())
+    };
+    notifier.ready(&format!(
+        "running with {} sources; {}",
+        sources.len(),
+        status(&progress)
+    ));
+    let tick = notifier.tick_interval();
+    let mut status_at = std::time::Instant::now();
 
     // Runs until a signal, or until the writer or a source stops on its
     // own — which must not go unnoticed: a source that stopped reads
@@ -175,9 +199,14 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
             tokio::select! {
                 _ = term.recv() => return Some("SIGTERM"),
                 _ = int.recv() => return Some("SIGINT"),
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                _ = tokio::time::sleep(tick) => {
                     if writer.is_finished() {
                         return None;
+                    }
+                    notifier.watchdog(&progress);
+                    if status_at.elapsed() >= Duration::from_secs(10) {
+                        status_at = std::time::Instant::now();
+                        notifier.status(&status(&progress));
                     }
                     // A forwarder that returned has said why (log and
                     // alert); one that panicked has not.
@@ -203,6 +232,9 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
     });
     if let Some(sig) = signal {
         eprintln!("wormlog: {sig}: stopping; handing over what was read");
+        notifier.stopping(&format!("{sig}: stopping"));
+    } else {
+        notifier.stopping("stopping after a failure");
     }
     shutdown.trigger();
     link.lock().unwrap_or_else(|p| p.into_inner()).take();

@@ -13,6 +13,9 @@ use wormlog_spool::{Position, Spool, SpoolError};
 
 /// While the sources are held back, how often the writer looks again.
 const BLOCKED_RECHECK: Duration = Duration::from_millis(200);
+/// The writer turns at least this often, busy or idle: each turn is
+/// progress the systemd watchdog sees (notify.rs).
+const TURN_AT_LEAST: Duration = Duration::from_millis(250);
 /// The budget is looked at again after this many bytes were written (one
 /// event can add up to `max_line_bytes` more).
 const CHECK_BYTES: u64 = 256 << 10;
@@ -32,6 +35,10 @@ pub struct Inputs {
     pub sources: Receiver<Event>,
     pub control: Receiver<Event>,
     pub shutdown: Arc<Shutdown>,
+    pub progress: Arc<super::notify::Progress>,
+    /// Test hook (`WORMLOG_TEST_WEDGE_FILE`): once this file exists the
+    /// writer stops turning, as a writer stuck in the kernel would.
+    pub wedge: Option<std::path::PathBuf>,
 }
 
 pub fn run(mut spool: Spool, io: Inputs, mut cap: Capacity) -> Result<(), WriterStop> {
@@ -55,9 +62,18 @@ pub fn run(mut spool: Spool, io: Inputs, mut cap: Capacity) -> Result<(), Writer
             break;
         }
         let blocked = verdict == Verdict::Block;
+        io.progress.tick(spool.next_seq());
+        if let Some(w) = &io.wedge
+            && w.exists()
+        {
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        }
         let mut wait = spool
             .next_deadline()
-            .saturating_duration_since(Instant::now());
+            .saturating_duration_since(Instant::now())
+            .min(TURN_AT_LEAST);
         if blocked {
             wait = wait.min(BLOCKED_RECHECK);
         }

@@ -107,8 +107,14 @@ impl Env {
     }
 
     pub fn spawn(&self) -> Daemon {
+        self.spawn_env(&[])
+    }
+
+    /// The daemon with more environment variables.
+    pub fn spawn_env(&self, vars: &[(&str, &std::ffi::OsStr)]) -> Daemon {
         Daemon(
             Command::new(bin())
+                .envs(vars.iter().map(|(k, v)| (*k, *v)))
                 .args(["run", "--config"])
                 .arg(self.p("agent.toml"))
                 .stdout(Stdio::null())
