@@ -73,6 +73,16 @@ impl Capacity {
         }
     }
 
+    /// New settings (a reload); the state (warned, full) carries over.
+    pub fn reconfigure(&mut self, s: &SpoolSection) {
+        let fresh = Capacity::new(self.dir.clone(), s);
+        self.budget = fresh.budget;
+        self.warn_at = fresh.warn_at;
+        self.min_free = fresh.min_free;
+        self.on_full = fresh.on_full;
+        self.retention = fresh.retention;
+    }
+
     /// The file system's free bytes: read with `statvfs` every second or
     /// every MiB the spool grew, and between reads lowered by what the
     /// spool wrote since (so a fast writer does not overshoot `min_free`).

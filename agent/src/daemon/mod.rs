@@ -1,20 +1,18 @@
 //! `wormlog run`: the daemon. Sources feed one spool writer through a
 //! bounded channel; the forwarder's receipts and alerts reach it through a
 //! second one, which a full spool does not hold back (writer.rs, with the
-//! disk budget in capacity.rs). SIGTERM or SIGINT stops the sources, which
-//! hand over what they read (partial lines flagged), and the writer drains
-//! the channel, writes a `stop` record and a final signed checkpoint.
+//! disk budget in capacity.rs). SIGHUP reloads the configuration
+//! (reload.rs). SIGTERM or SIGINT stops the sources, which hand over what
+//! they read (partial lines flagged), and the writer drains the channel,
+//! writes a `stop` record and a final signed checkpoint.
 
 mod capacity;
+mod generation;
 mod notify;
+mod reload;
 mod writer;
 
-use crate::sources::auditd::AuditdSource;
-use crate::sources::file::FileSource;
-use crate::sources::journald::JournaldSource;
-use crate::sources::syslog::SyslogSource;
-use crate::sources::{Shutdown, Source, SourceContext};
-use std::collections::BTreeMap;
+use crate::sources::Shutdown;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -32,12 +30,13 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let (mut term, mut int) = {
+    let (mut term, mut int, mut hup) = {
         let _guard = rt.enter();
         use tokio::signal::unix::{SignalKind, signal};
         (
             signal(SignalKind::terminate())?,
             signal(SignalKind::interrupt())?,
+            signal(SignalKind::hangup())?,
         )
     };
     let cfg = match crate::config::load(config) {
@@ -94,34 +93,17 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
         }
     }
     let positions = spool.positions().clone();
-    let acknowledged = spool.acknowledged();
-    let durable = spool.durable_seq();
     let (tx, rx) = crossbeam_channel::bounded(CHANNEL_EVENTS);
     // Receipts and alerts from the forwarder: few, small, and taken even
     // while a full spool holds the sources back.
     let (control_tx, control_rx) = crossbeam_channel::unbounded();
     let shutdown = Arc::new(Shutdown::default());
     let link: crate::forward::WriterLink = Arc::new(std::sync::Mutex::new(Some(control_tx)));
-    let mut forwarder = None;
-    if let Some(f) = &cfg.config.forward {
-        let start = acknowledged;
-        let fw = crate::forward::Forwarder {
-            cfg: f.clone(),
-            agent_id: cfg.agent_id(),
-            spool_dir: cfg.config.agent.spool_dir.clone(),
-            durable,
-            start,
-            link: link.clone(),
-            shutdown: shutdown.clone(),
-        };
-        // Not joined at shutdown: a request may still be out; the writer
-        // stops without it (its channel is taken away below).
-        forwarder = Some(
-            std::thread::Builder::new()
-                .name("forwarder".into())
-                .spawn(move || fw.run())?,
-        );
-    }
+    let shared = generation::Shared {
+        tx,
+        link: link.clone(),
+        durable: spool.durable_seq(),
+    };
     let progress = Arc::new(notify::Progress::default());
     let inputs = writer::Inputs {
         sources: rx,
@@ -134,46 +116,13 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
     let writer = std::thread::Builder::new()
         .name("wormlog-writer".into())
         .spawn(move || writer::run(spool, inputs, capacity))?;
-    let mut sources = Vec::new();
-    let configured = cfg
-        .config
-        .sources
-        .file
-        .iter()
-        .map(|f| {
-            let src: Box<dyn Source> =
-                Box::new(FileSource::new(f, cfg.config.spool.max_line_bytes.0));
-            (f.name.clone(), src)
-        })
-        .chain(cfg.config.sources.journald.iter().map(|j| {
-            let src: Box<dyn Source> = Box::new(JournaldSource::new(j));
-            (j.name.clone(), src)
-        }))
-        .chain(cfg.config.sources.syslog.iter().map(|s| {
-            let src: Box<dyn Source> = Box::new(SyslogSource::new(s));
-            (s.name.clone(), src)
-        }))
-        .chain(cfg.config.sources.auditd.iter().map(|a| {
-            let src: Box<dyn Source> = Box::new(AuditdSource::new(a));
-            (a.name.clone(), src)
-        }));
-    for (name, src) in configured {
-        let ctx = SourceContext {
-            tx: tx.clone(),
-            shutdown: shutdown.clone(),
-            positions: positions.get(&name).cloned().unwrap_or_else(BTreeMap::new),
-        };
-        let thread = std::thread::Builder::new()
-            .name(format!("src-{name}"))
-            .spawn(move || src.run(ctx))?;
-        sources.push((name, thread));
-    }
-    drop(tx);
-    eprintln!("wormlog: running with {} sources", sources.len());
+    let mut cfg = cfg;
+    let mut generation = generation::Generation::start(&cfg, &positions, &shared)?;
+    eprintln!("wormlog: running with {} sources", generation.sources.len());
     let mut notifier = notify::Notifier::from_env();
-    let status = |p: &notify::Progress| {
+    let status = |p: &notify::Progress, forwarding: bool| {
         let acked = crate::metrics::get().forward_acknowledged_seq.get();
-        let lag = if cfg.config.forward.is_some() {
+        let lag = if forwarding {
             format!(
                 ", forward lag {} records",
                 p.records().saturating_sub(acked.max(0) as u64)
@@ -185,8 +134,8 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
     };
     notifier.ready(&format!(
         "running with {} sources; {}",
-        sources.len(),
-        status(&progress)
+        generation.sources.len(),
+        status(&progress, cfg.config.forward.is_some())
     ));
     let tick = notifier.tick_interval();
     let mut status_at = std::time::Instant::now();
@@ -199,6 +148,12 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
             tokio::select! {
                 _ = term.recv() => return Some("SIGTERM"),
                 _ = int.recv() => return Some("SIGINT"),
+                _ = hup.recv() => {
+                    if !reload::reload(config, &mut cfg, &mut generation, &shared) {
+                        return None;
+                    }
+                    notifier.status(&status(&progress, cfg.config.forward.is_some()));
+                }
                 _ = tokio::time::sleep(tick) => {
                     if writer.is_finished() {
                         return None;
@@ -206,13 +161,9 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
                     notifier.watchdog(&progress);
                     if status_at.elapsed() >= Duration::from_secs(10) {
                         status_at = std::time::Instant::now();
-                        notifier.status(&status(&progress));
+                        notifier.status(&status(&progress, cfg.config.forward.is_some()));
                     }
-                    // A forwarder that returned has said why (log and
-                    // alert); one that panicked has not.
-                    if forwarder.as_ref().is_some_and(|h: &std::thread::JoinHandle<()>| h.is_finished())
-                        && forwarder.take().is_some_and(|h| h.join().is_err())
-                    {
+                    if generation.forwarder_panicked() {
                         let detail = "the forwarder thread panicked; forwarding stopped, spooling goes on (restart the agent)".to_owned();
                         eprintln!("wormlog: error: {detail}");
                         if let Some(tx) = link.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
@@ -222,7 +173,7 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
                             });
                         }
                     }
-                    if let Some((name, _)) = sources.iter().find(|(_, h)| h.is_finished()) {
+                    if let Some(name) = generation.finished_source() {
                         eprintln!("wormlog: error: source {name} stopped unexpectedly; stopping the daemon");
                         return None;
                     }
@@ -237,14 +188,10 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
         notifier.stopping("stopping after a failure");
     }
     shutdown.trigger();
+    generation.stop_forwarder();
     link.lock().unwrap_or_else(|p| p.into_inner()).take();
-    let mut source_failed = false;
-    for (name, s) in sources {
-        if s.join().is_err() {
-            eprintln!("wormlog: error: source {name} panicked");
-            source_failed = true;
-        }
-    }
+    let source_failed = !generation.stop_sources();
+    drop(shared);
     match writer.join() {
         Ok(Ok(())) if signal.is_some() && !source_failed => {
             eprintln!("wormlog: stopped cleanly");

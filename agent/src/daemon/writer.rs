@@ -86,9 +86,9 @@ pub fn run(mut spool: Spool, io: Inputs, mut cap: Capacity) -> Result<(), Writer
             recv(sources) -> ev => match ev {
                 Ok(ev) => {
                     let before = spool.disk_usage();
-                    apply(&mut spool, ev)?;
+                    apply(&mut spool, &mut cap, ev)?;
                     for ev in io.sources.try_iter() {
-                        apply(&mut spool, ev)?;
+                        apply(&mut spool, &mut cap, ev)?;
                         if spool.disk_usage().saturating_sub(before) >= CHECK_BYTES {
                             break;
                         }
@@ -97,7 +97,7 @@ pub fn run(mut spool: Spool, io: Inputs, mut cap: Capacity) -> Result<(), Writer
                 Err(_) => sources_open = false,
             },
             recv(control) -> ev => match ev {
-                Ok(ev) => apply(&mut spool, ev)?,
+                Ok(ev) => apply(&mut spool, &mut cap, ev)?,
                 // The forwarder is gone (or was never there).
                 Err(_) => control = never.clone(),
             },
@@ -112,14 +112,23 @@ pub fn run(mut spool: Spool, io: Inputs, mut cap: Capacity) -> Result<(), Writer
         verdict = cap.check(&mut spool)?;
     }
     for ev in control.try_iter() {
-        apply(&mut spool, ev)?;
+        apply(&mut spool, &mut cap, ev)?;
     }
     spool.close("shutdown")?;
     Ok(())
 }
 
-fn apply(spool: &mut Spool, ev: Event) -> Result<(), SpoolError> {
+fn apply(spool: &mut Spool, cap: &mut Capacity, ev: Event) -> Result<(), SpoolError> {
     match ev {
+        Event::Reload {
+            sha256,
+            spool: settings,
+            reply,
+        } => {
+            spool.append_config(sha256)?;
+            cap.reconfigure(&settings);
+            let _ = reply.send(spool.positions().clone());
+        }
         Event::Lines {
             source,
             file: (dev, ino, fingerprint),

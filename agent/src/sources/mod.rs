@@ -56,6 +56,15 @@ pub enum Event {
     /// A collector's receipt for one of the chain's checkpoints (from the
     /// forwarder, already checked against the checkpoint it names).
     Receipt(Box<wormlog_spool::chain::Receipt>),
+    /// A new configuration (SIGHUP), sent by the daemon after the sources
+    /// of the old one stopped: the writer records its hash in the chain,
+    /// takes its capacity settings, and answers with every source's
+    /// position, from which the new sources start.
+    Reload {
+        sha256: wormlog_spool::hash::Hash,
+        spool: crate::config::SpoolSection,
+        reply: crossbeam_channel::Sender<wormlog_spool::writer::Positions>,
+    },
     /// Something an operator must know, from a part that is not a source.
     Alert {
         code: wormlog_spool::record::AlertCode,

@@ -169,6 +169,14 @@ impl Env {
                     detail: (*detail).into(),
                     fields: Vec::new(),
                 }),
+                Payload::Config { config_sha256, .. } => v.push(Rec {
+                    kind: "config".into(),
+                    source: String::new(),
+                    body: Vec::new(),
+                    flags: 0,
+                    detail: wormlog_spool::hash::hex(config_sha256),
+                    fields: Vec::new(),
+                }),
                 Payload::Alert { code, detail } => v.push(Rec {
                     kind: format!("alert:{code}"),
                     source: String::new(),

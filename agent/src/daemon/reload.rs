@@ -1,0 +1,135 @@
+//! SIGHUP: the configuration file is read again. A valid new configuration
+//! is applied — the sources and the forwarder are stopped and started
+//! again under it, from where the spool says each source stands — and its
+//! SHA-256 is written into the chain as a `config` record (a change to what
+//! is audited is itself audited). An invalid one is logged, recorded as an
+//! alert, and the running configuration stays.
+//!
+//! What cannot change under a running spool (the agent id, the spool and
+//! key directories, the spool's segment, commit, checkpoint, heartbeat and
+//! epoch settings, the metrics address) takes effect at the next start;
+//! the log says which.
+
+use super::generation::{Generation, Shared};
+use crate::config::Loaded;
+use crate::sources::Event;
+use std::path::Path;
+use std::time::Duration;
+use wormlog_spool::hash::hex;
+use wormlog_spool::record::AlertCode;
+
+/// Reloads; false when the daemon must stop (the writer is gone, or the new
+/// sources cannot be started).
+pub fn reload(path: &Path, cfg: &mut Loaded, generation: &mut Generation, shared: &Shared) -> bool {
+    let new = match crate::config::load(path) {
+        Ok(n) => n,
+        Err(e) => {
+            let detail =
+                format!("SIGHUP: the new configuration is not applied, the running one stays: {e}");
+            eprintln!("wormlog: error: {detail}");
+            if let Some(tx) = shared
+                .link
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+            {
+                let _ = tx.send(Event::Alert {
+                    code: AlertCode::Other,
+                    detail,
+                });
+            }
+            return true;
+        }
+    };
+    if new.sha256 == cfg.sha256 {
+        eprintln!("wormlog: SIGHUP: the configuration is unchanged");
+        return true;
+    }
+    let later = restart_only(cfg, &new);
+    eprintln!(
+        "wormlog: SIGHUP: applying configuration {} (sha256){}",
+        hex(&new.sha256),
+        if later.is_empty() {
+            String::new()
+        } else {
+            format!("; {} take effect at the next start", later.join(", "))
+        }
+    );
+    generation.stop_forwarder();
+    if !generation.stop_sources() {
+        return false;
+    }
+    let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
+    let sent = shared.tx.send(Event::Reload {
+        sha256: new.sha256,
+        spool: new.config.spool.clone(),
+        reply: reply_tx,
+    });
+    if sent.is_err() {
+        return false;
+    }
+    let positions = loop {
+        match reply_rx.recv_timeout(Duration::from_secs(5)) {
+            Ok(p) => break p,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => eprintln!(
+                "wormlog: SIGHUP: waiting for the spool writer to take what the old sources read (is the spool full?)"
+            ),
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return false,
+        }
+    };
+    match Generation::start(&new, &positions, shared) {
+        Ok(g) => {
+            eprintln!("wormlog: SIGHUP: running with {} sources", g.sources.len());
+            *generation = g;
+            *cfg = new;
+            true
+        }
+        Err(e) => {
+            eprintln!("wormlog: error: SIGHUP: cannot start the new sources: {e}");
+            false
+        }
+    }
+}
+
+/// The settings that changed but only take effect at the next start.
+fn restart_only(old: &Loaded, new: &Loaded) -> Vec<&'static str> {
+    let (o, n) = (&old.config, &new.config);
+    let mut v = Vec::new();
+    if o.agent.id != n.agent.id {
+        v.push("[agent] id");
+    }
+    if o.agent.spool_dir != n.agent.spool_dir {
+        v.push("[agent] spool_dir");
+    }
+    if o.agent.key_dir != n.agent.key_dir {
+        v.push("[agent] key_dir");
+    }
+    let (os, ns) = (&o.spool, &n.spool);
+    if (
+        os.append_only,
+        os.segment_max_bytes,
+        os.segment_max_age,
+        os.commit_interval,
+        os.commit_bytes,
+        os.checkpoint_interval,
+        os.checkpoint_bytes,
+        os.heartbeat_interval,
+        os.epoch,
+    ) != (
+        ns.append_only,
+        ns.segment_max_bytes,
+        ns.segment_max_age,
+        ns.commit_interval,
+        ns.commit_bytes,
+        ns.checkpoint_interval,
+        ns.checkpoint_bytes,
+        ns.heartbeat_interval,
+        ns.epoch,
+    ) {
+        v.push("[spool] segment, commit, checkpoint, heartbeat and epoch settings");
+    }
+    if o.metrics.as_ref().map(|m| m.listen) != n.metrics.as_ref().map(|m| m.listen) {
+        v.push("[metrics] listen");
+    }
+    v
+}
