@@ -58,6 +58,7 @@ cat > "$out/agent.toml" <<CONFIG
 id = "demo-host"
 spool_dir = "$out/spool"
 key_dir = "$out/keys"
+control_socket = "$out/control.sock"
 
 [spool]
 # "try": chattr +a / +i where the file system and CAP_LINUX_IMMUTABLE allow,

@@ -72,6 +72,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Ask the running daemon how it is: exit 0 healthy, 1 something needs
+    /// attention (forwarding behind, a source erroring, the spool near
+    /// full), 2 the daemon cannot be asked.
+    Status {
+        #[arg(long)]
+        config: PathBuf,
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the records of a spool (verifying them on the way).
     Cat {
         #[arg(long)]
@@ -94,6 +104,7 @@ fn main() -> ExitCode {
         Command::Run { config } => daemon::run(&config),
         Command::Keygen { key_dir } => cmd::keygen::run(&key_dir),
         Command::CheckConfig { config } => cmd::check_config::run(&config),
+        Command::Status { config, json } => cmd::status::run(&config, json),
         Command::Append {
             config,
             source,

@@ -7,10 +7,12 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Every metric of the agent.
@@ -36,7 +38,91 @@ pub struct Metrics {
     pub forward_acknowledged_seq: Gauge,
     /// Messages a source could not keep (the kernel's UDP drops, by
     /// source): each is also a gap record.
-    pub source_lost: Family<Vec<(&'static str, String)>, Counter>,
+    pub source_lost: Family<Labels, Counter>,
+    /// Entries and their body bytes written, by source.
+    pub source_entries: Family<Labels, Counter>,
+    pub source_bytes: Family<Labels, Counter>,
+    /// Gap records written, by source.
+    pub source_gaps: Family<Labels, Counter>,
+    /// When a source's last entry was written (Unix seconds).
+    pub source_last_entry: Family<Labels, Gauge>,
+    /// The chain: records, segment files, checkpoints, key epoch.
+    pub spool_records: Gauge,
+    pub spool_segments: Gauge,
+    pub chain_checkpoints: Gauge,
+    pub chain_epoch: Gauge,
+    /// How long each group commit (write + fdatasync) took.
+    pub spool_commit_seconds: Histogram,
+    /// Records written but not yet acknowledged by the collector.
+    pub forward_lag_records: Gauge,
+    /// When the last receipt was written into the chain (Unix seconds).
+    pub forward_last_receipt: Gauge,
+    /// What `wormlog status` shows of each source.
+    pub sources: Mutex<BTreeMap<String, SourceStatus>>,
+}
+
+type Labels = Vec<(&'static str, String)>;
+
+/// A source as `wormlog status` shows it.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct SourceStatus {
+    pub entries: u64,
+    pub bytes: u64,
+    pub gaps: u64,
+    /// Unix seconds of the last entry and of the last gap record (0: none).
+    pub last_entry: i64,
+    pub last_gap: i64,
+    pub last_gap_detail: String,
+}
+
+fn source(name: &str) -> Labels {
+    vec![("source", name.to_owned())]
+}
+
+fn now_secs() -> i64 {
+    wormlog_spool::clock::wall_ns() / 1_000_000_000
+}
+
+/// A source's entries were written.
+pub fn source_wrote(name: &str, entries: u64, bytes: u64) {
+    let m = get();
+    let l = source(name);
+    m.source_entries.get_or_create(&l).inc_by(entries);
+    m.source_bytes.get_or_create(&l).inc_by(bytes);
+    let now = now_secs();
+    m.source_last_entry.get_or_create(&l).set(now);
+    let mut s = m.sources.lock().unwrap_or_else(|p| p.into_inner());
+    let e = s.entry(name.to_owned()).or_default();
+    e.entries += entries;
+    e.bytes += bytes;
+    e.last_entry = now;
+}
+
+/// A source's gap record was written.
+pub fn source_gap(name: &str, detail: &str) {
+    let m = get();
+    m.source_gaps.get_or_create(&source(name)).inc();
+    let mut s = m.sources.lock().unwrap_or_else(|p| p.into_inner());
+    let e = s.entry(name.to_owned()).or_default();
+    e.gaps += 1;
+    e.last_gap = now_secs();
+    e.last_gap_detail = detail.chars().take(300).collect();
+}
+
+/// The writer's view after a turn.
+pub fn spool_state(st: &wormlog_spool::writer::SpoolStats, segments: u64) {
+    let m = get();
+    set(&m.spool_records, st.next_seq);
+    set(&m.spool_segments, segments);
+    set(&m.chain_checkpoints, st.checkpoints);
+    set(&m.chain_epoch, st.epoch);
+    let acked = m.forward_acknowledged_seq.get().max(0) as u64;
+    set(&m.forward_lag_records, st.next_seq.saturating_sub(acked));
+}
+
+/// A receipt was written into the chain.
+pub fn receipt_written() {
+    get().forward_last_receipt.set(now_secs());
 }
 
 pub fn get() -> &'static Metrics {
@@ -56,6 +142,18 @@ pub fn get() -> &'static Metrics {
             forward_retries: Counter::default(),
             forward_acknowledged_seq: Gauge::default(),
             source_lost: Family::default(),
+            source_entries: Family::default(),
+            source_bytes: Family::default(),
+            source_gaps: Family::default(),
+            source_last_entry: Family::default(),
+            spool_records: Gauge::default(),
+            spool_segments: Gauge::default(),
+            chain_checkpoints: Gauge::default(),
+            chain_epoch: Gauge::default(),
+            spool_commit_seconds: Histogram::new(exponential_buckets(0.000_1, 2.0, 16)),
+            forward_lag_records: Gauge::default(),
+            forward_last_receipt: Gauge::default(),
+            sources: Mutex::new(BTreeMap::new()),
         };
         let r = &mut registry;
         r.register(
@@ -107,6 +205,61 @@ pub fn get() -> &'static Metrics {
             "forward_acknowledged_seq",
             "Tree size of the newest receipt in the chain",
             m.forward_acknowledged_seq.clone(),
+        );
+        r.register(
+            "source_entries",
+            "Entries written into the chain, by source",
+            m.source_entries.clone(),
+        );
+        r.register(
+            "source_bytes",
+            "Bytes of entry bodies written, by source",
+            m.source_bytes.clone(),
+        );
+        r.register(
+            "source_gaps",
+            "Gap records written (something could not be read), by source",
+            m.source_gaps.clone(),
+        );
+        r.register(
+            "source_last_entry_timestamp_seconds",
+            "When a source's last entry was written",
+            m.source_last_entry.clone(),
+        );
+        r.register(
+            "spool_records",
+            "Records in the chain",
+            m.spool_records.clone(),
+        );
+        r.register(
+            "spool_segments",
+            "Segment files in the spool",
+            m.spool_segments.clone(),
+        );
+        r.register(
+            "chain_checkpoints",
+            "Signed checkpoints written by this process",
+            m.chain_checkpoints.clone(),
+        );
+        r.register(
+            "chain_epoch",
+            "The signing key's epoch",
+            m.chain_epoch.clone(),
+        );
+        r.register(
+            "spool_commit_seconds",
+            "Time of one group commit (write and fdatasync)",
+            m.spool_commit_seconds.clone(),
+        );
+        r.register(
+            "forward_lag_records",
+            "Records not yet acknowledged by the collector",
+            m.forward_lag_records.clone(),
+        );
+        r.register(
+            "forward_last_receipt_timestamp_seconds",
+            "When the last receipt was written into the chain",
+            m.forward_last_receipt.clone(),
         );
         r.register(
             "source_lost",

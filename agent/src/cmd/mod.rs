@@ -4,6 +4,7 @@ pub mod append;
 pub mod cat;
 pub mod check_config;
 pub mod keygen;
+pub mod status;
 pub mod verify;
 
 use anyhow::Context as _;

@@ -180,6 +180,14 @@ pub struct AgentSection {
     pub spool_dir: PathBuf,
     #[serde(default = "default_key_dir")]
     pub key_dir: PathBuf,
+    /// The daemon's control socket, for `wormlog status` (mode 0600: the
+    /// agent's user and root).
+    #[serde(default = "default_control_socket")]
+    pub control_socket: PathBuf,
+}
+
+fn default_control_socket() -> PathBuf {
+    "/run/wormlog/control.sock".into()
 }
 
 impl Default for AgentSection {
@@ -188,6 +196,7 @@ impl Default for AgentSection {
             id: None,
             spool_dir: default_spool_dir(),
             key_dir: default_key_dir(),
+            control_socket: default_control_socket(),
         }
     }
 }
@@ -393,6 +402,13 @@ impl Loaded {
         o.epoch_duration = s.epoch.0;
         o.program = format!("wormlog {} {program}", env!("CARGO_PKG_VERSION"));
         o.config_sha256 = self.sha256;
+        o.on_commit = Some(wormlog_spool::writer::CommitObserver(std::sync::Arc::new(
+            |d| {
+                crate::metrics::get()
+                    .spool_commit_seconds
+                    .observe(d.as_secs_f64())
+            },
+        )));
         o
     }
 }

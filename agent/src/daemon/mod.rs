@@ -7,6 +7,7 @@
 //! writes a `stop` record and a final signed checkpoint.
 
 mod capacity;
+mod control;
 mod generation;
 mod notify;
 mod reload;
@@ -117,6 +118,17 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
         .name("wormlog-writer".into())
         .spawn(move || writer::run(spool, inputs, capacity))?;
     let mut cfg = cfg;
+    let limits = Arc::new(std::sync::Mutex::new(control::Limits::of(&cfg)));
+    let _control = match control::serve(&cfg.config.agent.control_socket, limits.clone()) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            eprintln!(
+                "wormlog: warning: no control socket at {} ({e}): `wormlog status` cannot ask this daemon",
+                cfg.config.agent.control_socket.display()
+            );
+            None
+        }
+    };
     let mut generation = generation::Generation::start(&cfg, &positions, &shared)?;
     eprintln!("wormlog: running with {} sources", generation.sources.len());
     let mut notifier = notify::Notifier::from_env();
@@ -152,6 +164,7 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
                     if !reload::reload(config, &mut cfg, &mut generation, &shared) {
                         return None;
                     }
+                    *limits.lock().unwrap_or_else(|p| p.into_inner()) = control::Limits::of(&cfg);
                     notifier.status(&status(&progress, cfg.config.forward.is_some()));
                 }
                 _ = tokio::time::sleep(tick) => {

@@ -63,6 +63,7 @@ pub fn run(mut spool: Spool, io: Inputs, mut cap: Capacity) -> Result<(), Writer
         }
         let blocked = verdict == Verdict::Block;
         io.progress.tick(spool.next_seq());
+        crate::metrics::spool_state(&spool.stats(), spool.segment_files());
         if let Some(w) = &io.wedge
             && w.exists()
         {
@@ -136,6 +137,8 @@ fn apply(spool: &mut Spool, cap: &mut Capacity, ev: Event) -> Result<(), SpoolEr
             data,
             lines,
         } => {
+            let bytes: u64 = lines.iter().map(|l| u64::from(l.1 - l.0)).sum();
+            crate::metrics::source_wrote(&source, lines.len() as u64, bytes);
             for (s, e, flags, offset) in lines {
                 let pos = Position::File {
                     dev,
@@ -148,11 +151,15 @@ fn apply(spool: &mut Spool, cap: &mut Capacity, ev: Event) -> Result<(), SpoolEr
         }
         Event::Entries { source, ts, batch } => {
             let mut fields: Vec<(&str, &[u8])> = Vec::new();
+            let (mut n, mut bytes) = (0u64, 0u64);
             for e in batch.iter() {
+                n += 1;
+                bytes += e.body.len() as u64;
                 fields.clear();
                 fields.extend(e.fields());
                 spool.append_entry(&source, e.position, e.flags, &fields, e.body, ts)?;
             }
+            crate::metrics::source_wrote(&source, n, bytes);
         }
         Event::Gap {
             source,
@@ -163,6 +170,7 @@ fn apply(spool: &mut Spool, cap: &mut Capacity, ev: Event) -> Result<(), SpoolEr
             detail,
             ts,
         } => {
+            crate::metrics::source_gap(&source, &detail);
             spool.append_gap(
                 &source,
                 &position,
@@ -176,6 +184,7 @@ fn apply(spool: &mut Spool, cap: &mut Capacity, ev: Event) -> Result<(), SpoolEr
         Event::Forget { source, key } => spool.forget_position(&source, key),
         Event::Receipt(r) => {
             spool.append_receipt(&r)?;
+            crate::metrics::receipt_written();
         }
         Event::Alert { code, detail } => {
             spool.append_alert(code, &detail)?;

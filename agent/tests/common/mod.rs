@@ -66,9 +66,10 @@ impl Env {
         };
         std::fs::create_dir_all(e.logs()).unwrap();
         let cfg = format!(
-            "[agent]\nid = \"t\"\nspool_dir = \"{}\"\nkey_dir = \"{}\"\n\n[spool]\nappend_only = \"off\"\nmax_line_bytes = \"64KiB\"\n{spool_extra}\n\n{}",
+            "[agent]\nid = \"t\"\nspool_dir = \"{}\"\nkey_dir = \"{}\"\ncontrol_socket = \"{}\"\n\n[spool]\nappend_only = \"off\"\nmax_line_bytes = \"64KiB\"\n{spool_extra}\n\n{}",
             e.p("spool").display(),
             e.p("keys").display(),
+            e.p("control.sock").display(),
             sources(&e),
         );
         std::fs::write(e.p("agent.toml"), cfg).unwrap();

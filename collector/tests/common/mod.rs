@@ -185,6 +185,7 @@ pubkey = "{}"
 id = "web-01"
 spool_dir = "{}"
 key_dir = "{}"
+control_socket = "{}/control.sock"
 
 [spool]
 append_only = "try"
@@ -199,6 +200,7 @@ paths = ["{}"]
 {forward}"#,
                 p("spool"),
                 p("keys"),
+                self.d.0.path().display(),
                 p("logs/*.log"),
             ),
         )

@@ -138,12 +138,13 @@ impl Flusher {
     pub fn start(
         fault: Option<Arc<FaultInjector>>,
         durable_seq: Arc<DurableSeq>,
+        on_commit: Option<super::options::CommitObserver>,
     ) -> io::Result<Flusher> {
         let shared = Arc::new(Shared::default());
         let s2 = shared.clone();
         let thread = std::thread::Builder::new()
             .name("wormlog-fsync".into())
-            .spawn(move || run(&s2, fault.as_deref(), &durable_seq))?;
+            .spawn(move || run(&s2, fault.as_deref(), &durable_seq, on_commit))?;
         Ok(Flusher {
             shared,
             thread: Some(thread),
@@ -224,7 +225,12 @@ impl Drop for Flusher {
     }
 }
 
-fn run(shared: &Shared, fault: Option<&FaultInjector>, durable_seq: &DurableSeq) {
+fn run(
+    shared: &Shared,
+    fault: Option<&FaultInjector>,
+    durable_seq: &DurableSeq,
+    on_commit: Option<super::options::CommitObserver>,
+) {
     loop {
         let job = {
             let mut st = shared.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -246,7 +252,11 @@ fn run(shared: &Shared, fault: Option<&FaultInjector>, durable_seq: &DurableSeq)
                 job.file.sync_data()
             }
         });
-        let took = started.elapsed().as_nanos() as u64;
+        let elapsed = started.elapsed();
+        if let Some(o) = &on_commit {
+            (o.0)(elapsed);
+        }
+        let took = elapsed.as_nanos() as u64;
         let mut st = shared.state.lock().unwrap_or_else(|p| p.into_inner());
         st.syncs += 1;
         st.sync_ns_total += took;

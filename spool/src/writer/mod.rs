@@ -21,7 +21,7 @@ use crate::worm;
 pub use append::FORWARD_POSITION;
 pub use flusher::DurableSeq;
 use flusher::{Durable, FlushStats, Flusher};
-pub use options::SpoolOptions;
+pub use options::{CommitObserver, SpoolOptions};
 pub use prune::{PrunePolicy, Pruned};
 pub use recover::Positions;
 use recover::{ChainState, Tail, scan};
@@ -110,6 +110,7 @@ pub struct Spool {
     submitted: u64,
     /// Bytes of every other file of the spool (closed segments, ledger).
     closed_bytes: u64,
+    segment_files: u64,
     /// Segments a durable `prune` record removed but that are still there
     /// (their removal failed): removed again before anything else prunes.
     unremoved: Vec<PathBuf>,
@@ -174,8 +175,12 @@ impl Spool {
             }
         }
         let durable_seq = Arc::new(DurableSeq::default());
-        let flusher = Flusher::start(opts.fault.clone(), durable_seq.clone())
-            .map_err(io_at("start thread", &dir))?;
+        let flusher = Flusher::start(
+            opts.fault.clone(),
+            durable_seq.clone(),
+            opts.on_commit.clone(),
+        )
+        .map_err(io_at("start thread", &dir))?;
         let now = Instant::now();
         let mut spool = Spool {
             _lock: lock,
@@ -191,6 +196,7 @@ impl Spool {
             },
             submitted: 0,
             closed_bytes: 0,
+            segment_files: 0,
             unremoved: Vec::new(),
             pending: Vec::with_capacity(opts.commit_bytes.min(64 << 20) + (64 << 10)),
             pending_since: None,

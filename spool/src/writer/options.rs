@@ -36,6 +36,19 @@ pub struct SpoolOptions {
     pub config_sha256: Hash,
     /// Test hook: fail chosen fsyncs. Never set in production.
     pub fault: Option<Arc<FaultInjector>>,
+    /// Told how long each group commit (`write` + `fdatasync`) took, e.g.
+    /// for a latency histogram.
+    pub on_commit: Option<CommitObserver>,
+}
+
+/// A function told the duration of each group commit.
+#[derive(Clone)]
+pub struct CommitObserver(pub Arc<dyn Fn(Duration) + Send + Sync>);
+
+impl std::fmt::Debug for CommitObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CommitObserver")
+    }
 }
 
 pub const DEFAULT_SEGMENT_MAX_BYTES: u64 = 32 << 20;
@@ -64,6 +77,7 @@ impl SpoolOptions {
             program: format!("wormlog {}", env!("CARGO_PKG_VERSION")),
             config_sha256: ZERO32,
             fault: None,
+            on_commit: None,
         }
     }
 }

@@ -10,6 +10,11 @@ use crate::segment::list_segments;
 use std::fs;
 
 impl Spool {
+    /// Segment files in the spool (as of the last rotation or prune).
+    pub fn segment_files(&self) -> u64 {
+        self.segment_files
+    }
+
     /// Bytes the spool holds on disk.
     pub fn disk_usage(&self) -> u64 {
         self.closed_bytes + self.submitted + self.pending.len() as u64
@@ -22,6 +27,7 @@ impl Spool {
         let ledger_path = ledger::ledger_path(&dir);
         let mut total = fs::metadata(&ledger_path).map_or(0, |m| m.len())
             + fs::metadata(ledger_path.with_extension("wlledger.tmp")).map_or(0, |m| m.len());
+        self.segment_files = segs.len() as u64;
         for (no, path) in segs {
             if no != self.seg.no {
                 total += fs::metadata(&path).map_or(0, |m| m.len());
