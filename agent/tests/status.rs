@@ -80,7 +80,7 @@ fn a_healthy_agent_has_parseable_metrics_and_a_status_of_0() {
     append(&e.log("app.log"), lines("a", 0..500).as_bytes());
     let d = e.start();
     e.wait_entries(500);
-    // The writer publishes its state every turn (at least every 250 ms).
+    // The writer publishes its state at every turn (after each event).
     let deadline = Instant::now() + Duration::from_secs(10);
     let m = loop {
         let m = scrape_parsed(&e);

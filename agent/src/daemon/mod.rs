@@ -106,11 +106,13 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
         durable: spool.durable_seq(),
     };
     let progress = Arc::new(notify::Progress::default());
+    let mut notifier = notify::Notifier::from_env();
     let inputs = writer::Inputs {
         sources: rx,
         control: control_rx,
         shutdown: shutdown.clone(),
         progress: progress.clone(),
+        turn_at_least: notifier.turn_at_least(),
         wedge: std::env::var_os("WORMLOG_TEST_WEDGE_FILE").map(Into::into),
     };
     let capacity = capacity::Capacity::new(cfg.config.agent.spool_dir.clone(), &cfg.config.spool);
@@ -131,7 +133,6 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
     };
     let mut generation = generation::Generation::start(&cfg, &positions, &shared)?;
     eprintln!("wormlog: running with {} sources", generation.sources.len());
-    let mut notifier = notify::Notifier::from_env();
     let status = |p: &notify::Progress, forwarding: bool| {
         let acked = crate::metrics::get().forward_acknowledged_seq.get();
         let lag = if forwarding {

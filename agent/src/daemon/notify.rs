@@ -80,6 +80,12 @@ impl Notifier {
         }
     }
 
+    /// How often the writer must turn for the pings to keep coming (None:
+    /// no watchdog).
+    pub fn turn_at_least(&self) -> Option<Duration> {
+        self.ping_every.map(|e| (e / 2).min(Duration::from_secs(1)))
+    }
+
     /// How often [`Notifier::watchdog`] must be called.
     pub fn tick_interval(&self) -> Duration {
         self.ping_every

@@ -13,9 +13,6 @@ use wormlog_spool::{Position, Spool, SpoolError};
 
 /// While the sources are held back, how often the writer looks again.
 const BLOCKED_RECHECK: Duration = Duration::from_millis(200);
-/// The writer turns at least this often, busy or idle: each turn is
-/// progress the systemd watchdog sees (notify.rs).
-const TURN_AT_LEAST: Duration = Duration::from_millis(250);
 /// The budget is looked at again after this many bytes were written (one
 /// event can add up to `max_line_bytes` more).
 const CHECK_BYTES: u64 = 256 << 10;
@@ -36,6 +33,10 @@ pub struct Inputs {
     pub control: Receiver<Event>,
     pub shutdown: Arc<Shutdown>,
     pub progress: Arc<super::notify::Progress>,
+    /// With a systemd watchdog the writer turns at least this often, busy
+    /// or idle: each turn is progress the watchdog sees (notify.rs).
+    /// Without one it sleeps until its next deadline.
+    pub turn_at_least: Option<Duration>,
     /// Test hook (`WORMLOG_TEST_WEDGE_FILE`): once this file exists the
     /// writer stops turning, as a writer stuck in the kernel would.
     pub wedge: Option<std::path::PathBuf>,
@@ -74,7 +75,7 @@ pub fn run(mut spool: Spool, io: Inputs, mut cap: Capacity) -> Result<(), Writer
         let mut wait = spool
             .next_deadline()
             .saturating_duration_since(Instant::now())
-            .min(TURN_AT_LEAST);
+            .min(io.turn_at_least.unwrap_or(Duration::MAX));
         if blocked {
             wait = wait.min(BLOCKED_RECHECK);
         }
