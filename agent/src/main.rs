@@ -12,6 +12,7 @@ mod config;
 mod daemon;
 mod forward;
 mod lines;
+mod log;
 mod metrics;
 pub(crate) use wormlog_text::render;
 mod sources;
@@ -100,8 +101,12 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let daemon = matches!(cli.command, Command::Run { .. });
     let result = match cli.command {
-        Command::Run { config } => daemon::run(&config),
+        Command::Run { config } => {
+            log::init();
+            daemon::run(&config)
+        }
         Command::Keygen { key_dir } => cmd::keygen::run(&key_dir),
         Command::CheckConfig { config } => cmd::check_config::run(&config),
         Command::Status { config, json } => cmd::status::run(&config, json),
@@ -124,6 +129,10 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        Err(e) if daemon => {
+            tracing::error!("{e:#}");
+            ExitCode::from(2)
+        }
         Err(e) => {
             eprintln!("wormlog: error: {e:#}");
             ExitCode::from(2)

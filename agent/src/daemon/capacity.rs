@@ -98,8 +98,10 @@ impl Capacity {
                 Err(e) => {
                     if !self.statvfs_failed {
                         self.statvfs_failed = true;
-                        eprintln!(
-                            "wormlog: error: statvfs {}: {e}; min_free is not checked while this lasts",
+                        tracing::error!(
+                            dir = %self.dir.display(),
+                            error = %e,
+                            "statvfs {}: {e}; min_free is not checked while this lasts",
                             self.dir.display()
                         );
                     }
@@ -144,7 +146,12 @@ impl Capacity {
             };
             match spool.prune(&policy) {
                 Ok(Some(p)) => {
-                    eprintln!("wormlog: spool: {}", p.detail);
+                    tracing::info!(
+                        segments = p.first_kept - p.first,
+                        bytes = p.bytes,
+                        "spool: {}",
+                        p.detail
+                    );
                     m.spool_pruned_segments.inc_by(p.first_kept - p.first);
                     m.spool_pruned_bytes.inc_by(p.bytes);
                     used = spool.disk_usage();
@@ -160,7 +167,7 @@ impl Capacity {
                     {
                         self.prune_error_logged_at = Some(now);
                         let detail = format!("pruning acknowledged segments failed: {e}");
-                        eprintln!("wormlog: error: {detail}");
+                        tracing::error!(error = %e, "{detail}");
                         spool.append_alert(AlertCode::Other, &detail)?;
                     }
                 }
@@ -190,7 +197,7 @@ impl Capacity {
                 format_size(used),
                 format_size(self.budget)
             );
-            eprintln!("wormlog: warning: {detail}");
+            tracing::warn!(used, budget = self.budget, "{detail}");
             m.spool_budget_warnings.inc();
             spool.append_alert(AlertCode::DiskBudget, &detail)?;
         } else if self.warned && used < self.warn_at.saturating_sub(self.budget / 20) {
@@ -222,7 +229,13 @@ impl Capacity {
                 };
                 let detail = format!("spool full: {why}; {action}");
                 m.spool_full_events.inc();
-                eprintln!("wormlog: error: {detail}");
+                tracing::error!(
+                    used,
+                    budget = self.budget,
+                    fs_free = fs_free.unwrap_or(0),
+                    min_free = self.min_free,
+                    "{detail}"
+                );
                 spool.append_alert(AlertCode::DiskBudget, &detail)?;
             }
             (true, Some(since)) => {
@@ -231,8 +244,10 @@ impl Capacity {
                     .is_none_or(|t| now.duration_since(t) >= STILL_FULL_EVERY)
                 {
                     self.full_logged_at = Some(now);
-                    eprintln!(
-                        "wormlog: error: spool still full after {}s ({} used, budget {}); sources are waiting",
+                    tracing::error!(
+                        used,
+                        budget = self.budget,
+                        "spool still full after {}s ({} used, budget {}); sources are waiting",
                         since.elapsed().as_secs(),
                         format_size(used),
                         format_size(self.budget)
@@ -247,7 +262,7 @@ impl Capacity {
                     format_size(used),
                     format_size(self.budget)
                 );
-                eprintln!("wormlog: {detail}");
+                tracing::info!(used, budget = self.budget, "{detail}");
                 spool.append_alert(AlertCode::DiskBudget, &detail)?;
             }
             (false, None) => {}

@@ -114,7 +114,7 @@ impl Generation {
         let mut ok = true;
         for (name, s) in self.sources.drain(..) {
             if s.join().is_err() {
-                eprintln!("wormlog: error: source {name} panicked");
+                tracing::error!(source = %name, "source {name} panicked");
                 ok = false;
             }
         }

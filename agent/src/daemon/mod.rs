@@ -43,6 +43,8 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
     let cfg = match crate::config::load(config) {
         Ok(c) => c,
         Err(e) => {
+            // `FILE:LINE:COLUMN: …` first, as `check-config` prints it
+            // (and as editors and tests read it); before the daemon runs.
             eprintln!("{e}");
             return Ok(ExitCode::from(2));
         }
@@ -50,22 +52,22 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
     let key = match HostKey::load(&cfg.config.agent.key_dir) {
         Ok(k) => k,
         Err(e) => {
-            eprintln!("wormlog: error: {e}");
+            tracing::error!(error = %e, "{e}");
             return Ok(ExitCode::from(1));
         }
     };
     let (mut spool, report) = match Spool::open(cfg.spool_options("run"), key) {
         Ok(x) => x,
         Err(e) => {
-            eprintln!("wormlog: error: {e}");
+            tracing::error!(spool = %cfg.config.agent.spool_dir.display(), error = %e, "{e}");
             return Ok(ExitCode::from(1));
         }
     };
     for w in &report.warnings {
-        eprintln!("wormlog: warning: {w}");
+        tracing::warn!("{w}");
     }
-    eprintln!(
-        "wormlog: spool {} open at seq {} (segment {}){}",
+    tracing::info!(
+        "spool {} open at seq {} (segment {}){}",
         cfg.config.agent.spool_dir.display(),
         report.next_seq,
         report.segment_no,
@@ -77,17 +79,17 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
     );
     if let Some(m) = &cfg.config.metrics {
         match crate::metrics::serve(m.listen) {
-            Ok(addr) => eprintln!("wormlog: metrics on http://{addr}/metrics"),
+            Ok(addr) => tracing::info!("metrics on http://{addr}/metrics"),
             Err(e) => {
                 // Loud, but no reason to stop reading logs.
                 let detail = format!(
                     "cannot serve metrics on {}: {e}; running without them",
                     m.listen
                 );
-                eprintln!("wormlog: error: {detail}");
+                tracing::error!(listen = %m.listen, error = %e, "{detail}");
                 if let Err(e) = spool.append_alert(wormlog_spool::record::AlertCode::Other, &detail)
                 {
-                    eprintln!("wormlog: error: {e}");
+                    tracing::error!(error = %e, "{e}");
                     return Ok(ExitCode::from(1));
                 }
             }
@@ -124,15 +126,17 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
     let _control = match control::serve(&cfg.config.agent.control_socket, limits.clone()) {
         Ok(c) => Some(c),
         Err(e) => {
-            eprintln!(
-                "wormlog: warning: no control socket at {} ({e}): `wormlog status` cannot ask this daemon",
+            tracing::warn!(
+                socket = %cfg.config.agent.control_socket.display(),
+                error = %e,
+                "no control socket at {} ({e}): `wormlog status` cannot ask this daemon",
                 cfg.config.agent.control_socket.display()
             );
             None
         }
     };
     let mut generation = generation::Generation::start(&cfg, &positions, &shared)?;
-    eprintln!("wormlog: running with {} sources", generation.sources.len());
+    tracing::info!("running with {} sources", generation.sources.len());
     let status = |p: &notify::Progress, forwarding: bool| {
         let acked = crate::metrics::get().forward_acknowledged_seq.get();
         let lag = if forwarding {
@@ -179,7 +183,7 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
                     }
                     if generation.forwarder_panicked() {
                         let detail = "the forwarder thread panicked; forwarding stopped, spooling goes on (restart the agent)".to_owned();
-                        eprintln!("wormlog: error: {detail}");
+                        tracing::error!("{detail}");
                         if let Some(tx) = link.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
                             let _ = tx.send(crate::sources::Event::Alert {
                                 code: wormlog_spool::record::AlertCode::ForwardRefused,
@@ -188,7 +192,7 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
                         }
                     }
                     if let Some(name) = generation.finished_source() {
-                        eprintln!("wormlog: error: source {name} stopped unexpectedly; stopping the daemon");
+                        tracing::error!(source = %name, "source {name} stopped unexpectedly; stopping the daemon");
                         return None;
                     }
                 }
@@ -196,7 +200,7 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
         }
     });
     if let Some(sig) = signal {
-        eprintln!("wormlog: {sig}: stopping; handing over what was read");
+        tracing::info!(signal = sig, "{sig}: stopping; handing over what was read");
         notifier.stopping(&format!("{sig}: stopping"));
     } else {
         notifier.stopping("stopping after a failure");
@@ -208,23 +212,29 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
     drop(shared);
     match writer.join() {
         Ok(Ok(())) if signal.is_some() && !source_failed => {
-            eprintln!("wormlog: stopped cleanly");
+            tracing::info!("stopped cleanly");
             Ok(ExitCode::SUCCESS)
         }
         Ok(Ok(())) => {
-            eprintln!("wormlog: error: the spool writer stopped");
+            tracing::error!("the spool writer stopped");
             Ok(ExitCode::from(1))
         }
         Ok(Err(writer::WriterStop::Halt(why))) => {
-            eprintln!("wormlog: error: {why}");
+            tracing::error!("{why}");
+            Ok(ExitCode::from(1))
+        }
+        Ok(Err(writer::WriterStop::Spool(
+            e @ wormlog_spool::SpoolError::FsyncFailed { segment, .. },
+        ))) => {
+            tracing::error!(segment, error = %e, "the spool writer failed: {e}");
             Ok(ExitCode::from(1))
         }
         Ok(Err(e)) => {
-            eprintln!("wormlog: error: the spool writer failed: {e}");
+            tracing::error!(error = %e, "the spool writer failed: {e}");
             Ok(ExitCode::from(1))
         }
         Err(_) => {
-            eprintln!("wormlog: error: the spool writer panicked");
+            tracing::error!("the spool writer panicked");
             Ok(ExitCode::from(1))
         }
     }

@@ -26,7 +26,7 @@ pub fn reload(path: &Path, cfg: &mut Loaded, generation: &mut Generation, shared
         Err(e) => {
             let detail =
                 format!("SIGHUP: the new configuration is not applied, the running one stays: {e}");
-            eprintln!("wormlog: error: {detail}");
+            tracing::error!(config = %path.display(), "{detail}");
             if let Some(tx) = shared
                 .link
                 .lock()
@@ -42,12 +42,12 @@ pub fn reload(path: &Path, cfg: &mut Loaded, generation: &mut Generation, shared
         }
     };
     if new.sha256 == cfg.sha256 {
-        eprintln!("wormlog: SIGHUP: the configuration is unchanged");
+        tracing::info!("SIGHUP: the configuration is unchanged");
         return true;
     }
     let later = restart_only(cfg, &new);
-    eprintln!(
-        "wormlog: SIGHUP: applying configuration {} (sha256){}",
+    tracing::info!(
+        "SIGHUP: applying configuration {} (sha256){}",
         hex(&new.sha256),
         if later.is_empty() {
             String::new()
@@ -71,21 +71,21 @@ pub fn reload(path: &Path, cfg: &mut Loaded, generation: &mut Generation, shared
     let positions = loop {
         match reply_rx.recv_timeout(Duration::from_secs(5)) {
             Ok(p) => break p,
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => eprintln!(
-                "wormlog: SIGHUP: waiting for the spool writer to take what the old sources read (is the spool full?)"
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => tracing::warn!(
+                "SIGHUP: waiting for the spool writer to take what the old sources read (is the spool full?)"
             ),
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return false,
         }
     };
     match Generation::start(&new, &positions, shared) {
         Ok(g) => {
-            eprintln!("wormlog: SIGHUP: running with {} sources", g.sources.len());
+            tracing::info!("SIGHUP: running with {} sources", g.sources.len());
             *generation = g;
             *cfg = new;
             true
         }
         Err(e) => {
-            eprintln!("wormlog: error: SIGHUP: cannot start the new sources: {e}");
+            tracing::error!(error = %e, "SIGHUP: cannot start the new sources: {e}");
             false
         }
     }

@@ -55,7 +55,22 @@ impl Forwarder {
     }
 
     fn alert(&self, detail: String) {
-        eprintln!("wormlog: error: forward: {detail}");
+        tracing::error!(url = %self.cfg.url, "forward: {detail}");
+        self.alert_record(detail);
+    }
+
+    /// An alert about the record at `seq` (the collector's answer to it).
+    fn alert_at(&self, seq: u64, status: Option<u16>, detail: String) {
+        match status {
+            Some(status) => {
+                tracing::error!(url = %self.cfg.url, seq, status, "forward: {detail}");
+            }
+            None => tracing::error!(url = %self.cfg.url, seq, "forward: {detail}"),
+        }
+        self.alert_record(detail);
+    }
+
+    fn alert_record(&self, detail: String) {
         self.to_writer(Event::Alert {
             code: AlertCode::ForwardRefused,
             detail,
@@ -70,8 +85,10 @@ impl Forwarder {
                 return;
             }
         };
-        eprintln!(
-            "wormlog: forwarding to {} from seq {}",
+        tracing::info!(
+            url = %self.cfg.url,
+            seq = self.start,
+            "forwarding to {} from seq {}",
             self.cfg.url, self.start
         );
         let mut ahead = match ReadAhead::start(Settings {
@@ -122,8 +139,9 @@ impl Forwarder {
                     metrics.forward_records.inc_by(b.records);
                     last_logged = None;
                     if let Some(since) = failing_since.take() {
-                        eprintln!(
-                            "wormlog: forward: delivered again after {:.1}s of failures",
+                        tracing::info!(
+                            url = %self.cfg.url,
+                            "forward: delivered again after {:.1}s of failures",
                             since.elapsed().as_secs_f64()
                         );
                     }
@@ -141,8 +159,10 @@ impl Forwarder {
                                 );
                                 self.to_writer(Event::Receipt(Box::new(r)));
                             }
-                            Err(why) => eprintln!(
-                                "wormlog: warning: forward: receipt for tree size {} not kept: {why}",
+                            Err(why) => tracing::warn!(
+                                url = %self.cfg.url,
+                                seq = r.tree_size,
+                                "forward: receipt for tree size {} not kept: {why}",
                                 r.tree_size
                             ),
                         }
@@ -155,26 +175,28 @@ impl Forwarder {
                 Answer::Gap { expected_seq } => {
                     let durable = self.durable.get();
                     if expected_seq > durable {
-                        self.alert(format!(
+                        self.alert_at(expected_seq, None, format!(
                             "the collector expects seq {expected_seq} but the spool ends at {durable}: it holds records this spool does not (a different spool under the same agent id?); forwarding stopped"
                         ));
                         return;
                     }
-                    eprintln!(
-                        "wormlog: forward: collector expects seq {expected_seq} (sent {}); resending from there",
+                    tracing::info!(
+                        url = %self.cfg.url,
+                        seq = expected_seq,
+                        "forward: collector expects seq {expected_seq} (sent {}); resending from there",
                         b.first_seq
                     );
                     ahead.seek(expected_seq);
                 }
                 Answer::Refused { status, body } => {
-                    self.alert(format!(
+                    self.alert_at(b.first_seq, Some(status), format!(
                         "the collector refused the chain at seq {} (HTTP {status}: {body}); forwarding stopped, spooling goes on — investigate: a rewritten spool or a bad record",
                         b.first_seq
                     ));
                     return;
                 }
                 Answer::TooLarge if b.records == 1 => {
-                    self.alert(format!(
+                    self.alert_at(b.first_seq, None, format!(
                         "record {} ({} bytes) is larger than the collector accepts (its max_batch_bytes); forwarding stopped, spooling goes on",
                         b.first_seq, b.bytes
                     ));
@@ -182,8 +204,10 @@ impl Forwarder {
                 }
                 Answer::TooLarge => {
                     let max_records = (b.records / 2).max(1);
-                    eprintln!(
-                        "wormlog: warning: forward: batch too large for the collector; now at most {max_records} records"
+                    tracing::warn!(
+                        url = %self.cfg.url,
+                        seq = b.first_seq,
+                        "forward: batch too large for the collector; now at most {max_records} records"
                     );
                     ahead.shrink(max_records, b.first_seq);
                 }
@@ -200,8 +224,11 @@ impl Forwarder {
                         at.elapsed() >= Duration::from_secs(60) || *w != what
                     });
                     if due {
-                        eprintln!(
-                            "wormlog: warning: forward: {what} (attempt {}, failing for {:.0}s); retrying in {:.1}s; records stay in the spool",
+                        tracing::warn!(
+                            url = %self.cfg.url,
+                            seq = b.first_seq,
+                            attempt = backoff.attempts,
+                            "forward: {what} (attempt {}, failing for {:.0}s); retrying in {:.1}s; records stay in the spool",
                             backoff.attempts,
                             since.elapsed().as_secs_f64(),
                             wait.as_secs_f64()

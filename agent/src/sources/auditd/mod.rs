@@ -114,12 +114,12 @@ impl Output<'_> {
             LossReport::KernelLostCounter { lost, .. } => *lost,
             _ => {
                 // Not a loss (a reset, a late arrival): said, not recorded.
-                eprintln!("wormlog: source {}: {report}", self.name);
+                tracing::info!(source = %self.name, "source {}: {report}", self.name);
                 return true;
             }
         };
         let detail = report.to_string();
-        eprintln!("wormlog: warning: source {}: {detail}", self.name);
+        tracing::warn!(source = %self.name, lost, "source {}: {detail}", self.name);
         if !self.flush() {
             return false;
         }
@@ -187,7 +187,7 @@ impl Source for AuditdSource {
         {
             Ok(h) => h,
             Err(e) => {
-                eprintln!("wormlog: error: source {}: {e}", self.name);
+                tracing::error!(source = %self.name, error = %e, "source {}: {e}", self.name);
                 return;
             }
         };
@@ -307,8 +307,9 @@ impl Source for AuditdSource {
         }
         out.flush();
         if reader.join().is_err() {
-            eprintln!(
-                "wormlog: error: source {}: its file reader panicked",
+            tracing::error!(
+                source = %self.name,
+                "source {}: its file reader panicked",
                 self.name
             );
         }

@@ -154,7 +154,7 @@ impl FileSource {
 fn warn_once(warned: &mut HashSet<String>, source: &str, msg: String) -> bool {
     let new = warned.insert(msg.clone());
     if new {
-        eprintln!("wormlog: warning: source {source}: {msg}");
+        tracing::warn!(source, "source {source}: {msg}");
     }
     new
 }
@@ -271,7 +271,7 @@ impl Source for FileSource {
                 }
                 if let Some(detail) = note {
                     let detail = format!("{}: {detail}", path.display());
-                    eprintln!("wormlog: notice: source {}: {detail}", self.name);
+                    tracing::warn!(source = %self.name, path = %path.display(), "source {}: {detail}", self.name);
                     let reason = if start == 0 {
                         GapReason::Truncated
                     } else {
@@ -370,8 +370,10 @@ impl Source for FileSource {
             }
             wake = watcher.wait(self.poll, &ctx.shutdown);
             if wake == watch::Wake::Overflow {
-                eprintln!(
-                    "wormlog: warning: source {}: inotify queue overflowed ({} so far); rescanning every file",
+                tracing::warn!(
+                    source = %self.name,
+                    overflows = watcher.overflows,
+                    "source {}: inotify queue overflowed ({} so far); rescanning every file",
                     self.name, watcher.overflows
                 );
             }

@@ -157,7 +157,7 @@ impl Tailer {
                 self.path.display(),
                 self.offset
             );
-            eprintln!("wormlog: warning: source {}: {detail}", self.source);
+            tracing::warn!(source = %self.source, path = %self.path.display(), "source {}: {detail}", self.source);
             if !self.restart(ctx, GapReason::Truncated, size, detail) {
                 return Ok(false);
             }
@@ -172,7 +172,7 @@ impl Tailer {
                 self.path.display(),
                 self.size_seen
             );
-            eprintln!("wormlog: warning: source {}: {detail}", self.source);
+            tracing::warn!(source = %self.source, path = %self.path.display(), "source {}: {detail}", self.source);
             if !self.restart(ctx, GapReason::Replaced, size, detail) {
                 return Ok(false);
             }

@@ -146,7 +146,7 @@ impl JournaldSource {
         let name = self.name.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(e).lines().map_while(Result::ok) {
-                eprintln!("wormlog: source {name}: journalctl: {line}");
+                tracing::info!(source = %name, "source {name}: journalctl: {line}");
             }
         })
     }
@@ -256,8 +256,10 @@ impl Reader<'_> {
             Ok(e) => e,
             Err(e) => {
                 // Kept as it came, with the reason, where the source stands.
-                eprintln!(
-                    "wormlog: warning: source {}: a journalctl line that is not an entry ({e}); kept as is",
+                tracing::warn!(
+                    source = %self.src.name,
+                    error = %e,
+                    "source {}: a journalctl line that is not an entry ({e}); kept as is",
                     self.src.name
                 );
                 let position = self.last.clone().map_or(Position::None, Position::Journal);
@@ -309,7 +311,7 @@ impl Reader<'_> {
             when(&b),
             b.boot_id.as_deref().unwrap_or("unknown"),
         );
-        eprintln!("wormlog: warning: source {}: {detail}", self.src.name);
+        tracing::warn!(source = %self.src.name, lost, "source {}: {detail}", self.src.name);
         self.last = Some(had.to_owned());
         self.gap(GapReason::Vacuumed, lost, detail)
     }
@@ -362,8 +364,9 @@ impl Source for JournaldSource {
                     if began.elapsed() >= RAN_LONG {
                         backoff = BACKOFF_MIN;
                     }
-                    eprintln!(
-                        "wormlog: warning: source {}: {why}; starting it again in {:.1}s from the last entry read",
+                    tracing::warn!(
+                        source = %self.name,
+                        "source {}: {why}; starting it again in {:.1}s from the last entry read",
                         self.name,
                         backoff.as_secs_f64()
                     );

@@ -58,8 +58,9 @@ pub fn run_udp(
     let sock = UdpSocket::bind(addr)?;
     let _ = rustix::net::sockopt::set_socket_recv_buffer_size(&sock, cfg.receive_buffer.0 as usize);
     sock.set_read_timeout(Some(TICK))?;
-    eprintln!(
-        "wormlog: source {name}: listening on udp://{}",
+    tracing::info!(
+        source = %name,
+        "source {name}: listening on udp://{}",
         sock.local_addr()?
     );
     let inode = rustix::fs::fstat(&sock).map(|s| s.st_ino).unwrap_or(0);
@@ -118,7 +119,7 @@ fn kernel_drop_gap(name: &Arc<str>, ctx: &SourceContext, lost: u64) -> bool {
     let detail = format!(
         "the kernel dropped {lost} UDP datagrams for this socket (its receive buffer was full: raise receive_buffer, or use tcp://)"
     );
-    eprintln!("wormlog: warning: source {name}: {detail}");
+    tracing::warn!(source = %name, lost, "source {name}: {detail}");
     crate::metrics::get()
         .source_lost
         .get_or_create(&vec![("source", name.to_string())])
@@ -210,8 +211,9 @@ pub fn run_unix(
     rustix::net::sockopt::set_socket_passcred(&sock, true)?;
     let _ = rustix::net::sockopt::set_socket_recv_buffer_size(&sock, cfg.receive_buffer.0 as usize);
     sock.set_read_timeout(Some(TICK))?;
-    eprintln!(
-        "wormlog: source {name}: listening on unix:{}",
+    tracing::info!(
+        source = %name,
+        "source {name}: listening on unix:{}",
         path.display()
     );
     let offset = LocalOffset::new();
@@ -246,7 +248,7 @@ pub fn run_unix(
                         DATAGRAM_MAX >> 10,
                         DATAGRAM_MAX >> 10
                     );
-                    eprintln!("wormlog: warning: source {name}: {detail}");
+                    tracing::warn!(source = %name, "source {name}: {detail}");
                     if !ctx.send(Event::Gap {
                         source: name.clone(),
                         position: Position::None,

@@ -44,7 +44,7 @@ impl Source for SyslogSource {
         let listen = match self.cfg.listen() {
             Ok(l) => l,
             Err(e) => {
-                eprintln!("wormlog: error: source {}: {e}", self.name);
+                tracing::error!(source = %self.name, error = %e, "source {}: {e}", self.name);
                 return;
             }
         };
@@ -63,8 +63,11 @@ impl Source for SyslogSource {
         };
         if let Err(e) = result {
             // The daemon notices the source stopped and stops loudly.
-            eprintln!(
-                "wormlog: error: source {}: {}: {e}",
+            tracing::error!(
+                source = %self.name,
+                listen = %self.cfg.listen,
+                error = %e,
+                "source {}: {}: {e}",
                 self.name, self.cfg.listen
             );
         }

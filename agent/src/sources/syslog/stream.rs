@@ -27,8 +27,9 @@ pub fn run(
 ) -> io::Result<()> {
     let listener = TcpListener::bind(addr)?;
     listener.set_nonblocking(true)?;
-    eprintln!(
-        "wormlog: source {name}: listening on {}://{}",
+    tracing::info!(
+        source = %name,
+        "source {name}: listening on {}://{}",
         if tls.is_some() { "tls" } else { "tcp" },
         listener.local_addr()?
     );
@@ -48,7 +49,7 @@ pub fn run(
                     continue;
                 }
                 Err(e) => {
-                    eprintln!("wormlog: warning: source {name}: accept: {e}");
+                    tracing::warn!(source = %name, error = %e, "source {name}: accept: {e}");
                     ctx.shutdown.wait(TICK);
                     continue;
                 }
@@ -58,11 +59,13 @@ pub fn run(
             scope.spawn(move || {
                 let batch = Batch::new(name, ctx, &offset);
                 match serve(conn, peer, tls, batch, max_message, ctx) {
-                    Ok(n) => eprintln!(
-                        "wormlog: source {name}: connection from {peer} closed after {n} messages"
+                    Ok(n) => tracing::info!(
+                        source = %name,
+                        peer = %peer,
+                        "source {name}: connection from {peer} closed after {n} messages"
                     ),
                     Err(e) => {
-                        eprintln!("wormlog: warning: source {name}: connection from {peer}: {e}");
+                        tracing::warn!(source = %name, peer = %peer, error = %e, "source {name}: connection from {peer}: {e}");
                     }
                 }
                 open.fetch_sub(1, Ordering::SeqCst);
