@@ -100,3 +100,46 @@ fn a_broken_configuration_is_refused_and_the_old_one_keeps_running() {
     );
     assert_eq!(e.bodies(), expect_lines("a", 0..20));
 }
+
+#[test]
+fn a_reload_while_the_spool_is_full_applies_the_budget_and_never_hangs() {
+    let e = Env::with_spool(
+        "*.log",
+        "segment_max_bytes = \"1MiB\"\ndisk_budget = \"4MiB\"\nmin_free = \"1MiB\"\n",
+        "",
+    );
+    append(
+        &e.log("app.log"),
+        lines(&"q".repeat(150), 0..60_000).as_bytes(),
+    );
+    let d = e.start();
+    wait_stderr(&e, "spool full");
+    // A bigger budget, by SIGHUP: applied through the channel the writer
+    // reads while full; the spool has room again and the reload goes on.
+    let cfg = std::fs::read_to_string(e.p("agent.toml")).unwrap();
+    std::fs::write(
+        e.p("agent.toml"),
+        cfg.replace("disk_budget = \"4MiB\"", "disk_budget = \"64MiB\""),
+    )
+    .unwrap();
+    hup(&d);
+    wait_stderr(&e, "room again");
+    wait_stderr(&e, "SIGHUP: running with 1 sources");
+    e.wait_entries(60_000);
+    // A reload that leaves it full (the budget back down) does not hang,
+    // and neither does the stop after it.
+    std::fs::write(e.p("agent.toml"), &cfg).unwrap();
+    hup(&d);
+    let t0 = Instant::now();
+    stop(d);
+    assert!(
+        t0.elapsed() < Duration::from_secs(20),
+        "the stop took {:?}",
+        t0.elapsed()
+    );
+    assert_eq!(
+        e.bodies(),
+        expect_lines(&"q".repeat(150), 0..60_000),
+        "every line once"
+    );
+}

@@ -91,7 +91,8 @@ fn state(l: &Limits, started: Instant) -> serde_json::Value {
     let full = m.spool_full.get() != 0;
     let lag = m.forward_lag_records.get().max(0) as u64;
     let last_receipt = m.forward_last_receipt.get();
-    let receipt_age = (last_receipt > 0).then(|| now - last_receipt);
+    // A clock stepped back makes no negative age.
+    let receipt_age = (last_receipt > 0).then(|| (now - last_receipt).max(0));
     let sources = m.sources.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let mut problems: Vec<String> = Vec::new();
     if full {

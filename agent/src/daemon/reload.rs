@@ -45,7 +45,47 @@ pub fn reload(path: &Path, cfg: &mut Loaded, generation: &mut Generation, shared
         tracing::info!("SIGHUP: the configuration is unchanged");
         return true;
     }
+    // The capacity settings first, through the channel the writer reads even
+    // while the spool is full: a bigger budget may be what frees it. While
+    // it stays full the sources are not restarted (their events could not
+    // be taken, and a stop would wait for them): the rest of the new
+    // configuration waits for the next SIGHUP.
+    let (full_tx, full_rx) = crossbeam_channel::bounded(1);
+    let asked = shared
+        .link
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .is_some_and(|tx| {
+            tx.send(Event::Capacity {
+                spool: new.config.spool.clone(),
+                reply: full_tx,
+            })
+            .is_ok()
+        });
+    match full_rx.recv_timeout(Duration::from_secs(10)) {
+        Ok(false) => {}
+        Ok(true) => {
+            tracing::warn!(
+                config = %path.display(),
+                "SIGHUP: the spool is full even with the new capacity settings, which are applied; the rest of the new configuration is not (sources cannot hand over while the spool is full): send SIGHUP again when there is room"
+            );
+            return true;
+        }
+        Err(_) => {
+            if asked {
+                tracing::error!(
+                    "SIGHUP: the spool writer did not answer; the running configuration stays"
+                );
+            }
+            return asked;
+        }
+    }
     let later = restart_only(cfg, &new);
+    // What needs a restart keeps its running value until then ([agent]:
+    // the forwarder goes on sending this spool as this agent).
+    let mut new = new;
+    new.config.agent = cfg.config.agent.clone();
     tracing::info!(
         "SIGHUP: applying configuration {} (sha256){}",
         hex(&new.sha256),
@@ -103,6 +143,9 @@ fn restart_only(old: &Loaded, new: &Loaded) -> Vec<&'static str> {
     }
     if o.agent.key_dir != n.agent.key_dir {
         v.push("[agent] key_dir");
+    }
+    if o.agent.control_socket != n.agent.control_socket {
+        v.push("[agent] control_socket");
     }
     let (os, ns) = (&o.spool, &n.spool);
     if (

@@ -122,6 +122,14 @@ pub fn run(mut spool: Spool, io: Inputs, mut cap: Capacity) -> Result<(), Writer
 
 fn apply(spool: &mut Spool, cap: &mut Capacity, ev: Event) -> Result<(), SpoolError> {
     match ev {
+        Event::Capacity {
+            spool: settings,
+            reply,
+        } => {
+            cap.reconfigure(&settings);
+            let full = cap.check(spool)? != Verdict::Accept;
+            let _ = reply.send(full);
+        }
         Event::Reload {
             sha256,
             spool: settings,

@@ -56,6 +56,13 @@ pub enum Event {
     /// A collector's receipt for one of the chain's checkpoints (from the
     /// forwarder, already checked against the checkpoint it names).
     Receipt(Box<wormlog_spool::chain::Receipt>),
+    /// New capacity settings (SIGHUP), on the control channel, which the
+    /// writer reads even while the spool is full; it answers whether the
+    /// spool is still full after them.
+    Capacity {
+        spool: crate::config::SpoolSection,
+        reply: crossbeam_channel::Sender<bool>,
+    },
     /// A new configuration (SIGHUP), sent by the daemon after the sources
     /// of the old one stopped: the writer records its hash in the chain,
     /// takes its capacity settings, and answers with every source's
@@ -217,12 +224,24 @@ impl SourceContext {
     /// (backpressure). False when the writer is gone.
     pub fn send(&self, mut ev: Event) -> bool {
         let mut pause = Duration::from_micros(200);
+        // Once a stop is asked, a writer that takes nothing (a full spool)
+        // is not waited for long: what is not handed over is read again at
+        // the next start (positions move only with what is written).
+        let mut stop_deadline: Option<std::time::Instant> = None;
         loop {
             match self.tx.try_send(ev) {
                 Ok(()) => return true,
                 Err(TrySendError::Disconnected(_)) => return false,
                 Err(TrySendError::Full(back)) => {
                     ev = back;
+                    if self.shutdown.is_set() {
+                        let d = *stop_deadline.get_or_insert_with(|| {
+                            std::time::Instant::now() + Duration::from_secs(2)
+                        });
+                        if std::time::Instant::now() >= d {
+                            return false;
+                        }
+                    }
                     std::thread::sleep(pause);
                     pause = (pause * 2).min(Duration::from_millis(20));
                 }

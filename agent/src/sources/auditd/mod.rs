@@ -56,7 +56,15 @@ struct Stream {
     file: (u64, u64, u64),
     assembler: EventAssembler,
     watermark: Watermark,
+    /// Serials passed over after a restart (already in the spool): a hole
+    /// in the serials they fill is no loss (the tracker never saw them).
+    skipped: std::collections::BTreeSet<u32>,
 }
+
+/// When this many events written lie past the watermark (one old event
+/// still open), every open event is completed (flagged `flush`) so that
+/// the position stays small.
+const MAX_DONE: usize = 256;
 
 /// Hands the results of one stream to the writer.
 struct Output<'a> {
@@ -110,7 +118,18 @@ impl Output<'_> {
 
     fn loss(&mut self, s: &mut Stream, report: &LossReport) -> bool {
         let lost = match report {
-            LossReport::Gap(g) => g.missing,
+            LossReport::Gap(g) => {
+                // Serials passed over because they were already written
+                // (a restart) are not missing.
+                let known = s
+                    .skipped
+                    .range(g.after_serial.saturating_add(1)..g.before_serial)
+                    .count() as u64;
+                if known >= g.missing {
+                    return true;
+                }
+                g.missing - known
+            }
             LossReport::KernelLostCounter { lost, .. } => *lost,
             _ => {
                 // Not a loss (a reset, a late arrival): said, not recorded.
@@ -211,6 +230,7 @@ impl Source for AuditdSource {
                             file,
                             assembler: EventAssembler::default(),
                             watermark: Watermark::resume(offset, done),
+                            skipped: std::collections::BTreeSet::new(),
                         }
                     });
                     s.file = file;
@@ -225,6 +245,9 @@ impl Source for AuditdSource {
                         let rec = parse_record(line).ok();
                         let serial = rec.as_ref().map_or(UNPARSED, |r| r.serial());
                         if s.watermark.already_written(serial, offset) {
+                            if s.skipped.len() < 65_536 {
+                                s.skipped.insert(serial);
+                            }
                             continue;
                         }
                         let result = s.assembler.push(line);
@@ -237,6 +260,12 @@ impl Source for AuditdSource {
                         }
                         if !out.take(s, result) {
                             return;
+                        }
+                        if s.watermark.done_len() > MAX_DONE {
+                            let all = s.assembler.flush(Flush::All);
+                            if !out.take(s, all) {
+                                return;
+                            }
                         }
                     }
                     if !out.flush() {
@@ -252,9 +281,17 @@ impl Source for AuditdSource {
                     detail,
                     ts,
                 }) => {
-                    // Truncation or replacement: the file starts over.
+                    // Truncation or replacement: the file starts over. Its
+                    // open events are written as they are; a position from
+                    // before is no longer where this file resumes.
                     let key = position.stream_key();
-                    streams.remove(&key);
+                    resume.remove(&key);
+                    if let Some(mut s) = streams.remove(&key) {
+                        let rest = s.assembler.flush(Flush::All);
+                        if !out.take(&mut s, rest) {
+                            return;
+                        }
+                    }
                     if !out.flush()
                         || !ctx.send(Event::Gap {
                             source,
@@ -270,6 +307,7 @@ impl Source for AuditdSource {
                     }
                 }
                 Ok(Event::Forget { source, key }) => {
+                    resume.remove(&key);
                     // A rotated file read to its end: its open events are
                     // complete.
                     if let Some(mut s) = streams.remove(&key) {

@@ -80,6 +80,11 @@ impl Watermark {
         }
     }
 
+    /// How many written events lie past the watermark.
+    pub fn done_len(&self) -> usize {
+        self.done.len()
+    }
+
     /// Where to resume now.
     pub fn offset(&self) -> u64 {
         self.open

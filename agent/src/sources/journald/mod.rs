@@ -199,7 +199,14 @@ impl Reader<'_> {
                 }
                 Ok(_) => {}
                 Err(rustix::io::Errno::INTR) => continue,
-                Err(e) => return RunEnd::Stopped(format!("poll: {e}")),
+                Err(e) => {
+                    // What was read is handed over before the restart.
+                    return if self.flush() {
+                        RunEnd::Stopped(format!("poll: {e}"))
+                    } else {
+                        RunEnd::WriterGone
+                    };
+                }
             }
             let n = match out.read(&mut buf) {
                 Ok(0) => {
@@ -212,7 +219,13 @@ impl Reader<'_> {
                 }
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return RunEnd::Stopped(format!("reading journalctl: {e}")),
+                Err(e) => {
+                    return if self.flush() {
+                        RunEnd::Stopped(format!("reading journalctl: {e}"))
+                    } else {
+                        RunEnd::WriterGone
+                    };
+                }
             };
             let mut data = &buf[..n];
             while let Some(nl) = memchr::memchr(b'\n', data) {
