@@ -143,3 +143,51 @@ fn a_reload_while_the_spool_is_full_applies_the_budget_and_never_hangs() {
         "every line once"
     );
 }
+
+#[test]
+fn a_source_whose_settings_did_not_change_runs_on_through_a_reload() {
+    let e = Env::with_sources("", |_| {
+        "[[sources.syslog]]\nname = \"net\"\nlisten = \"tcp://127.0.0.1:0\"\n".to_owned()
+    });
+    let d = e.start();
+    wait_stderr(&e, "listening on tcp://");
+    let err = e.stderr();
+    let addr = err
+        .split("listening on tcp://")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    let mut c = std::net::TcpStream::connect(&addr).unwrap();
+    use std::io::Write;
+    c.write_all(b"<13>before the reload\n").unwrap();
+    e.wait_entries(1);
+    let cfg = std::fs::read_to_string(e.p("agent.toml")).unwrap();
+    std::fs::write(
+        e.p("agent.toml"),
+        format!(
+            "{cfg}\n[[sources.file]]\nname = \"app\"\npaths = [\"{}/*.log\"]\npoll_interval = \"20ms\"\n",
+            e.logs().display()
+        ),
+    )
+    .unwrap();
+    append(&e.log("app.log"), lines("a", 0..5).as_bytes());
+    hup(&d);
+    wait_stderr(&e, "SIGHUP: running with 2 sources");
+    // The same connection, still served: the listener was not restarted.
+    c.write_all(b"<13>after the reload\n").unwrap();
+    e.wait_entries(7);
+    drop(c);
+    stop(d);
+    assert_eq!(e.stderr().matches("listening on tcp://").count(), 1);
+    let bodies = e.bodies();
+    assert!(
+        bodies.contains(&"<13>before the reload".to_owned()),
+        "{bodies:?}"
+    );
+    assert!(
+        bodies.contains(&"<13>after the reload".to_owned()),
+        "{bodies:?}"
+    );
+    assert_eq!(bodies.len(), 7);
+}

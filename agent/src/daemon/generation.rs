@@ -24,11 +24,22 @@ pub struct Shared {
     pub durable: Arc<DurableSeq>,
 }
 
+/// A source thread and what it was started with.
+#[derive(Debug)]
+pub struct RunningSource {
+    pub name: String,
+    /// Its settings, as written out: a reload keeps a source whose
+    /// settings did not change running, untouched.
+    settings: String,
+    shutdown: Arc<Shutdown>,
+    handle: JoinHandle<()>,
+}
+
 #[derive(Debug)]
 pub struct Generation {
-    pub sources: Vec<(String, JoinHandle<()>)>,
-    shutdown: Arc<Shutdown>,
+    pub sources: Vec<RunningSource>,
     forwarder: Option<JoinHandle<()>>,
+    forwarder_settings: String,
     forwarder_shutdown: Arc<Shutdown>,
 }
 
@@ -43,11 +54,72 @@ pub fn acknowledged(positions: &Positions) -> u64 {
     }
 }
 
+/// Every configured source: name, settings, the source.
+fn configured(cfg: &Loaded) -> Vec<(String, String, Box<dyn Source>)> {
+    let c = &cfg.config;
+    let max_line = c.spool.max_line_bytes.0;
+    let mut v: Vec<(String, String, Box<dyn Source>)> = Vec::new();
+    for f in &c.sources.file {
+        v.push((
+            f.name.clone(),
+            format!("{f:?} {max_line}"),
+            Box::new(FileSource::new(f, max_line)),
+        ));
+    }
+    for j in &c.sources.journald {
+        v.push((
+            j.name.clone(),
+            format!("{j:?}"),
+            Box::new(JournaldSource::new(j)),
+        ));
+    }
+    for s in &c.sources.syslog {
+        v.push((
+            s.name.clone(),
+            format!("{s:?}"),
+            Box::new(SyslogSource::new(s)),
+        ));
+    }
+    for a in &c.sources.auditd {
+        v.push((
+            a.name.clone(),
+            format!("{a:?}"),
+            Box::new(AuditdSource::new(a)),
+        ));
+    }
+    v
+}
+
+fn forwarder_settings(cfg: &Loaded) -> String {
+    format!(
+        "{:?} {} {:?}",
+        cfg.config.forward,
+        cfg.agent_id(),
+        cfg.config.agent.spool_dir
+    )
+}
+
 impl Generation {
     pub fn start(cfg: &Loaded, positions: &Positions, shared: &Shared) -> std::io::Result<Self> {
-        let shutdown = Arc::new(Shutdown::default());
-        let forwarder_shutdown = Arc::new(Shutdown::default());
-        let mut forwarder = None;
+        let mut g = Generation {
+            sources: Vec::new(),
+            forwarder: None,
+            forwarder_settings: String::new(),
+            forwarder_shutdown: Arc::new(Shutdown::default()),
+        };
+        g.start_forwarder(cfg, positions, shared)?;
+        g.start_missing(cfg, positions, shared)?;
+        Ok(g)
+    }
+
+    fn start_forwarder(
+        &mut self,
+        cfg: &Loaded,
+        positions: &Positions,
+        shared: &Shared,
+    ) -> std::io::Result<()> {
+        self.forwarder_settings = forwarder_settings(cfg);
+        self.forwarder_shutdown = Arc::new(Shutdown::default());
         if let Some(f) = &cfg.config.forward {
             let fw = Forwarder {
                 cfg: f.clone(),
@@ -56,69 +128,81 @@ impl Generation {
                 durable: shared.durable.clone(),
                 start: acknowledged(positions),
                 link: shared.link.clone(),
-                shutdown: forwarder_shutdown.clone(),
+                shutdown: self.forwarder_shutdown.clone(),
             };
             // Not joined at a stop: a request may still be out; the writer
             // stops without it (its channel is taken away).
-            forwarder = Some(
+            self.forwarder = Some(
                 std::thread::Builder::new()
                     .name("forwarder".into())
                     .spawn(move || fw.run())?,
             );
         }
-        let c = &cfg.config;
-        let configured = c
-            .sources
-            .file
-            .iter()
-            .map(|f| {
-                let src: Box<dyn Source> = Box::new(FileSource::new(f, c.spool.max_line_bytes.0));
-                (f.name.clone(), src)
-            })
-            .chain(c.sources.journald.iter().map(|j| {
-                let src: Box<dyn Source> = Box::new(JournaldSource::new(j));
-                (j.name.clone(), src)
-            }))
-            .chain(c.sources.syslog.iter().map(|s| {
-                let src: Box<dyn Source> = Box::new(SyslogSource::new(s));
-                (s.name.clone(), src)
-            }))
-            .chain(c.sources.auditd.iter().map(|a| {
-                let src: Box<dyn Source> = Box::new(AuditdSource::new(a));
-                (a.name.clone(), src)
-            }));
-        let mut sources = Vec::new();
-        for (name, src) in configured {
+        Ok(())
+    }
+
+    /// Starts the configured sources that are not running.
+    pub fn start_missing(
+        &mut self,
+        cfg: &Loaded,
+        positions: &Positions,
+        shared: &Shared,
+    ) -> std::io::Result<()> {
+        for (name, settings, src) in configured(cfg) {
+            if self.sources.iter().any(|r| r.name == name) {
+                continue;
+            }
+            let shutdown = Arc::new(Shutdown::default());
             let ctx = SourceContext {
                 tx: shared.tx.clone(),
                 shutdown: shutdown.clone(),
                 positions: positions.get(&name).cloned().unwrap_or_else(BTreeMap::new),
             };
-            let thread = std::thread::Builder::new()
+            let handle = std::thread::Builder::new()
                 .name(format!("src-{name}"))
                 .spawn(move || src.run(ctx))?;
-            sources.push((name, thread));
+            self.sources.push(RunningSource {
+                name,
+                settings,
+                shutdown,
+                handle,
+            });
         }
-        Ok(Generation {
-            sources,
-            shutdown,
-            forwarder,
-            forwarder_shutdown,
-        })
+        Ok(())
     }
 
-    /// Stops the sources (they hand over what they read) and waits for
-    /// them; false if one of them panicked.
-    pub fn stop_sources(&mut self) -> bool {
-        self.shutdown.trigger();
-        let mut ok = true;
-        for (name, s) in self.sources.drain(..) {
-            if s.join().is_err() {
-                tracing::error!(source = %name, "source {name} panicked");
-                ok = false;
-            }
+    /// Stops the sources that `cfg` removes or changes (they hand over what
+    /// they read) and waits for them; the others run on. False if one of
+    /// them panicked.
+    pub fn stop_changed(&mut self, cfg: &Loaded) -> bool {
+        let wanted: Vec<(String, String)> = configured(cfg)
+            .into_iter()
+            .map(|(n, s, _)| (n, s))
+            .collect();
+        let (keep, stop): (Vec<_>, Vec<_>) = std::mem::take(&mut self.sources)
+            .into_iter()
+            .partition(|r| wanted.iter().any(|(n, s)| *n == r.name && *s == r.settings));
+        self.sources = keep;
+        stop_all(stop)
+    }
+
+    /// Restarts the forwarder if its settings changed.
+    pub fn update_forwarder(
+        &mut self,
+        cfg: &Loaded,
+        positions: &Positions,
+        shared: &Shared,
+    ) -> std::io::Result<()> {
+        if forwarder_settings(cfg) == self.forwarder_settings {
+            return Ok(());
         }
-        ok
+        self.stop_forwarder();
+        self.start_forwarder(cfg, positions, shared)
+    }
+
+    /// Stops every source and waits for them; false if one panicked.
+    pub fn stop_sources(&mut self) -> bool {
+        stop_all(std::mem::take(&mut self.sources))
     }
 
     /// Tells the forwarder to stop (not waited for).
@@ -131,8 +215,8 @@ impl Generation {
     pub fn finished_source(&self) -> Option<&str> {
         self.sources
             .iter()
-            .find(|(_, h)| h.is_finished())
-            .map(|(n, _)| n.as_str())
+            .find(|r| r.handle.is_finished())
+            .map(|r| r.name.as_str())
     }
 
     /// The forwarder stopped by panicking (one that returned has said why).
@@ -140,4 +224,19 @@ impl Generation {
         self.forwarder.as_ref().is_some_and(|h| h.is_finished())
             && self.forwarder.take().is_some_and(|h| h.join().is_err())
     }
+}
+
+/// Stops sources (all told first, so they stop together) and waits.
+fn stop_all(sources: Vec<RunningSource>) -> bool {
+    for r in &sources {
+        r.shutdown.trigger();
+    }
+    let mut ok = true;
+    for r in sources {
+        if r.handle.join().is_err() {
+            tracing::error!(source = %r.name, "source {} panicked", r.name);
+            ok = false;
+        }
+    }
+    ok
 }

@@ -1,8 +1,11 @@
 //! SIGHUP: the configuration file is read again. A valid new configuration
-//! is applied — the sources and the forwarder are stopped and started
-//! again under it, from where the spool says each source stands — and its
-//! SHA-256 is written into the chain as a `config` record (a change to what
-//! is audited is itself audited). An invalid one is logged, recorded as an
+//! is applied — its capacity settings first (they may be what frees a full
+//! spool); then the sources it removes or changes stop and are started
+//! again under it, from where the spool says each source stands, while
+//! sources whose settings did not change run on untouched; the forwarder
+//! restarts only if its settings changed — and its SHA-256 is written into
+//! the chain as a `config` record (a change to what is audited is itself
+//! audited). An invalid one is logged, recorded as an
 //! alert, and the running configuration stays.
 //!
 //! What cannot change under a running spool (the agent id, the spool and
@@ -95,8 +98,10 @@ pub fn reload(path: &Path, cfg: &mut Loaded, generation: &mut Generation, shared
             format!("; {} take effect at the next start", later.join(", "))
         }
     );
-    generation.stop_forwarder();
-    if !generation.stop_sources() {
+    // Sources whose settings did not change run on, untouched (a syslog
+    // listener keeps its socket and connections); the others stop and
+    // hand over what they read.
+    if !generation.stop_changed(&new) {
         return false;
     }
     let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
@@ -117,10 +122,12 @@ pub fn reload(path: &Path, cfg: &mut Loaded, generation: &mut Generation, shared
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return false,
         }
     };
-    match Generation::start(&new, &positions, shared) {
-        Ok(g) => {
-            tracing::info!("SIGHUP: running with {} sources", g.sources.len());
-            *generation = g;
+    let started = generation
+        .update_forwarder(&new, &positions, shared)
+        .and_then(|()| generation.start_missing(&new, &positions, shared));
+    match started {
+        Ok(()) => {
+            tracing::info!("SIGHUP: running with {} sources", generation.sources.len());
             *cfg = new;
             true
         }
