@@ -16,6 +16,7 @@ mod log;
 mod metrics;
 pub(crate) use wormlog_text::render;
 mod sources;
+mod unix_socket;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;

@@ -12,7 +12,7 @@ pub struct SyslogSourceConfig {
     /// The source name recorded with every message (1–255 bytes, unique).
     pub name: String,
     /// `udp://ADDR:PORT`, `tcp://ADDR:PORT`, `tls://ADDR:PORT` or
-    /// `unix:/PATH` (a datagram socket, e.g. for journald's ForwardToSyslog).
+    /// `unix:/PATH` (a datagram socket for local senders).
     pub listen: String,
     /// `tls://`: the server's certificate chain and key (PEM).
     pub tls_cert: Option<PathBuf>,

@@ -7,7 +7,7 @@ use crate::config::Loaded;
 use crate::metrics;
 use serde_json::json;
 use std::io::Write;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -52,16 +52,7 @@ pub fn serve(
     path: &Path,
     limits: std::sync::Arc<std::sync::Mutex<Limits>>,
 ) -> std::io::Result<ControlSocket> {
-    if let Ok(m) = std::fs::symlink_metadata(path) {
-        if m.file_type().is_socket() {
-            std::fs::remove_file(path)?;
-        } else {
-            return Err(std::io::Error::other(format!(
-                "{} exists and is not a socket",
-                path.display()
-            )));
-        }
-    }
+    crate::unix_socket::prepare(path)?;
     let listener = UnixListener::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     let started = Instant::now();

@@ -190,19 +190,9 @@ pub fn run_unix(
     path: &Path,
     ctx: &SourceContext,
 ) -> io::Result<()> {
-    // A socket file left by an earlier run is replaced; anything else there
-    // is not touched.
-    if let Ok(m) = std::fs::symlink_metadata(path) {
-        use std::os::unix::fs::FileTypeExt;
-        if m.file_type().is_socket() {
-            std::fs::remove_file(path)?;
-        } else {
-            return Err(io::Error::other(format!(
-                "{} exists and is not a socket",
-                path.display()
-            )));
-        }
-    }
+    // A socket left by an earlier run is replaced; anything else there is
+    // refused, and so is a directory others may write to.
+    crate::unix_socket::prepare(path)?;
     let sock = UnixDatagram::bind(path)?;
     std::fs::set_permissions(
         path,
