@@ -145,7 +145,15 @@ fn format_line(level: &Level, message: &str, fields: &[(&str, String)]) -> Strin
         Level::DEBUG => "debug: ",
         Level::TRACE => "trace: ",
     });
-    line.push_str(message);
+    // A message may quote what came from outside (a file name, a peer's
+    // bytes): control characters are escaped, so one event stays one line.
+    for c in message.chars() {
+        if c.is_control() {
+            let _ = write!(line, "{}", c.escape_default());
+        } else {
+            line.push(c);
+        }
+    }
     for (key, value) in fields {
         let plain = !value.is_empty()
             && !value
@@ -165,6 +173,17 @@ fn format_line(level: &Level, message: &str, fields: &[(&str, String)]) -> Strin
 mod tests {
     use super::*;
     use std::sync::{Arc, Mutex};
+
+    #[test]
+    fn a_message_cannot_forge_a_second_line() {
+        let l = format_line(
+            &Level::WARN,
+            "file a\nwormlog: error: forged\u{1b}[31m",
+            &[],
+        );
+        assert_eq!(l.matches('\n').count(), 1, "{l}");
+        assert!(l.contains("a\\nwormlog"), "{l}");
+    }
 
     #[test]
     fn lines_per_level() {

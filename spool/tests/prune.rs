@@ -368,3 +368,15 @@ fn void_records_and_recovered_segments_are_pruned_through_correctly() {
         "the transition once, its void first try left out"
     );
 }
+
+#[test]
+fn a_late_receipt_does_not_move_the_delivery_position_back() {
+    let t = TempDir::new();
+    let (_pk, mut s, acked) = spool_with_acks(&t);
+    assert_eq!(s.acknowledged(), acked);
+    let collector = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+    // A receipt for an earlier tree, arriving late (an old forwarder).
+    let late = Receipt::sign(&collector, "collector-1", "test-agent", 10, &[0; 32], 3);
+    s.append_receipt(&late).unwrap();
+    assert_eq!(s.acknowledged(), acked, "the position stayed");
+}

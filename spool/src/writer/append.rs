@@ -145,7 +145,20 @@ impl Spool {
             },
         );
         self.st.bytes_since_checkpoint = before;
-        self.track(FORWARD_POSITION, &Position::Counter(r.tree_size));
+        // The delivery position only moves forward (a late receipt from a
+        // forwarder that was being replaced is kept, but does not move it
+        // back).
+        let current = match self
+            .positions()
+            .get(FORWARD_POSITION)
+            .and_then(|m| m.values().next())
+        {
+            Some(Position::Counter(n)) => *n,
+            _ => 0,
+        };
+        if r.tree_size > current {
+            self.track(FORWARD_POSITION, &Position::Counter(r.tree_size));
+        }
         self.after_append()?;
         Ok(seq)
     }
