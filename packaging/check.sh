@@ -64,7 +64,7 @@ systemd-tmpfiles --create --root="$root" "$PWD"/packaging/tmpfiles/wormlog.conf 
 rm -rf "$root"
 
 say "installing the .deb packages"
-DEBIAN_FRONTEND=noninteractive apt-get install -y "${debs[0]}" "${debs[1]}"
+DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${debs[0]}" "${debs[1]}"
 for f in /usr/bin/wormlog /usr/bin/wormlog-collector /etc/wormlog/agent.toml /etc/wormlog/collector.toml \
          /usr/lib/systemd/system/wormlog.service /usr/lib/systemd/system/wormlog-collector.service \
          /usr/share/doc/wormlog/README.md /var/lib/wormlog/keys/host.pub; do
@@ -90,7 +90,7 @@ done
 say "upgrade (reinstall) keeps a changed configuration and the host key"
 key=$(cat /var/lib/wormlog/keys/host.pub)
 echo "# changed by the operator" >> /etc/wormlog/agent.toml
-DEBIAN_FRONTEND=noninteractive apt-get install -y --reinstall -o Dpkg::Options::=--force-confold "${debs[0]}"
+DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends --reinstall -o Dpkg::Options::=--force-confold "${debs[0]}"
 grep -q "changed by the operator" /etc/wormlog/agent.toml || fail "the configuration was overwritten"
 [ "$(cat /var/lib/wormlog/keys/host.pub)" = "$key" ] || fail "the host key was replaced"
 
