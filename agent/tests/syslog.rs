@@ -579,3 +579,44 @@ fn tcp_makes_the_sender_wait_instead_of_dropping_when_the_spool_is_full() {
         "the spool holds {spool} bytes, budget 4 MiB"
     );
 }
+
+#[test]
+fn a_client_trickling_its_tls_handshake_cannot_hold_a_stop() {
+    let ca = TestCa::new();
+    let (server_cert, server_key) = ca.issue("localhost");
+    let e = syslog_env(
+        "tls://127.0.0.1:0",
+        "tls_cert = \"DIR/server.pem\"\ntls_key = \"DIR/server-key.pem\"\n",
+    );
+    let dir = e.dir.path().display().to_string();
+    let cfg = std::fs::read_to_string(e.p("agent.toml"))
+        .unwrap()
+        .replace("DIR", &dir);
+    std::fs::write(e.p("agent.toml"), cfg).unwrap();
+    std::fs::write(e.p("server.pem"), &server_cert).unwrap();
+    std::fs::write(e.p("server-key.pem"), &server_key).unwrap();
+    let d = e.start();
+    let addr = listening(&e, "tls");
+    // A ClientHello's first bytes, one every 100 ms, for a minute.
+    let stop_trickle = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s2 = stop_trickle.clone();
+    let trickler = std::thread::spawn(move || {
+        let mut c = TcpStream::connect(&addr).unwrap();
+        for b in [0x16u8, 0x03, 0x01, 0x02, 0x00].iter().cycle().take(600) {
+            if s2.load(std::sync::atomic::Ordering::SeqCst) || c.write_all(&[*b]).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let t0 = Instant::now();
+    stop(d);
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "the stop took {:?}",
+        t0.elapsed()
+    );
+    stop_trickle.store(true, std::sync::atomic::Ordering::SeqCst);
+    trickler.join().unwrap();
+}

@@ -89,7 +89,8 @@ fn serve(
     conn.set_read_timeout(Some(TICK))?;
     let mut stream: Box<dyn Read> = match tls {
         Some(cfg) => {
-            let server = rustls::ServerConnection::new(cfg).map_err(io::Error::other)?;
+            let mut conn = conn;
+            let server = handshake(cfg, &mut conn, ctx)?;
             Box::new(rustls::StreamOwned::new(server, conn))
         }
         None => Box::new(conn),
@@ -131,6 +132,64 @@ fn serve(
         }
     }
     Ok(kept)
+}
+
+/// A client gets this long for its TLS handshake.
+const HANDSHAKE_TIME: Duration = Duration::from_secs(10);
+
+/// The TLS handshake, a record at a time, within [`HANDSHAKE_TIME`] (a
+/// client that trickles its handshake cannot hold a connection thread, nor
+/// a stop, for longer) and no longer than the source runs.
+fn handshake(
+    cfg: Arc<rustls::ServerConfig>,
+    conn: &mut TcpStream,
+    ctx: &SourceContext,
+) -> io::Result<rustls::ServerConnection> {
+    let mut server = rustls::ServerConnection::new(cfg).map_err(io::Error::other)?;
+    let deadline = std::time::Instant::now() + HANDSHAKE_TIME;
+    while server.is_handshaking() {
+        if ctx.shutdown.is_set() {
+            return Err(io::Error::other("stopping during the TLS handshake"));
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no TLS handshake within {}s", HANDSHAKE_TIME.as_secs()),
+            ));
+        }
+        if server.wants_write() {
+            server.write_tls(conn)?;
+            continue;
+        }
+        match server.read_tls(conn) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "closed during the TLS handshake",
+                ));
+            }
+            Ok(_) => {
+                if let Err(e) = server.process_new_packets() {
+                    // Tell the client why (an alert), then give up.
+                    let _ = server.write_tls(conn);
+                    return Err(io::Error::other(e));
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    // The last flight (e.g. the server's Finished) goes out now.
+    while server.wants_write() {
+        server.write_tls(conn)?;
+    }
+    Ok(server)
 }
 
 /// Moves the complete frames into the batch, handing full batches over.
