@@ -128,6 +128,15 @@ fn an_event_split_across_writes_is_still_one_entry() {
     assert_eq!(field(&ev[0], "audit_records"), Some(&b"7"[..]));
 }
 
+/// The first and last record of an `sh` execution event.
+fn syscall(serial: u32) -> Vec<u8> {
+    format!("type=SYSCALL msg=audit(1700000000.000:{serial}): arch=c000003e syscall=59 success=yes exit=0 items=0 ppid=1 pid=2 auid=0 uid=0 comm=\"sh\" exe=\"/bin/sh\" key=(null)").into_bytes()
+}
+
+fn proctitle(serial: u32) -> Vec<u8> {
+    format!("type=PROCTITLE msg=audit(1700000000.000:{serial}): proctitle=7368").into_bytes()
+}
+
 fn record(serial: u32, ty: &str) -> Vec<u8> {
     format!(
         "type={ty} msg=audit(1700000000.{:03}:{serial}): pid=1 uid=0 auid=0 ses=1 msg='op=test acct=\"root\" res=success'",
@@ -171,12 +180,6 @@ fn a_jump_in_serials_is_a_gap_record() {
 #[test]
 fn rotation_and_a_kill_during_interleaved_events_lose_and_duplicate_nothing() {
     let e = audit_env();
-    let syscall = |s: u32| {
-        format!("type=SYSCALL msg=audit(1700000000.000:{s}): arch=c000003e syscall=59 success=yes exit=0 items=0 ppid=1 pid=2 auid=0 uid=0 comm=\"sh\" exe=\"/bin/sh\" key=(null)").into_bytes()
-    };
-    let proctitle = |s: u32| {
-        format!("type=PROCTITLE msg=audit(1700000000.000:{s}): proctitle=7368").into_bytes()
-    };
     // A (200) opens; B (201, standalone) is written while A is open.
     write(
         &e,
@@ -214,12 +217,6 @@ fn rotation_and_a_kill_during_interleaved_events_lose_and_duplicate_nothing() {
 #[test]
 fn serials_passed_over_after_a_restart_are_not_reported_lost() {
     let e = audit_env();
-    let syscall = |s: u32| {
-        format!("type=SYSCALL msg=audit(1700000000.000:{s}): arch=c000003e syscall=59 success=yes exit=0 items=0 ppid=1 pid=2 auid=0 uid=0 comm=\"sh\" exe=\"/bin/sh\" key=(null)").into_bytes()
-    };
-    let proctitle = |s: u32| {
-        format!("type=PROCTITLE msg=audit(1700000000.000:{s}): proctitle=7368").into_bytes()
-    };
     // A (300) opens; B and C (301, 302) are written while A is open.
     write(
         &e,

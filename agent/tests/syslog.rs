@@ -22,7 +22,9 @@ fn syslog_env_spool(listen: &str, spool: &str, extra: &str) -> Env {
     let listen = listen.to_owned();
     let extra = extra.to_owned();
     Env::with_sources(spool, move |e| {
-        let listen = listen.replace("DIR", &e.dir.path().display().to_string());
+        // DIR in the settings stands for the test's directory.
+        let dir = e.dir.path().display().to_string();
+        let (listen, extra) = (listen.replace("DIR", &dir), extra.replace("DIR", &dir));
         format!("[[sources.syslog]]\nname = \"net\"\nlisten = \"{listen}\"\n{extra}\n")
     })
 }
@@ -455,23 +457,26 @@ fn tls_client(ca_pem: &str, cert: Option<(&str, &str)>) -> std::sync::Arc<rustls
     })
 }
 
+/// A `tls://` source with the server's certificate (and the CA for client
+/// certificates when `client_ca`) written beside its configuration.
+fn tls_env(ca: &TestCa, cert: &str, key: &str, client_ca: bool) -> Env {
+    let mut extra = "tls_cert = \"DIR/server.pem\"\ntls_key = \"DIR/server-key.pem\"\n".to_owned();
+    if client_ca {
+        extra.push_str("tls_client_ca = \"DIR/ca.pem\"\n");
+    }
+    let e = syslog_env("tls://127.0.0.1:0", &extra);
+    std::fs::write(e.p("server.pem"), cert).unwrap();
+    std::fs::write(e.p("server-key.pem"), key).unwrap();
+    std::fs::write(e.p("ca.pem"), &ca.pem).unwrap();
+    e
+}
+
 #[test]
 fn tls_with_client_certificates_per_rfc_5425() {
     let ca = TestCa::new();
     let (server_cert, server_key) = ca.issue("localhost");
     let (client_cert, client_key) = ca.issue("web-01");
-    let e = syslog_env(
-        "tls://127.0.0.1:0",
-        "tls_cert = \"DIR/server.pem\"\ntls_key = \"DIR/server-key.pem\"\ntls_client_ca = \"DIR/ca.pem\"\n",
-    );
-    let dir = e.dir.path().display().to_string();
-    let cfg = std::fs::read_to_string(e.p("agent.toml"))
-        .unwrap()
-        .replace("DIR", &dir);
-    std::fs::write(e.p("agent.toml"), cfg).unwrap();
-    std::fs::write(e.p("server.pem"), &server_cert).unwrap();
-    std::fs::write(e.p("server-key.pem"), &server_key).unwrap();
-    std::fs::write(e.p("ca.pem"), &ca.pem).unwrap();
+    let e = tls_env(&ca, &server_cert, &server_key, true);
     let d = e.start();
     let addr = listening(&e, "tls");
     let send = |cfg: std::sync::Arc<rustls::ClientConfig>, msgs: &[&[u8]]| -> std::io::Result<()> {
@@ -584,17 +589,7 @@ fn tcp_makes_the_sender_wait_instead_of_dropping_when_the_spool_is_full() {
 fn a_client_trickling_its_tls_handshake_cannot_hold_a_stop() {
     let ca = TestCa::new();
     let (server_cert, server_key) = ca.issue("localhost");
-    let e = syslog_env(
-        "tls://127.0.0.1:0",
-        "tls_cert = \"DIR/server.pem\"\ntls_key = \"DIR/server-key.pem\"\n",
-    );
-    let dir = e.dir.path().display().to_string();
-    let cfg = std::fs::read_to_string(e.p("agent.toml"))
-        .unwrap()
-        .replace("DIR", &dir);
-    std::fs::write(e.p("agent.toml"), cfg).unwrap();
-    std::fs::write(e.p("server.pem"), &server_cert).unwrap();
-    std::fs::write(e.p("server-key.pem"), &server_key).unwrap();
+    let e = tls_env(&ca, &server_cert, &server_key, false);
     let d = e.start();
     let addr = listening(&e, "tls");
     // A ClientHello's first bytes, one every 100 ms, for a minute.

@@ -7,7 +7,6 @@ mod common;
 use common::*;
 use std::io::Write;
 use std::path::Path;
-use wormlog_spool::chain::Receipt;
 use wormlog_spool::follow::{Follower, Op, Refusal};
 use wormlog_spool::frame::{FrameAt, frame_at};
 use wormlog_spool::reader::RangeReader;
@@ -73,7 +72,6 @@ fn busy_spool(t: &TempDir) -> [u8; 32] {
     let mut o = options(&t.spool());
     o.segment_max_bytes = 8 << 10;
     let mut s = open(t, o);
-    let collector = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
     for i in 0..600u64 {
         entry(
             &mut s,
@@ -89,21 +87,7 @@ fn busy_spool(t: &TempDir) -> [u8; 32] {
         }
         if i == 120 {
             // A receipt for the last checkpoint, as the forwarder appends it.
-            s.sync().unwrap();
-            let dir = t.spool();
-            let mut r = RangeReader::new(&dir);
-            let mut last = None;
-            loop {
-                let b = r.read(s.durable_seq().get(), 1000, 1 << 20).unwrap();
-                if b.records == 0 {
-                    break;
-                }
-                last = b.checkpoints.last().copied().or(last);
-            }
-            let (size, root) = last.unwrap();
-            let ts = 1_700_000_000_000_000_000;
-            let r = Receipt::sign(&collector, "collector-1", "test-agent", size, &root, ts);
-            s.append_receipt(&r).unwrap();
+            receipt_for(&mut s, &t.spool());
         }
     }
     s.close("done").unwrap();

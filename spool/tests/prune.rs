@@ -18,28 +18,6 @@ use wormlog_spool::writer::flusher::FaultInjector;
 
 const DAY: Duration = Duration::from_secs(86400);
 
-/// The (tree size, root) of the newest durable checkpoint.
-fn last_checkpoint(t: &TempDir, s: &Spool) -> (u64, [u8; 32]) {
-    let mut r = RangeReader::new(t.spool());
-    let mut last = None;
-    loop {
-        let b = r.read(s.durable_seq().get(), 1000, 1 << 20).unwrap();
-        if b.records == 0 {
-            return last.unwrap();
-        }
-        last = b.checkpoints.last().copied().or(last);
-    }
-}
-
-fn receipt_for(s: &mut Spool, t: &TempDir) -> u64 {
-    s.sync().unwrap();
-    let (size, root) = last_checkpoint(t, s);
-    let collector = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
-    let r = Receipt::sign(&collector, "collector-1", "test-agent", size, &root, 1);
-    s.append_receipt(&r).unwrap();
-    size
-}
-
 /// A spool of small segments across three epochs; the collector has
 /// acknowledged about two thirds of it.
 fn spool_with_acks(t: &TempDir) -> ([u8; 32], Spool, u64) {
@@ -62,7 +40,7 @@ fn spool_with_acks(t: &TempDir) -> ([u8; 32], Spool, u64) {
             s.advance_epoch().unwrap();
         }
         if i == 600 {
-            acked = receipt_for(&mut s, t);
+            acked = receipt_for(&mut s, &t.spool());
         }
     }
     s.sync().unwrap();
@@ -108,7 +86,7 @@ fn acknowledged_segments_are_pruned_and_the_rest_still_verifies() {
 
     // Keep writing, through another epoch, a receipt for a checkpoint that
     // is already gone, and a clean stop and a reopen.
-    let collector = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+    let collector = test_collector();
     let (old_size, old_root) = {
         let mut r = RangeReader::new(t.spool());
         r.seek(p.first_kept_seq).unwrap();
@@ -331,7 +309,7 @@ fn void_records_and_recovered_segments_are_pruned_through_correctly() {
     let before = verify(&t.spool(), Some(pk));
     assert!(before.ok(), "{:?}", before.failure);
     assert_eq!(before.recoveries.len(), 2, "{:?}", before.recoveries);
-    let acked = receipt_for(&mut s, &t);
+    let acked = receipt_for(&mut s, &t.spool());
     let p = s
         .prune(&PrunePolicy {
             retention: Duration::ZERO,
@@ -374,7 +352,7 @@ fn a_late_receipt_does_not_move_the_delivery_position_back() {
     let t = TempDir::new();
     let (_pk, mut s, acked) = spool_with_acks(&t);
     assert_eq!(s.acknowledged(), acked);
-    let collector = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+    let collector = test_collector();
     // A receipt for an earlier tree, arriving late (an old forwarder).
     let late = Receipt::sign(&collector, "collector-1", "test-agent", 10, &[0; 32], 3);
     s.append_receipt(&late).unwrap();

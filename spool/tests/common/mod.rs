@@ -187,3 +187,35 @@ pub fn assert_verifiers_agree(dir: &Path, pk: Option<[u8; 32]>, r: &Report) {
         }
     }
 }
+
+/// The collector key the tests sign receipts with.
+pub fn test_collector() -> ed25519_dalek::SigningKey {
+    ed25519_dalek::SigningKey::from_bytes(&[7u8; 32])
+}
+
+/// Makes everything durable and appends a receipt for the newest durable
+/// checkpoint, as the forwarder would; returns its tree size.
+pub fn receipt_for(s: &mut Spool, dir: &Path) -> u64 {
+    s.sync().unwrap();
+    let mut r = wormlog_spool::reader::RangeReader::new(dir);
+    let mut last = None;
+    loop {
+        let b = r.read(s.durable_seq().get(), 1000, 1 << 20).unwrap();
+        if b.records == 0 {
+            break;
+        }
+        last = b.checkpoints.last().copied().or(last);
+    }
+    let (size, root) = last.expect("a durable checkpoint");
+    let ts = 1_700_000_000_000_000_000;
+    let receipt = wormlog_spool::chain::Receipt::sign(
+        &test_collector(),
+        "collector-1",
+        "test-agent",
+        size,
+        &root,
+        ts,
+    );
+    s.append_receipt(&receipt).unwrap();
+    size
+}

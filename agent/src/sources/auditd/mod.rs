@@ -272,18 +272,13 @@ impl Source for AuditdSource {
                         return;
                     }
                 }
-                Ok(Event::Gap {
-                    source,
-                    position,
-                    reason,
-                    lost_bytes,
-                    lost_records,
-                    detail,
-                    ts,
-                }) => {
+                Ok(gap @ Event::Gap { .. }) => {
                     // Truncation or replacement: the file starts over. Its
                     // open events are written as they are; a position from
                     // before is no longer where this file resumes.
+                    let Event::Gap { position, .. } = &gap else {
+                        unreachable!("matched above")
+                    };
                     let key = position.stream_key();
                     resume.remove(&key);
                     if let Some(mut s) = streams.remove(&key) {
@@ -292,17 +287,7 @@ impl Source for AuditdSource {
                             return;
                         }
                     }
-                    if !out.flush()
-                        || !ctx.send(Event::Gap {
-                            source,
-                            position,
-                            reason,
-                            lost_bytes,
-                            lost_records,
-                            detail,
-                            ts,
-                        })
-                    {
+                    if !out.flush() || !ctx.send(gap) {
                         return;
                     }
                 }

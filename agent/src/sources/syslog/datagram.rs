@@ -93,13 +93,7 @@ pub fn run_udp(
                 }
                 sock.set_nonblocking(false)?;
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
-                ) => {}
+            Err(e) if super::nothing_yet(&e) => {}
             Err(e) => return Err(e),
         }
         if !batch.flush() {

@@ -73,3 +73,14 @@ impl Source for SyslogSource {
         }
     }
 }
+
+/// A read that found nothing yet (a timeout or an interruption), as
+/// opposed to a failure.
+fn nothing_yet(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock
+            | std::io::ErrorKind::TimedOut
+            | std::io::ErrorKind::Interrupted
+    )
+}

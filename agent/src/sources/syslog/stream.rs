@@ -108,13 +108,7 @@ fn serve(
             match stream.read(space) {
                 Ok(0) => ended = true,
                 Ok(n) => framer.commit(n),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock
-                            | io::ErrorKind::TimedOut
-                            | io::ErrorKind::Interrupted
-                    ) => {}
+                Err(e) if super::nothing_yet(&e) => {}
                 Err(e) => {
                     // The frames before the error are kept.
                     framer.finish();
@@ -175,13 +169,7 @@ fn handshake(
                     return Err(io::Error::other(e));
                 }
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
-                ) => {}
+            Err(e) if super::nothing_yet(&e) => {}
             Err(e) => return Err(e),
         }
     }
