@@ -23,24 +23,10 @@ fn audit_env() -> Env {
     })
 }
 
-fn field<'a>(r: &'a Rec, k: &str) -> Option<&'a [u8]> {
-    r.fields
-        .iter()
-        .find(|(n, _)| n == k)
-        .map(|(_, v)| v.as_slice())
-}
-
-fn events(e: &Env) -> Vec<Rec> {
-    e.records()
-        .into_iter()
-        .filter(|r| r.kind == "entry")
-        .collect()
-}
-
 fn serials(e: &Env) -> Vec<String> {
-    events(e)
+    e.entries()
         .iter()
-        .map(|r| String::from_utf8_lossy(field(r, "audit_serial").unwrap_or(b"?")).into_owned())
+        .map(|r| String::from_utf8_lossy(r.field("audit_serial").unwrap_or(b"?")).into_owned())
         .collect()
 }
 
@@ -69,9 +55,9 @@ fn records_of_one_event_become_one_entry_with_fields_and_decoded_hex() {
     s.sort();
     assert_eq!(s, ["151316", "28860764", "348501", "42120"]);
     let by_serial = |n: &str| {
-        events(&e)
+        e.entries()
             .into_iter()
-            .find(|r| field(r, "audit_serial") == Some(n.as_bytes()))
+            .find(|r| r.field("audit_serial") == Some(n.as_bytes()))
             .unwrap()
     };
     let ev = [by_serial("151316"), by_serial("348501"), by_serial("42120")];
@@ -83,27 +69,28 @@ fn records_of_one_event_become_one_entry_with_fields_and_decoded_hex() {
     let perl = &ev[1];
     assert_eq!(perl.body, fixture_lines[2..9].join(&b'\n'));
     assert_eq!(
-        field(perl, "audit_types"),
+        perl.field("audit_types"),
         Some(&b"SYSCALL,EXECVE,CWD,PATH,PATH,PATH,PROCTITLE"[..])
     );
     let decoded = String::from_utf8_lossy(
-        field(perl, "EXECVE.a2.decoded").expect("the hex argument decoded"),
+        perl.field("EXECVE.a2.decoded")
+            .expect("the hex argument decoded"),
     );
     assert!(
         decoded.starts_with("use Socket;$i=\"10.0.0.1\""),
         "{decoded}"
     );
     assert!(
-        field(perl, "PROCTITLE.proctitle.decoded")
+        perl.field("PROCTITLE.proctitle.decoded")
             .is_some_and(|p| p.starts_with(b"perl -e use Socket"))
     );
     // The ENRICHED part after 0x1D is kept in the body and as fields.
     let login = &ev[0];
     assert!(login.body.contains(&0x1d));
-    assert_eq!(field(login, "LOGIN.AUID"), Some(&b"root"[..]));
+    assert_eq!(login.field("LOGIN.AUID"), Some(&b"root"[..]));
     // A standalone record is an event of its own.
-    assert_eq!(field(&ev[2], "audit_types"), Some(&b"USER_LOGIN"[..]));
-    assert_eq!(field(&ev[2], "audit_completion"), Some(&b"standalone"[..]));
+    assert_eq!(ev[2].field("audit_types"), Some(&b"USER_LOGIN"[..]));
+    assert_eq!(ev[2].field("audit_completion"), Some(&b"standalone"[..]));
 }
 
 #[test]
@@ -122,10 +109,10 @@ fn an_event_split_across_writes_is_still_one_entry() {
     write(&e, "audit.log", &lines[7..9]);
     e.wait_entries(1);
     stop(d);
-    let ev = events(&e);
+    let ev = e.entries();
     assert_eq!(ev.len(), 1);
     assert_eq!(ev[0].body, lines[2..9].join(&b'\n'));
-    assert_eq!(field(&ev[0], "audit_records"), Some(&b"7"[..]));
+    assert_eq!(ev[0].field("audit_records"), Some(&b"7"[..]));
 }
 
 /// The first and last record of an `sh` execution event.
@@ -203,12 +190,13 @@ fn rotation_and_a_kill_during_interleaved_events_lose_and_duplicate_nothing() {
     let mut s = serials(&e);
     s.sort();
     assert_eq!(s, ["200", "201", "202"], "each event exactly once");
-    let a = events(&e)
+    let a = e
+        .entries()
         .into_iter()
-        .find(|r| field(r, "audit_serial") == Some(&b"200"[..]))
+        .find(|r| r.field("audit_serial") == Some(&b"200"[..]))
         .unwrap();
     assert_eq!(
-        field(&a, "audit_types"),
+        a.field("audit_types"),
         Some(&b"SYSCALL,PROCTITLE"[..]),
         "A whole, after the restart"
     );

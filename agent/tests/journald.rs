@@ -100,15 +100,8 @@ fn journal_env(extra: &str) -> Env {
     })
 }
 
-fn entries(e: &Env) -> Vec<Rec> {
-    e.records()
-        .into_iter()
-        .filter(|r| r.kind == "entry")
-        .collect()
-}
-
 fn seqs(e: &Env) -> Vec<u64> {
-    entries(e)
+    e.entries()
         .iter()
         .map(|r| {
             let v = &r.fields.iter().find(|(k, _)| k == "SEQ").expect("SEQ").1;
@@ -154,7 +147,7 @@ fn every_field_is_kept_byte_exact_and_message_is_the_body() {
     let d = e.start();
     e.wait_entries(2);
     stop(d);
-    let got = entries(&e);
+    let got = e.entries();
     assert_eq!(got.len(), 2);
     assert_eq!(got[0].body, binary);
     let f = |r: &Rec, k: &str| -> Vec<Vec<u8>> {

@@ -51,19 +51,11 @@ fn listening(e: &Env, scheme: &str) -> String {
     }
 }
 
-fn field<'a>(r: &'a Rec, k: &str) -> Option<&'a [u8]> {
-    r.fields
-        .iter()
-        .find(|(n, _)| n == k)
-        .map(|(_, v)| v.as_slice())
-}
-
 /// The entries, with the compact `syslog` field expanded into the named
 /// fields it stands for (as `wormlog cat --json` shows them).
 fn entries(e: &Env) -> Vec<Rec> {
-    e.records()
+    e.entries()
         .into_iter()
-        .filter(|r| r.kind == "entry")
         .map(|mut r| {
             let mut fields = Vec::new();
             for (k, v) in &r.fields {
@@ -147,30 +139,34 @@ fn udp_keeps_every_message_byte_exact_with_parsed_fields() {
     assert_kept(&got, &sent);
     let by_body = |b: &[u8]| got.iter().find(|r| r.body == b).unwrap().clone();
     let first = by_body(&sent[0]);
-    assert_eq!(field(&first, "format"), Some(&b"rfc5424"[..]));
-    assert_eq!(field(&first, "facility"), Some(&b"4"[..]));
-    assert_eq!(field(&first, "severity"), Some(&b"2"[..]));
-    assert_eq!(
-        field(&first, "hostname"),
-        Some(&b"mymachine.example.com"[..])
+    assert_eq!(first.field("format"), Some(&b"rfc5424"[..]));
+    assert_eq!(first.field("facility"), Some(&b"4"[..]));
+    assert_eq!(first.field("severity"), Some(&b"2"[..]));
+    assert_eq!(first.field("hostname"), Some(&b"mymachine.example.com"[..]));
+    assert_eq!(first.field("app_name"), Some(&b"su"[..]));
+    assert!(
+        first
+            .field("peer")
+            .is_some_and(|p| p.starts_with(b"127.0.0.1:"))
     );
-    assert_eq!(field(&first, "app_name"), Some(&b"su"[..]));
-    assert!(field(&first, "peer").is_some_and(|p| p.starts_with(b"127.0.0.1:")));
     let bom = by_body(&sent[1]);
-    assert_eq!(field(&bom, "bom"), Some(&b"1"[..]));
-    assert!(field(&bom, "sd").is_some());
+    assert_eq!(bom.field("bom"), Some(&b"1"[..]));
+    assert!(bom.field("sd").is_some());
     let bsd = by_body(&sent[2]);
-    assert_eq!(field(&bsd, "format"), Some(&b"rfc3164"[..]));
-    assert_eq!(field(&bsd, "app_name"), Some(&b"su"[..]));
-    assert!(field(&bsd, "timestamp_unix_ns").is_some());
+    assert_eq!(bsd.field("format"), Some(&b"rfc3164"[..]));
+    assert_eq!(bsd.field("app_name"), Some(&b"su"[..]));
+    assert!(bsd.field("timestamp_unix_ns").is_some());
     let bad = by_body(&sent[3]);
-    assert_eq!(field(&bad, "format"), Some(&b"unparsed"[..]));
-    assert!(field(&bad, "defects").is_some_and(|d| String::from_utf8_lossy(d).contains("pri")));
+    assert_eq!(bad.field("format"), Some(&b"unparsed"[..]));
+    assert!(
+        bad.field("defects")
+            .is_some_and(|d| String::from_utf8_lossy(d).contains("pri"))
+    );
     let logger = got
         .iter()
         .find(|r| r.body.ends_with(b"from logger"))
         .expect("logger's message");
-    assert_eq!(field(logger, "app_name"), Some(&b"cron"[..]));
+    assert_eq!(logger.field("app_name"), Some(&b"cron"[..]));
     // `cat` prints the hostile bytes safely.
     let out = Command::new(env!("CARGO_BIN_EXE_wormlog"))
         .args(["cat", "--spool"])
@@ -268,7 +264,7 @@ fn tcp_takes_both_framings_split_anywhere_and_long_messages_in_parts() {
     assert_eq!(unfinished.flags, 1, "no_newline");
     assert!(
         got.iter()
-            .any(|r| r.body.ends_with(b"over tcp") && field(r, "app_name") == Some(&b"sudo"[..]))
+            .any(|r| r.body.ends_with(b"over tcp") && r.field("app_name") == Some(&b"sudo"[..]))
     );
 }
 
@@ -310,24 +306,28 @@ fn a_unix_datagram_socket_records_the_senders_credentials() {
     let got = entries(&e);
     let mine = got.iter().find(|r| r.body.ends_with(b"dr.jones")).unwrap();
     assert_eq!(
-        field(mine, "pid"),
+        mine.field("pid"),
         Some(std::process::id().to_string().as_bytes())
     );
     assert_eq!(
-        field(mine, "uid"),
+        mine.field("uid"),
         Some(rustix::process::getuid().as_raw().to_string().as_bytes())
     );
     assert_eq!(
-        field(mine, "gid"),
+        mine.field("gid"),
         Some(rustix::process::getgid().as_raw().to_string().as_bytes())
     );
-    assert_eq!(field(mine, "app_name"), Some(&b"sshd"[..]));
-    assert_eq!(field(mine, "procid"), Some(&b"811"[..]));
+    assert_eq!(mine.field("app_name"), Some(&b"sshd"[..]));
+    assert_eq!(mine.field("procid"), Some(&b"811"[..]));
     let logger = got
         .iter()
         .find(|r| r.body.ends_with(b"from logger over unix"))
         .unwrap();
-    assert!(field(logger, "pid").is_some_and(|p| p != std::process::id().to_string().as_bytes()));
+    assert!(
+        logger
+            .field("pid")
+            .is_some_and(|p| p != std::process::id().to_string().as_bytes())
+    );
     assert!(!path.exists(), "the socket file is removed at stop");
 }
 
@@ -515,7 +515,7 @@ fn tls_with_client_certificates_per_rfc_5425() {
     let got = entries(&e);
     assert_eq!(got.len(), 2);
     assert_kept(&got, &msgs.map(<[u8]>::to_vec));
-    assert!(got.iter().all(|r| field(r, "peer").is_some()));
+    assert!(got.iter().all(|r| r.field("peer").is_some()));
 }
 
 #[test]

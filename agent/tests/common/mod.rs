@@ -35,6 +35,16 @@ pub struct Rec {
     pub fields: Vec<(String, Vec<u8>)>,
 }
 
+impl Rec {
+    /// The value of an entry's first field named `key`.
+    pub fn field(&self, key: &str) -> Option<&[u8]> {
+        self.fields
+            .iter()
+            .find(|(n, _)| n == key)
+            .map(|(_, v)| v.as_slice())
+    }
+}
+
 impl Env {
     pub fn new(source_extra: &str) -> Env {
         Env::with_glob("*.log", source_extra)
@@ -201,6 +211,13 @@ impl Env {
             Err(e) => panic!("{e}"),
         }
         Some(v)
+    }
+    /// The entry records (log lines, messages, events).
+    pub fn entries(&self) -> Vec<Rec> {
+        self.records()
+            .into_iter()
+            .filter(|r| r.kind == "entry")
+            .collect()
     }
     pub fn bodies(&self) -> Vec<String> {
         self.records()

@@ -224,6 +224,24 @@ struct NodeSerials {
     reset_expected: bool,
 }
 
+impl NodeSerials {
+    /// A node whose first serial (or first after a reset) is `serial`.
+    fn starting_at(serial: u32, timestamp_ms: u64, uses: u64) -> Self {
+        let start = u64::from(serial);
+        NodeSerials {
+            floor: start,
+            origin: start,
+            seen_above: BTreeSet::new(),
+            high: start,
+            newest_ms: timestamp_ms,
+            marked: None,
+            missing: VecDeque::new(),
+            last_used: uses,
+            reset_expected: false,
+        }
+    }
+}
+
 /// Follows the serials of events per node and reports gaps and resets.
 /// Feed it the first record of each event, in arrival order, except
 /// auditd's own `DAEMON_*` records (their serials are auditd's).
@@ -280,21 +298,8 @@ impl SerialTracker {
                     });
                 }
             }
-            let start = u64::from(serial);
-            self.nodes.insert(
-                key,
-                NodeSerials {
-                    floor: start,
-                    origin: start,
-                    seen_above: BTreeSet::new(),
-                    high: start,
-                    newest_ms: timestamp_ms,
-                    marked: None,
-                    missing: VecDeque::new(),
-                    last_used: uses,
-                    reset_expected: false,
-                },
-            );
+            self.nodes
+                .insert(key, NodeSerials::starting_at(serial, timestamp_ms, uses));
             return out;
         }
         let window = u64::from(self.config.reorder_window);
@@ -336,18 +341,7 @@ impl SerialTracker {
                 previous,
                 serial,
             });
-            let start = u64::from(serial);
-            *state = NodeSerials {
-                floor: start,
-                origin: start,
-                seen_above: BTreeSet::new(),
-                high: start,
-                newest_ms: timestamp_ms,
-                marked: None,
-                missing: VecDeque::new(),
-                last_used: uses,
-                reset_expected: false,
-            };
+            *state = NodeSerials::starting_at(serial, timestamp_ms, uses);
         } else if position < state.origin {
             // Before the first serial seen: nothing is known there.
         } else {
