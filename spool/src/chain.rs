@@ -190,7 +190,7 @@ impl ChainCheck {
                 }
             }
             Payload::Gap { reason, .. } => {
-                if !(1..=8).contains(reason) {
+                if !(1..=crate::record::MAX_GAP_REASON).contains(reason) {
                     return Err(format!("gap record with unknown reason {reason}"));
                 }
             }

@@ -153,7 +153,19 @@ pub enum GapReason {
     AuditLost = 6,
     Unreadable = 7,
     Other = 8,
+    /// A stream the source was reading is gone (a file deleted or moved
+    /// away while the agent was not running): the gap ends the stream.
+    Deleted = 9,
+    /// The previous run did not stop cleanly: what a network source had in
+    /// socket buffers and in flight then is lost (count unknown).
+    UncleanStop = 10,
+    /// Read by a source but not written when the agent stopped (the spool
+    /// was full or behind): counted.
+    NotWrittenAtStop = 11,
 }
+
+/// The highest gap reason this version writes (verifiers accept 1 to this).
+pub const MAX_GAP_REASON: u16 = 11;
 
 impl GapReason {
     pub fn from_u16(v: u16) -> Option<Self> {
@@ -167,6 +179,9 @@ impl GapReason {
             6 => AuditLost,
             7 => Unreadable,
             8 => Other,
+            9 => Deleted,
+            10 => UncleanStop,
+            11 => NotWrittenAtStop,
             _ => return None,
         })
     }
@@ -181,6 +196,9 @@ impl GapReason {
             AuditLost => "audit_lost",
             Unreadable => "unreadable",
             Other => "other",
+            Deleted => "deleted",
+            UncleanStop => "unclean_stop",
+            NotWrittenAtStop => "not_written_at_stop",
         }
     }
 }

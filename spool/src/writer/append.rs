@@ -99,7 +99,12 @@ impl Spool {
             detail,
         };
         let seq = self.push_payload(Kind::Gap, ts, &p);
-        self.track(source, position);
+        if reason == GapReason::Deleted {
+            // The stream is gone: no position to resume from.
+            self.forget_position(source, position.stream_key());
+        } else {
+            self.track(source, position);
+        }
         self.after_append()?;
         Ok(seq)
     }
@@ -182,15 +187,17 @@ impl Spool {
         Ok(seq)
     }
 
-    /// Forgets a stream of a source (e.g. a rotated file read to its end),
-    /// so that the next anchor checkpoint no longer lists it.
+    /// Forgets a stream of a source (e.g. a rotated file read to its end):
+    /// the next checkpoint carries the table without it.
     pub fn forget_position(&mut self, source: &str, stream_key: (u64, u64, u64)) {
         self.flush_hot();
-        if let Some(m) = self.st.positions.get_mut(source) {
-            m.remove(&stream_key);
+        if let Some(m) = self.st.positions.get_mut(source)
+            && m.remove(&stream_key).is_some()
+        {
             if m.is_empty() {
                 self.st.positions.remove(source);
             }
+            self.table_shrank = true;
         }
     }
 
@@ -239,7 +246,7 @@ impl Spool {
         let seq = self.st.next_seq;
         self.st.next_seq += 1;
         self.st.last_ts = ts;
-        self.st.last_kind = Some(kind);
+        self.st.prev_kind = self.st.last_kind.replace(kind);
         if kind != Kind::Checkpoint {
             self.st.bytes_since_checkpoint += len;
         }
@@ -282,7 +289,11 @@ impl Spool {
     /// Appends a checkpoint signed with the current epoch key. An anchor
     /// also carries every source's position.
     pub(super) fn push_checkpoint(&mut self, anchor: bool) {
-        if anchor {
+        // The anchor carries the table; so does the first checkpoint after
+        // a stream left it (a forgotten stream must not come back after a
+        // crash, when recovery rebuilds the table).
+        let with_table = anchor || std::mem::take(&mut self.table_shrank);
+        if with_table {
             self.flush_hot();
         }
         let ts = self.push_signed(Kind::Checkpoint, CHECKPOINT_CONTEXT, |s, out| {
@@ -296,7 +307,7 @@ impl Spool {
             for h in s.st.frontier.nodes() {
                 out.extend_from_slice(h);
             }
-            if anchor {
+            if with_table {
                 let n: usize = s.st.positions.values().map(|m| m.len()).sum();
                 put_u32(out, n as u32);
                 for (name, m) in &s.st.positions {

@@ -129,6 +129,10 @@ pub struct Spool {
     /// The position of the stream the last entry came from, not yet in
     /// `st.positions` (see `track`).
     hot: Option<(String, (u64, u64, u64), crate::position::Position)>,
+    /// A stream left the table since the last table was written: the next
+    /// checkpoint carries the whole table, so that a crash cannot bring the
+    /// stream back (docs/FORMAT.md §6.3).
+    table_shrank: bool,
     stopped: bool,
 }
 
@@ -210,6 +214,7 @@ impl Spool {
             append_only_active: opts.append_only != AppendOnly::Off,
             deferred_alerts: Vec::new(),
             hot: None,
+            table_shrank: false,
             stopped: false,
             opts,
         };
@@ -263,7 +268,7 @@ impl Spool {
             });
         }
         self.st = st;
-        report.unclean_shutdown = self.st.last_kind != Some(Kind::Stop);
+        report.unclean_shutdown = !self.st.stopped_cleanly();
         self.reconcile_key(report)?;
         let mut tail = last.tail.clone();
         if tail == Tail::Clean {

@@ -10,7 +10,7 @@ use crate::frame::{FrameAt, find_later_frame, frame_at};
 use crate::hash::{Hash, ZERO32, leaf_hash, sha256};
 use crate::merkle::Frontier;
 use crate::position::Position;
-use crate::record::{Kind, Payload, Record, RecoveryCause, SIGNATURE_LEN};
+use crate::record::{GapReason, Kind, Payload, Record, RecoveryCause, SIGNATURE_LEN};
 use crate::segment::SegmentHeader;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -28,12 +28,24 @@ pub(crate) struct ChainState {
     pub positions: Positions,
     pub last_ts: i64,
     pub last_kind: Option<Kind>,
+    /// The kind of the record before the last one.
+    pub prev_kind: Option<Kind>,
     pub bytes_since_checkpoint: u64,
     /// The newest epoch transition seen: (to_epoch, new_pubkey).
     pub last_epoch_key: Option<(u64, [u8; 32])>,
     /// The newest checkpoint seen: (epoch, signed bytes, signature).
     pub last_checkpoint: Option<(u64, Vec<u8>, [u8; 64])>,
     pub genesis_pubkey: Option<[u8; 32]>,
+}
+
+impl ChainState {
+    /// Whether the last process closed the spool: its last records are
+    /// `stop` and the final checkpoint after it (a `stop` alone when the
+    /// checkpoint did not reach the disk).
+    pub fn stopped_cleanly(&self) -> bool {
+        self.last_kind == Some(Kind::Stop)
+            || (self.last_kind == Some(Kind::Checkpoint) && self.prev_kind == Some(Kind::Stop))
+    }
 }
 
 /// How the last segment ends.
@@ -175,6 +187,7 @@ pub(crate) fn scan(
             for f in seg.frames.iter().take(fi).skip(anchor + 1) {
                 let rec = decode(seg, f)?;
                 track_position(&mut st, &rec, &seg.path)?;
+                st.last_kind = Some(rec.kind);
             }
             let rec = decode(seg, &seg.frames[fi])?;
             let Payload::Checkpoint(cp) = &rec.payload else {
@@ -289,8 +302,40 @@ fn track_position(
     let (source, pos) = match &rec.payload {
         Payload::Entry(e) => (e.source, e.position),
         Payload::Gap {
+            source,
+            position,
+            reason,
+            ..
+        } if *reason == GapReason::Deleted as u16 => {
+            // The stream ended (docs/FORMAT.md §6.10): forgotten.
+            let p = position
+                .to_position()
+                .map_err(|e| corrupt(path, e.to_string()))?;
+            if let Some(m) = st.positions.get_mut(*source) {
+                m.remove(&p.stream_key());
+                if m.is_empty() {
+                    st.positions.remove(*source);
+                }
+            }
+            return Ok(());
+        }
+        Payload::Gap {
             source, position, ..
         } => (*source, *position),
+        Payload::Checkpoint(cp) if !cp.sources.is_empty() => {
+            // A checkpoint that carries the table replaces it (§6.3).
+            st.positions.clear();
+            for (name, pos) in &cp.sources {
+                let p = pos
+                    .to_position()
+                    .map_err(|e| corrupt(path, e.to_string()))?;
+                st.positions
+                    .entry((*name).to_owned())
+                    .or_default()
+                    .insert(p.stream_key(), p);
+            }
+            return Ok(());
+        }
         Payload::Receipt { tree_size, .. } => {
             let p = Position::Counter(*tree_size);
             st.positions
@@ -356,6 +401,6 @@ fn apply(
     st.frontier.push(leaf);
     st.next_seq += 1;
     st.last_ts = rec.ts;
-    st.last_kind = Some(rec.kind);
+    st.prev_kind = st.last_kind.replace(rec.kind);
     Ok(())
 }

@@ -15,6 +15,7 @@
 //!   are also polled every `poll_interval` (default 1 s) behind it.
 
 mod identity;
+mod locate;
 mod tailer;
 mod watch;
 
@@ -105,49 +106,88 @@ impl FileSource {
     }
 
     /// Where to start reading a newly found file: where the spool (or this
-    /// run) left it if its first bytes are still those it had, else 0.
-    /// Returns the offset, whether a recorded position belongs to another
-    /// file that reused the inode, and a note for a gap record.
+    /// run) left it if its first bytes are still those it had, else 0 —
+    /// with a gap record when a known file's unread bytes may be lost.
     fn resume_at(
         &self,
         known: &BTreeMap<StreamKey, Position>,
         file: &std::fs::File,
-        dev: u64,
-        ino: u64,
-        size: u64,
+        (dev, ino, size): (u64, u64, u64),
         first_start: bool,
-    ) -> (u64, bool, Option<String>) {
+    ) -> Start {
         match known.get(&(dev, ino, 0)) {
             Some(Position::File {
                 fingerprint: pfp,
                 offset,
                 ..
             }) => {
-                if !matches(file, *pfp).unwrap_or(false) {
-                    // The inode was reused by another file.
-                    (0, true, None)
-                } else if *offset <= size {
-                    (*offset, false, None)
-                } else {
-                    (
-                        0,
-                        false,
-                        Some(format!(
-                            "truncated while the agent was not running: size {size} is below the last position {offset}; reading from 0"
+                if size < *offset {
+                    Start {
+                        offset: 0,
+                        resumed: false,
+                        forget_old: false,
+                        gap: Some((
+                            GapReason::Truncated,
+                            UNKNOWN_COUNT,
+                            format!(
+                                "truncated (or replaced by a shorter file) while the agent was not running: size {size} is below the last position {offset} (inode {ino}); what was written past {offset} before the truncation is lost (amount unknown); reading from 0"
+                            ),
                         )),
-                    )
+                    }
+                } else if !matches(file, *pfp).unwrap_or(false) {
+                    Start {
+                        offset: 0,
+                        resumed: false,
+                        forget_old: true,
+                        gap: Some((
+                            GapReason::Replaced,
+                            UNKNOWN_COUNT,
+                            format!(
+                                "no longer starts with the bytes it had (inode {ino}, fingerprint {pfp:016x}): rewritten in place, copied and truncated, or deleted and its inode reused, while the agent was not running; it had been read to offset {offset}, and whatever the old content held past that is lost (amount unknown); reading from 0"
+                            ),
+                        )),
+                    }
+                } else {
+                    Start {
+                        offset: *offset,
+                        resumed: true,
+                        forget_old: false,
+                        gap: None,
+                    }
                 }
             }
-            _ if first_start && self.read_from == ReadFrom::End => (
-                size,
-                false,
-                Some(format!(
-                    "read_from = \"end\": the {size} bytes already in the file at first start are not read"
+            _ if first_start && self.read_from == ReadFrom::End => Start {
+                offset: size,
+                resumed: false,
+                forget_old: false,
+                gap: Some((
+                    GapReason::Other,
+                    size,
+                    format!(
+                        "read_from = \"end\": the {size} bytes already in the file at first start are not read"
+                    ),
                 )),
-            ),
-            _ => (0, false, None),
+            },
+            _ => Start {
+                offset: 0,
+                resumed: false,
+                forget_old: false,
+                gap: None,
+            },
         }
     }
+}
+
+/// Where a newly found file is read from, and what the chain must say.
+#[derive(Debug)]
+struct Start {
+    offset: u64,
+    /// From a position the spool (or this run) knew.
+    resumed: bool,
+    /// The position known for the inode belonged to other content.
+    forget_old: bool,
+    /// (reason, lost bytes, detail) of a gap record to write first.
+    gap: Option<(GapReason, u64, String)>,
 }
 
 /// Logs a warning the first time it happens; true then.
@@ -181,24 +221,184 @@ fn not_read(
     }
 }
 
+impl FileSource {
+    /// Opens a newly found file and makes a tailer for it, writing the gap
+    /// record its start calls for. None when it cannot be read.
+    fn open_new(
+        &self,
+        ctx: &SourceContext,
+        run: &mut RunState,
+        path: PathBuf,
+        file: std::fs::File,
+        (dev, ino, size): (u64, u64, u64),
+    ) -> Option<Tailer> {
+        let fp = fingerprint(&file, size).unwrap_or(0);
+        let start = self.resume_at(&run.known, &file, (dev, ino, size), run.first_start);
+        if start.forget_old {
+            run.known.remove(&(dev, ino, 0));
+            ctx.send(Event::Forget {
+                source: self.name.clone(),
+                key: (dev, ino, 0),
+            });
+        }
+        if let Some((reason, lost_bytes, detail)) = start.gap {
+            let detail = format!("{}: {detail}", path.display());
+            tracing::warn!(source = %self.name, path = %path.display(), "source {}: {detail}", self.name);
+            ctx.send(Event::Gap {
+                source: self.name.clone(),
+                position: Position::File {
+                    dev,
+                    ino,
+                    fingerprint: fp,
+                    offset: start.offset,
+                },
+                reason,
+                lost_bytes,
+                lost_records: UNKNOWN_COUNT,
+                detail,
+                ts: wall_ns(),
+            });
+        }
+        match Tailer::new(
+            self.name.clone(),
+            path.clone(),
+            file,
+            fp,
+            start.offset,
+            self.max_line,
+        ) {
+            Ok(mut t) => {
+                t.resumed = start.resumed;
+                t.order = run.next_order();
+                Some(t)
+            }
+            Err(e) => {
+                not_read(
+                    ctx,
+                    &mut run.warned,
+                    &self.name,
+                    GapReason::Unreadable,
+                    format!("{}: {e}", path.display()),
+                );
+                None
+            }
+        }
+    }
+
+    /// At the first pass: the files the spool has a position for that the
+    /// globs no longer show. One renamed out of the globs while the agent
+    /// was not running is found in the globs' directories and read to its
+    /// end (before anything new); one that is nowhere to be found becomes a
+    /// `deleted` gap record, which ends its stream.
+    fn settle_missing(&self, ctx: &SourceContext, run: &mut RunState) {
+        let missing: Vec<Position> = run
+            .known
+            .values()
+            .filter(|p| match p {
+                Position::File { dev, ino, .. } => !run.tailers.contains_key(&(*dev, *ino)),
+                _ => false,
+            })
+            .cloned()
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        let elsewhere = locate::in_directories(&self.paths, &run.tailers);
+        for pos in missing {
+            let Position::File {
+                dev,
+                ino,
+                fingerprint: fp,
+                offset,
+            } = pos
+            else {
+                continue;
+            };
+            if let Some(path) = elsewhere.get(&(dev, ino))
+                && let Ok(file) = open_regular(path)
+                && let Ok(id @ (d, i, size)) = dev_ino_size(&file)
+                && (d, i) == (dev, ino)
+                && offset <= size
+                && matches(&file, fp).unwrap_or(false)
+                && let Some(mut t) = self.open_new(ctx, run, path.clone(), file, id)
+            {
+                tracing::info!(source = %self.name, path = %path.display(),
+                    "source {}: {} was renamed out of the paths while the agent was not running; reading the rest of it",
+                    self.name, path.display());
+                t.gone = true;
+                run.tailers.insert((dev, ino), t);
+                continue;
+            }
+            run.known.remove(&(dev, ino, 0));
+            let detail = format!(
+                "a file this source was reading (device {dev}, inode {ino}, fingerprint {fp:016x}) is no longer found under {:?}: deleted or moved away while the agent was not running; it had been read to offset {offset}, and whatever it held past that is lost (amount unknown: its size when it went is not known)",
+                self.paths
+            );
+            tracing::warn!(source = %self.name, "source {}: {detail}", self.name);
+            ctx.send(Event::Gap {
+                source: self.name.clone(),
+                position: pos,
+                reason: GapReason::Deleted,
+                lost_bytes: UNKNOWN_COUNT,
+                lost_records: UNKNOWN_COUNT,
+                detail,
+                ts: wall_ns(),
+            });
+        }
+    }
+}
+
+/// What one run of a file source keeps.
+#[derive(Debug)]
+struct RunState {
+    first_start: bool,
+    /// Where every file stands: the spool's positions at start, kept up to
+    /// date with the files this run lets go of.
+    known: BTreeMap<StreamKey, Position>,
+    tailers: HashMap<(u64, u64), Tailer>,
+    warned: HashSet<String>,
+    orders: u64,
+}
+
+impl RunState {
+    fn next_order(&mut self) -> u64 {
+        self.orders += 1;
+        self.orders
+    }
+
+    /// The open files in the order they are read: those renamed or deleted
+    /// first (what is left of an old file comes before its successor),
+    /// then those resumed from the spool, then the others as found.
+    fn read_order(&self) -> Vec<(u64, u64)> {
+        let mut ids: Vec<_> = self
+            .tailers
+            .iter()
+            .map(|(id, t)| ((!t.gone, !t.resumed, t.order), *id))
+            .collect();
+        ids.sort_unstable();
+        ids.into_iter().map(|(_, id)| id).collect()
+    }
+}
+
 impl Source for FileSource {
     fn run(self: Box<Self>, ctx: SourceContext) {
-        let first_start = ctx.positions.is_empty();
-        // Where every file stands: the spool's positions at start, kept up
-        // to date with the files this run lets go of.
-        let mut known = ctx.positions.clone();
-        let mut tailers: HashMap<(u64, u64), Tailer> = HashMap::new();
-        let mut warned: HashSet<String> = HashSet::new();
+        let mut run = RunState {
+            first_start: ctx.positions.is_empty(),
+            known: ctx.positions.clone(),
+            tailers: HashMap::new(),
+            warned: HashSet::new(),
+            orders: 0,
+        };
         let (mut watcher, note) = watch::Watcher::new();
         let mut wake = watch::Wake::Changed;
         let mut polls: u64 = 0;
         if let Some(n) = note {
-            warn_once(&mut warned, &self.name, n);
+            warn_once(&mut run.warned, &self.name, n);
         }
         loop {
             let stopping = ctx.shutdown.is_set();
             for n in watcher.watch_globs(&self.paths) {
-                warn_once(&mut warned, &self.name, n);
+                warn_once(&mut run.warned, &self.name, n);
             }
             // List the directories when something changed in them, and
             // every RESCAN_EVERY polls anyway (inotify is only a hint); the
@@ -207,164 +407,44 @@ impl Source for FileSource {
                 || !watcher.active()
                 || polls.is_multiple_of(RESCAN_EVERY);
             polls += 1;
-            // Find files, new and known.
-            let mut seen: HashSet<(u64, u64)> = if rescan {
-                HashSet::new()
+            let seen = if rescan {
+                let seen = self.scan(&ctx, &mut run);
+                if polls == 1 {
+                    self.settle_missing(&ctx, &mut run);
+                }
+                seen
             } else {
-                tailers.keys().copied().collect()
+                run.tailers.keys().copied().collect()
             };
-            let found = if rescan {
-                self.discover(&ctx, &mut warned)
-            } else {
-                Vec::new()
-            };
-            for path in found {
-                // A known file costs an lstat, not an open.
-                if let Ok(m) = std::fs::symlink_metadata(&path)
-                    && m.file_type().is_file()
-                {
-                    use std::os::unix::fs::MetadataExt;
-                    if let Some(t) = tailers.get_mut(&(m.dev(), m.ino())) {
-                        seen.insert((m.dev(), m.ino()));
-                        t.path = path;
-                        t.gone = false;
-                        continue;
-                    }
-                }
-                let file = match open_regular(&path) {
-                    Ok(f) => f,
-                    Err(Refused::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                    Err(e) => {
-                        let reason = if matches!(e, Refused::Io(_)) {
-                            GapReason::Unreadable
-                        } else {
-                            GapReason::Other
-                        };
-                        not_read(
-                            &ctx,
-                            &mut warned,
-                            &self.name,
-                            reason,
-                            format!("{} {e}", path.display()),
-                        );
-                        continue;
-                    }
-                };
-                let Ok((dev, ino, size)) = dev_ino_size(&file) else {
-                    continue;
-                };
-                seen.insert((dev, ino));
-                if let Some(t) = tailers.get_mut(&(dev, ino)) {
-                    t.path = path;
-                    t.gone = false;
-                    continue;
-                }
-                let fp = fingerprint(&file, size).unwrap_or(0);
-                let (start, reused, note) =
-                    self.resume_at(&known, &file, dev, ino, size, first_start);
-                if reused {
-                    known.remove(&(dev, ino, 0));
-                    ctx.send(Event::Forget {
-                        source: self.name.clone(),
-                        key: (dev, ino, 0),
-                    });
-                }
-                if let Some(detail) = note {
-                    let detail = format!("{}: {detail}", path.display());
-                    tracing::warn!(source = %self.name, path = %path.display(), "source {}: {detail}", self.name);
-                    let reason = if start == 0 {
-                        GapReason::Truncated
-                    } else {
-                        GapReason::Other
-                    };
-                    ctx.send(Event::Gap {
-                        source: self.name.clone(),
-                        position: Position::File {
-                            dev,
-                            ino,
-                            fingerprint: fp,
-                            offset: start,
-                        },
-                        reason,
-                        lost_bytes: if start == 0 { UNKNOWN_COUNT } else { size },
-                        lost_records: UNKNOWN_COUNT,
-                        detail,
-                        ts: wall_ns(),
-                    });
-                }
-                match Tailer::new(
-                    self.name.clone(),
-                    path.clone(),
-                    file,
-                    fp,
-                    start,
-                    self.max_line,
-                ) {
-                    Ok(t) => {
-                        tailers.insert((dev, ino), t);
-                    }
-                    Err(e) => not_read(
-                        &ctx,
-                        &mut warned,
-                        &self.name,
-                        GapReason::Unreadable,
-                        format!("{}: {e}", path.display()),
-                    ),
-                }
-            }
-            for (id, t) in tailers.iter_mut() {
+            for (id, t) in run.tailers.iter_mut() {
                 if !seen.contains(id) {
                     t.gone = true;
                 }
             }
-            // Read what is new in every file (a renamed or deleted one to its end).
+            // Read what is new in every file (a renamed or deleted one to
+            // its end), the old before the new.
             let mut writer_gone = false;
-            for t in tailers.values_mut() {
-                match t.poll(&ctx, self.partial_timeout, stopping || t.gone) {
+            for id in run.read_order() {
+                let Some(t) = run.tailers.get_mut(&id) else {
+                    continue;
+                };
+                let flush = stopping || t.gone;
+                match t.poll(&ctx, self.partial_timeout, flush) {
                     Ok(true) => {}
                     Ok(false) => writer_gone = true,
-                    Err(e) => not_read(
-                        &ctx,
-                        &mut warned,
-                        &self.name,
-                        GapReason::Unreadable,
-                        format!("{}: read error: {e}; retrying", t.path.display()),
-                    ),
+                    Err(e) => {
+                        let msg = format!("{}: read error: {e}; retrying", t.path.display());
+                        not_read(
+                            &ctx,
+                            &mut run.warned,
+                            &self.name,
+                            GapReason::Unreadable,
+                            msg,
+                        );
+                    }
                 }
             }
-            // Let go of files that are gone and read to their end.
-            tailers.retain(|_, t| {
-                // A writer may still append to a file it has open after the
-                // rename or unlink (until it reopens): keep reading for
-                // `rotate_wait` after the last data.
-                if !t.gone
-                    || !t.drained().unwrap_or(true)
-                    || (t.idle_for() < self.rotate_wait && !stopping)
-                {
-                    return true;
-                }
-                if t.nlink() == 0 {
-                    // Deleted and read to its end: nothing to resume.
-                    known.remove(&(t.dev, t.ino, 0));
-                    ctx.send(Event::Forget {
-                        source: self.name.clone(),
-                        key: (t.dev, t.ino, 0),
-                    });
-                } else {
-                    // Renamed out of the globs (or out of sight for one
-                    // pass): if it shows up again, resume where it was left.
-                    known.insert(
-                        (t.dev, t.ino, 0),
-                        Position::File {
-                            dev: t.dev,
-                            ino: t.ino,
-                            fingerprint: t.fp,
-                            offset: t.offset,
-                        },
-                    );
-                }
-                false
-            });
+            self.release(&ctx, &mut run);
             if writer_gone || stopping {
                 return;
             }
@@ -377,6 +457,95 @@ impl Source for FileSource {
                     self.name, watcher.overflows
                 );
             }
+        }
+    }
+}
+
+impl FileSource {
+    /// Lists the globs: known files get their current name, new ones a
+    /// tailer. Returns the files the globs show.
+    fn scan(&self, ctx: &SourceContext, run: &mut RunState) -> HashSet<(u64, u64)> {
+        let mut seen = HashSet::new();
+        for path in self.discover(ctx, &mut run.warned) {
+            // A known file costs an lstat, not an open.
+            if let Ok(m) = std::fs::symlink_metadata(&path)
+                && m.file_type().is_file()
+            {
+                use std::os::unix::fs::MetadataExt;
+                if let Some(t) = run.tailers.get_mut(&(m.dev(), m.ino())) {
+                    seen.insert((m.dev(), m.ino()));
+                    t.path = path;
+                    t.gone = false;
+                    continue;
+                }
+            }
+            let file = match open_regular(&path) {
+                Ok(f) => f,
+                Err(Refused::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    let reason = if matches!(e, Refused::Io(_)) {
+                        GapReason::Unreadable
+                    } else {
+                        GapReason::Other
+                    };
+                    let msg = format!("{} {e}", path.display());
+                    not_read(ctx, &mut run.warned, &self.name, reason, msg);
+                    continue;
+                }
+            };
+            let Ok(id @ (dev, ino, _)) = dev_ino_size(&file) else {
+                continue;
+            };
+            seen.insert((dev, ino));
+            if let Some(t) = run.tailers.get_mut(&(dev, ino)) {
+                t.path = path;
+                t.gone = false;
+                continue;
+            }
+            if let Some(t) = self.open_new(ctx, run, path, file, id) {
+                run.tailers.insert((dev, ino), t);
+            }
+        }
+        seen
+    }
+
+    /// Lets go of files that are gone and read to their end. A writer may
+    /// still append to a file it has open after the rename or unlink (until
+    /// it reopens): they are read for `rotate_wait` after their last data
+    /// (a stop before then keeps their positions, and the next start reads
+    /// the rest). The spool forgets them (a file renamed away and later
+    /// deleted must not look lost at the next start); this run remembers a
+    /// renamed one, should it come back into the globs.
+    fn release(&self, ctx: &SourceContext, run: &mut RunState) {
+        let done: Vec<(u64, u64)> = run
+            .tailers
+            .iter()
+            .filter(|(_, t)| {
+                t.gone && t.drained().unwrap_or(true) && t.idle_for() >= self.rotate_wait
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in done {
+            let Some(t) = run.tailers.remove(&id) else {
+                continue;
+            };
+            if t.nlink() == 0 {
+                run.known.remove(&(t.dev, t.ino, 0));
+            } else {
+                run.known.insert(
+                    (t.dev, t.ino, 0),
+                    Position::File {
+                        dev: t.dev,
+                        ino: t.ino,
+                        fingerprint: t.fp,
+                        offset: t.offset,
+                    },
+                );
+            }
+            ctx.send(Event::Forget {
+                source: self.name.clone(),
+                key: (t.dev, t.ino, 0),
+            });
         }
     }
 }

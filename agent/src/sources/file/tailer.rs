@@ -36,6 +36,10 @@ pub struct Tailer {
     buf: Vec<u8>,
     /// The path no longer leads here (renamed away or deleted).
     pub gone: bool,
+    /// Resumed from a position the spool (or this run) knew.
+    pub resumed: bool,
+    /// When it was found, in this run's order.
+    pub order: u64,
 }
 
 impl Tailer {
@@ -68,6 +72,8 @@ impl Tailer {
             source,
             buf: Vec::new(),
             gone: false,
+            resumed: false,
+            order: 0,
         })
     }
 
@@ -153,9 +159,10 @@ impl Tailer {
         let (_, _, size) = dev_ino_size(&self.file)?;
         if size < self.offset {
             let detail = format!(
-                "{}: truncated: size shrank from {} to {size} bytes; reading again from 0 (lines written between the last read and the truncation are lost)",
+                "{}: truncated: size shrank from {} to {size} bytes (inode {}); reading again from 0 (lines written between the last read and the truncation are lost)",
                 self.path.display(),
-                self.offset
+                self.offset,
+                self.ino
             );
             tracing::warn!(source = %self.source, path = %self.path.display(), "source {}: {detail}", self.source);
             if !self.restart(ctx, GapReason::Truncated, size, detail) {
@@ -168,9 +175,11 @@ impl Tailer {
             // Same inode, new first bytes: truncated and rewritten past our
             // offset between two looks (copytruncate).
             let detail = format!(
-                "{}: replaced in place: the first {FINGERPRINT_BYTES} bytes changed (size {} -> {size}); reading again from 0",
+                "{}: replaced in place: the first {FINGERPRINT_BYTES} bytes changed (size {} -> {size}, inode {}, read to offset {}); reading again from 0",
                 self.path.display(),
-                self.size_seen
+                self.size_seen,
+                self.ino,
+                self.offset
             );
             tracing::warn!(source = %self.source, path = %self.path.display(), "source {}: {detail}", self.source);
             if !self.restart(ctx, GapReason::Replaced, size, detail) {

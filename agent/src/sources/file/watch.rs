@@ -137,7 +137,7 @@ impl Watcher {
 
 /// The directory of a glob up to its first wildcard: `/var/log/app/*.log`
 /// → `/var/log/app`.
-fn static_prefix_dir(glob: &str) -> PathBuf {
+pub(super) fn static_prefix_dir(glob: &str) -> PathBuf {
     let mut dir = PathBuf::new();
     for comp in Path::new(glob).components() {
         let s = comp.as_os_str().to_string_lossy();
