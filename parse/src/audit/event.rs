@@ -443,7 +443,8 @@ impl EventAssembler {
         }
     }
 
-    /// How many events are open.
+    /// How many events are open (an event held at its `PROCTITLE` for an
+    /// `EOE` among them).
     pub fn open_events(&self) -> usize {
         self.open.len()
     }
