@@ -3,7 +3,8 @@
 //! parse/src/audit/tests.rs: an ENRICHED login with the 0x1D separator, a
 //! perl reverse shell with a hex-encoded EXECVE argument and PROCTITLE, a
 //! raw USER_LOGIN, a dash execution). Events grouped into one entry each,
-//! events split across writes, serial gaps as gap records, rotation, and
+//! events split across writes, an `EOE` read after its `PROCTITLE` (also
+//! across a stop or a kill -9), serial gaps as gap records, rotation, and
 //! exactly once across a kill -9 while events interleave.
 
 mod common;
@@ -30,16 +31,18 @@ fn serials(e: &Env) -> Vec<String> {
         .collect()
 }
 
+/// Appends `lines` to the log `name` in one write (a reader sees all or
+/// none of them).
 fn write(e: &Env, name: &str, lines: &[&[u8]]) {
-    let mut f = std::fs::OpenOptions::new()
+    let mut data = lines.join(&b'\n');
+    data.push(b'\n');
+    std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(e.log(name))
+        .unwrap()
+        .write_all(&data)
         .unwrap();
-    for l in lines {
-        f.write_all(l).unwrap();
-        f.write_all(b"\n").unwrap();
-    }
 }
 
 #[test]
@@ -122,6 +125,11 @@ fn syscall(serial: u32) -> Vec<u8> {
 
 fn proctitle(serial: u32) -> Vec<u8> {
     format!("type=PROCTITLE msg=audit(1700000000.000:{serial}): proctitle=7368").into_bytes()
+}
+
+/// The end-of-event record, as auditd's plugins and other tools write it.
+fn eoe(serial: u32) -> Vec<u8> {
+    format!("type=EOE msg=audit(1700000000.000:{serial}): ").into_bytes()
 }
 
 fn record(serial: u32, ty: &str) -> Vec<u8> {
@@ -240,4 +248,85 @@ fn serials_passed_over_after_a_restart_are_not_reported_lost() {
     let mut s = serials(&e);
     s.sort();
     assert_eq!(s, ["300", "301", "302", "303"]);
+}
+
+/// Writes a standalone record and an `sh` event up to its PROCTITLE, and
+/// waits until the standalone one is in the spool: that write was read.
+fn write_up_to_proctitle(e: &Env, serial: u32) {
+    write(
+        e,
+        "audit.log",
+        &[
+            &record(serial - 1, "USER_LOGIN"),
+            &syscall(serial),
+            &proctitle(serial),
+        ],
+    );
+    e.wait_entries(1);
+}
+
+/// The spool holds the standalone record and the event, each once, the
+/// event with its EOE, and no gap.
+fn assert_event_whole_with_its_eoe(e: &Env, serial: u32) {
+    let mut s = serials(e);
+    s.sort();
+    assert_eq!(
+        s,
+        [(serial - 1).to_string(), serial.to_string()],
+        "each event once, no EOE of its own"
+    );
+    let event = e
+        .entries()
+        .into_iter()
+        .find(|r| r.field("audit_serial") == Some(serial.to_string().as_bytes()))
+        .unwrap();
+    assert_eq!(
+        event.body,
+        [syscall(serial), proctitle(serial), eoe(serial)].join(&b'\n')
+    );
+    assert_eq!(event.field("audit_completion"), Some(&b"eoe"[..]));
+    assert_eq!(event.field("audit_continues"), None);
+    assert!(
+        e.records().iter().all(|r| !r.kind.starts_with("gap")),
+        "no loss"
+    );
+}
+
+#[test]
+fn an_eoe_read_after_its_proctitle_stays_with_its_event() {
+    let e = audit_env();
+    let d = e.start();
+    write_up_to_proctitle(&e, 501);
+    write(&e, "audit.log", &[&eoe(501)]);
+    e.wait_entries(2);
+    stop(d);
+    assert_event_whole_with_its_eoe(&e, 501);
+}
+
+/// Stopped (`halt`) after the PROCTITLE was read and before its EOE was:
+/// the event was not written, the position is before it, and the next run
+/// reads it again whole.
+fn an_eoe_after_a_restart_joins_its_event(halt: fn(Daemon)) {
+    let e = audit_env();
+    let d = e.start();
+    write_up_to_proctitle(&e, 601);
+    halt(d);
+    write(&e, "audit.log", &[&eoe(601)]);
+    let d = e.start();
+    e.wait_entries(2);
+    stop(d);
+    assert_event_whole_with_its_eoe(&e, 601);
+}
+
+#[test]
+fn an_eoe_after_a_kill_joins_its_event() {
+    an_eoe_after_a_restart_joins_its_event(|mut d| {
+        d.0.kill().unwrap();
+        d.0.wait().unwrap();
+    });
+}
+
+#[test]
+fn an_eoe_after_a_stop_joins_its_event() {
+    an_eoe_after_a_restart_joins_its_event(stop);
 }

@@ -62,8 +62,9 @@ pub enum Flush {
     /// The events that received no record since the previous
     /// `flush(Flush::Idle)`: call it from a timer (every second or two),
     /// so an event that waits for a record that never comes is written
-    /// after one to two periods. It also lets the serial tracker report
-    /// holes that stayed open for a whole period.
+    /// after one to two periods (so is an event held at its `PROCTITLE`
+    /// for an `EOE` that did not come). It also lets the serial tracker
+    /// report holes that stayed open for a whole period.
     Idle,
     /// Every open event (shutdown, or a file read to its end).
     All,
@@ -74,8 +75,8 @@ pub enum Flush {
 pub enum Completion {
     /// Its `EOE` record arrived (the last record of the event).
     EndOfEvent,
-    /// Its `PROCTITLE` record arrived, in a stream without `EOE` records
-    /// (as `audit.log` is): the kernel writes it last.
+    /// Its `PROCTITLE` record arrived, in a stream not known to carry
+    /// `EOE` records (as `audit.log` is not): the kernel writes it last.
     FinalRecord,
     /// Its first record is of a type that is a whole event.
     Standalone,
@@ -347,6 +348,21 @@ impl EventKey {
     }
 }
 
+/// What a stream has shown of `EOE` records: it decides whether
+/// `PROCTITLE` ends an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EndMarkers {
+    /// Nothing yet. An event completed by its `PROCTITLE` is held until the
+    /// next line: its `EOE` joins it; anything else lets it go and shows
+    /// the stream has none.
+    Unknown,
+    /// A `PROCTITLE` was not followed by its `EOE` (as in `audit.log`):
+    /// `PROCTITLE` ends an event at once.
+    Absent,
+    /// An `EOE` was seen: `EOE` alone ends events.
+    Present,
+}
+
 struct OpenEvent {
     /// Creation order.
     seq: u64,
@@ -382,9 +398,12 @@ pub struct EventAssembler {
     buffered_bytes: usize,
     recent: VecDeque<EventKey>,
     recent_set: HashSet<EventKey>,
-    /// Whether an `EOE` record was seen: then the stream carries them, and
-    /// `PROCTITLE` no longer ends an event.
-    stream_has_eoe: bool,
+    /// Whether the stream carries `EOE` records.
+    end_markers: EndMarkers,
+    /// The event completed by its `PROCTITLE` while `end_markers` is
+    /// `Unknown` (its creation seq): still open, so that its `EOE` in the
+    /// next line joins it.
+    held: Option<u64>,
     serials: SerialTracker,
 }
 
@@ -418,12 +437,14 @@ impl EventAssembler {
             buffered_bytes: 0,
             recent: VecDeque::new(),
             recent_set: HashSet::new(),
-            stream_has_eoe: false,
+            end_markers: EndMarkers::Unknown,
+            held: None,
             serials,
         }
     }
 
-    /// How many events are open.
+    /// How many events are open (an event held at its `PROCTITLE` for an
+    /// `EOE` among them).
     pub fn open_events(&self) -> usize {
         self.open.len()
     }
@@ -437,7 +458,9 @@ impl EventAssembler {
     /// completed, in order.
     pub fn push(&mut self, line: &[u8]) -> Vec<Assembled> {
         let mut out = Vec::new();
-        match parse_record(line) {
+        let parsed = parse_record(line);
+        self.release_held_unless_ended_by(parsed.as_ref().ok(), &mut out);
+        match parsed {
             Ok(record) => self.add(&record, &mut out),
             Err(error) => {
                 // A line whose header is readable but whose text is not
@@ -497,7 +520,7 @@ impl EventAssembler {
         let number = record.type_number();
         self.stream_clock_ms = self.stream_clock_ms.max(record.timestamp_millis());
         match number {
-            Some(END_OF_EVENT) => self.stream_has_eoe = true,
+            Some(END_OF_EVENT) => self.end_markers = EndMarkers::Present,
             Some(DAEMON_START) => self.serials.daemon_started(record.node()),
             _ => {}
         }
@@ -552,9 +575,29 @@ impl EventAssembler {
             }));
         }
 
-        let completion = if number == Some(END_OF_EVENT) {
+        match self.completion_by(number, is_new, records, bytes) {
+            Some(Completion::FinalRecord) if self.end_markers == EndMarkers::Unknown => {
+                self.held = Some(seq);
+            }
+            Some(completion) => self.complete_seq(seq, completion, out),
+            None => {}
+        }
+        self.complete_idle(out);
+    }
+
+    /// What the record just added to an event (of type `number`, the
+    /// event's first when `is_new`, which now has `records` records and
+    /// `bytes` bytes) completes it with, if anything.
+    fn completion_by(
+        &self,
+        number: Option<u16>,
+        is_new: bool,
+        records: usize,
+        bytes: usize,
+    ) -> Option<Completion> {
+        if number == Some(END_OF_EVENT) {
             Some(Completion::EndOfEvent)
-        } else if number == Some(PROCTITLE) && !self.stream_has_eoe {
+        } else if number == Some(PROCTITLE) && self.end_markers != EndMarkers::Present {
             Some(Completion::FinalRecord)
         } else if is_new && number.is_some_and(types::is_standalone_type) {
             Some(Completion::Standalone)
@@ -564,11 +607,26 @@ impl EventAssembler {
             Some(Completion::Forced(ForcedBy::EventBytes))
         } else {
             None
-        };
-        if let Some(completion) = completion {
-            self.complete_seq(seq, completion, out);
         }
-        self.complete_idle(out);
+    }
+
+    /// Lets the held event go before the next line, unless that line is
+    /// its `EOE` (`record` is the line, when it is a record).
+    fn release_held_unless_ended_by(
+        &mut self,
+        record: Option<&AuditRecord<'_>>,
+        out: &mut Vec<Assembled>,
+    ) {
+        let Some(seq) = self.held else {
+            return;
+        };
+        let its_eoe = record.is_some_and(|r| {
+            r.type_number() == Some(END_OF_EVENT)
+                && self.by_creation.get(&seq) == Some(&EventKey::of(r))
+        });
+        if !its_eoe {
+            self.complete_seq(seq, Completion::FinalRecord, out);
+        }
     }
 
     /// Completes the events the stream's clock has left behind.
@@ -603,6 +661,7 @@ impl EventAssembler {
         let Some(event) = self.open.remove(&key) else {
             return;
         };
+        let completion = self.unhold(seq, completion);
         self.by_activity
             .remove(&(event.last_activity_ms, event.seq));
         self.buffered_bytes -= event.body.len();
@@ -617,6 +676,21 @@ impl EventAssembler {
             completion,
             continues_earlier: event.continues_earlier,
         }));
+    }
+
+    /// How an event completed with `completion` leaves: a held event was
+    /// complete at its `PROCTITLE`, and unless its `EOE` ends it, the stream
+    /// has shown it carries none.
+    fn unhold(&mut self, seq: u64, completion: Completion) -> Completion {
+        if self.held != Some(seq) {
+            return completion;
+        }
+        self.held = None;
+        if completion == Completion::EndOfEvent {
+            return completion;
+        }
+        self.end_markers = EndMarkers::Absent;
+        Completion::FinalRecord
     }
 
     fn remember(&mut self, key: EventKey) {

@@ -86,8 +86,17 @@
 //!
 //! 1. an `EOE` record completes its event (`eoe`);
 //! 2. a `PROCTITLE` record completes its event (`proctitle`) — unless the
-//!    stream has carried an `EOE` before (a dispatcher stream rather than
-//!    `audit.log`), where `EOE` alone ends events;
+//!    stream has carried an `EOE` before (a dispatcher stream, or a log
+//!    written by another tool, rather than `audit.log`), where `EOE` alone
+//!    ends events. Until the stream has shown whether it carries `EOE`
+//!    (the first `PROCTITLE` event after [`EventAssembler::new`]), the
+//!    event completed by `PROCTITLE` is held until the next line: if that
+//!    is its `EOE`, it joins the event (`eoe`), in the same read or the
+//!    next; anything else lets the event go first (`proctitle`) and shows
+//!    the stream has no `EOE` after `PROCTITLE`, so later events end at
+//!    their `PROCTITLE` at once, as before. A held event that gets no line
+//!    for a whole [`Flush::Idle`] period leaves likewise. So at most one
+//!    event per stream waits, and only until the next line;
 //! 3. the first record of an event, of a standalone type
 //!    ([`is_standalone_type`]: the rule of `audit_is_last_record()` less
 //!    `EOE` and `PROCTITLE`), is the whole event (`standalone`);
@@ -114,8 +123,9 @@
 //!    memory.
 //!
 //! A record whose event was already completed (a `SYSCALL` after a
-//! standalone `SERVICE_START` as above, an `EOE` after `PROCTITLE`, a
-//! record past a limit) starts a new event marked `audit_continues=true`:
+//! standalone `SERVICE_START` as above, an `EOE` that comes after its
+//! event was let go at `PROCTITLE`, a record past a limit) starts a new
+//! event marked `audit_continues=true`:
 //! nothing is dropped, and nothing already given out is changed. Records of
 //! different events may interleave freely.
 //!

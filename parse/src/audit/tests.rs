@@ -251,7 +251,10 @@ fn interleaved_events_keep_their_own_records_in_order() {
 #[test]
 fn fields_of_real_execve_events() {
     let mut a = EventAssembler::default();
-    let out = push_all(&mut a, LAUREL_PERL);
+    let mut out = push_all(&mut a, LAUREL_PERL);
+    // The first PROCTITLE event of a stream waits for the next line (an
+    // EOE?); none comes here.
+    out.extend(a.flush(Flush::All));
     let done = events(&out);
     assert_eq!(done.len(), 1);
     let f = done[0].fields();
@@ -299,28 +302,19 @@ fn fields_of_real_execve_events() {
 #[test]
 fn a_stream_with_eoe_ends_events_with_eoe() {
     let mut a = EventAssembler::default();
-    // The first event of the stream still ends at PROCTITLE: its EOE, which
-    // comes next, continues it.
+    // The first event of the stream is held at PROCTITLE: its EOE, which
+    // comes next, joins it.
     let out = push_all(&mut a, LAUREL_EXECVE);
     let done = events(&out);
-    assert_eq!(done.len(), 2);
+    assert_eq!(done.len(), 1);
     assert_eq!(
         (done[0].record_count(), done[0].completion()),
-        (6, Completion::FinalRecord)
+        (7, Completion::EndOfEvent)
     );
     assert_eq!(done[0].node(), Some("work"));
     assert_eq!(field(&done[0].fields(), "audit_node"), Some("work"));
     assert_eq!(field(&done[0].fields(), "SYSCALL.AUID"), Some("user"));
-    assert_eq!(
-        (done[1].record_count(), done[1].completion()),
-        (1, Completion::EndOfEvent)
-    );
-    assert!(done[1].continues_earlier());
-    assert_eq!(field(&done[1].fields(), "audit_continues"), Some("true"));
-    assert!(
-        losses(&out).is_empty(),
-        "a continuation is not a new serial"
-    );
+    assert_eq!(field(&done[0].fields(), "audit_continues"), None);
     // From now on PROCTITLE does not end an event; EOE does.
     let mut perl: Vec<&str> = LAUREL_PERL.to_vec();
     let eoe = "type=EOE msg=audit(1626611363.720:348501): ";
@@ -338,6 +332,90 @@ fn a_stream_with_eoe_ends_events_with_eoe() {
         (8, Completion::EndOfEvent)
     );
     assert_eq!(lines_of(done[0]), perl);
+}
+
+#[test]
+fn an_eoe_read_after_its_proctitle_joins_its_event() {
+    // A read that ends right after PROCTITLE; the EOE comes with the next.
+    let (up_to_proctitle, eoe) = LAUREL_EXECVE.split_at(6);
+    let mut a = EventAssembler::default();
+    let mut out = push_all(&mut a, up_to_proctitle);
+    out.extend(push_all(&mut a, eoe));
+    let done = events(&out);
+    assert_eq!(done.len(), 1, "one event, not an EOE of its own");
+    assert_eq!(lines_of(done[0]), LAUREL_EXECVE);
+    assert_eq!(done[0].completion(), Completion::EndOfEvent);
+    assert!(!done[0].continues_earlier());
+    assert!(losses(&out).is_empty());
+}
+
+#[test]
+fn without_eoe_only_the_first_proctitle_event_waits_for_the_next_line() {
+    let mut a = EventAssembler::default();
+    // The stream has shown nothing of EOE yet: the event is complete but
+    // held until the next line says whether its EOE follows.
+    let out = push_all(&mut a, UBUNTU_DASH);
+    assert!(events(&out).is_empty());
+    // Not an EOE: the held event leaves first, then the new line's event.
+    let out = a.push(RHEL7_USER_LOGIN.as_bytes());
+    let done = events(&out);
+    assert_eq!(
+        done.iter()
+            .map(|e| (e.serial(), e.completion()))
+            .collect::<Vec<_>>(),
+        [
+            (28860764, Completion::FinalRecord),
+            (42120, Completion::Standalone)
+        ]
+    );
+    assert_eq!(lines_of(done[0]), UBUNTU_DASH);
+    // The stream has no EOE after PROCTITLE: from now on PROCTITLE ends an
+    // event at once, as in audit.log.
+    let out = push_all(&mut a, LAUREL_PERL);
+    assert_eq!(
+        events(&out)
+            .iter()
+            .map(|e| (e.serial(), e.completion()))
+            .collect::<Vec<_>>(),
+        [(348501, Completion::FinalRecord)]
+    );
+    assert_eq!(a.open_events(), 0);
+    // An EOE after all, once its event is written: kept, as a continuation
+    // (no new serial); from then on EOE alone ends events.
+    let out = a.push(b"type=EOE msg=audit(1626611363.720:348501): ");
+    let done = events(&out);
+    assert_eq!(
+        (
+            done.len(),
+            done[0].completion(),
+            done[0].continues_earlier()
+        ),
+        (1, Completion::EndOfEvent, true)
+    );
+    assert_eq!(field(&done[0].fields(), "audit_continues"), Some("true"));
+    assert!(
+        losses(&out).is_empty(),
+        "a continuation is not a new serial"
+    );
+    assert!(events(&push_all(&mut a, UBUNTU_DASH)).is_empty());
+    assert_eq!(a.open_events(), 1, "dash waits for its EOE");
+}
+
+#[test]
+fn a_held_proctitle_event_leaves_after_an_idle_period() {
+    let mut a = EventAssembler::default();
+    push_all(&mut a, UBUNTU_DASH);
+    assert!(
+        events(&a.flush(Flush::Idle)).is_empty(),
+        "its PROCTITLE came in this period"
+    );
+    let out = a.flush(Flush::Idle);
+    let done = events(&out);
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0].completion(), Completion::FinalRecord);
+    assert_eq!(lines_of(done[0]), UBUNTU_DASH);
+    // No EOE came within a period: the next PROCTITLE ends its event at once.
+    assert_eq!(events(&push_all(&mut a, LAUREL_PERL)).len(), 1);
 }
 
 #[test]

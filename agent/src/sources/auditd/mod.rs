@@ -4,7 +4,9 @@
 //!   source, running inside this one: identity, rotation, truncation and
 //!   resume are the file source's.
 //! * Its lines are grouped into events (wormlog-parse's `EventAssembler`:
-//!   same serial; complete at `PROCTITLE`, for standalone record types at
+//!   same serial; complete at `EOE` in a log that has them, else at
+//!   `PROCTITLE` (the first such event of a stream is held until the next
+//!   line, in case that is its `EOE`), for standalone record types at
 //!   once, otherwise after 2 s without a record of the event): one chained
 //!   entry per event, its lines byte-exact joined with `\n`, with
 //!   structured fields (hex-encoded values decoded beside them, for
@@ -323,8 +325,9 @@ impl Source for AuditdSource {
                     }
                 }
                 // The file source stopped (shutdown). Open events are not
-                // written: the watermark is before them, they are read
-                // again at the next start.
+                // written (nor one held at its PROCTITLE for an EOE): the
+                // watermark is before them, they are read again at the
+                // next start.
                 Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
             }
         }
