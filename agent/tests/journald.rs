@@ -4,8 +4,9 @@
 //! the system journal as the packaged unit reads it, in a mount namespace).
 //! Binary fields byte-exact, follow as new files appear, exactly once across
 //! restarts and a kill -9 loop, across a reboot (the rest of the earlier
-//! boot, then the current one), a vacuumed cursor as a gap record, and a
-//! `journalctl` that dies is started again.
+//! boot, then the current one), a vacuumed cursor and a jump in the
+//! journal's sequence numbers as gap records, and a `journalctl` that dies
+//! is started again.
 //!
 //! systemd-journal-remote (252) keeps `_BOOT_ID`, `__REALTIME_TIMESTAMP` and
 //! `__MONOTONIC_TIMESTAMP` from its input and numbers the entries itself
@@ -526,5 +527,112 @@ fn after_a_reboot_a_journal_directory_is_read_to_the_end_of_the_earlier_boot_too
         &e,
         |range, boot| append_journal(&file, range, boot),
         || e.start(),
+    );
+}
+
+/// The value of a metric line of the daemon's scrape.
+fn metric(e: &Env, line_start: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let err = e.stderr();
+    let addr = err
+        .split("metrics on http://")
+        .nth(1)?
+        .split("/metrics")
+        .next()?
+        .to_owned();
+    let mut m = std::net::TcpStream::connect(addr).unwrap();
+    m.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+    let mut out = String::new();
+    m.read_to_string(&mut out).unwrap();
+    out.lines()
+        .find_map(|l| l.strip_prefix(line_start))
+        .map(|v| v.trim().to_owned())
+}
+
+/// The SEQ values of a journal file.
+fn seqs_in(file: &Path) -> Vec<u64> {
+    let out = std::process::Command::new("journalctl")
+        .arg(format!("--file={}", file.display()))
+        .args(["--output=json", "--output-fields=SEQ", "--no-pager"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["SEQ"].as_str().unwrap().parse().unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn a_jump_in_the_journals_sequence_numbers_is_a_gap_record_with_the_count() {
+    let e = Env::with_sources("[metrics]\nlisten = \"127.0.0.1:0\"\n", |e| {
+        format!(
+            "[[sources.journald]]\nname = \"journal\"\ndirectory = \"{}\"\n",
+            e.p("journal").display()
+        )
+    });
+    let dir = e.p("journal");
+    // One file set rotated into several files, as journald rotates: the
+    // writer starts a new file once about 250 field names are in one (its
+    // field hash table is 75% full), here every 247 entries, each with a
+    // field name of its own; the new file continues the set's numbers.
+    let mut export_ = Vec::new();
+    for i in 0..1000u64 {
+        let name = format!("F_{i}");
+        export_.extend(export(i..i + 1, BOOT, &[(&name, b"x")]));
+    }
+    write_export(&dir, "system", &export_);
+    // Another file set (a seqnum_id of its own, numbered from 1): no jump.
+    write_journal(&dir, "other", 1000..1010, &[]);
+    let mut archived: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|f| f.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains("system@"))
+        .collect();
+    archived.sort();
+    assert!(archived.len() >= 3, "{archived:?}");
+    // One file of the set is gone (removed by hand, damaged, unreadable):
+    // the entries in it were numbered and are not in the journal.
+    let lost = seqs_in(&archived[1]);
+    assert!(!lost.is_empty());
+    std::fs::remove_file(&archived[1]).unwrap();
+    let kept: Vec<u64> = (0..1010).filter(|i| !lost.contains(i)).collect();
+    let d = e.start();
+    e.wait_entries(kept.len());
+    e.wait_records("gap", 1);
+    let counted = metric(&e, "wormlog_source_lost_total{source=\"journal\"}");
+    stop(d);
+    assert_eq!(seqs(&e), kept);
+    let g = gaps(&e);
+    assert_eq!(
+        g.len(),
+        1,
+        "one jump, none for the rotations or the new set: {g:?}"
+    );
+    assert_eq!(g[0].kind, "gap:8", "reason other");
+    let n = lost.len();
+    let (after, next) = (lost[0], lost[n - 1] + 2);
+    assert!(
+        g[0].detail
+            .contains(&format!("jump from {after} to {next}"))
+            && g[0]
+                .detail
+                .contains(&format!("{n} entries journald wrote were not read")),
+        "{}",
+        g[0].detail
+    );
+    assert_eq!(
+        counted,
+        Some(n.to_string()),
+        "source_lost_total counts them"
+    );
+    assert!(
+        e.stderr().contains("sequence numbers jump"),
+        "{}",
+        e.stderr()
     );
 }

@@ -13,6 +13,8 @@
 //!   when that entry was vacuumed or rotated away meanwhile, a later one —
 //!   then a `gap` record (reason `vacuumed`) says which boot and which time
 //!   range were lost, and how many entries when the journal can tell.
+//! * The journal's sequence numbers are checked per journal file set: a
+//!   jump is a `gap` record with the count (seqnum.rs, reader.rs).
 //! * A `journalctl` that exits or dies is logged and started again with
 //!   backoff (0.5 s doubling to 30 s), from the last entry read.
 
@@ -20,11 +22,13 @@ mod command;
 mod cursor;
 mod entry;
 mod reader;
+mod seqnum;
 
 use crate::config::{JournaldSourceConfig, ReadFrom};
 use crate::sources::{EntryBatch, Source, SourceContext};
 use command::{Phase, Start};
 use reader::{ReadEnd, Reader, Resume};
+use seqnum::SeqnumCheck;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, ExitStatus};
 use std::sync::Arc;
@@ -66,6 +70,7 @@ struct Progress {
     /// The last run read (or skipped) an entry, so the entry at `start` was
     /// there a moment ago.
     start_seen: bool,
+    seqnums: SeqnumCheck,
 }
 
 impl Progress {
@@ -99,8 +104,12 @@ impl JournaldSource {
     /// Where the source starts: after the spool's last entry of it, or as
     /// `read_from` says.
     fn progress(&self, ctx: &SourceContext) -> Progress {
+        let mut seqnums = SeqnumCheck::new(self.filtered());
         let start = match ctx.positions.get(&(0, 0, 0)) {
-            Some(Position::Journal(c)) => Start::Cursor(c.clone()),
+            Some(Position::Journal(c)) => {
+                seqnums.read(&cursor::Cursor::parse(c));
+                Start::Cursor(c.clone())
+            }
             _ => match self.cfg.read_from {
                 ReadFrom::Beginning => Start::Beginning,
                 ReadFrom::End => Start::Since(u64::try_from(wall_ns() / 1000).unwrap_or(0)),
@@ -109,6 +118,7 @@ impl JournaldSource {
         Progress {
             start,
             start_seen: false,
+            seqnums,
         }
     }
 
@@ -142,6 +152,7 @@ impl JournaldSource {
             ctx,
             filtered: self.filtered(),
             resume: p.resume(phase),
+            seqnums: &mut p.seqnums,
             batch: EntryBatch::default(),
             read_any: false,
             last: match &p.start {

@@ -1,9 +1,10 @@
 //! One `journalctl`'s output turned into events for the writer: entries,
 //! and `gap` records for what the journal shows was lost (the entry to
-//! resume at is gone).
+//! resume at is gone; the sequence numbers jump).
 
 use super::cursor::{Cursor, rfc3339_us};
 use super::entry;
+use super::seqnum::{SeqnumCheck, SeqnumJump};
 use crate::sources::{EntryBatch, Event, SourceContext};
 use std::io::Read;
 use std::os::fd::AsFd;
@@ -28,7 +29,8 @@ pub enum Resume {
     Expect(String),
     /// The entry of this cursor was just read by this source; it is skipped
     /// if it comes first. `--follow` leaves it out when it is of an
-    /// earlier boot: then the current boot's entries come first.
+    /// earlier boot: then the sequence numbers say whether anything lies
+    /// between.
     SkipIfShown(String),
 }
 
@@ -51,6 +53,7 @@ pub struct Reader<'a> {
     /// entries it does not read).
     pub filtered: bool,
     pub resume: Resume,
+    pub seqnums: &'a mut SeqnumCheck,
     pub batch: EntryBatch,
     /// An entry was read (handed over or skipped).
     pub read_any: bool,
@@ -148,18 +151,27 @@ impl Reader<'_> {
             }
         };
         self.read_any = true;
+        let cursor = Cursor::parse(&entry.cursor);
         match std::mem::replace(&mut self.resume, Resume::Fresh) {
             Resume::Expect(c) | Resume::SkipIfShown(c) if Cursor::same_entry(&c, &entry.cursor) => {
                 // Already in the spool.
+                self.seqnums.read(&cursor);
                 self.last = Some(entry.cursor);
                 return true;
             }
             Resume::Expect(gone) => {
+                self.seqnums.restart_at(&cursor);
                 if !self.vacuumed(&gone, &entry.cursor) {
                     return false;
                 }
             }
-            Resume::SkipIfShown(_) | Resume::Fresh => {}
+            Resume::SkipIfShown(_) | Resume::Fresh => {
+                if let Some(jump) = self.seqnums.read(&cursor)
+                    && !self.jumped(&jump, &cursor)
+                {
+                    return false;
+                }
+            }
         }
         self.batch.begin(Position::Journal(entry.cursor.clone()), 0);
         for (k, v) in &entry.fields {
@@ -196,6 +208,25 @@ impl Reader<'_> {
         self.gap(GapReason::Vacuumed, lost, detail)
     }
 
+    /// The journal's sequence numbers jumped before `now`: a gap record
+    /// with the count.
+    fn jumped(&mut self, jump: &SeqnumJump, now: &Cursor) -> bool {
+        let lost = jump.missing();
+        let before = self.last.as_deref().map(Cursor::parse).unwrap_or_default();
+        let detail = format!(
+            "the journal's sequence numbers jump from {} to {} (journal file set {}): {lost} entries journald wrote were not read (a journal file removed, unreadable or damaged); between {} (boot {}) and {} (boot {})",
+            jump.after,
+            jump.next,
+            jump.seqnum_id,
+            when(&before),
+            boot(&before),
+            when(now),
+            boot(now),
+        );
+        tracing::warn!(source = %self.name, lost, "source {}: {detail}", self.name);
+        self.gap(GapReason::Other, lost, detail)
+    }
+
     /// Where the source stands: the last entry read.
     fn position(&self) -> Position {
         self.last.clone().map_or(Position::None, Position::Journal)
@@ -213,11 +244,17 @@ impl Reader<'_> {
         })
     }
 
-    /// A gap record, after what is already batched. False when the writer
-    /// is gone.
+    /// A gap record, after what is already batched; what it loses is
+    /// counted in `source_lost`. False when the writer is gone.
     fn gap(&mut self, reason: GapReason, lost_records: u64, detail: String) -> bool {
         if !self.flush() {
             return false;
+        }
+        if lost_records != UNKNOWN_COUNT {
+            crate::metrics::get()
+                .source_lost
+                .get_or_create(&vec![("source", self.name.to_string())])
+                .inc_by(lost_records);
         }
         self.ctx.send(Event::Gap {
             source: self.name.clone(),
