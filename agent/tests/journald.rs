@@ -580,12 +580,12 @@ fn a_jump_in_the_journals_sequence_numbers_is_a_gap_record_with_the_count() {
     // writer starts a new file once about 250 field names are in one (its
     // field hash table is 75% full), here every 247 entries, each with a
     // field name of its own; the new file continues the set's numbers.
-    let mut export_ = Vec::new();
+    let mut one_set = Vec::new();
     for i in 0..1000u64 {
         let name = format!("F_{i}");
-        export_.extend(export(i..i + 1, BOOT, &[(&name, b"x")]));
+        one_set.extend(export(i..i + 1, BOOT, &[(&name, b"x")]));
     }
-    write_export(&dir, "system", &export_);
+    write_export(&dir, "system", &one_set);
     // Another file set (a seqnum_id of its own, numbered from 1): no jump.
     write_journal(&dir, "other", 1000..1010, &[]);
     let mut archived: Vec<PathBuf> = std::fs::read_dir(&dir)
