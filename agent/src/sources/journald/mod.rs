@@ -1,41 +1,49 @@
 //! `[[sources.journald]]`: the systemd journal, through `journalctl
-//! --follow --output=json` (as Vector does: no libsystemd in the agent).
+//! --output=json` (as Vector does: no libsystemd in the agent).
 //!
 //! * Every entry is kept: `MESSAGE` as the body, all other fields as
 //!   structured fields, binary values byte-exact (entry.rs).
+//! * Two steps per `journalctl` start (command.rs says why): without
+//!   `--follow` to the end of the journal, every boot, then `--follow` from
+//!   the last entry read. After a reboot the rest of the earlier boot (its
+//!   shutdown) is read before the current boot is followed.
 //! * The journal cursor is the position of each entry, so the spool alone
 //!   says where to resume. A restart asks `journalctl --cursor=LAST`: the
 //!   first entry it shows is that same entry (already spooled: skipped), or,
 //!   when that entry was vacuumed or rotated away meanwhile, a later one —
 //!   then a `gap` record (reason `vacuumed`) says which boot and which time
 //!   range were lost, and how many entries when the journal can tell.
+//! * The journal's sequence numbers are checked per journal file set: a
+//!   jump is a `gap` record with the count (seqnum.rs, reader.rs).
 //! * A `journalctl` that exits or dies is logged and started again with
 //!   backoff (0.5 s doubling to 30 s), from the last entry read.
 
+mod command;
 mod cursor;
 mod entry;
+mod reader;
+mod seqnum;
 
 use crate::config::{JournaldSourceConfig, ReadFrom};
-use crate::sources::{EntryBatch, Event, Source, SourceContext};
-use cursor::{Cursor, rfc3339_us};
-use std::io::{BufRead, BufReader, Read};
-use std::os::fd::AsFd;
-use std::process::{Child, Command, Stdio};
+use crate::sources::{EntryBatch, Source, SourceContext};
+use command::{Phase, Start};
+use reader::{ReadEnd, Reader, Resume};
+use seqnum::SeqnumCheck;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, ExitStatus};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wormlog_spool::Position;
 use wormlog_spool::clock::wall_ns;
-use wormlog_spool::record::{GapReason, UNKNOWN_COUNT};
 
-/// A JSON line longer than this is not kept (it is recorded as a gap).
-const MAX_LINE: usize = 16 << 20;
-/// Entries are handed to the writer in events of about this many bytes.
-const EVENT_BYTES: usize = 64 << 10;
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// A `journalctl` that ran this long before it stopped starts again at the
 /// shortest backoff.
 const RAN_LONG: Duration = Duration::from_secs(60);
+/// How long a `journalctl` whose output ended is waited for before it is
+/// killed.
+const EXIT_WAIT: Duration = Duration::from_secs(5);
 
 #[derive(Debug)]
 pub struct JournaldSource {
@@ -46,22 +54,39 @@ pub struct JournaldSource {
 /// Why one `journalctl` run ended.
 enum RunEnd {
     Shutdown,
-    /// It exited (or its output could not be read): what to log.
-    Stopped(String),
     /// The writer is gone.
     WriterGone,
+    /// Its output ended and it exited successfully: the end of the journal
+    /// for a catch-up run.
+    Finished,
+    /// It stopped otherwise (or its output could not be read): what to log.
+    Stopped(String),
 }
 
-/// Where the next `journalctl` starts.
-#[derive(Debug, Clone)]
-enum Start {
-    /// At this entry (shown again, and skipped if it is still there).
-    Cursor(String),
-    /// At the beginning of the journal.
-    Beginning,
-    /// At entries from this time on (µs since the epoch): `read_from =
-    /// "end"` before any entry was read.
-    Since(u64),
+/// Where the source stands between `journalctl` runs.
+struct Progress {
+    /// Where the next run starts.
+    start: Start,
+    /// The last run read (or skipped) an entry, so the entry at `start` was
+    /// there a moment ago.
+    start_seen: bool,
+    seqnums: SeqnumCheck,
+}
+
+impl Progress {
+    /// What the first entry of a run in `phase` is checked against.
+    fn resume(&self, phase: Phase) -> Resume {
+        match &self.start {
+            Start::Cursor(c) if phase == Phase::Follow && self.start_seen => {
+                Resume::SkipIfShown(c.clone())
+            }
+            // Without --follow nothing hides it: if it is not shown, it is
+            // gone. A follow run after a catch-up that showed nothing at
+            // all: the same.
+            Start::Cursor(c) => Resume::Expect(c.clone()),
+            Start::Beginning | Start::Since(_) => Resume::Fresh,
+        }
+    }
 }
 
 impl JournaldSource {
@@ -72,38 +97,47 @@ impl JournaldSource {
         }
     }
 
-    fn command(&self, start: &Start) -> Command {
-        let mut c = Command::new(&self.cfg.journalctl);
-        // `--lines=all`: with --follow, journalctl would otherwise begin with
-        // only the last 10 entries of whatever the start selects.
-        c.args([
-            "--follow",
-            "--lines=all",
-            "--output=json",
-            "--all",
-            "--no-pager",
-            "--quiet",
-        ]);
-        c.args(self.cfg.selection_args());
-        match start {
-            Start::Cursor(cur) => {
-                c.arg(format!("--cursor={cur}"));
+    fn filtered(&self) -> bool {
+        !self.cfg.units.is_empty() || !self.cfg.matches.is_empty()
+    }
+
+    /// Where the source starts: after the spool's last entry of it, or as
+    /// `read_from` says.
+    fn progress(&self, ctx: &SourceContext) -> Progress {
+        let mut seqnums = SeqnumCheck::new(self.filtered());
+        let start = match ctx.positions.get(&(0, 0, 0)) {
+            Some(Position::Journal(c)) => {
+                seqnums.read(&cursor::Cursor::parse(c));
+                Start::Cursor(c.clone())
             }
-            Start::Beginning => {}
-            Start::Since(us) => {
-                c.arg(format!("--since=@{}", us / 1_000_000));
-            }
+            _ => match self.cfg.read_from {
+                ReadFrom::Beginning => Start::Beginning,
+                ReadFrom::End => Start::Since(u64::try_from(wall_ns() / 1000).unwrap_or(0)),
+            },
+        };
+        Progress {
+            start,
+            start_seen: false,
+            seqnums,
         }
-        c.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        c
+    }
+
+    /// Reads to the end of the journal, every boot, then follows it; ends
+    /// when a `journalctl` stops.
+    fn catch_up_and_follow(&self, ctx: &SourceContext, p: &mut Progress) -> RunEnd {
+        match self.run_once(ctx, Phase::CatchUp, p) {
+            RunEnd::Finished => match self.run_once(ctx, Phase::Follow, p) {
+                RunEnd::Finished => RunEnd::Stopped("journalctl --follow exited".into()),
+                other => other,
+            },
+            other => other,
+        }
     }
 
     /// Runs one `journalctl` until it ends, handing entries to the writer.
-    /// `start` moves to the last entry handed over.
-    fn run_once(&self, ctx: &SourceContext, start: &mut Start) -> RunEnd {
-        let mut child = match self.command(start).spawn() {
+    /// `p.start` moves to the last entry read.
+    fn run_once(&self, ctx: &SourceContext, phase: Phase, p: &mut Progress) -> RunEnd {
+        let mut child = match command::journalctl(&self.cfg, phase, &p.start).spawn() {
             Ok(c) => c,
             Err(e) => {
                 return RunEnd::Stopped(format!(
@@ -114,30 +148,36 @@ impl JournaldSource {
         };
         let stderr = child.stderr.take().map(|e| self.log_stderr(e));
         let mut reader = Reader {
-            src: self,
+            name: &self.name,
             ctx,
-            expect: match start {
+            filtered: self.filtered(),
+            resume: p.resume(phase),
+            seqnums: &mut p.seqnums,
+            batch: EntryBatch::default(),
+            read_any: false,
+            last: match &p.start {
                 Start::Cursor(c) => Some(c.clone()),
                 _ => None,
             },
-            batch: EntryBatch::default(),
-            last: None,
         };
-        let end = reader.read_all(&mut child);
+        let end = match child.stdout.take() {
+            Some(out) => reader.read_all(out),
+            None => ReadEnd::Failed("no output pipe".into()),
+        };
+        p.start_seen = reader.read_any;
         if let Some(c) = reader.last.take() {
-            *start = Start::Cursor(c);
+            p.start = Start::Cursor(c);
         }
-        let _ = child.kill();
-        let status = child.wait();
+        let status = reap(&mut child, end == ReadEnd::Eof);
         if let Some(h) = stderr {
             let _ = h.join();
         }
         match end {
-            RunEnd::Stopped(why) => RunEnd::Stopped(match status {
-                Ok(s) => format!("{why} ({s})"),
-                Err(_) => why,
-            }),
-            other => other,
+            ReadEnd::Shutdown => RunEnd::Shutdown,
+            ReadEnd::WriterGone => RunEnd::WriterGone,
+            ReadEnd::Eof if status.is_some_and(|s| s.success()) => RunEnd::Finished,
+            ReadEnd::Eof => RunEnd::Stopped(exited("journalctl exited", status)),
+            ReadEnd::Failed(why) => RunEnd::Stopped(exited(&why, status)),
         }
     }
 
@@ -152,227 +192,41 @@ impl JournaldSource {
     }
 }
 
-/// Reads one `journalctl`'s output.
-struct Reader<'a> {
-    src: &'a JournaldSource,
-    ctx: &'a SourceContext,
-    /// The cursor the output should start with (a resumed run).
-    expect: Option<String>,
-    batch: EntryBatch,
-    /// The cursor of the last entry handed over.
-    last: Option<String>,
+/// Ends a `journalctl`: one whose output ended is given `EXIT_WAIT` to
+/// exit by itself (a catch-up run exits at the end of the journal), any
+/// other is killed. Its exit status, when it could be had.
+fn reap(child: &mut Child, output_ended: bool) -> Option<ExitStatus> {
+    if output_ended {
+        let deadline = Instant::now() + EXIT_WAIT;
+        while Instant::now() < deadline {
+            match child.try_wait() {
+                Ok(Some(s)) => return Some(s),
+                Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+                Err(_) => break,
+            }
+        }
+    }
+    let _ = child.kill();
+    child.wait().ok()
 }
 
-impl Reader<'_> {
-    fn read_all(&mut self, child: &mut Child) -> RunEnd {
-        let Some(mut out) = child.stdout.take() else {
-            return RunEnd::Stopped("no output pipe".into());
-        };
-        let mut buf = vec![0u8; 64 << 10];
-        let mut line: Vec<u8> = Vec::new();
-        let mut skipping = false;
-        loop {
-            if self.ctx.shutdown.is_set() {
-                // What was read is handed over; journalctl is stopped.
-                return if self.flush() {
-                    RunEnd::Shutdown
-                } else {
-                    RunEnd::WriterGone
-                };
-            }
-            let fd = out.as_fd();
-            let mut fds = [rustix::event::PollFd::new(
-                &fd,
-                rustix::event::PollFlags::IN,
-            )];
-            let timeout = rustix::event::Timespec {
-                tv_sec: 0,
-                tv_nsec: 200_000_000,
-            };
-            match rustix::event::poll(&mut fds, Some(&timeout)) {
-                Ok(0) => {
-                    // Quiet: hand over what is waiting.
-                    if !self.flush() {
-                        return RunEnd::WriterGone;
-                    }
-                    continue;
-                }
-                Ok(_) => {}
-                Err(rustix::io::Errno::INTR) => continue,
-                Err(e) => {
-                    // What was read is handed over before the restart.
-                    return if self.flush() {
-                        RunEnd::Stopped(format!("poll: {e}"))
-                    } else {
-                        RunEnd::WriterGone
-                    };
-                }
-            }
-            let n = match out.read(&mut buf) {
-                Ok(0) => {
-                    let ok = self.flush();
-                    return if ok {
-                        RunEnd::Stopped("journalctl exited".into())
-                    } else {
-                        RunEnd::WriterGone
-                    };
-                }
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    return if self.flush() {
-                        RunEnd::Stopped(format!("reading journalctl: {e}"))
-                    } else {
-                        RunEnd::WriterGone
-                    };
-                }
-            };
-            let mut data = &buf[..n];
-            while let Some(nl) = memchr::memchr(b'\n', data) {
-                if skipping {
-                    skipping = false;
-                } else {
-                    line.extend_from_slice(&data[..nl]);
-                    let l = std::mem::take(&mut line);
-                    if !l.is_empty() && !self.take(&l) {
-                        return RunEnd::WriterGone;
-                    }
-                }
-                data = &data[nl + 1..];
-            }
-            if !skipping {
-                line.extend_from_slice(data);
-                if line.len() > MAX_LINE {
-                    line = Vec::new();
-                    skipping = true;
-                    if !self.gap(
-                        GapReason::Other,
-                        UNKNOWN_COUNT,
-                        format!(
-                            "a journal entry of more than {} MiB was not kept",
-                            MAX_LINE >> 20
-                        ),
-                    ) {
-                        return RunEnd::WriterGone;
-                    }
-                }
-            }
-            if self.batch.bytes() >= EVENT_BYTES && !self.flush() {
-                return RunEnd::WriterGone;
-            }
-        }
-    }
-
-    /// One JSON line. False when the writer is gone.
-    fn take(&mut self, line: &[u8]) -> bool {
-        let entry = match entry::parse(line) {
-            Ok(e) => e,
-            Err(e) => {
-                // Kept as it came, with the reason, where the source stands.
-                tracing::warn!(
-                    source = %self.src.name,
-                    error = %e,
-                    "source {}: a journalctl line that is not an entry ({e}); kept as is",
-                    self.src.name
-                );
-                let position = self.last.clone().map_or(Position::None, Position::Journal);
-                self.batch.begin(position, 0);
-                self.batch
-                    .field("_WORMLOG_PARSE_ERROR", e.to_string().as_bytes());
-                self.batch.body(line);
-                return true;
-            }
-        };
-        if let Some(expected) = self.expect.take() {
-            if Cursor::same_entry(&expected, &entry.cursor) {
-                // Already in the spool.
-                self.last = Some(entry.cursor);
-                return true;
-            }
-            if !self.vacuumed(&expected, &entry.cursor) {
-                return false;
-            }
-        }
-        self.batch.begin(Position::Journal(entry.cursor.clone()), 0);
-        for (k, v) in &entry.fields {
-            self.batch.field(k.clone(), v);
-        }
-        self.batch.body(&entry.body);
-        self.last = Some(entry.cursor);
-        true
-    }
-
-    /// The entry after `had` is gone: a gap record about what was lost.
-    fn vacuumed(&mut self, had: &str, now: &str) -> bool {
-        let (a, b) = (Cursor::parse(had), Cursor::parse(now));
-        let filtered = !self.src.cfg.units.is_empty() || !self.src.cfg.matches.is_empty();
-        let count = a.entries_between(&b);
-        let lost = match count {
-            Some(n) if !filtered => n,
-            _ => UNKNOWN_COUNT,
-        };
-        let what = match (count, filtered) {
-            (Some(n), false) => format!("{n} entries"),
-            (Some(n), true) => format!("up to {n} entries (fewer match this source's filter)"),
-            (None, _) => "an unknown number of entries (another journal file set)".into(),
-        };
-        let when = |c: &Cursor| c.realtime_us.map_or("an unknown time".into(), rfc3339_us);
-        let detail = format!(
-            "the journal no longer holds the entry last read (boot {}, {}): it was vacuumed or rotated away; {what} up to {} (boot {}) were not read",
-            a.boot_id.as_deref().unwrap_or("unknown"),
-            when(&a),
-            when(&b),
-            b.boot_id.as_deref().unwrap_or("unknown"),
-        );
-        tracing::warn!(source = %self.src.name, lost, "source {}: {detail}", self.src.name);
-        self.last = Some(had.to_owned());
-        self.gap(GapReason::Vacuumed, lost, detail)
-    }
-
-    /// Hands the batch to the writer. False when the writer is gone.
-    fn flush(&mut self) -> bool {
-        if self.batch.is_empty() {
-            return true;
-        }
-        self.ctx.send(Event::Entries {
-            source: self.src.name.clone(),
-            ts: wall_ns(),
-            batch: std::mem::take(&mut self.batch),
-        })
-    }
-
-    /// A gap record, after what is already batched. False when the writer
-    /// is gone.
-    fn gap(&mut self, reason: GapReason, lost_records: u64, detail: String) -> bool {
-        if !self.flush() {
-            return false;
-        }
-        self.ctx.send(Event::Gap {
-            source: self.src.name.clone(),
-            position: self.last.clone().map_or(Position::None, Position::Journal),
-            reason,
-            lost_bytes: UNKNOWN_COUNT,
-            lost_records,
-            detail,
-            ts: wall_ns(),
-        })
+fn exited(why: &str, status: Option<ExitStatus>) -> String {
+    match status {
+        Some(s) => format!("{why} ({s})"),
+        None => why.to_owned(),
     }
 }
 
 impl Source for JournaldSource {
     fn run(self: Box<Self>, ctx: SourceContext) {
-        let mut start = match ctx.positions.get(&(0, 0, 0)) {
-            Some(Position::Journal(c)) => Start::Cursor(c.clone()),
-            _ => match self.cfg.read_from {
-                ReadFrom::Beginning => Start::Beginning,
-                ReadFrom::End => Start::Since(u64::try_from(wall_ns() / 1000).unwrap_or(0)),
-            },
-        };
+        let mut progress = self.progress(&ctx);
         let mut backoff = BACKOFF_MIN;
         loop {
             let began = Instant::now();
-            match self.run_once(&ctx, &mut start) {
+            match self.catch_up_and_follow(&ctx, &mut progress) {
                 RunEnd::Shutdown | RunEnd::WriterGone => return,
+                RunEnd::Finished | RunEnd::Stopped(_) if ctx.shutdown.is_set() => return,
+                RunEnd::Finished => {}
                 RunEnd::Stopped(why) => {
                     if began.elapsed() >= RAN_LONG {
                         backoff = BACKOFF_MIN;
