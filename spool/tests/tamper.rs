@@ -477,3 +477,166 @@ fn old_epoch_resigned_with_a_newer_key() {
     assert!(f.reason.contains("epoch 0"), "{f:?}");
     assert_verifiers_agree(&t.spool(), Some(pk), &r);
 }
+
+/// The Ed25519 group order L, as little-endian 64-bit limbs.
+const ORDER_L: [u64; 4] = [0x5812_631a_5cf5_d3ed, 0x14de_f9de_a2f7_9cd6, 0, 1 << 60];
+
+/// `x mod L` for a little-endian integer of any length.
+fn mod_l(x: &[u8]) -> [u8; 32] {
+    let mut r = [0u64; 4];
+    for byte in x.iter().rev() {
+        for bit in (0..8).rev() {
+            let mut carry = u64::from((byte >> bit) & 1);
+            for limb in r.iter_mut() {
+                let out = *limb >> 63;
+                *limb = (*limb << 1) | carry;
+                carry = out;
+            }
+            if r.iter().rev().cmp(ORDER_L.iter().rev()).is_ge() {
+                let mut borrow = 0;
+                for (limb, l) in r.iter_mut().zip(ORDER_L) {
+                    let (d, b1) = limb.overflowing_sub(l);
+                    let (d, b2) = d.overflowing_sub(borrow);
+                    *limb = d;
+                    borrow = u64::from(b1 || b2);
+                }
+            }
+        }
+    }
+    let mut out = [0u8; 32];
+    for (chunk, limb) in out.chunks_mut(8).zip(r) {
+        chunk.copy_from_slice(&limb.to_le_bytes());
+    }
+    out
+}
+
+/// `a + b` for little-endian integers (one byte longer).
+fn add_le(a: &[u8; 32], b: &[u8; 32]) -> [u8; 33] {
+    let mut out = [0u8; 33];
+    let mut carry = 0u16;
+    for i in 0..32 {
+        let s = u16::from(a[i]) + u16::from(b[i]) + carry;
+        out[i] = s as u8;
+        carry = s >> 8;
+    }
+    out[32] = carry as u8;
+    out
+}
+
+/// The encoding of the Ed25519 base point B (its discrete log is 1).
+fn base_point() -> [u8; 32] {
+    let mut b = [0x66u8; 32];
+    b[0] = 0x58;
+    b
+}
+
+/// A little-endian 32-byte integer.
+fn le32(n: u64) -> [u8; 32] {
+    let mut b = [0u8; 32];
+    b[..8].copy_from_slice(&n.to_le_bytes());
+    b
+}
+
+#[test]
+fn weak_ed25519_keys_and_signatures_are_refused_by_both_verifiers() {
+    use sha2::Digest;
+    use wormlog_spool::chain::{Receipt, receipt_message};
+    use wormlog_spool::keys::RECEIPT_CONTEXT;
+    // `k` of RFC 8032 for a receipt signature with this R and key.
+    let challenge = |r: &[u8; 32], key: &[u8; 32], size: u64, root: &[u8; 32]| {
+        let mut h = sha2::Sha512::new();
+        h.update(r);
+        h.update(key);
+        h.update(RECEIPT_CONTEXT);
+        h.update(receipt_message("test-agent", size, root, RECEIPT_TS));
+        mod_l(&h.finalize())
+    };
+    let sig = |r: [u8; 32], s: [u8; 32]| -> [u8; 64] { [r, s].concat().try_into().unwrap() };
+    let mut identity = [0u8; 32];
+    identity[0] = 1;
+    // p + 1, the identity's y coordinate written without reduction mod p.
+    let mut identity_unreduced = [0xffu8; 32];
+    identity_unreduced[0] = 0xee;
+    identity_unreduced[31] = 0x7f;
+    type Forge = Box<dyn Fn(u64, &[u8; 32]) -> ([u8; 32], [u8; 64])>;
+    let cases: Vec<(&str, bool, Forge)> = vec![
+        (
+            // Key B, R = B, S = 1 + k: a valid signature under a key whose
+            // secret is 1. Both verifiers accept it.
+            "control: key B, ordinary signature",
+            true,
+            Box::new(move |size, root| {
+                let b = base_point();
+                let k = challenge(&b, &b, size, root);
+                (b, sig(b, mod_l(&add_le(&k, &le32(1)))))
+            }),
+        ),
+        (
+            // [S]B - [k]O = R for any message: anyone can sign.
+            "the identity as key",
+            false,
+            Box::new(move |_, _| (identity, sig(base_point(), le32(1)))),
+        ),
+        (
+            "the identity as key, y not reduced mod p",
+            false,
+            Box::new(move |_, _| (identity_unreduced, sig(base_point(), le32(1)))),
+        ),
+        (
+            "R of small order (the identity), S = k",
+            false,
+            Box::new(move |size, root| {
+                let b = base_point();
+                (b, sig(identity, challenge(&identity, &b, size, root)))
+            }),
+        ),
+        (
+            "S not reduced mod L (S + L)",
+            false,
+            Box::new(move |size, root| {
+                let b = base_point();
+                let k = challenge(&b, &b, size, root);
+                let s = mod_l(&add_le(&k, &le32(1)));
+                let mut l = [0u8; 32];
+                for (chunk, limb) in l.chunks_mut(8).zip(ORDER_L) {
+                    chunk.copy_from_slice(&limb.to_le_bytes());
+                }
+                let unreduced: [u8; 32] = add_le(&s, &l)[..32].try_into().unwrap();
+                (b, sig(b, unreduced))
+            }),
+        ),
+    ];
+    for (name, valid, forge) in cases {
+        let t = TempDir::new();
+        let pk = keygen(&t);
+        let mut s = open(&t, options(&t.spool()));
+        entry(&mut s, "app", 0, b"countersigned");
+        s.checkpoint().unwrap();
+        let (size, root) = durable_checkpoint(&mut s, &t.spool());
+        let (collector_pubkey, signature) = forge(size, &root);
+        let seq = s
+            .append_receipt(&Receipt {
+                collector_id: "collector-1".into(),
+                tree_size: size,
+                root,
+                collector_ts: RECEIPT_TS,
+                collector_pubkey,
+                signature,
+            })
+            .unwrap();
+        s.close("done").unwrap();
+        let r = verify(&t.spool(), Some(pk));
+        if valid {
+            assert!(r.ok(), "{name}: {:?}", r.failure);
+            assert_eq!(r.receipts, 1, "{name}");
+        } else {
+            let f = r
+                .failure
+                .clone()
+                .unwrap_or_else(|| panic!("{name}: accepted"));
+            assert_eq!((f.segment, f.seq), (0, seq), "{name}: {f:?}");
+            assert!(f.reason.contains("receipt signature"), "{name}: {f:?}");
+        }
+        assert_verifiers_agree(&t.spool(), Some(pk), &r);
+    }
+}

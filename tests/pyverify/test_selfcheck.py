@@ -17,7 +17,8 @@ import struct
 import tempfile
 import unittest
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (Ed25519PrivateKey,
+                                                                  Ed25519PublicKey)
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 import wormlog_verify as wv
@@ -129,6 +130,30 @@ def public_key(secret: bytes) -> bytes:
 
 
 BOOT = b"0123456789abcdef"
+
+# Ed25519 points (section 5.3): the identity (small order) and the base point B.
+IDENTITY = (1).to_bytes(32, "little")
+BASE_POINT = bytes([0x58]) + bytes([0x66]) * 31
+
+
+def small_order_r_signature(secret: bytes, message: bytes) -> bytes:
+    """An RFC 8032 signature by `secret` whose R is the identity, a point of
+    small order: S = k * a, so that [S]B - [k]A = O = R. Only the key's
+    owner can make one; a permissive verifier accepts it."""
+    h = hashlib.sha512(secret).digest()
+    a = int.from_bytes(h[:32], "little") & ((1 << 254) - 8) | (1 << 254)
+    k = int.from_bytes(hashlib.sha512(IDENTITY + public_key(secret) + message).digest(),
+                       "little") % wv.ED25519_L
+    return IDENTITY + (k * a % wv.ED25519_L).to_bytes(32, "little")
+
+
+def permissive_ed25519_valid(key: bytes, signature: bytes, message: bytes) -> bool:
+    """OpenSSL's verification alone, without the checks of section 5.3."""
+    try:
+        Ed25519PublicKey.from_public_bytes(key).verify(signature, message)
+    except Exception:  # noqa: BLE001 - any refusal
+        return False
+    return True
 
 
 class SpoolWriter:
@@ -252,10 +277,20 @@ class SpoolWriter:
                    + b16(b"truncated"))
         return self.append(wv.GAP, payload)
 
-    def receipt(self, tree_size: int, root: bytes):
-        collector_pub = self.collector.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    def receipt_message(self, tree_size: int, root: bytes) -> bytes:
+        """Section 6.12: what the collector signs (not the record's bytes)."""
+        return (b"wormlog receipt v1\x00" + b8(self.agent_id) + struct.pack("<Q", tree_size)
+                + root + struct.pack("<q", T0))
+
+    def receipt(self, tree_size: int, root: bytes, collector_pub: bytes | None = None,
+                signature: bytes | None = None):
+        """A receipt by self.collector, or with the key and signature given."""
+        if collector_pub is None:
+            collector_pub = self.collector.public_key().public_bytes(Encoding.Raw,
+                                                                     PublicFormat.Raw)
+        if signature is None:
+            signature = self.collector.sign(self.receipt_message(tree_size, root))
         body = struct.pack("<Q", tree_size) + root + struct.pack("<q", T0)
-        signature = self.collector.sign(b"wormlog receipt v1\x00" + b8(self.agent_id) + body)
         return self.append(wv.RECEIPT, b8(b"collector-1") + body + collector_pub + signature)
 
     def prune(self, first_kept: int, first_kept_seq: int | None = None,
@@ -1053,6 +1088,70 @@ class SpoolTest(unittest.TestCase):
         w.entry(b"b")
         off = w.checkpoint(anchor=True)
         self.assertFailure(run_verifier(self.dir), 0, off, 3)
+
+    # -- section 5.3: strict Ed25519 -------------------------------------------
+
+    def test_point_acceptable(self):
+        p = wv.ED25519_P
+        self.assertTrue(wv.point_acceptable(BASE_POINT))
+        self.assertTrue(wv.point_acceptable(public_key(b"\x05" * 32)))
+        for y in (0, 1, p - 1, wv.ED25519_Y8, p - wv.ED25519_Y8):
+            for sign in (0, 1 << 255):
+                self.assertFalse(wv.point_acceptable((y | sign).to_bytes(32, "little")), y)
+        for y in (p, p + 1, p + 2, 2**255 - 1):  # not reduced mod p
+            self.assertFalse(wv.point_acceptable(y.to_bytes(32, "little")), y)
+
+    def receipt_case(self, collector_pub: bytes, signature: bytes | None,
+                     permissive_accepts: bool) -> None:
+        w = self.w
+        w.genesis()
+        w.checkpoint(anchor=True)
+        w.entry(b"countersigned")
+        w.checkpoint()
+        cp = w.seq - 1
+        root = self.checkpoint_root(cp)
+        if signature is None:  # S + L on a valid signature
+            good = w.collector.sign(w.receipt_message(cp, root))
+            s_value = int.from_bytes(good[32:], "little") + wv.ED25519_L
+            signature = good[:32] + s_value.to_bytes(32, "little")
+        self.assertEqual(permissive_ed25519_valid(
+            collector_pub, signature, w.receipt_message(cp, root)), permissive_accepts)
+        seq = w.seq
+        off = w.receipt(cp, root, collector_pub=collector_pub, signature=signature)
+        code, report = run_verifier(self.dir)
+        self.assertFailure((code, report), 0, off, seq)
+        self.assertIn("receipt signature", report["failure"]["reason"])
+
+    def test_receipt_under_the_identity_as_key(self):
+        """[S]B - [k]O = R whatever the message: anyone can sign."""
+        self.receipt_case(IDENTITY, BASE_POINT + (1).to_bytes(32, "little"), True)
+
+    def test_receipt_under_the_identity_not_reduced_mod_p(self):
+        unreduced = (wv.ED25519_P + 1).to_bytes(32, "little")
+        self.receipt_case(unreduced, BASE_POINT + (1).to_bytes(32, "little"), True)
+
+    def test_receipt_with_s_not_reduced_mod_l(self):
+        collector_pub = self.w.collector.public_key().public_bytes(Encoding.Raw,
+                                                                   PublicFormat.Raw)
+        self.receipt_case(collector_pub, None, False)
+
+    def test_checkpoint_signature_with_an_r_of_small_order(self):
+        w = self.w
+        w.genesis()
+        message = {}
+
+        def sign(context: bytes, record: bytes) -> bytes:
+            message["m"] = context + b"\x00" + record
+            return small_order_r_signature(w._secret(), message["m"])
+
+        w._sign = sign
+        off = w.checkpoint(anchor=True)
+        with open(w.path(), "rb") as f:
+            signature = f.read()[-64:]
+        self.assertTrue(permissive_ed25519_valid(w.pub0, signature, message["m"]))
+        code, report = run_verifier(self.dir)
+        self.assertFailure((code, report), 0, off, 1)
+        self.assertIn("signature", report["failure"]["reason"])
 
     def test_trailing_payload_byte(self):
         w = self.w

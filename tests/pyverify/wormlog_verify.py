@@ -469,7 +469,30 @@ def receipt_message(agent_id: bytes, p: dict[str, Any]) -> bytes:
             + struct.pack("<q", p["collector_ts"]))
 
 
+# Section 5.3: strict verification. p is the field prime, L the group order.
+ED25519_P = 2**255 - 19
+ED25519_L = 2**252 + 27742317777372353535851937790883648493
+ED25519_Y8 = int.from_bytes(bytes.fromhex(
+    "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05"), "little")
+# The y coordinates of the eight points of small order (section 5.3).
+ED25519_SMALL_ORDER_Y = frozenset({0, 1, ED25519_P - 1, ED25519_Y8, ED25519_P - ED25519_Y8})
+
+
+def point_acceptable(encoding: bytes) -> bool:
+    """A key or R: canonical (y below p) and not a point of small order."""
+    y = int.from_bytes(encoding, "little") & ((1 << 255) - 1)  # sign bit aside
+    return y < ED25519_P and y not in ED25519_SMALL_ORDER_Y
+
+
 def ed25519_valid(pubkey: bytes, signature: bytes, message: bytes) -> bool:
+    """Section 5.3: the checks on A, R and S, then the cofactorless
+    equation (encode([S]B - [k]A) == R), which is what OpenSSL computes."""
+    if len(pubkey) != 32 or len(signature) != SIGNATURE_LEN:
+        return False
+    if not point_acceptable(pubkey) or not point_acceptable(signature[:32]):
+        return False
+    if int.from_bytes(signature[32:], "little") >= ED25519_L:
+        return False
     try:
         Ed25519PublicKey.from_public_bytes(pubkey).verify(signature, message)
     except (InvalidSignature, ValueError):
