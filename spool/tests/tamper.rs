@@ -640,3 +640,30 @@ fn weak_ed25519_keys_and_signatures_are_refused_by_both_verifiers() {
         assert_verifiers_agree(&t.spool(), Some(pk), &r);
     }
 }
+
+#[test]
+fn lookahead_needs_a_next_header_that_passes_its_own_checks() {
+    // Segment 2 torn, segment 3 opening with the recovery record that names
+    // it; then segment 3's agent id is made invalid UTF-8 (CRC recomputed).
+    let t = TempDir::new();
+    let pk = build(&t);
+    let last = seg(&t, 2);
+    let mut b = std::fs::read(&last).unwrap();
+    let clean_len = b.len();
+    b.extend_from_slice(&[0x55, 0, 0, 0, 0x10, 0]);
+    std::fs::write(&last, &b).unwrap();
+    open(&t, options(&t.spool())).close("recovered").unwrap();
+    assert!(verify(&t.spool(), Some(pk)).ok());
+    let next = seg(&t, 3);
+    let mut h = std::fs::read(&next).unwrap();
+    let n = h[64] as usize;
+    h[65] = 0xff;
+    let crc = crc32c::crc32c(&h[..65 + n]);
+    h[65 + n..69 + n].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&next, &h).unwrap();
+    // The recovery record no longer limits segment 2, whose torn end is
+    // then damage in a segment that is not the last.
+    let r = verify(&t.spool(), Some(pk));
+    expect_failure(&r, 2, clean_len as u64, "next header's agent id not UTF-8");
+    assert_verifiers_agree(&t.spool(), Some(pk), &r);
+}

@@ -954,6 +954,20 @@ class SpoolTest(unittest.TestCase):
         os.rename(self.w.path(1), self.w.path(2))
         self.assertFailure(run_verifier(self.dir), 2, 0, 3)
 
+    def test_lookahead_ignores_a_next_header_whose_agent_id_is_not_text(self):
+        """Section 7.2: the next header must pass every check of the header
+        alone, the agent id's included (CRC recomputed here)."""
+        region_offset, last = self.torn_segment()
+        self.w.recover(wv.CAUSE_TORN_TAIL, region_offset, last)
+        with open(self.w.path(1), "r+b") as f:
+            data = bytearray(f.read())
+            n = data[64]
+            data[65] = 0xFF
+            struct.pack_into("<I", data, 65 + n, wv.crc32c(bytes(data[:65 + n])))
+            f.seek(0)
+            f.write(data)
+        self.assertFailure(run_verifier(self.dir), 0, region_offset, 3)
+
     # -- section 7.5 and the location rules ------------------------------------
 
     def test_torn_tail_after_seal_in_last_segment_is_failure(self):

@@ -514,22 +514,11 @@ class Header:
 
 
 def parse_header(data: bytes) -> Header:
-    """Check the self-contained header fields; raise Malformed.
-
-    Besides the checks the recovery look-ahead uses (`parse_header_framing`),
-    the agent id must be 1..255 bytes of text (section 3.1).
-    """
-    header, n = parse_header_framing(data)
-    if n == 0:
-        raise Malformed("agent id length 0")
-    header.agent_id = decode_text(bytes(data[65:65 + n]))
-    return header
-
-
-def parse_header_framing(data: bytes) -> tuple[Header, int]:
-    """The header checks section 7.2 names for the look-ahead: magic,
-    format_version, header_flags, header_len and header_crc. Returns the
-    header (agent_id not yet decoded) and n."""
+    """Every check of a header that needs nothing but the header itself
+    (sections 3.1 and 7, step 2): magic, format_version, header_flags,
+    header_len, header_crc, and an agent id of 1..255 bytes of text. Raises
+    Malformed. segment_no, first_seq, prev_head and the agent id's value
+    are checked against the log by the caller (step 1)."""
     if len(data) < HEADER_FIXED_LEN:
         raise Malformed(f"header truncated: file has {len(data)} bytes")
     magic, version, hflags, header_len, segment_no, first_seq = struct.unpack_from(
@@ -549,8 +538,10 @@ def parse_header_framing(data: bytes) -> tuple[Header, int]:
     (stored_crc,) = struct.unpack_from("<I", data, 65 + n)
     if crc32c(data[:65 + n]) != stored_crc:
         raise Malformed("header_crc mismatch")
+    if n == 0:
+        raise Malformed("agent id length 0")
     return Header(header_len=header_len, segment_no=segment_no, first_seq=first_seq,
-                  prev_head=bytes(data[32:64]), agent_id=""), n
+                  prev_head=bytes(data[32:64]), agent_id=decode_text(bytes(data[65:65 + n])))
 
 
 def frame_length_ok(length: int) -> bool:
@@ -623,10 +614,11 @@ def read_first_record(path: str) -> Record | None:
     """The first record of a segment, or None if it cannot be read cleanly.
 
     Used for the recovery look-ahead (section 7.2); reads only the header and
-    the first frame. The header must pass the checks section 7.2 lists (not
-    segment_no, first_seq, prev_head or agent_id, which are checked when the
-    segment itself is read), the frame must be well-formed and the record
-    must decode (including its closed enumerations).
+    the first frame. The header must pass the checks section 7.2 lists (those
+    of the header alone; not segment_no, first_seq, prev_head or whether the
+    agent id is the log's, which are checked when the segment itself is
+    read), the frame must be well-formed and the record must decode
+    (including its closed enumerations).
     """
     with open(path, "rb") as f:
         head = f.read(HEADER_FIXED_LEN)
@@ -634,7 +626,7 @@ def read_first_record(path: str) -> Record | None:
             return None
         head += f.read(head[64] + 4)
         try:
-            header, _ = parse_header_framing(head)
+            header = parse_header(head)
         except Malformed:
             return None
         f.seek(header.header_len)
