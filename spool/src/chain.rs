@@ -288,6 +288,24 @@ impl ChainCheck {
     }
 }
 
+/// The place of a segment's anchor checkpoint (docs/FORMAT.md §6.3): the
+/// first record of a segment that is not its `genesis` or `recovery`
+/// record must be a checkpoint. `anchored` says whether the segment's
+/// anchor came before the record of kind `kind`; returns whether it has
+/// come with it.
+pub fn check_anchor_place(kind: Kind, anchored: bool) -> Result<bool, String> {
+    match kind {
+        _ if anchored => Ok(true),
+        Kind::Checkpoint => Ok(true),
+        // Each has its own place (seq 0; the first record of a segment).
+        Kind::Genesis | Kind::Recovery => Ok(false),
+        other => Err(format!(
+            "a {} record where the segment's anchor checkpoint must be (its first record, after genesis or recovery)",
+            other.name()
+        )),
+    }
+}
+
 /// How the segment before a `recovery` record ended, as its reader found it.
 #[derive(Debug, Clone)]
 pub struct SegmentEnd {

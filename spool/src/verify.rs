@@ -2,7 +2,7 @@
 //! public key (docs/FORMAT.md §7). Names the first bad segment, offset and
 //! sequence number and the reason.
 
-use crate::chain::{ChainCheck, SegmentEnd, check_recovery};
+use crate::chain::{ChainCheck, SegmentEnd, check_anchor_place, check_recovery};
 use crate::frame::{FrameAt, frame_at};
 use crate::hash::{Hash, leaf_hash, sha256};
 use crate::ledger::apply as ledger_apply;
@@ -580,14 +580,7 @@ impl State<'_> {
         let at = |reason: String| (loc.offset, seq_now, reason);
         let rec = Record::decode(bytes).map_err(|e| at(e.to_string()))?;
         self.chain.check_link(&rec).map_err(at)?;
-        if let Payload::Checkpoint(_) = rec.payload {
-            if !*seen_checkpoint && index > 1 {
-                return Err(at(
-                    "the segment's first checkpoint is not among its first two records".into(),
-                ));
-            }
-            *seen_checkpoint = true;
-        }
+        *seen_checkpoint = check_anchor_place(rec.kind, *seen_checkpoint).map_err(at)?;
         self.chain.check_payload(&rec, bytes).map_err(at)?;
         let mut sealed = false;
         match &rec.payload {

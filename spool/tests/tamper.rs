@@ -337,58 +337,64 @@ fn segments_truncated_deleted_reordered() {
     assert_verifiers_agree(&t.spool(), Some(pk), &r);
 }
 
-/// Rewrites the whole spool from its records, recomputing the chain, the
-/// tree and every signature with `key_for(epoch)`, and altering the body of
-/// entry record `target`. This is what a root attacker who holds keys
-/// would do.
-fn forge(dir: &Path, target: u64, key_for: &dyn Fn(u64) -> ed25519_dalek::SigningKey) {
-    let mut recs: Vec<(u64, Vec<u8>)> = Vec::new();
+/// Every record of a spool that verifies, with the segment it is in.
+fn records_of(dir: &Path) -> Vec<(u64, Vec<u8>)> {
+    let mut recs = Vec::new();
     let r = wormlog_spool::verify::verify_spool(dir, None, &mut |loc, _, bytes| {
         recs.push((loc.segment, bytes.to_vec()))
     })
     .unwrap();
-    assert!(r.ok());
+    assert!(r.ok(), "{:?}", r.failure);
+    recs
+}
+
+/// Writes the spool in `dir` anew from `recs` (each with the segment it
+/// goes in), as a root attacker who holds keys would: sequence numbers,
+/// links, segment headers, and the tree size, root, head and frontier of
+/// every checkpoint and epoch transition recomputed; a signing record that
+/// changed is signed again with `key_for(epoch)`.
+fn rechain(
+    dir: &Path,
+    recs: &[(u64, Vec<u8>)],
+    key_for: &dyn Fn(u64) -> ed25519_dalek::SigningKey,
+) {
     let mut head = ZERO32;
     let mut tree = Frontier::new();
     let mut epoch = 0;
-    let mut files: Vec<Vec<u8>> = Vec::new();
-    let mut cur_seg = u64::MAX;
-    for (segno, bytes) in recs {
-        let rec = Record::decode(&bytes).unwrap();
-        if segno != cur_seg {
-            cur_seg = segno;
+    let mut files: Vec<(u64, Vec<u8>)> = Vec::new();
+    for (seq, (segno, bytes)) in (0u64..).zip(recs) {
+        let rec = Record::decode(bytes).unwrap();
+        if files.last().is_none_or(|(no, _)| no != segno) {
             let h = SegmentHeader {
-                segment_no: segno,
-                first_seq: rec.seq,
+                segment_no: *segno,
+                first_seq: seq,
                 prev_head: head,
                 agent_id: "test-agent".into(),
             };
-            files.push(h.encode());
+            files.push((*segno, h.encode()));
         }
         let mut out = Vec::new();
-        put_header(&mut out, rec.kind, rec.seq, rec.ts, &head);
-        match rec.payload {
-            Payload::Entry(mut e) if rec.seq == target => {
-                let body = [e.body, b" (rewritten)"].concat();
-                e.body = &body;
-                put_payload(&mut out, &Payload::Entry(e));
+        put_header(&mut out, rec.kind, seq, rec.ts, &head);
+        let resign = |out: &mut Vec<u8>, context: &[u8], epoch: u64| {
+            // Only what changed needs a new signature.
+            if out[..] != bytes[..] {
+                let n = out.len();
+                let sig = sign_with(&key_for(epoch), context, &out[..n - 64]);
+                out[n - 64..].copy_from_slice(&sig);
             }
+        };
+        match rec.payload {
             Payload::Checkpoint(mut c) => {
+                c.tree_size = seq;
                 c.root = tree.root();
                 c.head = head;
                 c.frontier = tree.nodes().to_vec();
                 put_payload(&mut out, &Payload::Checkpoint(c));
-                // Only what changed needs a new signature.
-                if out != bytes {
-                    let n = out.len();
-                    let sig = sign_with(&key_for(epoch), CHECKPOINT_CONTEXT, &out[..n - 64]);
-                    out[n - 64..].copy_from_slice(&sig);
-                }
+                resign(&mut out, CHECKPOINT_CONTEXT, epoch);
             }
             Payload::EpochKey {
                 from_epoch,
                 to_epoch,
-                tree_size,
                 signature,
                 ..
             } => {
@@ -399,21 +405,17 @@ fn forge(dir: &Path, target: u64, key_for: &dyn Fn(u64) -> ed25519_dalek::Signin
                         from_epoch,
                         to_epoch,
                         new_pubkey,
-                        tree_size,
+                        tree_size: seq,
                         head,
                         signature,
                     },
                 );
-                if out != bytes {
-                    let n = out.len();
-                    let sig = sign_with(&key_for(epoch), EPOCH_KEY_CONTEXT, &out[..n - 64]);
-                    out[n - 64..].copy_from_slice(&sig);
-                }
+                resign(&mut out, EPOCH_KEY_CONTEXT, epoch);
                 epoch = to_epoch;
             }
             p => put_payload(&mut out, &p),
         }
-        let f = files.last_mut().unwrap();
+        let f = &mut files.last_mut().unwrap().1;
         let at = begin_frame(f);
         f.extend_from_slice(&out);
         finish_frame(f, at);
@@ -421,8 +423,43 @@ fn forge(dir: &Path, target: u64, key_for: &dyn Fn(u64) -> ed25519_dalek::Signin
         head = leaf;
         tree.push(leaf);
     }
-    for (i, f) in files.iter().enumerate() {
-        std::fs::write(wormlog_spool::segment::segment_path(dir, i as u64), f).unwrap();
+    for (no, f) in &files {
+        std::fs::write(wormlog_spool::segment::segment_path(dir, *no), f).unwrap();
+    }
+}
+
+/// Rewrites the whole spool, altering the body of entry record `target`
+/// and signing again with `key_for(epoch)` (see [`rechain`]).
+fn forge(dir: &Path, target: u64, key_for: &dyn Fn(u64) -> ed25519_dalek::SigningKey) {
+    let mut recs = records_of(dir);
+    let (_, bytes) = &mut recs[target as usize];
+    let rec = Record::decode(bytes).unwrap();
+    let Payload::Entry(mut e) = rec.payload else {
+        panic!("record {target} is not an entry")
+    };
+    let body = [e.body, b" (rewritten)"].concat();
+    e.body = &body;
+    let mut out = Vec::new();
+    put_header(&mut out, rec.kind, rec.seq, rec.ts, &rec.prev);
+    put_payload(&mut out, &Payload::Entry(e));
+    *bytes = out;
+    rechain(dir, &recs, key_for);
+}
+
+/// The signing key of every epoch of a spool made by [`build`], derived
+/// from the epoch-0 seed it kept.
+fn epoch_keys(t: &TempDir) -> impl Fn(u64) -> ed25519_dalek::SigningKey {
+    let scratch = t.path().join("key0");
+    let mut k = HostKey::load(&scratch).unwrap();
+    let mut seeds = Vec::new();
+    for _ in 0..3 {
+        let copy = t.path().join(format!("k{}", seeds.len()));
+        std::fs::copy(scratch.join("host.key"), &copy).unwrap();
+        seeds.push(std::fs::read(copy).unwrap());
+        k.advance(0).unwrap();
+    }
+    move |e: u64| -> ed25519_dalek::SigningKey {
+        wormlog_spool::keys::epoch_signing_key(seeds[e as usize][26..58].try_into().unwrap())
     }
 }
 
@@ -430,23 +467,7 @@ fn forge(dir: &Path, target: u64, key_for: &dyn Fn(u64) -> ed25519_dalek::Signin
 fn old_epoch_resigned_with_a_newer_key() {
     let t = TempDir::new();
     let pk = build(&t);
-    // Every epoch's key, derived from the saved epoch-0 seed.
-    let scratch = t.path().join("key0");
-    let mut k = HostKey::load(&scratch).unwrap();
-    let mut seeds = Vec::new();
-    for _ in 0..3 {
-        std::fs::copy(
-            scratch.join("host.key"),
-            t.path().join(format!("k{}", seeds.len())),
-        )
-        .unwrap();
-        seeds.push(t.path().join(format!("k{}", seeds.len())));
-        k.advance(0).unwrap();
-    }
-    let key_of = |e: u64| -> ed25519_dalek::SigningKey {
-        let b = std::fs::read(&seeds[e as usize]).unwrap();
-        wormlog_spool::keys::epoch_signing_key(b[26..58].try_into().unwrap())
-    };
+    let key_of = epoch_keys(&t);
     // The entry to alter: seq 4 (epoch 0).
     let target = 4;
 
@@ -476,6 +497,59 @@ fn old_epoch_resigned_with_a_newer_key() {
     assert_eq!(f.seq, 7);
     assert!(f.reason.contains("epoch 0"), "{f:?}");
     assert_verifiers_agree(&t.spool(), Some(pk), &r);
+}
+
+#[test]
+fn anchor_checkpoint_stands_first_in_its_segment() {
+    type Edit = Box<dyn Fn(&mut Vec<(u64, Vec<u8>)>) -> usize>;
+    let kind = |r: &[u8]| Record::decode(r).unwrap().kind;
+    let cases: Vec<(&str, u64, Edit)> = vec![
+        (
+            // Second after an entry: neither genesis nor recovery may stand
+            // before the anchor.
+            "anchor after an entry",
+            2,
+            Box::new(|recs| {
+                let i = recs.iter().position(|(s, _)| *s == 2).unwrap();
+                recs.swap(i, i + 1);
+                i
+            }),
+        ),
+        (
+            "a sealed segment without any checkpoint",
+            1,
+            Box::new(move |recs| {
+                recs.retain(|(s, r)| *s != 1 || kind(r) != wormlog_spool::record::Kind::Checkpoint);
+                recs.iter().position(|(s, _)| *s == 1).unwrap()
+            }),
+        ),
+    ];
+    for (name, segment, edit) in cases {
+        let t = TempDir::new();
+        let pk = build(&t);
+        let key_of = epoch_keys(&t);
+        // Control: rewritten unchanged, the spool verifies.
+        let mut recs = records_of(&t.spool());
+        rechain(&t.spool(), &recs, &key_of);
+        assert!(verify(&t.spool(), Some(pk)).ok(), "{name}: control");
+        let at = edit(&mut recs);
+        for p in segments(&t.spool()) {
+            std::fs::remove_file(p).unwrap();
+        }
+        rechain(&t.spool(), &recs, &key_of);
+        let r = verify(&t.spool(), Some(pk));
+        let hlen = SegmentHeader::decode(&std::fs::read(seg(&t, segment as usize)).unwrap())
+            .unwrap()
+            .1;
+        expect_failure(&r, segment, hlen as u64, name);
+        assert_eq!(r.failure.as_ref().unwrap().seq, at as u64, "{name}");
+        assert!(
+            r.failure.as_ref().unwrap().reason.contains("anchor"),
+            "{name}: {:?}",
+            r.failure
+        );
+        assert_verifiers_agree(&t.spool(), Some(pk), &r);
+    }
 }
 
 /// The Ed25519 group order L, as little-endian 64-bit limbs.

@@ -738,9 +738,10 @@ class SpoolTest(unittest.TestCase):
     def test_anchor_must_carry_frontier(self):
         w = self.w
         w.genesis()
-        w.entry(b"a")  # seq 2 has one set bit: the anchor needs one frontier entry
+        w.checkpoint(anchor=True)
+        w.seal()  # segment 1 starts at seq 3: its anchor needs two frontier entries
         off = w.checkpoint(anchor=True, frontier=[])
-        self.assertFailure(run_verifier(self.dir), 0, off, 2)
+        self.assertFailure(run_verifier(self.dir), 1, off, 3)
 
     # -- section 6.3 / 7.4: every checkpoint carries the frontier ------------
 
@@ -1080,11 +1081,12 @@ class SpoolTest(unittest.TestCase):
         """Section 6.10 types a gap's source as bytes8, text: UTF-8 (may be empty)."""
         w = self.w
         w.genesis()
+        w.checkpoint(anchor=True)
         w.gap(source=b"")
         code, report = run_verifier(self.dir)
         self.assertEqual(code, 0, report)
         off = w.gap(source=b"\xff")
-        self.assertFailure(run_verifier(self.dir), 0, off, 2)
+        self.assertFailure(run_verifier(self.dir), 0, off, 3)
 
     def test_recovery_with_undefined_cause_is_failure_where_read(self):
         """Not the first record of its segment's look-ahead: it fails where read."""
@@ -1096,12 +1098,56 @@ class SpoolTest(unittest.TestCase):
         self.assertFailure(run_verifier(self.dir), 0, off, 2)
 
     def test_anchor_must_be_early(self):
+        """Section 6.3: a record other than genesis or recovery where the
+        anchor must be is the failure, not the late anchor."""
         w = self.w
         w.genesis()
-        w.entry(b"a")
+        off = w.entry(b"a")
         w.entry(b"b")
-        off = w.checkpoint(anchor=True)
-        self.assertFailure(run_verifier(self.dir), 0, off, 3)
+        w.checkpoint(anchor=True)
+        self.assertFailure(run_verifier(self.dir), 0, off, 1)
+
+    # -- section 6.3: the anchor's place ------------------------------------------
+
+    def test_anchor_is_the_first_record_of_a_later_segment(self):
+        """Second after an entry is too late: only genesis or recovery may
+        come before the anchor."""
+        w = self.w
+        w.genesis()
+        w.checkpoint(anchor=True)
+        w.seal()
+        first = w.seq
+        off = w.entry(b"before the anchor")
+        w.checkpoint(anchor=True)
+        code, report = run_verifier(self.dir)
+        self.assertFailure((code, report), 1, off, first)
+        self.assertIn("anchor", report["failure"]["reason"])
+
+    def test_sealed_segment_without_an_anchor(self):
+        w = self.w
+        w.genesis()
+        w.checkpoint(anchor=True)
+        w.seal()
+        first = w.seq
+        off = w.entry(b"no checkpoint in this segment")
+        w.seal()
+        w.checkpoint(anchor=True)
+        self.assertFailure(run_verifier(self.dir), 1, off, first)
+
+    def test_logs_that_end_before_the_anchor(self):
+        """The last segment (a genesis only: its write under way) and a
+        segment whose log a recovery record ends before its anchor."""
+        w = self.w
+        w.genesis()
+        code, report = run_verifier(self.dir)
+        self.assertEqual(code, 0, report)
+        region_offset = os.path.getsize(w.path())
+        w.raw_append(frame_start(400) + b"\x01" * 46)  # the anchor, torn
+        w.recover(wv.CAUSE_TORN_TAIL, region_offset, last_good_seq=0)
+        w.checkpoint(anchor=True)
+        code, report = run_verifier(self.dir)
+        self.assertEqual(code, 0, report)
+        self.assertEqual(report["checkpoints"], 1)
 
     # -- section 5.3: strict Ed25519 -------------------------------------------
 

@@ -1053,6 +1053,7 @@ class Verifier:
         if (rec.seq == 0) != (rec.kind == GENESIS):
             raise self._fail("the record with seq 0, and only it, must be genesis "
                              f"(found {rec.name} at seq {rec.seq})")
+        self._check_anchor_place(rec)
         check = self.checks.get(rec.kind)
         if check:
             check(rec)
@@ -1073,8 +1074,6 @@ class Verifier:
 
     def _check_checkpoint(self, rec: Record) -> None:
         p, state = rec.p, self.state
-        if self.seg.checkpoints == 0:
-            self._check_anchor(rec)
         if p["epoch"] != state.epoch:
             raise self._fail(f"checkpoint epoch {p['epoch']}, current epoch {state.epoch}")
         if p["tree_size"] != rec.seq:
@@ -1092,12 +1091,14 @@ class Verifier:
         self.report.checkpoints += 1
         self.report.last_checkpoint_seq = rec.seq
 
-    def _check_anchor(self, rec: Record) -> None:
-        # Its frontier is checked like every checkpoint's; its source table is
-        # not interpreted (section 6.3).
-        if self.seg.records > 1:
-            raise self._fail("the first checkpoint of a segment must be its first "
-                             f"or second record (it is record {self.seg.records + 1})")
+    def _check_anchor_place(self, rec: Record) -> None:
+        """Section 6.3: the first record of a segment other than its genesis or
+        recovery record is the anchor checkpoint. (Its frontier is checked like
+        every checkpoint's; its source table is not interpreted.)"""
+        if self.seg.checkpoints == 0 and rec.kind not in (CHECKPOINT, GENESIS, RECOVERY):
+            raise self._fail(f"a {rec.name} record where the segment's anchor "
+                             "checkpoint must be (its first record, after genesis "
+                             "or recovery)")
 
     def _check_epoch_key(self, rec: Record) -> None:
         p, state = rec.p, self.state
