@@ -6,6 +6,7 @@
 //! anchors, seals and recovery records may stand) is the caller's part.
 
 use crate::codec::put_bytes8;
+use crate::frame::CompleteWrite;
 use crate::hash::{Hash, ZERO32};
 use crate::keys::{CHECKPOINT_CONTEXT, EPOCH_KEY_CONTEXT, RECEIPT_CONTEXT, verify_signature};
 use crate::merkle::Frontier;
@@ -316,10 +317,11 @@ pub struct SegmentEnd {
     /// The offset where its good records end.
     pub end: u64,
     /// The bytes after that: their length and SHA-256, and whether they
-    /// start with a well-formed frame.
+    /// hold a complete write ([`crate::frame::completed_write`]), which a
+    /// torn tail does not.
     pub region_len: u64,
     pub region_sha256: Hash,
-    pub region_starts_with_frame: bool,
+    pub region_complete: Option<CompleteWrite>,
 }
 
 /// The rules of a `recovery` record (docs/FORMAT.md §6.11) against the end
@@ -355,9 +357,9 @@ pub fn check_recovery(payload: &Payload<'_>, prev: &SegmentEnd) -> Result<(), St
                     prev.no
                 ));
             }
-            if prev.region_starts_with_frame {
+            if let Some(complete) = prev.region_complete {
                 return Err(format!(
-                    "the 'torn' region of segment {} starts with a valid record",
+                    "the 'torn' region of segment {} at offset {region_offset} is not a write cut short: {complete}",
                     prev.no
                 ));
             }

@@ -10,7 +10,7 @@
 //! the follower as it was.
 
 use crate::chain::{ChainCheck, SegmentEnd, check_anchor_place, check_recovery};
-use crate::frame::{FrameAt, frame_at};
+use crate::frame::{FrameAt, completed_write, frame_at};
 use crate::hash::{Hash, leaf_hash, sha256};
 use crate::record::{Payload, Record, RecoveryCause};
 use crate::segment::SegmentHeader;
@@ -177,7 +177,7 @@ impl Follower {
                     end: c.len,
                     region_len: torn.len() as u64,
                     region_sha256: sha256(torn),
-                    region_starts_with_frame: matches!(frame_at(torn, 0), FrameAt::Frame { .. }),
+                    region_complete: completed_write(torn, 0, seq),
                 };
                 check_recovery(&rec.payload, &end).map_err(invalid)?;
                 if *cause != RecoveryCause::TornTail && !torn.is_empty() {

@@ -499,6 +499,98 @@ fn old_epoch_resigned_with_a_newer_key() {
     assert_verifiers_agree(&t.spool(), Some(pk), &r);
 }
 
+/// The frames of the active (last) segment of a spool made by [`build`]:
+/// its anchor, three entries, the stop record and the final checkpoint.
+fn active_frames(t: &TempDir) -> (PathBuf, Vec<u8>, Vec<(usize, usize)>) {
+    let path = seg(t, 2);
+    let bytes = std::fs::read(&path).unwrap();
+    let fr = frames(&bytes);
+    assert_eq!(fr.len(), 6, "anchor, 3 entries, stop, checkpoint");
+    (path, bytes, fr)
+}
+
+/// The expected `seq` at each frame of the active segment.
+fn active_first_seq(t: &TempDir) -> u64 {
+    let bytes = std::fs::read(seg(t, 2)).unwrap();
+    SegmentHeader::decode(&bytes).unwrap().0.first_seq
+}
+
+/// Sets bit 22 of the `len` of the frame at `off`: still within bounds
+/// (below 64 MiB), now running past the end of the file.
+fn flip_length(bytes: &mut [u8], off: usize) {
+    bytes[off + 4 + 2] ^= 0x40;
+    let len = u32::from_le_bytes(bytes[off + 4..off + 8].try_into().unwrap()) as usize;
+    assert!(off + 8 + len > bytes.len() && len <= 64 << 20);
+}
+
+#[test]
+fn flipped_length_in_the_active_segment_is_not_a_tail_in_progress() {
+    // A frame in the middle: the entries, stop record and signed final
+    // checkpoint after it are intact and continue the sequence.
+    let t = TempDir::new();
+    let pk = build(&t);
+    let (path, mut bytes, fr) = active_frames(&t);
+    let first_seq = active_first_seq(&t);
+    flip_length(&mut bytes, fr[1].0);
+    std::fs::write(&path, &bytes).unwrap();
+    let r = verify(&t.spool(), Some(pk));
+    expect_failure(&r, 2, fr[1].0 as u64, "length flipped in the middle");
+    let f = r.failure.clone().unwrap();
+    assert_eq!(f.seq, first_seq + 1, "{f:?}");
+    assert!(f.reason.contains("length"), "{f:?}");
+    assert_eq!(r.tail_in_progress_bytes, 0);
+    assert_verifiers_agree(&t.spool(), Some(pk), &r);
+    // Reopened, the agent records the damage as corruption: still a failure,
+    // at the recovery record.
+    open(&t, options(&t.spool())).close("reopened").unwrap();
+    let r = verify(&t.spool(), Some(pk));
+    expect_failure(
+        &r,
+        3,
+        frames_lenient(&std::fs::read(seg(&t, 3)).unwrap())[0] as u64,
+        "reopened",
+    );
+    assert!(r.failure.as_ref().unwrap().reason.contains("corruption"));
+    assert_verifiers_agree(&t.spool(), Some(pk), &r);
+
+    // The last frame, the final checkpoint: nothing follows it, but its
+    // bytes to the end of the file are a whole frame under its CRC.
+    let t = TempDir::new();
+    let pk = build(&t);
+    let (path, mut bytes, fr) = active_frames(&t);
+    flip_length(&mut bytes, fr[5].0);
+    std::fs::write(&path, &bytes).unwrap();
+    let r = verify(&t.spool(), Some(pk));
+    expect_failure(&r, 2, fr[5].0 as u64, "length of the last frame flipped");
+    assert_eq!(r.failure.as_ref().unwrap().seq, first_seq + 5);
+    assert_verifiers_agree(&t.spool(), Some(pk), &r);
+    // Reopened, the agent takes it for a torn tail; the recovery record that
+    // says so is refused: a restart does not turn damage into a torn write.
+    open(&t, options(&t.spool())).close("reopened").unwrap();
+    let r = verify(&t.spool(), Some(pk));
+    let recovery_at = frames_lenient(&std::fs::read(seg(&t, 3)).unwrap())[0] as u64;
+    expect_failure(&r, 3, recovery_at, "reopened after the last frame's flip");
+    assert!(
+        r.failure.as_ref().unwrap().reason.contains("torn"),
+        "{:?}",
+        r.failure
+    );
+    assert_verifiers_agree(&t.spool(), Some(pk), &r);
+
+    // Control: a write really in progress (a frame header and part of its
+    // record) is still a tail in progress for both verifiers.
+    let t = TempDir::new();
+    let pk = build(&t);
+    let (path, mut bytes, fr) = active_frames(&t);
+    let partial = bytes[fr[1].0..fr[1].1 - 3].to_vec();
+    bytes.extend_from_slice(&partial);
+    std::fs::write(&path, &bytes).unwrap();
+    let r = verify(&t.spool(), Some(pk));
+    assert!(r.ok(), "{:?}", r.failure);
+    assert_eq!(r.tail_in_progress_bytes, partial.len() as u64);
+    assert_verifiers_agree(&t.spool(), Some(pk), &r);
+}
+
 #[test]
 fn anchor_checkpoint_stands_first_in_its_segment() {
     type Edit = Box<dyn Fn(&mut Vec<(u64, Vec<u8>)>) -> usize>;

@@ -684,6 +684,66 @@ class SpoolTest(unittest.TestCase):
         self.w.raw_append(b"\x00" * 12)
         self.assertFailure(run_verifier(self.dir), 1, end, self.w.seq)
 
+    def flip_length(self, seq: int) -> tuple[int, int]:
+        """Bit 22 of record `seq`'s frame length: within bounds, now running
+        past the end of the file. Returns the frame's (segment, offset)."""
+        self.corrupt(seq, FRAME_LEN_AT + 2, byte=0x40)
+        seg, off = self.w.offsets[seq]
+        with open(self.w.path(seg), "rb") as f:
+            data = f.read()
+        length = struct.unpack_from("<I", data, off + FRAME_LEN_AT)[0]
+        self.assertTrue(off + 8 + length > len(data) and wv.frame_length_ok(length))
+        return seg, off
+
+    def test_flipped_length_with_frames_after_it_is_failure(self):
+        """Section 7.5: whole frames continuing the sequence after it show
+        that the frame is no write in progress; it is named."""
+        self.build_intact()
+        seq = self.w.seq - 3  # the checkpoint before the receipt
+        seg, off = self.flip_length(seq)
+        code, report = run_verifier(self.dir)
+        self.assertFailure((code, report), seg, off, seq)
+        self.assertIn("not a write in progress", report["failure"]["reason"])
+        self.assertEqual(report["tail_in_progress_bytes"], 0)
+
+    def test_flipped_length_of_the_last_frame_is_failure(self):
+        """Nothing follows it, but with the length that ends it at the end of
+        the file the frame is whole under its CRC."""
+        self.build_intact()
+        seq = self.w.seq - 1
+        seg, off = self.flip_length(seq)
+        code, report = run_verifier(self.dir)
+        self.assertFailure((code, report), seg, off, seq)
+        self.assertIn("length was altered", report["failure"]["reason"])
+
+    def tail_holding(self, delta: int) -> tuple[int, int, tuple[int, dict]]:
+        """build_intact(), then a tail in progress whose partial record holds
+        a whole frame (hand-made, right CRC) of the expected seq + `delta`.
+        Returns the tail's offset, the expected seq and the verdict."""
+        self.build_intact()
+        expected = self.w.seq
+        inner = frame(struct.pack("<BBHQq", 1, wv.HEARTBEAT, 0, expected + delta, T0)
+                      + bytes(32) + BOOT + struct.pack("<Q", 9))
+        at = os.path.getsize(self.w.path())
+        self.w.raw_append(frame_start(500) + b"\x01" * 7 + inner + b"\x02" * 5)
+        return at, expected, run_verifier(self.dir)
+
+    def test_tail_seq_window(self):
+        """Section 7.5: a frame inside the tail counts when its seq is in
+        [expected, expected + 2^20); outside that window (an old record, say,
+        quoted in a log line) the tail is still in progress."""
+        for delta, in_progress in ((-1, True), (0, False), (1, False),
+                                   (2**20 - 1, False), (2**20, True)):
+            with self.subTest(delta=delta):
+                self.tearDown()
+                self.setUp()
+                at, expected, (code, report) = self.tail_holding(delta)
+                if in_progress:
+                    self.assertEqual(code, 0, report)
+                    self.assertGreater(report["tail_in_progress_bytes"], 0)
+                else:
+                    self.assertFailure((code, report), 1, at, expected)
+
     def test_torn_tail_recovery(self):
         w = self.w
         w.genesis()
@@ -843,6 +903,29 @@ class SpoolTest(unittest.TestCase):
         code, report = run_verifier(self.dir)
         self.assertFailure((code, report), 1, off, 3)
         self.assertIn("valid frame", report["failure"]["reason"])
+
+    def test_torn_tail_region_must_not_hold_a_complete_write(self):
+        """Sections 7.4 and 7.5: a torn region must be what a tail in progress
+        may be. A frame whose length was altered, with whole frames after it
+        or whole to the end of the file, is no write cut short."""
+        for frames_in_region in (2, 1):
+            with self.subTest(frames=frames_in_region):
+                self.tearDown()
+                self.setUp()
+                w = self.w
+                w.genesis()
+                w.checkpoint(anchor=True)
+                w.entry(b"good")
+                region_offset = os.path.getsize(w.path())
+                first = w.seq
+                for i in range(frames_in_region):
+                    w.entry(b"declared torn %d" % i)
+                self.corrupt(first, FRAME_LEN_AT + 2, byte=0x40)  # runs past the end
+                w.rewind_to(region_offset)
+                off = w.recover(wv.CAUSE_TORN_TAIL, region_offset, last_good_seq=2)
+                code, report = run_verifier(self.dir)
+                self.assertFailure((code, report), 1, off, 3)
+                self.assertIn("not a write cut short", report["failure"]["reason"])
 
     def test_fsync_failed_region_len_is_informational(self):
         """The agent's region_len need not match the file on disk."""

@@ -581,6 +581,57 @@ def starts_with_valid_frame(data: bytes, pos: int) -> bool:
     return True
 
 
+SEQ_WINDOW = 1 << 20  # section 7.5: how far a later frame's seq may run ahead
+SEQ_AT = FRAME_HEADER_LEN + 4  # a frame's record seq, from the frame's start
+
+
+def later_frame(data: bytes, pos: int, expected_seq: int) -> tuple[int, int] | None:
+    """Section 7.5: the first offset p > pos (with p + 60 <= the end) where a
+    well-formed frame starts whose record's seq is in [expected_seq,
+    expected_seq + 2^20); returns (p, seq) or None.
+
+    Candidates are found by the five high bytes of such a seq (at most two
+    patterns), so that a long region is not read offset by offset in Python.
+    """
+    upper = min(expected_seq + SEQ_WINDOW, U64_MASK)  # seq < upper
+    last_p = len(data) - FRAME_HEADER_LEN - MIN_RECORD_LEN
+    best = None
+    for high in sorted({expected_seq >> 24, (upper - 1) >> 24}):
+        pattern = high.to_bytes(5, "little")
+        at = data.find(pattern, pos + 1 + SEQ_AT + 3)
+        while at != -1:
+            p = at - SEQ_AT - 3
+            if p > last_p or (best is not None and p >= best[0]):
+                break
+            (seq,) = struct.unpack_from("<Q", data, p + SEQ_AT)
+            if expected_seq <= seq < upper and starts_with_valid_frame(data, p):
+                best = (p, seq)
+                break
+            at = data.find(pattern, at + 1)
+    return best
+
+
+def completed_write(data: bytes, pos: int, expected_seq: int) -> str | None:
+    """Section 7.5: why the bytes from `pos` to the end of the file `data`,
+    which do not end on a frame boundary, are not a write cut short; None
+    when they may be one. Used for a tail in progress and for the region of
+    a torn_tail recovery."""
+    if starts_with_valid_frame(data, pos):
+        return "a whole, valid frame starts there"
+    length = len(data) - pos - FRAME_HEADER_LEN
+    if length >= 0 and frame_length_ok(length):
+        (stored_crc,) = struct.unpack_from("<I", data, pos)
+        rest = memoryview(data)[pos + FRAME_HEADER_LEN:]
+        if crc32c(rest, crc32c(struct.pack("<I", length))) == stored_crc:
+            return (f"the frame is whole with length {length}, which its CRC "
+                    f"confirms: its length was altered")
+    found = later_frame(data, pos, expected_seq)
+    if found is not None:
+        return (f"a whole, valid frame of seq {found[1]} follows at offset "
+                f"{found[0]}: the length was altered")
+    return None
+
+
 def parse_ledger(data: bytes) -> list[Record]:
     """The records of a key ledger file (section 2.1), in file order.
 
@@ -748,8 +799,8 @@ class DamagedSegment:
     def region_sha256(self) -> bytes:
         return sha256(self.data[self.log_end:])
 
-    def region_starts_with_frame(self) -> bool:
-        return starts_with_valid_frame(self.data, self.log_end)
+    def region_completed_write(self) -> str | None:
+        return completed_write(self.data, self.log_end, (self.last_seq + 1) & U64_MASK)
 
 
 @dataclass
@@ -1030,6 +1081,12 @@ class Verifier:
                 record, next_pos = read_frame(data, pos, log_end)
             except FrameError as exc:
                 if is_last and exc.incomplete and log_end == len(data):
+                    # Section 7.5: only the unfinished last write may end the
+                    # log like this.
+                    complete = completed_write(data, pos, self.state.next_seq)
+                    if complete is not None:
+                        raise self._fail(f"damaged frame: {exc}, but it is not a write "
+                                         f"in progress: {complete}") from None
                     self.report.tail_in_progress_bytes = len(data) - pos
                     return
                 raise self._fail(f"damaged frame: {exc}") from None
@@ -1140,9 +1197,10 @@ class Verifier:
             if p["region_sha256"] != damaged.region_sha256():
                 raise self._fail("torn_tail recovery: region_sha256 does not match "
                                  "the region")
-            if damaged.region_starts_with_frame():
-                raise self._fail("torn_tail recovery, but the region starts with a "
-                                 "valid frame")
+            complete = damaged.region_completed_write()
+            if complete is not None:
+                raise self._fail("torn_tail recovery, but the region is not a write "
+                                 f"cut short: {complete}")
         elif p["cause"] == CAUSE_FSYNC_FAILED:
             if p["region_sha256"] != ZERO32:
                 raise self._fail("fsync_failed recovery: region_sha256 is not ZERO32")
