@@ -1296,6 +1296,18 @@ class SpoolTest(unittest.TestCase):
         self.assertFailure((code, report), 0, off, 1)
         self.assertIn("signature", report["failure"]["reason"])
 
+    # -- section 6: positions are opaque -----------------------------------------
+
+    def test_positions_are_opaque_even_where_text(self):
+        """A journal cursor (pos_kind 2, text) that is not UTF-8 is not checked."""
+        w = self.w
+        w.genesis()
+        w.checkpoint(anchor=True, sources=[(b"journal", b"\x02" + b16(b"s=\xff\xfe"))])
+        w.append(wv.ENTRY, b8(b"journal") + b"\x02" + b16(b"s=\xff") + b"\x00"
+                 + struct.pack("<H", 0) + b"line")
+        code, report = run_verifier(self.dir)
+        self.assertEqual(code, 0, report)
+
     def test_trailing_payload_byte(self):
         w = self.w
         w.genesis()
