@@ -6,6 +6,7 @@
 //! anchors, seals and recovery records may stand) is the caller's part.
 
 use crate::codec::put_bytes8;
+use crate::frame::CompleteWrite;
 use crate::hash::{Hash, ZERO32};
 use crate::keys::{CHECKPOINT_CONTEXT, EPOCH_KEY_CONTEXT, RECEIPT_CONTEXT, verify_signature};
 use crate::merkle::Frontier;
@@ -288,6 +289,24 @@ impl ChainCheck {
     }
 }
 
+/// The place of a segment's anchor checkpoint (docs/FORMAT.md §6.3): the
+/// first record of a segment that is not its `genesis` or `recovery`
+/// record must be a checkpoint. `anchored` says whether the segment's
+/// anchor came before the record of kind `kind`; returns whether it has
+/// come with it.
+pub fn check_anchor_place(kind: Kind, anchored: bool) -> Result<bool, String> {
+    match kind {
+        _ if anchored => Ok(true),
+        Kind::Checkpoint => Ok(true),
+        // Each has its own place (seq 0; the first record of a segment).
+        Kind::Genesis | Kind::Recovery => Ok(false),
+        other => Err(format!(
+            "a {} record where the segment's anchor checkpoint must be (its first record, after genesis or recovery)",
+            other.name()
+        )),
+    }
+}
+
 /// How the segment before a `recovery` record ended, as its reader found it.
 #[derive(Debug, Clone)]
 pub struct SegmentEnd {
@@ -298,10 +317,11 @@ pub struct SegmentEnd {
     /// The offset where its good records end.
     pub end: u64,
     /// The bytes after that: their length and SHA-256, and whether they
-    /// start with a well-formed frame.
+    /// hold a complete write ([`crate::frame::completed_write`]), which a
+    /// torn tail does not.
     pub region_len: u64,
     pub region_sha256: Hash,
-    pub region_starts_with_frame: bool,
+    pub region_complete: Option<CompleteWrite>,
 }
 
 /// The rules of a `recovery` record (docs/FORMAT.md §6.11) against the end
@@ -337,9 +357,9 @@ pub fn check_recovery(payload: &Payload<'_>, prev: &SegmentEnd) -> Result<(), St
                     prev.no
                 ));
             }
-            if prev.region_starts_with_frame {
+            if let Some(complete) = prev.region_complete {
                 return Err(format!(
-                    "the 'torn' region of segment {} starts with a valid record",
+                    "the 'torn' region of segment {} at offset {region_offset} is not a write cut short: {complete}",
                     prev.no
                 ));
             }

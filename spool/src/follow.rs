@@ -9,8 +9,8 @@
 //! segment is complete. A batch is all or nothing: a rejected batch leaves
 //! the follower as it was.
 
-use crate::chain::{ChainCheck, SegmentEnd, check_recovery};
-use crate::frame::{FrameAt, frame_at};
+use crate::chain::{ChainCheck, SegmentEnd, check_anchor_place, check_recovery};
+use crate::frame::{FrameAt, completed_write, frame_at};
 use crate::hash::{Hash, leaf_hash, sha256};
 use crate::record::{Payload, Record, RecoveryCause};
 use crate::segment::SegmentHeader;
@@ -177,7 +177,7 @@ impl Follower {
                     end: c.len,
                     region_len: torn.len() as u64,
                     region_sha256: sha256(torn),
-                    region_starts_with_frame: matches!(frame_at(torn, 0), FrameAt::Frame { .. }),
+                    region_complete: completed_write(torn, 0, seq),
                 };
                 check_recovery(&rec.payload, &end).map_err(invalid)?;
                 if *cause != RecoveryCause::TornTail && !torn.is_empty() {
@@ -202,14 +202,8 @@ impl Follower {
                 self.open_segment(&mut plan, no);
                 run_start = off;
             }
-            if let Payload::Checkpoint(_) = rec.payload {
-                if !self.cursor.anchored && self.cursor.records > 1 {
-                    return Err(invalid(
-                        "the segment's first checkpoint is not among its first two records".into(),
-                    ));
-                }
-                self.cursor.anchored = true;
-            }
+            self.cursor.anchored =
+                check_anchor_place(rec.kind, self.cursor.anchored).map_err(invalid)?;
             self.chain.check_payload(&rec, bytes).map_err(invalid)?;
             if let Payload::Seal { next_segment } = rec.payload {
                 if next_segment != self.cursor.no + 1 {

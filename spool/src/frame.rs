@@ -117,3 +117,66 @@ pub fn find_later_frame(buf: &[u8], from: usize, expected_seq: u64) -> Option<us
     }
     None
 }
+
+/// Why bytes that end a segment are not a write cut short.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompleteWrite {
+    /// A well-formed frame starts where they start.
+    Frame,
+    /// The frame there is whole with the length `len`, which ends it at the
+    /// end of the data: its CRC holds for that length, not for the one it
+    /// carries.
+    LengthAltered { len: u32 },
+    /// A well-formed frame of record `seq`, continuing the sequence, starts
+    /// at `offset`, inside them.
+    LaterFrame { offset: usize, seq: u64 },
+}
+
+impl std::fmt::Display for CompleteWrite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CompleteWrite::Frame => write!(f, "a whole, valid frame starts there"),
+            CompleteWrite::LengthAltered { len } => write!(
+                f,
+                "the frame is whole with length {len}, which its CRC confirms: its length was altered"
+            ),
+            CompleteWrite::LaterFrame { offset, seq } => write!(
+                f,
+                "a whole, valid frame of seq {seq} follows at offset {offset}: the length was altered"
+            ),
+        }
+    }
+}
+
+/// Whether the bytes of `buf` from `at` to its end, which do not end on a
+/// frame boundary, hold a complete write after all (docs/FORMAT.md §7,
+/// step 5): a well-formed frame at `at`; the frame at `at` well-formed if
+/// its length ran exactly to the end of `buf`; or a later well-formed frame
+/// continuing the sequence from `expected_seq` ([`find_later_frame`]). A
+/// write cut short (by a crash, or still under way) shows none of these;
+/// damage or an altered length does.
+pub fn completed_write(buf: &[u8], at: usize, expected_seq: u64) -> Option<CompleteWrite> {
+    if let FrameAt::Frame { .. } = frame_at(buf, at) {
+        return Some(CompleteWrite::Frame);
+    }
+    let rest = buf.len().saturating_sub(at);
+    if rest >= FRAME_HEADER_LEN + MIN_RECORD_LEN && rest - FRAME_HEADER_LEN <= MAX_RECORD_LEN {
+        let len = (rest - FRAME_HEADER_LEN) as u32;
+        let stored = u32::from_le_bytes(buf[at..at + 4].try_into().expect("4 bytes"));
+        let crc = crc32c::crc32c_append(
+            crc32c::crc32c(&len.to_le_bytes()),
+            &buf[at + FRAME_HEADER_LEN..],
+        );
+        if crc == stored {
+            return Some(CompleteWrite::LengthAltered { len });
+        }
+    }
+    find_later_frame(buf, at, expected_seq).map(|offset| CompleteWrite::LaterFrame {
+        offset,
+        seq: u64::from_le_bytes(
+            buf[offset + FRAME_HEADER_LEN + 4..offset + FRAME_HEADER_LEN + 12]
+                .try_into()
+                .expect("8 bytes"),
+        ),
+    })
+}

@@ -2,8 +2,8 @@
 //! public key (docs/FORMAT.md §7). Names the first bad segment, offset and
 //! sequence number and the reason.
 
-use crate::chain::{ChainCheck, SegmentEnd, check_recovery};
-use crate::frame::{FrameAt, frame_at};
+use crate::chain::{ChainCheck, SegmentEnd, check_anchor_place, check_recovery};
+use crate::frame::{CompleteWrite, FrameAt, completed_write, frame_at};
 use crate::hash::{Hash, leaf_hash, sha256};
 use crate::ledger::apply as ledger_apply;
 use crate::record::{Kind, Payload, Record};
@@ -132,7 +132,8 @@ struct Prev {
     /// Where the log of that segment ended (the recovery's region offset).
     end: u64,
     region_sha256: Hash,
-    region_starts_with_frame: bool,
+    /// What shows that the region is not a write cut short, if anything.
+    region_complete: Option<CompleteWrite>,
 }
 
 struct State<'v> {
@@ -492,6 +493,16 @@ impl State<'_> {
             }
             FrameAt::End | FrameAt::Frame { .. } => {}
             FrameAt::Incomplete if last && limit.is_none() && sealed_at.is_none() => {
+                // Only the unfinished last write may end the log like this.
+                if let Some(complete) = completed_write(data, off, self.chain.next_seq) {
+                    return Err((
+                        off as u64,
+                        self.chain.next_seq,
+                        format!(
+                            "the frame runs past the end of the file, but it is not a write in progress: {complete} (damaged or altered record)"
+                        ),
+                    ));
+                }
                 self.report.tail_in_progress_bytes = (data.len() - off) as u64;
             }
             FrameAt::Incomplete => {
@@ -546,7 +557,8 @@ impl State<'_> {
         if limit.is_none() && !last && sealed_at.is_none() {
             return Err((off as u64, self.chain.next_seq, "the segment ends without a seal record and no recovery record explains its end (records removed?)".into()));
         }
-        let region = &bytes[end.min(bytes.len())..];
+        let region_at = end.min(bytes.len());
+        let region = &bytes[region_at..];
         Ok(Prev {
             no,
             records: index,
@@ -557,10 +569,8 @@ impl State<'_> {
             file_len: bytes.len() as u64,
             end: end as u64,
             region_sha256: sha256(region),
-            region_starts_with_frame: matches!(
-                frame_at(bytes, end.min(bytes.len())),
-                FrameAt::Frame { .. }
-            ),
+            region_complete: limit
+                .and_then(|_| completed_write(bytes, region_at, self.chain.next_seq)),
         })
     }
 
@@ -580,14 +590,7 @@ impl State<'_> {
         let at = |reason: String| (loc.offset, seq_now, reason);
         let rec = Record::decode(bytes).map_err(|e| at(e.to_string()))?;
         self.chain.check_link(&rec).map_err(at)?;
-        if let Payload::Checkpoint(_) = rec.payload {
-            if !*seen_checkpoint && index > 1 {
-                return Err(at(
-                    "the segment's first checkpoint is not among its first two records".into(),
-                ));
-            }
-            *seen_checkpoint = true;
-        }
+        *seen_checkpoint = check_anchor_place(rec.kind, *seen_checkpoint).map_err(at)?;
         self.chain.check_payload(&rec, bytes).map_err(at)?;
         let mut sealed = false;
         match &rec.payload {
@@ -636,7 +639,7 @@ impl State<'_> {
                     end: p.end,
                     region_len: p.file_len - p.end,
                     region_sha256: p.region_sha256,
-                    region_starts_with_frame: p.region_starts_with_frame,
+                    region_complete: p.region_complete,
                 };
                 check_recovery(&rec.payload, &end).map_err(at)?;
                 self.report.recoveries.push(RecoveryNote {

@@ -337,58 +337,64 @@ fn segments_truncated_deleted_reordered() {
     assert_verifiers_agree(&t.spool(), Some(pk), &r);
 }
 
-/// Rewrites the whole spool from its records, recomputing the chain, the
-/// tree and every signature with `key_for(epoch)`, and altering the body of
-/// entry record `target`. This is what a root attacker who holds keys
-/// would do.
-fn forge(dir: &Path, target: u64, key_for: &dyn Fn(u64) -> ed25519_dalek::SigningKey) {
-    let mut recs: Vec<(u64, Vec<u8>)> = Vec::new();
+/// Every record of a spool that verifies, with the segment it is in.
+fn records_of(dir: &Path) -> Vec<(u64, Vec<u8>)> {
+    let mut recs = Vec::new();
     let r = wormlog_spool::verify::verify_spool(dir, None, &mut |loc, _, bytes| {
         recs.push((loc.segment, bytes.to_vec()))
     })
     .unwrap();
-    assert!(r.ok());
+    assert!(r.ok(), "{:?}", r.failure);
+    recs
+}
+
+/// Writes the spool in `dir` anew from `recs` (each with the segment it
+/// goes in), as a root attacker who holds keys would: sequence numbers,
+/// links, segment headers, and the tree size, root, head and frontier of
+/// every checkpoint and epoch transition recomputed; a signing record that
+/// changed is signed again with `key_for(epoch)`.
+fn rechain(
+    dir: &Path,
+    recs: &[(u64, Vec<u8>)],
+    key_for: &dyn Fn(u64) -> ed25519_dalek::SigningKey,
+) {
     let mut head = ZERO32;
     let mut tree = Frontier::new();
     let mut epoch = 0;
-    let mut files: Vec<Vec<u8>> = Vec::new();
-    let mut cur_seg = u64::MAX;
-    for (segno, bytes) in recs {
-        let rec = Record::decode(&bytes).unwrap();
-        if segno != cur_seg {
-            cur_seg = segno;
+    let mut files: Vec<(u64, Vec<u8>)> = Vec::new();
+    for (seq, (segno, bytes)) in (0u64..).zip(recs) {
+        let rec = Record::decode(bytes).unwrap();
+        if files.last().is_none_or(|(no, _)| no != segno) {
             let h = SegmentHeader {
-                segment_no: segno,
-                first_seq: rec.seq,
+                segment_no: *segno,
+                first_seq: seq,
                 prev_head: head,
                 agent_id: "test-agent".into(),
             };
-            files.push(h.encode());
+            files.push((*segno, h.encode()));
         }
         let mut out = Vec::new();
-        put_header(&mut out, rec.kind, rec.seq, rec.ts, &head);
-        match rec.payload {
-            Payload::Entry(mut e) if rec.seq == target => {
-                let body = [e.body, b" (rewritten)"].concat();
-                e.body = &body;
-                put_payload(&mut out, &Payload::Entry(e));
+        put_header(&mut out, rec.kind, seq, rec.ts, &head);
+        let resign = |out: &mut Vec<u8>, context: &[u8], epoch: u64| {
+            // Only what changed needs a new signature.
+            if out[..] != bytes[..] {
+                let n = out.len();
+                let sig = sign_with(&key_for(epoch), context, &out[..n - 64]);
+                out[n - 64..].copy_from_slice(&sig);
             }
+        };
+        match rec.payload {
             Payload::Checkpoint(mut c) => {
+                c.tree_size = seq;
                 c.root = tree.root();
                 c.head = head;
                 c.frontier = tree.nodes().to_vec();
                 put_payload(&mut out, &Payload::Checkpoint(c));
-                // Only what changed needs a new signature.
-                if out != bytes {
-                    let n = out.len();
-                    let sig = sign_with(&key_for(epoch), CHECKPOINT_CONTEXT, &out[..n - 64]);
-                    out[n - 64..].copy_from_slice(&sig);
-                }
+                resign(&mut out, CHECKPOINT_CONTEXT, epoch);
             }
             Payload::EpochKey {
                 from_epoch,
                 to_epoch,
-                tree_size,
                 signature,
                 ..
             } => {
@@ -399,21 +405,17 @@ fn forge(dir: &Path, target: u64, key_for: &dyn Fn(u64) -> ed25519_dalek::Signin
                         from_epoch,
                         to_epoch,
                         new_pubkey,
-                        tree_size,
+                        tree_size: seq,
                         head,
                         signature,
                     },
                 );
-                if out != bytes {
-                    let n = out.len();
-                    let sig = sign_with(&key_for(epoch), EPOCH_KEY_CONTEXT, &out[..n - 64]);
-                    out[n - 64..].copy_from_slice(&sig);
-                }
+                resign(&mut out, EPOCH_KEY_CONTEXT, epoch);
                 epoch = to_epoch;
             }
             p => put_payload(&mut out, &p),
         }
-        let f = files.last_mut().unwrap();
+        let f = &mut files.last_mut().unwrap().1;
         let at = begin_frame(f);
         f.extend_from_slice(&out);
         finish_frame(f, at);
@@ -421,8 +423,43 @@ fn forge(dir: &Path, target: u64, key_for: &dyn Fn(u64) -> ed25519_dalek::Signin
         head = leaf;
         tree.push(leaf);
     }
-    for (i, f) in files.iter().enumerate() {
-        std::fs::write(wormlog_spool::segment::segment_path(dir, i as u64), f).unwrap();
+    for (no, f) in &files {
+        std::fs::write(wormlog_spool::segment::segment_path(dir, *no), f).unwrap();
+    }
+}
+
+/// Rewrites the whole spool, altering the body of entry record `target`
+/// and signing again with `key_for(epoch)` (see [`rechain`]).
+fn forge(dir: &Path, target: u64, key_for: &dyn Fn(u64) -> ed25519_dalek::SigningKey) {
+    let mut recs = records_of(dir);
+    let (_, bytes) = &mut recs[target as usize];
+    let rec = Record::decode(bytes).unwrap();
+    let Payload::Entry(mut e) = rec.payload else {
+        panic!("record {target} is not an entry")
+    };
+    let body = [e.body, b" (rewritten)"].concat();
+    e.body = &body;
+    let mut out = Vec::new();
+    put_header(&mut out, rec.kind, rec.seq, rec.ts, &rec.prev);
+    put_payload(&mut out, &Payload::Entry(e));
+    *bytes = out;
+    rechain(dir, &recs, key_for);
+}
+
+/// The signing key of every epoch of a spool made by [`build`], derived
+/// from the epoch-0 seed it kept.
+fn epoch_keys(t: &TempDir) -> impl Fn(u64) -> ed25519_dalek::SigningKey {
+    let scratch = t.path().join("key0");
+    let mut k = HostKey::load(&scratch).unwrap();
+    let mut seeds = Vec::new();
+    for _ in 0..3 {
+        let copy = t.path().join(format!("k{}", seeds.len()));
+        std::fs::copy(scratch.join("host.key"), &copy).unwrap();
+        seeds.push(std::fs::read(copy).unwrap());
+        k.advance(0).unwrap();
+    }
+    move |e: u64| -> ed25519_dalek::SigningKey {
+        wormlog_spool::keys::epoch_signing_key(seeds[e as usize][26..58].try_into().unwrap())
     }
 }
 
@@ -430,23 +467,7 @@ fn forge(dir: &Path, target: u64, key_for: &dyn Fn(u64) -> ed25519_dalek::Signin
 fn old_epoch_resigned_with_a_newer_key() {
     let t = TempDir::new();
     let pk = build(&t);
-    // Every epoch's key, derived from the saved epoch-0 seed.
-    let scratch = t.path().join("key0");
-    let mut k = HostKey::load(&scratch).unwrap();
-    let mut seeds = Vec::new();
-    for _ in 0..3 {
-        std::fs::copy(
-            scratch.join("host.key"),
-            t.path().join(format!("k{}", seeds.len())),
-        )
-        .unwrap();
-        seeds.push(t.path().join(format!("k{}", seeds.len())));
-        k.advance(0).unwrap();
-    }
-    let key_of = |e: u64| -> ed25519_dalek::SigningKey {
-        let b = std::fs::read(&seeds[e as usize]).unwrap();
-        wormlog_spool::keys::epoch_signing_key(b[26..58].try_into().unwrap())
-    };
+    let key_of = epoch_keys(&t);
     // The entry to alter: seq 4 (epoch 0).
     let target = 4;
 
@@ -475,5 +496,340 @@ fn old_epoch_resigned_with_a_newer_key() {
     // to forge, for epoch 0, with the epoch-2 key.
     assert_eq!(f.seq, 7);
     assert!(f.reason.contains("epoch 0"), "{f:?}");
+    assert_verifiers_agree(&t.spool(), Some(pk), &r);
+}
+
+/// The frames of the active (last) segment of a spool made by [`build`]:
+/// its anchor, three entries, the stop record and the final checkpoint.
+fn active_frames(t: &TempDir) -> (PathBuf, Vec<u8>, Vec<(usize, usize)>) {
+    let path = seg(t, 2);
+    let bytes = std::fs::read(&path).unwrap();
+    let fr = frames(&bytes);
+    assert_eq!(fr.len(), 6, "anchor, 3 entries, stop, checkpoint");
+    (path, bytes, fr)
+}
+
+/// The expected `seq` at each frame of the active segment.
+fn active_first_seq(t: &TempDir) -> u64 {
+    let bytes = std::fs::read(seg(t, 2)).unwrap();
+    SegmentHeader::decode(&bytes).unwrap().0.first_seq
+}
+
+/// Sets bit 22 of the `len` of the frame at `off`: still within bounds
+/// (below 64 MiB), now running past the end of the file.
+fn flip_length(bytes: &mut [u8], off: usize) {
+    bytes[off + 4 + 2] ^= 0x40;
+    let len = u32::from_le_bytes(bytes[off + 4..off + 8].try_into().unwrap()) as usize;
+    assert!(off + 8 + len > bytes.len() && len <= 64 << 20);
+}
+
+#[test]
+fn flipped_length_in_the_active_segment_is_not_a_tail_in_progress() {
+    // A frame in the middle: the entries, stop record and signed final
+    // checkpoint after it are intact and continue the sequence.
+    let t = TempDir::new();
+    let pk = build(&t);
+    let (path, mut bytes, fr) = active_frames(&t);
+    let first_seq = active_first_seq(&t);
+    flip_length(&mut bytes, fr[1].0);
+    std::fs::write(&path, &bytes).unwrap();
+    let r = verify(&t.spool(), Some(pk));
+    expect_failure(&r, 2, fr[1].0 as u64, "length flipped in the middle");
+    let f = r.failure.clone().unwrap();
+    assert_eq!(f.seq, first_seq + 1, "{f:?}");
+    assert!(f.reason.contains("length"), "{f:?}");
+    assert_eq!(r.tail_in_progress_bytes, 0);
+    assert_verifiers_agree(&t.spool(), Some(pk), &r);
+    // Reopened, the agent records the damage as corruption: still a failure,
+    // at the recovery record.
+    open(&t, options(&t.spool())).close("reopened").unwrap();
+    let r = verify(&t.spool(), Some(pk));
+    expect_failure(
+        &r,
+        3,
+        frames_lenient(&std::fs::read(seg(&t, 3)).unwrap())[0] as u64,
+        "reopened",
+    );
+    assert!(r.failure.as_ref().unwrap().reason.contains("corruption"));
+    assert_verifiers_agree(&t.spool(), Some(pk), &r);
+
+    // The last frame, the final checkpoint: nothing follows it, but its
+    // bytes to the end of the file are a whole frame under its CRC.
+    let t = TempDir::new();
+    let pk = build(&t);
+    let (path, mut bytes, fr) = active_frames(&t);
+    flip_length(&mut bytes, fr[5].0);
+    std::fs::write(&path, &bytes).unwrap();
+    let r = verify(&t.spool(), Some(pk));
+    expect_failure(&r, 2, fr[5].0 as u64, "length of the last frame flipped");
+    assert_eq!(r.failure.as_ref().unwrap().seq, first_seq + 5);
+    assert_verifiers_agree(&t.spool(), Some(pk), &r);
+    // Reopened, the agent takes it for a torn tail; the recovery record that
+    // says so is refused: a restart does not turn damage into a torn write.
+    open(&t, options(&t.spool())).close("reopened").unwrap();
+    let r = verify(&t.spool(), Some(pk));
+    let recovery_at = frames_lenient(&std::fs::read(seg(&t, 3)).unwrap())[0] as u64;
+    expect_failure(&r, 3, recovery_at, "reopened after the last frame's flip");
+    assert!(
+        r.failure.as_ref().unwrap().reason.contains("torn"),
+        "{:?}",
+        r.failure
+    );
+    assert_verifiers_agree(&t.spool(), Some(pk), &r);
+
+    // Control: a write really in progress (a frame header and part of its
+    // record) is still a tail in progress for both verifiers.
+    let t = TempDir::new();
+    let pk = build(&t);
+    let (path, mut bytes, fr) = active_frames(&t);
+    let partial = bytes[fr[1].0..fr[1].1 - 3].to_vec();
+    bytes.extend_from_slice(&partial);
+    std::fs::write(&path, &bytes).unwrap();
+    let r = verify(&t.spool(), Some(pk));
+    assert!(r.ok(), "{:?}", r.failure);
+    assert_eq!(r.tail_in_progress_bytes, partial.len() as u64);
+    assert_verifiers_agree(&t.spool(), Some(pk), &r);
+}
+
+#[test]
+fn anchor_checkpoint_stands_first_in_its_segment() {
+    type Edit = Box<dyn Fn(&mut Vec<(u64, Vec<u8>)>) -> usize>;
+    let kind = |r: &[u8]| Record::decode(r).unwrap().kind;
+    let cases: Vec<(&str, u64, Edit)> = vec![
+        (
+            // Second after an entry: neither genesis nor recovery may stand
+            // before the anchor.
+            "anchor after an entry",
+            2,
+            Box::new(|recs| {
+                let i = recs.iter().position(|(s, _)| *s == 2).unwrap();
+                recs.swap(i, i + 1);
+                i
+            }),
+        ),
+        (
+            "a sealed segment without any checkpoint",
+            1,
+            Box::new(move |recs| {
+                recs.retain(|(s, r)| *s != 1 || kind(r) != wormlog_spool::record::Kind::Checkpoint);
+                recs.iter().position(|(s, _)| *s == 1).unwrap()
+            }),
+        ),
+    ];
+    for (name, segment, edit) in cases {
+        let t = TempDir::new();
+        let pk = build(&t);
+        let key_of = epoch_keys(&t);
+        // Control: rewritten unchanged, the spool verifies.
+        let mut recs = records_of(&t.spool());
+        rechain(&t.spool(), &recs, &key_of);
+        assert!(verify(&t.spool(), Some(pk)).ok(), "{name}: control");
+        let at = edit(&mut recs);
+        for p in segments(&t.spool()) {
+            std::fs::remove_file(p).unwrap();
+        }
+        rechain(&t.spool(), &recs, &key_of);
+        let r = verify(&t.spool(), Some(pk));
+        let hlen = SegmentHeader::decode(&std::fs::read(seg(&t, segment as usize)).unwrap())
+            .unwrap()
+            .1;
+        expect_failure(&r, segment, hlen as u64, name);
+        assert_eq!(r.failure.as_ref().unwrap().seq, at as u64, "{name}");
+        assert!(
+            r.failure.as_ref().unwrap().reason.contains("anchor"),
+            "{name}: {:?}",
+            r.failure
+        );
+        assert_verifiers_agree(&t.spool(), Some(pk), &r);
+    }
+}
+
+/// The Ed25519 group order L, as little-endian 64-bit limbs.
+const ORDER_L: [u64; 4] = [0x5812_631a_5cf5_d3ed, 0x14de_f9de_a2f7_9cd6, 0, 1 << 60];
+
+/// `x mod L` for a little-endian integer of any length.
+fn mod_l(x: &[u8]) -> [u8; 32] {
+    let mut r = [0u64; 4];
+    for byte in x.iter().rev() {
+        for bit in (0..8).rev() {
+            let mut carry = u64::from((byte >> bit) & 1);
+            for limb in r.iter_mut() {
+                let out = *limb >> 63;
+                *limb = (*limb << 1) | carry;
+                carry = out;
+            }
+            if r.iter().rev().cmp(ORDER_L.iter().rev()).is_ge() {
+                let mut borrow = 0;
+                for (limb, l) in r.iter_mut().zip(ORDER_L) {
+                    let (d, b1) = limb.overflowing_sub(l);
+                    let (d, b2) = d.overflowing_sub(borrow);
+                    *limb = d;
+                    borrow = u64::from(b1 || b2);
+                }
+            }
+        }
+    }
+    let mut out = [0u8; 32];
+    for (chunk, limb) in out.chunks_mut(8).zip(r) {
+        chunk.copy_from_slice(&limb.to_le_bytes());
+    }
+    out
+}
+
+/// `a + b` for little-endian integers (one byte longer).
+fn add_le(a: &[u8; 32], b: &[u8; 32]) -> [u8; 33] {
+    let mut out = [0u8; 33];
+    let mut carry = 0u16;
+    for i in 0..32 {
+        let s = u16::from(a[i]) + u16::from(b[i]) + carry;
+        out[i] = s as u8;
+        carry = s >> 8;
+    }
+    out[32] = carry as u8;
+    out
+}
+
+/// The encoding of the Ed25519 base point B (its discrete log is 1).
+fn base_point() -> [u8; 32] {
+    let mut b = [0x66u8; 32];
+    b[0] = 0x58;
+    b
+}
+
+/// A little-endian 32-byte integer.
+fn le32(n: u64) -> [u8; 32] {
+    let mut b = [0u8; 32];
+    b[..8].copy_from_slice(&n.to_le_bytes());
+    b
+}
+
+#[test]
+fn weak_ed25519_keys_and_signatures_are_refused_by_both_verifiers() {
+    use sha2::Digest;
+    use wormlog_spool::chain::{Receipt, receipt_message};
+    use wormlog_spool::keys::RECEIPT_CONTEXT;
+    // `k` of RFC 8032 for a receipt signature with this R and key.
+    let challenge = |r: &[u8; 32], key: &[u8; 32], size: u64, root: &[u8; 32]| {
+        let mut h = sha2::Sha512::new();
+        h.update(r);
+        h.update(key);
+        h.update(RECEIPT_CONTEXT);
+        h.update(receipt_message("test-agent", size, root, RECEIPT_TS));
+        mod_l(&h.finalize())
+    };
+    let sig = |r: [u8; 32], s: [u8; 32]| -> [u8; 64] { [r, s].concat().try_into().unwrap() };
+    let mut identity = [0u8; 32];
+    identity[0] = 1;
+    // p + 1, the identity's y coordinate written without reduction mod p.
+    let mut identity_unreduced = [0xffu8; 32];
+    identity_unreduced[0] = 0xee;
+    identity_unreduced[31] = 0x7f;
+    type Forge = Box<dyn Fn(u64, &[u8; 32]) -> ([u8; 32], [u8; 64])>;
+    let cases: Vec<(&str, bool, Forge)> = vec![
+        (
+            // Key B, R = B, S = 1 + k: a valid signature under a key whose
+            // secret is 1. Both verifiers accept it.
+            "control: key B, ordinary signature",
+            true,
+            Box::new(move |size, root| {
+                let b = base_point();
+                let k = challenge(&b, &b, size, root);
+                (b, sig(b, mod_l(&add_le(&k, &le32(1)))))
+            }),
+        ),
+        (
+            // [S]B - [k]O = R for any message: anyone can sign.
+            "the identity as key",
+            false,
+            Box::new(move |_, _| (identity, sig(base_point(), le32(1)))),
+        ),
+        (
+            "the identity as key, y not reduced mod p",
+            false,
+            Box::new(move |_, _| (identity_unreduced, sig(base_point(), le32(1)))),
+        ),
+        (
+            "R of small order (the identity), S = k",
+            false,
+            Box::new(move |size, root| {
+                let b = base_point();
+                (b, sig(identity, challenge(&identity, &b, size, root)))
+            }),
+        ),
+        (
+            "S not reduced mod L (S + L)",
+            false,
+            Box::new(move |size, root| {
+                let b = base_point();
+                let k = challenge(&b, &b, size, root);
+                let s = mod_l(&add_le(&k, &le32(1)));
+                let mut l = [0u8; 32];
+                for (chunk, limb) in l.chunks_mut(8).zip(ORDER_L) {
+                    chunk.copy_from_slice(&limb.to_le_bytes());
+                }
+                let unreduced: [u8; 32] = add_le(&s, &l)[..32].try_into().unwrap();
+                (b, sig(b, unreduced))
+            }),
+        ),
+    ];
+    for (name, valid, forge) in cases {
+        let t = TempDir::new();
+        let pk = keygen(&t);
+        let mut s = open(&t, options(&t.spool()));
+        entry(&mut s, "app", 0, b"countersigned");
+        s.checkpoint().unwrap();
+        let (size, root) = durable_checkpoint(&mut s, &t.spool());
+        let (collector_pubkey, signature) = forge(size, &root);
+        let seq = s
+            .append_receipt(&Receipt {
+                collector_id: "collector-1".into(),
+                tree_size: size,
+                root,
+                collector_ts: RECEIPT_TS,
+                collector_pubkey,
+                signature,
+            })
+            .unwrap();
+        s.close("done").unwrap();
+        let r = verify(&t.spool(), Some(pk));
+        if valid {
+            assert!(r.ok(), "{name}: {:?}", r.failure);
+            assert_eq!(r.receipts, 1, "{name}");
+        } else {
+            let f = r
+                .failure
+                .clone()
+                .unwrap_or_else(|| panic!("{name}: accepted"));
+            assert_eq!((f.segment, f.seq), (0, seq), "{name}: {f:?}");
+            assert!(f.reason.contains("receipt signature"), "{name}: {f:?}");
+        }
+        assert_verifiers_agree(&t.spool(), Some(pk), &r);
+    }
+}
+
+#[test]
+fn lookahead_needs_a_next_header_that_passes_its_own_checks() {
+    // Segment 2 torn, segment 3 opening with the recovery record that names
+    // it; then segment 3's agent id is made invalid UTF-8 (CRC recomputed).
+    let t = TempDir::new();
+    let pk = build(&t);
+    let last = seg(&t, 2);
+    let mut b = std::fs::read(&last).unwrap();
+    let clean_len = b.len();
+    b.extend_from_slice(&[0x55, 0, 0, 0, 0x10, 0]);
+    std::fs::write(&last, &b).unwrap();
+    open(&t, options(&t.spool())).close("recovered").unwrap();
+    assert!(verify(&t.spool(), Some(pk)).ok());
+    let next = seg(&t, 3);
+    let mut h = std::fs::read(&next).unwrap();
+    let n = h[64] as usize;
+    h[65] = 0xff;
+    let crc = crc32c::crc32c(&h[..65 + n]);
+    h[65 + n..69 + n].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&next, &h).unwrap();
+    // The recovery record no longer limits segment 2, whose torn end is
+    // then damage in a segment that is not the last.
+    let r = verify(&t.spool(), Some(pk));
+    expect_failure(&r, 2, clean_len as u64, "next header's agent id not UTF-8");
     assert_verifiers_agree(&t.spool(), Some(pk), &r);
 }

@@ -17,7 +17,8 @@ import struct
 import tempfile
 import unittest
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (Ed25519PrivateKey,
+                                                                  Ed25519PublicKey)
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 import wormlog_verify as wv
@@ -129,6 +130,30 @@ def public_key(secret: bytes) -> bytes:
 
 
 BOOT = b"0123456789abcdef"
+
+# Ed25519 points (section 5.3): the identity (small order) and the base point B.
+IDENTITY = (1).to_bytes(32, "little")
+BASE_POINT = bytes([0x58]) + bytes([0x66]) * 31
+
+
+def small_order_r_signature(secret: bytes, message: bytes) -> bytes:
+    """An RFC 8032 signature by `secret` whose R is the identity, a point of
+    small order: S = k * a, so that [S]B - [k]A = O = R. Only the key's
+    owner can make one; a permissive verifier accepts it."""
+    h = hashlib.sha512(secret).digest()
+    a = int.from_bytes(h[:32], "little") & ((1 << 254) - 8) | (1 << 254)
+    k = int.from_bytes(hashlib.sha512(IDENTITY + public_key(secret) + message).digest(),
+                       "little") % wv.ED25519_L
+    return IDENTITY + (k * a % wv.ED25519_L).to_bytes(32, "little")
+
+
+def permissive_ed25519_valid(key: bytes, signature: bytes, message: bytes) -> bool:
+    """OpenSSL's verification alone, without the checks of section 5.3."""
+    try:
+        Ed25519PublicKey.from_public_bytes(key).verify(signature, message)
+    except Exception:  # noqa: BLE001 - any refusal
+        return False
+    return True
 
 
 class SpoolWriter:
@@ -252,10 +277,20 @@ class SpoolWriter:
                    + b16(b"truncated"))
         return self.append(wv.GAP, payload)
 
-    def receipt(self, tree_size: int, root: bytes):
-        collector_pub = self.collector.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    def receipt_message(self, tree_size: int, root: bytes) -> bytes:
+        """Section 6.12: what the collector signs (not the record's bytes)."""
+        return (b"wormlog receipt v1\x00" + b8(self.agent_id) + struct.pack("<Q", tree_size)
+                + root + struct.pack("<q", T0))
+
+    def receipt(self, tree_size: int, root: bytes, collector_pub: bytes | None = None,
+                signature: bytes | None = None):
+        """A receipt by self.collector, or with the key and signature given."""
+        if collector_pub is None:
+            collector_pub = self.collector.public_key().public_bytes(Encoding.Raw,
+                                                                     PublicFormat.Raw)
+        if signature is None:
+            signature = self.collector.sign(self.receipt_message(tree_size, root))
         body = struct.pack("<Q", tree_size) + root + struct.pack("<q", T0)
-        signature = self.collector.sign(b"wormlog receipt v1\x00" + b8(self.agent_id) + body)
         return self.append(wv.RECEIPT, b8(b"collector-1") + body + collector_pub + signature)
 
     def prune(self, first_kept: int, first_kept_seq: int | None = None,
@@ -649,6 +684,66 @@ class SpoolTest(unittest.TestCase):
         self.w.raw_append(b"\x00" * 12)
         self.assertFailure(run_verifier(self.dir), 1, end, self.w.seq)
 
+    def flip_length(self, seq: int) -> tuple[int, int]:
+        """Bit 22 of record `seq`'s frame length: within bounds, now running
+        past the end of the file. Returns the frame's (segment, offset)."""
+        self.corrupt(seq, FRAME_LEN_AT + 2, byte=0x40)
+        seg, off = self.w.offsets[seq]
+        with open(self.w.path(seg), "rb") as f:
+            data = f.read()
+        length = struct.unpack_from("<I", data, off + FRAME_LEN_AT)[0]
+        self.assertTrue(off + 8 + length > len(data) and wv.frame_length_ok(length))
+        return seg, off
+
+    def test_flipped_length_with_frames_after_it_is_failure(self):
+        """Section 7.5: whole frames continuing the sequence after it show
+        that the frame is no write in progress; it is named."""
+        self.build_intact()
+        seq = self.w.seq - 3  # the checkpoint before the receipt
+        seg, off = self.flip_length(seq)
+        code, report = run_verifier(self.dir)
+        self.assertFailure((code, report), seg, off, seq)
+        self.assertIn("not a write in progress", report["failure"]["reason"])
+        self.assertEqual(report["tail_in_progress_bytes"], 0)
+
+    def test_flipped_length_of_the_last_frame_is_failure(self):
+        """Nothing follows it, but with the length that ends it at the end of
+        the file the frame is whole under its CRC."""
+        self.build_intact()
+        seq = self.w.seq - 1
+        seg, off = self.flip_length(seq)
+        code, report = run_verifier(self.dir)
+        self.assertFailure((code, report), seg, off, seq)
+        self.assertIn("length was altered", report["failure"]["reason"])
+
+    def tail_holding(self, delta: int) -> tuple[int, int, tuple[int, dict]]:
+        """build_intact(), then a tail in progress whose partial record holds
+        a whole frame (hand-made, right CRC) of the expected seq + `delta`.
+        Returns the tail's offset, the expected seq and the verdict."""
+        self.build_intact()
+        expected = self.w.seq
+        inner = frame(struct.pack("<BBHQq", 1, wv.HEARTBEAT, 0, expected + delta, T0)
+                      + bytes(32) + BOOT + struct.pack("<Q", 9))
+        at = os.path.getsize(self.w.path())
+        self.w.raw_append(frame_start(500) + b"\x01" * 7 + inner + b"\x02" * 5)
+        return at, expected, run_verifier(self.dir)
+
+    def test_tail_seq_window(self):
+        """Section 7.5: a frame inside the tail counts when its seq is in
+        [expected, expected + 2^20); outside that window (an old record, say,
+        quoted in a log line) the tail is still in progress."""
+        for delta, in_progress in ((-1, True), (0, False), (1, False),
+                                   (2**20 - 1, False), (2**20, True)):
+            with self.subTest(delta=delta):
+                self.tearDown()
+                self.setUp()
+                at, expected, (code, report) = self.tail_holding(delta)
+                if in_progress:
+                    self.assertEqual(code, 0, report)
+                    self.assertGreater(report["tail_in_progress_bytes"], 0)
+                else:
+                    self.assertFailure((code, report), 1, at, expected)
+
     def test_torn_tail_recovery(self):
         w = self.w
         w.genesis()
@@ -703,9 +798,10 @@ class SpoolTest(unittest.TestCase):
     def test_anchor_must_carry_frontier(self):
         w = self.w
         w.genesis()
-        w.entry(b"a")  # seq 2 has one set bit: the anchor needs one frontier entry
+        w.checkpoint(anchor=True)
+        w.seal()  # segment 1 starts at seq 3: its anchor needs two frontier entries
         off = w.checkpoint(anchor=True, frontier=[])
-        self.assertFailure(run_verifier(self.dir), 0, off, 2)
+        self.assertFailure(run_verifier(self.dir), 1, off, 3)
 
     # -- section 6.3 / 7.4: every checkpoint carries the frontier ------------
 
@@ -807,6 +903,29 @@ class SpoolTest(unittest.TestCase):
         code, report = run_verifier(self.dir)
         self.assertFailure((code, report), 1, off, 3)
         self.assertIn("valid frame", report["failure"]["reason"])
+
+    def test_torn_tail_region_must_not_hold_a_complete_write(self):
+        """Sections 7.4 and 7.5: a torn region must be what a tail in progress
+        may be. A frame whose length was altered, with whole frames after it
+        or whole to the end of the file, is no write cut short."""
+        for frames_in_region in (2, 1):
+            with self.subTest(frames=frames_in_region):
+                self.tearDown()
+                self.setUp()
+                w = self.w
+                w.genesis()
+                w.checkpoint(anchor=True)
+                w.entry(b"good")
+                region_offset = os.path.getsize(w.path())
+                first = w.seq
+                for i in range(frames_in_region):
+                    w.entry(b"declared torn %d" % i)
+                self.corrupt(first, FRAME_LEN_AT + 2, byte=0x40)  # runs past the end
+                w.rewind_to(region_offset)
+                off = w.recover(wv.CAUSE_TORN_TAIL, region_offset, last_good_seq=2)
+                code, report = run_verifier(self.dir)
+                self.assertFailure((code, report), 1, off, 3)
+                self.assertIn("not a write cut short", report["failure"]["reason"])
 
     def test_fsync_failed_region_len_is_informational(self):
         """The agent's region_len need not match the file on disk."""
@@ -918,6 +1037,20 @@ class SpoolTest(unittest.TestCase):
         self.w.recover(wv.CAUSE_TORN_TAIL, region_offset, last)
         os.rename(self.w.path(1), self.w.path(2))
         self.assertFailure(run_verifier(self.dir), 2, 0, 3)
+
+    def test_lookahead_ignores_a_next_header_whose_agent_id_is_not_text(self):
+        """Section 7.2: the next header must pass every check of the header
+        alone, the agent id's included (CRC recomputed here)."""
+        region_offset, last = self.torn_segment()
+        self.w.recover(wv.CAUSE_TORN_TAIL, region_offset, last)
+        with open(self.w.path(1), "r+b") as f:
+            data = bytearray(f.read())
+            n = data[64]
+            data[65] = 0xFF
+            struct.pack_into("<I", data, 65 + n, wv.crc32c(bytes(data[:65 + n])))
+            f.seek(0)
+            f.write(data)
+        self.assertFailure(run_verifier(self.dir), 0, region_offset, 3)
 
     # -- section 7.5 and the location rules ------------------------------------
 
@@ -1031,11 +1164,12 @@ class SpoolTest(unittest.TestCase):
         """Section 6.10 types a gap's source as bytes8, text: UTF-8 (may be empty)."""
         w = self.w
         w.genesis()
+        w.checkpoint(anchor=True)
         w.gap(source=b"")
         code, report = run_verifier(self.dir)
         self.assertEqual(code, 0, report)
         off = w.gap(source=b"\xff")
-        self.assertFailure(run_verifier(self.dir), 0, off, 2)
+        self.assertFailure(run_verifier(self.dir), 0, off, 3)
 
     def test_recovery_with_undefined_cause_is_failure_where_read(self):
         """Not the first record of its segment's look-ahead: it fails where read."""
@@ -1047,12 +1181,132 @@ class SpoolTest(unittest.TestCase):
         self.assertFailure(run_verifier(self.dir), 0, off, 2)
 
     def test_anchor_must_be_early(self):
+        """Section 6.3: a record other than genesis or recovery where the
+        anchor must be is the failure, not the late anchor."""
         w = self.w
         w.genesis()
-        w.entry(b"a")
+        off = w.entry(b"a")
         w.entry(b"b")
+        w.checkpoint(anchor=True)
+        self.assertFailure(run_verifier(self.dir), 0, off, 1)
+
+    # -- section 6.3: the anchor's place ------------------------------------------
+
+    def test_anchor_is_the_first_record_of_a_later_segment(self):
+        """Second after an entry is too late: only genesis or recovery may
+        come before the anchor."""
+        w = self.w
+        w.genesis()
+        w.checkpoint(anchor=True)
+        w.seal()
+        first = w.seq
+        off = w.entry(b"before the anchor")
+        w.checkpoint(anchor=True)
+        code, report = run_verifier(self.dir)
+        self.assertFailure((code, report), 1, off, first)
+        self.assertIn("anchor", report["failure"]["reason"])
+
+    def test_sealed_segment_without_an_anchor(self):
+        w = self.w
+        w.genesis()
+        w.checkpoint(anchor=True)
+        w.seal()
+        first = w.seq
+        off = w.entry(b"no checkpoint in this segment")
+        w.seal()
+        w.checkpoint(anchor=True)
+        self.assertFailure(run_verifier(self.dir), 1, off, first)
+
+    def test_logs_that_end_before_the_anchor(self):
+        """The last segment (a genesis only: its write under way) and a
+        segment whose log a recovery record ends before its anchor."""
+        w = self.w
+        w.genesis()
+        code, report = run_verifier(self.dir)
+        self.assertEqual(code, 0, report)
+        region_offset = os.path.getsize(w.path())
+        w.raw_append(frame_start(400) + b"\x01" * 46)  # the anchor, torn
+        w.recover(wv.CAUSE_TORN_TAIL, region_offset, last_good_seq=0)
+        w.checkpoint(anchor=True)
+        code, report = run_verifier(self.dir)
+        self.assertEqual(code, 0, report)
+        self.assertEqual(report["checkpoints"], 1)
+
+    # -- section 5.3: strict Ed25519 -------------------------------------------
+
+    def test_point_acceptable(self):
+        p = wv.ED25519_P
+        self.assertTrue(wv.point_acceptable(BASE_POINT))
+        self.assertTrue(wv.point_acceptable(public_key(b"\x05" * 32)))
+        for y in (0, 1, p - 1, wv.ED25519_Y8, p - wv.ED25519_Y8):
+            for sign in (0, 1 << 255):
+                self.assertFalse(wv.point_acceptable((y | sign).to_bytes(32, "little")), y)
+        for y in (p, p + 1, p + 2, 2**255 - 1):  # not reduced mod p
+            self.assertFalse(wv.point_acceptable(y.to_bytes(32, "little")), y)
+
+    def receipt_case(self, collector_pub: bytes, signature: bytes | None,
+                     permissive_accepts: bool) -> None:
+        w = self.w
+        w.genesis()
+        w.checkpoint(anchor=True)
+        w.entry(b"countersigned")
+        w.checkpoint()
+        cp = w.seq - 1
+        root = self.checkpoint_root(cp)
+        if signature is None:  # S + L on a valid signature
+            good = w.collector.sign(w.receipt_message(cp, root))
+            s_value = int.from_bytes(good[32:], "little") + wv.ED25519_L
+            signature = good[:32] + s_value.to_bytes(32, "little")
+        self.assertEqual(permissive_ed25519_valid(
+            collector_pub, signature, w.receipt_message(cp, root)), permissive_accepts)
+        seq = w.seq
+        off = w.receipt(cp, root, collector_pub=collector_pub, signature=signature)
+        code, report = run_verifier(self.dir)
+        self.assertFailure((code, report), 0, off, seq)
+        self.assertIn("receipt signature", report["failure"]["reason"])
+
+    def test_receipt_under_the_identity_as_key(self):
+        """[S]B - [k]O = R whatever the message: anyone can sign."""
+        self.receipt_case(IDENTITY, BASE_POINT + (1).to_bytes(32, "little"), True)
+
+    def test_receipt_under_the_identity_not_reduced_mod_p(self):
+        unreduced = (wv.ED25519_P + 1).to_bytes(32, "little")
+        self.receipt_case(unreduced, BASE_POINT + (1).to_bytes(32, "little"), True)
+
+    def test_receipt_with_s_not_reduced_mod_l(self):
+        collector_pub = self.w.collector.public_key().public_bytes(Encoding.Raw,
+                                                                   PublicFormat.Raw)
+        self.receipt_case(collector_pub, None, False)
+
+    def test_checkpoint_signature_with_an_r_of_small_order(self):
+        w = self.w
+        w.genesis()
+        message = {}
+
+        def sign(context: bytes, record: bytes) -> bytes:
+            message["m"] = context + b"\x00" + record
+            return small_order_r_signature(w._secret(), message["m"])
+
+        w._sign = sign
         off = w.checkpoint(anchor=True)
-        self.assertFailure(run_verifier(self.dir), 0, off, 3)
+        with open(w.path(), "rb") as f:
+            signature = f.read()[-64:]
+        self.assertTrue(permissive_ed25519_valid(w.pub0, signature, message["m"]))
+        code, report = run_verifier(self.dir)
+        self.assertFailure((code, report), 0, off, 1)
+        self.assertIn("signature", report["failure"]["reason"])
+
+    # -- section 6: positions are opaque -----------------------------------------
+
+    def test_positions_are_opaque_even_where_text(self):
+        """A journal cursor (pos_kind 2, text) that is not UTF-8 is not checked."""
+        w = self.w
+        w.genesis()
+        w.checkpoint(anchor=True, sources=[(b"journal", b"\x02" + b16(b"s=\xff\xfe"))])
+        w.append(wv.ENTRY, b8(b"journal") + b"\x02" + b16(b"s=\xff") + b"\x00"
+                 + struct.pack("<H", 0) + b"line")
+        code, report = run_verifier(self.dir)
+        self.assertEqual(code, 0, report)
 
     def test_trailing_payload_byte(self):
         w = self.w

@@ -469,7 +469,30 @@ def receipt_message(agent_id: bytes, p: dict[str, Any]) -> bytes:
             + struct.pack("<q", p["collector_ts"]))
 
 
+# Section 5.3: strict verification. p is the field prime, L the group order.
+ED25519_P = 2**255 - 19
+ED25519_L = 2**252 + 27742317777372353535851937790883648493
+ED25519_Y8 = int.from_bytes(bytes.fromhex(
+    "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05"), "little")
+# The y coordinates of the eight points of small order (section 5.3).
+ED25519_SMALL_ORDER_Y = frozenset({0, 1, ED25519_P - 1, ED25519_Y8, ED25519_P - ED25519_Y8})
+
+
+def point_acceptable(encoding: bytes) -> bool:
+    """A key or R: canonical (y below p) and not a point of small order."""
+    y = int.from_bytes(encoding, "little") & ((1 << 255) - 1)  # sign bit aside
+    return y < ED25519_P and y not in ED25519_SMALL_ORDER_Y
+
+
 def ed25519_valid(pubkey: bytes, signature: bytes, message: bytes) -> bool:
+    """Section 5.3: the checks on A, R and S, then the cofactorless
+    equation (encode([S]B - [k]A) == R), which is what OpenSSL computes."""
+    if len(pubkey) != 32 or len(signature) != SIGNATURE_LEN:
+        return False
+    if not point_acceptable(pubkey) or not point_acceptable(signature[:32]):
+        return False
+    if int.from_bytes(signature[32:], "little") >= ED25519_L:
+        return False
     try:
         Ed25519PublicKey.from_public_bytes(pubkey).verify(signature, message)
     except (InvalidSignature, ValueError):
@@ -491,22 +514,11 @@ class Header:
 
 
 def parse_header(data: bytes) -> Header:
-    """Check the self-contained header fields; raise Malformed.
-
-    Besides the checks the recovery look-ahead uses (`parse_header_framing`),
-    the agent id must be 1..255 bytes of text (section 3.1).
-    """
-    header, n = parse_header_framing(data)
-    if n == 0:
-        raise Malformed("agent id length 0")
-    header.agent_id = decode_text(bytes(data[65:65 + n]))
-    return header
-
-
-def parse_header_framing(data: bytes) -> tuple[Header, int]:
-    """The header checks section 7.2 names for the look-ahead: magic,
-    format_version, header_flags, header_len and header_crc. Returns the
-    header (agent_id not yet decoded) and n."""
+    """Every check of a header that needs nothing but the header itself
+    (sections 3.1 and 7, step 2): magic, format_version, header_flags,
+    header_len, header_crc, and an agent id of 1..255 bytes of text. Raises
+    Malformed. segment_no, first_seq, prev_head and the agent id's value
+    are checked against the log by the caller (step 1)."""
     if len(data) < HEADER_FIXED_LEN:
         raise Malformed(f"header truncated: file has {len(data)} bytes")
     magic, version, hflags, header_len, segment_no, first_seq = struct.unpack_from(
@@ -526,8 +538,10 @@ def parse_header_framing(data: bytes) -> tuple[Header, int]:
     (stored_crc,) = struct.unpack_from("<I", data, 65 + n)
     if crc32c(data[:65 + n]) != stored_crc:
         raise Malformed("header_crc mismatch")
+    if n == 0:
+        raise Malformed("agent id length 0")
     return Header(header_len=header_len, segment_no=segment_no, first_seq=first_seq,
-                  prev_head=bytes(data[32:64]), agent_id=""), n
+                  prev_head=bytes(data[32:64]), agent_id=decode_text(bytes(data[65:65 + n])))
 
 
 def frame_length_ok(length: int) -> bool:
@@ -567,6 +581,57 @@ def starts_with_valid_frame(data: bytes, pos: int) -> bool:
     return True
 
 
+SEQ_WINDOW = 1 << 20  # section 7.5: how far a later frame's seq may run ahead
+SEQ_AT = FRAME_HEADER_LEN + 4  # a frame's record seq, from the frame's start
+
+
+def later_frame(data: bytes, pos: int, expected_seq: int) -> tuple[int, int] | None:
+    """Section 7.5: the first offset p > pos (with p + 60 <= the end) where a
+    well-formed frame starts whose record's seq is in [expected_seq,
+    expected_seq + 2^20); returns (p, seq) or None.
+
+    Candidates are found by the five high bytes of such a seq (at most two
+    patterns), so that a long region is not read offset by offset in Python.
+    """
+    upper = min(expected_seq + SEQ_WINDOW, U64_MASK)  # seq < upper
+    last_p = len(data) - FRAME_HEADER_LEN - MIN_RECORD_LEN
+    best = None
+    for high in sorted({expected_seq >> 24, (upper - 1) >> 24}):
+        pattern = high.to_bytes(5, "little")
+        at = data.find(pattern, pos + 1 + SEQ_AT + 3)
+        while at != -1:
+            p = at - SEQ_AT - 3
+            if p > last_p or (best is not None and p >= best[0]):
+                break
+            (seq,) = struct.unpack_from("<Q", data, p + SEQ_AT)
+            if expected_seq <= seq < upper and starts_with_valid_frame(data, p):
+                best = (p, seq)
+                break
+            at = data.find(pattern, at + 1)
+    return best
+
+
+def completed_write(data: bytes, pos: int, expected_seq: int) -> str | None:
+    """Section 7.5: why the bytes from `pos` to the end of the file `data`,
+    which do not end on a frame boundary, are not a write cut short; None
+    when they may be one. Used for a tail in progress and for the region of
+    a torn_tail recovery."""
+    if starts_with_valid_frame(data, pos):
+        return "a whole, valid frame starts there"
+    length = len(data) - pos - FRAME_HEADER_LEN
+    if length >= 0 and frame_length_ok(length):
+        (stored_crc,) = struct.unpack_from("<I", data, pos)
+        rest = memoryview(data)[pos + FRAME_HEADER_LEN:]
+        if crc32c(rest, crc32c(struct.pack("<I", length))) == stored_crc:
+            return (f"the frame is whole with length {length}, which its CRC "
+                    f"confirms: its length was altered")
+    found = later_frame(data, pos, expected_seq)
+    if found is not None:
+        return (f"a whole, valid frame of seq {found[1]} follows at offset "
+                f"{found[0]}: the length was altered")
+    return None
+
+
 def parse_ledger(data: bytes) -> list[Record]:
     """The records of a key ledger file (section 2.1), in file order.
 
@@ -600,10 +665,11 @@ def read_first_record(path: str) -> Record | None:
     """The first record of a segment, or None if it cannot be read cleanly.
 
     Used for the recovery look-ahead (section 7.2); reads only the header and
-    the first frame. The header must pass the checks section 7.2 lists (not
-    segment_no, first_seq, prev_head or agent_id, which are checked when the
-    segment itself is read), the frame must be well-formed and the record
-    must decode (including its closed enumerations).
+    the first frame. The header must pass the checks section 7.2 lists (those
+    of the header alone; not segment_no, first_seq, prev_head or whether the
+    agent id is the log's, which are checked when the segment itself is
+    read), the frame must be well-formed and the record must decode
+    (including its closed enumerations).
     """
     with open(path, "rb") as f:
         head = f.read(HEADER_FIXED_LEN)
@@ -611,7 +677,7 @@ def read_first_record(path: str) -> Record | None:
             return None
         head += f.read(head[64] + 4)
         try:
-            header, _ = parse_header_framing(head)
+            header = parse_header(head)
         except Malformed:
             return None
         f.seek(header.header_len)
@@ -733,8 +799,8 @@ class DamagedSegment:
     def region_sha256(self) -> bytes:
         return sha256(self.data[self.log_end:])
 
-    def region_starts_with_frame(self) -> bool:
-        return starts_with_valid_frame(self.data, self.log_end)
+    def region_completed_write(self) -> str | None:
+        return completed_write(self.data, self.log_end, (self.last_seq + 1) & U64_MASK)
 
 
 @dataclass
@@ -1015,6 +1081,12 @@ class Verifier:
                 record, next_pos = read_frame(data, pos, log_end)
             except FrameError as exc:
                 if is_last and exc.incomplete and log_end == len(data):
+                    # Section 7.5: only the unfinished last write may end the
+                    # log like this.
+                    complete = completed_write(data, pos, self.state.next_seq)
+                    if complete is not None:
+                        raise self._fail(f"damaged frame: {exc}, but it is not a write "
+                                         f"in progress: {complete}") from None
                     self.report.tail_in_progress_bytes = len(data) - pos
                     return
                 raise self._fail(f"damaged frame: {exc}") from None
@@ -1038,6 +1110,7 @@ class Verifier:
         if (rec.seq == 0) != (rec.kind == GENESIS):
             raise self._fail("the record with seq 0, and only it, must be genesis "
                              f"(found {rec.name} at seq {rec.seq})")
+        self._check_anchor_place(rec)
         check = self.checks.get(rec.kind)
         if check:
             check(rec)
@@ -1058,8 +1131,6 @@ class Verifier:
 
     def _check_checkpoint(self, rec: Record) -> None:
         p, state = rec.p, self.state
-        if self.seg.checkpoints == 0:
-            self._check_anchor(rec)
         if p["epoch"] != state.epoch:
             raise self._fail(f"checkpoint epoch {p['epoch']}, current epoch {state.epoch}")
         if p["tree_size"] != rec.seq:
@@ -1077,12 +1148,14 @@ class Verifier:
         self.report.checkpoints += 1
         self.report.last_checkpoint_seq = rec.seq
 
-    def _check_anchor(self, rec: Record) -> None:
-        # Its frontier is checked like every checkpoint's; its source table is
-        # not interpreted (section 6.3).
-        if self.seg.records > 1:
-            raise self._fail("the first checkpoint of a segment must be its first "
-                             f"or second record (it is record {self.seg.records + 1})")
+    def _check_anchor_place(self, rec: Record) -> None:
+        """Section 6.3: the first record of a segment other than its genesis or
+        recovery record is the anchor checkpoint. (Its frontier is checked like
+        every checkpoint's; its source table is not interpreted.)"""
+        if self.seg.checkpoints == 0 and rec.kind not in (CHECKPOINT, GENESIS, RECOVERY):
+            raise self._fail(f"a {rec.name} record where the segment's anchor "
+                             "checkpoint must be (its first record, after genesis "
+                             "or recovery)")
 
     def _check_epoch_key(self, rec: Record) -> None:
         p, state = rec.p, self.state
@@ -1124,9 +1197,10 @@ class Verifier:
             if p["region_sha256"] != damaged.region_sha256():
                 raise self._fail("torn_tail recovery: region_sha256 does not match "
                                  "the region")
-            if damaged.region_starts_with_frame():
-                raise self._fail("torn_tail recovery, but the region starts with a "
-                                 "valid frame")
+            complete = damaged.region_completed_write()
+            if complete is not None:
+                raise self._fail("torn_tail recovery, but the region is not a write "
+                                 f"cut short: {complete}")
         elif p["cause"] == CAUSE_FSYNC_FAILED:
             if p["region_sha256"] != ZERO32:
                 raise self._fail("fsync_failed recovery: region_sha256 is not ZERO32")

@@ -193,9 +193,9 @@ pub fn test_collector() -> ed25519_dalek::SigningKey {
     ed25519_dalek::SigningKey::from_bytes(&[7u8; 32])
 }
 
-/// Makes everything durable and appends a receipt for the newest durable
-/// checkpoint, as the forwarder would; returns its tree size.
-pub fn receipt_for(s: &mut Spool, dir: &Path) -> u64 {
+/// Makes everything durable and returns the tree size and root of the
+/// newest durable checkpoint, as the forwarder would send it.
+pub fn durable_checkpoint(s: &mut Spool, dir: &Path) -> (u64, wormlog_spool::hash::Hash) {
     s.sync().unwrap();
     let mut r = wormlog_spool::reader::RangeReader::new(dir);
     let mut last = None;
@@ -206,8 +206,17 @@ pub fn receipt_for(s: &mut Spool, dir: &Path) -> u64 {
         }
         last = b.checkpoints.last().copied().or(last);
     }
-    let (size, root) = last.expect("a durable checkpoint");
-    let ts = 1_700_000_000_000_000_000;
+    last.expect("a durable checkpoint")
+}
+
+/// The `collector_ts` of the receipts the tests make.
+pub const RECEIPT_TS: i64 = 1_700_000_000_000_000_000;
+
+/// Makes everything durable and appends a receipt for the newest durable
+/// checkpoint, as the forwarder would; returns its tree size.
+pub fn receipt_for(s: &mut Spool, dir: &Path) -> u64 {
+    let (size, root) = durable_checkpoint(s, dir);
+    let ts = RECEIPT_TS;
     let receipt = wormlog_spool::chain::Receipt::sign(
         &test_collector(),
         "collector-1",
