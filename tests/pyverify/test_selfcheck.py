@@ -1132,7 +1132,7 @@ class SpoolTest(unittest.TestCase):
             "entry flag bit 3": lambda w: w.entry(b"x", entry_flags=0b1000),
             "entry flag bit 7": lambda w: w.entry(b"x", entry_flags=0x80),
             "gap reason 0": lambda w: w.gap(reason=0),
-            "gap reason 9": lambda w: w.gap(reason=9),
+            "gap reason 12": lambda w: w.gap(reason=12),
             "alert code 0": lambda w: w.alert(code=0),
             "alert code 7": lambda w: w.alert(code=7),
             "append_only 3": lambda w: w.start(append_only=3),
@@ -1150,7 +1150,7 @@ class SpoolTest(unittest.TestCase):
         w.checkpoint(anchor=True)
         for flags in range(8):
             w.entry(b"x", entry_flags=flags)
-        for reason in range(1, 9):
+        for reason in range(1, 12):
             w.gap(reason=reason)
         for code in range(1, 5):
             w.alert(code=code)

@@ -377,7 +377,7 @@ SIMPLE_SCHEMAS: dict[int, tuple[tuple[str, str | int], ...]] = {
 ENUM_VALUES: dict[tuple[int, str], range] = {
     (START, "append_only"): range(0, 3),
     (START, "append_only_active"): range(0, 2),
-    (GAP, "reason"): range(1, 9),
+    (GAP, "reason"): range(1, 12),
     (RECOVERY, "cause"): range(1, 4),
     (ALERT, "code"): range(1, 7),
 }
