@@ -20,6 +20,7 @@ use wormlog_spool::writer::{DurableSeq, FORWARD_POSITION, Positions};
 #[derive(Debug, Clone)]
 pub struct Shared {
     pub tx: Sender<Event>,
+    pub unwritten: Arc<crate::sources::Unwritten>,
     pub link: WriterLink,
     pub durable: Arc<DurableSeq>,
 }
@@ -155,6 +156,7 @@ impl Generation {
             let shutdown = Arc::new(Shutdown::default());
             let ctx = SourceContext {
                 tx: shared.tx.clone(),
+                unwritten: shared.unwritten.clone(),
                 shutdown: shutdown.clone(),
                 positions: positions.get(&name).cloned().unwrap_or_else(BTreeMap::new),
             };

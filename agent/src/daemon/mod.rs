@@ -77,6 +77,13 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
             ""
         }
     );
+    if report.unclean_shutdown
+        && !report.created
+        && let Err(e) = record_in_flight_loss(&mut spool, &cfg.config.sources.syslog)
+    {
+        tracing::error!(error = %e, "{e}");
+        return Ok(ExitCode::from(1));
+    }
     if let Some(m) = &cfg.config.metrics {
         match crate::metrics::serve(m.listen) {
             Ok(addr) => tracing::info!("metrics on http://{addr}/metrics"),
@@ -102,8 +109,10 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
     let (control_tx, control_rx) = crossbeam_channel::unbounded();
     let shutdown = Arc::new(Shutdown::default());
     let link: crate::forward::WriterLink = Arc::new(std::sync::Mutex::new(Some(control_tx)));
+    let unwritten = Arc::new(crate::sources::Unwritten::default());
     let shared = generation::Shared {
         tx,
+        unwritten: unwritten.clone(),
         link: link.clone(),
         durable: spool.durable_seq(),
     };
@@ -113,6 +122,7 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
         sources: rx,
         control: control_rx,
         shutdown: shutdown.clone(),
+        unwritten,
         progress: progress.clone(),
         turn_at_least: notifier.turn_at_least(),
         wedge: std::env::var_os("WORMLOG_TEST_WEDGE_FILE").map(Into::into),
@@ -238,4 +248,34 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(1))
         }
     }
+}
+
+/// After a start that finds the previous run did not stop cleanly (a
+/// crash, `kill -9`, power loss): a network source has no position to
+/// resume from, and what the kernel held in its socket buffers, or what
+/// was on its way, then is gone — syslog over UDP, TCP and TLS has no
+/// acknowledgement (RFC 5426, RFC 6587, RFC 5425), so the senders do not
+/// send it again. One gap record per such source says so.
+fn record_in_flight_loss(
+    spool: &mut Spool,
+    sources: &[crate::config::SyslogSourceConfig],
+) -> Result<(), wormlog_spool::SpoolError> {
+    for s in sources {
+        let detail = format!(
+            "the previous run of the agent did not stop cleanly (crash, kill -9 or power loss): messages for {} that were in the socket buffers or on their way then are lost (count unknown; syslog senders get no acknowledgement and do not send them again)",
+            s.listen
+        );
+        tracing::warn!(source = %s.name, "source {}: {detail}", s.name);
+        crate::metrics::source_gap(&s.name, &detail);
+        spool.append_gap(
+            &s.name,
+            &wormlog_spool::Position::None,
+            wormlog_spool::record::GapReason::UncleanStop,
+            wormlog_spool::record::UNKNOWN_COUNT,
+            wormlog_spool::record::UNKNOWN_COUNT,
+            &detail,
+            wormlog_spool::clock::wall_ns(),
+        )?;
+    }
+    Ok(())
 }

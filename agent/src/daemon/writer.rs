@@ -32,6 +32,8 @@ pub struct Inputs {
     pub sources: Receiver<Event>,
     pub control: Receiver<Event>,
     pub shutdown: Arc<Shutdown>,
+    /// What sources read and could not hand over.
+    pub unwritten: Arc<crate::sources::Unwritten>,
     pub progress: Arc<super::notify::Progress>,
     /// With a systemd watchdog the writer turns at least this often, busy
     /// or idle: each turn is progress the watchdog sees (notify.rs).
@@ -55,14 +57,13 @@ pub fn run(mut spool: Spool, io: Inputs, mut cap: Capacity) -> Result<(), Writer
             spool.close(reason)?;
             return Err(WriterStop::Halt(reason.into()));
         }
-        if verdict == Verdict::Block && io.shutdown.is_set() {
-            // A stop while full: the spool closes without what the sources
-            // still hold. Nothing is lost — their positions move only with
-            // what is written, so it is read again at the next start — and
-            // the sources, whose channel closes with this function, stop.
-            break;
-        }
-        let blocked = verdict == Verdict::Block;
+        // A stop while full: what the sources still hand over is not
+        // written. A file's lines, a journal entry, an audit event are read
+        // again at the next start (positions move only with what is
+        // written); messages without a position (syslog) are counted, and
+        // a gap record says how many before the spool closes.
+        let discard = verdict == Verdict::Block && io.shutdown.is_set();
+        let blocked = verdict == Verdict::Block && !discard;
         io.progress.tick(spool.next_seq());
         crate::metrics::spool_state(&spool.stats(), spool.segment_files());
         if let Some(w) = &io.wedge
@@ -86,6 +87,12 @@ pub fn run(mut spool: Spool, io: Inputs, mut cap: Capacity) -> Result<(), Writer
         };
         select! {
             recv(sources) -> ev => match ev {
+                Ok(ev) if discard => {
+                    io.unwritten.note(&ev);
+                    for ev in io.sources.try_iter() {
+                        io.unwritten.note(&ev);
+                    }
+                }
                 Ok(ev) => {
                     let before = spool.disk_usage();
                     apply(&mut spool, &mut cap, ev)?;
@@ -110,13 +117,48 @@ pub fn run(mut spool: Spool, io: Inputs, mut cap: Capacity) -> Result<(), Writer
         if !sources_open && io.shutdown.is_set() {
             break;
         }
+        // Sources stopped by a reload while the spool was full (at a stop,
+        // one record per source after they all stopped).
+        if !io.shutdown.is_set() {
+            record_unwritten(&mut spool, &io.unwritten)?;
+        }
         spool.tick()?;
         verdict = cap.check(&mut spool)?;
     }
     for ev in control.try_iter() {
         apply(&mut spool, &mut cap, ev)?;
     }
+    record_unwritten(&mut spool, &io.unwritten)?;
     spool.close("shutdown")?;
+    Ok(())
+}
+
+/// A `not_written_at_stop` gap record per source that read messages it
+/// could not hand over, with their count; loud.
+fn record_unwritten(
+    spool: &mut Spool,
+    unwritten: &crate::sources::Unwritten,
+) -> Result<(), SpoolError> {
+    for (source, n) in unwritten.take() {
+        let detail = format!(
+            "{n} messages read by this source were not written: the agent was stopping while the spool was full or behind, and they have no position to be read again from"
+        );
+        tracing::error!(source = %source, lost = n, "source {source}: {detail}");
+        crate::metrics::source_gap(&source, &detail);
+        crate::metrics::get()
+            .source_lost
+            .get_or_create(&vec![("source", source.to_string())])
+            .inc_by(n);
+        spool.append_gap(
+            &source,
+            &Position::None,
+            wormlog_spool::record::GapReason::NotWrittenAtStop,
+            wormlog_spool::record::UNKNOWN_COUNT,
+            n,
+            &detail,
+            wormlog_spool::clock::wall_ns(),
+        )?;
+    }
     Ok(())
 }
 

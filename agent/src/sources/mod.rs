@@ -157,6 +157,11 @@ impl EntryBatch {
         self.entries.is_empty()
     }
 
+    /// The number of entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
     /// Bytes of bodies and field values.
     pub fn bytes(&self) -> usize {
         self.data.len()
@@ -210,11 +215,67 @@ impl Shutdown {
     }
 }
 
+/// Messages a source read but could not hand to the writer (a stop while
+/// the spool was full or behind), by source. Only what has no position to
+/// be read again from counts (syslog messages): a file's lines, a journal
+/// entry or an audit event not handed over is read again at the next
+/// start. The writer turns the counts into `not_written_at_stop` gap
+/// records before it closes the spool.
+#[derive(Debug, Default)]
+pub struct Unwritten {
+    any: std::sync::atomic::AtomicBool,
+    counts: Mutex<BTreeMap<Arc<str>, u64>>,
+}
+
+impl Unwritten {
+    /// Counts what `ev` loses if it is not written.
+    pub fn note(&self, ev: &Event) {
+        let (source, n) = match ev {
+            Event::Entries { source, batch, .. } => (
+                source,
+                batch
+                    .iter()
+                    .filter(|e| *e.position == wormlog_spool::Position::None)
+                    .count() as u64,
+            ),
+            Event::Gap {
+                source,
+                position: wormlog_spool::Position::None,
+                lost_records,
+                ..
+            } if *lost_records != wormlog_spool::record::UNKNOWN_COUNT => (source, *lost_records),
+            _ => return,
+        };
+        if n == 0 {
+            return;
+        }
+        *self
+            .counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(source.clone())
+            .or_default() += n;
+        self.any.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Takes the counts noted so far.
+    pub fn take(&self) -> Vec<(Arc<str>, u64)> {
+        if !self.any.swap(false, std::sync::atomic::Ordering::AcqRel) {
+            return Vec::new();
+        }
+        std::mem::take(&mut *self.counts.lock().unwrap_or_else(|p| p.into_inner()))
+            .into_iter()
+            .collect()
+    }
+}
+
 /// What a source gets to run.
 #[derive(Debug, Clone)]
 pub struct SourceContext {
     pub tx: Sender<Event>,
     pub shutdown: Arc<Shutdown>,
+    /// What could not be handed over (see [`Unwritten`]).
+    pub unwritten: Arc<Unwritten>,
     /// This source's positions as the spool has them.
     pub positions: BTreeMap<StreamKey, Position>,
 }
@@ -231,7 +292,10 @@ impl SourceContext {
         loop {
             match self.tx.try_send(ev) {
                 Ok(()) => return true,
-                Err(TrySendError::Disconnected(_)) => return false,
+                Err(TrySendError::Disconnected(back)) => {
+                    self.unwritten.note(&back);
+                    return false;
+                }
                 Err(TrySendError::Full(back)) => {
                     ev = back;
                     if self.shutdown.is_set() {
@@ -239,6 +303,7 @@ impl SourceContext {
                             std::time::Instant::now() + Duration::from_secs(2)
                         });
                         if std::time::Instant::now() >= d {
+                            self.unwritten.note(&ev);
                             return false;
                         }
                     }

@@ -198,6 +198,7 @@ impl Source for AuditdSource {
         let (tx, rx) = crossbeam_channel::bounded(16);
         let inner = SourceContext {
             tx,
+            unwritten: ctx.unwritten.clone(),
             shutdown: ctx.shutdown.clone(),
             positions: inner_positions,
         };

@@ -33,6 +33,9 @@ pub struct Batch<'a> {
     /// Receive time and local offset, read once per batch of reads.
     now: Context,
     scratch: Vec<u8>,
+    /// Messages that could not be handed over (the writer gone, or a stop
+    /// while it took nothing): counted as lost, see `Unwritten`.
+    not_written: u64,
 }
 
 impl<'a> Batch<'a> {
@@ -47,6 +50,7 @@ impl<'a> Batch<'a> {
                 local_utc_offset_secs: offset.secs(),
             },
             scratch: Vec::with_capacity(128),
+            not_written: 0,
         }
     }
 
@@ -94,10 +98,20 @@ impl<'a> Batch<'a> {
         if self.entries.is_empty() {
             return true;
         }
-        self.ctx.send(Event::Entries {
+        let n = self.entries.len() as u64;
+        let sent = self.ctx.send(Event::Entries {
             source: self.name.clone(),
             ts: wall_ns(),
             batch: std::mem::take(&mut self.entries),
-        })
+        });
+        if !sent {
+            self.not_written += n;
+        }
+        sent
+    }
+
+    /// Messages read that could not be handed over.
+    pub fn not_written(&self) -> u64 {
+        self.not_written
     }
 }

@@ -62,7 +62,7 @@ pub fn run(
                     Ok(n) => tracing::info!(
                         source = %name,
                         peer = %peer,
-                        "source {name}: connection from {peer} closed after {n} messages"
+                        "source {name}: connection from {peer} closed after {n} messages handed to the spool writer"
                     ),
                     Err(e) => {
                         tracing::warn!(source = %name, peer = %peer, error = %e, "source {name}: connection from {peer}: {e}");
@@ -122,7 +122,9 @@ fn serve(
             framer.finish();
         }
         if !take_frames(&mut framer, &mut batch, &peer_field, &mut kept) || !batch.flush() {
-            return Ok(kept); // the writer is gone
+            // The writer is gone or took nothing while stopping: what was
+            // not handed over is not kept (a gap record counts it).
+            return Ok(kept - batch.not_written());
         }
     }
     Ok(kept)
