@@ -28,6 +28,15 @@ pub enum SpoolError {
          another host's key?)"
     )]
     KeyEpochMismatch { key_epoch: u64, spool_epoch: u64 },
+    #[error(
+        "the host key file could not be replaced for {failing_for:.0?} ({source}): an old seed \
+         on disk could sign for every epoch since; stopping (fix the key directory; the next start \
+         catches the key up)"
+    )]
+    KeyNotSaved {
+        failing_for: std::time::Duration,
+        source: crate::keys::KeyError,
+    },
     #[error("the host key does not match this spool: {0}")]
     WrongKey(&'static str),
     #[error(

@@ -233,12 +233,23 @@ impl HostKey {
     /// Moves to the next epoch: the new seed replaces the old one on disk
     /// (atomically, durably) and the old one is erased from memory.
     pub fn advance(&mut self, now_ns: i64) -> Result<(), KeyError> {
+        self.advance_in_memory(now_ns);
+        self.save()
+    }
+
+    /// Moves to the next epoch in memory only (the old seed is erased from
+    /// memory); [`HostKey::save`] writes it.
+    pub fn advance_in_memory(&mut self, now_ns: i64) {
         let next = next_seed(&self.seed);
         let old = std::mem::replace(&mut self.seed, next);
         drop(old); // Zeroizing wipes it
         self.signing = epoch_signing_key(&self.seed);
         self.epoch += 1;
         self.epoch_started_ns = now_ns;
+    }
+
+    /// Writes the current seed over the one on disk (atomically, durably).
+    pub fn save(&self) -> Result<(), KeyError> {
         self.persist()
     }
 

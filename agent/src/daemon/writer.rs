@@ -122,7 +122,17 @@ pub fn run(mut spool: Spool, io: Inputs, mut cap: Capacity) -> Result<(), Writer
         if !io.shutdown.is_set() {
             record_unwritten(&mut spool, &io.unwritten)?;
         }
-        spool.tick()?;
+        match spool.tick() {
+            Err(e @ SpoolError::KeyNotSaved { .. }) => {
+                // Loud, in the chain too, and a clean close: the next start
+                // catches the key up once its directory takes it again.
+                let why = e.to_string();
+                spool.append_alert(wormlog_spool::record::AlertCode::Other, &why)?;
+                spool.close("the host key cannot be saved")?;
+                return Err(WriterStop::Halt(why));
+            }
+            r => r?,
+        }
         verdict = cap.check(&mut spool)?;
     }
     for ev in control.try_iter() {

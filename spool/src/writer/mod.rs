@@ -133,6 +133,10 @@ pub struct Spool {
     /// checkpoint carries the whole table, so that a crash cannot bring the
     /// stream back (docs/FORMAT.md §6.3).
     table_shrank: bool,
+    /// Since when the current seed has not reached the key file (a write
+    /// failed): retried every second; an epoch of failures halts.
+    key_unsaved_since: Option<Instant>,
+    key_retry_at: Option<Instant>,
     stopped: bool,
 }
 
@@ -215,6 +219,8 @@ impl Spool {
             deferred_alerts: Vec::new(),
             hot: None,
             table_shrank: false,
+            key_unsaved_since: None,
+            key_retry_at: None,
             stopped: false,
             opts,
         };
@@ -374,16 +380,35 @@ impl Spool {
             ));
         }
         let (ke, ce) = (self.key.epoch(), self.st.epoch);
-        if ke + 1 == ce {
-            // The transition reached the spool but the key file was not yet
-            // replaced when the process stopped.
-            if self.st.last_epoch_key != Some((ce, self.key.next_pubkey())) {
+        if ke < ce {
+            // The chain moved on while the key file could not be replaced
+            // (its directory read-only or full, a crash between the two):
+            // derive the seed forward, epoch by epoch, erasing each one.
+            // The derivation is deterministic, so the key reached is the
+            // spool's if its newest transition names it (below) and the
+            // last checkpoint verifies under it (after this).
+            for _ in ke..ce {
+                self.key.advance_in_memory(wall_ns());
+            }
+            if let Some((e, pk)) = self.st.last_epoch_key
+                && e == ce
+                && pk != self.key.pubkey()
+            {
                 return Err(SpoolError::WrongKey(
                     "the spool's epoch transition names another key",
                 ));
             }
-            self.key.advance(wall_ns())?;
+            if let Err(e) = self.key.save() {
+                report.warnings.push(format!(
+                    "the host key caught up from epoch {ke} to {ce} but cannot be saved ({e}); retrying"
+                ));
+                self.key_unsaved_since = Some(Instant::now());
+            }
             report.key_caught_up = true;
+            report.warnings.push(format!(
+                "the host key file was {} epoch(s) behind the spool (epoch {ke} on disk, {ce} in the chain): caught up",
+                ce - ke
+            ));
         } else if ke != ce {
             return Err(SpoolError::KeyEpochMismatch {
                 key_epoch: ke,

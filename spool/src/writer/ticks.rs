@@ -87,6 +87,7 @@ impl Spool {
             return Err(SpoolError::Stopped);
         }
         let now = Instant::now();
+        self.retry_key_save(now)?;
         self.check_clock();
         if now.duration_since(self.last_record_activity()) >= self.opts.heartbeat_interval {
             self.push_payload(
@@ -171,17 +172,54 @@ impl Spool {
             return Ok(());
         }
         self.st.epoch += 1;
-        if let Err(e) = self.key.advance(wall_ns()) {
-            // The chain has moved on; the next start catches the key file up.
+        self.key.advance_in_memory(wall_ns());
+        if let Err(e) = self.key.save() {
+            // The chain has moved on; the key file is retried every second
+            // (and caught up at the next start, over any number of epochs).
             self.append_alert(
                 AlertCode::Other,
                 &format!(
-                    "the host key file could not be replaced ({e}); the old seed is still on disk"
+                    "the host key file could not be replaced ({e}); an old seed is still on disk (retrying every second)"
                 ),
             )?;
+            self.key_unsaved_since.get_or_insert_with(Instant::now);
         }
         self.push_checkpoint(false);
         Ok(())
+    }
+
+    /// Retries writing a seed the key file did not take. Fails with
+    /// [`SpoolError::KeyNotSaved`] once it has failed for a whole epoch: an
+    /// old seed on disk can sign for every epoch since, so forward security
+    /// is gone until it is replaced — the agent must not go on quietly.
+    fn retry_key_save(&mut self, now: Instant) -> Result<(), SpoolError> {
+        let Some(since) = self.key_unsaved_since else {
+            return Ok(());
+        };
+        if self.key_retry_at.is_some_and(|at| now < at) {
+            return Ok(());
+        }
+        self.key_retry_at = Some(now + Duration::from_secs(1));
+        match self.key.save() {
+            Ok(()) => {
+                self.key_unsaved_since = None;
+                self.append_alert(
+                    AlertCode::Other,
+                    &format!(
+                        "the host key file was replaced after failing for {:.0?}: the old seed is erased",
+                        now.duration_since(since)
+                    ),
+                )?;
+                Ok(())
+            }
+            Err(e) if now.duration_since(since) >= self.opts.epoch_duration => {
+                Err(SpoolError::KeyNotSaved {
+                    failing_for: now.duration_since(since),
+                    source: e,
+                })
+            }
+            Err(_) => Ok(()),
+        }
     }
 
     /// Seals the active segment (a `seal` record, durable, then immutable)
