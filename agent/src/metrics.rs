@@ -263,7 +263,7 @@ pub fn get() -> &'static Metrics {
         );
         r.register(
             "source_lost",
-            "Messages a source could not keep (UDP datagrams the kernel dropped), by source",
+            "Records a source lost where the count is known (UDP datagrams the kernel dropped, journal sequence-number jumps, messages not written at a stop), by source",
             m.source_lost.clone(),
         );
         Metrics { registry, ..m }
