@@ -285,16 +285,7 @@ fn crash_loop_loses_and_duplicates_nothing() {
             assert!(prev < *n, "line {n} after {prev} in the same file");
         }
     }
-    let out = Command::new(bin())
-        .args(["verify", "--spool"])
-        .arg(e.p("spool"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    e.assert_verifies();
 }
 
 #[test]

@@ -27,21 +27,6 @@ fn wait_key_epoch(e: &Env, epoch: u64) {
     }
 }
 
-fn verify_with_first_key(e: &Env) {
-    let out = Command::new(bin())
-        .args(["verify", "--spool"])
-        .arg(e.p("spool"))
-        .arg("--pubkey")
-        .arg(e.p("keys/host.pub"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-}
-
 #[test]
 fn a_key_file_several_epochs_behind_is_caught_up_at_start() {
     let e = Env::with_spool("*.log", "epoch = \"1s\"", "");
@@ -66,7 +51,7 @@ fn a_key_file_several_epochs_behind_is_caught_up_at_start() {
         "{err}"
     );
     assert!(key_file_epoch(&e) >= 4, "the caught-up key is saved");
-    verify_with_first_key(&e);
+    e.assert_verifies();
 }
 
 /// Needs root (chattr +i on the key directory); skipped otherwise, but not
@@ -121,5 +106,5 @@ fn a_key_file_that_cannot_be_replaced_for_an_epoch_halts_the_agent_loudly() {
     let d = e.start();
     stop(d);
     assert!(e.stderr().contains("caught up"), "{}", e.stderr());
-    verify_with_first_key(&e);
+    e.assert_verifies();
 }

@@ -212,6 +212,23 @@ impl Env {
         }
         Some(v)
     }
+    /// `wormlog verify` on the spool must pass, with the host's first
+    /// public key (`host.pub`).
+    pub fn assert_verifies(&self) {
+        let out = Command::new(bin())
+            .args(["verify", "--spool"])
+            .arg(self.p("spool"))
+            .arg("--pubkey")
+            .arg(self.p("keys/host.pub"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+
     /// The entry records (log lines, messages, events).
     pub fn entries(&self) -> Vec<Rec> {
         self.records()
