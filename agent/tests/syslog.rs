@@ -488,7 +488,14 @@ fn tls_with_client_certificates_per_rfc_5425() {
         }
         s.flush()?;
         s.conn.send_close_notify();
-        s.flush()
+        s.flush()?;
+        // Read what the server sent (TLS 1.3 session tickets) until it
+        // closes: a socket closed with unread data sends a reset, and a
+        // reset makes the server's kernel drop what it had not read yet.
+        s.sock.shutdown(std::net::Shutdown::Write)?;
+        let mut sink = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut s.sock, &mut sink);
+        Ok(())
     };
     let msgs: [&[u8]; 2] = [
         b"<38>1 2026-11-26T07:00:01Z ehr-01 sshd 811 - - Accepted publickey for dr.jones",
