@@ -538,9 +538,9 @@ mod model {
         }
         let deadline = Instant::now() + Duration::from_secs(30);
         let covered = |recs: &[Rec], l: &String| {
-            let ino = format!("inode {}", m.inode_of[l]);
             recs.iter().any(|r| {
-                matches!(r.kind.as_str(), "gap:1" | "gap:2" | "gap:9") && r.detail.contains(&ino)
+                matches!(r.kind.as_str(), "gap:1" | "gap:2" | "gap:9")
+                    && inodes_named(&r.detail).contains(&m.inode_of[l])
             })
         };
         // Wait until every line is either in or covered by a gap.
@@ -610,9 +610,9 @@ mod model {
             .filter(|r| matches!(r.kind.as_str(), "gap:1" | "gap:2" | "gap:9"))
         {
             assert!(
-                m.destroyed
+                inodes_named(&r.detail)
                     .iter()
-                    .any(|i| r.detail.contains(&format!("inode {i}"))),
+                    .any(|i| m.destroyed.contains(i)),
                 "gap about a file nothing happened to: {}",
                 r.detail
             );

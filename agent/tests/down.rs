@@ -96,7 +96,7 @@ fn a_file_deleted_while_the_agent_was_down_is_a_deleted_gap_once() {
     stop(d);
     let g = &gaps(&e, 9)[0];
     assert!(
-        g.detail.contains(&format!("inode {inode}"))
+        inodes_named(&g.detail) == [inode]
             && g.detail.contains(&format!("offset {read_to}"))
             && g.detail.contains("amount unknown"),
         "{}",
@@ -115,89 +115,88 @@ fn a_file_deleted_while_the_agent_was_down_is_a_deleted_gap_once() {
     assert_eq!(gaps(&e, 9).len(), 1, "the deleted file is reported once");
 }
 
+/// Reads 100 lines and is killed; `destroy` acts on `app.log` while the
+/// agent is down (after 50 more lines were appended) and writes `new`
+/// lines. At the next start: one gap record of `reason` naming the file's
+/// inode and the offset it had been read to, before the first new line;
+/// the 100 lines once, then the new ones from the start of the file.
+fn loss_while_down_is_one_gap(reason: u16, destroy: impl FnOnce(&Env), new: &[String]) {
+    let e = Env::new("");
+    let read_to = read_100_then_kill(&e);
+    let inode = ino(&e.log("app.log"));
+    destroy(&e);
+    let d = e.start();
+    e.wait_entries(100 + new.len());
+    stop(d);
+    let recs = e.records();
+    let g: Vec<&Rec> = recs.iter().filter(|r| r.kind.starts_with("gap")).collect();
+    assert_eq!(g.len(), 1, "{g:?}");
+    assert_eq!(g[0].kind, format!("gap:{reason}"));
+    assert!(
+        inodes_named(&g[0].detail) == [inode] && g[0].detail.contains(&format!("offset {read_to}")),
+        "{}",
+        g[0].detail
+    );
+    let mut want = expect_lines("a", 0..100);
+    want.extend(new.iter().cloned());
+    assert_eq!(e.bodies(), want, "the old lines once, the new from 0");
+    let gap_at = recs.iter().position(|r| r.kind.starts_with("gap")).unwrap();
+    let first_new = recs
+        .iter()
+        .position(|r| r.body == new[0].as_bytes())
+        .unwrap();
+    assert!(gap_at < first_new, "the gap comes first");
+}
+
 /// The reproduction: 100 lines read, `kill -9`, 50 appended, real
 /// `logrotate -f` with `copytruncate` (the copy outside the globs), 300
 /// longer lines appended, start.
 #[test]
 fn copytruncate_while_the_agent_was_down_is_a_gap_then_read_from_0() {
-    let e = Env::new("");
-    let read_to = read_100_then_kill(&e);
-    let inode = ino(&e.log("app.log"));
-    logrotate(&e, &e.log("app.log"), "copytruncate");
-    assert!(e.log("app.log.1").exists() && size(&e.log("app.log")) == 0);
-    append(
-        &e.log("app.log"),
-        lines("the longer lines written after the rotation", 0..300).as_bytes(),
+    let new = expect_lines("the longer lines written after the rotation", 0..300);
+    loss_while_down_is_one_gap(
+        2,
+        |e| {
+            let read_to = size(&e.log("app.log"));
+            logrotate(e, &e.log("app.log"), "copytruncate");
+            assert!(e.log("app.log.1").exists() && size(&e.log("app.log")) == 0);
+            append(
+                &e.log("app.log"),
+                lines("the longer lines written after the rotation", 0..300).as_bytes(),
+            );
+            assert!(
+                size(&e.log("app.log")) > read_to,
+                "grew past the old offset"
+            );
+        },
+        &new,
     );
-    assert!(
-        size(&e.log("app.log")) > read_to,
-        "grew past the old offset"
-    );
-    let d = e.start();
-    e.wait_entries(400);
-    stop(d);
-    let g: Vec<Rec> = e
-        .records()
-        .into_iter()
-        .filter(|r| r.kind == "gap:2")
-        .collect();
-    assert_eq!(g.len(), 1, "one replaced gap");
-    assert!(
-        g[0].detail.contains(&format!("inode {inode}"))
-            && g[0].detail.contains(&format!("offset {read_to}")),
-        "{}",
-        g[0].detail
-    );
-    let mut want = expect_lines("a", 0..100);
-    want.extend(expect_lines(
-        "the longer lines written after the rotation",
-        0..300,
-    ));
-    assert_eq!(e.bodies(), want, "the old lines once, the new from 0");
-    // The gap comes before the new file's first line.
-    let recs = e.records();
-    let gap_at = recs.iter().position(|r| r.kind == "gap:2").unwrap();
-    let first_new = recs
-        .iter()
-        .position(|r| r.body.starts_with(b"the longer"))
-        .unwrap();
-    assert!(gap_at < first_new);
 }
 
 #[test]
 fn a_truncation_while_the_agent_was_down_is_a_truncated_gap() {
-    let e = Env::new("");
-    let read_to = read_100_then_kill(&e);
-    truncate(&e.log("app.log"));
-    append(&e.log("app.log"), lines("b", 0..3).as_bytes());
-    let d = e.start();
-    e.wait_entries(103);
-    stop(d);
-    let g = gaps(&e, 1);
-    assert_eq!(g.len(), 1);
-    assert!(g[0].detail.contains(&format!("last position {read_to}")));
-    let mut want = expect_lines("a", 0..100);
-    want.extend(expect_lines("b", 0..3));
-    assert_eq!(e.bodies(), want);
+    loss_while_down_is_one_gap(
+        1,
+        |e| {
+            truncate(&e.log("app.log"));
+            append(&e.log("app.log"), lines("b", 0..3).as_bytes());
+        },
+        &expect_lines("b", 0..3),
+    );
 }
 
 #[test]
 fn an_in_place_rewrite_while_the_agent_was_down_is_a_replaced_gap() {
-    let e = Env::new("");
-    read_100_then_kill(&e);
-    let inode = ino(&e.log("app.log"));
-    // Same inode, new content longer than what was read.
-    std::fs::write(e.log("app.log"), lines("rewritten", 0..200)).unwrap();
-    assert_eq!(ino(&e.log("app.log")), inode);
-    let d = e.start();
-    e.wait_entries(300);
-    stop(d);
-    let g = gaps(&e, 2);
-    assert_eq!(g.len(), 1);
-    assert!(g[0].detail.contains(&format!("inode {inode}")));
-    let mut want = expect_lines("a", 0..100);
-    want.extend(expect_lines("rewritten", 0..200));
-    assert_eq!(e.bodies(), want);
+    loss_while_down_is_one_gap(
+        2,
+        |e| {
+            let inode = ino(&e.log("app.log"));
+            // Same inode, new content longer than what was read.
+            std::fs::write(e.log("app.log"), lines("rewritten", 0..200)).unwrap();
+            assert_eq!(ino(&e.log("app.log")), inode);
+        },
+        &expect_lines("rewritten", 0..200),
+    );
 }
 
 /// Rotated by the real logrotate (rename and create) while the agent was

@@ -266,15 +266,12 @@ fn record_in_flight_loss(
             s.listen
         );
         tracing::warn!(source = %s.name, "source {}: {detail}", s.name);
-        crate::metrics::source_gap(&s.name, &detail);
-        spool.append_gap(
+        writer::record_loss(
+            spool,
             &s.name,
-            &wormlog_spool::Position::None,
             wormlog_spool::record::GapReason::UncleanStop,
             wormlog_spool::record::UNKNOWN_COUNT,
-            wormlog_spool::record::UNKNOWN_COUNT,
             &detail,
-            wormlog_spool::clock::wall_ns(),
         )?;
     }
     Ok(())

@@ -9,6 +9,7 @@ use crate::sources::{Event, Shutdown};
 use crossbeam_channel::{Receiver, select};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use wormlog_spool::record::{GapReason, UNKNOWN_COUNT};
 use wormlog_spool::{Position, Spool, SpoolError};
 
 /// While the sources are held back, how often the writer looks again.
@@ -88,9 +89,13 @@ pub fn run(mut spool: Spool, io: Inputs, mut cap: Capacity) -> Result<(), Writer
         select! {
             recv(sources) -> ev => match ev {
                 Ok(ev) if discard => {
-                    io.unwritten.note(&ev);
-                    for ev in io.sources.try_iter() {
-                        io.unwritten.note(&ev);
+                    for ev in std::iter::once(ev).chain(io.sources.try_iter()) {
+                        match ev {
+                            // Writes nothing: a released file must not
+                            // look lost at the next start.
+                            Event::Forget { source, key } => spool.forget_position(&source, key),
+                            ev => io.unwritten.note(&ev),
+                        }
                     }
                 }
                 Ok(ev) => {
@@ -154,21 +159,36 @@ fn record_unwritten(
             "{n} messages read by this source were not written: the agent was stopping while the spool was full or behind, and they have no position to be read again from"
         );
         tracing::error!(source = %source, lost = n, "source {source}: {detail}");
-        crate::metrics::source_gap(&source, &detail);
+        record_loss(spool, &source, GapReason::NotWrittenAtStop, n, &detail)?;
+    }
+    Ok(())
+}
+
+/// A loss the writer itself finds (not a source): a gap record without a
+/// position, counted in the source's metrics. The caller logs it.
+pub(super) fn record_loss(
+    spool: &mut Spool,
+    source: &str,
+    reason: GapReason,
+    lost_records: u64,
+    detail: &str,
+) -> Result<(), SpoolError> {
+    crate::metrics::source_gap(source, detail);
+    if lost_records != UNKNOWN_COUNT {
         crate::metrics::get()
             .source_lost
-            .get_or_create(&vec![("source", source.to_string())])
-            .inc_by(n);
-        spool.append_gap(
-            &source,
-            &Position::None,
-            wormlog_spool::record::GapReason::NotWrittenAtStop,
-            wormlog_spool::record::UNKNOWN_COUNT,
-            n,
-            &detail,
-            wormlog_spool::clock::wall_ns(),
-        )?;
+            .get_or_create(&vec![("source", source.to_owned())])
+            .inc_by(lost_records);
     }
+    spool.append_gap(
+        source,
+        &Position::None,
+        reason,
+        UNKNOWN_COUNT,
+        lost_records,
+        detail,
+        wormlog_spool::clock::wall_ns(),
+    )?;
     Ok(())
 }
 

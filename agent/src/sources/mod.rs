@@ -223,7 +223,6 @@ impl Shutdown {
 /// records before it closes the spool.
 #[derive(Debug, Default)]
 pub struct Unwritten {
-    any: std::sync::atomic::AtomicBool,
     counts: Mutex<BTreeMap<Arc<str>, u64>>,
 }
 
@@ -255,14 +254,10 @@ impl Unwritten {
             .unwrap_or_else(|p| p.into_inner())
             .entry(source.clone())
             .or_default() += n;
-        self.any.store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// Takes the counts noted so far.
     pub fn take(&self) -> Vec<(Arc<str>, u64)> {
-        if !self.any.swap(false, std::sync::atomic::Ordering::AcqRel) {
-            return Vec::new();
-        }
         std::mem::take(&mut *self.counts.lock().unwrap_or_else(|p| p.into_inner()))
             .into_iter()
             .collect()

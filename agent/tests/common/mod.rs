@@ -268,6 +268,19 @@ impl Env {
     }
 }
 
+/// The inodes a gap record's detail names ("inode 1234"), whole numbers
+/// only (inode 12 is not inode 123).
+pub fn inodes_named(detail: &str) -> Vec<u64> {
+    detail
+        .split("inode ")
+        .skip(1)
+        .filter_map(|r| {
+            let digits: String = r.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().ok()
+        })
+        .collect()
+}
+
 /// Cuts a file to nothing, as `copytruncate` or `> file` does.
 pub fn truncate(path: &Path) {
     std::fs::OpenOptions::new()

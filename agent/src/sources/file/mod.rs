@@ -125,12 +125,11 @@ impl FileSource {
                     Start {
                         offset: 0,
                         resumed: false,
-                        forget_old: false,
                         gap: Some((
                             GapReason::Truncated,
                             UNKNOWN_COUNT,
                             format!(
-                                "truncated (or replaced by a shorter file) while the agent was not running: size {size} is below the last position {offset} (inode {ino}); what was written past {offset} before the truncation is lost (amount unknown); reading from 0"
+                                "truncated (or replaced by a shorter file) while the agent was not running: size {size} is below the offset {offset} it had been read to (inode {ino}); what was written past that before the truncation is lost (amount unknown); reading from 0"
                             ),
                         )),
                     }
@@ -138,7 +137,6 @@ impl FileSource {
                     Start {
                         offset: 0,
                         resumed: false,
-                        forget_old: true,
                         gap: Some((
                             GapReason::Replaced,
                             UNKNOWN_COUNT,
@@ -151,7 +149,6 @@ impl FileSource {
                     Start {
                         offset: *offset,
                         resumed: true,
-                        forget_old: false,
                         gap: None,
                     }
                 }
@@ -159,7 +156,6 @@ impl FileSource {
             _ if first_start && self.read_from == ReadFrom::End => Start {
                 offset: size,
                 resumed: false,
-                forget_old: false,
                 gap: Some((
                     GapReason::Other,
                     size,
@@ -171,7 +167,6 @@ impl FileSource {
             _ => Start {
                 offset: 0,
                 resumed: false,
-                forget_old: false,
                 gap: None,
             },
         }
@@ -184,8 +179,6 @@ struct Start {
     offset: u64,
     /// From a position the spool (or this run) knew.
     resumed: bool,
-    /// The position known for the inode belonged to other content.
-    forget_old: bool,
     /// (reason, lost bytes, detail) of a gap record to write first.
     gap: Option<(GapReason, u64, String)>,
 }
@@ -233,14 +226,8 @@ impl FileSource {
         (dev, ino, size): (u64, u64, u64),
     ) -> Option<Tailer> {
         let fp = fingerprint(&file, size).unwrap_or(0);
+        // A gap's position replaces the spool's old one for this inode.
         let start = self.resume_at(&run.known, &file, (dev, ino, size), run.first_start);
-        if start.forget_old {
-            run.known.remove(&(dev, ino, 0));
-            ctx.send(Event::Forget {
-                source: self.name.clone(),
-                key: (dev, ino, 0),
-            });
-        }
         if let Some((reason, lost_bytes, detail)) = start.gap {
             let detail = format!("{}: {detail}", path.display());
             tracing::warn!(source = %self.name, path = %path.display(), "source {}: {detail}", self.name);
@@ -314,25 +301,42 @@ impl FileSource {
             else {
                 continue;
             };
-            if let Some(path) = elsewhere.get(&(dev, ino))
-                && let Ok(file) = open_regular(path)
-                && let Ok(id @ (d, i, size)) = dev_ino_size(&file)
-                && (d, i) == (dev, ino)
-                && offset <= size
-                && matches(&file, fp).unwrap_or(false)
-                && let Some(mut t) = self.open_new(ctx, run, path.clone(), file, id)
-            {
-                tracing::info!(source = %self.name, path = %path.display(),
-                    "source {}: {} was renamed out of the paths while the agent was not running; reading the rest of it",
-                    self.name, path.display());
-                t.gone = true;
-                run.tailers.insert((dev, ino), t);
-                continue;
-            }
+            let gone = match elsewhere.get(&(dev, ino)) {
+                None => format!(
+                    "is no longer found under {:?}: deleted or moved away while the agent was not running",
+                    self.paths
+                ),
+                Some(path) => match open_regular(path) {
+                    Err(e) => {
+                        // Still there but not readable (now): its position
+                        // stays, and it is said once in the log and chain.
+                        let msg = format!("{} {e}", path.display());
+                        not_read(ctx, &mut run.warned, &self.name, GapReason::Unreadable, msg);
+                        continue;
+                    }
+                    Ok(file) => match dev_ino_size(&file) {
+                        Ok(id @ (_, _, size))
+                            if offset <= size && matches(&file, fp).unwrap_or(false) =>
+                        {
+                            tracing::info!(source = %self.name, path = %path.display(),
+                                "source {}: {} was renamed out of the paths while the agent was not running; reading the rest of it",
+                                self.name, path.display());
+                            if let Some(mut t) = self.open_new(ctx, run, path.clone(), file, id) {
+                                t.gone = true;
+                                run.tailers.insert((dev, ino), t);
+                            }
+                            continue;
+                        }
+                        _ => format!(
+                            "was moved out of the paths (now {}) and then truncated or replaced, or its inode reused, while the agent was not running",
+                            path.display()
+                        ),
+                    },
+                },
+            };
             run.known.remove(&(dev, ino, 0));
             let detail = format!(
-                "a file this source was reading (device {dev}, inode {ino}, fingerprint {fp:016x}) is no longer found under {:?}: deleted or moved away while the agent was not running; it had been read to offset {offset}, and whatever it held past that is lost (amount unknown: its size when it went is not known)",
-                self.paths
+                "a file this source was reading (device {dev}, inode {ino}, fingerprint {fp:016x}) {gone}; it had been read to offset {offset}, and whatever it held past that is lost (amount unknown: its size when it went is not known)"
             );
             tracing::warn!(source = %self.name, "source {}: {detail}", self.name);
             ctx.send(Event::Gap {

@@ -110,6 +110,11 @@ impl<'a> Batch<'a> {
         sent
     }
 
+    /// The source's name.
+    pub fn name(&self) -> &Arc<str> {
+        self.name
+    }
+
     /// Messages read that could not be handed over.
     pub fn not_written(&self) -> u64 {
         self.not_written

@@ -26,6 +26,8 @@ use wormlog_spool::clock::wall_ns;
 use wormlog_spool::record::{GapReason, UNKNOWN_COUNT};
 
 const TICK: Duration = Duration::from_millis(200);
+/// At a stop, a socket is read on for at most this long.
+const STOP_DRAIN: Duration = Duration::from_secs(1);
 const DROPS_EVERY: Duration = Duration::from_secs(1);
 /// Larger than any UDP datagram; a Unix datagram longer than this is cut
 /// by the kernel, which this source notices and records.
@@ -105,6 +107,72 @@ pub fn run_udp(
             return Ok(());
         }
     }
+    // A stop: what the kernel already queued for this socket is read too,
+    // and its drops since the last look are recorded.
+    sock.set_nonblocking(true)?;
+    let drained = drain_at_stop(name, ctx, &mut batch, max, &mut buf, |buf| {
+        let (n, peer) = sock.recv_from(buf)?;
+        Ok((n, vec![("peer", peer.to_string().into_bytes())], false))
+    });
+    if let Some(lost) = drops.drops_now() {
+        kernel_drop_gap(name, ctx, lost);
+    }
+    drained
+}
+
+/// A datagram's length, the transport's fields, and whether the kernel
+/// cut it.
+type Datagram = (usize, Vec<(&'static str, Vec<u8>)>, bool);
+
+/// Reads what is queued on a datagram socket at a stop, without waiting,
+/// for at most [`STOP_DRAIN`]: the senders believe it delivered. If
+/// datagrams still arrive after that, a gap record says the rest was not
+/// read.
+fn drain_at_stop(
+    name: &Arc<str>,
+    ctx: &SourceContext,
+    batch: &mut Batch<'_>,
+    max: usize,
+    buf: &mut [u8],
+    mut recv: impl FnMut(&mut [u8]) -> io::Result<Datagram>,
+) -> io::Result<()> {
+    let until = Instant::now() + STOP_DRAIN;
+    loop {
+        match recv(buf) {
+            Ok((n, extra, truncated)) => {
+                push_message(batch, &buf[..n], max, &extra);
+                if truncated && !(batch.flush() && truncated_gap(name, ctx)) {
+                    return Ok(());
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                batch.flush();
+                return Err(e);
+            }
+        }
+        if batch.is_full() && !batch.flush() {
+            return Ok(());
+        }
+        if Instant::now() >= until {
+            let detail = format!(
+                "datagrams were still arriving when the agent stopped: those after {STOP_DRAIN:?} of reading on were not read (count unknown)"
+            );
+            tracing::error!(source = %name, "source {name}: {detail}");
+            batch.flush();
+            ctx.send(Event::Gap {
+                source: name.clone(),
+                position: Position::None,
+                reason: GapReason::NotWrittenAtStop,
+                lost_bytes: UNKNOWN_COUNT,
+                lost_records: UNKNOWN_COUNT,
+                detail,
+                ts: wall_ns(),
+            });
+            return Ok(());
+        }
+    }
     batch.flush();
     Ok(())
 }
@@ -152,6 +220,11 @@ impl KernelDrops {
         if self.read_at.elapsed() < DROPS_EVERY {
             return None;
         }
+        self.drops_now()
+    }
+
+    /// The drops since the last look, if any, looking now.
+    fn drops_now(&mut self) -> Option<u64> {
         self.read_at = Instant::now();
         let now = self.read()?;
         let before = self.seen.replace(now).unwrap_or(now);
@@ -206,56 +279,71 @@ pub fn run_unix(
     let mut buf = vec![0u8; DATAGRAM_MAX];
     let mut cmsg = [std::mem::MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmCredentials(1))];
     while !ctx.shutdown.is_set() {
-        let mut control = RecvAncillaryBuffer::new(&mut cmsg);
-        let got = rustix::net::recvmsg(
-            sock.as_fd(),
-            &mut [IoSliceMut::new(&mut buf)],
-            &mut control,
-            RecvFlags::empty(),
-        );
-        match got {
-            Ok(msg) => {
-                let mut extra: Vec<(&'static str, Vec<u8>)> = Vec::with_capacity(3);
-                for m in control.drain() {
-                    if let RecvAncillaryMessage::ScmCredentials(c) = m {
-                        extra.push(("pid", c.pid.as_raw_nonzero().to_string().into_bytes()));
-                        extra.push(("uid", c.uid.as_raw().to_string().into_bytes()));
-                        extra.push(("gid", c.gid.as_raw().to_string().into_bytes()));
-                    }
-                }
-                let n = msg.bytes.min(buf.len());
+        match recv_unix(&sock, &mut buf, &mut cmsg, RecvFlags::empty()) {
+            Ok((n, extra, truncated)) => {
                 push_message(&mut batch, &buf[..n], max, &extra);
-                if msg.flags.contains(rustix::net::ReturnFlags::TRUNC) {
-                    batch.flush();
-                    let detail = format!(
-                        "a datagram longer than {} KiB was cut by the kernel; its first {} KiB are kept",
-                        DATAGRAM_MAX >> 10,
-                        DATAGRAM_MAX >> 10
-                    );
-                    tracing::warn!(source = %name, "source {name}: {detail}");
-                    if !ctx.send(Event::Gap {
-                        source: name.clone(),
-                        position: Position::None,
-                        reason: GapReason::Other,
-                        lost_bytes: UNKNOWN_COUNT,
-                        lost_records: 0,
-                        detail,
-                        ts: wall_ns(),
-                    }) {
-                        return Ok(());
-                    }
+                if truncated && !(batch.flush() && truncated_gap(name, ctx)) {
+                    return Ok(());
                 }
             }
-            Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => {}
-            Err(e) => return Err(e.into()),
+            Err(e) if super::nothing_yet(&e) => {}
+            Err(e) => return Err(e),
         }
         if !batch.flush() {
             return Ok(());
         }
     }
-    batch.flush();
+    let drained = drain_at_stop(name, ctx, &mut batch, max, &mut buf, |buf| {
+        recv_unix(&sock, buf, &mut cmsg, RecvFlags::DONTWAIT)
+    });
     let _ = std::fs::remove_file(path);
-    Ok(())
+    drained
+}
+
+/// One datagram from a Unix socket, with the sender's credentials.
+fn recv_unix(
+    sock: &UnixDatagram,
+    buf: &mut [u8],
+    cmsg: &mut [std::mem::MaybeUninit<u8>],
+    flags: RecvFlags,
+) -> io::Result<Datagram> {
+    let mut control = RecvAncillaryBuffer::new(cmsg);
+    let msg = rustix::net::recvmsg(
+        sock.as_fd(),
+        &mut [IoSliceMut::new(buf)],
+        &mut control,
+        flags,
+    )?;
+    let mut extra: Vec<(&'static str, Vec<u8>)> = Vec::with_capacity(3);
+    for m in control.drain() {
+        if let RecvAncillaryMessage::ScmCredentials(c) = m {
+            extra.push(("pid", c.pid.as_raw_nonzero().to_string().into_bytes()));
+            extra.push(("uid", c.uid.as_raw().to_string().into_bytes()));
+            extra.push(("gid", c.gid.as_raw().to_string().into_bytes()));
+        }
+    }
+    let truncated = msg.flags.contains(rustix::net::ReturnFlags::TRUNC);
+    Ok((msg.bytes.min(buf.len()), extra, truncated))
+}
+
+/// A Unix datagram longer than the buffer was cut by the kernel: said in
+/// the log and the chain. False when the writer is gone.
+fn truncated_gap(name: &Arc<str>, ctx: &SourceContext) -> bool {
+    let detail = format!(
+        "a datagram longer than {} KiB was cut by the kernel; its first {} KiB are kept",
+        DATAGRAM_MAX >> 10,
+        DATAGRAM_MAX >> 10
+    );
+    tracing::warn!(source = %name, "source {name}: {detail}");
+    ctx.send(Event::Gap {
+        source: name.clone(),
+        position: Position::None,
+        reason: GapReason::Other,
+        lost_bytes: UNKNOWN_COUNT,
+        lost_records: 0,
+        detail,
+        ts: wall_ns(),
+    })
 }
 
 #[cfg(test)]

@@ -7,16 +7,21 @@
 use super::batch::{Arrival, Batch};
 use super::offset::LocalOffset;
 use crate::config::SyslogSourceConfig;
-use crate::sources::SourceContext;
+use crate::sources::{Event, SourceContext};
 use std::io::{self, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use wormlog_parse::syslog::StreamFramer;
+use wormlog_spool::Position;
+use wormlog_spool::clock::wall_ns;
+use wormlog_spool::record::{GapReason, UNKNOWN_COUNT};
 
 /// How often a quiet connection or listener looks at the shutdown flag.
 const TICK: Duration = Duration::from_millis(200);
+/// At a stop, a connection is read on for at most this long.
+const STOP_DRAIN: Duration = Duration::from_secs(1);
 
 pub fn run(
     name: &Arc<str>,
@@ -37,23 +42,7 @@ pub fn run(
     let open = Arc::new(AtomicUsize::new(0));
     let max_message = cfg.max_message_bytes.0 as usize;
     std::thread::scope(|scope| {
-        while !ctx.shutdown.is_set() {
-            if open.load(Ordering::SeqCst) >= cfg.max_connections {
-                ctx.shutdown.wait(TICK);
-                continue;
-            }
-            let (conn, peer) = match listener.accept() {
-                Ok(c) => c,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    ctx.shutdown.wait(TICK);
-                    continue;
-                }
-                Err(e) => {
-                    tracing::warn!(source = %name, error = %e, "source {name}: accept: {e}");
-                    ctx.shutdown.wait(TICK);
-                    continue;
-                }
-            };
+        let spawn = |conn: TcpStream, peer: SocketAddr| {
             open.fetch_add(1, Ordering::SeqCst);
             let (open, offset, tls) = (open.clone(), offset.clone(), tls.clone());
             scope.spawn(move || {
@@ -70,6 +59,31 @@ pub fn run(
                 }
                 open.fetch_sub(1, Ordering::SeqCst);
             });
+        };
+        while !ctx.shutdown.is_set() {
+            if open.load(Ordering::SeqCst) >= cfg.max_connections {
+                ctx.shutdown.wait(TICK);
+                continue;
+            }
+            match listener.accept() {
+                Ok((conn, peer)) => spawn(conn, peer),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    ctx.shutdown.wait(TICK);
+                }
+                Err(e) => {
+                    tracing::warn!(source = %name, error = %e, "source {name}: accept: {e}");
+                    ctx.shutdown.wait(TICK);
+                }
+            }
+        }
+        // A stop: connections the kernel accepted but this source did not
+        // yet may already carry messages (plain TCP); they are drained like
+        // the others. A TLS client cannot have sent a message before its
+        // handshake, so its waiting connection is only closed.
+        while let Ok((conn, peer)) = listener.accept() {
+            if tls.is_none() {
+                spawn(conn, peer);
+            }
         }
     });
     Ok(())
@@ -87,6 +101,8 @@ fn serve(
 ) -> io::Result<u64> {
     conn.set_nonblocking(false)?;
     conn.set_read_timeout(Some(TICK))?;
+    // The same socket, to make it non-blocking at a stop.
+    let socket = conn.try_clone()?;
     let mut stream: Box<dyn Read> = match tls {
         Some(cfg) => {
             let mut conn = conn;
@@ -99,26 +115,38 @@ fn serve(
     let mut framer = StreamFramer::new(max_message);
     let mut ended = false;
     let mut kept = 0u64;
+    // At a stop: read on, without waiting, what the kernel has already
+    // taken from the sender (who believes it delivered), for STOP_DRAIN.
+    let mut draining_until: Option<Instant> = None;
+    let mut still_sending = false;
     while !ended {
-        if ctx.shutdown.is_set() {
-            // What arrived is handed over; an unfinished frame with it.
-            ended = true;
-        } else {
-            let space = framer.read_space(64 << 10);
-            match stream.read(space) {
-                Ok(0) => ended = true,
-                Ok(n) => framer.commit(n),
-                Err(e) if super::nothing_yet(&e) => {}
-                Err(e) => {
-                    // The frames before the error are kept.
-                    framer.finish();
-                    take_frames(&mut framer, &mut batch, &peer_field, &mut kept);
-                    batch.flush();
-                    return Err(e);
+        if draining_until.is_none() && ctx.shutdown.is_set() {
+            socket.set_nonblocking(true)?;
+            draining_until = Some(Instant::now() + STOP_DRAIN);
+        }
+        let space = framer.read_space(64 << 10);
+        match stream.read(space) {
+            Ok(0) => ended = true,
+            Ok(n) => {
+                framer.commit(n);
+                if draining_until.is_some_and(|d| Instant::now() >= d) {
+                    (ended, still_sending) = (true, true);
                 }
+            }
+            Err(e) if draining_until.is_some() && e.kind() == io::ErrorKind::WouldBlock => {
+                ended = true; // all that had arrived is read
+            }
+            Err(e) if super::nothing_yet(&e) => {}
+            Err(e) => {
+                // The frames before the error are kept.
+                framer.finish();
+                take_frames(&mut framer, &mut batch, &peer_field, &mut kept);
+                batch.flush();
+                return Err(e);
             }
         }
         if ended {
+            // What arrived is handed over; an unfinished frame with it.
             framer.finish();
         }
         if !take_frames(&mut framer, &mut batch, &peer_field, &mut kept) || !batch.flush() {
@@ -126,6 +154,21 @@ fn serve(
             // not handed over is not kept (a gap record counts it).
             return Ok(kept - batch.not_written());
         }
+    }
+    if still_sending {
+        let detail = format!(
+            "the connection from {peer} was still sending when the agent stopped: what it sent after {STOP_DRAIN:?} of reading on was not read (count unknown)"
+        );
+        tracing::error!(source = %batch.name(), peer = %peer, "source {}: {detail}", batch.name());
+        ctx.send(Event::Gap {
+            source: batch.name().clone(),
+            position: Position::None,
+            reason: GapReason::NotWrittenAtStop,
+            lost_bytes: UNKNOWN_COUNT,
+            lost_records: UNKNOWN_COUNT,
+            detail,
+            ts: wall_ns(),
+        });
     }
     Ok(kept)
 }
