@@ -263,7 +263,7 @@ pub fn get() -> &'static Metrics {
         );
         r.register(
             "source_lost",
-            "Records a source lost where the count is known (UDP datagrams the kernel dropped, journal sequence-number jumps, messages not written at a stop), by source",
+            "Records lost where a gap record counts them (UDP datagrams the kernel dropped, audit events, journal entries, messages not written at a stop), by source",
             m.source_lost.clone(),
         );
         Metrics { registry, ..m }

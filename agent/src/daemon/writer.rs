@@ -173,13 +173,7 @@ pub(super) fn record_loss(
     lost_records: u64,
     detail: &str,
 ) -> Result<(), SpoolError> {
-    crate::metrics::source_gap(source, detail);
-    if lost_records != UNKNOWN_COUNT {
-        crate::metrics::get()
-            .source_lost
-            .get_or_create(&vec![("source", source.to_owned())])
-            .inc_by(lost_records);
-    }
+    count_gap(source, detail, lost_records);
     spool.append_gap(
         source,
         &Position::None,
@@ -190,6 +184,19 @@ pub(super) fn record_loss(
         wormlog_spool::clock::wall_ns(),
     )?;
     Ok(())
+}
+
+/// A gap record in the metrics: one more gap for the source, and what it
+/// lost when that is counted. Counted here, where the record is written,
+/// and nowhere else.
+fn count_gap(source: &str, detail: &str, lost_records: u64) {
+    crate::metrics::source_gap(source, detail);
+    if lost_records != UNKNOWN_COUNT {
+        crate::metrics::get()
+            .source_lost
+            .get_or_create(&vec![("source", source.to_owned())])
+            .inc_by(lost_records);
+    }
 }
 
 fn apply(spool: &mut Spool, cap: &mut Capacity, ev: Event) -> Result<(), SpoolError> {
@@ -251,7 +258,7 @@ fn apply(spool: &mut Spool, cap: &mut Capacity, ev: Event) -> Result<(), SpoolEr
             detail,
             ts,
         } => {
-            crate::metrics::source_gap(&source, &detail);
+            count_gap(&source, &detail, lost_records);
             spool.append_gap(
                 &source,
                 &position,

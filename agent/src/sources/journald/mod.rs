@@ -44,6 +44,9 @@ const RAN_LONG: Duration = Duration::from_secs(60);
 /// How long a `journalctl` whose output ended is waited for before it is
 /// killed.
 const EXIT_WAIT: Duration = Duration::from_secs(5);
+/// A source of journal files (`directory`, `files`) reads them to their
+/// end this often.
+const FILES_POLL: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
 pub struct JournaldSource {
@@ -126,6 +129,19 @@ impl JournaldSource {
     /// when a `journalctl` stops.
     fn catch_up_and_follow(&self, ctx: &SourceContext, p: &mut Progress) -> RunEnd {
         match self.run_once(ctx, Phase::CatchUp, p) {
+            // With `directory` or `files`, `journalctl --follow` shows only
+            // the boot that was newest when it started: a boot that begins
+            // later (a new boot, another host's journal) would wait for a
+            // restart. Such a source reads to the end again every
+            // FILES_POLL instead.
+            RunEnd::Finished if self.cfg.directory.is_some() || !self.cfg.files.is_empty() => {
+                if ctx.shutdown.wait(FILES_POLL) {
+                    RunEnd::Shutdown
+                } else {
+                    RunEnd::Finished
+                }
+            }
+            RunEnd::Finished if ctx.shutdown.is_set() => RunEnd::Shutdown,
             RunEnd::Finished => match self.run_once(ctx, Phase::Follow, p) {
                 RunEnd::Finished => RunEnd::Stopped("journalctl --follow exited".into()),
                 other => other,
@@ -226,7 +242,8 @@ impl Source for JournaldSource {
             match self.catch_up_and_follow(&ctx, &mut progress) {
                 RunEnd::Shutdown | RunEnd::WriterGone => return,
                 RunEnd::Finished | RunEnd::Stopped(_) if ctx.shutdown.is_set() => return,
-                RunEnd::Finished => {}
+                // A journal-files source read to the end; again.
+                RunEnd::Finished => backoff = BACKOFF_MIN,
                 RunEnd::Stopped(why) => {
                     if began.elapsed() >= RAN_LONG {
                         backoff = BACKOFF_MIN;

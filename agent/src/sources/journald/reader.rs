@@ -106,16 +106,9 @@ impl Reader<'_> {
             if !skipping {
                 line.extend_from_slice(data);
                 if line.len() > MAX_LINE {
-                    line = Vec::new();
                     skipping = true;
-                    if !self.gap(
-                        GapReason::Other,
-                        UNKNOWN_COUNT,
-                        format!(
-                            "a journal entry of more than {} MiB was not kept",
-                            MAX_LINE >> 20
-                        ),
-                    ) {
+                    let start = std::mem::take(&mut line);
+                    if !self.too_long(&start) {
                         return ReadEnd::WriterGone;
                     }
                 }
@@ -150,28 +143,13 @@ impl Reader<'_> {
                 return true;
             }
         };
-        self.read_any = true;
-        let cursor = Cursor::parse(&entry.cursor);
-        match std::mem::replace(&mut self.resume, Resume::Fresh) {
-            Resume::Expect(c) | Resume::SkipIfShown(c) if Cursor::same_entry(&c, &entry.cursor) => {
-                // Already in the spool.
-                self.seqnums.read(&cursor);
+        match self.admit(&entry.cursor) {
+            Admit::Keep => {}
+            Admit::Skip => {
                 self.last = Some(entry.cursor);
                 return true;
             }
-            Resume::Expect(gone) => {
-                self.seqnums.restart_at(&cursor);
-                if !self.vacuumed(&gone, &entry.cursor) {
-                    return false;
-                }
-            }
-            Resume::SkipIfShown(_) | Resume::Fresh => {
-                if let Some(jump) = self.seqnums.read(&cursor)
-                    && !self.jumped(&jump, &cursor)
-                {
-                    return false;
-                }
-            }
+            Admit::WriterGone => return false,
         }
         self.batch.begin(Position::Journal(entry.cursor.clone()), 0);
         for (k, v) in &entry.fields {
@@ -180,6 +158,66 @@ impl Reader<'_> {
         self.batch.body(&entry.body);
         self.last = Some(entry.cursor);
         true
+    }
+
+    /// The first entry of a run is checked against where the run started
+    /// (already spooled: skipped; the expected one gone: a `vacuumed`
+    /// gap); every entry against the journal's sequence numbers (a jump: a
+    /// gap). Whether to keep the entry with this cursor.
+    fn admit(&mut self, entry_cursor: &str) -> Admit {
+        self.read_any = true;
+        let cursor = Cursor::parse(entry_cursor);
+        match std::mem::replace(&mut self.resume, Resume::Fresh) {
+            Resume::Expect(c) | Resume::SkipIfShown(c) if Cursor::same_entry(&c, entry_cursor) => {
+                // Already in the spool.
+                self.seqnums.read(&cursor);
+                return Admit::Skip;
+            }
+            Resume::Expect(gone) => {
+                self.seqnums.restart_at(&cursor);
+                if !self.vacuumed(&gone, entry_cursor) {
+                    return Admit::WriterGone;
+                }
+            }
+            Resume::SkipIfShown(_) | Resume::Fresh => {
+                if let Some(jump) = self.seqnums.read(&cursor)
+                    && !self.jumped(&jump, &cursor)
+                {
+                    return Admit::WriterGone;
+                }
+            }
+        }
+        Admit::Keep
+    }
+
+    /// An entry too long to keep: it still counts as read (where the
+    /// source stands, the sequence numbers), and a gap record says it was
+    /// not kept — once, also across restarts. False when the writer is gone.
+    fn too_long(&mut self, start: &[u8]) -> bool {
+        let Some(cursor) = leading_cursor(start) else {
+            // Not an entry as journalctl writes them: only the gap.
+            return self.not_kept();
+        };
+        match self.admit(&cursor) {
+            Admit::Skip => {
+                self.last = Some(cursor);
+                true
+            }
+            Admit::WriterGone => false,
+            Admit::Keep => {
+                self.last = Some(cursor);
+                self.not_kept()
+            }
+        }
+    }
+
+    fn not_kept(&mut self) -> bool {
+        let detail = format!(
+            "a journal entry of more than {} MiB was not kept",
+            MAX_LINE >> 20
+        );
+        tracing::warn!(source = %self.name, "source {}: {detail}", self.name);
+        self.gap(GapReason::Other, 1, detail)
     }
 
     /// The entry `had` is gone and `now` came instead: a gap record about
@@ -244,17 +282,11 @@ impl Reader<'_> {
         })
     }
 
-    /// A gap record, after what is already batched; what it loses is
-    /// counted in `source_lost`. False when the writer is gone.
+    /// A gap record, after what is already batched. False when the writer
+    /// is gone.
     fn gap(&mut self, reason: GapReason, lost_records: u64, detail: String) -> bool {
         if !self.flush() {
             return false;
-        }
-        if lost_records != UNKNOWN_COUNT {
-            crate::metrics::get()
-                .source_lost
-                .get_or_create(&vec![("source", self.name.to_string())])
-                .inc_by(lost_records);
         }
         self.ctx.send(Event::Gap {
             source: self.name.clone(),
@@ -266,6 +298,21 @@ impl Reader<'_> {
             ts: wall_ns(),
         })
     }
+}
+
+/// Whether to keep an entry (see `Reader::admit`).
+enum Admit {
+    Keep,
+    Skip,
+    WriterGone,
+}
+
+/// The cursor at the start of a journalctl JSON line
+/// (`{"__CURSOR":"s=…;i=…",…`), when it is there.
+fn leading_cursor(line: &[u8]) -> Option<String> {
+    let rest = line.strip_prefix(b"{\"__CURSOR\":\"")?;
+    let end = memchr::memchr(b'"', rest)?;
+    String::from_utf8(rest[..end].to_vec()).ok()
 }
 
 /// Waits up to 200 ms for output. Ok(false): none came.
@@ -286,10 +333,26 @@ fn wait_readable(out: &ChildStdout) -> rustix::io::Result<bool> {
     }
 }
 
-fn boot(c: &Cursor) -> &str {
-    c.boot_id.as_deref().unwrap_or("unknown")
+fn boot<'a>(c: &Cursor<'a>) -> &'a str {
+    c.boot_id.unwrap_or("unknown")
 }
 
 fn when(c: &Cursor) -> String {
     c.realtime_us.map_or("an unknown time".into(), rfc3339_us)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::leading_cursor;
+
+    #[test]
+    fn the_cursor_of_a_line_too_long_to_parse_is_read_from_its_start() {
+        let line = br#"{"__CURSOR":"s=ab;i=1f;b=cd;m=1;t=5f;x=9","__REALTIME_TIMESTAMP":"1","MESSAGE":"xxxx"#;
+        assert_eq!(
+            leading_cursor(line).as_deref(),
+            Some("s=ab;i=1f;b=cd;m=1;t=5f;x=9")
+        );
+        assert_eq!(leading_cursor(br#"{"MESSAGE":"s"}"#), None);
+        assert_eq!(leading_cursor(br#"{"__CURSOR":"unterminated"#), None);
+    }
 }

@@ -54,7 +54,7 @@ impl SeqnumCheck {
     /// the last one read of its file set. A new file set, a cursor without
     /// sequence numbers, and a number that goes back are no jump.
     pub fn read(&mut self, cursor: &Cursor) -> Option<SeqnumJump> {
-        let (Some(id), Some(i)) = (&cursor.seqnum_id, cursor.seqnum) else {
+        let (Some(id), Some(i)) = (cursor.seqnum_id, cursor.seqnum) else {
             return None;
         };
         if self.off {
@@ -65,7 +65,7 @@ impl SeqnumCheck {
                 let after = *last;
                 *last = after.max(i);
                 (i > after.saturating_add(1)).then(|| SeqnumJump {
-                    seqnum_id: id.clone(),
+                    seqnum_id: id.to_owned(),
                     after,
                     next: i,
                 })
@@ -74,7 +74,7 @@ impl SeqnumCheck {
                 if self.last.len() == MAX_SETS {
                     self.last.pop_front();
                 }
-                self.last.push_back((id.clone(), i));
+                self.last.push_back((id.to_owned(), i));
                 None
             }
         }
@@ -83,14 +83,14 @@ impl SeqnumCheck {
     /// Notes an entry whose loss before it was already recorded another
     /// way (a vacuumed cursor): no jump is reported for it.
     pub fn restart_at(&mut self, cursor: &Cursor) {
-        let (Some(id), Some(i)) = (&cursor.seqnum_id, cursor.seqnum) else {
+        let (Some(id), Some(i)) = (cursor.seqnum_id, cursor.seqnum) else {
             return;
         };
         self.last.retain(|(s, _)| s != id);
         if self.last.len() == MAX_SETS {
             self.last.pop_front();
         }
-        self.last.push_back((id.clone(), i));
+        self.last.push_back((id.to_owned(), i));
     }
 }
 
@@ -98,8 +98,9 @@ impl SeqnumCheck {
 mod tests {
     use super::*;
 
-    fn c(s: &str, i: u64) -> Cursor {
-        Cursor::parse(&format!("s={s};i={i:x};b=b0;t=1"))
+    fn c(s: &str, i: u64) -> Cursor<'static> {
+        // A test's few cursors may live for the test run.
+        Cursor::parse(format!("s={s};i={i:x};b=b0;t=1").leak())
     }
 
     #[test]

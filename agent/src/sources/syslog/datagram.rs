@@ -182,10 +182,6 @@ fn kernel_drop_gap(name: &Arc<str>, ctx: &SourceContext, lost: u64) -> bool {
         "the kernel dropped {lost} UDP datagrams for this socket (its receive buffer was full: raise receive_buffer, or use tcp://)"
     );
     tracing::warn!(source = %name, lost, "source {name}: {detail}");
-    crate::metrics::get()
-        .source_lost
-        .get_or_create(&vec![("source", name.to_string())])
-        .inc_by(lost);
     ctx.send(Event::Gap {
         source: name.clone(),
         position: Position::None,
