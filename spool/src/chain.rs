@@ -191,7 +191,7 @@ impl ChainCheck {
                 }
             }
             Payload::Gap { reason, .. } => {
-                if !(1..=crate::record::MAX_GAP_REASON).contains(reason) {
+                if crate::record::GapReason::from_u16(*reason).is_none() {
                     return Err(format!("gap record with unknown reason {reason}"));
                 }
             }

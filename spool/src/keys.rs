@@ -92,12 +92,12 @@ pub fn parse_pubkey(s: &str) -> Result<[u8; 32], KeyError> {
 /// canonical encodings of points that are not of small order, S must be
 /// below the group order, and `[S]B - [k]A` must encode to R exactly.
 pub fn verify_signature(pk: &[u8; 32], context: &[u8], message: &[u8], sig: &[u8; 64]) -> bool {
-    // A y coordinate at or above p = 2^255 - 19 (2^255 - 19 ..= 2^255 - 1,
-    // sign bit aside) is not canonical; dalek would reduce it mod p.
-    let canonical = |point: &[u8]| {
-        !(point[0] >= 0xed && point[1..31].iter().all(|&b| b == 0xff) && point[31] & 0x7f == 0x7f)
-    };
-    if !canonical(pk) || !canonical(&sig[..32]) {
+    // A key's y coordinate at or above p = 2^255 - 19 (2^255 - 19 ..=
+    // 2^255 - 1, sign bit aside) is not canonical; dalek would reduce it
+    // mod p. (R needs no such check: verify_strict compares R's bytes with
+    // the canonical encoding of [S]B - [k]A.)
+    let canonical = pk[0] < 0xed || pk[1..31].iter().any(|&b| b != 0xff) || pk[31] & 0x7f != 0x7f;
+    if !canonical {
         return false;
     }
     // verify_strict refuses small-order keys and R, an S not below the

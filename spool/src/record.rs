@@ -164,9 +164,6 @@ pub enum GapReason {
     NotWrittenAtStop = 11,
 }
 
-/// The highest gap reason this version writes (verifiers accept 1 to this).
-pub const MAX_GAP_REASON: u16 = 11;
-
 impl GapReason {
     pub fn from_u16(v: u16) -> Option<Self> {
         use GapReason::*;

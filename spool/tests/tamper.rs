@@ -564,14 +564,15 @@ fn flipped_length_in_the_active_segment_is_not_a_tail_in_progress() {
     expect_failure(&r, 2, fr[5].0 as u64, "length of the last frame flipped");
     assert_eq!(r.failure.as_ref().unwrap().seq, first_seq + 5);
     assert_verifiers_agree(&t.spool(), Some(pk), &r);
-    // Reopened, the agent takes it for a torn tail; the recovery record that
-    // says so is refused: a restart does not turn damage into a torn write.
+    // Reopened, the agent applies the verifiers' rule and records the damage
+    // as corruption (not a torn tail): still a failure, at the recovery
+    // record — a restart does not turn damage into a torn write.
     open(&t, options(&t.spool())).close("reopened").unwrap();
     let r = verify(&t.spool(), Some(pk));
     let recovery_at = frames_lenient(&std::fs::read(seg(&t, 3)).unwrap())[0] as u64;
     expect_failure(&r, 3, recovery_at, "reopened after the last frame's flip");
     assert!(
-        r.failure.as_ref().unwrap().reason.contains("torn"),
+        r.failure.as_ref().unwrap().reason.contains("corruption"),
         "{:?}",
         r.failure
     );

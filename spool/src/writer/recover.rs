@@ -6,7 +6,7 @@
 //! between the anchor and it are decoded for their positions only.
 
 use crate::error::{SpoolError, io_at};
-use crate::frame::{FrameAt, find_later_frame, frame_at};
+use crate::frame::{FrameAt, completed_write, frame_at};
 use crate::hash::{Hash, ZERO32, leaf_hash, sha256};
 use crate::merkle::Frontier;
 use crate::position::Position;
@@ -254,7 +254,9 @@ pub(crate) fn scan(
         }
     } else {
         let region = &seg.bytes[end as usize..];
-        let cause = if find_later_frame(&seg.bytes, end as usize, st.next_seq).is_some() {
+        // The verifiers' rule (docs/FORMAT.md §7 step 5): what is not a
+        // write cut short is damage.
+        let cause = if completed_write(&seg.bytes, end as usize, st.next_seq).is_some() {
             RecoveryCause::Corruption
         } else {
             RecoveryCause::TornTail
