@@ -229,6 +229,7 @@ fn new_journal_files_are_followed_and_a_restart_reads_nothing_twice() {
     e.wait_entries(200);
     stop(d);
     assert_eq!(seqs(&e), (0..200).collect::<Vec<_>>());
+    assert_eq!(gaps(&e), vec![], "no false gap across the restart");
 }
 
 #[test]
@@ -264,6 +265,7 @@ fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
         (0..files * 400).collect::<Vec<_>>(),
         "every entry once, in order"
     );
+    assert_eq!(gaps(&e), vec![], "no false gap across the kills");
 }
 
 #[test]

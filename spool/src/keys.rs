@@ -240,11 +240,23 @@ impl HostKey {
     /// Moves to the next epoch in memory only (the old seed is erased from
     /// memory); [`HostKey::save`] writes it.
     pub fn advance_in_memory(&mut self, now_ns: i64) {
-        let next = next_seed(&self.seed);
-        let old = std::mem::replace(&mut self.seed, next);
-        drop(old); // Zeroizing wipes it
+        self.advance_to(self.epoch + 1, now_ns);
+    }
+
+    /// Moves to `epoch` (not before the current one) in memory only, seed
+    /// by seed — each erased as the next is made — deriving the signing key
+    /// once, at the end.
+    pub fn advance_to(&mut self, epoch: u64, now_ns: i64) {
+        if epoch <= self.epoch {
+            return;
+        }
+        for _ in self.epoch..epoch {
+            let next = next_seed(&self.seed);
+            let old = std::mem::replace(&mut self.seed, next);
+            drop(old); // Zeroizing wipes it
+        }
         self.signing = epoch_signing_key(&self.seed);
-        self.epoch += 1;
+        self.epoch = epoch;
         self.epoch_started_ns = now_ns;
     }
 
@@ -318,6 +330,26 @@ mod tests {
                 .unwrap()
                 .trim(),
             text
+        );
+    }
+
+    #[test]
+    fn advancing_many_epochs_at_once_is_advancing_one_by_one() {
+        let dir = tempfile::tempdir().unwrap();
+        HostKey::generate(dir.path(), 1).unwrap();
+        let mut stepped = HostKey::load(dir.path()).unwrap();
+        let mut jumped = HostKey::load(dir.path()).unwrap();
+        for _ in 0..7 {
+            stepped.advance_in_memory(2);
+        }
+        jumped.advance_to(7, 2);
+        assert_eq!((jumped.epoch(), jumped.pubkey()), (7, stepped.pubkey()));
+        jumped.advance_to(3, 2);
+        assert_eq!(jumped.epoch(), 7, "never backwards");
+        assert_eq!(
+            HostKey::load(dir.path()).unwrap().epoch(),
+            0,
+            "in memory only"
         );
     }
 }

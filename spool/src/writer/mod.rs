@@ -387,9 +387,7 @@ impl Spool {
             // The derivation is deterministic, so the key reached is the
             // spool's if its newest transition names it (below) and the
             // last checkpoint verifies under it (after this).
-            for _ in ke..ce {
-                self.key.advance_in_memory(wall_ns());
-            }
+            self.key.advance_to(ce, wall_ns());
             if let Some((e, pk)) = self.st.last_epoch_key
                 && e == ce
                 && pk != self.key.pubkey()

@@ -100,8 +100,12 @@ impl JournaldSource {
         }
     }
 
+    /// Whether the source sees only some of the journal's numbered
+    /// entries (a filter; or chosen files, which may hold the system
+    /// journal without the user journals journald numbers with it): then
+    /// a skipped sequence number is no loss, and is not checked.
     fn filtered(&self) -> bool {
-        !self.cfg.units.is_empty() || !self.cfg.matches.is_empty()
+        !self.cfg.units.is_empty() || !self.cfg.matches.is_empty() || !self.cfg.files.is_empty()
     }
 
     /// Where the source starts: after the spool's last entry of it, or as
