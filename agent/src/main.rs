@@ -12,7 +12,6 @@ mod config;
 mod daemon;
 mod forward;
 mod lines;
-mod log;
 mod metrics;
 pub(crate) use wormlog_text::render;
 mod sources;
@@ -105,7 +104,7 @@ fn main() -> ExitCode {
     let daemon = matches!(cli.command, Command::Run { .. });
     let result = match cli.command {
         Command::Run { config } => {
-            log::init();
+            wormlog_service::log::init("wormlog");
             daemon::run(&config)
         }
         Command::Keygen { key_dir } => cmd::keygen::run(&key_dir),

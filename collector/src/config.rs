@@ -5,8 +5,9 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 use toml::Spanned;
-use wormlog_text::humanize::parse_size;
+use wormlog_text::humanize::{parse_duration, parse_size};
 use wormlog_text::location::line_col;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -14,7 +15,32 @@ use wormlog_text::location::line_col;
 struct File {
     collector: Section,
     #[serde(default)]
+    limits: LimitsSection,
+    metrics: Option<MetricsSection>,
+    #[serde(default)]
     agents: Vec<AgentEntry>,
+}
+
+/// `[limits]`: what one request, one client and all of them together may
+/// cost the collector (README: "The collector's limits").
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsSection {
+    max_connections: Option<Spanned<u64>>,
+    max_connections_per_client: Option<Spanned<u64>>,
+    max_ingest_bytes: Option<Spanned<String>>,
+    handshake_timeout: Option<Spanned<String>>,
+    header_timeout: Option<Spanned<String>>,
+    body_timeout: Option<Spanned<String>>,
+    min_body_rate: Option<Spanned<String>>,
+}
+
+/// `[metrics]`: `/metrics` and `/health` on their own plain-HTTP listener,
+/// without a client certificate (for a Prometheus server).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MetricsSection {
+    listen: Spanned<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -58,6 +84,53 @@ pub struct Config {
     pub append_only: wormlog_spool::record::AppendOnly,
     /// Registered agents: id → first public key.
     pub agents: BTreeMap<String, [u8; 32]>,
+    pub limits: Limits,
+    /// Where `/metrics` and `/health` are served in plain HTTP (None: only
+    /// on the main listener, behind its TLS and client certificates).
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+/// The collector's resource limits (`[limits]`), with their defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Open connections, all clients together; more are closed at once.
+    pub max_connections: usize,
+    /// Open connections of one client (its certificate, or its address
+    /// without one); more are answered 429 and closed.
+    pub max_connections_per_client: usize,
+    /// Request bytes being received, decompressed and checked at once, all
+    /// clients together (one client: at most `max_batch_bytes`); a request
+    /// that does not fit is answered 429 before its body is read.
+    pub max_ingest_bytes: usize,
+    /// A TLS handshake must end within this.
+    pub handshake_timeout: Duration,
+    /// A request's headers must arrive within this.
+    pub header_timeout: Duration,
+    /// A body must arrive within this plus its length at `min_body_rate`.
+    pub body_timeout: Duration,
+    /// Bytes per second a body must keep up (see `body_timeout`).
+    pub min_body_rate: u64,
+}
+
+impl Limits {
+    /// The deadline for a body of `len` bytes.
+    pub fn body_deadline(&self, len: u64) -> Duration {
+        self.body_timeout + Duration::from_secs(len / self.min_body_rate.max(1))
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 1024,
+            max_connections_per_client: 8,
+            max_ingest_bytes: 4 * DEFAULT_MAX_BATCH,
+            handshake_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            min_body_rate: 64 << 10,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -125,14 +198,6 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
                     "client_ca needs tls_cert and tls_key".into(),
                 ));
             }
-            if !listen.ip().is_loopback() {
-                return Err(at(
-                    c.listen.span().start,
-                    format!(
-                        "listen: plain HTTP (no tls_cert/tls_key) is allowed only on a loopback address, not {listen}"
-                    ),
-                ));
-            }
             None
         }
         _ => {
@@ -142,6 +207,39 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
             ));
         }
     };
+    // Off loopback every writer must authenticate: a stranger must not be
+    // able to write, or to claim, any agent's chain.
+    if !listen.ip().is_loopback() {
+        match &tls {
+            None => {
+                return Err(at(
+                    c.listen.span().start,
+                    format!(
+                        "listen: plain HTTP (no tls_cert/tls_key) is allowed only on a loopback address, not {listen}"
+                    ),
+                ));
+            }
+            Some(t) if t.client_ca.is_none() => {
+                return Err(at(
+                    c.listen.span().start,
+                    format!(
+                        "listen: on {listen}, which is not a loopback address, agents must authenticate: set client_ca (mutual TLS)"
+                    ),
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    let metrics_listen = match &f.metrics {
+        None => None,
+        Some(m) => Some(m.listen.get_ref().parse::<SocketAddr>().map_err(|_| {
+            at(
+                m.listen.span().start,
+                format!("listen: {:?} is not an address:port", m.listen.get_ref()),
+            )
+        })?),
+    };
+    let limits = limits(&f.limits, &at)?;
     let max_batch_bytes = match &c.max_batch_bytes {
         None => DEFAULT_MAX_BATCH,
         Some(s) => parse_size(s.get_ref())
@@ -208,7 +306,79 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         max_batch_bytes,
         append_only,
         agents,
+        limits,
+        metrics_listen,
     })
+}
+
+/// `[limits]`, each key checked where it stands.
+fn limits(
+    l: &LimitsSection,
+    at: &dyn Fn(usize, String) -> ConfigError,
+) -> Result<Limits, ConfigError> {
+    let mut out = Limits::default();
+    let count = |v: &Option<Spanned<u64>>, key: &str, into: &mut usize| {
+        if let Some(v) = v {
+            match usize::try_from(*v.get_ref()) {
+                Ok(n) if n >= 1 => *into = n,
+                _ => return Err(at(v.span().start, format!("{key}: must be at least 1"))),
+            }
+        }
+        Ok(())
+    };
+    count(
+        &l.max_connections,
+        "max_connections",
+        &mut out.max_connections,
+    )?;
+    count(
+        &l.max_connections_per_client,
+        "max_connections_per_client",
+        &mut out.max_connections_per_client,
+    )?;
+    let size = |v: &Option<Spanned<String>>, key: &str| -> Result<Option<u64>, ConfigError> {
+        v.as_ref()
+            .map(|s| {
+                parse_size(s.get_ref())
+                    .ok()
+                    .filter(|n| *n >= 1)
+                    .ok_or_else(|| {
+                        at(
+                            s.span().start,
+                            format!("{key}: {:?} is not a size", s.get_ref()),
+                        )
+                    })
+            })
+            .transpose()
+    };
+    if let Some(n) = size(&l.max_ingest_bytes, "max_ingest_bytes")? {
+        out.max_ingest_bytes = usize::try_from(n).unwrap_or(usize::MAX);
+    }
+    if let Some(n) = size(&l.min_body_rate, "min_body_rate")? {
+        out.min_body_rate = n;
+    }
+    let duration = |v: &Option<Spanned<String>>, key: &str, into: &mut Duration| {
+        if let Some(s) = v {
+            *into = parse_duration(s.get_ref())
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    at(
+                        s.span().start,
+                        format!("{key}: {:?} is not a duration such as \"10s\"", s.get_ref()),
+                    )
+                })?;
+        }
+        Ok(())
+    };
+    duration(
+        &l.handshake_timeout,
+        "handshake_timeout",
+        &mut out.handshake_timeout,
+    )?;
+    duration(&l.header_timeout, "header_timeout", &mut out.header_timeout)?;
+    duration(&l.body_timeout, "body_timeout", &mut out.body_timeout)?;
+    Ok(out)
 }
 
 fn hostname() -> String {

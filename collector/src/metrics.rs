@@ -14,7 +14,8 @@ type Labels = Vec<(&'static str, String)>;
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    /// Batches by agent and result (accepted, replay, gap, fork, invalid, malformed, error, refused).
+    /// Batches of registered agents by result (accepted, gap, fork, invalid,
+    /// malformed, too_large, busy, timeout, error).
     pub batches: Family<Labels, Counter>,
     pub records: Family<Labels, Counter>,
     pub bytes: Family<Labels, Counter>,
@@ -22,6 +23,13 @@ pub struct Metrics {
     pub forks: Family<Labels, Counter>,
     pub next_seq: Family<Labels, Gauge>,
     pub fsync: Histogram,
+    /// Requests and connections refused before any agent was known, by
+    /// reason (a fixed set: never a label from the request).
+    pub refused: Family<Labels, Counter>,
+    pub connections: Gauge,
+    pub ingest_bytes: Gauge,
+    /// Forks claimed that no checkpoint of the agent proves, by agent.
+    pub unproven_forks: Family<Labels, Counter>,
 }
 
 pub fn get() -> &'static Metrics {
@@ -37,6 +45,10 @@ pub fn get() -> &'static Metrics {
             forks: Family::default(),
             next_seq: Family::default(),
             fsync: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
+            refused: Family::default(),
+            connections: Gauge::default(),
+            ingest_bytes: Gauge::default(),
+            unproven_forks: Family::default(),
         };
         registry.register(
             "batches",
@@ -61,6 +73,26 @@ pub fn get() -> &'static Metrics {
             "Time of one fdatasync of a store segment",
             m.fsync.clone(),
         );
+        registry.register(
+            "refused",
+            "Requests and connections refused by a limit or before an agent was known, by reason",
+            m.refused.clone(),
+        );
+        registry.register(
+            "connections",
+            "Connections open (limits.max_connections)",
+            m.connections.clone(),
+        );
+        registry.register(
+            "ingest_bytes",
+            "Request bytes being received and checked (limits.max_ingest_bytes)",
+            m.ingest_bytes.clone(),
+        );
+        registry.register(
+            "unproven_forks",
+            "Batches that differ from the stored chain without a checkpoint of the agent to prove it (refused, not a fork)",
+            m.unproven_forks.clone(),
+        );
         Metrics { registry, ..m }
     })
 }
@@ -71,6 +103,14 @@ pub fn agent(id: &str) -> Labels {
 
 pub fn agent_result(id: &str, result: &'static str) -> Labels {
     vec![("agent", id.to_owned()), ("result", result.to_owned())]
+}
+
+/// Counts a refusal with one of a fixed set of reasons.
+pub fn refused(reason: &'static str) {
+    get()
+        .refused
+        .get_or_create(&vec![("reason", reason.to_owned())])
+        .inc();
 }
 
 pub fn observe_fsync(d: Duration) {

@@ -2,24 +2,32 @@
 //! collector's own forward-secure key, holding its start and stop, every
 //! agent pinned on first use, and every fork or refused chain it saw — the
 //! collector's evidence about itself, verifiable with `wormlog verify`.
+//!
+//! One thread owns the spool: the request handlers only queue what is to be
+//! written ([`OwnLog::event`], [`OwnLog::alert`] never block on a disk), and
+//! the thread appends everything queued and makes it durable with one
+//! `fdatasync`, between its heartbeats, checkpoints and epochs.
 
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::Instant;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 use wormlog_spool::keys::HostKey;
 use wormlog_spool::record::{AlertCode, AppendOnly};
 use wormlog_spool::{Position, Spool, SpoolOptions};
 
 #[derive(Debug)]
-struct Inner {
-    spool: Option<Spool>,
-    stop: bool,
+enum Msg {
+    Event(String),
+    Alert(AlertCode, String),
+    Close(String),
 }
 
-/// A handle to the collector's own log; a thread keeps its heartbeats,
-/// checkpoints and epochs.
+/// A handle to the collector's own log.
 #[derive(Debug, Clone)]
 pub struct OwnLog {
-    inner: Arc<(Mutex<Inner>, Condvar)>,
+    tx: mpsc::Sender<Msg>,
+    thread: Arc<Mutex<Option<JoinHandle<()>>>>,
 }
 
 impl OwnLog {
@@ -38,84 +46,86 @@ impl OwnLog {
         opts.append_only = append_only;
         opts.config_sha256 = config_sha256;
         let (spool, report) = Spool::open(opts, key)?;
-        let log = OwnLog {
-            inner: Arc::new((
-                Mutex::new(Inner {
-                    spool: Some(spool),
-                    stop: false,
-                }),
-                Condvar::new(),
-            )),
-        };
-        let l2 = log.clone();
-        std::thread::Builder::new()
+        let (tx, rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
             .name("own-log".into())
-            .spawn(move || l2.ticker())?;
+            .spawn(move || writer(spool, &rx))?;
+        let log = OwnLog {
+            tx,
+            thread: Arc::new(Mutex::new(Some(thread))),
+        };
         Ok((log, report.warnings))
     }
 
-    fn ticker(&self) {
-        let (m, cv) = &*self.inner;
-        let mut g = m.lock().unwrap_or_else(|p| p.into_inner());
-        loop {
-            if g.stop {
-                return;
-            }
-            let Some(s) = g.spool.as_mut() else { return };
-            if let Err(e) = s.tick() {
-                eprintln!("wormlog-collector: error: own log: {e}");
-            }
-            let wait = s.next_deadline().saturating_duration_since(Instant::now());
-            g = cv
-                .wait_timeout(g, wait.max(std::time::Duration::from_millis(5)))
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
-    }
-
-    /// Appends a line (source `collector`) and makes it durable.
+    /// Queues a line (source `collector`); it is durable within moments.
     pub fn event(&self, line: &str) {
-        self.with(|s| {
-            s.append_entry(
-                "collector",
-                &Position::None,
-                0,
-                &[],
-                line.as_bytes(),
-                wormlog_spool::clock::wall_ns(),
-            )?;
-            s.sync().map(|_| ())
-        });
+        let _ = self.tx.send(Msg::Event(line.to_owned()));
     }
 
-    /// Appends an alert record and makes it durable.
+    /// Queues an alert record; it is durable within moments.
     pub fn alert(&self, code: AlertCode, detail: &str) {
-        self.with(|s| {
-            s.append_alert(code, detail)?;
-            s.sync().map(|_| ())
-        });
+        let _ = self.tx.send(Msg::Alert(code, detail.to_owned()));
     }
 
-    fn with(&self, f: impl FnOnce(&mut Spool) -> Result<(), wormlog_spool::SpoolError>) {
-        let (m, _) = &*self.inner;
-        let mut g = m.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(s) = g.spool.as_mut()
-            && let Err(e) = f(s)
-        {
-            eprintln!("wormlog-collector: error: own log: {e}");
-        }
-    }
-
-    /// Writes the stop record and closes.
+    /// Writes everything queued, then the stop record, and closes; waits
+    /// for it.
     pub fn close(&self, reason: &str) {
-        let (m, cv) = &*self.inner;
-        let mut g = m.lock().unwrap_or_else(|p| p.into_inner());
-        g.stop = true;
-        if let Some(s) = g.spool.take()
-            && let Err(e) = s.close(reason)
-        {
-            eprintln!("wormlog-collector: error: own log: {e}");
+        let _ = self.tx.send(Msg::Close(reason.to_owned()));
+        let t = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(t) = t {
+            let _ = t.join();
         }
-        cv.notify_all();
+    }
+}
+
+/// The thread that owns the spool: writes what is queued (one sync for all
+/// of it) and keeps heartbeats, checkpoints and epochs on time.
+fn writer(mut spool: Spool, rx: &mpsc::Receiver<Msg>) {
+    let report = |e: wormlog_spool::SpoolError| {
+        tracing::error!(error = %e, "own log: {e}");
+    };
+    loop {
+        let wait = spool
+            .next_deadline()
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(5));
+        let mut msg = match rx.recv_timeout(wait) {
+            Ok(m) => Some(m),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        let mut dirty = false;
+        while let Some(m) = msg.take() {
+            let r = match m {
+                Msg::Event(line) => spool
+                    .append_entry(
+                        "collector",
+                        &Position::None,
+                        0,
+                        &[],
+                        line.as_bytes(),
+                        wormlog_spool::clock::wall_ns(),
+                    )
+                    .map(|_| ()),
+                Msg::Alert(code, detail) => spool.append_alert(code, &detail).map(|_| ()),
+                Msg::Close(reason) => {
+                    if let Err(e) = spool.close(&reason) {
+                        report(e);
+                    }
+                    return;
+                }
+            };
+            match r {
+                Ok(()) => dirty = true,
+                Err(e) => report(e),
+            }
+            msg = rx.try_recv().ok();
+        }
+        if dirty && let Err(e) = spool.sync() {
+            report(e);
+        }
+        if let Err(e) = spool.tick() {
+            report(e);
+        }
     }
 }

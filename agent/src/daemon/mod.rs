@@ -9,7 +9,7 @@
 mod capacity;
 mod control;
 mod generation;
-mod notify;
+use wormlog_service::notify;
 mod reload;
 mod writer;
 

@@ -35,7 +35,7 @@ pub struct Inputs {
     pub shutdown: Arc<Shutdown>,
     /// What sources read and could not hand over.
     pub unwritten: Arc<crate::sources::Unwritten>,
-    pub progress: Arc<super::notify::Progress>,
+    pub progress: Arc<wormlog_service::notify::Progress>,
     /// With a systemd watchdog the writer turns at least this often, busy
     /// or idle: each turn is progress the watchdog sees (notify.rs).
     /// Without one it sleeps until its next deadline.

@@ -8,14 +8,25 @@
 //! checked first ([`Follower::accept`]), then written, `fdatasync`ed (and
 //! the directory when a segment was created), then the receipts are signed
 //! and made durable, and only then is the answer sent.
+//!
+//! A replayed batch is compared with the stored records byte for byte; a
+//! difference is a fork only when a checkpoint of the batch, signed with
+//! the agent's key, covers the differing record ([`proof`]) — then the
+//! agent's differing bytes are kept as evidence ([`crate::forks`]).
+
+mod proof;
+pub mod stored;
+
+pub use proof::Proof;
 
 use crate::receipts::{Receipt, ReceiptLog, Signer};
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use stored::{SeqIndex, Stored, StoredFrames, frame_seq};
 use wormlog_spool::follow::{Follower, Op, Refusal};
-use wormlog_spool::frame::{FrameAt, frame_at};
+use wormlog_spool::frame::{FRAME_HEADER_LEN, FrameAt, frame_at};
 use wormlog_spool::record::AppendOnly;
 use wormlog_spool::segment::{SegmentHeader, list_segments, segment_path};
 use wormlog_spool::verify::verify_spool;
@@ -31,9 +42,21 @@ pub enum Outcome {
     },
     /// The batch starts after the next expected record.
     Gap { expected_seq: u64 },
-    /// The batch holds a record at `seq` that differs from the one stored:
-    /// the agent's history was rewritten.
-    Fork { seq: u64, expected_seq: u64 },
+    /// The batch holds a record at `seq` that differs from the one stored,
+    /// under a checkpoint the agent's key signed: the agent's history was
+    /// rewritten. Its bytes are kept in `evidence`.
+    Fork {
+        seq: u64,
+        expected_seq: u64,
+        evidence: PathBuf,
+    },
+    /// The batch holds a record at `seq` that differs from the one stored,
+    /// and nothing in it proves the agent made it (`reason`): refused, not
+    /// a fork.
+    Unproven { seq: u64, reason: String },
+    /// Cannot be decided now (a proof that needs a long replay, run at
+    /// most so often): try later.
+    Busy(String),
     /// Not a valid continuation.
     Invalid { seq: u64, reason: String },
     /// Not whole frames.
@@ -48,7 +71,7 @@ pub enum StoreError {
     Damaged(String),
 }
 
-fn io_at(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+pub(crate) fn io_at(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
     move |source| StoreError::Io {
         path: path.to_owned(),
         source,
@@ -82,6 +105,13 @@ pub struct AgentStore {
     poisoned: bool,
     /// This collector's receipt key (receipts it signed need no window).
     receipt_key: [u8; 32],
+    /// The store's root (`<root>/agents/<id>`, `<root>/forks`).
+    root: PathBuf,
+    index: SeqIndex,
+    /// Followers at a few earlier batch starts: a fork is proven from the
+    /// nearest one before it instead of from the genesis record.
+    bases: Vec<Follower>,
+    last_replay: Option<std::time::Instant>,
 }
 
 impl AgentStore {
@@ -127,6 +157,10 @@ impl AgentStore {
             append_only,
             poisoned: false,
             receipt_key: signer.pubkey(),
+            root: root.to_owned(),
+            index: SeqIndex::default(),
+            bases: Vec::new(),
+            last_replay: None,
         };
         s.load()?;
         Ok(s)
@@ -178,6 +212,8 @@ impl AgentStore {
             crate::snapshot::write(&self.dir, &self.follower).map_err(io_at(&self.dir))?;
         }
         self.follower.chain.own_receipt_key = Some(self.receipt_key);
+        self.index = SeqIndex::default();
+        self.bases = vec![self.follower.clone()];
         if !self.follower.cursor.sealed {
             let f = OpenOptions::new()
                 .append(true)
@@ -195,6 +231,7 @@ impl AgentStore {
         torn: &[u8],
         frames: &[u8],
         signer: &Signer,
+        from: &crate::forks::Sender,
     ) -> Result<Outcome, StoreError> {
         if self.poisoned {
             self.load()?;
@@ -204,18 +241,23 @@ impl AgentStore {
         if seq > next {
             return Ok(Outcome::Gap { expected_seq: next });
         }
+        let (batch_torn, batch_frames) = (torn, frames);
         let (mut torn, mut frames) = (torn, frames);
         let mut replayed = Vec::new();
+        if seq < next && frames.is_empty() {
+            // Nothing to compare, nothing to store.
+            return Ok(Outcome::Accepted {
+                next_seq: next,
+                receipts: Vec::new(),
+            });
+        }
         if seq < next {
             // A replay: every record the store already holds must be the
             // same, byte for byte.
             let (held, rest) = match self.compare_held(seq, frames)? {
                 Held::Same { records, new_from } => (records, new_from),
                 Held::Differs(at) => {
-                    return Ok(Outcome::Fork {
-                        seq: at,
-                        expected_seq: next,
-                    });
+                    return self.differs(seq, batch_torn, batch_frames, at, from);
                 }
                 Held::Malformed(m) => return Ok(Outcome::Malformed(m)),
             };
@@ -229,6 +271,10 @@ impl AgentStore {
                 });
             }
         }
+        let start = (self.next_seq(), self.follower.cursor.clone());
+        let newest = self.bases.last().map_or(0, |b| b.next_seq());
+        let base = (self.bases.is_empty() || start.0 >= newest + proof::BASE_EVERY)
+            .then(|| self.follower.clone());
         let plan = match self.follower.accept(torn, frames) {
             Ok(p) => p,
             Err(Refusal::NotNext { expected, .. }) => {
@@ -246,6 +292,7 @@ impl AgentStore {
                 return Err(e);
             }
         }
+        self.remember_batch_start(start.0, &start.1, base);
         let mut receipts = replayed;
         let mut fresh = Vec::new();
         for (tree_size, root) in &plan.checkpoints {
@@ -306,10 +353,21 @@ impl AgentStore {
     }
 
     /// Compares the records of `frames` below the next expected sequence
-    /// number with the stored ones, in place.
-    fn compare_held(&self, seq: u64, frames: &[u8]) -> Result<Held, StoreError> {
+    /// number with the stored ones, reading the store from the nearest
+    /// known place before `seq`.
+    fn compare_held(&mut self, seq: u64, frames: &[u8]) -> Result<Held, StoreError> {
         let next = self.next_seq();
-        let mut stored = StoredRecords::at(&self.dir, seq)?;
+        let (no, off) = self.index.locate(&self.dir, seq)?;
+        let mut stored = StoredFrames::at(&self.dir, no, off)?;
+        let next_stored = |stored: &mut StoredFrames| -> Result<Option<Vec<u8>>, StoreError> {
+            loop {
+                match stored.next()? {
+                    Some(Stored::Frame(f)) if frame_seq(&f) >= seq => return Ok(Some(f)),
+                    Some(_) => {}
+                    None => return Ok(None),
+                }
+            }
+        };
         let mut off = 0;
         let mut s = seq;
         while s < next && off < frames.len() {
@@ -318,7 +376,19 @@ impl AgentStore {
                     "byte {off} of the batch is not a whole frame"
                 )));
             };
-            if stored.next_record()? != Some(&frames[start..end]) {
+            let Some(f) = next_stored(&mut stored)? else {
+                return Err(StoreError::Damaged(format!(
+                    "{}: record {s} is not in the store",
+                    self.dir.display()
+                )));
+            };
+            if frame_seq(&f) != s {
+                return Err(StoreError::Damaged(format!(
+                    "{}: record {s} is not where the index says",
+                    self.dir.display()
+                )));
+            }
+            if f[FRAME_HEADER_LEN..] != frames[start..end] {
                 return Ok(Held::Differs(s));
             }
             off = end;
@@ -328,6 +398,32 @@ impl AgentStore {
             records: s - seq,
             new_from: off,
         })
+    }
+
+    /// Remembers where a stored batch began (its first seq and the cursor
+    /// just before it) in the index, and `base` (the follower just before
+    /// it, now and then) for fork proofs.
+    fn remember_batch_start(
+        &mut self,
+        seq: u64,
+        c: &wormlog_spool::follow::SegmentCursor,
+        base: Option<Follower>,
+    ) {
+        let (no, off) = if c.len == 0 {
+            (0, 0)
+        } else if c.sealed {
+            (c.no + 1, 0)
+        } else {
+            (c.no, c.len)
+        };
+        self.index.batch_at(seq, no, off);
+        if let Some(b) = base {
+            self.bases.push(b);
+            if self.bases.len() > proof::BASES_KEPT {
+                // Keep the oldest (the state at load) and the newest.
+                self.bases.remove(1);
+            }
+        }
     }
 
     fn write(&mut self, ops: &[Op], torn: &[u8], frames: &[u8]) -> Result<(), StoreError> {
@@ -345,6 +441,9 @@ impl AgentStore {
                         .map_err(io_at(&path))?;
                     f.write_all(header).map_err(io_at(&path))?;
                     self.protect(&f, &path, false)?;
+                    if let Ok((h, _)) = SegmentHeader::decode(header) {
+                        self.index.segment_created(*no, h.first_seq);
+                    }
                     self.active = Some((*no, f));
                     created = true;
                 }
@@ -447,75 +546,7 @@ fn cut_tail(path: &Path, len: u64) -> Result<(), StoreError> {
 }
 
 fn warn(msg: &str) {
-    eprintln!("wormlog-collector: warning: {msg}");
-}
-
-/// Reads the stored records from a sequence number on.
-struct StoredRecords {
-    segs: Vec<(u64, PathBuf)>,
-    index: usize,
-    buf: Vec<u8>,
-    off: usize,
-}
-
-impl StoredRecords {
-    fn at(dir: &Path, seq: u64) -> Result<StoredRecords, StoreError> {
-        let (segs, _) = list_segments(dir).map_err(io_at(dir))?;
-        // The segment holding `seq`: the last whose first_seq <= seq.
-        let mut index = 0;
-        for (i, (_, p)) in segs.iter().enumerate() {
-            let mut head = Vec::new();
-            File::open(p)
-                .and_then(|f| f.take(400).read_to_end(&mut head))
-                .map_err(io_at(p))?;
-            match SegmentHeader::decode(&head) {
-                Ok((h, _)) if h.first_seq <= seq => index = i,
-                Ok(_) => break,
-                Err(e) => return Err(StoreError::Damaged(format!("{}: {e}", p.display()))),
-            }
-        }
-        let mut s = StoredRecords {
-            segs,
-            index,
-            buf: Vec::new(),
-            off: 0,
-        };
-        s.load()?;
-        while let FrameAt::Frame { start, end } = frame_at(&s.buf, s.off) {
-            let rseq = u64::from_le_bytes(s.buf[start + 4..start + 12].try_into().expect("8"));
-            if rseq >= seq {
-                break;
-            }
-            s.off = end;
-        }
-        Ok(s)
-    }
-
-    fn load(&mut self) -> Result<(), StoreError> {
-        let Some((_, p)) = self.segs.get(self.index) else {
-            self.buf.clear();
-            return Ok(());
-        };
-        self.buf = std::fs::read(p).map_err(io_at(p))?;
-        self.off = SegmentHeader::decode(&self.buf)
-            .map(|(_, l)| l)
-            .map_err(|e| StoreError::Damaged(format!("{}: {e}", p.display())))?;
-        Ok(())
-    }
-
-    fn next_record(&mut self) -> Result<Option<&[u8]>, StoreError> {
-        loop {
-            if let FrameAt::Frame { start, end } = frame_at(&self.buf, self.off) {
-                self.off = end;
-                return Ok(Some(&self.buf[start..end]));
-            }
-            if self.index + 1 >= self.segs.len() {
-                return Ok(None);
-            }
-            self.index += 1;
-            self.load()?;
-        }
-    }
+    tracing::warn!("{msg}");
 }
 
 #[cfg(test)]
@@ -551,8 +582,145 @@ mod tests {
         }
     }
 
+    /// Two spools sharing their first 100 records and key, then each
+    /// going on with its own records and checkpoints: the agent's history
+    /// rewritten (a restored backup), signed with its own key.
+    fn forked_spools(dir: &Path) -> ([u8; 32], PathBuf, PathBuf) {
+        let keys = dir.join("keys");
+        let pk = wormlog_spool::keys::HostKey::generate(&keys, 1).unwrap();
+        let open = |name: &str, keys: &Path| {
+            let mut o = SpoolOptions::new(dir.join(name), "web-01");
+            o.append_only = AppendOnly::Off;
+            let key = wormlog_spool::keys::HostKey::load(keys).unwrap();
+            Spool::open(o, key).unwrap().0
+        };
+        let mut a = open("a", &keys);
+        for i in 0..100u64 {
+            a.append_entry("app", &Position::Counter(i), 0, &[], b"kept", 1)
+                .unwrap();
+        }
+        a.checkpoint().unwrap();
+        a.close("copied").unwrap();
+        copy_dir(&dir.join("a"), &dir.join("b"));
+        copy_dir(&keys, &dir.join("keys-b"));
+        for (name, k, line) in [
+            ("a", keys.clone(), &b"what happened"[..]),
+            ("b", dir.join("keys-b"), &b"what the intruder wrote"[..]),
+        ] {
+            let mut s = open(name, &k);
+            for i in 0..50u64 {
+                s.append_entry("app", &Position::Counter(100 + i), 0, &[], line, 2)
+                    .unwrap();
+            }
+            s.checkpoint().unwrap();
+            s.close("done").unwrap();
+        }
+        (pk, dir.join("a"), dir.join("b"))
+    }
+
+    fn copy_dir(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+
+    fn read_all(spool: &Path, from: u64, per_batch: u64) -> Vec<wormlog_spool::reader::Batch> {
+        let mut r = RangeReader::new(spool);
+        r.seek(from).unwrap();
+        let mut out = Vec::new();
+        loop {
+            let b = r.read(u64::MAX, per_batch, 16 << 20).unwrap();
+            if b.records == 0 {
+                return out;
+            }
+            out.push(b);
+        }
+    }
+
+    #[test]
+    fn a_fork_signed_by_the_agent_is_proven_and_kept() {
+        let t = tempfile::tempdir().unwrap();
+        let (pk, a, b) = forked_spools(t.path());
+        let signer = Signer::load_or_create(&t.path().join("ckeys"), "c1").unwrap();
+        let root = t.path().join("store");
+        let mut s = AgentStore::open(&root, "web-01", pk, AppendOnly::Off, &signer).unwrap();
+        for batch in read_all(&a, 0, 30) {
+            assert!(matches!(
+                ingest(&mut s, &batch, &signer),
+                Outcome::Accepted { .. }
+            ));
+        }
+        let next = s.next_seq();
+        // The first record the two histories do not share.
+        let (ra, rb) = (read_all(&a, 0, 10_000), read_all(&b, 0, 10_000));
+        let (fa, fb) = (ra[0].frames(), rb[0].frames());
+        let mut off = 0;
+        let mut at = 0;
+        while let (FrameAt::Frame { start, end }, FrameAt::Frame { start: s2, end: e2 }) =
+            (frame_at(fa, off), frame_at(fb, off))
+        {
+            if fa[start..end] != fb[s2..e2] {
+                break;
+            }
+            off = end;
+            at += 1;
+        }
+        assert!(at > 0 && at < next, "the histories share {at} records");
+        // The rewritten history, sent from before the fork in one batch.
+        let forked = &read_all(&b, at - 5, 10_000)[0];
+        match ingest(&mut s, forked, &signer) {
+            Outcome::Fork {
+                seq,
+                expected_seq,
+                evidence,
+            } => {
+                assert_eq!((seq, expected_seq), (at, next));
+                let kept = crate::forks::list(&root, Some("web-01")).unwrap();
+                assert_eq!(kept.len(), 1);
+                assert!(kept[0].intact);
+                assert_eq!(kept[0].dir, evidence);
+                assert_eq!(kept[0].batch, forked.frames());
+                let shown = kept[0].to_json();
+                assert_eq!(shown["first_differing_seq"], at);
+                let records = shown["records"].as_array().unwrap();
+                assert!(
+                    records
+                        .iter()
+                        .any(|r| r.as_str().unwrap().contains("what the intruder wrote")),
+                    "{records:?}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // The stored chain is untouched, and the store still takes A.
+        assert_eq!(s.next_seq(), next);
+        let r = verify_spool(&root.join("agents/web-01"), Some(pk), &mut |_, _, _| {}).unwrap();
+        assert!(r.ok(), "{:?}", r.failure);
+        // Only the fork's own records without their checkpoint: unproven.
+        let short = read_all(&b, at - 5, 8);
+        assert!(matches!(
+            ingest(&mut s, &short[0], &signer),
+            Outcome::Unproven { .. }
+        ));
+        // After a restart (no bases kept but the state at load), the same.
+        drop(s);
+        let mut s = AgentStore::open(&root, "web-01", pk, AppendOnly::Off, &signer).unwrap();
+        assert!(matches!(
+            ingest(&mut s, forked, &signer),
+            Outcome::Fork { .. }
+        ));
+        assert_eq!(crate::forks::list(&root, None).unwrap().len(), 2);
+    }
+
+    fn sender() -> crate::forks::Sender {
+        crate::forks::Sender("a test".into())
+    }
+
     fn ingest(s: &mut AgentStore, b: &wormlog_spool::reader::Batch, signer: &Signer) -> Outcome {
-        s.ingest(b.first_seq, b.torn(), b.frames(), signer).unwrap()
+        s.ingest(b.first_seq, b.torn(), b.frames(), signer, &sender())
+            .unwrap()
     }
 
     #[test]
@@ -628,7 +796,8 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        // A forked record (same seq, other bytes, CRC fixed): 409 fork at it.
+        // A changed record (same seq, other bytes, CRC fixed) that nothing
+        // signed proves: refused, not a fork, and nothing kept.
         let mut forged = batches[2].frames().to_vec();
         let FrameAt::Frame { start, end } = frame_at(&forged, 0) else {
             panic!()
@@ -637,16 +806,18 @@ mod tests {
         let crc = crc32c::crc32c(&forged[start - 4..end]);
         forged[start - 8..start - 4].copy_from_slice(&crc.to_le_bytes());
         match s
-            .ingest(batches[2].first_seq, &[], &forged, &signer)
+            .ingest(batches[2].first_seq, &[], &forged, &signer, &sender())
             .unwrap()
         {
-            Outcome::Fork { seq, .. } => assert_eq!(seq, batches[2].first_seq),
+            Outcome::Unproven { seq, .. } => assert_eq!(seq, batches[2].first_seq),
             other => panic!("{other:?}"),
         }
+        assert!(!root.join("forks").exists());
         // A replay cut mid-frame is malformed, not a fork.
         let cut = &batches[2].frames()[..batches[2].frames().len() - 3];
         assert!(matches!(
-            s.ingest(batches[2].first_seq, &[], cut, &signer).unwrap(),
+            s.ingest(batches[2].first_seq, &[], cut, &signer, &sender())
+                .unwrap(),
             Outcome::Malformed(_)
         ));
         // The store verifies.

@@ -1,4 +1,5 @@
-//! The daemon's own logs (`wormlog run`), through `tracing`.
+//! A daemon's own logs (`wormlog run`, `wormlog-collector serve`), through
+//! `tracing`, set up the same way for both.
 //!
 //! Under systemd (`JOURNAL_STREAM` names the device and inode of our
 //! standard error) events go to the journal with their priority (error 3,
@@ -13,7 +14,9 @@
 //! wormlog: error: source app stopped unexpectedly; stopping the daemon source=app
 //! ```
 //!
-//! The other subcommands print to the terminal with `eprintln!`.
+//! The collector's lines start `wormlog-collector:` and go to the journal
+//! under its own identifier. The other subcommands print to the terminal
+//! with `eprintln!`.
 
 use std::fmt::{self, Write as _};
 use tracing::field::{Field, Visit};
@@ -24,14 +27,15 @@ use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 
-/// Install the global subscriber: the journal when standard error is the
-/// journal's stream, standard error otherwise. Info and above.
-pub fn init() {
+/// Install the global subscriber for program `name` (the journal's
+/// `SYSLOG_IDENTIFIER=` and the stderr prefix): the journal when standard
+/// error is the journal's stream, standard error otherwise. Info and above.
+pub fn init(name: &'static str) {
     let journal_error = if stderr_is_journal() {
         match tracing_journald::layer() {
             Ok(layer) => {
                 let layer = layer
-                    .with_syslog_identifier("wormlog".to_owned())
+                    .with_syslog_identifier(name.to_owned())
                     .with_field_prefix(None);
                 let subscriber = tracing_subscriber::registry()
                     .with(LevelFilter::INFO)
@@ -49,7 +53,7 @@ pub fn init() {
     let subscriber = tracing_subscriber::fmt()
         .with_max_level(Level::INFO)
         .with_writer(std::io::stderr)
-        .event_format(StderrFormat)
+        .event_format(StderrFormat { name })
         .finish();
     if tracing::subscriber::set_global_default(subscriber).is_ok()
         && let Some(e) = journal_error
@@ -82,9 +86,11 @@ where
         .is_some_and(|(d, i)| d.parse().ok() == Some(dev) && i.parse().ok() == Some(ino))
 }
 
-/// `wormlog: [LEVEL: ]message key=value …`, one line per event.
+/// `NAME: [LEVEL: ]message key=value …`, one line per event.
 #[derive(Debug)]
-struct StderrFormat;
+struct StderrFormat {
+    name: &'static str,
+}
 
 impl<S, N> FormatEvent<S, N> for StderrFormat
 where
@@ -100,6 +106,7 @@ where
         let mut fields = Fields::default();
         event.record(&mut fields);
         writer.write_str(&format_line(
+            self.name,
             event.metadata().level(),
             &fields.message,
             &fields.fields,
@@ -136,8 +143,8 @@ impl Visit for Fields {
 /// message` and `wormlog: error: message` for the loud ones, then ` key=value`
 /// for each field (the value quoted when it is empty or holds a space, a
 /// quote, an `=` or a control character).
-fn format_line(level: &Level, message: &str, fields: &[(&str, String)]) -> String {
-    let mut line = String::from("wormlog: ");
+fn format_line(name: &str, level: &Level, message: &str, fields: &[(&str, String)]) -> String {
+    let mut line = format!("{name}: ");
     line.push_str(match *level {
         Level::ERROR => "error: ",
         Level::WARN => "warning: ",
@@ -177,6 +184,7 @@ mod tests {
     #[test]
     fn a_message_cannot_forge_a_second_line() {
         let l = format_line(
+            "wormlog",
             &Level::WARN,
             "file a\nwormlog: error: forged\u{1b}[31m",
             &[],
@@ -188,7 +196,7 @@ mod tests {
     #[test]
     fn lines_per_level() {
         assert_eq!(
-            format_line(&Level::INFO, "running with 2 sources", &[]),
+            format_line("wormlog", &Level::INFO, "running with 2 sources", &[]),
             "wormlog: running with 2 sources\n"
         );
         assert_eq!(
@@ -215,7 +223,7 @@ mod tests {
              url=\"https://c.example/x?a=b\"\n"
         );
         assert_eq!(
-            format_line(&Level::DEBUG, "x", &[("k", "a\"b".into())]),
+            format_line("wormlog", &Level::DEBUG, "x", &[("k", "a\"b".into())]),
             "wormlog: debug: x k=\"a\\\"b\"\n"
         );
     }
@@ -249,7 +257,7 @@ mod tests {
         let subscriber = tracing_subscriber::fmt()
             .with_max_level(Level::INFO)
             .with_writer(move || w.clone())
-            .event_format(StderrFormat)
+            .event_format(StderrFormat { name: "wormlog" })
             .finish();
         tracing::subscriber::with_default(subscriber, || {
             let name = "app";

@@ -1,0 +1,240 @@
+//! The subcommands, as library functions the thin `main.rs` calls and
+//! tests can call without a process: `serve`, `check-config`, `verify`,
+//! `cat` and `forks`.
+
+use crate::{config, own_log, receipts, server};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+pub fn serve(path: &Path) -> anyhow::Result<ExitCode> {
+    use anyhow::Context;
+    let cfg = config::load(path)?;
+    crate::access::check(&cfg)?;
+    let config_sha256 = wormlog_spool::hash::sha256(&std::fs::read(path)?);
+    let signer = receipts::Signer::load_or_create(&cfg.key_dir, &cfg.id)
+        .with_context(|| format!("receipt key in {}", cfg.key_dir.display()))?;
+    let (own_log, warnings) = own_log::OwnLog::open(
+        &cfg.store_dir,
+        &cfg.key_dir,
+        &cfg.id,
+        cfg.append_only,
+        config_sha256,
+    )
+    .context("the collector's own log")?;
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
+    let tls = cfg.tls.as_ref().map(server::tls_config).transpose()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let (listen, metrics_listen) = (cfg.listen, cfg.metrics_listen);
+    let receipt_key = wormlog_spool::keys::format_pubkey(&signer.pubkey());
+    let app = server::App::new(cfg, signer, own_log.clone());
+    let notifier = wormlog_service::notify::Notifier::from_env();
+    let r = rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("listen on {listen}"))?;
+        let metrics = match metrics_listen {
+            Some(a) => Some(
+                tokio::net::TcpListener::bind(a)
+                    .await
+                    .with_context(|| format!("[metrics] listen on {a}"))?,
+            ),
+            None => None,
+        };
+        let status = format!(
+            "listening on {} ({}); receipt key {receipt_key}",
+            listener.local_addr()?,
+            if tls.is_some() {
+                "https"
+            } else {
+                "http, loopback only"
+            }
+        );
+        tracing::info!("{status}");
+        if let Some(m) = &metrics {
+            tracing::info!("metrics and health on http://{}", m.local_addr()?);
+        }
+        notifier.ready(&status);
+        let shutdown = async {
+            use tokio::signal::unix::{SignalKind, signal};
+            let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+            let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = int.recv() => {},
+            }
+        };
+        server::serve(app, listener, metrics, tls, shutdown).await;
+        anyhow::Ok(())
+    });
+    notifier.stopping("stopping");
+    tracing::info!("stopping");
+    own_log.close("collector stopped");
+    rt.shutdown_timeout(std::time::Duration::from_secs(5));
+    r.map(|()| ExitCode::SUCCESS)
+}
+
+/// `check-config`: the file, then every file and directory it names,
+/// opened as this process (under systemd's `ExecStartPre=` that is the
+/// service's user).
+pub fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
+    let c = config::load(path)?;
+    crate::access::check(&c)?;
+    println!(
+        "{}: ok ({} agents registered{}; every file it names can be opened)",
+        path.display(),
+        c.agents.len(),
+        if c.trust_on_first_use {
+            ", trust on first use"
+        } else {
+            ""
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A chain in a store: its name, directory and first public key if known.
+type Chain = (String, PathBuf, Option<[u8; 32]>);
+
+/// The chains in a store: every agent, then the collector's own log.
+fn chains(store: &Path, only: Option<&str>) -> anyhow::Result<Vec<Chain>> {
+    let mut out = Vec::new();
+    let agents = store.join("agents");
+    let mut names: Vec<String> = match std::fs::read_dir(&agents) {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().is_dir())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(e) => anyhow::bail!("{}: {e} (not a collector store?)", agents.display()),
+    };
+    names.sort();
+    for n in names {
+        if only.is_some_and(|o| o != n) {
+            continue;
+        }
+        let dir = agents.join(&n);
+        let pk = std::fs::read_to_string(dir.join("pubkey"))
+            .ok()
+            .and_then(|s| wormlog_spool::keys::parse_pubkey(s.trim()).ok());
+        out.push((n, dir, pk));
+    }
+    if only.is_none() && store.join("log").is_dir() {
+        out.push(("(collector log)".into(), store.join("log"), None));
+    }
+    if let Some(o) = only
+        && out.is_empty()
+    {
+        anyhow::bail!("no agent {o:?} in {}", store.display());
+    }
+    Ok(out)
+}
+
+pub fn verify(store: &Path, only: Option<&str>, json: bool) -> anyhow::Result<ExitCode> {
+    let mut bad = false;
+    let mut reports = Vec::new();
+    for (name, dir, pk) in chains(store, only)? {
+        let r = wormlog_spool::verify::verify_spool(&dir, pk, &mut |_, _, _| {})?;
+        bad |= !r.ok();
+        if json {
+            reports.push(serde_json::json!({
+                "chain": name,
+                "ok": r.ok(),
+                "records": r.records,
+                "entries": r.entries,
+                "checkpoints": r.checkpoints,
+                "receipts": r.receipts,
+                "tree_size": r.tree_size,
+                "root": wormlog_spool::hash::hex(&r.root),
+                "key_authenticated": r.key_authenticated,
+                "failure": r.failure.as_ref().map(|f| serde_json::json!({
+                    "segment": f.segment, "offset": f.offset, "seq": f.seq, "reason": f.reason,
+                })),
+            }));
+        } else {
+            match &r.failure {
+                None => println!(
+                    "{name}: OK: {} records ({} entries) in {} segments, {} checkpoints, root {}{}",
+                    r.records,
+                    r.entries,
+                    r.segments,
+                    r.checkpoints,
+                    wormlog_spool::hash::hex(&r.root),
+                    if r.key_authenticated {
+                        ", first key as registered"
+                    } else {
+                        ""
+                    }
+                ),
+                Some(f) => println!(
+                    "{name}: TAMPERING OR LOSS at segment {}, byte offset {}, seq {}: {}",
+                    f.segment, f.offset, f.seq, f.reason
+                ),
+            }
+        }
+    }
+    if json {
+        println!("{}", serde_json::Value::Array(reports));
+    }
+    Ok(ExitCode::from(if bad { 1 } else { 0 }))
+}
+
+pub fn cat(store: &Path, agent: &str, from: u64, json: bool) -> anyhow::Result<ExitCode> {
+    let chains = chains(store, Some(agent))?;
+    let (_, dir, pk) = &chains[0];
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+    let mut broken = false;
+    let report = wormlog_spool::verify::verify_spool(dir, *pk, &mut |loc, rec, _| {
+        if broken || rec.seq < from {
+            return;
+        }
+        let r = if json {
+            writeln!(
+                out,
+                "{}",
+                wormlog_text::render::record_json(rec, loc.segment, loc.offset)
+            )
+        } else {
+            writeln!(out, "{}", wormlog_text::render::record_line(rec))
+        };
+        broken = r.is_err();
+    })?;
+    let _ = out.flush();
+    Ok(match &report.failure {
+        None => ExitCode::SUCCESS,
+        Some(f) => {
+            eprintln!(
+                "wormlog-collector: TAMPERING OR LOSS at segment {}, byte offset {}, seq {}: {}",
+                f.segment, f.offset, f.seq, f.reason
+            );
+            ExitCode::from(1)
+        }
+    })
+}
+
+/// `forks`: the forks this collector proved, with their evidence; exit 1
+/// when there is any (tampering found), 0 when there is none.
+pub fn forks(store: &Path, only: Option<&str>, json: bool) -> anyhow::Result<ExitCode> {
+    let list = crate::forks::list(store, only)?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    for f in &list {
+        if json {
+            writeln!(out, "{}", f.to_json())?;
+        } else {
+            f.print(&mut out)?;
+        }
+    }
+    if !json && list.is_empty() {
+        writeln!(out, "no forks proven in {}", store.display())?;
+    }
+    out.flush()?;
+    // A proven fork is tampering found, as for `verify`.
+    Ok(ExitCode::from(if list.is_empty() { 0 } else { 1 }))
+}

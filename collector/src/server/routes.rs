@@ -1,0 +1,559 @@
+//! The routes (docs/FORMAT.md §10): a request is admitted from its path,
+//! its connection and its headers — the agent id, the client certificate,
+//! the registration, the announced length against the limits — and only
+//! then is its body read, within a deadline, verified and stored.
+
+use super::auth::{Registration, authorised, registration};
+use super::body::{self, BodyError};
+use super::{App, Peer};
+use crate::config::valid_agent_id;
+use crate::metrics::{self, agent, agent_result};
+use crate::receipts::Receipt;
+use crate::store::{AgentStore, Outcome};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine;
+use serde_json::json;
+use std::io::Read;
+use std::sync::Arc;
+use wormlog_spool::hash::hex;
+use wormlog_spool::keys::format_pubkey;
+use wormlog_spool::record::{AlertCode, Payload, Record};
+
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/v1/agents/{id}/records", post(ingest))
+        .route("/v1/agents/{id}/state", get(state))
+        .merge(metrics_routes())
+        .with_state(app)
+}
+
+/// `/metrics` and `/health` alone (the `[metrics]` listener).
+pub fn metrics_router() -> Router {
+    metrics_routes().with_state(())
+}
+
+fn metrics_routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    Router::new()
+        .route(
+            "/health",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "application/json")],
+                    "{\"status\":\"ok\"}\n",
+                )
+            }),
+        )
+        .route(
+            "/metrics",
+            get(|| async {
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    metrics::render(),
+                )
+            }),
+        )
+}
+
+fn error(status: StatusCode, body: serde_json::Value) -> Response {
+    (status, axum::Json(body)).into_response()
+}
+
+/// An answer given without reading the body: the connection is closed
+/// after it, so the unread body costs nothing.
+fn refuse(status: StatusCode, body: serde_json::Value) -> Response {
+    let mut r = error(status, body);
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
+/// 429 with `Retry-After: 1`, and the connection closed.
+pub fn busy(reason: &str) -> Response {
+    let mut r = refuse(
+        StatusCode::TOO_MANY_REQUESTS,
+        json!({"error": "unavailable", "reason": reason}),
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}
+
+fn unavailable(reason: &str) -> Response {
+    let mut r = error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        json!({"error": "unavailable", "reason": reason}),
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    r
+}
+
+/// Admits a request for agent `id` from what is known before its body:
+/// the id's form, the client certificate, the registration. A refusal is
+/// counted without the id as a label (it may be anything a client sent).
+#[allow(clippy::result_large_err)] // a Response is what the handler returns anyway
+fn admit(app: &App, peer: &Peer, id: &str) -> Result<Registration, Response> {
+    if !valid_agent_id(id) {
+        metrics::refused("agent_id");
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            json!({"error": "malformed", "reason": "not an agent id"}),
+        ));
+    }
+    if let Err(e) = authorised(app, peer, id) {
+        metrics::refused("forbidden");
+        app.warn_limited("forbidden", &format!("agent {id:?}: refused: {e}"));
+        return Err(refuse(
+            StatusCode::FORBIDDEN,
+            json!({"error": "forbidden", "reason": e}),
+        ));
+    }
+    registration(app, id).ok_or_else(|| {
+        metrics::refused("not_registered");
+        app.warn_limited(
+            "not_registered",
+            &format!("agent {id:?}: refused: not registered"),
+        );
+        refuse(
+            StatusCode::FORBIDDEN,
+            json!({"error": "forbidden", "reason": "this agent is not registered"}),
+        )
+    })
+}
+
+async fn state(
+    State(app): State<Arc<App>>,
+    UrlPath(id): UrlPath<String>,
+    peer: axum::Extension<Peer>,
+) -> Response {
+    match admit(&app, &peer, &id) {
+        Err(r) => r,
+        Ok(Registration::FirstUse) => {
+            axum::Json(json!({"agent": id, "next_seq": 0})).into_response()
+        }
+        Ok(Registration::Known(pubkey)) => match open_store(&app, &id, pubkey).await {
+            Ok(next) => axum::Json(json!({"agent": id, "next_seq": next})).into_response(),
+            Err(r) => r,
+        },
+    }
+}
+
+/// Opens registered agent `id`'s store if it is not open; its next seq.
+#[allow(clippy::result_large_err)]
+async fn open_store(app: &Arc<App>, id: &str, pubkey: [u8; 32]) -> Result<u64, Response> {
+    let slot = app.slot(id);
+    let mut guard = slot.lock_owned().await;
+    if let Some(s) = guard.as_ref() {
+        return Ok(s.next_seq());
+    }
+    let app2 = app.clone();
+    let idc = id.to_owned();
+    let opened = tokio::task::spawn_blocking(move || {
+        let c = &app2.config;
+        AgentStore::open(&c.store_dir, &idc, pubkey, c.append_only, &app2.signer)
+    })
+    .await
+    .map_err(|e| unavailable(&e.to_string()))?;
+    match opened {
+        Ok(s) => {
+            let next = s.next_seq();
+            *guard = Some(s);
+            Ok(next)
+        }
+        Err(e) => {
+            tracing::error!("agent {id}: cannot open its store: {e}");
+            Err(unavailable(&e.to_string()))
+        }
+    }
+}
+
+fn receipt_json(r: &Receipt) -> serde_json::Value {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    json!({
+        "collector_id": r.collector_id,
+        "tree_size": r.tree_size,
+        "root": hex(&r.root),
+        "collector_ts": r.collector_ts,
+        "collector_pubkey": format_pubkey(&r.collector_pubkey),
+        "signature": b64.encode(r.signature),
+    })
+}
+
+fn header_u64(h: &HeaderMap, name: &str) -> Result<Option<u64>, String> {
+    match h.get(name) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .map(Some)
+            .ok_or_else(|| format!("header {name} is not a number")),
+    }
+}
+
+/// What the headers of a batch say.
+struct BatchHead {
+    seq: u64,
+    torn_len: usize,
+    zstd: bool,
+    len: usize,
+}
+
+#[allow(clippy::result_large_err)]
+fn batch_head(app: &App, headers: &HeaderMap) -> Result<BatchHead, Response> {
+    let bad = |reason: String| {
+        refuse(
+            StatusCode::BAD_REQUEST,
+            json!({"error": "malformed", "reason": reason}),
+        )
+    };
+    let seq = header_u64(headers, "wormlog-seq")
+        .map_err(&bad)?
+        .ok_or_else(|| bad("missing Wormlog-Seq header".into()))?;
+    let torn_len = header_u64(headers, "wormlog-torn-len")
+        .map_err(&bad)?
+        .unwrap_or(0);
+    let zstd = match headers.get(header::CONTENT_ENCODING).map(|v| v.as_bytes()) {
+        None | Some(b"identity") => false,
+        Some(b"zstd") => true,
+        Some(other) => {
+            return Err(refuse(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                json!({"error": "encoding", "reason": format!("Content-Encoding {:?} (use zstd or identity)", String::from_utf8_lossy(other))}),
+            ));
+        }
+    };
+    let max = app.config.max_batch_bytes;
+    let Some(len) = header_u64(headers, "content-length").map_err(&bad)? else {
+        return Err(refuse(
+            StatusCode::LENGTH_REQUIRED,
+            json!({"error": "malformed", "reason": "a batch needs a Content-Length"}),
+        ));
+    };
+    if len > max as u64 {
+        return Err(refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            json!({"error": "too_large", "max_bytes": max}),
+        ));
+    }
+    Ok(BatchHead {
+        seq,
+        torn_len: usize::try_from(torn_len).unwrap_or(usize::MAX),
+        zstd,
+        len: len as usize,
+    })
+}
+
+async fn ingest(
+    State(app): State<Arc<App>>,
+    UrlPath(id): UrlPath<String>,
+    peer: axum::Extension<Peer>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let reg = match admit(&app, &peer, &id) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    // From here on the agent is registered (or, trusted on first use, is
+    // about to prove itself with a signed genesis): its id may be a label
+    // once it is known.
+    let m = metrics::get();
+    let count = |result: &'static str| {
+        if matches!(reg, Registration::Known(_)) {
+            m.batches.get_or_create(&agent_result(&id, result)).inc();
+        } else {
+            metrics::refused(result);
+        }
+    };
+    let head = match batch_head(&app, &headers) {
+        Ok(h) => h,
+        Err(r) => {
+            count("malformed");
+            return r;
+        }
+    };
+    if reg == Registration::FirstUse && head.seq != 0 {
+        return refuse(
+            StatusCode::CONFLICT,
+            json!({"error": "gap", "expected_seq": 0, "reason": "unknown agent: send from its genesis record"}),
+        );
+    }
+    let Some(mut permit) = app.gate.bytes(&peer.client, head.len) else {
+        count("busy");
+        return busy("the collector is receiving as much as it takes at once");
+    };
+    let limits = &app.config.limits;
+    let deadline = limits.body_deadline(head.len as u64);
+    let body = match body::read(body, head.len, deadline).await {
+        Ok(b) => b,
+        Err(e) => {
+            let timeout = matches!(e, BodyError::Timeout(_));
+            count(if timeout { "timeout" } else { "malformed" });
+            app.warn_limited(
+                if timeout { "body_timeout" } else { "body" },
+                &format!("agent {id}: {e}"),
+            );
+            return if timeout {
+                let mut r = refuse(
+                    StatusCode::REQUEST_TIMEOUT,
+                    json!({"error": "timeout", "reason": e.to_string()}),
+                );
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                r
+            } else {
+                refuse(
+                    StatusCode::BAD_REQUEST,
+                    json!({"error": "malformed", "reason": e.to_string()}),
+                )
+            };
+        }
+    };
+    let max = app.config.max_batch_bytes;
+    let raw = if head.zstd {
+        let out_len = zstd::zstd_safe::get_frame_content_size(&body)
+            .ok()
+            .flatten()
+            .map_or(max, |n| n.min(max as u64) as usize);
+        if !permit.grow(out_len) {
+            count("busy");
+            return busy("the collector is receiving as much as it takes at once");
+        }
+        // Off the async workers: a batch is megabytes.
+        match tokio::task::spawn_blocking(move || decompress(&body, max)).await {
+            Ok(Ok(Some(raw))) => raw,
+            Ok(Ok(None)) => {
+                count("too_large");
+                return error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    json!({"error": "too_large", "max_bytes": max}),
+                );
+            }
+            Ok(Err(e)) => {
+                count("malformed");
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    json!({"error": "malformed", "reason": format!("zstd: {e}")}),
+                );
+            }
+            Err(e) => return unavailable(&e.to_string()),
+        }
+    } else {
+        body
+    };
+    if head.torn_len > raw.len() {
+        count("malformed");
+        return error(
+            StatusCode::BAD_REQUEST,
+            json!({"error": "malformed", "reason": "Wormlog-Torn-Len is longer than the body"}),
+        );
+    }
+    let pubkey = match reg {
+        Registration::Known(k) => k,
+        Registration::FirstUse => match genesis_key(&raw, head.torn_len) {
+            Some(k) => {
+                let msg = format!(
+                    "agent {id} pinned on first use with key {}",
+                    format_pubkey(&k)
+                );
+                tracing::warn!("{msg}");
+                app.own_log.event(&msg);
+                k
+            }
+            None => {
+                return error(
+                    StatusCode::CONFLICT,
+                    json!({"error": "gap", "expected_seq": 0, "reason": "unknown agent: send from its genesis record"}),
+                );
+            }
+        },
+    };
+    if let Err(r) = open_store(&app, &id, pubkey).await {
+        return r;
+    }
+    let result = store_batch(&app, &id, head.seq, head.torn_len, raw, &peer).await;
+    drop(permit);
+    answer(&app, &id, head.seq, head.len as u64, result)
+}
+
+/// The genesis record's first public key, for an agent trusted on first
+/// use.
+fn genesis_key(raw: &[u8], torn_len: usize) -> Option<[u8; 32]> {
+    match wormlog_spool::frame::frame_at(raw, torn_len) {
+        wormlog_spool::frame::FrameAt::Frame { start, end } => {
+            match Record::decode(&raw[start..end]) {
+                Ok(Record {
+                    payload: Payload::Genesis { first_pubkey, .. },
+                    ..
+                }) => Some(first_pubkey),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// Verifies and stores a batch off the async workers. A panic drops the
+/// open store, so the next request reloads it from disk (which cuts back
+/// whatever a half-done write left).
+async fn store_batch(
+    app: &Arc<App>,
+    id: &str,
+    seq: u64,
+    torn_len: usize,
+    raw: Vec<u8>,
+    peer: &Peer,
+) -> Result<Outcome, String> {
+    let slot = app.slot(id);
+    let mut guard = slot.lock_owned().await;
+    let app2 = app.clone();
+    let from = crate::forks::Sender::of(peer);
+    let r = tokio::task::spawn_blocking(move || {
+        let Some(s) = guard.as_mut() else {
+            return Err("the store was closed".to_owned());
+        };
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            s.ingest(seq, &raw[..torn_len], &raw[torn_len..], &app2.signer, &from)
+        }));
+        let next = guard.as_ref().map_or(0, |s| s.next_seq());
+        match r {
+            Ok(Ok(o)) => Ok((o, next)),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => {
+                *guard = None;
+                Err("the batch could not be stored (the store is reloaded from disk)".to_owned())
+            }
+        }
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    let (outcome, next) = r.inspect_err(|e| tracing::error!("agent {id}: store: {e}"))?;
+    metrics::get()
+        .next_seq
+        .get_or_create(&agent(id))
+        .set(next as i64);
+    Ok(outcome)
+}
+
+fn answer(
+    app: &App,
+    id: &str,
+    seq: u64,
+    bytes_in: u64,
+    result: Result<Outcome, String>,
+) -> Response {
+    let m = metrics::get();
+    let count = |r: &'static str| m.batches.get_or_create(&agent_result(id, r)).inc();
+    match result {
+        Ok(Outcome::Accepted { next_seq, receipts }) => {
+            count("accepted");
+            m.records
+                .get_or_create(&agent(id))
+                .inc_by(next_seq.saturating_sub(seq));
+            m.bytes.get_or_create(&agent(id)).inc_by(bytes_in);
+            m.receipts
+                .get_or_create(&agent(id))
+                .inc_by(receipts.len() as u64);
+            axum::Json(json!({
+                "next_seq": next_seq,
+                "receipts": receipts.iter().map(receipt_json).collect::<Vec<_>>(),
+            }))
+            .into_response()
+        }
+        Ok(Outcome::Gap { expected_seq }) => {
+            count("gap");
+            error(
+                StatusCode::CONFLICT,
+                json!({"error": "gap", "expected_seq": expected_seq}),
+            )
+        }
+        Ok(Outcome::Fork {
+            seq: at,
+            expected_seq,
+            evidence,
+        }) => {
+            count("fork");
+            m.forks.get_or_create(&agent(id)).inc();
+            let msg = format!(
+                "FORK: agent {id} sent a record {at} that differs from the one stored, under a checkpoint signed with its own key: its history was rewritten after the collector received it; the stored chain is kept, the agent's differing records are kept as evidence in {}",
+                evidence.display()
+            );
+            tracing::error!("{msg}");
+            app.own_log.alert(AlertCode::ForkDetected, &msg);
+            error(
+                StatusCode::CONFLICT,
+                json!({"error": "fork", "seq": at, "expected_seq": expected_seq}),
+            )
+        }
+        Ok(Outcome::Unproven { seq: at, reason }) => {
+            count("invalid");
+            m.unproven_forks.get_or_create(&agent(id)).inc();
+            let reason =
+                format!("record {at} differs from the one stored, and {reason}: not a proven fork");
+            app.alert_limited(
+                id,
+                AlertCode::Other,
+                &format!("agent {id}: batch refused: {reason}"),
+            );
+            error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({"error": "invalid", "seq": at, "reason": reason}),
+            )
+        }
+        Ok(Outcome::Invalid { seq: at, reason }) => {
+            count("invalid");
+            app.alert_limited(
+                id,
+                AlertCode::Other,
+                &format!("agent {id}: record {at} refused: {reason}"),
+            );
+            error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({"error": "invalid", "seq": at, "reason": reason}),
+            )
+        }
+        Ok(Outcome::Malformed(reason)) => {
+            count("malformed");
+            error(
+                StatusCode::BAD_REQUEST,
+                json!({"error": "malformed", "reason": reason}),
+            )
+        }
+        Ok(Outcome::Busy(reason)) => {
+            count("busy");
+            let mut r = unavailable(&reason);
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+            r
+        }
+        Err(e) => {
+            count("error");
+            unavailable(&e)
+        }
+    }
+}
+
+/// Decompresses a zstd body of at most `max` bytes (None: larger). The
+/// output is sized from the frame header when the sender wrote the content
+/// size (the agent does), so it is not grown and copied along the way.
+fn decompress(body: &[u8], max: usize) -> std::io::Result<Option<Vec<u8>>> {
+    let hint = zstd::zstd_safe::get_frame_content_size(body)
+        .ok()
+        .flatten()
+        .unwrap_or(0)
+        .min(max as u64) as usize;
+    let mut out = Vec::with_capacity(hint);
+    zstd::stream::read::Decoder::new(body)?
+        .take(max as u64 + 1)
+        .read_to_end(&mut out)?;
+    Ok((out.len() <= max).then_some(out))
+}
