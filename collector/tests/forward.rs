@@ -8,8 +8,8 @@
 mod common;
 
 use common::{
-    Setup, agent_bin, mtls_agent_config, mtls_setup, next_seq_in_store, start_collector,
-    stored_lines, verify_spool, verify_store, wait_for, write_lines,
+    Setup, agent_bin, collector_bin, mtls_agent_config, mtls_setup, next_seq_in_store,
+    start_collector, stored_lines, verify_spool, verify_store, wait_for, write_lines,
 };
 use std::path::Path;
 use std::process::Command;
@@ -207,6 +207,24 @@ fn a_rewritten_spool_is_a_fork_refused_and_alerted() {
         wormlog_spool::worm::remove_dir_all_worm(&s.d.p(d)).unwrap();
         std::fs::rename(s.d.p(&format!("{d}-then")), s.d.p(d)).unwrap();
     }
+    // The rewritten history, signed with the agent's own key: `wormlog
+    // append` ends with a checkpoint over it.
+    let mut append = Command::new(agent_bin())
+        .args(["append", "--source", "intruder", "--config"])
+        .arg(&cfg)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        append
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"what the intruder wants on record\n")
+            .unwrap();
+    }
+    assert!(append.wait().unwrap().success());
     let agent = s.start_agent(&cfg, "a3");
     wait_for(
         "the agent to report the refusal",
@@ -250,6 +268,20 @@ fn a_rewritten_spool_is_a_fork_refused_and_alerted() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("fork_detected"));
     verify_store(&store);
+    // The agent's differing records are kept as evidence, and shown.
+    let out = Command::new(collector_bin())
+        .args(["forks", "--store"])
+        .arg(&store)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&format!("FORK of agent web-01 at seq {at}")),
+        "{text}"
+    );
+    assert!(text.contains("intact"), "{text}");
+    assert!(text.contains("what the intruder wants on record"), "{text}");
 }
 
 #[test]

@@ -20,7 +20,7 @@ pub fn authorised(app: &App, peer: &Peer, id: &str) -> Result<(), String> {
     let name = ServerName::try_from(id.to_owned())
         .map_err(|_| format!("agent id {id:?} is not a DNS name, so no certificate can name it"))?;
     cert.verify_is_valid_for_subject_name(&name)
-        .map_err(|_| "the client certificate is not issued to this agent".into())
+        .map_err(|_| format!("the client certificate is not issued to agent {id:?}"))
 }
 
 /// What the collector knows of an agent before it opens its store.

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn collector_bin() -> PathBuf {
+pub fn collector_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_wormlog-collector"))
 }
 
