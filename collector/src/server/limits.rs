@@ -97,6 +97,20 @@ impl Gate {
     }
 }
 
+impl Gate {
+    /// Why `n` more bytes for `client` do not fit, for the 429 answer.
+    pub fn busy_reason(&self, client: &ClientKey, n: usize) -> String {
+        let c = self.counts();
+        format!(
+            "the collector is receiving as much as it takes at once: {n} more bytes would make this client's {} (of at most {}) and everyone's {} (of at most {}, limits.max_ingest_bytes)",
+            c.bytes_per_client.get(client).copied().unwrap_or(0) + n,
+            self.per_client_bytes,
+            c.bytes + n,
+            self.limits.max_ingest_bytes
+        )
+    }
+}
+
 impl ConnPermit {
     /// Names the connection's client; false (and not counted for it) if
     /// the client already has `max_connections_per_client` open.

@@ -289,7 +289,7 @@ async fn ingest(
     }
     let Some(mut permit) = app.gate.bytes(&peer.client, head.len) else {
         count("busy");
-        return busy("the collector is receiving as much as it takes at once");
+        return busy(&app.gate.busy_reason(&peer.client, head.len));
     };
     let limits = &app.config.limits;
     let deadline = limits.body_deadline(head.len as u64);

@@ -1,0 +1,411 @@
+//! The collector under attack, over real TLS (and plain HTTP on loopback):
+//! a refused request costs no more than its headers, a held body is cut off
+//! at its deadline, one client cannot take every connection, and a stranger
+//! cannot make the collector accuse an agent of a fork.
+
+mod common;
+
+use common::{
+    Setup, collector_bin, mtls_agent_config, mtls_setup, next_seq_in_store, start_collector,
+    wait_for, write_lines,
+};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A TLS connection to the collector as `cert` (a name in `pki/`).
+fn tls_conn(s: &Setup, cert: &str) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    let pki = |x: &str| s.d.p(&format!("pki/{x}"));
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(pki("ca.pem")).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(pki(&format!("{cert}.pem")))
+            .unwrap()
+            .map(|c| c.unwrap())
+            .collect();
+    let key = PrivateKeyDer::from_pem_file(pki(&format!("{cert}-key.pem"))).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .unwrap();
+    let conn =
+        rustls::ClientConnection::new(Arc::new(cfg), ServerName::try_from("localhost").unwrap())
+            .unwrap();
+    let tcp = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    rustls::StreamOwned::new(conn, tcp)
+}
+
+fn post_head(agent: &str, seq: u64, len: u64) -> String {
+    format!(
+        "POST /v1/agents/{agent}/records HTTP/1.1\r\nHost: localhost\r\nWormlog-Seq: {seq}\r\nContent-Length: {len}\r\n\r\n"
+    )
+}
+
+/// The status line of the answer (reads until the first line ends).
+fn status(r: &mut impl Read) -> String {
+    let mut buf = Vec::new();
+    let mut b = [0u8; 1];
+    while !buf.ends_with(b"\r\n") {
+        match r.read(&mut b) {
+            Ok(1) => buf.push(b[0]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&buf).trim().to_owned()
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+fn add_to_collector_config(s: &Setup, more: &str) {
+    let p = s.d.p("collector.toml");
+    let mut text = std::fs::read_to_string(&p).unwrap();
+    text.push_str(more);
+    std::fs::write(p, text).unwrap();
+}
+
+/// Appends lines to `logs/app.log` at about `per_sec` until told to stop.
+fn steady_writer(
+    path: &Path,
+    per_sec: usize,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<usize> {
+    let path = path.to_owned();
+    std::thread::spawn(move || {
+        let mut n = 100_000;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            write_lines(&path, n, per_sec / 10);
+            n += per_sec / 10;
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        n
+    })
+}
+
+#[test]
+fn hostile_clients_cost_their_headers_while_an_honest_agent_delivers() {
+    let mut s = mtls_setup();
+    // web-02 is registered too: a certificate holder with a chain of its
+    // own, the strongest position a hostile client can have.
+    add_to_collector_config(
+        &s,
+        &format!(
+            "\n[[agents]]\nid = \"web-02\"\npubkey = \"{}\"\n\n[limits]\nbody_timeout = \"2s\"\nmin_body_rate = \"64MiB\"\nmax_connections_per_client = 4\n",
+            s.pubkey
+        ),
+    );
+    let collector = start_collector(&mut s);
+    let pid = collector.child.id();
+    write_lines(&s.d.p("logs/app.log"), 0, 2000);
+    let cfg = mtls_agent_config(&s, "agent", Some("web-01"), "ca", "localhost", s.port);
+    let agent = s.start_agent(&cfg, "agent");
+    let store = s.d.p("store");
+    wait_for(
+        "the first lines stored",
+        Duration::from_secs(60),
+        || next_seq_in_store(&store) > 2000,
+        || format!("{}\n{}", agent.log(), collector.log()),
+    );
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = steady_writer(&s.d.p("logs/app.log"), 2000, stop.clone());
+    std::thread::sleep(Duration::from_millis(500));
+    let rss_before = rss_kib(pid);
+
+    // 1. Five connections of one client, each a body announced at 30 MiB
+    //    with 1 MiB sent and the rest withheld: four are held, and answered
+    //    408 at their deadline (2 s + 30 MiB at 64 MiB/s); the one over
+    //    max_connections_per_client is answered 429 at once.
+    let mut holders = Vec::new();
+    for _ in 0..5 {
+        let mut c = tls_conn(&s, "web-02");
+        let sent = c
+            .write_all(post_head("web-02", 0, 30 << 20).as_bytes())
+            .and_then(|()| c.write_all(&vec![0u8; 1 << 20]))
+            .and_then(|()| c.flush());
+        holders.push((Instant::now(), sent.is_ok(), c));
+    }
+    let mut answers = Vec::new();
+    for (started, sent, mut c) in holders {
+        let st = status(&mut c);
+        answers.push((st, sent, started.elapsed()));
+    }
+    let timeouts = answers
+        .iter()
+        .filter(|(st, _, _)| st.contains(" 408 "))
+        .count();
+    let busy: Vec<_> = answers
+        .iter()
+        .filter(|(st, _, _)| st.contains(" 429 "))
+        .collect();
+    assert_eq!((timeouts, busy.len()), (4, 1), "{answers:?}");
+    assert!(busy[0].2 < Duration::from_secs(5), "{answers:?}");
+    for (st, sent, took) in &answers {
+        if st.contains(" 408 ") {
+            assert!(sent, "a held body");
+            assert!(
+                *took < Duration::from_secs(12),
+                "a held body was answered after {took:?}"
+            );
+        }
+    }
+    // 2. Six 79 MiB bodies for a chain the certificate does not name: 403
+    //    from the headers alone, before a byte of the body is sent; then
+    //    the connection is closed and the body cannot be pushed.
+    let mut refused_sent = 0usize;
+    for _ in 0..6 {
+        let mut c = tls_conn(&s, "web-02");
+        c.write_all(post_head("web-01", 0, 79 << 20).as_bytes())
+            .unwrap();
+        c.flush().unwrap();
+        let st = status(&mut c);
+        assert!(st.contains(" 403 "), "a refused body: {st:?}");
+        let chunk = vec![7u8; 1 << 20];
+        for _ in 0..79 {
+            if c.write_all(&chunk).and_then(|()| c.flush()).is_err() {
+                break;
+            }
+            refused_sent += chunk.len();
+        }
+    }
+    assert!(
+        refused_sent < 6 * (79 << 20),
+        "the collector kept reading refused bodies"
+    );
+    // 3. A Content-Length of 10^12 with three bytes sent: 413 at once.
+    let mut huge = tls_conn(&s, "web-02");
+    huge.write_all(post_head("web-02", 0, 1_000_000_000_000).as_bytes())
+        .unwrap();
+    huge.write_all(b"abc").unwrap();
+    let t = Instant::now();
+    assert!(status(&mut huge).contains(" 413 "), "a huge length");
+    assert!(t.elapsed() < Duration::from_secs(5));
+    let rss_peak = rss_kib(pid);
+    // The honest agent kept delivering: it catches up within seconds.
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let written = writer.join().unwrap() - 100_000 + 2000;
+    wait_for(
+        "the honest agent to catch up",
+        Duration::from_secs(30),
+        || next_seq_in_store(&store) as usize > written,
+        || format!("{}\n{}", agent.log(), collector.log()),
+    );
+    agent.stop();
+    let log = collector.stop();
+    eprintln!(
+        "collector RSS {rss_before} KiB before, {rss_peak} KiB at the end of the attack; the refused clients pushed {} MiB at it",
+        refused_sent >> 20
+    );
+    // What was refused was not kept: 4 MiB of held bodies and the headers,
+    // not the 6 x 79 MiB or 4 x 30 MiB announced.
+    assert!(
+        rss_peak < rss_before + 48 * 1024,
+        "RSS grew from {rss_before} to {rss_peak} KiB"
+    );
+    assert!(!log.contains("FORK"), "{log}");
+}
+
+#[test]
+fn a_stranger_cannot_make_the_collector_accuse_an_agent() {
+    // The quick start's collector: plain HTTP on loopback, no client
+    // certificates — anyone on the host can connect.
+    let mut s = Setup::new();
+    s.write_collector_config("");
+    add_to_collector_config(&s, "\n[metrics]\nlisten = \"127.0.0.1:0\"\n");
+    let collector = start_collector(&mut s);
+    write_lines(&s.d.p("logs/app.log"), 0, 500);
+    let cfg = s.write_agent_config(
+        "agent",
+        &format!(
+            "url = \"http://127.0.0.1:{}\"\nbackoff_min = \"50ms\"\nbackoff_max = \"500ms\"\n",
+            s.port
+        ),
+    );
+    let agent = s.start_agent(&cfg, "agent");
+    let store = s.d.p("store");
+    wait_for(
+        "500 lines stored",
+        Duration::from_secs(60),
+        || next_seq_in_store(&store) > 500,
+        || format!("{}\n{}", agent.log(), collector.log()),
+    );
+    agent.stop();
+    // A record the collector holds, replaced by 200 bytes of garbage in a
+    // frame with a valid CRC — forty times.
+    let mut record = vec![0x41u8; 200];
+    record[4..12].copy_from_slice(&100u64.to_le_bytes());
+    let mut frame = Vec::new();
+    let len = (record.len() as u32).to_le_bytes();
+    let mut crc_in = len.to_vec();
+    crc_in.extend_from_slice(&record);
+    frame.extend_from_slice(&crc32c::crc32c(&crc_in).to_le_bytes());
+    frame.extend_from_slice(&len);
+    frame.extend_from_slice(&record);
+    for _ in 0..40 {
+        let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c.write_all(post_head("web-01", 100, frame.len() as u64).as_bytes())
+            .unwrap();
+        c.write_all(&frame).unwrap();
+        let st = status(&mut c);
+        assert!(st.contains(" 422 "), "a forged fork: {st:?}");
+    }
+    // The metrics listener answers without TLS or a certificate.
+    let mport: u16 = collector
+        .log()
+        .split("metrics and health on http://127.0.0.1:")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .expect("the metrics listener");
+    let mut m = TcpStream::connect(("127.0.0.1", mport)).unwrap();
+    m.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    m.read_to_string(&mut text).unwrap();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        text.contains("wormlog_collector_unproven_forks_total{agent=\"web-01\"} 40"),
+        "{text}"
+    );
+    assert!(!text.contains("wormlog_collector_forks_total{"), "{text}");
+    let log = collector.stop();
+    assert!(!log.contains("FORK"), "{log}");
+    // The alerts were rate-limited: at most five in the collector's chain.
+    let out = Command::new(common::agent_bin())
+        .args(["cat", "--spool"])
+        .arg(store.join("log"))
+        .output()
+        .unwrap();
+    let own = String::from_utf8_lossy(&out.stdout);
+    assert!(!own.contains("fork_detected"), "{own}");
+    let alerts = own
+        .lines()
+        .filter(|l| l.contains("not a proven fork"))
+        .count();
+    assert!((1..=5).contains(&alerts), "{alerts} alerts:\n{own}");
+    // No evidence, nothing to list.
+    let out = Command::new(collector_bin())
+        .args(["forks", "--store"])
+        .arg(&store)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no forks proven"));
+}
+
+#[test]
+fn ids_in_urls_make_no_labels_and_connections_are_capped() {
+    let mut s = Setup::new();
+    s.write_collector_config("");
+    add_to_collector_config(&s, "\n[limits]\nmax_connections = 3\n");
+    let collector = start_collector(&mut s);
+    let get = |path: &str| {
+        let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
+        let mut out = String::new();
+        let _ = c.read_to_string(&mut out);
+        out
+    };
+    for i in 0..2000 {
+        let r = get(&format!("/v1/agents/stranger-{i}/state"));
+        assert!(r.starts_with("HTTP/1.1 403"), "{r}");
+    }
+    let metrics = get("/metrics");
+    assert!(
+        !metrics.contains("stranger-"),
+        "an unregistered id became a label"
+    );
+    assert!(
+        metrics.len() < 16 << 10,
+        "/metrics is {} bytes",
+        metrics.len()
+    );
+    assert!(
+        metrics.contains("wormlog_collector_refused_total{reason=\"not_registered\"} 2000"),
+        "{metrics}"
+    );
+    // Three idle connections hold every slot: a fourth is closed at once.
+    let idle: Vec<TcpStream> = (0..3)
+        .map(|_| TcpStream::connect(("127.0.0.1", s.port)).unwrap())
+        .collect();
+    wait_for(
+        "a fourth connection to be closed",
+        Duration::from_secs(10),
+        || {
+            let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let _ = c.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+            let mut b = [0u8; 16];
+            matches!(c.read(&mut b), Ok(0) | Err(_))
+        },
+        || collector.log(),
+    );
+    drop(idle);
+    wait_for(
+        "a connection to be served again",
+        Duration::from_secs(10),
+        || get("/health").starts_with("HTTP/1.1 200"),
+        || collector.log(),
+    );
+    let log = collector.stop();
+    assert!(log.contains("limits.max_connections"), "{log}");
+}
+
+#[test]
+fn check_config_opens_every_file_as_the_service_user_would() {
+    let s = mtls_setup();
+    let cfg = s.d.p("collector.toml");
+    let run = |cmd: &mut Command| {
+        let out = cmd.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(Command::new(collector_bin())
+        .args(["check-config", "--config"])
+        .arg(&cfg));
+    assert_eq!(code, Some(0), "{err}");
+    // The collector's TLS key, readable by its owner only.
+    use std::os::unix::fs::PermissionsExt;
+    let key = s.d.p("pki/collector-key.pem");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (code, err) = if rustix::process::geteuid().is_root() {
+        // As root (CI), check as another user, as systemd's User= would.
+        for d in [s.d.p(""), s.d.p("pki")] {
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        run(Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(collector_bin())
+            .args(["check-config", "--config"])
+            .arg(&cfg))
+    } else {
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o000)).unwrap();
+        run(Command::new(collector_bin())
+            .args(["check-config", "--config"])
+            .arg(&cfg))
+    };
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("collector-key.pem"), "{err}");
+}
