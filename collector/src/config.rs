@@ -426,6 +426,70 @@ mod tests {
     }
 
     #[test]
+    fn off_loopback_writers_must_authenticate() {
+        let tls = "tls_cert = \"/c.pem\"\ntls_key = \"/k.pem\"\n";
+        let e = load_text(&format!(
+            "[collector]\nlisten = \"0.0.0.0:8443\"\nstore_dir = \"/s\"\n{tls}"
+        ))
+        .unwrap_err()
+        .0;
+        assert!(e.starts_with("F:2:10: listen: on 0.0.0.0:8443"), "{e}");
+        assert!(e.contains("set client_ca"), "{e}");
+        let c = load_text(&format!(
+            "[collector]\nlisten = \"0.0.0.0:8443\"\nstore_dir = \"/s\"\n{tls}client_ca = \"/ca.pem\"\n"
+        ))
+        .unwrap();
+        assert!(c.tls.unwrap().client_ca.is_some());
+    }
+
+    #[test]
+    fn limits_and_the_metrics_listener() {
+        let c = load_text(
+            "[collector]\nlisten = \"127.0.0.1:1\"\nstore_dir = \"/s\"\n\n[limits]\nmax_connections = 10\nmax_connections_per_client = 2\nmax_ingest_bytes = \"100MiB\"\nbody_timeout = \"5s\"\nmin_body_rate = \"1MiB\"\nheader_timeout = \"3s\"\nhandshake_timeout = \"4s\"\n\n[metrics]\nlisten = \"127.0.0.1:9102\"\n",
+        )
+        .unwrap();
+        let l = &c.limits;
+        assert_eq!((l.max_connections, l.max_connections_per_client), (10, 2));
+        assert_eq!(l.max_ingest_bytes, 100 << 20);
+        assert_eq!(l.body_deadline(3 << 20), Duration::from_secs(8));
+        assert_eq!(l.header_timeout, Duration::from_secs(3));
+        assert_eq!(l.handshake_timeout, Duration::from_secs(4));
+        assert_eq!(c.metrics_listen, Some("127.0.0.1:9102".parse().unwrap()));
+        assert_eq!(
+            load_text("[collector]\nlisten = \"127.0.0.1:1\"\nstore_dir = \"/s\"\n")
+                .unwrap()
+                .limits,
+            Limits::default()
+        );
+        for (text, want) in [
+            (
+                "[limits]\nmax_connections = 0\n",
+                "F:6:19: max_connections: must be at least 1",
+            ),
+            (
+                "[limits]\nbody_timeout = \"soon\"\n",
+                "F:6:16: body_timeout:",
+            ),
+            (
+                "[limits]\nmin_body_rate = \"fast\"\n",
+                "F:6:17: min_body_rate:",
+            ),
+            (
+                "[limits]\nslowloris = 1\n",
+                "F:6:1: unknown field `slowloris`",
+            ),
+            ("[metrics]\nlisten = \"here\"\n", "F:6:10: listen:"),
+        ] {
+            let e = load_text(&format!(
+                "[collector]\nlisten = \"127.0.0.1:1\"\nstore_dir = \"/s\"\n\n{text}"
+            ))
+            .unwrap_err()
+            .0;
+            assert!(e.starts_with(want), "{e:?} should start with {want:?}");
+        }
+    }
+
+    #[test]
     fn a_loopback_collector_may_speak_plain_http() {
         let c = load_text("[collector]\nlisten = \"127.0.0.1:8080\"\nstore_dir = \"/s\"\ntrust_on_first_use = true\n").unwrap();
         assert!(c.tls.is_none() && c.trust_on_first_use);

@@ -418,21 +418,14 @@ async fn store_batch(
     let app2 = app.clone();
     let from = crate::forks::Sender::of(peer);
     let r = tokio::task::spawn_blocking(move || {
-        let Some(s) = guard.as_mut() else {
-            return Err("the store was closed".to_owned());
-        };
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            s.ingest(seq, &raw[..torn_len], &raw[torn_len..], &app2.signer, &from)
-        }));
-        let next = guard.as_ref().map_or(0, |s| s.next_seq());
-        match r {
-            Ok(Ok(o)) => Ok((o, next)),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => {
-                *guard = None;
-                Err("the batch could not be stored (the store is reloaded from disk)".to_owned())
-            }
-        }
+        crate::store::ingest_or_reload(
+            &mut guard,
+            seq,
+            &raw[..torn_len],
+            &raw[torn_len..],
+            &app2.signer,
+            &from,
+        )
     })
     .await
     .map_err(|e| e.to_string())?;

@@ -112,6 +112,9 @@ pub struct AgentStore {
     /// nearest one before it instead of from the genesis record.
     bases: Vec<Follower>,
     last_replay: Option<std::time::Instant>,
+    /// Tests: panic once a batch is written, before it is answered.
+    #[cfg(test)]
+    panic_after_write: bool,
 }
 
 impl AgentStore {
@@ -161,6 +164,8 @@ impl AgentStore {
             index: SeqIndex::default(),
             bases: Vec::new(),
             last_replay: None,
+            #[cfg(test)]
+            panic_after_write: false,
         };
         s.load()?;
         Ok(s)
@@ -291,6 +296,10 @@ impl AgentStore {
                 self.poisoned = true;
                 return Err(e);
             }
+        }
+        #[cfg(test)]
+        if self.panic_after_write {
+            panic!("a test's panic between the write and the answer");
         }
         self.remember_batch_start(start.0, &start.1, base);
         let mut receipts = replayed;
@@ -522,6 +531,37 @@ impl AgentStore {
     }
 }
 
+/// Ingests a batch into the store held in `slot`; returns the outcome and
+/// the next seq. A panic while storing drops the store (so the next request
+/// reloads it from disk, which cuts back whatever a half-done write left)
+/// and is returned as an error.
+pub fn ingest_or_reload(
+    slot: &mut Option<AgentStore>,
+    seq: u64,
+    torn: &[u8],
+    frames: &[u8],
+    signer: &Signer,
+    from: &crate::forks::Sender,
+) -> Result<(Outcome, u64), String> {
+    let Some(s) = slot.as_mut() else {
+        return Err("the store is closed".into());
+    };
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        s.ingest(seq, torn, frames, signer, from)
+    }));
+    match r {
+        Ok(Ok(o)) => Ok((o, s.next_seq())),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => {
+            *slot = None;
+            tracing::error!(
+                "a panic while storing a batch; the store is reloaded from disk before the next one"
+            );
+            Err("the batch could not be stored (the store is reloaded from disk)".into())
+        }
+    }
+}
+
 /// Cuts an unacknowledged partial tail back to `len` (clearing and restoring
 /// the append-only flag around it).
 fn cut_tail(path: &Path, len: u64) -> Result<(), StoreError> {
@@ -712,6 +752,90 @@ mod tests {
             Outcome::Fork { .. }
         ));
         assert_eq!(crate::forks::list(&root, None).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_panic_while_storing_reloads_the_store_from_disk() {
+        let t = tempfile::tempdir().unwrap();
+        let (pk, batches) = agent_batches(t.path());
+        let signer = Signer::load_or_create(&t.path().join("ckeys"), "c1").unwrap();
+        let root = t.path().join("store");
+        let mut slot =
+            Some(AgentStore::open(&root, "web-01", pk, AppendOnly::Off, &signer).unwrap());
+        let b = &batches[0];
+        let r = ingest_or_reload(
+            &mut slot,
+            b.first_seq,
+            b.torn(),
+            b.frames(),
+            &signer,
+            &sender(),
+        );
+        assert!(matches!(r, Ok((Outcome::Accepted { .. }, _))), "{r:?}");
+        slot.as_mut().unwrap().panic_after_write = true;
+        let b = &batches[1];
+        let r = ingest_or_reload(
+            &mut slot,
+            b.first_seq,
+            b.torn(),
+            b.frames(),
+            &signer,
+            &sender(),
+        );
+        assert!(r.is_err() && slot.is_none(), "{r:?}");
+        // Reloaded from disk: the batch written but never answered is
+        // there, and its replay brings the receipts it never got.
+        let mut s = AgentStore::open(&root, "web-01", pk, AppendOnly::Off, &signer).unwrap();
+        assert_eq!(s.next_seq(), b.end_seq());
+        for b in &batches[1..] {
+            assert!(matches!(
+                ingest(&mut s, b, &signer),
+                Outcome::Accepted { .. }
+            ));
+        }
+        let r = verify_spool(&root.join("agents/web-01"), Some(pk), &mut |_, _, _| {}).unwrap();
+        assert!(r.ok(), "{:?}", r.failure);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// Arbitrary bytes, and a real batch with a byte changed or cut,
+        /// never panic the store, and a refused batch changes nothing.
+        #[test]
+        fn refused_batches_change_nothing(
+            garbage in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
+            which in 0usize..6,
+            flip in proptest::prelude::any::<usize>(),
+            cut in proptest::prelude::any::<usize>(),
+            at_seq in 0u64..200,
+        ) {
+            let t = tempfile::tempdir().unwrap();
+            let (pk, batches) = agent_batches(t.path());
+            let signer = Signer::load_or_create(&t.path().join("ckeys"), "c1").unwrap();
+            let root = t.path().join("store");
+            let mut s = AgentStore::open(&root, "web-01", pk, AppendOnly::Off, &signer).unwrap();
+            for b in &batches[..2] {
+                assert!(matches!(ingest(&mut s, b, &signer), Outcome::Accepted { .. }));
+            }
+            let seg = root.join("agents/web-01/0000000000000000.wlseg");
+            let before = (s.next_seq(), std::fs::read(&seg).unwrap());
+            let b = &batches[which.min(batches.len() - 1)];
+            let mut bytes = b.frames().to_vec();
+            if !bytes.is_empty() {
+                let i = flip % bytes.len();
+                bytes[i] ^= 0x20;
+                bytes.truncate(bytes.len() - cut % bytes.len().min(64));
+            }
+            for (seq, frames) in [(at_seq, &garbage[..]), (b.first_seq, &bytes[..]), (at_seq, &bytes[..])] {
+                match s.ingest(seq, &[], frames, &signer, &sender()) {
+                    Ok(Outcome::Accepted { .. }) | Err(_) => {}
+                    Ok(_) => {
+                        assert_eq!((s.next_seq(), std::fs::read(&seg).unwrap()), before.clone());
+                    }
+                }
+            }
+            assert!(!root.join("forks").exists());
+        }
     }
 
     fn sender() -> crate::forks::Sender {
