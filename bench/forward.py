@@ -17,10 +17,19 @@ Two figures, each over RUNS runs (median reported):
    checkpoint triggers: CHECKPOINT sets checkpoint_interval ("default": the
    agent's own defaults).
 
+With WORMLOG_BENCH_HOSTILE=1 a hostile client runs beside the agent in
+every run (issue 12): a registered certificate holder ("hostile") keeps
+HOSTILE_CONNECTIONS connections (default 8, its max_connections_per_client)
+each holding a body announced at 30 MiB and dribbling a byte a second
+(answered 408 at its deadline, then reconnecting at once), and one more
+thread sends 79 MiB requests for the bench agent's chain, which its
+certificate does not name (403 from the headers), as fast as it is answered.
+The summary then also counts what the hostile client got.
+
 usage: forward.py WORMLOG_DIR INPUT WORKDIR [RUNS] [RATE] [SECONDS] [CHECKPOINT]
   WORMLOG_DIR holds the release binaries wormlog and wormlog-collector.
 """
-import json, os, shutil, signal, statistics, subprocess, sys, time
+import json, os, shutil, signal, socket, ssl, statistics, subprocess, sys, threading, time
 
 
 def sh(*args, **kw):
@@ -61,6 +70,7 @@ def pki(d):
        "-keyout", f"{d}/ca-key.pem", "-out", f"{d}/ca.pem", "-days", "2", "-subj", "/CN=bench CA")
     cert("collector", "localhost", "localhost", "ca")
     cert("agent", "bench", "bench", "ca")
+    cert("hostile", "hostile", "hostile", "ca")
 
 
 def rm(path):
@@ -84,6 +94,10 @@ client_ca = "{w}/pki/ca.pem"
 
 [[agents]]
 id = "bench"
+pubkey = "{pubkey}"
+
+[[agents]]
+id = "hostile"
 pubkey = "{pubkey}"
 """)
     log = open(f"{w}/collector.log", "w")
@@ -139,6 +153,77 @@ def fresh_agent(bin_dir, w):
     return sh(f"{bin_dir}/wormlog", "keygen", "--key-dir", f"{w}/keys").stdout.decode().strip()
 
 
+HOSTILE = os.environ.get("WORMLOG_BENCH_HOSTILE") == "1"
+
+
+class Hostile:
+    """The hostile client of WORMLOG_BENCH_HOSTILE=1 (see the docstring)."""
+
+    def __init__(self, w, port):
+        self.w, self.port = w, port
+        self.stop = threading.Event()
+        self.answers = {}
+        self.lock = threading.Lock()
+        n = int(os.environ.get("HOSTILE_CONNECTIONS", "8"))
+        self.threads = [threading.Thread(target=self.hold, daemon=True) for _ in range(n)]
+        self.threads.append(threading.Thread(target=self.refused, daemon=True))
+        for t in self.threads:
+            t.start()
+
+    def conn(self):
+        ctx = ssl.create_default_context(cafile=f"{self.w}/pki/ca.pem")
+        ctx.load_cert_chain(f"{self.w}/pki/hostile.pem", f"{self.w}/pki/hostile-key.pem")
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+        return ctx.wrap_socket(s, server_hostname="localhost")
+
+    def count(self, status):
+        with self.lock:
+            self.answers[status] = self.answers.get(status, 0) + 1
+
+    def status(self, s):
+        try:
+            line = s.recv(64).split(b"\r\n")[0].decode(errors="replace")
+            return line.split(" ")[1] if " " in line else "closed"
+        except OSError as e:
+            return type(e).__name__
+
+    def hold(self):
+        while not self.stop.is_set():
+            try:
+                s = self.conn()
+                s.sendall(b"POST /v1/agents/hostile/records HTTP/1.1\r\nHost: localhost\r\n"
+                          b"Wormlog-Seq: 0\r\nContent-Length: 31457280\r\n\r\n" + b"\0" * 65536)
+                s.settimeout(1)
+                while not self.stop.is_set():
+                    try:
+                        self.count(self.status(s))
+                        break
+                    except socket.timeout:
+                        s.sendall(b"\0")
+                s.close()
+            except OSError as e:
+                self.count(type(e).__name__)
+                time.sleep(0.05)
+
+    def refused(self):
+        while not self.stop.is_set():
+            try:
+                s = self.conn()
+                s.sendall(b"POST /v1/agents/bench/records HTTP/1.1\r\nHost: localhost\r\n"
+                          b"Wormlog-Seq: 0\r\nContent-Length: 82837504\r\n\r\n")
+                self.count(self.status(s))
+                s.close()
+            except OSError as e:
+                self.count(type(e).__name__)
+                time.sleep(0.05)
+
+    def finish(self):
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=10)
+        return dict(self.answers)
+
+
 def throughput(bin_dir, inp, w, runs):
     pubkey = fresh_agent(bin_dir, w)
     agent_config(w, 1, "", "default")
@@ -151,6 +236,9 @@ def throughput(bin_dir, inp, w, runs):
         col, port = start_collector(bin_dir, w, pubkey)
         agent_config(w, port, "", "default")
         subprocess.run(["sync"])
+        hostile = Hostile(w, port) if HOSTILE else None
+        if hostile:
+            time.sleep(1)  # not a measurement: the hostile connections are up
         t0 = time.monotonic()
         agent = subprocess.Popen([f"{bin_dir}/wormlog", "run", "--config", f"{w}/agent.toml"],
                                  stderr=open(f"{w}/agent.log", "w"), stdout=subprocess.DEVNULL)
@@ -164,6 +252,7 @@ def throughput(bin_dir, inp, w, runs):
         elapsed = time.monotonic() - t0
         cpu_a, cpu_c = cpu_seconds(agent.pid), cpu_seconds(col.pid)
         rss_a, rss_c = peak_rss_mib(agent.pid), peak_rss_mib(col.pid)
+        hostile_got = hostile.finish() if hostile else None
         stop(agent)
         stop(col)
         v = subprocess.run([f"{bin_dir}/wormlog-collector", "verify", "--store", f"{w}/store"],
@@ -171,7 +260,8 @@ def throughput(bin_dir, inp, w, runs):
         assert v.returncode == 0, v.stdout
         results.append({"records": records, "seconds": elapsed, "records_per_s": records / elapsed,
                         "agent_cpu_s": cpu_a, "collector_cpu_s": cpu_c,
-                        "agent_peak_rss_mib": rss_a, "collector_peak_rss_mib": rss_c})
+                        "agent_peak_rss_mib": rss_a, "collector_peak_rss_mib": rss_c,
+                        "hostile_answers": hostile_got})
         print(json.dumps(results[-1]), flush=True)
     return results
 
@@ -185,6 +275,7 @@ def latency(bin_dir, w, runs, rate, seconds, checkpoint):
         col, port = start_collector(bin_dir, w, pubkey)
         agent_config(w, port, f'[[sources.file]]\nname = "app"\npaths = ["{w}/logs/app.log"]\n'
                      'poll_interval = "10ms"\n', checkpoint)
+        hostile = Hostile(w, port) if HOSTILE else None
         agent = subprocess.Popen([f"{bin_dir}/wormlog", "run", "--config", f"{w}/agent.toml"],
                                  stderr=open(f"{w}/agent.log", "w"), stdout=subprocess.DEVNULL)
         time.sleep(0.5)  # not a measurement: lets the daemon open its spool
@@ -208,6 +299,8 @@ def latency(bin_dir, w, runs, rate, seconds, checkpoint):
                 break
             time.sleep(0.05)
         time.sleep(6)  # the last checkpoints and their receipts
+        hostile_got = hostile.finish() if hostile else None
+        collector_rss = peak_rss_mib(col.pid)
         stop(agent)
         stop(col)
         recs = [json.loads(l) for l in sh(f"{bin_dir}/wormlog", "cat", "--json", "--spool",
@@ -227,7 +320,8 @@ def latency(bin_dir, w, runs, rate, seconds, checkpoint):
             lat.append((receipts_by_size[ri][1] - written) / 1e9)
         lat.sort()
         res = {"lines": n, "covered": len(lat), "p50_s": lat[len(lat) // 2],
-               "p99_s": lat[int(len(lat) * 0.99)], "max_s": lat[-1], "checkpoint_interval": checkpoint}
+               "p99_s": lat[int(len(lat) * 0.99)], "max_s": lat[-1], "checkpoint_interval": checkpoint,
+               "collector_peak_rss_mib": collector_rss, "hostile_answers": hostile_got}
         print(json.dumps(res), flush=True)
         results.append(res)
     return results
@@ -266,6 +360,8 @@ def main():
         "median_p99_s": med([x["p99_s"] for x in l]),
         "max_s": max(x["max_s"] for x in l),
         "checkpoint_interval": checkpoint,
+        "hostile": HOSTILE,
+        "max_collector_peak_rss_mib_latency": max(x["collector_peak_rss_mib"] for x in l),
     }))
 
 
