@@ -180,10 +180,14 @@ class Hostile:
         with self.lock:
             self.answers[status] = self.answers.get(status, 0) + 1
 
+    @staticmethod
+    def parse(data):
+        line = data.split(b"\r\n")[0].decode(errors="replace")
+        return line.split(" ")[1] if " " in line else "closed"
+
     def status(self, s):
         try:
-            line = s.recv(64).split(b"\r\n")[0].decode(errors="replace")
-            return line.split(" ")[1] if " " in line else "closed"
+            return self.parse(s.recv(64))
         except OSError as e:
             return type(e).__name__
 
@@ -196,10 +200,12 @@ class Hostile:
                 s.settimeout(1)
                 while not self.stop.is_set():
                     try:
-                        self.count(self.status(s))
-                        break
+                        data = s.recv(64)
                     except socket.timeout:
                         s.sendall(b"\0")
+                        continue
+                    self.count(self.parse(data))
+                    break
                 s.close()
             except OSError as e:
                 self.count(type(e).__name__)
