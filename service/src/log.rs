@@ -201,6 +201,7 @@ mod tests {
         );
         assert_eq!(
             format_line(
+                "wormlog",
                 &Level::WARN,
                 "spool at 91% of its disk budget",
                 &[("used", "910".into()), ("budget", "1000".into())]
@@ -209,6 +210,7 @@ mod tests {
         );
         assert_eq!(
             format_line(
+                "wormlog",
                 &Level::ERROR,
                 "fsync failed",
                 &[

@@ -370,7 +370,7 @@ impl AgentStore {
         let mut stored = StoredFrames::at(&self.dir, no, off)?;
         let next_stored = |stored: &mut StoredFrames| -> Result<Option<Vec<u8>>, StoreError> {
             loop {
-                match stored.next()? {
+                match stored.next_stored()? {
                     Some(Stored::Frame(f)) if frame_seq(&f) >= seq => return Ok(Some(f)),
                     Some(_) => {}
                     None => return Ok(None),

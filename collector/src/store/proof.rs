@@ -165,7 +165,7 @@ fn replay(dir: &std::path::Path, mut f: Follower, to: u64) -> Result<Follower, S
         Ok::<(), StoreError>(())
     };
     while f.next_seq() + pending < to {
-        match stored.next()? {
+        match stored.next_stored()? {
             Some(Stored::Frame(fr)) => {
                 if frame_seq(&fr) < f.next_seq() + pending {
                     continue;

@@ -126,7 +126,7 @@ impl StoredFrames {
     }
 
     /// The next frame, a torn tail, or None at the end of the store.
-    pub fn next(&mut self) -> Result<Option<Stored>, StoreError> {
+    pub fn next_stored(&mut self) -> Result<Option<Stored>, StoreError> {
         loop {
             let Some(r) = self.reader.as_mut() else {
                 return Ok(None);
