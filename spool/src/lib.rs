@@ -5,7 +5,9 @@
 //! segment files ([`segment`]), the hash chain and the RFC 9162 Merkle tree
 //! ([`hash`], [`merkle`]), the forward-secure host key ([`keys`]), the
 //! single writer with group commit and crash recovery ([`writer`]), the
-//! write-once file flags ([`worm`]), and verification ([`verify`]).
+//! write-once file flags ([`worm`]), and verification ([`verify`]; the
+//! collector's incremental [`follow`]), both under the segment-structure
+//! rules of [`structure`].
 //!
 //! No async runtime: the writer runs on its own thread and makes batches
 //! durable on a second one.
@@ -26,6 +28,7 @@ pub mod position;
 pub mod reader;
 pub mod record;
 pub mod segment;
+pub mod structure;
 pub mod verify;
 pub mod worm;
 pub mod writer;
