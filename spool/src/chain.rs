@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 pub const MAX_ALERT_CODE: u16 = 6;
 
 /// The state a verifier keeps between records.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChainCheck {
     /// The first public key given by the caller (None: take the genesis key).
     pub trusted: Option<[u8; 32]>,

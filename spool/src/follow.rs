@@ -56,8 +56,9 @@ pub enum Refusal {
     Framing(String),
 }
 
-/// The incremental verifier of one agent's chain.
-#[derive(Debug, Clone)]
+/// The incremental verifier of one agent's chain. Two followers are equal
+/// when all they know is (`PartialEq`: a refused batch leaves it equal).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Follower {
     pub chain: ChainCheck,
     pub cursor: SegmentCursor,
