@@ -14,6 +14,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod agent_id;
 pub mod chain;
 pub mod clock;
 pub mod codec;
