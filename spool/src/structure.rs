@@ -210,9 +210,12 @@ pub fn unsealed_end(cursor: &SegmentCursor, next_seq: u64, region: &[u8]) -> Opt
 /// segment, `no`, right after the segment whose end it explains, and says
 /// exactly how that segment ended (§6.11, §7 step 4). `first` says whether
 /// it is its segment's first record; `explains` is the segment before as
-/// the reader found it, if the reader may take a recovery record after it:
-/// a segment that ended without a seal (a verifier knows it from its
-/// look-ahead, §7 step 2).
+/// the reader found it, if the reader may take a recovery record after it.
+/// For the verifier that is the segment its look-ahead (§7 step 2) found
+/// named by this record; the follower, which has no look-ahead, takes one
+/// only after a segment that ended without a seal ([`unsealed_end`]) — the
+/// agent never writes one after a seal, and a verifier would refuse any
+/// byte between the seal and the recovery's `region_offset` anyway.
 pub fn check_recovery_at(
     payload: &Payload<'_>,
     first: bool,
@@ -262,5 +265,82 @@ pub fn check_segment_end(sealed: bool, explained: bool, last: bool) -> Result<()
         Ok(())
     } else {
         Err("the segment ends without a seal record and no recovery record explains its end (records removed?)".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cursor(len: u64, sealed: bool) -> SegmentCursor {
+        SegmentCursor {
+            no: 3,
+            len,
+            records: 0,
+            anchored: false,
+            sealed,
+        }
+    }
+
+    #[test]
+    fn where_segments_begin_and_end() {
+        // The log's first record opens segment 0; after a seal the next
+        // record opens the next segment; a recovery record closes an
+        // unsealed one; otherwise records stay where they are.
+        assert_eq!(opens_segment(&cursor(0, false), false), Some(0));
+        assert_eq!(opens_segment(&cursor(100, true), false), Some(4));
+        assert_eq!(opens_segment(&cursor(100, false), true), Some(4));
+        assert_eq!(opens_segment(&cursor(100, false), false), None);
+        assert!(unsealed_end(&cursor(0, false), 7, &[]).is_none());
+        assert!(unsealed_end(&cursor(100, true), 7, &[]).is_none());
+        let end = unsealed_end(&cursor(100, false), 7, b"torn").unwrap();
+        assert_eq!(
+            (end.no, end.last_seq, end.end, end.region_len),
+            (3, 6, 100, 4)
+        );
+        // A segment other than the last needs a seal or a recovery.
+        assert!(check_segment_end(false, false, false).is_err());
+        assert!(check_segment_end(true, false, false).is_ok());
+        assert!(check_segment_end(false, true, false).is_ok());
+        assert!(check_segment_end(false, false, true).is_ok());
+    }
+
+    #[test]
+    fn a_seal_names_the_next_segment() {
+        assert_eq!(check_seal(&Payload::Seal { next_segment: 4 }, 3), Ok(true));
+        assert!(check_seal(&Payload::Seal { next_segment: 5 }, 3).is_err());
+        assert!(check_seal(&Payload::Seal { next_segment: 3 }, 3).is_err());
+    }
+
+    #[test]
+    fn the_expected_header_continues_the_chain() {
+        let mut chain = ChainCheck::new(None);
+        chain.next_seq = 42;
+        chain.head = [7; 32];
+        chain.agent_id = Some("web-01".into());
+        let h = expected_header(5, &chain);
+        assert_eq!((h.segment_no, h.first_seq, h.prev_head), (5, 42, [7; 32]));
+        assert_eq!(check_header_continuity(&h, &chain), Ok(()));
+        assert_eq!(check_header_identity(&h, 5, &mut chain), Ok(()));
+        assert!(check_header_identity(&h, 6, &mut chain).is_err());
+        let mut other = h.clone();
+        other.agent_id = "web-02".into();
+        assert!(check_header_identity(&other, 5, &mut chain).is_err());
+        other = h.clone();
+        other.first_seq = 41;
+        assert!(check_header_continuity(&other, &chain).is_err());
+        other = h;
+        other.prev_head = [8; 32];
+        assert!(check_header_continuity(&other, &chain).is_err());
+        // The first header read names the log's agent.
+        let mut fresh = ChainCheck::new(None);
+        let h = SegmentHeader {
+            segment_no: 0,
+            first_seq: 0,
+            prev_head: ZERO32,
+            agent_id: "db-1".into(),
+        };
+        assert_eq!(check_header_identity(&h, 0, &mut fresh), Ok(()));
+        assert_eq!(fresh.agent_id.as_deref(), Some("db-1"));
     }
 }
