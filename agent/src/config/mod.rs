@@ -555,7 +555,9 @@ fn validate(
         let (line, col) = find_assignment(text, key, None, 0);
         ConfigError(format!("{}:{line}:{col}: {msg}", path.display()))
     };
-    check_agent_id(c.agent.id.as_deref(), hostname).map_err(|m| at("id", m))?;
+    if c.agent.id.is_some() {
+        check_agent_id(c.agent.id.as_deref(), hostname).map_err(|m| at("id", m))?;
+    }
     let s = &c.spool;
     if s.segment_max_bytes.0 < 1 << 20 {
         return Err(at(
@@ -672,6 +674,10 @@ fn validate(
     }
     for a in &c.sources.auditd {
         a.validate().map_err(|msg| source_at(&a.name, 0, msg))?;
+    }
+    // Last: this one is about the host, not about a line of the file.
+    if c.agent.id.is_none() {
+        check_agent_id(None, hostname).map_err(|m| at("id", m))?;
     }
     Ok(())
 }
