@@ -1,8 +1,8 @@
 //! Property tests of the decoders and the follower against hostile bytes:
-//! `Record::decode`, `SegmentHeader::decode`, `frame_at` and
-//! `Follower::accept` never panic, whatever they are given, and a batch the
-//! follower refuses leaves it exactly as it was (its whole state compared,
-//! chain and segment cursor).
+//! `Record::decode`, `SegmentHeader::decode`, `frame_at`, `agent_id::check`
+//! and `Follower::accept` never panic, whatever they are given, and a batch
+//! the follower refuses leaves it exactly as it was (its whole state
+//! compared, chain and segment cursor).
 //!
 //! The follower is also fed mutated versions of real batches, read with
 //! `RangeReader` from a real spool that crosses segments (seals), carries a
@@ -236,6 +236,19 @@ proptest! {
         b.extend_from_slice(&[0; 40]);
         b.extend_from_slice(&rest);
         let _ = Record::decode(&b);
+    }
+
+    /// Any string: no panic, and an accepted id is a safe directory name
+    /// that a segment header can hold.
+    #[test]
+    fn agent_id_check_never_panics_and_what_passes_is_a_safe_name(id in any::<String>(), dns in "[a-z0-9.-]{0,300}") {
+        for id in [id, dns] {
+            if wormlog_spool::agent_id::check(&id).is_ok() {
+                prop_assert!((1..=253).contains(&id.len()), "{:?}", id);
+                prop_assert!(!id.starts_with('.') && !id.contains('/') && !id.contains(".."), "{:?}", id);
+                prop_assert!(id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.'), "{:?}", id);
+            }
+        }
     }
 
     #[test]
