@@ -181,6 +181,12 @@ fn check_config_names_file_line_and_column() {
         ("[spool]\nsegment_max_bytes = \"12XB\"\n", ":2:21:", "XB"),
         ("[spool]\nappend_only = \"maybe\"\n", ":2:15:", "maybe"),
         ("[spool]\nepoch = \"0s\"\n", ":2:1:", "epoch"),
+        // An id no certificate can carry (the collector would refuse it).
+        (
+            "[agent]\nspool_dir = \"/tmp\"\nid = \"Web_01\"\n",
+            ":3:1:",
+            "lower case",
+        ),
         ("[agent\n", ":1:", ""),
     ];
     for (text, loc, word) in cases {

@@ -3,21 +3,20 @@
 //! signatures, receipts, payload values. Shared by the offline verifier
 //! ([`crate::verify`]) and the collector's incremental follower
 //! ([`crate::follow`]), so the rules exist once. Segment structure (where
-//! anchors, seals and recovery records may stand) is the caller's part.
+//! anchors, seals and recovery records may stand) is [`crate::structure`].
 
 use crate::codec::put_bytes8;
-use crate::frame::CompleteWrite;
 use crate::hash::{Hash, ZERO32};
 use crate::keys::{CHECKPOINT_CONTEXT, EPOCH_KEY_CONTEXT, RECEIPT_CONTEXT, verify_signature};
 use crate::merkle::Frontier;
-use crate::record::{Kind, Payload, Record, RecoveryCause, SIGNATURE_LEN};
+use crate::record::{Kind, Payload, Record, SIGNATURE_LEN};
 use std::collections::BTreeMap;
 
 /// Highest alert code a version-1 record may carry.
 pub const MAX_ALERT_CODE: u16 = 6;
 
 /// The state a verifier keeps between records.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChainCheck {
     /// The first public key given by the caller (None: take the genesis key).
     pub trusted: Option<[u8; 32]>,
@@ -287,96 +286,6 @@ impl ChainCheck {
         self.frontier.push(leaf);
         self.next_seq += 1;
     }
-}
-
-/// The place of a segment's anchor checkpoint (docs/FORMAT.md §6.3): the
-/// first record of a segment that is not its `genesis` or `recovery`
-/// record must be a checkpoint. `anchored` says whether the segment's
-/// anchor came before the record of kind `kind`; returns whether it has
-/// come with it.
-pub fn check_anchor_place(kind: Kind, anchored: bool) -> Result<bool, String> {
-    match kind {
-        _ if anchored => Ok(true),
-        Kind::Checkpoint => Ok(true),
-        // Each has its own place (seq 0; the first record of a segment).
-        Kind::Genesis | Kind::Recovery => Ok(false),
-        other => Err(format!(
-            "a {} record where the segment's anchor checkpoint must be (its first record, after genesis or recovery)",
-            other.name()
-        )),
-    }
-}
-
-/// How the segment before a `recovery` record ended, as its reader found it.
-#[derive(Debug, Clone)]
-pub struct SegmentEnd {
-    /// The segment's number.
-    pub no: u64,
-    /// The last good record in it.
-    pub last_seq: u64,
-    /// The offset where its good records end.
-    pub end: u64,
-    /// The bytes after that: their length and SHA-256, and whether they
-    /// hold a complete write ([`crate::frame::completed_write`]), which a
-    /// torn tail does not.
-    pub region_len: u64,
-    pub region_sha256: Hash,
-    pub region_complete: Option<CompleteWrite>,
-}
-
-/// The rules of a `recovery` record (docs/FORMAT.md §6.11) against the end
-/// of the segment before it.
-pub fn check_recovery(payload: &Payload<'_>, prev: &SegmentEnd) -> Result<(), String> {
-    let Payload::Recovery {
-        cause,
-        segment_no,
-        last_good_seq,
-        region_offset,
-        region_len,
-        region_sha256,
-        ..
-    } = payload
-    else {
-        return Ok(());
-    };
-    if *segment_no != prev.no {
-        return Err(format!(
-            "recovery record names segment {segment_no}, not the previous segment"
-        ));
-    }
-    if *last_good_seq != prev.last_seq || *region_offset != prev.end {
-        return Err(
-            "recovery record does not match where the damaged segment's records end".into(),
-        );
-    }
-    match cause {
-        RecoveryCause::TornTail => {
-            if *region_len != prev.region_len || *region_sha256 != prev.region_sha256 {
-                return Err(format!(
-                    "the torn region of segment {} is not the one the recovery record names (length or SHA-256 differ)",
-                    prev.no
-                ));
-            }
-            if let Some(complete) = prev.region_complete {
-                return Err(format!(
-                    "the 'torn' region of segment {} at offset {region_offset} is not a write cut short: {complete}",
-                    prev.no
-                ));
-            }
-        }
-        RecoveryCause::FsyncFailed => {
-            if *region_sha256 != ZERO32 {
-                return Err("fsync_failed recovery with a region hash".into());
-            }
-        }
-        RecoveryCause::Corruption => {
-            return Err(format!(
-                "the agent found segment {} damaged at offset {region_offset} with valid data after it (corruption or tampering)",
-                prev.no
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// A collector's countersignature of one of an agent's checkpoints: the

@@ -3,33 +3,22 @@
 //!
 //! A [`Follower`] checks a batch of frames against everything it has
 //! accepted before — the chain rules of [`crate::chain`] plus the segment
-//! structure of §7 — and, only if every record passes, returns the writes
+//! structure of [`crate::structure`] — and, only if every record passes, returns the writes
 //! that mirror the agent's segments byte for byte: which segment files to
 //! create (with the same header the agent wrote), what to append, which
 //! segment is complete. A batch is all or nothing: a rejected batch leaves
 //! the follower as it was.
 
-use crate::chain::{ChainCheck, SegmentEnd, check_anchor_place, check_recovery};
-use crate::frame::{FrameAt, completed_write, frame_at};
-use crate::hash::{Hash, leaf_hash, sha256};
+use crate::chain::ChainCheck;
+use crate::frame::{FrameAt, frame_at};
+use crate::hash::{Hash, leaf_hash};
 use crate::record::{Payload, Record, RecoveryCause};
-use crate::segment::SegmentHeader;
+use crate::structure::{
+    check_anchor_place, check_recovery_at, check_seal, expected_header, opens_segment, unsealed_end,
+};
 use std::ops::Range;
 
-/// Where the follower stands in the segment structure.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SegmentCursor {
-    /// The segment records go to (the last one created).
-    pub no: u64,
-    /// Bytes in that segment's file (header included); 0 before it exists.
-    pub len: u64,
-    /// Records in it.
-    pub records: u64,
-    /// Whether its first checkpoint (the anchor) has been seen.
-    pub anchored: bool,
-    /// Whether it ended with a seal record.
-    pub sealed: bool,
-}
+pub use crate::structure::SegmentCursor;
 
 /// A write the store must make, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,8 +56,9 @@ pub enum Refusal {
     Framing(String),
 }
 
-/// The incremental verifier of one agent's chain.
-#[derive(Debug, Clone)]
+/// The incremental verifier of one agent's chain. Two followers are equal
+/// when all they know is (`PartialEq`: a refused batch leaves it equal).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Follower {
     pub chain: ChainCheck,
     pub cursor: SegmentCursor,
@@ -163,55 +153,32 @@ impl Follower {
             }
             // Segment transitions happen before the record is placed.
             if let Payload::Recovery { cause, .. } = &rec.payload {
-                let c = &self.cursor;
-                if c.len == 0 || c.sealed {
-                    return Err(invalid(
-                        "a recovery record that does not follow an unsealed segment".into(),
-                    ));
-                }
                 // The torn region sent with the batch is the end of the
                 // segment as the agent has it.
-                let end = SegmentEnd {
-                    no: c.no,
-                    last_seq: seq.wrapping_sub(1),
-                    end: c.len,
-                    region_len: torn.len() as u64,
-                    region_sha256: sha256(torn),
-                    region_complete: completed_write(torn, 0, seq),
-                };
-                check_recovery(&rec.payload, &end).map_err(invalid)?;
+                let end = unsealed_end(&self.cursor, seq, torn);
+                check_recovery_at(&rec.payload, true, end.as_ref(), self.cursor.no + 1)
+                    .map_err(invalid)?;
                 if *cause != RecoveryCause::TornTail && !torn.is_empty() {
                     return Err(invalid(
                         "a torn region sent with a recovery that is not a torn tail".into(),
                     ));
                 }
+            }
+            if let Some(no) = opens_segment(&self.cursor, is_recovery) {
                 flush_run(&mut plan, self.cursor.no, run_start..off);
-                if !torn.is_empty() {
-                    plan.ops.push(Op::AppendTorn { no: self.cursor.no });
+                if is_recovery {
+                    if !torn.is_empty() {
+                        plan.ops.push(Op::AppendTorn { no: self.cursor.no });
+                    }
+                    plan.ops.push(Op::Close { no: self.cursor.no });
                 }
-                plan.ops.push(Op::Close { no: self.cursor.no });
-                self.open_segment(&mut plan, self.cursor.no + 1);
-                run_start = off;
-            } else if self.cursor.len == 0 || self.cursor.sealed {
-                let no = if self.cursor.len == 0 {
-                    0
-                } else {
-                    self.cursor.no + 1
-                };
-                flush_run(&mut plan, self.cursor.no, run_start..off);
                 self.open_segment(&mut plan, no);
                 run_start = off;
             }
             self.cursor.anchored =
                 check_anchor_place(rec.kind, self.cursor.anchored).map_err(invalid)?;
             self.chain.check_payload(&rec, bytes).map_err(invalid)?;
-            if let Payload::Seal { next_segment } = rec.payload {
-                if next_segment != self.cursor.no + 1 {
-                    return Err(invalid(format!(
-                        "seal names segment {next_segment} as next, expected {}",
-                        self.cursor.no + 1
-                    )));
-                }
+            if check_seal(&rec.payload, self.cursor.no).map_err(invalid)? {
                 self.cursor.sealed = true;
             }
             if let Payload::Checkpoint(cp) = &rec.payload {
@@ -239,13 +206,7 @@ impl Follower {
     }
 
     fn open_segment(&mut self, plan: &mut Plan, no: u64) {
-        let header = SegmentHeader {
-            segment_no: no,
-            first_seq: self.chain.next_seq,
-            prev_head: self.chain.head,
-            agent_id: self.chain.agent_id.clone().unwrap_or_default(),
-        }
-        .encode();
+        let header = expected_header(no, &self.chain).encode();
         self.cursor = SegmentCursor {
             no,
             len: header.len() as u64,

@@ -57,7 +57,8 @@ impl std::fmt::Display for BadFrame {
     }
 }
 
-/// Examines the frame at `off` in `buf`.
+/// Examines the frame at `off` in `buf` (an offset past the end is
+/// [`FrameAt::Incomplete`]).
 #[inline]
 pub fn frame_at(buf: &[u8], off: usize) -> FrameAt {
     match frame_bounds_at(buf, off) {
@@ -71,7 +72,11 @@ pub fn frame_at(buf: &[u8], off: usize) -> FrameAt {
 /// on several cores.
 #[inline]
 pub fn frame_bounds_at(buf: &[u8], off: usize) -> FrameAt {
-    let rest = buf.len() - off;
+    // An offset past the end (say, one a crafted recovery record names)
+    // has the data end before a frame could.
+    let Some(rest) = buf.len().checked_sub(off) else {
+        return FrameAt::Incomplete;
+    };
     if rest == 0 {
         return FrameAt::End;
     }
@@ -179,4 +184,17 @@ pub fn completed_write(buf: &[u8], at: usize, expected_seq: u64) -> Option<Compl
                 .expect("8 bytes"),
         ),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_offset_past_the_end_is_incomplete_not_a_panic() {
+        let buf = [0u8; 4];
+        assert!(matches!(frame_at(&buf, 4), FrameAt::End));
+        assert!(matches!(frame_at(&buf, 5), FrameAt::Incomplete));
+        assert!(matches!(frame_at(&buf, usize::MAX), FrameAt::Incomplete));
+    }
 }

@@ -5,13 +5,16 @@
 //! segment files ([`segment`]), the hash chain and the RFC 9162 Merkle tree
 //! ([`hash`], [`merkle`]), the forward-secure host key ([`keys`]), the
 //! single writer with group commit and crash recovery ([`writer`]), the
-//! write-once file flags ([`worm`]), and verification ([`verify`]).
+//! write-once file flags ([`worm`]), and verification ([`verify`]; the
+//! collector's incremental [`follow`]), both under the segment-structure
+//! rules of [`structure`].
 //!
 //! No async runtime: the writer runs on its own thread and makes batches
 //! durable on a second one.
 
 #![forbid(unsafe_code)]
 
+pub mod agent_id;
 pub mod chain;
 pub mod clock;
 pub mod codec;
@@ -26,6 +29,7 @@ pub mod position;
 pub mod reader;
 pub mod record;
 pub mod segment;
+pub mod structure;
 pub mod verify;
 pub mod worm;
 pub mod writer;

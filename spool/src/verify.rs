@@ -2,12 +2,16 @@
 //! public key (docs/FORMAT.md §7). Names the first bad segment, offset and
 //! sequence number and the reason.
 
-use crate::chain::{ChainCheck, SegmentEnd, check_anchor_place, check_recovery};
+use crate::chain::ChainCheck;
 use crate::frame::{CompleteWrite, FrameAt, completed_write, frame_at};
 use crate::hash::{Hash, leaf_hash, sha256};
 use crate::ledger::apply as ledger_apply;
 use crate::record::{Kind, Payload, Record};
 use crate::segment::{SegmentHeader, list_segments, recovery_limit};
+use crate::structure::{
+    SEAL_NOT_LAST, SegmentCursor, SegmentEnd, check_anchor_place, check_header_continuity,
+    check_header_identity, check_recovery_at, check_seal, check_segment_end,
+};
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -91,7 +95,7 @@ pub struct Report {
     /// The public key of the last epoch.
     pub key: Option<[u8; 32]>,
     /// Where the last segment's good records end.
-    pub last_segment: Option<crate::follow::SegmentCursor>,
+    pub last_segment: Option<SegmentCursor>,
     /// The spool's oldest segments were pruned: where it starts now.
     pub pruned: Option<PrunedStart>,
 }
@@ -268,7 +272,7 @@ fn check_segments(
         let _ = recycle.send(bytes);
         match result {
             Ok(p) => {
-                s.report.last_segment = Some(crate::follow::SegmentCursor {
+                s.report.last_segment = Some(SegmentCursor {
                     no: p.no,
                     len: p.end,
                     records: p.records,
@@ -393,32 +397,9 @@ impl State<'_> {
         let at0 = |reason: String| (0, seq, reason);
         let (h, hlen) =
             SegmentHeader::decode(bytes).map_err(|e| at0(format!("segment header: {e}")))?;
-        if h.segment_no != no {
-            return Err(at0(format!(
-                "header says segment {}, file name says {no}",
-                h.segment_no
-            )));
-        }
-        match &self.chain.agent_id {
-            Some(id) if *id != h.agent_id => {
-                return Err(at0(format!(
-                    "agent id {:?} differs from {id:?}",
-                    h.agent_id
-                )));
-            }
-            None => self.chain.agent_id = Some(h.agent_id.clone()),
-            _ => {}
-        }
+        check_header_identity(&h, no, &mut self.chain).map_err(at0)?;
         self.report.agent_id = self.chain.agent_id.clone();
-        if h.first_seq != self.chain.next_seq {
-            return Err(at0(format!(
-                "header first_seq {} but the log continues at {}",
-                h.first_seq, self.chain.next_seq
-            )));
-        }
-        if h.prev_head != self.chain.head {
-            return Err(at0("header prev_head does not match the chain head".into()));
-        }
+        check_header_continuity(&h, &self.chain).map_err(at0)?;
         self.seg_heads.insert(no, (h.first_seq, h.prev_head));
         let end = match limit {
             Some(l) if (l as usize) < hlen => {
@@ -457,11 +438,7 @@ impl State<'_> {
         let mut prev = prev.filter(|p| p.limited);
         for (&(foff, start, fend), leaf) in frames.iter().zip(&leaves) {
             if let Some(after) = sealed_at {
-                return Err((
-                    after as u64,
-                    self.chain.next_seq,
-                    "the seal is not the last record of its segment".into(),
-                ));
+                return Err((after as u64, self.chain.next_seq, SEAL_NOT_LAST.into()));
             }
             let loc = Location {
                 segment: no,
@@ -507,11 +484,7 @@ impl State<'_> {
             }
             FrameAt::Incomplete => {
                 if let Some(after) = sealed_at {
-                    return Err((
-                        after as u64,
-                        self.chain.next_seq,
-                        "the seal is not the last record of its segment".into(),
-                    ));
+                    return Err((after as u64, self.chain.next_seq, SEAL_NOT_LAST.into()));
                 }
                 let why = if limit.is_some() && end > bytes.len() {
                     "the next segment's recovery record names an offset past the end of this segment"
@@ -522,11 +495,7 @@ impl State<'_> {
             }
             FrameAt::Bad(b) => {
                 if let Some(after) = sealed_at {
-                    return Err((
-                        after as u64,
-                        self.chain.next_seq,
-                        "the seal is not the last record of its segment".into(),
-                    ));
+                    return Err((after as u64, self.chain.next_seq, SEAL_NOT_LAST.into()));
                 }
                 return Err((
                     off as u64,
@@ -548,15 +517,10 @@ impl State<'_> {
         if let (Some(after), Some(_)) = (sealed_at, limit)
             && end < bytes.len()
         {
-            return Err((
-                after as u64,
-                self.chain.next_seq,
-                "the seal is not the last record of its segment".into(),
-            ));
+            return Err((after as u64, self.chain.next_seq, SEAL_NOT_LAST.into()));
         }
-        if limit.is_none() && !last && sealed_at.is_none() {
-            return Err((off as u64, self.chain.next_seq, "the segment ends without a seal record and no recovery record explains its end (records removed?)".into()));
-        }
+        check_segment_end(sealed_at.is_some(), limit.is_some(), last)
+            .map_err(|why| (off as u64, self.chain.next_seq, why))?;
         let region_at = end.min(bytes.len());
         let region = &bytes[region_at..];
         Ok(Prev {
@@ -617,33 +581,21 @@ impl State<'_> {
             }
             Payload::Recovery {
                 cause,
-                segment_no,
                 region_offset,
                 region_len,
                 ..
             } => {
-                let Some(p) = prev.take().filter(|_| index == 0) else {
-                    return Err(at(
-                        "a recovery record that is not the first record after a damaged segment"
-                            .into(),
-                    ));
-                };
-                if p.no + 1 != no {
-                    return Err(at(format!(
-                        "recovery record names segment {segment_no}, not the previous segment"
-                    )));
-                }
-                let end = SegmentEnd {
+                let end = prev.take().map(|p| SegmentEnd {
                     no: p.no,
                     last_seq: p.last_seq,
                     end: p.end,
                     region_len: p.file_len - p.end,
                     region_sha256: p.region_sha256,
                     region_complete: p.region_complete,
-                };
-                check_recovery(&rec.payload, &end).map_err(at)?;
+                });
+                check_recovery_at(&rec.payload, index == 0, end.as_ref(), no).map_err(at)?;
                 self.report.recoveries.push(RecoveryNote {
-                    segment: p.no,
+                    segment: end.map_or(no.wrapping_sub(1), |e| e.no),
                     cause: cause.name(),
                     offset: *region_offset,
                     len: *region_len,
@@ -653,15 +605,7 @@ impl State<'_> {
                 self.report.receipts += 1;
                 self.max_receipt = self.max_receipt.max(Some(*tree_size));
             }
-            Payload::Seal { next_segment } => {
-                if *next_segment != no + 1 {
-                    return Err(at(format!(
-                        "seal names segment {next_segment} as next, expected {}",
-                        no + 1
-                    )));
-                }
-                sealed = true;
-            }
+            Payload::Seal { .. } => sealed = check_seal(&rec.payload, no).map_err(at)?,
             Payload::Prune {
                 first_kept_segment,
                 first_kept_seq,

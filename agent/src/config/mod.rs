@@ -422,8 +422,29 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
+/// The agent id must be one the collector takes (docs/FORMAT.md §10.1,
+/// [`wormlog_spool::agent_id`]), whether written or the host name's.
+fn check_agent_id(id: Option<&str>, hostname: impl FnOnce() -> String) -> Result<(), String> {
+    match id {
+        Some(id) => wormlog_spool::agent_id::check(id).map_err(|e| format!("agent id {id:?}: {e}")),
+        None => {
+            let host = hostname();
+            wormlog_spool::agent_id::check(&host).map_err(|e| {
+                format!(
+                    "the agent id defaults to the host name, {host:?}, which is not a valid agent id: {e}; set [agent] id"
+                )
+            })
+        }
+    }
+}
+
 /// Reads and checks a configuration file.
 pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+    load_on_host(path, hostname)
+}
+
+/// [`load`] on a host named by `hostname` (the agent id's default).
+fn load_on_host(path: &Path, hostname: fn() -> String) -> Result<Loaded, ConfigError> {
     let bytes = std::fs::read(path).map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
     let text = std::str::from_utf8(&bytes).map_err(|e| {
         let (line, col) = line_col(&bytes, e.valid_up_to());
@@ -433,7 +454,7 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
         ))
     })?;
     let config: Config = toml::from_str(text).map_err(|e| locate(path, text, &e))?;
-    validate(path, text, &config)?;
+    validate(path, text, &config, hostname)?;
     Ok(Loaded {
         config,
         sha256: sha256(&bytes),
@@ -524,18 +545,18 @@ fn validate_forward(f: &ForwardSection) -> Result<(), (&'static str, String)> {
     Ok(())
 }
 
-fn validate(path: &Path, text: &str, c: &Config) -> Result<(), ConfigError> {
+fn validate(
+    path: &Path,
+    text: &str,
+    c: &Config,
+    hostname: fn() -> String,
+) -> Result<(), ConfigError> {
     let at = |key: &str, msg: String| {
         let (line, col) = find_assignment(text, key, None, 0);
         ConfigError(format!("{}:{line}:{col}: {msg}", path.display()))
     };
-    if let Some(id) = &c.agent.id
-        && (id.is_empty() || id.len() > 255 || id.chars().any(char::is_control))
-    {
-        return Err(at(
-            "id",
-            "agent id must be 1 to 255 bytes without control characters".into(),
-        ));
+    if c.agent.id.is_some() {
+        check_agent_id(c.agent.id.as_deref(), hostname).map_err(|m| at("id", m))?;
     }
     let s = &c.spool;
     if s.segment_max_bytes.0 < 1 << 20 {
@@ -654,6 +675,10 @@ fn validate(path: &Path, text: &str, c: &Config) -> Result<(), ConfigError> {
     for a in &c.sources.auditd {
         a.validate().map_err(|msg| source_at(&a.name, 0, msg))?;
     }
+    // Last: this one is about the host, not about a line of the file.
+    if c.agent.id.is_none() {
+        check_agent_id(None, hostname).map_err(|m| at("id", m))?;
+    }
     Ok(())
 }
 
@@ -684,7 +709,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("agent.toml");
         std::fs::write(&p, s).unwrap();
-        load(&p).map_err(|e| ConfigError(e.0.replace(&p.display().to_string(), "F")))
+        // Whatever this machine is called.
+        load_on_host(&p, || "test-host".into())
+            .map_err(|e| ConfigError(e.0.replace(&p.display().to_string(), "F")))
     }
 
     #[test]
@@ -701,6 +728,52 @@ mod tests {
         assert!(e.0.starts_with("F:2:1: "), "{e}");
         let e = load_str("[agent\n").unwrap_err();
         assert!(e.0.starts_with("F:1:"), "{e}");
+    }
+
+    #[test]
+    fn an_agent_id_the_collector_would_refuse_is_refused_where_it_is_written() {
+        let e = load_str("[agent]\nspool_dir = \"/s\"\nid = \"Web_01\"\n").unwrap_err();
+        assert!(e.0.starts_with("F:3:1: agent id \"Web_01\": "), "{e}");
+        assert!(e.0.contains("lower case"), "{e}");
+        let e = load_str("[agent]\nid = \"web_01\"\n").unwrap_err();
+        assert!(e.0.starts_with("F:2:1: "), "{e}");
+        assert!(e.0.contains("'_'"), "{e}");
+        for bad in ["", ".web", "web.", "-web", "10.0.0.1", "a..b"] {
+            let e = load_str(&format!("[agent]\nid = {bad:?}\n")).unwrap_err();
+            assert!(e.0.starts_with("F:2:1: agent id"), "{bad:?}: {e}");
+        }
+        assert!(load_str("[agent]\nid = \"web-01.example.com\"\n").is_ok());
+        // Without an id, the host name must pass the same rule.
+        assert_eq!(check_agent_id(None, || "web-01".into()), Ok(()));
+        let e = check_agent_id(None, || "Build_Host".into()).unwrap_err();
+        assert!(e.contains("\"Build_Host\""), "{e}");
+        assert!(e.contains("set [agent] id"), "{e}");
+        // An explicit id is checked, not the host name.
+        assert_eq!(check_agent_id(Some("web-01"), || unreachable!()), Ok(()));
+    }
+
+    /// Whatever the rule accepts, rustls takes as a DNS name: a client
+    /// certificate can carry it, and the collector's mutual-TLS check
+    /// (`ServerName::try_from`) does not refuse it.
+    #[test]
+    fn every_agent_id_is_a_dns_name_for_tls() {
+        use proptest::prelude::*;
+        use rustls_pki_types::ServerName;
+        proptest!(ProptestConfig::with_cases(512), |(id in "[a-z0-9.-]{1,70}")| {
+            if wormlog_spool::agent_id::check(&id).is_ok() {
+                prop_assert!(
+                    matches!(ServerName::try_from(id.as_str()), Ok(ServerName::DnsName(_))),
+                    "{id:?}"
+                );
+            }
+        });
+        for id in ["web-01", "x1.2y", "0xg", "1web", "a.b-c.d"] {
+            assert!(wormlog_spool::agent_id::check(id).is_ok());
+            assert!(matches!(
+                ServerName::try_from(id),
+                Ok(ServerName::DnsName(_))
+            ));
+        }
     }
 
     #[test]

@@ -21,12 +21,12 @@ pub enum Answer {
     },
     /// 409 gap: send from `expected_seq`.
     Gap { expected_seq: u64 },
-    /// 409 fork or 422 invalid: retrying cannot help.
+    /// 409 fork, 422 invalid or 400 malformed: retrying cannot help.
     Refused { status: u16, body: String },
     /// 413: the batch is too large for the collector.
     TooLarge,
-    /// Worth retrying (5xx, 429, 401/403, network, TLS, timeout), after at
-    /// least `retry_after` when the collector said so.
+    /// Worth retrying (5xx, 429, 408, 401/403, network, TLS, timeout), after
+    /// at least `retry_after` when the collector said so.
     Transient {
         what: String,
         retry_after: Option<Duration>,
@@ -140,8 +140,13 @@ impl Client {
                     None => Answer::Refused { status, body: text },
                 }
             }
-            409 | 422 => Answer::Refused { status, body: text },
+            // 400: the collector cannot read the request (not whole frames,
+            // bad headers). The same bytes would be sent again, so it is
+            // as final as a fork (docs/FORMAT.md §10.2).
+            400 | 409 | 422 => Answer::Refused { status, body: text },
             413 => Answer::TooLarge,
+            // 408: the body did not arrive in time (a slow link); like 429
+            // and 5xx it is retried, after at least Retry-After.
             _ => Answer::Transient {
                 what: format!("HTTP {status}: {}", short(&text)),
                 retry_after,

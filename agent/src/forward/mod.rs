@@ -9,11 +9,12 @@
 //! the sequence number it expects and the forwarder skips ahead; if it holds
 //! less, the same answer makes it go back.
 //!
-//! Transient failures (network, TLS, timeouts, 5xx, 429, 401/403) are
+//! Transient failures (network, TLS, timeouts, 5xx, 429, 408, 401/403) are
 //! retried forever with exponential backoff and full jitter, honouring
-//! `Retry-After`; nothing is dropped — the spool keeps every record. A fork
-//! or an invalid record (409 fork, 422) stops forwarding, loudly: a log
-//! line, an alert record in the chain; spooling goes on.
+//! `Retry-After`; nothing is dropped — the spool keeps every record. A fork,
+//! an invalid record or a malformed request (409 fork, 422, 400) stops
+//! forwarding, loudly: a log line, an alert record in the chain (code 5);
+//! spooling goes on (docs/FORMAT.md §10.2).
 
 mod client;
 mod prefetch;
@@ -189,8 +190,13 @@ impl Forwarder {
                     ahead.seek(expected_seq);
                 }
                 Answer::Refused { status, body } => {
+                    let what = if status == 400 {
+                        "a request it cannot read (a malformed batch)"
+                    } else {
+                        "a rewritten spool or a bad record"
+                    };
                     self.alert_at(b.first_seq, Some(status), format!(
-                        "the collector refused the chain at seq {} (HTTP {status}: {body}); forwarding stopped, spooling goes on — investigate: a rewritten spool or a bad record",
+                        "the collector refused the chain at seq {} (HTTP {status}: {body}); forwarding stopped, spooling goes on — investigate: {what}",
                         b.first_seq
                     ));
                     return;
