@@ -148,17 +148,6 @@ pub struct ConfigError(pub String);
 /// The largest batch by default (a record may be 64 MiB).
 pub const DEFAULT_MAX_BATCH: usize = 80 << 20;
 
-/// Whether `id` may name an agent: 1–255 bytes of `A-Z a-z 0-9 . _ -`, not
-/// starting with a dot (it is a directory name in the store).
-pub fn valid_agent_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 255
-        && !id.starts_with('.')
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-}
-
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let bytes = std::fs::read(path)
         .map_err(|e| ConfigError(format!("{}: cannot read: {e}", path.display())))?;
@@ -281,11 +270,8 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let mut agents = BTreeMap::new();
     for a in f.agents {
         let id = a.id.get_ref();
-        if !valid_agent_id(id) {
-            return Err(at(
-                a.id.span().start,
-                format!("agent id {id:?}: use 1-255 of A-Z a-z 0-9 . _ - (not starting with '.')"),
-            ));
+        if let Err(e) = wormlog_spool::agent_id::check(id) {
+            return Err(at(a.id.span().start, format!("agent id {id:?}: {e}")));
         }
         let pk = wormlog_spool::keys::parse_pubkey(a.pubkey.get_ref().trim())
             .map_err(|e| at(a.pubkey.span().start, format!("pubkey: {e}")))?;

@@ -6,7 +6,6 @@
 use super::auth::{Registration, authorised, registration};
 use super::body::{self, BodyError};
 use super::{App, Peer};
-use crate::config::valid_agent_id;
 use crate::metrics::{self, agent, agent_result};
 use crate::receipts::Receipt;
 use crate::store::{AgentStore, Outcome};
@@ -101,7 +100,7 @@ fn unavailable(reason: &str) -> Response {
 /// counted without the id as a label (it may be anything a client sent).
 #[allow(clippy::result_large_err)] // a Response is what the handler returns anyway
 fn admit(app: &App, peer: &Peer, id: &str) -> Result<Registration, Response> {
-    if !valid_agent_id(id) {
+    if wormlog_spool::agent_id::check(id).is_err() {
         metrics::refused("agent_id");
         return Err(refuse(
             StatusCode::BAD_REQUEST,
@@ -296,7 +295,10 @@ async fn ingest(
     let body = match body::read(body, head.len, deadline).await {
         Ok(b) => b,
         Err(e) => {
-            let timeout = matches!(e, BodyError::Timeout(_));
+            // A body that did not all arrive is a timeout to the agent
+            // (it retries); only one longer than announced is malformed
+            // (a 400 stops an agent's forwarding: resending cannot help).
+            let timeout = !matches!(e, BodyError::TooLong);
             count(if timeout { "timeout" } else { "malformed" });
             app.warn_limited(
                 if timeout { "body_timeout" } else { "body" },
