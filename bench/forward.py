@@ -19,11 +19,13 @@ Two figures, each over RUNS runs (median reported):
 
 With WORMLOG_BENCH_HOSTILE=1 a hostile client runs beside the agent in
 every run (issue 12): a registered certificate holder ("hostile") keeps
-HOSTILE_CONNECTIONS connections (default 8, its max_connections_per_client)
-each holding a body announced at 30 MiB and dribbling a byte a second
-(answered 408 at its deadline, then reconnecting at once), and one more
-thread sends 79 MiB requests for the bench agent's chain, which its
-certificate does not name (403 from the headers), as fast as it is answered.
+HOSTILE_CONNECTIONS connections (default 7: with the eighth below, its
+max_connections_per_client) each holding a body announced at 30 MiB and
+dribbling a byte a second (answered 408 at its deadline, then reconnecting
+at once), and one more connection at a time sends 79 MiB requests for the
+bench agent's chain, which its certificate does not name (403 from the
+headers), HOSTILE_REFUSED_PER_S times a second (default 20; 0: as fast as
+they are answered, a TLS handshake flood).
 The summary then also counts what the hostile client got.
 
 usage: forward.py WORMLOG_DIR INPUT WORKDIR [RUNS] [RATE] [SECONDS] [CHECKPOINT]
@@ -164,7 +166,9 @@ class Hostile:
         self.stop = threading.Event()
         self.answers = {}
         self.lock = threading.Lock()
-        n = int(os.environ.get("HOSTILE_CONNECTIONS", "8"))
+        n = int(os.environ.get("HOSTILE_CONNECTIONS", "7"))
+        rate = float(os.environ.get("HOSTILE_REFUSED_PER_S", "20"))
+        self.pause = 1 / rate if rate > 0 else 0
         self.threads = [threading.Thread(target=self.hold, daemon=True) for _ in range(n)]
         self.threads.append(threading.Thread(target=self.refused, daemon=True))
         for t in self.threads:
@@ -219,6 +223,7 @@ class Hostile:
                           b"Wormlog-Seq: 0\r\nContent-Length: 82837504\r\n\r\n")
                 self.count(self.status(s))
                 s.close()
+                time.sleep(self.pause)
             except OSError as e:
                 self.count(type(e).__name__)
                 time.sleep(0.05)
