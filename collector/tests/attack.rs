@@ -316,7 +316,10 @@ fn a_stranger_cannot_make_the_collector_accuse_an_agent() {
 fn ids_in_urls_make_no_labels_and_connections_are_capped() {
     let mut s = Setup::new();
     s.write_collector_config("");
-    add_to_collector_config(&s, "\n[limits]\nmax_connections = 3\n");
+    add_to_collector_config(
+        &s,
+        "\n[limits]\nmax_connections = 3\nheader_timeout = \"2s\"\n",
+    );
     let collector = start_collector(&mut s);
     let get = |path: &str| {
         let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
@@ -363,7 +366,21 @@ fn ids_in_urls_make_no_labels_and_connections_are_capped() {
         },
         || collector.log(),
     );
-    drop(idle);
+    // Idle connections are closed at header_timeout, which frees the slots.
+    let mut idle = idle;
+    for c in &mut idle {
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut b = [0u8; 16];
+        let closed = match c.read(&mut b) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+        };
+        assert!(closed, "an idle connection left open past header_timeout");
+    }
     wait_for(
         "a connection to be served again",
         Duration::from_secs(10),
