@@ -107,10 +107,12 @@ setsid systemd-nspawn -D "$root" --machine="wormtest$run_id" --register=no --kee
     --private-network --bind-ro="$share:/share" --console=passive -b \
     </dev/null >"$out" 2>&1 &
 npid=$!
+# The container's PID 1: the child of nspawn that has become systemd (an
+# earlier child of nspawn is a short-lived helper).
 pid1=""
 deadline=$(( $(date +%s) + 30 ))
 while [ -z "$pid1" ]; do
-    pid1=$(ps -o pid= --ppid "$npid" 2>/dev/null | head -n 1 | tr -d ' ' || true)
+    pid1=$(ps -o pid=,comm= --ppid "$npid" 2>/dev/null | awk '$2 == "systemd" { print $1; exit }' || true)
     kill -0 "$npid" 2>/dev/null || { cat "$out"; die "systemd-nspawn exited"; }
     [ "$(date +%s)" -lt "$deadline" ] || { cat "$out"; die "the container did not start"; }
     [ -n "$pid1" ] || sleep 0.2
@@ -295,7 +297,7 @@ inside 'cd /root/pki &&
     install -m 0640 -o root -g wormlog-collector collector.pem collector-key.pem /etc/wormlog/ &&
     echo "127.0.0.1 collector.example" >> /etc/hosts'
 # The collector: step 2 (store_dir as packaged).
-inside 'sed -i -e "s|^listen = .*|listen = \"0.0.0.0:8443\"|" \
+inside 'sed -i -e "/^\[collector\]/,/^\[/ s|^listen = .*|listen = \"0.0.0.0:8443\"|" \
         -e "s|^# tls_cert = .*|tls_cert = \"/etc/wormlog/collector.pem\"|" \
         -e "s|^# tls_key = .*|tls_key = \"/etc/wormlog/collector-key.pem\"|" \
         -e "s|^# client_ca = .*|client_ca = \"/etc/wormlog/ca.pem\"|" /etc/wormlog/collector.toml &&
