@@ -52,12 +52,14 @@ make_base() {
     rm -rf "$tmp"
     say "creating the debootstrap base $base (once)"
     local t0; t0=$(date +%s)
-    debootstrap --variant=minbase --include="$include" bookworm "$tmp"
+    debootstrap --variant=minbase --include="$include" bookworm "$tmp" ||
+        { rm -rf "$tmp"; die "debootstrap failed"; }
     # Whatever the packages depend on beyond the base, into its apt cache
     # (the container has no network).
     mkdir -p "$tmp/share"
     cp "$agent_deb" "$collector_deb" "$tmp/share/"
-    chroot "$tmp" /bin/sh -c 'apt-get update -qq && apt-get install -y --download-only --no-install-recommends /share/*.deb' >/dev/null
+    chroot "$tmp" /bin/sh -c 'apt-get update -qq && apt-get install -y --download-only --no-install-recommends /share/*.deb' >/dev/null ||
+        { rm -rf "$tmp"; die "downloading the packages' dependencies failed"; }
     rm -rf "$tmp/share"
     echo "$base_id" > "$tmp/.wormlog-sysd-base"
     rm -rf "$base"
