@@ -57,15 +57,65 @@ pub struct Metrics {
     pub forward_lag_records: Gauge,
     /// When the last receipt was written into the chain (Unix seconds).
     pub forward_last_receipt: Gauge,
+    /// 1 for each source's current state, 0 for its other states.
+    pub source_state: Family<Labels, Gauge>,
     /// What `wormlog status` shows of each source.
     pub sources: Mutex<BTreeMap<String, SourceStatus>>,
+    /// Sequence numbers of the receipt records this run wrote.
+    receipt_seqs: Mutex<Vec<u64>>,
 }
 
 type Labels = Vec<(&'static str, String)>;
 
-/// A source as `wormlog status` shows it.
+/// Where a configured source stands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SourceState {
+    /// Configured; its thread has not reported yet.
+    #[default]
+    Starting,
+    /// Has what it reads open (files, a journalctl) and follows it.
+    Reading,
+    /// A syslog source's socket is bound.
+    Listening,
+    /// Nothing it names exists (yet): no file matches its paths.
+    WaitingForPath,
+    /// It cannot read; the detail says why (it tries again, or the daemon
+    /// stops).
+    Failed,
+}
+
+impl SourceState {
+    pub const ALL: [SourceState; 5] = [
+        SourceState::Starting,
+        SourceState::Reading,
+        SourceState::Listening,
+        SourceState::WaitingForPath,
+        SourceState::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceState::Starting => "starting",
+            SourceState::Reading => "reading",
+            SourceState::Listening => "listening",
+            SourceState::WaitingForPath => "waiting-for-path",
+            SourceState::Failed => "failed",
+        }
+    }
+}
+
+/// A source as `wormlog status` shows it: every configured source, from
+/// its start, whether or not it wrote anything.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct SourceStatus {
+    /// `file`, `journald`, `syslog` or `auditd`.
+    pub kind: String,
+    pub state: SourceState,
+    /// Why it is in that state (what it waits for, why it failed).
+    pub state_detail: String,
+    /// Unix seconds since it is in that state.
+    pub state_since: i64,
     pub entries: u64,
     pub bytes: u64,
     pub gaps: u64,
@@ -81,6 +131,85 @@ fn source(name: &str) -> Labels {
 
 fn now_secs() -> i64 {
     wormlog_spool::clock::wall_ns() / 1_000_000_000
+}
+
+/// The sources configured now, with their kinds: each is shown (in
+/// `wormlog status` and the metrics) from now on, also while it writes
+/// nothing; a source that is new or changed starts as `starting`, sources no
+/// longer configured are dropped.
+pub fn sources_configured(list: &[(&str, &'static str, bool)]) {
+    let m = get();
+    let now = now_secs();
+    let mut s = m.sources.lock().unwrap_or_else(|p| p.into_inner());
+    let gone: Vec<String> = s
+        .keys()
+        .filter(|k| !list.iter().any(|(n, _, _)| n == k))
+        .cloned()
+        .collect();
+    for name in gone {
+        s.remove(&name);
+        for st in SourceState::ALL {
+            m.source_state.remove(&state_labels(&name, st));
+        }
+    }
+    for &(name, kind, restarted) in list {
+        let l = source(name);
+        // Shown at 0 before the first entry.
+        let _ = m.source_entries.get_or_create(&l);
+        let _ = m.source_bytes.get_or_create(&l);
+        let _ = m.source_gaps.get_or_create(&l);
+        let e = s.entry(name.to_owned()).or_default();
+        e.kind = kind.to_owned();
+        if restarted || e.state_since == 0 {
+            set_state(m, name, e, SourceState::Starting, String::new(), now);
+        }
+    }
+}
+
+/// A source's state changed (`detail`: why; empty when it says nothing
+/// more than the state).
+pub fn source_state(name: &str, state: SourceState, detail: &str) {
+    let m = get();
+    let mut s = m.sources.lock().unwrap_or_else(|p| p.into_inner());
+    // A source no longer configured (stopping after a reload) is not
+    // brought back.
+    if let Some(e) = s.get_mut(name) {
+        set_state(
+            m,
+            name,
+            e,
+            state,
+            detail.chars().take(300).collect(),
+            now_secs(),
+        );
+    }
+}
+
+fn set_state(
+    m: &Metrics,
+    name: &str,
+    e: &mut SourceStatus,
+    state: SourceState,
+    detail: String,
+    now: i64,
+) {
+    if e.state != state || e.state_since == 0 {
+        e.state_since = now;
+    }
+    e.state = state;
+    e.state_detail = detail;
+    for st in SourceState::ALL {
+        m.source_state
+            .get_or_create(&state_labels(name, st))
+            .set(i64::from(st == state));
+    }
+}
+
+fn state_labels(name: &str, st: SourceState) -> Labels {
+    vec![
+        ("source", name.to_owned()),
+        ("state", st.as_str().to_owned()),
+    ]
 }
 
 /// A source's entries were written.
@@ -117,12 +246,39 @@ pub fn spool_state(st: &wormlog_spool::writer::SpoolStats, segments: u64) {
     set(&m.chain_checkpoints, st.checkpoints);
     set(&m.chain_epoch, st.epoch);
     let acked = m.forward_acknowledged_seq.get().max(0) as u64;
-    set(&m.forward_lag_records, st.next_seq.saturating_sub(acked));
+    let receipts = m.receipt_seqs.lock().unwrap_or_else(|p| p.into_inner());
+    set(
+        &m.forward_lag_records,
+        unacknowledged(st.next_seq, acked, &receipts),
+    );
 }
 
-/// A receipt was written into the chain.
-pub fn receipt_written() {
-    get().forward_last_receipt.set(now_secs());
+/// Records the collector has not yet acknowledged: those after the newest
+/// receipt's tree size, except the checkpoint that receipt countersigned
+/// (the record at the tree size: the collector had it to sign it) and the
+/// receipts written since (the collector's own answers, which only the
+/// next checkpoint can cover). An agent whose collector holds everything
+/// is 0 behind, not the checkpoint and receipt that every exchange ends with.
+pub fn unacknowledged(next_seq: u64, acked: u64, receipt_seqs: &[u64]) -> u64 {
+    if next_seq <= acked {
+        return 0;
+    }
+    let countersigned = u64::from(acked > 0);
+    let receipts = receipt_seqs
+        .iter()
+        .filter(|&&r| r > acked && r < next_seq)
+        .count() as u64;
+    (next_seq - acked).saturating_sub(countersigned + receipts)
+}
+
+/// A receipt was written into the chain as record `seq`.
+pub fn receipt_written(seq: u64) {
+    let m = get();
+    m.forward_last_receipt.set(now_secs());
+    let acked = m.forward_acknowledged_seq.get().max(0) as u64;
+    let mut r = m.receipt_seqs.lock().unwrap_or_else(|p| p.into_inner());
+    r.retain(|&s| s > acked);
+    r.push(seq);
 }
 
 pub fn get() -> &'static Metrics {
@@ -153,7 +309,9 @@ pub fn get() -> &'static Metrics {
             spool_commit_seconds: Histogram::new(exponential_buckets(0.000_1, 2.0, 16)),
             forward_lag_records: Gauge::default(),
             forward_last_receipt: Gauge::default(),
+            source_state: Family::default(),
             sources: Mutex::new(BTreeMap::new()),
+            receipt_seqs: Mutex::new(Vec::new()),
         };
         let r = &mut registry;
         r.register(
@@ -266,6 +424,11 @@ pub fn get() -> &'static Metrics {
             "Records lost where a gap record counts them (UDP datagrams the kernel dropped, audit events, journal entries, messages not written at a stop), by source",
             m.source_lost.clone(),
         );
+        r.register(
+            "source_state",
+            "1 for the state each configured source is in (starting, reading, listening, waiting-for-path, failed), 0 for the others",
+            m.source_state.clone(),
+        );
         Metrics { registry, ..m }
     })
 }
@@ -345,4 +508,26 @@ fn answer(mut conn: TcpStream) -> std::io::Result<()> {
         body.len()
     )?;
     conn.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unacknowledged;
+
+    #[test]
+    fn a_collector_holding_everything_leaves_nothing_unacknowledged() {
+        // Nothing acknowledged yet: every record waits.
+        assert_eq!(unacknowledged(5, 0, &[]), 5);
+        // Checkpoint at seq 10 (tree size 10) countersigned, its receipt
+        // at 11: the exchange's own two records are not "behind".
+        assert_eq!(unacknowledged(12, 10, &[11]), 0);
+        // Two receipts after it (a batch with two checkpoints).
+        assert_eq!(unacknowledged(13, 10, &[11, 12]), 0);
+        // Entries written since are.
+        assert_eq!(unacknowledged(15, 10, &[11]), 3);
+        // Receipts for older tree sizes do not count.
+        assert_eq!(unacknowledged(15, 10, &[4, 11]), 3);
+        assert_eq!(unacknowledged(10, 10, &[]), 0);
+        assert_eq!(unacknowledged(3, 10, &[]), 0);
+    }
 }

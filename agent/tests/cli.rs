@@ -159,6 +159,7 @@ fn keygen_prints_one_line_and_never_overwrites() {
 #[test]
 fn check_config_names_file_line_and_column() {
     let t = Tmp::new();
+    t.keygen();
     let good = t.config("segment_max_bytes = \"64MiB\"\nepoch = \"15m\"");
     let out = run(&["check-config", "--config", good.to_str().unwrap()], None);
     assert_eq!(
@@ -201,6 +202,124 @@ fn check_config_names_file_line_and_column() {
         );
         assert!(err.contains(word), "{text:?}: {err}");
     }
+}
+
+/// check-config opens every file the configuration names, as this process
+/// (under systemd: the service's user), and names each one it cannot use.
+#[test]
+fn check_config_opens_every_file_it_names() {
+    let t = Tmp::new();
+    let cfg = |extra: &str| {
+        let path = t.config("");
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str(extra);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let check = |path: &std::path::Path| {
+        let out = run(&["check-config", "--config", path.to_str().unwrap()], None);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    // No host key yet.
+    let (code, out) = check(&cfg(""));
+    assert_eq!(code, Some(2), "{out}");
+    assert!(
+        out.contains("does not exist") && out.contains("wormlog keygen --key-dir"),
+        "{out}"
+    );
+    t.keygen();
+    let (code, out) = check(&cfg(""));
+    assert_eq!(code, Some(0), "{out}");
+    // TLS files that are not there: each named.
+    let forward = format!(
+        "[forward]\nurl = \"https://127.0.0.1:1\"\nca_file = \"{0}/ca.pem\"\ncert_file = \"{0}/agent.pem\"\nkey_file = \"{0}/agent-key.pem\"\n",
+        t.p("tls").display()
+    );
+    let (code, out) = check(&cfg(&forward));
+    assert_eq!(code, Some(2), "{out}");
+    for key in ["ca_file", "cert_file", "key_file"] {
+        assert!(
+            out.lines()
+                .any(|l| l.contains(&format!("[forward] {key} ")) && l.contains("cannot read")),
+            "{key}: {out}"
+        );
+    }
+    assert!(out.contains("3 files cannot be used"), "{out}");
+    std::fs::create_dir(t.p("tls")).unwrap();
+    for f in ["ca.pem", "agent.pem", "agent-key.pem"] {
+        std::fs::write(t.p(&format!("tls/{f}")), "x").unwrap();
+    }
+    let (code, out) = check(&cfg(&forward));
+    assert_eq!(code, Some(0), "{out}");
+
+    // As another user: what root may open, the service user may not.
+    if rustix::process::getuid().as_raw() != 0
+        || Command::new("setpriv").arg("--version").output().is_err()
+    {
+        assert!(!in_ci(), "CI runs this as root, with setpriv");
+        eprintln!("NOTE: the other-user half needs root and setpriv; checked in CI");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &str, m: u32| {
+        std::fs::set_permissions(t.p(p), std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    // The way to the configuration is open; the key directory, the spool
+    // and the client key are root's alone.
+    std::fs::set_permissions(t.0.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    mode("agent.toml", 0o644);
+    mode("tls", 0o755);
+    mode("tls/ca.pem", 0o644);
+    mode("tls/agent.pem", 0o644);
+    mode("tls/agent-key.pem", 0o600);
+    mode("keys", 0o700);
+    std::fs::create_dir_all(t.p("spool")).unwrap();
+    mode("spool", 0o700);
+    let as_nobody = |path: &std::path::Path| {
+        let out = run_with(
+            Command::new("setpriv")
+                .args([
+                    "--reuid=65534",
+                    "--regid=65534",
+                    "--clear-groups",
+                    "--",
+                    bin(),
+                ])
+                .args(["check-config", "--config"])
+                .arg(path),
+            None,
+        );
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = as_nobody(&t.p("agent.toml"));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.lines()
+            .any(|l| l.contains("[agent] key_dir") && l.contains("ermission denied")),
+        "{err}"
+    );
+    assert!(
+        err.lines()
+            .any(|l| l.contains("[agent] spool_dir") && l.contains("ermission denied")),
+        "{err}"
+    );
+    assert!(
+        err.lines()
+            .any(|l| l.contains("[forward] key_file") && l.contains("ermission denied")),
+        "{err}"
+    );
+    assert!(
+        !err.contains("[forward] ca_file") && !err.contains("[forward] cert_file"),
+        "readable files are not named: {err}"
+    );
+    assert!(err.contains("checked as uid 65534"), "{err}");
 }
 
 #[test]

@@ -336,6 +336,67 @@ fn a_journalctl_that_dies_is_started_again_from_the_last_entry() {
     assert!(e.records().iter().all(|r| !r.kind.starts_with("gap")));
 }
 
+/// A stop of the whole service (systemd signals every process of the unit;
+/// Ctrl-C the whole process group) reaches journalctl a moment before the
+/// agent's own stop reaches the source: that is a stop, not a journalctl
+/// that failed, and no warning.
+#[test]
+fn journalctl_ended_by_the_services_stop_signal_is_no_warning() {
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let wrapper = tmp.path().join("journalctl");
+    let pidfile = tmp.path().join("pid");
+    // The journal, then a process that holds the output open, as a
+    // following journalctl does.
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\njournalctl \"$@\"\necho $$ > {p}.tmp && mv {p}.tmp {p}\nexec sleep 3600\n",
+            p = pidfile.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let e = journal_env(&format!("journalctl = \"{}\"", wrapper.display()));
+    write_journal(&e.p("journal"), "a", 0..10, &[]);
+    let d = e.start();
+    e.wait_entries(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let child = loop {
+        if let Ok(p) = std::fs::read_to_string(&pidfile) {
+            break p.trim().parse::<i32>().unwrap();
+        }
+        assert!(Instant::now() < deadline, "the wrapper did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // As systemd's stop does: SIGTERM to every process, the child first.
+    let term = |pid: i32| {
+        rustix::process::kill_process(
+            rustix::process::Pid::from_raw(pid).unwrap(),
+            rustix::process::Signal::TERM,
+        )
+        .unwrap()
+    };
+    term(child);
+    // systemd's signal reaches the agent a moment later. Without the
+    // grace for a stop signal the source reports a failed journalctl at
+    // once, within this second; with it, it waits for the stop.
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < deadline && !e.stderr().contains("journalctl exited") {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stop(d);
+    let err = e.stderr();
+    assert!(
+        !err.contains("journalctl exited") && !err.contains("starting it again"),
+        "{err}"
+    );
+    assert!(!err.contains("warning"), "{err}");
+}
+
 /// The boot before the current one, in the reboot tests.
 const PREVIOUS_BOOT: &str = "fedcba9876543210fedcba9876543210";
 

@@ -106,7 +106,9 @@ fn a_healthy_agent_has_parseable_metrics_and_a_status_of_0() {
     let (code, out) = status(&e, false);
     assert_eq!(code, 0, "{out}");
     assert!(
-        out.contains(": OK") && out.contains("source    app: 500 entries"),
+        out.contains(": OK")
+            && out.contains("source    app: file reading for ")
+            && out.contains("; 500 entries"),
         "{out}"
     );
     let (code, out) = status(&e, true);
@@ -114,6 +116,7 @@ fn a_healthy_agent_has_parseable_metrics_and_a_status_of_0() {
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(v["healthy"], true);
     assert_eq!(v["sources"]["app"]["entries"], 500);
+    assert_eq!(v["sources"]["app"]["state"], "reading");
     stop(d);
     // No daemon: 2, and a clear message.
     let (code, out) = status(&e, false);
@@ -156,5 +159,99 @@ fn an_unhealthy_agent_says_why_and_exits_1() {
         std::thread::sleep(Duration::from_millis(200));
     };
     assert!(out.contains("NEEDS ATTENTION"), "{out}");
+    stop(d);
+}
+
+/// Every configured source is shown from the start, with its state: one
+/// that reads, one whose paths match nothing yet (said in the log too), an
+/// audit source without an audit log — and the silent ones become
+/// `reading` when their files appear.
+#[test]
+fn every_configured_source_is_shown_with_its_state() {
+    let e = Env::with_sources("", |e| {
+        format!(
+            "[[sources.file]]\nname = \"app\"\npaths = [\"{logs}/*.log\"]\npoll_interval = \"20ms\"\n\n\
+             [[sources.file]]\nname = \"later\"\npaths = [\"{later}/*.log\"]\npoll_interval = \"20ms\"\n\n\
+             [[sources.auditd]]\nname = \"audit\"\npath = \"{audit}\"\npoll_interval = \"20ms\"\n\n\
+             [metrics]\nlisten = \"127.0.0.1:0\"\n",
+            logs = e.logs().display(),
+            later = e.p("later").display(),
+            audit = e.p("audit/audit.log").display(),
+        )
+    });
+    append(&e.log("app.log"), lines("a", 0..3).as_bytes());
+    let d = e.start();
+    e.wait_entries(3);
+    let states = |e: &Env| -> serde_json::Value {
+        let (_, out) = status(e, true);
+        serde_json::from_str::<serde_json::Value>(out.trim()).unwrap_or_default()["sources"].clone()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let s = loop {
+        let s = states(&e);
+        if s["app"]["state"] == "reading"
+            && s["later"]["state"] == "waiting-for-path"
+            && s["audit"]["state"] == "waiting-for-path"
+        {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "{s:#}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(s["later"]["kind"], "file");
+    assert_eq!(s["later"]["entries"], 0);
+    assert!(
+        s["later"]["state_detail"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{}/*.log", e.p("later").display())),
+        "{s:#}"
+    );
+    assert_eq!(s["audit"]["kind"], "auditd");
+    let (code, out) = status(&e, false);
+    assert_eq!(code, 0, "waiting for a path is not a problem: {out}");
+    assert!(
+        out.contains("source    later: file waiting-for-path for ")
+            && out.contains("source    audit: auditd waiting-for-path for ")
+            && out.contains("last entry none this run"),
+        "{out}"
+    );
+    let err = e.stderr();
+    assert!(
+        err.contains("source later: no readable file matches")
+            && err.contains("source audit: no readable file matches"),
+        "{err}"
+    );
+    let m = scrape_parsed(&e);
+    assert_eq!(
+        value(
+            &m,
+            "wormlog_source_state{source=\"later\",state=\"waiting-for-path\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &m,
+            "wormlog_source_state{source=\"later\",state=\"reading\"}"
+        ),
+        0.0
+    );
+    assert_eq!(
+        value(&m, "wormlog_source_entries_total{source=\"later\"}"),
+        0.0
+    );
+    // The path appears: the source reads.
+    std::fs::create_dir(e.p("later")).unwrap();
+    append(&e.p("later/x.log"), b"late line\n");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = states(&e);
+        if s["later"]["state"] == "reading" && s["later"]["entries"] == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{s:#}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     stop(d);
 }

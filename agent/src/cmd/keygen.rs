@@ -9,9 +9,12 @@ pub fn run(key_dir: &Path) -> anyhow::Result<ExitCode> {
     match HostKey::generate(key_dir, wall_ns()) {
         Ok(pk) => {
             println!("{}", format_pubkey(&pk));
+            // Standard output may be redirected (the packages' scripts
+            // print the key themselves): say where it is, not "above".
             eprintln!(
-                "wormlog: host key written to {}; its public key (above) is also in {}",
+                "wormlog: host key written to {}; its public key {} is also in {}",
                 key_dir.display(),
+                format_pubkey(&pk),
                 key_dir.join(PUB_FILE).display()
             );
             Ok(ExitCode::SUCCESS)

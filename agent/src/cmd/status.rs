@@ -71,9 +71,13 @@ fn print_human(v: &serde_json::Value) {
     let f = &v["forward"];
     if f["configured"].as_bool() == Some(true) {
         println!(
-            "  forward   acknowledged up to {}, {} records behind, last receipt {}, {} retries",
+            "  forward   acknowledged up to {}, {}, last receipt {}, {} retries",
             f["acknowledged_seq"],
-            f["lag_records"],
+            match f["lag_records"].as_u64().unwrap_or(0) {
+                0 => "all held by the collector".to_owned(),
+                1 => "1 record not yet acknowledged".to_owned(),
+                n => format!("{n} records not yet acknowledged"),
+            },
             f["last_receipt_age_s"]
                 .as_i64()
                 .map_or("none yet".into(), |a| format!("{a}s ago")),
@@ -83,14 +87,39 @@ fn print_human(v: &serde_json::Value) {
         println!("  forward   not configured");
     }
     if let Some(sources) = v["sources"].as_object() {
+        let now = v["now"].as_i64().unwrap_or(0);
         for (name, s) in sources {
-            println!(
-                "  source    {name}: {} entries, {} bytes, {} gaps",
-                s["entries"], s["bytes"], s["gaps"]
-            );
+            println!("  source    {name}: {}", source_line(s, now));
         }
     }
     for p in v["problems"].as_array().into_iter().flatten() {
         println!("  PROBLEM   {}", p.as_str().unwrap_or(""));
     }
+}
+
+/// One source for a person: kind, state (and why), what it wrote this run.
+/// A source that reads but wrote nothing this run is `idle`.
+fn source_line(s: &serde_json::Value, now: i64) -> String {
+    let entries = s["entries"].as_u64().unwrap_or(0);
+    let mut state = s["state"].as_str().unwrap_or("?").to_owned();
+    if state == "reading" && entries == 0 {
+        state = "idle".into();
+    }
+    let since = s["state_since"].as_i64().unwrap_or(0);
+    if since > 0 && now >= since {
+        state = format!("{state} for {}s", now - since);
+    }
+    if let Some(d) = s["state_detail"].as_str().filter(|d| !d.is_empty()) {
+        state = format!("{state} ({d})");
+    }
+    let last = match s["last_entry"].as_i64().unwrap_or(0) {
+        0 => "none this run".to_owned(),
+        t => format!("{}s ago", (now - t).max(0)),
+    };
+    format!(
+        "{} {state}; {entries} entries, {} bytes, {} gaps, last entry {last}",
+        s["kind"].as_str().unwrap_or("?"),
+        s["bytes"],
+        s["gaps"]
+    )
 }

@@ -110,6 +110,9 @@ fn state(l: &Limits, started: Instant) -> serde_json::Value {
         }
     }
     for (name, s) in &sources {
+        if s.state == metrics::SourceState::Failed {
+            problems.push(format!("source {name} failed: {}", s.state_detail));
+        }
         if s.last_gap > 0 && now - s.last_gap <= SOURCE_ERROR_WINDOW.as_secs() as i64 {
             problems.push(format!(
                 "source {name}: a gap {}s ago: {}",
@@ -122,6 +125,7 @@ fn state(l: &Limits, started: Instant) -> serde_json::Value {
         "agent_id": l.agent_id,
         "pid": std::process::id(),
         "uptime_s": up.as_secs(),
+        "now": now,
         "healthy": problems.is_empty(),
         "problems": problems,
         "spool": {

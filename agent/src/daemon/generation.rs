@@ -56,14 +56,19 @@ pub fn acknowledged(positions: &Positions) -> u64 {
 }
 
 /// Every configured source: name, settings, the source.
-fn configured(cfg: &Loaded) -> Vec<(String, String, Box<dyn Source>)> {
+/// A configured source: name, settings (compared at a reload), kind, the
+/// source.
+type Configured = (String, String, &'static str, Box<dyn Source>);
+
+fn configured(cfg: &Loaded) -> Vec<Configured> {
     let c = &cfg.config;
     let max_line = c.spool.max_line_bytes.0;
-    let mut v: Vec<(String, String, Box<dyn Source>)> = Vec::new();
+    let mut v: Vec<Configured> = Vec::new();
     for f in &c.sources.file {
         v.push((
             f.name.clone(),
             format!("{f:?} {max_line}"),
+            "file",
             Box::new(FileSource::new(f, max_line)),
         ));
     }
@@ -71,6 +76,7 @@ fn configured(cfg: &Loaded) -> Vec<(String, String, Box<dyn Source>)> {
         v.push((
             j.name.clone(),
             format!("{j:?}"),
+            "journald",
             Box::new(JournaldSource::new(j)),
         ));
     }
@@ -78,6 +84,7 @@ fn configured(cfg: &Loaded) -> Vec<(String, String, Box<dyn Source>)> {
         v.push((
             s.name.clone(),
             format!("{s:?}"),
+            "syslog",
             Box::new(SyslogSource::new(s)),
         ));
     }
@@ -85,6 +92,7 @@ fn configured(cfg: &Loaded) -> Vec<(String, String, Box<dyn Source>)> {
         v.push((
             a.name.clone(),
             format!("{a:?}"),
+            "auditd",
             Box::new(AuditdSource::new(a)),
         ));
     }
@@ -149,7 +157,22 @@ impl Generation {
         positions: &Positions,
         shared: &Shared,
     ) -> std::io::Result<()> {
-        for (name, settings, src) in configured(cfg) {
+        let all = configured(cfg);
+        // Every configured source is shown from now on (status, metrics),
+        // the ones about to start as `starting`, before their threads
+        // report anything.
+        let shown: Vec<(&str, &'static str, bool)> = all
+            .iter()
+            .map(|(n, _, kind, _)| {
+                (
+                    n.as_str(),
+                    *kind,
+                    !self.sources.iter().any(|r| r.name == *n),
+                )
+            })
+            .collect();
+        crate::metrics::sources_configured(&shown);
+        for (name, settings, _, src) in all {
             if self.sources.iter().any(|r| r.name == name) {
                 continue;
             }
@@ -179,7 +202,7 @@ impl Generation {
     pub fn stop_changed(&mut self, cfg: &Loaded) -> bool {
         let wanted: Vec<(String, String)> = configured(cfg)
             .into_iter()
-            .map(|(n, s, _)| (n, s))
+            .map(|(n, s, _, _)| (n, s))
             .collect();
         let (keep, stop): (Vec<_>, Vec<_>) = std::mem::take(&mut self.sources)
             .into_iter()

@@ -95,7 +95,7 @@ pub fn reload(path: &Path, cfg: &mut Loaded, generation: &mut Generation, shared
         if later.is_empty() {
             String::new()
         } else {
-            format!("; {} take effect at the next start", later.join(", "))
+            later_text(&later)
         }
     );
     // Sources whose settings did not change run on, untouched (a syslog
@@ -138,6 +138,16 @@ pub fn reload(path: &Path, cfg: &mut Loaded, generation: &mut Generation, shared
     }
 }
 
+/// "; X takes effect at the next start" (one setting), "; X, Y take
+/// effect…" (several): not applied now, and said so.
+fn later_text(later: &[&str]) -> String {
+    let verb = if later.len() == 1 { "takes" } else { "take" };
+    format!(
+        "; {} {verb} effect at the next start (systemctl restart wormlog)",
+        later.join(", ")
+    )
+}
+
 /// The settings that changed but only take effect at the next start.
 fn restart_only(old: &Loaded, new: &Loaded) -> Vec<&'static str> {
     let (o, n) = (&old.config, &new.config);
@@ -176,10 +186,24 @@ fn restart_only(old: &Loaded, new: &Loaded) -> Vec<&'static str> {
         ns.heartbeat_interval,
         ns.epoch,
     ) {
-        v.push("[spool] segment, commit, checkpoint, heartbeat and epoch settings");
+        v.push("[spool] segment, commit, checkpoint, heartbeat or epoch settings");
     }
     if o.metrics.as_ref().map(|m| m.listen) != n.metrics.as_ref().map(|m| m.listen) {
         v.push("[metrics] listen");
     }
     v
+}
+
+#[cfg(test)]
+mod later_tests {
+    use super::later_text;
+
+    #[test]
+    fn one_setting_takes_effect_several_take_effect() {
+        assert_eq!(
+            later_text(&["[metrics] listen"]),
+            "; [metrics] listen takes effect at the next start (systemctl restart wormlog)"
+        );
+        assert!(later_text(&["[agent] id", "[metrics] listen"]).contains("listen take effect"));
+    }
 }

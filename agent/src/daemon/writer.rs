@@ -271,8 +271,8 @@ fn apply(spool: &mut Spool, cap: &mut Capacity, ev: Event) -> Result<(), SpoolEr
         }
         Event::Forget { source, key } => spool.forget_position(&source, key),
         Event::Receipt(r) => {
-            spool.append_receipt(&r)?;
-            crate::metrics::receipt_written();
+            let seq = spool.append_receipt(&r)?;
+            crate::metrics::receipt_written(seq);
         }
         Event::Alert { code, detail } => {
             spool.append_alert(code, &detail)?;

@@ -20,6 +20,7 @@ mod tailer;
 mod watch;
 
 use crate::config::{FileSourceConfig, ReadFrom};
+use crate::metrics::{self, SourceState};
 use crate::sources::{Event, Source, SourceContext, StreamKey};
 use identity::{Refused, dev_ino_size, fingerprint, matches, open_regular};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -396,6 +397,8 @@ impl Source for FileSource {
         let (mut watcher, note) = watch::Watcher::new();
         let mut wake = watch::Wake::Changed;
         let mut polls: u64 = 0;
+        // Whether no file matched at the last scan (None: not scanned yet).
+        let mut waiting: Option<bool> = None;
         if let Some(n) = note {
             warn_once(&mut run.warned, &self.name, n);
         }
@@ -416,6 +419,7 @@ impl Source for FileSource {
                 if polls == 1 {
                     self.settle_missing(&ctx, &mut run);
                 }
+                self.show_state(&mut waiting, run.tailers.is_empty());
                 seen
             } else {
                 run.tailers.keys().copied().collect()
@@ -466,6 +470,26 @@ impl Source for FileSource {
 }
 
 impl FileSource {
+    /// Shows in the status whether the source has files to read or waits
+    /// for its paths to appear (said in the log too, when it begins).
+    fn show_state(&self, waiting: &mut Option<bool>, none_open: bool) {
+        if *waiting == Some(none_open) {
+            return;
+        }
+        *waiting = Some(none_open);
+        if none_open {
+            let detail = format!("no readable file matches {}", self.paths.join(", "));
+            tracing::info!(
+                source = %self.name,
+                "source {}: {detail}; waiting for one to appear",
+                self.name
+            );
+            metrics::source_state(&self.name, SourceState::WaitingForPath, &detail);
+        } else {
+            metrics::source_state(&self.name, SourceState::Reading, "");
+        }
+    }
+
     /// Lists the globs: known files get their current name, new ones a
     /// tailer. Returns the files the globs show.
     fn scan(&self, ctx: &SourceContext, run: &mut RunState) -> HashSet<(u64, u64)> {

@@ -25,6 +25,7 @@ mod reader;
 mod seqnum;
 
 use crate::config::{JournaldSourceConfig, ReadFrom};
+use crate::metrics::SourceState;
 use crate::sources::{EntryBatch, Source, SourceContext};
 use command::{Phase, Start};
 use reader::{ReadEnd, Reader, Resume};
@@ -47,6 +48,9 @@ const EXIT_WAIT: Duration = Duration::from_secs(5);
 /// A source of journal files (`directory`, `files`) reads them to their
 /// end this often.
 const FILES_POLL: Duration = Duration::from_secs(1);
+/// How long a journalctl ended by a stop signal waits for the agent's own
+/// stop before it counts as a failure.
+const STOP_GRACE: Duration = Duration::from_secs(3);
 
 #[derive(Debug)]
 pub struct JournaldSource {
@@ -166,6 +170,7 @@ impl JournaldSource {
                 ));
             }
         };
+        crate::metrics::source_state(&self.name, SourceState::Reading, "");
         let stderr = child.stderr.take().map(|e| self.log_stderr(e));
         let mut reader = Reader {
             name: &self.name,
@@ -196,6 +201,14 @@ impl JournaldSource {
             ReadEnd::Shutdown => RunEnd::Shutdown,
             ReadEnd::WriterGone => RunEnd::WriterGone,
             ReadEnd::Eof if status.is_some_and(|s| s.success()) => RunEnd::Finished,
+            // A stop signal to the whole service (systemd's stop signals
+            // every process of the unit; Ctrl-C the whole process group)
+            // reaches journalctl too, a moment before the agent's own stop
+            // reaches this source: that is the agent stopping, not a
+            // journalctl that failed.
+            _ if status.is_some_and(stop_signal) && ctx.shutdown.wait(STOP_GRACE) => {
+                RunEnd::Shutdown
+            }
             ReadEnd::Eof => RunEnd::Stopped(exited("journalctl exited", status)),
             ReadEnd::Failed(why) => RunEnd::Stopped(exited(&why, status)),
         }
@@ -230,6 +243,13 @@ fn reap(child: &mut Child, output_ended: bool) -> Option<ExitStatus> {
     child.wait().ok()
 }
 
+/// Whether journalctl was ended by a signal that stops a whole service or
+/// process group (SIGTERM, SIGINT).
+fn stop_signal(s: ExitStatus) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+    matches!(s.signal(), Some(15 | 2))
+}
+
 fn exited(why: &str, status: Option<ExitStatus>) -> String {
     match status {
         Some(s) => format!("{why} ({s})"),
@@ -257,6 +277,11 @@ impl Source for JournaldSource {
                         "source {}: {why}; starting it again in {:.1}s from the last entry read",
                         self.name,
                         backoff.as_secs_f64()
+                    );
+                    crate::metrics::source_state(
+                        &self.name,
+                        SourceState::Failed,
+                        &format!("{why}; starting it again in {:.1}s", backoff.as_secs_f64()),
                     );
                     if ctx.shutdown.wait(backoff) {
                         return;

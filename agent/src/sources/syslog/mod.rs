@@ -21,6 +21,7 @@ mod offset;
 mod stream;
 
 use crate::config::{Listen, SyslogSourceConfig};
+use crate::metrics::SourceState;
 use crate::sources::{Source, SourceContext};
 use std::sync::Arc;
 
@@ -45,9 +46,12 @@ impl Source for SyslogSource {
             Ok(l) => l,
             Err(e) => {
                 tracing::error!(source = %self.name, error = %e, "source {}: {e}", self.name);
+                crate::metrics::source_state(&self.name, SourceState::Failed, &e.to_string());
                 return;
             }
         };
+        // A socket that cannot be bound ends the run at once (below).
+        crate::metrics::source_state(&self.name, SourceState::Listening, &self.cfg.listen);
         let result = match &listen {
             Listen::Udp(addr) => datagram::run_udp(&self.name, &self.cfg, *addr, &ctx),
             Listen::Unix(path) => datagram::run_unix(&self.name, &self.cfg, path, &ctx),
@@ -62,6 +66,11 @@ impl Source for SyslogSource {
             },
         };
         if let Err(e) = result {
+            crate::metrics::source_state(
+                &self.name,
+                SourceState::Failed,
+                &format!("{}: {e}", self.cfg.listen),
+            );
             // The daemon notices the source stopped and stops loudly.
             tracing::error!(
                 source = %self.name,
