@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The slow suites, as CI runs them after `cargo test --workspace`: the
+# packages built, linted, installed and removed on this machine
+# (packaging/check.sh), then installed in Debian booted under a real
+# systemd (systemd-nspawn) with the operator's path walked
+# (packaging/systemd-test.sh). Needs root, network for the first
+# debootstrap, and what .ci/run installs.
+#
+#   bash packaging/slow-tests.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v cargo-deb >/dev/null || cargo install --locked cargo-deb@3.8.0
+command -v cargo-generate-rpm >/dev/null || cargo install --locked cargo-generate-rpm@0.21.1
+started=$(date +%s)
+bash packaging/check.sh
+checked=$(date +%s)
+bash packaging/systemd-test.sh
+done_at=$(date +%s)
+echo "slow suites passed: check.sh $((checked - started)) s, systemd-test.sh $((done_at - checked)) s"
