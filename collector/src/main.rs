@@ -75,8 +75,17 @@ fn main() -> ExitCode {
     };
     let r = match cli.cmd {
         Cmd::Serve { config } => {
+            // The daemon's failures go through its log (the journal, at
+            // error priority, under systemd); the other commands' to the
+            // terminal.
             wormlog_service::log::init("wormlog-collector");
-            commands::serve(&config)
+            return match commands::serve(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    ExitCode::from(2)
+                }
+            };
         }
         Cmd::CheckConfig { config } => commands::check_config(&config),
         Cmd::Verify { store, agent, json } => commands::verify(&store, agent.as_deref(), json),
