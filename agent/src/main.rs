@@ -1,4 +1,6 @@
-//! `wormlog`: the agent and its tools.
+//! `wormlog`: the agent and its tools — the command line only; the work is
+//! in the library (`wormlog::cmd`, `wormlog::daemon`, the sources and the
+//! forwarder).
 //!
 //! Exit codes: 0 success; 1 a failure the command exists to report
 //! (tampering or loss for `verify`/`cat`, a spool that cannot be written for
@@ -7,19 +9,10 @@
 
 #![forbid(unsafe_code)]
 
-mod cmd;
-mod config;
-mod daemon;
-mod forward;
-mod lines;
-mod metrics;
-pub(crate) use wormlog_text::render;
-mod sources;
-mod unix_socket;
-
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use wormlog::{cmd, daemon};
 
 #[derive(Debug, Parser)]
 #[command(
