@@ -32,6 +32,7 @@ struct LimitsSection {
     handshake_timeout: Option<Spanned<String>>,
     header_timeout: Option<Spanned<String>>,
     body_timeout: Option<Spanned<String>>,
+    body_idle_timeout: Option<Spanned<String>>,
     min_body_rate: Option<Spanned<String>>,
 }
 
@@ -110,6 +111,8 @@ pub struct Limits {
     pub body_timeout: Duration,
     /// Bytes per second a body must keep up (see `body_timeout`).
     pub min_body_rate: u64,
+    /// The longest pause between a body's bytes.
+    pub body_idle_timeout: Duration,
 }
 
 impl Limits {
@@ -129,6 +132,7 @@ impl Default for Limits {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             min_body_rate: 64 << 10,
+            body_idle_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -364,6 +368,11 @@ fn limits(
     )?;
     duration(&l.header_timeout, "header_timeout", &mut out.header_timeout)?;
     duration(&l.body_timeout, "body_timeout", &mut out.body_timeout)?;
+    duration(
+        &l.body_idle_timeout,
+        "body_idle_timeout",
+        &mut out.body_idle_timeout,
+    )?;
     Ok(out)
 }
 
@@ -431,7 +440,7 @@ mod tests {
     #[test]
     fn limits_and_the_metrics_listener() {
         let c = load_text(
-            "[collector]\nlisten = \"127.0.0.1:1\"\nstore_dir = \"/s\"\n\n[limits]\nmax_connections = 10\nmax_connections_per_client = 2\nmax_ingest_bytes = \"100MiB\"\nbody_timeout = \"5s\"\nmin_body_rate = \"1MiB\"\nheader_timeout = \"3s\"\nhandshake_timeout = \"4s\"\n\n[metrics]\nlisten = \"127.0.0.1:9102\"\n",
+            "[collector]\nlisten = \"127.0.0.1:1\"\nstore_dir = \"/s\"\n\n[limits]\nmax_connections = 10\nmax_connections_per_client = 2\nmax_ingest_bytes = \"100MiB\"\nbody_timeout = \"5s\"\nmin_body_rate = \"1MiB\"\nheader_timeout = \"3s\"\nhandshake_timeout = \"4s\"\nbody_idle_timeout = \"2s\"\n\n[metrics]\nlisten = \"127.0.0.1:9102\"\n",
         )
         .unwrap();
         let l = &c.limits;
@@ -440,6 +449,7 @@ mod tests {
         assert_eq!(l.body_deadline(3 << 20), Duration::from_secs(8));
         assert_eq!(l.header_timeout, Duration::from_secs(3));
         assert_eq!(l.handshake_timeout, Duration::from_secs(4));
+        assert_eq!(l.body_idle_timeout, Duration::from_secs(2));
         assert_eq!(c.metrics_listen, Some("127.0.0.1:9102".parse().unwrap()));
         assert_eq!(
             load_text("[collector]\nlisten = \"127.0.0.1:1\"\nstore_dir = \"/s\"\n")

@@ -527,3 +527,24 @@ fn bursts_of_invalid_requests_over_tls_do_not_stall_an_agent() {
         .count();
     assert!((1..=5).contains(&alerts), "{alerts} alerts:\n{own}");
 }
+
+#[test]
+fn a_body_sent_fast_then_withheld_is_cut_off_at_the_idle_timeout() {
+    let mut s = Setup::new();
+    s.write_collector_config("");
+    // The deadline for 30 MiB is 30 s + 480 s; the pause limit is 1 s.
+    add_to_collector_config(&s, "\n[limits]\nbody_idle_timeout = \"1s\"\n");
+    let collector = start_collector(&mut s);
+    let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    c.write_all(post_head("web-01", 0, 30 << 20).as_bytes())
+        .unwrap();
+    c.write_all(&vec![0u8; 10 << 20]).unwrap();
+    let t = Instant::now();
+    let st = status(&mut c);
+    let took = t.elapsed();
+    assert!(st.contains(" 408 "), "{st:?}");
+    assert!(took < Duration::from_secs(8), "answered after {took:?}");
+    let log = collector.stop();
+    assert!(log.contains("no byte of the body arrived for 1s"), "{log}");
+}

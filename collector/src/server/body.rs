@@ -1,5 +1,7 @@
 //! Reading a request body within bounds: the length the headers announced
-//! (no more), and the deadline `[limits]` gives a body of that length. The
+//! (no more), the deadline `[limits]` gives a body of that length, and no
+//! pause between its bytes longer than `body_idle_timeout` (a body sent
+//! fast and then withheld is cut off at once, not at the deadline). The
 //! buffer grows as bytes arrive, so a client that announces much and sends
 //! little holds little.
 
@@ -11,6 +13,8 @@ use std::time::Duration;
 pub enum BodyError {
     #[error("the body did not arrive within {0:?}")]
     Timeout(Duration),
+    #[error("no byte of the body arrived for {0:?} (after {1} bytes)")]
+    Stalled(Duration, usize),
     #[error("the body is longer than its Content-Length")]
     TooLong,
     #[error("the body ended after {got} of {want} bytes")]
@@ -19,12 +23,23 @@ pub enum BodyError {
     Read(String),
 }
 
-/// Reads a body of exactly `len` bytes within `deadline`.
-pub async fn read(body: Body, len: usize, deadline: Duration) -> Result<Vec<u8>, BodyError> {
+/// Reads a body of exactly `len` bytes within `deadline`, with no pause
+/// longer than `idle`.
+pub async fn read(
+    body: Body,
+    len: usize,
+    deadline: Duration,
+    idle: Duration,
+) -> Result<Vec<u8>, BodyError> {
     let mut out = Vec::with_capacity(len.min(256 << 10));
     let read = async {
         let mut body = body;
-        while let Some(frame) = body.frame().await {
+        loop {
+            let next = match tokio::time::timeout(idle, body.frame()).await {
+                Ok(n) => n,
+                Err(_) => return Err(BodyError::Stalled(idle, out.len())),
+            };
+            let Some(frame) = next else { break };
             let frame = frame.map_err(|e| BodyError::Read(e.to_string()))?;
             if let Ok(data) = frame.into_data() {
                 if out.len() + data.len() > len {

@@ -292,7 +292,7 @@ async fn ingest(
     };
     let limits = &app.config.limits;
     let deadline = limits.body_deadline(head.len as u64);
-    let body = match body::read(body, head.len, deadline).await {
+    let body = match body::read(body, head.len, deadline, limits.body_idle_timeout).await {
         Ok(b) => b,
         Err(e) => {
             // A body that did not all arrive is a timeout to the agent
