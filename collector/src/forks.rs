@@ -48,16 +48,46 @@ pub struct Evidence<'a> {
     pub from: &'a Sender,
 }
 
-/// Keeps `e` under `<root>/forks`; returns its directory.
-pub fn keep(root: &Path, e: &Evidence<'_>, append_only: AppendOnly) -> io::Result<PathBuf> {
+/// Proven forks kept per agent: an agent (or whoever holds its key) that
+/// sends fork after fork cannot fill the disk with them.
+pub const KEPT_PER_AGENT: usize = 64;
+
+/// What became of a proven fork's evidence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kept {
+    /// Written to this directory.
+    New(PathBuf),
+    /// The same batch (by SHA-256) was kept before, in this directory.
+    Already(PathBuf),
+    /// Not kept: [`KEPT_PER_AGENT`] forks of this agent are kept already.
+    Full,
+}
+
+/// Keeps `e` under `<root>/forks` (once per distinct batch).
+pub fn keep(root: &Path, e: &Evidence<'_>, append_only: AppendOnly) -> io::Result<Kept> {
     let now = wormlog_spool::clock::wall_ns();
     let agent_dir = root.join("forks").join(e.agent);
     std::fs::create_dir_all(&agent_dir)?;
-    let dir = agent_dir.join(format!("{:020}-{now}", e.proof.at));
-    std::fs::create_dir(&dir)?;
     let mut bytes = Vec::with_capacity(e.torn.len() + e.frames.len());
     bytes.extend_from_slice(e.torn);
     bytes.extend_from_slice(e.frames);
+    let digest = hex(&sha256(&bytes));
+    let mut count = 0;
+    for entry in std::fs::read_dir(&agent_dir)? {
+        let dir = entry?.path();
+        count += 1;
+        let meta: Option<Value> = std::fs::read(dir.join("fork.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        if meta.is_some_and(|m| m["batch_sha256"].as_str() == Some(digest.as_str())) {
+            return Ok(Kept::Already(dir));
+        }
+    }
+    if count >= KEPT_PER_AGENT {
+        return Ok(Kept::Full);
+    }
+    let dir = agent_dir.join(format!("{:020}-{now}", e.proof.at));
+    std::fs::create_dir(&dir)?;
     let meta = json!({
         "agent": e.agent,
         "first_differing_seq": e.proof.at,
@@ -65,7 +95,7 @@ pub fn keep(root: &Path, e: &Evidence<'_>, append_only: AppendOnly) -> io::Resul
         "stored_next_seq": e.expected_seq,
         "torn_len": e.torn.len(),
         "batch_len": bytes.len(),
-        "batch_sha256": hex(&sha256(&bytes)),
+        "batch_sha256": digest,
         "proving_checkpoint": {
             "seq": e.proof.checkpoint_seq,
             "tree_size": e.proof.tree_size,
@@ -93,7 +123,7 @@ pub fn keep(root: &Path, e: &Evidence<'_>, append_only: AppendOnly) -> io::Resul
     for d in [&dir, &agent_dir, &root.join("forks")] {
         File::open(d)?.sync_all()?;
     }
-    Ok(dir)
+    Ok(Kept::New(dir))
 }
 
 /// A kept fork, read back.

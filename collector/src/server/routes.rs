@@ -478,12 +478,28 @@ fn answer(
         }) => {
             count("fork");
             m.forks.get_or_create(&agent(id)).inc();
+            let kept = match &evidence {
+                crate::forks::Kept::New(d) => {
+                    format!(
+                        "the agent's differing records are kept as evidence in {}",
+                        d.display()
+                    )
+                }
+                crate::forks::Kept::Already(d) => format!(
+                    "the same batch was kept as evidence before, in {}",
+                    d.display()
+                ),
+                crate::forks::Kept::Full => format!(
+                    "this batch is not kept: {} forks of this agent are kept already",
+                    crate::forks::KEPT_PER_AGENT
+                ),
+            };
             let msg = format!(
-                "FORK: agent {id} sent a record {at} that differs from the one stored, under a checkpoint signed with its own key: its history was rewritten after the collector received it; the stored chain is kept, the agent's differing records are kept as evidence in {}",
-                evidence.display()
+                "FORK: agent {id} sent a record {at} that differs from the one stored, under a checkpoint signed with its own key: its history was rewritten after the collector received it; the stored chain is kept; {kept}"
             );
-            tracing::error!("{msg}");
-            app.own_log.alert(AlertCode::ForkDetected, &msg);
+            // The first is always told; a client resending forks is held to
+            // the alert rate.
+            app.alert_limited(&format!("fork/{id}"), AlertCode::ForkDetected, &msg);
             error(
                 StatusCode::CONFLICT,
                 json!({"error": "fork", "seq": at, "expected_seq": expected_seq}),

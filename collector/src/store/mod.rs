@@ -44,11 +44,11 @@ pub enum Outcome {
     Gap { expected_seq: u64 },
     /// The batch holds a record at `seq` that differs from the one stored,
     /// under a checkpoint the agent's key signed: the agent's history was
-    /// rewritten. Its bytes are kept in `evidence`.
+    /// rewritten. What became of its bytes: `evidence`.
     Fork {
         seq: u64,
         expected_seq: u64,
-        evidence: PathBuf,
+        evidence: crate::forks::Kept,
     },
     /// The batch holds a record at `seq` that differs from the one stored,
     /// and nothing in it proves the agent made it (`reason`): refused, not
@@ -720,7 +720,7 @@ mod tests {
                 let kept = crate::forks::list(&root, Some("web-01")).unwrap();
                 assert_eq!(kept.len(), 1);
                 assert!(kept[0].intact);
-                assert_eq!(kept[0].dir, evidence);
+                assert_eq!(crate::forks::Kept::New(kept[0].dir.clone()), evidence);
                 assert_eq!(kept[0].batch, forked.frames());
                 let shown = kept[0].to_json();
                 assert_eq!(shown["first_differing_seq"], at);
@@ -744,12 +744,26 @@ mod tests {
             ingest(&mut s, &short[0], &signer),
             Outcome::Unproven { .. }
         ));
-        // After a restart (no bases kept but the state at load), the same.
+        // After a restart (no bases kept but the state at load), the same
+        // proof from the genesis record; the same batch is kept once.
         drop(s);
         let mut s = AgentStore::open(&root, "web-01", pk, AppendOnly::Off, &signer).unwrap();
+        match ingest(&mut s, forked, &signer) {
+            Outcome::Fork {
+                evidence: crate::forks::Kept::Already(_),
+                ..
+            } => {}
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(crate::forks::list(&root, None).unwrap().len(), 1);
+        // Another rewritten batch (from one record later) is kept too.
+        let other = &read_all(&b, at - 4, 10_000)[0];
         assert!(matches!(
-            ingest(&mut s, forked, &signer),
-            Outcome::Fork { .. }
+            ingest(&mut s, other, &signer),
+            Outcome::Fork {
+                evidence: crate::forks::Kept::New(_),
+                ..
+            }
         ));
         assert_eq!(crate::forks::list(&root, None).unwrap().len(), 2);
     }
