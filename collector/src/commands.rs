@@ -74,8 +74,10 @@ pub fn serve(path: &Path) -> anyhow::Result<ExitCode> {
     });
     notifier.stopping("stopping");
     tracing::info!("stopping");
-    own_log.close("collector stopped");
+    // Requests still being stored finish first, so an alert they raise is
+    // written before the stop record.
     rt.shutdown_timeout(std::time::Duration::from_secs(5));
+    own_log.close("collector stopped");
     r.map(|()| ExitCode::SUCCESS)
 }
 

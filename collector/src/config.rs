@@ -100,8 +100,9 @@ pub struct Limits {
     /// without one); more are answered 429 and closed.
     pub max_connections_per_client: usize,
     /// Request bytes being received, decompressed and checked at once, all
-    /// clients together (one client: at most `max_batch_bytes`); a request
-    /// that does not fit is answered 429 before its body is read.
+    /// clients together (one client: at most twice `max_batch_bytes`, a
+    /// batch and its decompressed form); a request that does not fit is
+    /// answered 429 before its body is read.
     pub max_ingest_bytes: usize,
     /// A TLS handshake must end within this.
     pub handshake_timeout: Duration,
@@ -286,6 +287,17 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
             ));
         }
     }
+    if limits.max_ingest_bytes < max_batch_bytes.saturating_mul(2) {
+        return Err(at(
+            f.limits
+                .max_ingest_bytes
+                .as_ref()
+                .map_or(c.listen.span().start, |s| s.span().start),
+            format!(
+                "max_ingest_bytes must be at least twice max_batch_bytes ({max_batch_bytes} bytes): a batch and its decompressed form must fit"
+            ),
+        ));
+    }
     Ok(Config {
         listen,
         key_dir: c.key_dir.unwrap_or_else(|| c.store_dir.join("keys")),
@@ -440,12 +452,12 @@ mod tests {
     #[test]
     fn limits_and_the_metrics_listener() {
         let c = load_text(
-            "[collector]\nlisten = \"127.0.0.1:1\"\nstore_dir = \"/s\"\n\n[limits]\nmax_connections = 10\nmax_connections_per_client = 2\nmax_ingest_bytes = \"100MiB\"\nbody_timeout = \"5s\"\nmin_body_rate = \"1MiB\"\nheader_timeout = \"3s\"\nhandshake_timeout = \"4s\"\nbody_idle_timeout = \"2s\"\n\n[metrics]\nlisten = \"127.0.0.1:9102\"\n",
+            "[collector]\nlisten = \"127.0.0.1:1\"\nstore_dir = \"/s\"\n\n[limits]\nmax_connections = 10\nmax_connections_per_client = 2\nmax_ingest_bytes = \"200MiB\"\nbody_timeout = \"5s\"\nmin_body_rate = \"1MiB\"\nheader_timeout = \"3s\"\nhandshake_timeout = \"4s\"\nbody_idle_timeout = \"2s\"\n\n[metrics]\nlisten = \"127.0.0.1:9102\"\n",
         )
         .unwrap();
         let l = &c.limits;
         assert_eq!((l.max_connections, l.max_connections_per_client), (10, 2));
-        assert_eq!(l.max_ingest_bytes, 100 << 20);
+        assert_eq!(l.max_ingest_bytes, 200 << 20);
         assert_eq!(l.body_deadline(3 << 20), Duration::from_secs(8));
         assert_eq!(l.header_timeout, Duration::from_secs(3));
         assert_eq!(l.handshake_timeout, Duration::from_secs(4));
@@ -475,6 +487,10 @@ mod tests {
                 "F:6:1: unknown field `slowloris`",
             ),
             ("[metrics]\nlisten = \"here\"\n", "F:6:10: listen:"),
+            (
+                "[limits]\nmax_ingest_bytes = \"100MiB\"\n",
+                "F:6:20: max_ingest_bytes must be at least twice",
+            ),
         ] {
             let e = load_text(&format!(
                 "[collector]\nlisten = \"127.0.0.1:1\"\nstore_dir = \"/s\"\n\n{text}"

@@ -16,6 +16,7 @@ use crate::server::Peer;
 use crate::server::limits::ClientKey;
 use crate::store::Proof;
 use serde_json::{Value, json};
+use sha2::Digest as _;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -61,6 +62,35 @@ pub enum Kept {
     Already(PathBuf),
     /// Not kept: [`KEPT_PER_AGENT`] forks of this agent are kept already.
     Full,
+}
+
+/// The kept fork of agent `agent` whose batch is exactly `torn` then
+/// `frames`, if there is one.
+pub fn kept_before(
+    root: &Path,
+    agent: &str,
+    torn: &[u8],
+    frames: &[u8],
+) -> io::Result<Option<Kept>> {
+    let agent_dir = root.join("forks").join(agent);
+    if !agent_dir.is_dir() {
+        return Ok(None);
+    }
+    let mut h = sha2::Sha256::new();
+    h.update(torn);
+    h.update(frames);
+    let sum: [u8; 32] = h.finalize().into();
+    let digest = hex(&sum);
+    for entry in std::fs::read_dir(&agent_dir)? {
+        let dir = entry?.path();
+        let meta: Option<Value> = std::fs::read(dir.join("fork.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        if meta.is_some_and(|m| m["batch_sha256"].as_str() == Some(digest.as_str())) {
+            return Ok(Some(Kept::Already(dir)));
+        }
+    }
+    Ok(None)
 }
 
 /// Keeps `e` under `<root>/forks` (once per distinct batch).

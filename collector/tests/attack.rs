@@ -548,3 +548,43 @@ fn a_body_sent_fast_then_withheld_is_cut_off_at_the_idle_timeout() {
     let log = collector.stop();
     assert!(log.contains("no byte of the body arrived for 1s"), "{log}");
 }
+
+#[test]
+fn a_zstd_body_cannot_decompress_past_what_its_header_announced() {
+    let mut s = Setup::new();
+    s.write_collector_config("");
+    let collector = start_collector(&mut s);
+    let pid = collector.child.id();
+    let before = rss_kib(pid);
+    // A first frame announcing 1 byte, then a frame of 60 MiB of zeros: a
+    // few kilobytes on the wire.
+    let mut body = zstd::bulk::compress(b"x", 3).unwrap();
+    body.extend(zstd::bulk::compress(&vec![0u8; 60 << 20], 19).unwrap());
+    assert!(body.len() < 64 << 10, "{} bytes", body.len());
+    for _ in 0..5 {
+        let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        c.write_all(
+            format!(
+                "POST /v1/agents/web-01/records HTTP/1.1\r\nHost: x\r\nWormlog-Seq: 0\r\nContent-Encoding: zstd\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        c.write_all(&body).unwrap();
+        let st = status(&mut c);
+        assert!(st.contains(" 400 "), "{st:?}");
+    }
+    let peak = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap();
+    collector.stop();
+    assert!(
+        peak < before + 16 * 1024,
+        "peak RSS {peak} KiB, {before} KiB before: the bomb was decompressed"
+    );
+}

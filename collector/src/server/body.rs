@@ -2,8 +2,9 @@
 //! (no more), the deadline `[limits]` gives a body of that length, and no
 //! pause between its bytes longer than `body_idle_timeout` (a body sent
 //! fast and then withheld is cut off at once, not at the deadline). The
-//! buffer grows as bytes arrive, so a client that announces much and sends
-//! little holds little.
+//! buffer is allocated once at the announced length, which the limits
+//! already counted; its memory becomes resident only as bytes arrive, so a
+//! client that announces much and sends little holds little.
 
 use axum::body::Body;
 use http_body_util::BodyExt;
@@ -31,7 +32,10 @@ pub async fn read(
     deadline: Duration,
     idle: Duration,
 ) -> Result<Vec<u8>, BodyError> {
-    let mut out = Vec::with_capacity(len.min(256 << 10));
+    // The whole announced length, reserved once (its share of
+    // max_ingest_bytes is already counted): pages are resident only as
+    // bytes arrive, and the buffer is never grown and copied.
+    let mut out = Vec::with_capacity(len);
     let read = async {
         let mut body = body;
         loop {

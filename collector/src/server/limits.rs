@@ -19,6 +19,9 @@ pub enum ClientKey {
 #[derive(Debug, Default)]
 struct Counts {
     connections: usize,
+    /// Connections per address before the client is known (TLS handshakes
+    /// under way).
+    unknown_per_addr: HashMap<IpAddr, usize>,
     per_client: HashMap<ClientKey, usize>,
     bytes: usize,
     bytes_per_client: HashMap<ClientKey, usize>,
@@ -38,6 +41,8 @@ pub struct Gate {
 #[derive(Debug)]
 pub struct ConnPermit {
     gate: Arc<Gate>,
+    /// Counted as an address not yet known as a client.
+    unknown: Option<IpAddr>,
     client: Option<ClientKey>,
 }
 
@@ -72,6 +77,7 @@ impl Gate {
         crate::metrics::get().connections.set(c.connections as i64);
         Some(ConnPermit {
             gate: self.clone(),
+            unknown: None,
             client: None,
         })
     }
@@ -112,10 +118,41 @@ impl Gate {
 }
 
 impl ConnPermit {
+    /// Counts the connection against its address until its client is
+    /// known (the TLS handshake); false if the address already has
+    /// `max_connections_per_client` connections whose client is not known
+    /// yet (close it at once).
+    pub fn handshaking(&mut self, addr: IpAddr) -> bool {
+        let mut c = self.gate.counts();
+        let n = c.unknown_per_addr.entry(addr).or_default();
+        if *n >= self.gate.limits.max_connections_per_client {
+            if *n == 0 {
+                c.unknown_per_addr.remove(&addr);
+            }
+            return false;
+        }
+        *n += 1;
+        self.unknown = Some(addr);
+        true
+    }
+
+    fn known(&mut self, c: &mut Counts) {
+        if let Some(a) = self.unknown.take()
+            && let Some(n) = c.unknown_per_addr.get_mut(&a)
+        {
+            *n -= 1;
+            if *n == 0 {
+                c.unknown_per_addr.remove(&a);
+            }
+        }
+    }
+
     /// Names the connection's client; false (and not counted for it) if
     /// the client already has `max_connections_per_client` open.
     pub fn claim(&mut self, client: ClientKey) -> bool {
-        let mut c = self.gate.counts();
+        let gate = self.gate.clone();
+        let mut c = gate.counts();
+        self.known(&mut c);
         let n = c.per_client.entry(client.clone()).or_default();
         if *n >= self.gate.limits.max_connections_per_client {
             if *n == 0 {
@@ -131,7 +168,9 @@ impl ConnPermit {
 
 impl Drop for ConnPermit {
     fn drop(&mut self) {
-        let mut c = self.gate.counts();
+        let gate = self.gate.clone();
+        let mut c = gate.counts();
+        self.known(&mut c);
         c.connections -= 1;
         if let Some(k) = self.client.take()
             && let Some(n) = c.per_client.get_mut(&k)
@@ -157,6 +196,21 @@ impl BytesPermit {
         let mut more = more;
         more.n = 0;
         true
+    }
+}
+
+impl BytesPermit {
+    /// Gives back `n` of the bytes this permit holds (a body freed once
+    /// decompressed).
+    pub fn shrink(&mut self, n: usize) {
+        let n = n.min(self.n);
+        let mut c = self.gate.counts();
+        c.bytes -= n;
+        if let Some(m) = c.bytes_per_client.get_mut(&self.client) {
+            *m -= n;
+        }
+        self.n -= n;
+        crate::metrics::get().ingest_bytes.set(c.bytes as i64);
     }
 }
 
@@ -206,6 +260,9 @@ mod tests {
         assert!(g.bytes(&a, 11).is_none(), "over a's share");
         assert!(!p1.grow(11));
         assert!(p1.grow(10));
+        p1.shrink(5);
+        assert!(g.bytes(&a, 6).is_none());
+        assert!(p1.grow(5));
         let p2 = g.bytes(&b, 40).unwrap();
         assert!(g.bytes(&b, 1).is_none(), "over the collector's share");
         drop(p1);
@@ -215,6 +272,17 @@ mod tests {
         assert!(g.counts().bytes_per_client.is_empty());
         drop((c2, c3));
         assert_eq!(g.counts().connections, 0);
+        assert!(g.counts().per_client.is_empty());
+        // Before the handshake: one address, max_connections_per_client.
+        let ip: IpAddr = "10.0.0.9".parse().unwrap();
+        let mut h1 = g.connection().unwrap();
+        assert!(h1.handshaking(ip));
+        let mut h2 = g.connection().unwrap();
+        assert!(!h2.handshaking(ip), "a second handshake from the address");
+        assert!(h1.claim(ClientKey::Cert([1; 32])));
+        assert!(h2.handshaking(ip), "the first is known now");
+        drop((h1, h2));
+        assert!(g.counts().unknown_per_addr.is_empty());
         assert!(g.counts().per_client.is_empty());
     }
 }

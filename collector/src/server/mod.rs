@@ -91,6 +91,13 @@ impl App {
         }
     }
 
+    /// An error line, at most `warnings`' rate per `key`.
+    fn error_limited(&self, key: &str, msg: &str) {
+        if let Verdict::Pass { held_back } = self.warnings.check(key) {
+            tracing::error!("{msg}{}", held_back_note(held_back));
+        }
+    }
+
     /// An alert record in the collector's own chain (and an error line),
     /// at most `alerts`' rate per agent.
     fn alert_limited(&self, id: &str, code: wormlog_spool::record::AlertCode, msg: &str) {
@@ -158,6 +165,17 @@ async fn connection(
     mut permit: ConnPermit,
 ) {
     let limits = &app.config.limits;
+    if !permit.handshaking(remote.ip()) {
+        crate::metrics::refused("connections_per_address");
+        app.warn_limited(
+            "connections_per_address",
+            &format!(
+                "{remote}: {} connections from this address whose client is not known yet (limits.max_connections_per_client): closed",
+                limits.max_connections_per_client
+            ),
+        );
+        return;
+    }
     let Some(a) = acceptor else {
         let ok = permit.claim(ClientKey::Addr(remote.ip()));
         let peer = Peer {
@@ -215,7 +233,12 @@ where
         let svc = hyper::service::service_fn(|_req| async {
             Ok::<_, std::convert::Infallible>(routes::busy("too many connections from this client"))
         });
-        let _ = http.keep_alive(false).serve_connection(io, svc).await;
+        // The answer waits for the request's headers one second at most.
+        let _ = http
+            .keep_alive(false)
+            .header_read_timeout(std::time::Duration::from_secs(1))
+            .serve_connection(io, svc)
+            .await;
         return;
     }
     let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {

@@ -17,7 +17,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine;
 use serde_json::json;
-use std::io::Read;
 use std::sync::Arc;
 use wormlog_spool::hash::hex;
 use wormlog_spool::keys::format_pubkey;
@@ -168,7 +167,10 @@ async fn open_store(app: &Arc<App>, id: &str, pubkey: [u8; 32]) -> Result<u64, R
             Ok(next)
         }
         Err(e) => {
-            tracing::error!("agent {id}: cannot open its store: {e}");
+            app.error_limited(
+                &format!("store/{id}"),
+                &format!("agent {id}: cannot open its store: {e}"),
+            );
             Err(unavailable(&e.to_string()))
         }
     }
@@ -321,36 +323,49 @@ async fn ingest(
         }
     };
     let max = app.config.max_batch_bytes;
-    let raw = if head.zstd {
+    let (raw, permit) = if head.zstd {
+        // The decompressed size is the one the frame header announces (at
+        // most max_batch_bytes; max_batch_bytes when it announces none),
+        // reserved first, and the output can be no larger.
         let out_len = zstd::zstd_safe::get_frame_content_size(&body)
             .ok()
             .flatten()
             .map_or(max, |n| n.min(max as u64) as usize);
         if !permit.grow(out_len) {
             count("busy");
-            return busy("the collector is receiving as much as it takes at once");
+            return busy(&app.gate.busy_reason(&peer.client, out_len));
         }
-        // Off the async workers: a batch is megabytes.
-        match tokio::task::spawn_blocking(move || decompress(&body, max)).await {
-            Ok(Ok(Some(raw))) => raw,
-            Ok(Ok(None)) => {
+        let body_len = body.len();
+        // Off the async workers: a batch is megabytes. The permit goes with
+        // the work, so a client that hangs up does not free what the work
+        // still holds.
+        let done = tokio::task::spawn_blocking(move || {
+            let r = decompress(&body, out_len);
+            drop(body);
+            permit.shrink(body_len);
+            (r, permit)
+        })
+        .await;
+        match done {
+            Ok((Ok(raw), permit)) => (raw, permit),
+            Ok((Err(e), _)) if out_len >= max => {
                 count("too_large");
                 return error(
                     StatusCode::PAYLOAD_TOO_LARGE,
-                    json!({"error": "too_large", "max_bytes": max}),
+                    json!({"error": "too_large", "max_bytes": max, "reason": format!("zstd: {e}")}),
                 );
             }
-            Ok(Err(e)) => {
+            Ok((Err(e), _)) => {
                 count("malformed");
                 return error(
                     StatusCode::BAD_REQUEST,
-                    json!({"error": "malformed", "reason": format!("zstd: {e}")}),
+                    json!({"error": "malformed", "reason": format!("zstd (the frame header announced {out_len} bytes): {e}")}),
                 );
             }
             Err(e) => return unavailable(&e.to_string()),
         }
     } else {
-        body
+        (body, permit)
     };
     if head.torn_len > raw.len() {
         count("malformed");
@@ -361,16 +376,8 @@ async fn ingest(
     }
     let pubkey = match reg {
         Registration::Known(k) => k,
-        Registration::FirstUse => match genesis_key(&raw, head.torn_len) {
-            Some(k) => {
-                let msg = format!(
-                    "agent {id} pinned on first use with key {}",
-                    format_pubkey(&k)
-                );
-                tracing::warn!("{msg}");
-                app.own_log.event(&msg);
-                k
-            }
+        Registration::FirstUse => match genesis_key(&id, &raw, head.torn_len) {
+            Some(k) => k,
             None => {
                 return error(
                     StatusCode::CONFLICT,
@@ -382,26 +389,36 @@ async fn ingest(
     if let Err(r) = open_store(&app, &id, pubkey).await {
         return r;
     }
-    let result = store_batch(&app, &id, head.seq, head.torn_len, raw, &peer).await;
-    drop(permit);
+    let result = store_batch(&app, &id, head.seq, head.torn_len, raw, permit, &peer).await;
+    if reg == Registration::FirstUse && matches!(result, Ok(Outcome::Accepted { .. })) {
+        let msg = format!(
+            "agent {id} pinned on first use with key {}",
+            format_pubkey(&pubkey)
+        );
+        tracing::warn!("{msg}");
+        app.own_log.event(&msg);
+    }
     answer(&app, &id, head.seq, head.len as u64, result)
 }
 
 /// The genesis record's first public key, for an agent trusted on first
-/// use.
-fn genesis_key(raw: &[u8], torn_len: usize) -> Option<[u8; 32]> {
-    match wormlog_spool::frame::frame_at(raw, torn_len) {
-        wormlog_spool::frame::FrameAt::Frame { start, end } => {
-            match Record::decode(&raw[start..end]) {
-                Ok(Record {
-                    payload: Payload::Genesis { first_pubkey, .. },
-                    ..
-                }) => Some(first_pubkey),
-                _ => None,
-            }
-        }
-        _ => None,
-    }
+/// use: only from a batch whose first record is a valid genesis record for
+/// `id` (checked in memory, before anything is pinned or opened).
+fn genesis_key(id: &str, raw: &[u8], torn_len: usize) -> Option<[u8; 32]> {
+    use wormlog_spool::frame::{FrameAt, frame_at};
+    let FrameAt::Frame { start, end } = frame_at(raw, torn_len) else {
+        return None;
+    };
+    let Ok(Record {
+        payload: Payload::Genesis { first_pubkey, .. },
+        ..
+    }) = Record::decode(&raw[start..end])
+    else {
+        return None;
+    };
+    let mut f = wormlog_spool::follow::Follower::new(id, Some(first_pubkey));
+    f.accept(&[], &raw[torn_len..end]).ok()?;
+    Some(first_pubkey)
 }
 
 /// Verifies and stores a batch off the async workers. A panic drops the
@@ -413,6 +430,7 @@ async fn store_batch(
     seq: u64,
     torn_len: usize,
     raw: Vec<u8>,
+    permit: super::limits::BytesPermit,
     peer: &Peer,
 ) -> Result<Outcome, String> {
     let slot = app.slot(id);
@@ -420,6 +438,9 @@ async fn store_batch(
     let app2 = app.clone();
     let from = crate::forks::Sender::of(peer);
     let r = tokio::task::spawn_blocking(move || {
+        // The permit is held until the work is done, even if the client
+        // hangs up meanwhile.
+        let _permit = permit;
         crate::store::ingest_or_reload(
             &mut guard,
             seq,
@@ -431,7 +452,9 @@ async fn store_batch(
     })
     .await
     .map_err(|e| e.to_string())?;
-    let (outcome, next) = r.inspect_err(|e| tracing::error!("agent {id}: store: {e}"))?;
+    let (outcome, next) = r.inspect_err(|e| {
+        app.error_limited(&format!("store/{id}"), &format!("agent {id}: store: {e}"))
+    })?;
     metrics::get()
         .next_seq
         .get_or_create(&agent(id))
@@ -553,18 +576,8 @@ fn answer(
     }
 }
 
-/// Decompresses a zstd body of at most `max` bytes (None: larger). The
-/// output is sized from the frame header when the sender wrote the content
-/// size (the agent does), so it is not grown and copied along the way.
-fn decompress(body: &[u8], max: usize) -> std::io::Result<Option<Vec<u8>>> {
-    let hint = zstd::zstd_safe::get_frame_content_size(body)
-        .ok()
-        .flatten()
-        .unwrap_or(0)
-        .min(max as u64) as usize;
-    let mut out = Vec::with_capacity(hint);
-    zstd::stream::read::Decoder::new(body)?
-        .take(max as u64 + 1)
-        .read_to_end(&mut out)?;
-    Ok((out.len() <= max).then_some(out))
+/// Decompresses a zstd body into at most `capacity` bytes (an error if it
+/// holds more): one allocation of that size, no streaming window beside it.
+fn decompress(body: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
+    zstd::bulk::Decompressor::new()?.decompress(body, capacity)
 }

@@ -112,6 +112,7 @@ pub struct AgentStore {
     /// nearest one before it instead of from the genesis record.
     bases: Vec<Follower>,
     last_replay: Option<std::time::Instant>,
+    last_proof: Option<std::time::Instant>,
     /// Tests: panic once a batch is written, before it is answered.
     #[cfg(test)]
     panic_after_write: bool,
@@ -164,6 +165,7 @@ impl AgentStore {
             index: SeqIndex::default(),
             bases: Vec::new(),
             last_replay: None,
+            last_proof: None,
             #[cfg(test)]
             panic_after_write: false,
         };
@@ -184,11 +186,20 @@ impl AgentStore {
         let (segs, _) = list_segments(&self.dir).map_err(io_at(&self.dir))?;
         let Some((last_no, last_path)) = segs.last().cloned() else {
             self.follower = Follower::new(&self.id, Some(self.pubkey));
+            self.follower.chain.own_receipt_key = Some(self.receipt_key);
+            self.index = SeqIndex::default();
+            self.bases = Vec::new();
             return Ok(());
         };
         let file_len = std::fs::metadata(&last_path)
             .map_err(io_at(&last_path))?
             .len();
+        if header_only(&last_path, file_len)? {
+            // Created, and nothing written into it before a crash: no batch
+            // that reached it was ever answered.
+            remove_unacknowledged(&self.dir, &last_path)?;
+            return self.load();
+        }
         if let Some(f) = crate::snapshot::read(&self.dir, &self.id, self.pubkey)
             && f.cursor.no == last_no
             && f.cursor.len == file_len
@@ -249,7 +260,7 @@ impl AgentStore {
         let (batch_torn, batch_frames) = (torn, frames);
         let (mut torn, mut frames) = (torn, frames);
         let mut replayed = Vec::new();
-        if seq < next && frames.is_empty() {
+        if seq <= next && frames.is_empty() && torn.is_empty() {
             // Nothing to compare, nothing to store.
             return Ok(Outcome::Accepted {
                 next_seq: next,
@@ -562,6 +573,35 @@ pub fn ingest_or_reload(
     }
 }
 
+/// Whether a segment file holds its header and nothing else (or not even
+/// a whole header).
+fn header_only(path: &Path, len: u64) -> Result<bool, StoreError> {
+    let mut head = Vec::new();
+    File::open(path)
+        .and_then(|f| std::io::Read::read_to_end(&mut std::io::Read::take(f, 400), &mut head))
+        .map_err(io_at(path))?;
+    Ok(match SegmentHeader::decode(&head) {
+        Ok((_, n)) => len <= n as u64,
+        // A header cut short by the crash itself.
+        Err(_) => len <= wormlog_spool::segment::HEADER_FIXED_LEN as u64,
+    })
+}
+
+/// Removes a segment file no acknowledged batch reached (clearing its
+/// append-only flag first).
+fn remove_unacknowledged(dir: &Path, path: &Path) -> Result<(), StoreError> {
+    let _ = wormlog_spool::worm::clear_flags(path);
+    std::fs::remove_file(path).map_err(io_at(path))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_at(dir))?;
+    warn(&format!(
+        "{}: removed a segment that holds no record (created just before a crash)",
+        path.display()
+    ));
+    Ok(())
+}
+
 /// Cuts an unacknowledged partial tail back to `len` (clearing and restoring
 /// the append-only flag around it).
 fn cut_tail(path: &Path, len: u64) -> Result<(), StoreError> {
@@ -850,6 +890,35 @@ mod tests {
             }
             assert!(!root.join("forks").exists());
         }
+    }
+
+    #[test]
+    fn a_segment_created_just_before_a_crash_is_removed_at_load() {
+        let t = tempfile::tempdir().unwrap();
+        let (pk, batches) = agent_batches(t.path());
+        let signer = Signer::load_or_create(&t.path().join("ckeys"), "c1").unwrap();
+        let root = t.path().join("store");
+        let dir = root.join("agents/web-01");
+        // Segment 0 with its header only (a crash right after Op::Create).
+        let header = SegmentHeader {
+            segment_no: 0,
+            first_seq: 0,
+            prev_head: [0; 32],
+            agent_id: "web-01".into(),
+        }
+        .encode();
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(segment_path(&dir, 0), &header).unwrap();
+        let mut s = AgentStore::open(&root, "web-01", pk, AppendOnly::Off, &signer).unwrap();
+        assert_eq!(s.next_seq(), 0);
+        for b in &batches {
+            assert!(matches!(
+                ingest(&mut s, b, &signer),
+                Outcome::Accepted { .. }
+            ));
+        }
+        let r = verify_spool(&dir, Some(pk), &mut |_, _, _| {}).unwrap();
+        assert!(r.ok(), "{:?}", r.failure);
     }
 
     fn sender() -> crate::forks::Sender {

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use wormlog_spool::follow::Follower;
 use wormlog_spool::frame::{FrameAt, frame_at};
 use wormlog_spool::hash::Hash;
+use wormlog_spool::keys::{CHECKPOINT_CONTEXT, verify_signature};
 use wormlog_spool::record::{Payload, Record};
 
 /// A base is kept every this many records (a proof replays at most about
@@ -22,6 +23,9 @@ pub const BASES_KEPT: usize = 4;
 /// A longer replay (from an older base, or the genesis record) is run at
 /// most once per agent in this time.
 const LONG_REPLAY_EVERY: Duration = Duration::from_secs(600);
+/// Any proof (a replay of up to [`BASE_EVERY`] records) is attempted at
+/// most once per agent in this time.
+const PROOF_EVERY: Duration = Duration::from_secs(1);
 /// Replayed records in one accept call.
 const REPLAY_BATCH_BYTES: usize = 8 << 20;
 
@@ -55,19 +59,53 @@ impl AgentStore {
                 reason: reason.to_owned(),
             })
         };
-        let Some((end, checkpoint_seq, tree_size, root)) = covering_checkpoint(frames, at) else {
+        let Some(cp) = covering_checkpoint(frames, at) else {
             return unproven("no checkpoint in the batch covers it");
         };
-        let Some(mut f) = self.follower_at(seq)? else {
+        // A batch proven before: the same answer, no work.
+        if let Some(kept) =
+            crate::forks::kept_before(&self.root, &self.id, torn, frames).map_err(|e| {
+                StoreError::Io {
+                    path: self.root.join("forks"),
+                    source: e,
+                }
+            })?
+        {
+            return Ok(Outcome::Fork {
+                seq: at,
+                expected_seq: self.next_seq(),
+                evidence: kept,
+            });
+        }
+        // The cheap test first: where the collector knows the agent's key
+        // for the checkpoint's epoch, its signature must hold before any
+        // replay is run.
+        let known = self.known_key(cp.epoch);
+        if let Some(key) = known
+            && !verify_signature(&key, CHECKPOINT_CONTEXT, cp.signed(frames), &cp.signature)
+        {
+            return unproven(&format!(
+                "the checkpoint at {} is not signed with the agent's key of epoch {}",
+                cp.seq, cp.epoch
+            ));
+        }
+        if self.last_proof.is_some_and(|t| t.elapsed() < PROOF_EVERY) {
+            return Ok(Outcome::Busy(
+                "a fork proof of this agent ran less than a second ago".into(),
+            ));
+        }
+        self.last_proof = Some(Instant::now());
+        let Some(mut f) = self.follower_at(seq, known.is_some())? else {
             return Ok(Outcome::Busy(
                 "proving this fork needs a long replay of the store, which runs at most every 10 minutes per agent".into(),
             ));
         };
-        if let Err(r) = f.accept(torn, &frames[..end]) {
+        if let Err(r) = f.accept(torn, &frames[..cp.end]) {
             return unproven(&format!(
                 "the batch does not hold under the agent's key ({r})"
             ));
         }
+        let (checkpoint_seq, tree_size, root) = (cp.seq, cp.tree_size, cp.root);
         let proof = Proof {
             at,
             checkpoint_seq,
@@ -98,9 +136,20 @@ impl AgentStore {
         })
     }
 
+    /// The agent's public key for `epoch`, where the collector holds it
+    /// (its current epoch, or a kept base's).
+    fn known_key(&self, epoch: u64) -> Option<[u8; 32]> {
+        std::iter::once(&self.follower)
+            .chain(self.bases.iter())
+            .find(|f| f.chain.epoch == epoch)
+            .and_then(|f| f.chain.key)
+    }
+
     /// The follower just before record `seq`, from the nearest base (None:
-    /// the replay would be long and one ran recently).
-    fn follower_at(&mut self, seq: u64) -> Result<Option<Follower>, StoreError> {
+    /// the replay would be long and one ran recently). A long replay for a
+    /// checkpoint whose signature could not be checked first (`checked`
+    /// false) counts against the same limit.
+    fn follower_at(&mut self, seq: u64, checked: bool) -> Result<Option<Follower>, StoreError> {
         let base = self
             .bases
             .iter()
@@ -112,7 +161,7 @@ impl AgentStore {
                 f.chain.own_receipt_key = Some(self.receipt_key);
                 f
             });
-        if seq - base.next_seq() > BASE_EVERY {
+        if seq - base.next_seq() > BASE_EVERY || !checked {
             if self
                 .last_replay
                 .is_some_and(|t| t.elapsed() < LONG_REPLAY_EVERY)
@@ -125,9 +174,29 @@ impl AgentStore {
     }
 }
 
-/// The end of the batch's first checkpoint that covers record `at` (its
-/// tree holds record `at`), with its seq, tree size and root.
-fn covering_checkpoint(frames: &[u8], at: u64) -> Option<(usize, u64, u64, Hash)> {
+/// The batch's checkpoint that covers the differing record.
+#[derive(Debug)]
+struct Covering {
+    /// Where its frame starts and ends in the batch.
+    start: usize,
+    end: usize,
+    seq: u64,
+    epoch: u64,
+    tree_size: u64,
+    root: Hash,
+    signature: [u8; 64],
+}
+
+impl Covering {
+    /// The bytes its signature covers: the record without the signature.
+    fn signed<'a>(&self, frames: &'a [u8]) -> &'a [u8] {
+        &frames[self.start..self.end - self.signature.len()]
+    }
+}
+
+/// The batch's first checkpoint that covers record `at` (its tree holds
+/// record `at`).
+fn covering_checkpoint(frames: &[u8], at: u64) -> Option<Covering> {
     let mut off = 0;
     while let FrameAt::Frame { start, end } = frame_at(frames, off) {
         if let Ok(Record {
@@ -137,7 +206,15 @@ fn covering_checkpoint(frames: &[u8], at: u64) -> Option<(usize, u64, u64, Hash)
         }) = Record::decode(&frames[start..end])
             && cp.tree_size > at
         {
-            return Some((end, seq, cp.tree_size, cp.root));
+            return Some(Covering {
+                start,
+                end,
+                seq,
+                epoch: cp.epoch,
+                tree_size: cp.tree_size,
+                root: cp.root,
+                signature: cp.signature,
+            });
         }
         off = end;
     }
