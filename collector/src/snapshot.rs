@@ -25,6 +25,12 @@ struct State {
     segment_records: u64,
     anchored: bool,
     sealed: bool,
+    /// The segment's anchor index and whether it has a data key (absent
+    /// in snapshots written before encryption at rest: none).
+    #[serde(default)]
+    anchor_at: Option<u64>,
+    #[serde(default)]
+    data_key: bool,
 }
 
 pub fn write(dir: &Path, f: &Follower) -> std::io::Result<()> {
@@ -42,6 +48,8 @@ pub fn write(dir: &Path, f: &Follower) -> std::io::Result<()> {
         segment_records: f.cursor.records,
         anchored: f.cursor.anchored,
         sealed: f.cursor.sealed,
+        anchor_at: f.cursor.keys.anchor_at,
+        data_key: f.cursor.keys.data_key,
     };
     let tmp = dir.join("state.json.tmp");
     std::fs::write(&tmp, serde_json::to_vec(&s).map_err(std::io::Error::other)?)?;
@@ -78,6 +86,10 @@ pub fn read(dir: &Path, agent_id: &str, first_pubkey: [u8; 32]) -> Option<Follow
             records: s.segment_records,
             anchored: s.anchored,
             sealed: s.sealed,
+            keys: wormlog_spool::structure::KeyPlace {
+                anchor_at: s.anchor_at,
+                data_key: s.data_key,
+            },
         },
     })
 }

@@ -238,7 +238,8 @@ impl ChainCheck {
             | Payload::Stop { .. }
             | Payload::Config { .. }
             | Payload::Heartbeat { .. }
-            | Payload::Prune { .. } => {}
+            | Payload::Prune { .. }
+            | Payload::DataKey { .. } => {}
         }
         Ok(())
     }

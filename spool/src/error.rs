@@ -56,6 +56,8 @@ pub enum SpoolError {
          into a new segment; the writer stopped"
     )]
     FsyncFailed { segment: u64, source: io::Error },
+    #[error("encryption at rest: {0}")]
+    Encryption(String),
     #[error("record of {0} bytes is larger than the 64 MiB limit")]
     RecordTooLarge(usize),
     #[error("the agent id must be 1 to 255 bytes")]

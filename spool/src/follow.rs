@@ -14,7 +14,8 @@ use crate::frame::{FrameAt, frame_at};
 use crate::hash::{Hash, leaf_hash};
 use crate::record::{Payload, Record, RecoveryCause};
 use crate::structure::{
-    check_anchor_place, check_recovery_at, check_seal, expected_header, opens_segment, unsealed_end,
+    check_anchor_place, check_key_place, check_recovery_at, check_seal, expected_header,
+    opens_segment, unsealed_end,
 };
 use std::ops::Range;
 
@@ -76,6 +77,7 @@ impl Follower {
                 len: 0,
                 records: 0,
                 anchored: false,
+                keys: Default::default(),
                 sealed: false,
             },
         }
@@ -175,8 +177,16 @@ impl Follower {
                 self.open_segment(&mut plan, no);
                 run_start = off;
             }
+            let anchored_before = self.cursor.anchored;
             self.cursor.anchored =
                 check_anchor_place(rec.kind, self.cursor.anchored).map_err(invalid)?;
+            check_key_place(
+                &mut self.cursor.keys,
+                &rec.payload,
+                self.cursor.records,
+                anchored_before,
+            )
+            .map_err(invalid)?;
             self.chain.check_payload(&rec, bytes).map_err(invalid)?;
             if check_seal(&rec.payload, self.cursor.no).map_err(invalid)? {
                 self.cursor.sealed = true;
@@ -212,6 +222,7 @@ impl Follower {
             len: header.len() as u64,
             records: 0,
             anchored: false,
+            keys: Default::default(),
             sealed: false,
         };
         plan.ops.push(Op::Create { no, header });

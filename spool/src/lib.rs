@@ -5,7 +5,7 @@
 //! segment files ([`segment`]), the hash chain and the RFC 9162 Merkle tree
 //! ([`hash`], [`merkle`]), the forward-secure host key ([`keys`]), the
 //! single writer with group commit and crash recovery ([`writer`]), the
-//! write-once file flags ([`worm`]), and verification ([`verify`]; the
+//! write-once file flags ([`worm`]), encryption at rest ([`crypt`]), and verification ([`verify`]; the
 //! collector's incremental [`follow`]), both under the segment-structure
 //! rules of [`structure`].
 //!
@@ -18,6 +18,7 @@ pub mod agent_id;
 pub mod chain;
 pub mod clock;
 pub mod codec;
+pub mod crypt;
 pub mod error;
 pub mod follow;
 pub mod frame;

@@ -14,6 +14,14 @@ pub const RECORD_HEADER_LEN: usize = 52;
 pub const PREV_OFFSET: usize = 20;
 /// Bytes of a signature at the end of a signing record.
 pub const SIGNATURE_LEN: usize = 64;
+/// Record flag: an entry's fields and body are sealed (§6.2.1).
+pub const RECORD_FLAG_SEALED: u16 = 1;
+/// Offset of the record flags in a record.
+pub const FLAGS_OFFSET: usize = 2;
+/// Bytes of the authentication tag at the end of a sealed entry.
+pub const SEAL_TAG_LEN: usize = 16;
+/// How the wrapped data key of a `data_key` record begins (an age v1 file).
+pub const AGE_MAGIC: &[u8] = b"age-encryption.org/v1\n";
 
 /// The kind of a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -34,6 +42,7 @@ pub enum Kind {
     Prune = 13,
     Seal = 14,
     Alert = 15,
+    DataKey = 16,
 }
 
 impl Kind {
@@ -55,6 +64,7 @@ impl Kind {
             13 => Prune,
             14 => Seal,
             15 => Alert,
+            16 => DataKey,
             _ => return None,
         })
     }
@@ -78,6 +88,7 @@ impl Kind {
             Prune => "prune",
             Seal => "seal",
             Alert => "alert",
+            DataKey => "data_key",
         }
     }
 }
@@ -98,6 +109,9 @@ pub struct Entry<'a> {
     pub flags: u8,
     pub fields: Vec<(&'a str, &'a [u8])>,
     pub body: &'a [u8],
+    /// A sealed entry (§6.2.1): the ciphertext and tag of its fields and
+    /// body, which are then empty here (`crate::crypt` opens it).
+    pub sealed: Option<&'a [u8]>,
 }
 
 /// A signed tree head.
@@ -325,6 +339,11 @@ pub enum Payload<'a> {
         code: u16,
         detail: &'a str,
     },
+    /// A segment's data key, wrapped to age recipients (§6.16).
+    DataKey {
+        recipients: Vec<&'a str>,
+        wrapped: &'a [u8],
+    },
 }
 
 /// A decoded record.
@@ -379,10 +398,12 @@ impl<'a> Record<'a> {
             return Err(RecordError::Version(version));
         }
         let kind = Kind::from_u8(kind).ok_or(RecordError::UnknownKind(kind))?;
-        if flags != 0 {
-            return Err(RecordError::Flags(flags));
-        }
-        let payload = decode_payload(kind, &mut r).map_err(|err| RecordError::Payload {
+        let sealed = match (flags, kind) {
+            (0, _) => false,
+            (RECORD_FLAG_SEALED, Kind::Entry) => true,
+            _ => return Err(RecordError::Flags(flags)),
+        };
+        let payload = decode_payload(kind, sealed, &mut r).map_err(|err| RecordError::Payload {
             kind: kind.name(),
             err,
         })?;
@@ -396,7 +417,11 @@ impl<'a> Record<'a> {
     }
 }
 
-fn decode_payload<'a>(kind: Kind, r: &mut Reader<'a>) -> Result<Payload<'a>, CodecError> {
+fn decode_payload<'a>(
+    kind: Kind,
+    sealed: bool,
+    r: &mut Reader<'a>,
+) -> Result<Payload<'a>, CodecError> {
     let p = match kind {
         Kind::Genesis => Payload::Genesis {
             agent_id: r.text8("agent id")?,
@@ -411,6 +436,22 @@ fn decode_payload<'a>(kind: Kind, r: &mut Reader<'a>) -> Result<Payload<'a>, Cod
                     what: "entry flags",
                 });
             }
+            if sealed {
+                let sealed = r.rest();
+                if sealed.len() < SEAL_TAG_LEN {
+                    return Err(CodecError::Invalid {
+                        what: "sealed entry (shorter than its tag)",
+                    });
+                }
+                return Ok(Payload::Entry(Entry {
+                    source,
+                    position,
+                    flags,
+                    fields: Vec::new(),
+                    body: &[],
+                    sealed: Some(sealed),
+                }));
+            }
             let n = r.u16()? as usize;
             let mut fields = Vec::with_capacity(n.min(64));
             for _ in 0..n {
@@ -424,6 +465,7 @@ fn decode_payload<'a>(kind: Kind, r: &mut Reader<'a>) -> Result<Payload<'a>, Cod
                 flags,
                 fields,
                 body: r.rest(),
+                sealed: None,
             })
         }
         Kind::Checkpoint => {
@@ -534,6 +576,34 @@ fn decode_payload<'a>(kind: Kind, r: &mut Reader<'a>) -> Result<Payload<'a>, Cod
             code: r.u16()?,
             detail: r.text16("detail")?,
         },
+        Kind::DataKey => {
+            let n = r.u16()? as usize;
+            if n == 0 {
+                return Err(CodecError::Invalid {
+                    what: "data_key without a recipient",
+                });
+            }
+            let mut recipients = Vec::with_capacity(n.min(64));
+            for _ in 0..n {
+                let rcpt = r.text8("recipient")?;
+                if !rcpt.starts_with("age1") {
+                    return Err(CodecError::Invalid {
+                        what: "data_key recipient (not age1…)",
+                    });
+                }
+                recipients.push(rcpt);
+            }
+            let wrapped = r.bytes32()?;
+            if !wrapped.starts_with(AGE_MAGIC) {
+                return Err(CodecError::Invalid {
+                    what: "data_key wrapped key (not an age v1 file)",
+                });
+            }
+            Payload::DataKey {
+                recipients,
+                wrapped,
+            }
+        }
     };
     r.finish()?;
     Ok(p)
@@ -561,6 +631,20 @@ pub fn put_payload(out: &mut Vec<u8>, p: &Payload<'_>) {
         } => {
             put_bytes8(out, agent_id.as_bytes());
             out.extend_from_slice(first_pubkey);
+        }
+        Payload::Entry(Entry {
+            source,
+            position,
+            flags,
+            sealed: Some(sealed),
+            ..
+        }) => {
+            // The record header's flags must say `sealed` (the caller's).
+            put_bytes8(out, source.as_bytes());
+            put_u8(out, position.kind);
+            put_bytes16(out, position.bytes);
+            put_u8(out, *flags);
+            out.extend_from_slice(sealed);
         }
         Payload::Entry(e) => put_entry(out, e.source, e.position, e.flags, &e.fields, e.body),
         Payload::Checkpoint(c) => {
@@ -713,6 +797,16 @@ pub fn put_payload(out: &mut Vec<u8>, p: &Payload<'_>) {
             put_u16(out, *code);
             put_bytes16(out, truncate_utf8(detail, 65535).as_bytes());
         }
+        Payload::DataKey {
+            recipients,
+            wrapped,
+        } => {
+            put_u16(out, recipients.len() as u16);
+            for r in recipients {
+                put_bytes8(out, r.as_bytes());
+            }
+            put_bytes32(out, wrapped);
+        }
     }
 }
 
@@ -799,6 +893,7 @@ mod tests {
                 flags: ENTRY_NO_NEWLINE,
                 fields: vec![("PRIORITY", b"6"), ("_PID", b"\x00\xff")],
                 body: b"hello \x00\xff world",
+                sealed: None,
             }),
             Kind::Entry,
         );
@@ -849,6 +944,61 @@ mod tests {
             Kind::Gap,
         );
         roundtrip(Payload::Seal { next_segment: 5 }, Kind::Seal);
+    }
+
+    #[test]
+    fn sealed_entries_and_data_keys_round_trip() {
+        let pos = PositionRef {
+            kind: 3,
+            bytes: &[1, 0, 0, 0, 0, 0, 0, 0],
+        };
+        let sealed = [7u8; 40];
+        let p = Payload::Entry(Entry {
+            source: "app",
+            position: pos,
+            flags: 0,
+            fields: Vec::new(),
+            body: &[],
+            sealed: Some(&sealed),
+        });
+        let mut b = Vec::new();
+        put_header(&mut b, Kind::Entry, 9, 1, &[0; 32]);
+        b[FLAGS_OFFSET..FLAGS_OFFSET + 2].copy_from_slice(&RECORD_FLAG_SEALED.to_le_bytes());
+        put_payload(&mut b, &p);
+        let r = Record::decode(&b).unwrap();
+        assert_eq!(r.payload, p);
+        // The flag on another kind, or a sealed part shorter than its tag.
+        let mut seal = Vec::new();
+        put_header(&mut seal, Kind::Seal, 1, 0, &[0; 32]);
+        seal[FLAGS_OFFSET] = 1;
+        put_payload(&mut seal, &Payload::Seal { next_segment: 2 });
+        assert_eq!(Record::decode(&seal).unwrap_err(), RecordError::Flags(1));
+        let short = &b[..b.len() - 30];
+        assert!(Record::decode(short).is_err());
+        let wrapped = [AGE_MAGIC, &b"rest"[..]].concat();
+        roundtrip(
+            Payload::DataKey {
+                recipients: vec!["age1abc", "age1def"],
+                wrapped: &wrapped,
+            },
+            Kind::DataKey,
+        );
+        for (rcpts, w) in [
+            (vec![], &wrapped[..]),
+            (vec!["x25519"], &wrapped[..]),
+            (vec!["age1abc"], &b"not age"[..]),
+        ] {
+            let mut b = Vec::new();
+            put_header(&mut b, Kind::DataKey, 1, 0, &[0; 32]);
+            put_payload(
+                &mut b,
+                &Payload::DataKey {
+                    recipients: rcpts,
+                    wrapped: w,
+                },
+            );
+            assert!(Record::decode(&b).is_err());
+        }
     }
 
     #[test]

@@ -30,6 +30,58 @@ pub struct SegmentCursor {
     pub anchored: bool,
     /// Whether it ended with a seal record.
     pub sealed: bool,
+    /// Where it stands on its data key.
+    pub keys: KeyPlace,
+}
+
+/// Where a segment stands on its data key (docs/FORMAT.md §6.16).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeyPlace {
+    /// The index in the segment of its anchor checkpoint, once seen.
+    pub anchor_at: Option<u64>,
+    /// Whether the segment has a `data_key` record (then every entry in it
+    /// is sealed; else none is).
+    pub data_key: bool,
+}
+
+/// Checks a record's place with regard to its segment's data key (§6.16,
+/// §7 step 4): `index` is the record's index in the segment and
+/// `anchored_before` whether the anchor came before it.
+pub fn check_key_place(
+    p: &mut KeyPlace,
+    payload: &Payload<'_>,
+    index: u64,
+    anchored_before: bool,
+) -> Result<(), String> {
+    match payload {
+        Payload::Checkpoint(_) if !anchored_before => p.anchor_at = Some(index),
+        Payload::DataKey { .. } => {
+            if p.data_key {
+                return Err("a second data_key record in the segment".into());
+            }
+            if p.anchor_at.map(|a| a + 1) != Some(index) {
+                return Err(
+                    "a data_key record that is not the record right after its segment's anchor checkpoint"
+                        .into(),
+                );
+            }
+            p.data_key = true;
+        }
+        Payload::Entry(e) => match (e.sealed.is_some(), p.data_key) {
+            (true, false) => {
+                return Err("a sealed entry in a segment without a data_key record".into());
+            }
+            (false, true) => {
+                return Err(
+                    "an entry in clear in a segment with a data_key record (its entries must be sealed)"
+                        .into(),
+                );
+            }
+            _ => {}
+        },
+        _ => {}
+    }
+    Ok(())
 }
 
 /// The header segment `no` must have when the log continues there from
@@ -272,6 +324,57 @@ pub fn check_segment_end(sealed: bool, explained: bool, last: bool) -> Result<()
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_data_key_stands_right_after_the_anchor_and_decides_sealing() {
+        let cp = crate::record::Checkpoint {
+            epoch: 0,
+            tree_size: 0,
+            root: [0; 32],
+            head: [0; 32],
+            boot_id: [0; 16],
+            mono_ns: 0,
+            frontier: vec![],
+            sources: vec![],
+            signature: [0; 64],
+        };
+        let pos = crate::position::PositionRef {
+            kind: 0,
+            bytes: &[],
+        };
+        let entry = |sealed: Option<&'static [u8]>| {
+            Payload::Entry(crate::record::Entry {
+                source: "a",
+                position: pos,
+                flags: 0,
+                fields: vec![],
+                body: &[],
+                sealed,
+            })
+        };
+        let dk = Payload::DataKey {
+            recipients: vec!["age1x"],
+            wrapped: b"age-encryption.org/v1\n",
+        };
+        let anchor = Payload::Checkpoint(cp.clone());
+        // Anchor, data key, sealed entries, a later checkpoint.
+        let mut p = KeyPlace::default();
+        check_key_place(&mut p, &anchor, 0, false).unwrap();
+        check_key_place(&mut p, &dk, 1, true).unwrap();
+        check_key_place(&mut p, &entry(Some(&[0; 16])), 2, true).unwrap();
+        check_key_place(&mut p, &anchor, 3, true).unwrap();
+        assert!(check_key_place(&mut p, &entry(None), 4, true).is_err());
+        assert!(
+            check_key_place(&mut p, &dk, 5, true).is_err(),
+            "a second one"
+        );
+        // Not right after the anchor.
+        let mut p = KeyPlace::default();
+        check_key_place(&mut p, &anchor, 1, false).unwrap();
+        check_key_place(&mut p, &entry(None), 2, true).unwrap();
+        assert!(check_key_place(&mut p, &dk, 3, true).is_err());
+        assert!(check_key_place(&mut p, &entry(Some(&[0; 16])), 4, true).is_err());
+    }
+
     fn cursor(len: u64, sealed: bool) -> SegmentCursor {
         SegmentCursor {
             no: 3,
@@ -279,6 +382,7 @@ mod tests {
             records: 0,
             anchored: false,
             sealed,
+            keys: KeyPlace::default(),
         }
     }
 

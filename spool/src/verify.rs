@@ -9,8 +9,9 @@ use crate::ledger::apply as ledger_apply;
 use crate::record::{Kind, Payload, Record};
 use crate::segment::{SegmentHeader, list_segments, recovery_limit};
 use crate::structure::{
-    SEAL_NOT_LAST, SegmentCursor, SegmentEnd, check_anchor_place, check_header_continuity,
-    check_header_identity, check_recovery_at, check_seal, check_segment_end,
+    KeyPlace, SEAL_NOT_LAST, SegmentCursor, SegmentEnd, check_anchor_place,
+    check_header_continuity, check_header_identity, check_key_place, check_recovery_at, check_seal,
+    check_segment_end,
 };
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -128,6 +129,7 @@ struct Prev {
     no: u64,
     records: u64,
     anchored: bool,
+    keys: KeyPlace,
     sealed: bool,
     /// The next segment's recovery record names this segment's end.
     limited: bool,
@@ -278,6 +280,7 @@ fn check_segments(
                     records: p.records,
                     anchored: p.anchored,
                     sealed: p.sealed,
+                    keys: p.keys,
                 });
                 prev = Some(p);
             }
@@ -433,6 +436,7 @@ impl State<'_> {
         let leaves = leaf_hashes(data, &frames);
         let mut index = 0u64;
         let mut seen_checkpoint = false;
+        let mut keys = KeyPlace::default();
         let mut sealed_at: Option<usize> = None;
         // Only a segment whose end a recovery record must explain is handed on.
         let mut prev = prev.filter(|p| p.limited);
@@ -450,6 +454,7 @@ impl State<'_> {
                 leaf,
                 index,
                 &mut seen_checkpoint,
+                &mut keys,
                 &mut prev,
                 no,
             )?;
@@ -527,6 +532,7 @@ impl State<'_> {
             no,
             records: index,
             anchored: seen_checkpoint,
+            keys,
             sealed: sealed_at.is_some(),
             limited: limit.is_some(),
             last_seq: self.chain.next_seq.wrapping_sub(1),
@@ -547,6 +553,7 @@ impl State<'_> {
         leaf: &Hash,
         index: u64,
         seen_checkpoint: &mut bool,
+        keys: &mut KeyPlace,
         prev: &mut Option<Prev>,
         no: u64,
     ) -> Result<bool, (u64, u64, String)> {
@@ -554,7 +561,9 @@ impl State<'_> {
         let at = |reason: String| (loc.offset, seq_now, reason);
         let rec = Record::decode(bytes).map_err(|e| at(e.to_string()))?;
         self.chain.check_link(&rec).map_err(at)?;
+        let anchored_before = *seen_checkpoint;
         *seen_checkpoint = check_anchor_place(rec.kind, *seen_checkpoint).map_err(at)?;
+        check_key_place(keys, &rec.payload, index, anchored_before).map_err(at)?;
         self.chain.check_payload(&rec, bytes).map_err(at)?;
         let mut sealed = false;
         match &rec.payload {
@@ -563,6 +572,7 @@ impl State<'_> {
                 self.report.first_pubkey = self.chain.first_pubkey;
             }
             Payload::Entry(_) => self.report.entries += 1,
+            Payload::DataKey { .. } => {}
             Payload::Checkpoint(_) => self.report.checkpoints += 1,
             Payload::EpochKey { .. } => self.report.epoch_transitions += 1,
             Payload::Alert { code, detail } => {

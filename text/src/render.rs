@@ -81,10 +81,20 @@ pub fn record_json(rec: &Record<'_>, segment: u64, offset: u64) -> Value {
     match &rec.payload {
         Payload::Entry(e) => {
             m.insert("source".into(), json!(e.source));
-            match std::str::from_utf8(e.body) {
-                Ok(s) => m.insert("body".into(), json!(s)),
-                Err(_) => m.insert("body_base64".into(), json!(b64(e.body))),
-            };
+            if let Some(sealed) = e.sealed {
+                // Never ciphertext as if it were a line.
+                m.insert("encrypted".into(), json!(true));
+                m.insert("body".into(), Value::Null);
+                m.insert(
+                    "encrypted_bytes".into(),
+                    json!(sealed.len().saturating_sub(16)),
+                );
+            } else {
+                match std::str::from_utf8(e.body) {
+                    Ok(s) => m.insert("body".into(), json!(s)),
+                    Err(_) => m.insert("body_base64".into(), json!(b64(e.body))),
+                };
+            }
             m.insert("position".into(), position_value(&e.position));
             let mut flags = Vec::new();
             if e.flags & wormlog_spool::record::ENTRY_NO_NEWLINE != 0 {
@@ -102,6 +112,13 @@ pub fn record_json(rec: &Record<'_>, segment: u64, offset: u64) -> Value {
             if !e.fields.is_empty() {
                 m.insert("fields".into(), fields_value(&e.fields, e.body));
             }
+        }
+        Payload::DataKey {
+            recipients,
+            wrapped,
+        } => {
+            m.insert("recipients".into(), json!(recipients));
+            m.insert("wrapped_bytes".into(), json!(wrapped.len()));
         }
         Payload::Genesis {
             agent_id,
@@ -275,11 +292,18 @@ pub fn record_line(rec: &Record<'_>) -> String {
     let head = format!("{:>8} {} {:<10}", rec.seq, rfc3339(rec.ts), rec.kind.name());
     let rest = match &rec.payload {
         Payload::Entry(e) => {
-            let mut s = format!(
-                "[{}] {}",
-                escape_bytes(e.source.as_bytes()),
-                escape_bytes(e.body)
-            );
+            let mut s = match e.sealed {
+                Some(sealed) => format!(
+                    "[{}] (encrypted: {} bytes; `--identity` opens it)",
+                    escape_bytes(e.source.as_bytes()),
+                    sealed.len().saturating_sub(16)
+                ),
+                None => format!(
+                    "[{}] {}",
+                    escape_bytes(e.source.as_bytes()),
+                    escape_bytes(e.body)
+                ),
+            };
             if e.flags & wormlog_spool::record::ENTRY_MORE_PARTS != 0 {
                 s.push_str(" ⏎…");
             }
@@ -305,6 +329,14 @@ pub fn record_line(rec: &Record<'_>) -> String {
                 format_pubkey(new_pubkey)
             )
         }
+        Payload::DataKey { recipients, .. } => format!(
+            "entries of this segment encrypted to {}",
+            recipients
+                .iter()
+                .map(|r| escape_bytes(r.as_bytes()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
         Payload::Genesis {
             agent_id,
             first_pubkey,

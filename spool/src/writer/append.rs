@@ -44,7 +44,16 @@ impl Spool {
         if approx > MAX_RECORD_LEN {
             return Err(SpoolError::RecordTooLarge(approx));
         }
+        if self.recipients.is_some() && self.sealing.is_none() {
+            // Never a line in clear when encryption is configured.
+            return Err(SpoolError::Encryption(
+                self.sealing_error
+                    .clone()
+                    .unwrap_or_else(|| "no data key for the active segment".into()),
+            ));
+        }
         let at = begin_frame(&mut self.pending);
+        let rec_start = self.pending.len();
         put_header(
             &mut self.pending,
             Kind::Entry,
@@ -52,15 +61,27 @@ impl Spool {
             ts,
             &self.st.head,
         );
+        if self.sealing.is_some() {
+            let f = rec_start + crate::record::FLAGS_OFFSET;
+            self.pending[f..f + 2]
+                .copy_from_slice(&crate::record::RECORD_FLAG_SEALED.to_le_bytes());
+        }
         put_bytes8(&mut self.pending, source.as_bytes());
         position.encode(&mut self.pending);
         put_u8(&mut self.pending, flags);
+        let clear_end = self.pending.len();
         crate::codec::put_u16(&mut self.pending, fields.len() as u16);
         for (k, v) in fields {
             put_bytes8(&mut self.pending, k.as_bytes());
             crate::codec::put_bytes32(&mut self.pending, v);
         }
         self.pending.extend_from_slice(body);
+        if let Some(keys) = &self.sealing {
+            let key = keys.key(self.st.next_seq);
+            let (head, tail) = self.pending.split_at_mut(clear_end);
+            let tag = key.seal_detached(&head[rec_start..], tail);
+            self.pending.extend_from_slice(&tag);
+        }
         let seq = self.seal_frame(at, Kind::Entry, ts);
         self.entries += 1;
         self.track(source, position);
@@ -324,6 +345,23 @@ impl Spool {
         self.last_checkpoint_at = Instant::now();
         self.checkpoints += 1;
         if anchor {
+            // The segment's data key, right after its anchor (§6.16).
+            self.sealing = None;
+            if let Some(to) = &self.recipients {
+                match crate::crypt::DataKey::generate().and_then(|d| Ok((d.wrap(to)?, d))) {
+                    Ok((wrapped, d)) => {
+                        let names = to.names();
+                        let payload = Payload::DataKey {
+                            recipients: names.iter().map(|n| n.as_str()).collect(),
+                            wrapped: &wrapped,
+                        };
+                        self.push_payload(Kind::DataKey, ts, &payload);
+                        self.sealing = Some(d.entry_keys());
+                        self.sealing_error = None;
+                    }
+                    Err(e) => self.sealing_error = Some(e.to_string()),
+                }
+            }
             for (code, detail) in std::mem::take(&mut self.deferred_alerts) {
                 self.push_payload(
                     Kind::Alert,

@@ -17,6 +17,46 @@ use crate::segment::list_segments;
 use crate::worm;
 
 impl Spool {
+    /// Seals again, under the active segment's keys, a sealed entry `rec`
+    /// copied (with its new seq and prev) to `pending[start..]`.
+    fn reseal(
+        &mut self,
+        rec: &[u8],
+        start: usize,
+        old: Option<&crate::crypt::EntryKeys>,
+    ) -> Result<(), String> {
+        let Ok(crate::record::Record {
+            seq: old_seq,
+            payload:
+                Payload::Entry(crate::record::Entry {
+                    sealed: Some(sealed),
+                    ..
+                }),
+            ..
+        }) = crate::record::Record::decode(rec)
+        else {
+            return Ok(());
+        };
+        let (Some(old), Some(new)) = (old, &self.sealing) else {
+            return Err("a sealed entry to write again without its data keys".into());
+        };
+        let split = rec.len() - sealed.len();
+        let plain = old
+            .key(old_seq)
+            .open(&rec[..split], sealed)
+            .map_err(|e| e.to_string())?;
+        let new_seq = self.st.next_seq;
+        let body_at = start + split;
+        let end = body_at + plain.len();
+        self.pending[body_at..end].copy_from_slice(&plain);
+        let (head, tail) = self.pending.split_at_mut(body_at);
+        let tag = new
+            .key(new_seq)
+            .seal_detached(&head[start..], &mut tail[..plain.len()]);
+        self.pending[end..end + tag.len()].copy_from_slice(&tag);
+        Ok(())
+    }
+
     pub(super) fn handle_failure(&mut self, failure: FlushFailure) -> Result<(), SpoolError> {
         let failed_seg = failure.segment_no;
         let fatal = |s: &mut Spool, source: std::io::Error| {
@@ -35,7 +75,7 @@ impl Spool {
             let rec = &lost[start..end];
             match peek_kind(rec).and_then(Kind::from_u8) {
                 // The writer makes these again for the new position.
-                Some(Kind::Checkpoint | Kind::Seal | Kind::EpochKey) => {}
+                Some(Kind::Checkpoint | Kind::Seal | Kind::EpochKey | Kind::DataKey) => {}
                 // A batch that opened a spool or a segment: give up.
                 Some(Kind::Genesis | Kind::Recovery) | None => {
                     return Err(fatal(self, failure.error));
@@ -97,6 +137,10 @@ impl Spool {
                 detail: &detail,
             },
         );
+        // Sealed entries were sealed under the abandoned segment's data key,
+        // their seq and their prev: they are opened and sealed again for
+        // the new segment (whose anchor brings a new data key).
+        let old_keys = self.sealing.take();
         self.push_checkpoint(true);
         self.push_payload(
             Kind::Alert,
@@ -117,6 +161,9 @@ impl Spool {
             self.pending[start + prev..start + prev + 32].copy_from_slice(&self.st.head);
             let kind = Kind::from_u8(rec[1]).expect("checked above");
             let ts = i64::from_le_bytes(rec[12..20].try_into().expect("8 bytes"));
+            if let Err(e) = self.reseal(&rec, start, old_keys.as_ref()) {
+                return Err(fatal(self, std::io::Error::other(e)));
+            }
             self.seal_frame(at, kind, ts);
             if kind == Kind::Entry {
                 self.entries += 1;

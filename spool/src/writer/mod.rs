@@ -138,6 +138,15 @@ pub struct Spool {
     key_unsaved_since: Option<Instant>,
     key_retry_at: Option<Instant>,
     stopped: bool,
+    /// The recipients entries are encrypted to (`encrypt_to`), if any.
+    recipients: Option<crate::crypt::Recipients>,
+    /// The active segment's per-entry key schedule (its data key), while
+    /// entries are sealed; why there is none when one was needed.
+    sealing: Option<crate::crypt::EntryKeys>,
+    sealing_error: Option<String>,
+    /// Set by `resume`: the active segment must be sealed at open (its data
+    /// key is lost, or encryption was turned on or off).
+    roll_at_open: bool,
 }
 
 impl Spool {
@@ -182,6 +191,14 @@ impl Spool {
                 segs.clear();
             }
         }
+        let recipients = if opts.encrypt_to.is_empty() {
+            None
+        } else {
+            Some(
+                crate::crypt::Recipients::parse(&opts.encrypt_to)
+                    .map_err(|e| SpoolError::Encryption(e.to_string()))?,
+            )
+        };
         let durable_seq = Arc::new(DurableSeq::default());
         let flusher = Flusher::start(
             opts.fault.clone(),
@@ -222,12 +239,21 @@ impl Spool {
             key_unsaved_since: None,
             key_retry_at: None,
             stopped: false,
+            recipients,
+            sealing: None,
+            sealing_error: None,
+            roll_at_open: false,
             opts,
         };
         if segs.is_empty() {
             spool.create_fresh(&mut report)?;
         } else {
             spool.resume(&segs, &mut report)?;
+            if std::mem::take(&mut spool.roll_at_open) {
+                // Its data key is gone with the last process (or sealing
+                // was turned on or off): seal it, the next has its own.
+                spool.rotate()?;
+            }
         }
         spool.push_start();
         report.append_only_active = spool.append_only_active;
@@ -295,6 +321,8 @@ impl Spool {
                         end_offset: last.end,
                         end_count: 0,
                     });
+                    self.roll_at_open =
+                        last.records > 0 && (self.recipients.is_some() || last.keyed);
                     if last.records == 0 {
                         if last.no == 0 {
                             let genesis = Payload::Genesis {

@@ -34,6 +34,9 @@ pub struct SpoolOptions {
     pub program: String,
     /// SHA-256 of the configuration file in force.
     pub config_sha256: Hash,
+    /// Encrypt entries to these age recipients (`age1…`; empty: no
+    /// encryption). Takes effect at the next segment (docs/FORMAT.md §6.16).
+    pub encrypt_to: Vec<String>,
     /// Test hook: fail chosen fsyncs. Never set in production.
     pub fault: Option<Arc<FaultInjector>>,
     /// Told how long each group commit (`write` + `fdatasync`) took, e.g.
@@ -76,6 +79,7 @@ impl SpoolOptions {
             epoch_duration: DEFAULT_EPOCH_DURATION,
             program: format!("wormlog {}", env!("CARGO_PKG_VERSION")),
             config_sha256: ZERO32,
+            encrypt_to: Vec::new(),
             fault: None,
             on_commit: None,
         }

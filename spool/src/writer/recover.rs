@@ -74,6 +74,8 @@ pub(crate) struct LastSegment {
     pub end: u64,
     pub records: u64,
     pub tail: Tail,
+    /// Whether it holds a `data_key` record (its entries are sealed).
+    pub keyed: bool,
 }
 
 struct Loaded {
@@ -274,6 +276,10 @@ pub(crate) fn scan(
         header: seg.header.clone(),
         end,
         records: seg.frames.len() as u64,
+        keyed: seg
+            .frames
+            .iter()
+            .any(|&(_, s, _)| seg.bytes.get(s + 1) == Some(&(Kind::DataKey as u8))),
         tail,
     };
     Ok((st, last))

@@ -1,0 +1,183 @@
+//! Encryption at rest (docs/FORMAT.md §6.2.1, §6.16): sealed entries
+//! verify without any key, no plaintext reaches the segment files, the
+//! right identity opens every line byte for byte, a wrong one is refused
+//! clearly, an entry's own key opens it and no other, a reopened spool
+//! seals its segment and starts a new data key, and a changed ciphertext
+//! byte is caught at its record without any key.
+
+mod common;
+
+use common::{TempDir, keygen, open, options, verify};
+use std::collections::BTreeMap;
+use wormlog_spool::crypt::{Identities, Opener};
+use wormlog_spool::record::{Payload, Record};
+use wormlog_spool::verify::verify_spool;
+use wormlog_spool::{Position, Spool};
+
+fn identity() -> (String, String) {
+    let id = age::x25519::Identity::generate();
+    (
+        age::secrecy::ExposeSecret::expose_secret(&id.to_string()).to_owned(),
+        id.to_public().to_string(),
+    )
+}
+
+/// The lines the tests write: text, invalid UTF-8, a NUL, and one of 10 MiB.
+fn lines() -> Vec<Vec<u8>> {
+    let mut big = vec![b'x'; 10 << 20];
+    big[5] = 0;
+    vec![
+        b"patient MRN-0042 chart opened by dr.house".to_vec(),
+        b"\xff\xfe not UTF-8 \x00 with a NUL".to_vec(),
+        b"SSN 078-05-1120".to_vec(),
+        big,
+    ]
+}
+
+fn append_all(s: &mut Spool, from: u64) {
+    for (i, l) in lines().iter().enumerate() {
+        let fields: &[(&str, &[u8])] = &[("_PID", b"4242"), ("PATIENT", b"Jane Roe")];
+        s.append_entry("app", &Position::Counter(from + i as u64), 0, fields, l, 1)
+            .unwrap();
+    }
+}
+
+/// Every entry opened with `ids`: (seq, fields, body), or the error.
+fn open_all(
+    dir: &std::path::Path,
+    ids: Identities,
+) -> BTreeMap<u64, Result<(Vec<(String, Vec<u8>)>, Vec<u8>), String>> {
+    let mut opener = Opener::new(ids);
+    let mut out = BTreeMap::new();
+    let r = verify_spool(dir, None, &mut |loc, rec, bytes| match &rec.payload {
+        Payload::DataKey {
+            recipients,
+            wrapped,
+        } => opener.data_key(loc.segment, recipients, wrapped),
+        Payload::Entry(e) => {
+            let v = match e.sealed {
+                Some(s) => opener
+                    .open(loc.segment, rec.seq, bytes, s.len())
+                    .map(|o| (o.fields, o.body)),
+                None => Err("in clear".into()),
+            };
+            out.insert(rec.seq, v);
+        }
+        _ => {}
+    })
+    .unwrap();
+    assert!(r.ok(), "{:?}", r.failure);
+    out
+}
+
+#[test]
+fn sealed_entries_verify_without_a_key_and_open_with_the_identity() {
+    let t = TempDir::new();
+    let pk = keygen(&t);
+    let (secret, recipient) = identity();
+    let mut o = options(&t.spool());
+    o.encrypt_to = vec![recipient.clone()];
+    let mut s = open(&t, o.clone());
+    append_all(&mut s, 0);
+    s.close("done").unwrap();
+    // Again: the reopened spool seals its segment (the data key is gone)
+    // and the new one has its own.
+    let mut s = open(&t, o);
+    append_all(&mut s, 100);
+    s.close("done").unwrap();
+
+    let r = verify(&t.spool(), Some(pk));
+    assert!(r.ok(), "{:?}", r.failure);
+    assert!(r.segments >= 2, "{} segments", r.segments);
+    // No line and no field value anywhere in the files.
+    let mut all = Vec::new();
+    for e in std::fs::read_dir(t.spool()).unwrap() {
+        all.extend(std::fs::read(e.unwrap().path()).unwrap());
+    }
+    for needle in [
+        &b"MRN-0042"[..],
+        b"078-05-1120",
+        b"Jane Roe",
+        b"not UTF-8",
+        &[b'x'; 64],
+    ] {
+        assert!(
+            memchr::memmem::find(&all, needle).is_none(),
+            "{:?} is in the spool in clear",
+            String::from_utf8_lossy(needle)
+        );
+    }
+    // The right identity opens every entry, byte for byte.
+    let ids = Identities::from_bytes(format!("{secret}\n").as_bytes(), "test").unwrap();
+    let opened = open_all(&t.spool(), ids);
+    let want = lines();
+    let bodies: Vec<&Vec<u8>> = opened.values().map(|v| &v.as_ref().unwrap().1).collect();
+    assert_eq!(bodies.len(), 2 * want.len());
+    for (i, b) in bodies.iter().enumerate() {
+        assert_eq!(**b, want[i % want.len()], "entry {i}");
+    }
+    let fields = &opened.values().next().unwrap().as_ref().unwrap().0;
+    assert_eq!(fields[1], ("PATIENT".to_owned(), b"Jane Roe".to_vec()));
+    // A wrong identity: every entry refused, with a clear reason.
+    let (other, _) = identity();
+    let wrong = Identities::from_bytes(other.as_bytes(), "wrong").unwrap();
+    for v in open_all(&t.spool(), wrong).values() {
+        let e = v.as_ref().unwrap_err();
+        assert!(
+            e.contains("no identity given opens") && e.contains(&recipient),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn an_entry_key_opens_its_entry_only_and_a_changed_byte_is_caught() {
+    let t = TempDir::new();
+    let pk = keygen(&t);
+    let (secret, recipient) = identity();
+    let mut o = options(&t.spool());
+    o.encrypt_to = vec![recipient];
+    let mut s = open(&t, o);
+    append_all(&mut s, 0);
+    s.close("done").unwrap();
+    // The per-entry key of the first entry, from its segment's data key.
+    let ids = Identities::from_bytes(secret.as_bytes(), "test").unwrap();
+    let mut records: Vec<(u64, Vec<u8>, usize)> = Vec::new();
+    let mut data_key = None;
+    verify_spool(&t.spool(), None, &mut |_, rec, bytes| match &rec.payload {
+        Payload::DataKey { wrapped, .. } => data_key = Some(wrapped.to_vec()),
+        Payload::Entry(e) => records.push((rec.seq, bytes.to_vec(), e.sealed.unwrap().len())),
+        _ => {}
+    })
+    .unwrap();
+    let d = wormlog_spool::crypt::DataKey::unwrap(&data_key.unwrap(), &ids, &[]).unwrap();
+    let (seq, rec, n) = &records[0];
+    let k = d.entry_keys().key(*seq);
+    let split = rec.len() - n;
+    let plain = k.open(&rec[..split], &rec[split..]).unwrap();
+    assert!(plain.ends_with(b"dr.house"));
+    let (_, rec2, n2) = &records[1];
+    let split2 = rec2.len() - n2;
+    assert!(
+        k.open(&rec2[..split2], &rec2[split2..]).is_err(),
+        "another entry"
+    );
+    // Flip one ciphertext byte of the first entry and fix its CRC: verify,
+    // with no key, names that record.
+    let seg = common::segments(&t.spool())[0].clone();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let at = memchr::memmem::find(&bytes, &rec[split..split + 16]).unwrap();
+    bytes[at] ^= 1;
+    let frame_start = memchr::memmem::find(&bytes, &rec[..24]).unwrap() - 8;
+    let len =
+        u32::from_le_bytes(bytes[frame_start + 4..frame_start + 8].try_into().unwrap()) as usize;
+    let crc = crc32c::crc32c(&bytes[frame_start + 4..frame_start + 8 + len]);
+    bytes[frame_start..frame_start + 4].copy_from_slice(&crc.to_le_bytes());
+    wormlog_spool::worm::clear_flags(&seg).unwrap();
+    std::fs::write(&seg, &bytes).unwrap();
+    let r = verify(&t.spool(), Some(pk));
+    let f = r.failure.expect("a changed ciphertext byte");
+    assert!(f.seq > *seq && f.seq <= seq + 2, "{f:?}");
+    // Decoding still knows the record for what it is.
+    assert!(Record::decode(rec).is_ok());
+}
