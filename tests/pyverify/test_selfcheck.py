@@ -2067,6 +2067,19 @@ class EncryptedSpoolTest(unittest.TestCase):
         self.assertNotIn("body", entries[0])
         self.assertIn("does not open with this key", entries[0]["error"])
 
+    def test_shown_entry_key_discloses_one_entry(self):
+        self.build()
+        _, entries, _ = run_cat(self.dir, "--identity", self.key1, "--show-entry-keys")
+        shown = {e["seq"]: e.get("entry_key") for e in entries}
+        self.assertIsNone(shown[self.clear_seq])  # a clear entry has no key
+        seq = self.seg1_seq
+        self.assertEqual(shown[seq], entry_key_of(self.d1, seq).hex())
+        code, entries, report = run_cat(self.dir, "--entry-key", shown[seq], "--seq", str(seq))
+        self.assertEqual(code, 0, report)
+        self.assertEqual(body_of(entries[0]), b"segment 1 \x00\xff")
+        code, _ = run_verifier(self.dir, "--show-entry-keys")  # needs --cat, --identity
+        self.assertEqual(code, 2)
+
     def test_seq_that_is_no_entry(self):
         self.build()
         code, entries, _ = run_cat(self.dir, "--seq", "1")  # the anchor

@@ -23,7 +23,7 @@ with the primitives of `cryptography` (X25519, HKDF, HMAC, ChaCha20-Poly1305).
 Usage:
 
     python3 wormlog_verify.py --spool DIR [--pubkey ed25519:<base64>] [--json]
-        [--identity FILE]... [--cat] [--seq N [--entry-key HEX]]
+        [--identity FILE]... [--cat [--show-entry-keys]] [--seq N [--entry-key HEX]]
 
     --identity FILE  an age identity file: `AGE-SECRET-KEY-1…` lines, `#`
                      comments and blank lines ignored, several identities
@@ -44,6 +44,9 @@ Usage:
                      and body but `sealed_bytes` (and `error` when a key was
                      given and failed). The report (text, or --json) then
                      goes to stderr, not stdout.
+    --show-entry-keys  with --cat and --identity: each opened sealed entry's
+                     line gains "entry_key", its K_seq in hex (section
+                     6.2.1: what to hand over to disclose that entry alone).
     --seq N          print only the entry with seq N (implies --cat).
     --entry-key HEX  K_seq of the entry --seq N (64 hex digits): opens that
                      one entry without any identity (what disclosing one
@@ -922,8 +925,10 @@ class EntryReader:
 
     def __init__(self, identities: list[AgeIdentity] | None = None,
                  key: bytes | None = None, only_seq: int | None = None,
-                 emit: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 emit: Callable[[dict[str, Any]], None] | None = None,
+                 show_keys: bool = False) -> None:
         self.identities = identities or []
+        self.show_keys = show_keys  # --show-entry-keys
         self.key = key            # --entry-key: K_seq of entry only_seq
         self.only_seq = only_seq  # --seq
         self.emit = emit
@@ -989,6 +994,8 @@ class EntryReader:
                 try:
                     content = open_sealed(rec, key)
                     self.entries_opened += 1
+                    if self.show_keys:
+                        out["entry_key"] = key.hex()
                 except AgeError as exc:
                     why = str(exc)
                 except Malformed as exc:
@@ -1989,6 +1996,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--entry-key", metavar="HEX",
                         help="open the sealed entry --seq N with its own key "
                              "K_seq (64 hex digits); no identity needed")
+    parser.add_argument("--show-entry-keys", action="store_true",
+                        help="with --cat and --identity: add each opened sealed "
+                             "entry's own key K_seq (hex), to disclose that entry alone")
     parser.add_argument("--seq", type=int, metavar="N",
                         help="print only the entry with this seq (implies --cat)")
     return parser.parse_args(argv)
@@ -2020,7 +2030,10 @@ def make_reader(args: argparse.Namespace) -> EntryReader | None:
     def emit(out: dict[str, Any]) -> None:
         print(json.dumps(out), flush=True)
 
-    return EntryReader(identities, key, args.seq, emit if catting else None)
+    if args.show_entry_keys and not (catting and identities):
+        raise UsageError("--show-entry-keys needs --cat (or --seq) and --identity")
+    return EntryReader(identities, key, args.seq, emit if catting else None,
+                       show_keys=args.show_entry_keys)
 
 
 def main(argv: list[str] | None = None) -> int:
