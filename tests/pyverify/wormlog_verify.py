@@ -2022,6 +2022,8 @@ def make_reader(args: argparse.Namespace) -> EntryReader | None:
     if args.seq is not None and args.seq < 0:
         raise UsageError("--seq must not be negative")
     catting = args.cat or args.seq is not None
+    if args.show_entry_keys and not (catting and args.identity):
+        raise UsageError("--show-entry-keys needs --cat (or --seq) and --identity")
     if not (catting or args.identity or args.entry_key is not None):
         return None
     key = parse_entry_key(args.entry_key)
@@ -2030,8 +2032,6 @@ def make_reader(args: argparse.Namespace) -> EntryReader | None:
     def emit(out: dict[str, Any]) -> None:
         print(json.dumps(out), flush=True)
 
-    if args.show_entry_keys and not (catting and identities):
-        raise UsageError("--show-entry-keys needs --cat (or --seq) and --identity")
     return EntryReader(identities, key, args.seq, emit if catting else None,
                        show_keys=args.show_entry_keys)
 
