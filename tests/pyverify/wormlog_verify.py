@@ -608,7 +608,7 @@ def ed25519_valid(pubkey: bytes, signature: bytes, message: bytes) -> bool:
 # 0x00 otherwise.
 # ---------------------------------------------------------------------------
 
-AGE_VERSION_LINE = b"age-encryption.org/v1\n"
+AGE_VERSION_LINE = AGE_PREFIX  # the version line of an age v1 header
 AGE_X25519_INFO = b"age-encryption.org/v1/X25519"
 AGE_CHUNK = 64 * 1024
 AGE_TAG = 16
