@@ -3,6 +3,10 @@
 Pure-Python checks of the primitives (CRC32C, RFC 9162 Merkle tree) and
 end-to-end checks against small spools written by `SpoolWriter` below, which,
 like the verifier, follows docs/FORMAT.md only.
+
+The encryption self-checks (AgeTest, EncryptedSpoolTest) wrap data keys with
+the real `age` tool (Debian package `age`) and are skipped, saying so, when
+it is not installed; CI installs it (.ci/run).
 """
 
 from __future__ import annotations
