@@ -3,22 +3,32 @@
 Pure-Python checks of the primitives (CRC32C, RFC 9162 Merkle tree) and
 end-to-end checks against small spools written by `SpoolWriter` below, which,
 like the verifier, follows docs/FORMAT.md only.
+
+The encryption self-checks (AgeTest, EncryptedSpoolTest) wrap data keys with
+the real `age` tool (Debian package `age`) and are skipped, saying so, when
+it is not installed; CI installs it (.ci/run).
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import io
 import json
 import os
 import random
+import shutil
 import struct
+import subprocess
 import tempfile
 import unittest
 
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (Ed25519PrivateKey,
                                                                   Ed25519PublicKey)
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 import wormlog_verify as wv
@@ -202,13 +212,19 @@ class SpoolWriter:
             f.write(data)
 
     def append(self, kind: int, payload: bytes, signer: bytes | None = None,
-               ts_step: int = SECOND, flags: int = 0, prev: bytes | None = None) -> int:
+               ts_step: int = SECOND, flags: int = 0, prev: bytes | None = None,
+               seal: tuple[bytes, bytes] | None = None) -> int:
         """Frame and write one record; `prev` overrides the chain head it
         carries (section 3.3). The writer's own chain continues from the
-        record as written."""
+        record as written. `seal` = (D, plaintext): `payload` is the clear
+        part, and `sealed` follows it (section 6.2.1)."""
         self.ts += ts_step
         prev = self.head if prev is None else prev
         record = struct.pack("<BBHQq", 1, kind, flags, self.seq, self.ts) + prev + payload
+        if seal is not None:
+            data_key, plaintext = seal
+            record += ChaCha20Poly1305(entry_key_of(data_key, self.seq)).encrypt(
+                bytes(12), plaintext, record)
         if signer is not None:
             record += self._sign(signer, record)
         offset = os.path.getsize(self.path())
@@ -230,6 +246,23 @@ class SpoolWriter:
         payload = b8(source) + position_none() + bytes([entry_flags]) + struct.pack("<H", 1)
         payload += b8(b"PRIORITY") + struct.pack("<I", 1) + b"6" + line
         return self.append(wv.ENTRY, payload, **kw)
+
+    def sealed_entry(self, data_key: bytes, line: bytes, source: bytes = b"syslog",
+                     fields: list[tuple[bytes, bytes]] | None = None, **kw):
+        """Section 6.2.1: source, position, entry_flags in clear; field_count,
+        fields and body sealed under K_seq, the clear part as AAD."""
+        fields = [(b"PRIORITY", b"6")] if fields is None else fields
+        clear = b8(source) + position_none() + b"\x00"
+        plaintext = struct.pack("<H", len(fields)) + b"".join(
+            b8(k) + struct.pack("<I", len(v)) + v for k, v in fields) + line
+        kw.setdefault("flags", wv.RECORD_FLAG_SEALED)
+        return self.append(wv.ENTRY, clear, seal=(data_key, plaintext), **kw)
+
+    def data_key(self, recipients: list[bytes], wrapped: bytes, **kw):
+        """Section 6.16: u16 count, bytes8 recipients, bytes32 wrapped."""
+        payload = struct.pack("<H", len(recipients)) + b"".join(b8(r) for r in recipients)
+        payload += struct.pack("<I", len(wrapped)) + wrapped
+        return self.append(wv.DATA_KEY, payload, **kw)
 
     def checkpoint(self, anchor: bool = False, frontier: list[bytes] | None = None,
                    sources: list[tuple[bytes, bytes]] | None = None,
@@ -366,6 +399,13 @@ class SpoolWriter:
             self.frontier.append(leaf)
             self.seq += 1
             pos += 8 + length
+
+
+def entry_key_of(data_key: bytes, seq: int) -> bytes:
+    """Section 6.2.1: K_seq = HKDF-SHA256(salt "wormlog entry key v1", IKM D,
+    info seq u64 LE, L 32)."""
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=b"wormlog entry key v1",
+                info=struct.pack("<Q", seq)).derive(data_key)
 
 
 def run_verifier(spool: str, *extra: str) -> tuple[int, dict]:
@@ -1745,6 +1785,505 @@ class PrunedSpoolTest(unittest.TestCase):
         self.build_pruned()
         off = self.w.receipt(self.first_seq, bytes(32))
         self.assertFailure(self.verify(), self.FIRST, off, self.w.seq - 1)
+
+
+# ---------------------------------------------------------------------------
+# Encryption at rest (sections 3.3, 6.2.1, 6.16, 7 step 4). The data keys
+# are wrapped by the real `age` tool; the verifier opens them with its own
+# age implementation.
+# ---------------------------------------------------------------------------
+
+AGE = shutil.which("age")
+AGE_KEYGEN = shutil.which("age-keygen")
+NEED_AGE = unittest.skipUnless(
+    AGE and AGE_KEYGEN,
+    "the age tool is not installed (apt-get install age): the age and "
+    "encrypted-spool self-checks need it to make real age files")
+
+
+def age_keygen(path: str) -> str:
+    """A new identity file at `path` (age-keygen -o); returns its recipient."""
+    subprocess.run([AGE_KEYGEN, "-o", path], check=True, capture_output=True)
+    out = subprocess.run([AGE_KEYGEN, "-y", path], check=True, capture_output=True)
+    return out.stdout.decode().strip()
+
+
+def age_encrypt(plaintext: bytes, *recipients: str) -> bytes:
+    """A binary age file made by the age tool."""
+    args = [AGE]
+    for recipient in recipients:
+        args += ["-r", recipient]
+    return subprocess.run(args, input=plaintext, check=True, capture_output=True).stdout
+
+
+def run_cat(spool: str, *extra: str) -> tuple[int, list[dict], dict]:
+    """--cat --json: (exit code, the entries from stdout, the report from stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = wv.main(["--spool", spool, "--json", "--cat", *extra])
+    entries = [json.loads(line) for line in out.getvalue().splitlines()]
+    report_line = [line for line in err.getvalue().splitlines() if line.startswith("{")]
+    return code, entries, json.loads(report_line[0]) if report_line else {}
+
+
+def body_of(entry: dict) -> bytes:
+    return base64.b64decode(entry["body"]["b64"])
+
+
+class Bech32Test(unittest.TestCase):
+    def test_round_trip_and_checksum(self):
+        data = bytes(range(32))
+        text = wv.bech32_encode("age", data)
+        self.assertEqual(wv.bech32_decode(text), ("age", data))
+        self.assertEqual(wv.bech32_decode(text.upper()), ("age", data))
+        bad = text[:-1] + ("q" if text[-1] != "q" else "p")
+        with self.assertRaises(ValueError):
+            wv.bech32_decode(bad)
+        with self.assertRaises(ValueError):  # mixed case
+            wv.bech32_decode(text[:5] + text[5:].upper())
+
+    def test_bip173_vector(self):
+        self.assertEqual(wv.bech32_decode("A12UEL5L"), ("a", b""))
+        self.assertEqual(wv.bech32_decode(
+            "abcdef1qpzry9x8gf2tvdw0s3jn54khce6mua7lmqqqxw")[0], "abcdef")
+
+    def test_identity_file_syntax(self):
+        with self.assertRaises(wv.UsageError):
+            wv.parse_identity_file("# only a comment\n\n")
+        with self.assertRaises(wv.UsageError):
+            wv.parse_identity_file("AGE-SECRET-KEY-1QQQQ\n")
+        with self.assertRaises(wv.UsageError):
+            wv.parse_identity_file("age1qqqq\n")
+
+
+@NEED_AGE
+class AgeTest(unittest.TestCase):
+    """The verifier's age v1 decryption against files the age tool made."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls._tmp = tempfile.TemporaryDirectory()
+        cls.key1 = os.path.join(cls._tmp.name, "k1.txt")
+        cls.key2 = os.path.join(cls._tmp.name, "k2.txt")
+        cls.rcpt1, cls.rcpt2 = age_keygen(cls.key1), age_keygen(cls.key2)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls._tmp.cleanup()
+
+    def ids(self, *paths):
+        return wv.load_identities(list(paths))
+
+    def test_recipient_derived_from_the_identity(self):
+        self.assertEqual(self.ids(self.key1)[0].recipient, self.rcpt1)
+        self.assertEqual(len(wv.parse_age_recipient(self.rcpt1)), 32)
+
+    def test_opens_32_bytes(self):
+        data = os.urandom(32)
+        self.assertEqual(wv.age_decrypt(age_encrypt(data, self.rcpt1), self.ids(self.key1)),
+                         data)
+
+    def test_chunk_boundaries_and_several_recipients(self):
+        for size in (0, 1, 65535, 65536, 65537, 2 * 65536, 200_000):
+            data = os.urandom(size)
+            wrapped = age_encrypt(data, self.rcpt1, self.rcpt2)
+            for key in (self.key1, self.key2):
+                self.assertEqual(wv.age_decrypt(wrapped, self.ids(key)), data, (size, key))
+
+    def test_wrong_identity_is_a_clear_error(self):
+        wrapped = age_encrypt(os.urandom(32), self.rcpt1)
+        with self.assertRaisesRegex(wv.AgeError, "no identity matches.*" + self.rcpt2):
+            wv.age_decrypt(wrapped, self.ids(self.key2))
+
+    def test_identity_file_with_comments_and_several_keys(self):
+        with open(self.key1) as f1, open(self.key2) as f2:
+            text = "# two keys\n\n" + f2.read() + "\n   \n" + f1.read()
+        ids = wv.parse_identity_file(text)
+        self.assertEqual([i.recipient for i in ids], [self.rcpt2, self.rcpt1])
+        data = os.urandom(32)
+        self.assertEqual(wv.age_decrypt(age_encrypt(data, self.rcpt1), ids), data)
+
+    def test_header_mac_covers_the_stanzas(self):
+        wrapped = age_encrypt(os.urandom(32), self.rcpt1)
+        at = wrapped.index(b"\n---") + 1
+        grease = wrapped[:at] + b"-> grease x\n\n" + wrapped[at:]
+        with self.assertRaisesRegex(wv.AgeError, "header MAC mismatch"):
+            wv.age_decrypt(grease, self.ids(self.key1))
+
+    def test_payload_tamper(self):
+        wrapped = bytearray(age_encrypt(os.urandom(32), self.rcpt1))
+        wrapped[-1] ^= 1
+        with self.assertRaisesRegex(wv.AgeError, "does not authenticate"):
+            wv.age_decrypt(bytes(wrapped), self.ids(self.key1))
+        payload_at = wv.parse_age_header(bytes(wrapped))[3]
+        for cut in (payload_at + 16, payload_at + 31, payload_at + 10):
+            with self.assertRaisesRegex(wv.AgeError, "truncated"):
+                wv.age_decrypt(bytes(wrapped[:cut]), self.ids(self.key1))
+
+    def test_not_age(self):
+        with self.assertRaisesRegex(wv.AgeError, "not an age v1 file"):
+            wv.age_decrypt(b"-----BEGIN AGE ENCRYPTED FILE-----\n", self.ids(self.key1))
+
+
+# Bodies and fields that must come back byte for byte.
+SEALED_LINES = [b"hello", b"bad utf-8 \xff\xfe\xc3(", b"nul \x00 byte", b"",
+                b"x" * 70_000]
+SEALED_FIELDS = [(b"PRIORITY", b"6"), (b"RAW", b"\x00\xff\x80 not text")]
+
+
+@NEED_AGE
+class EncryptedSpoolTest(unittest.TestCase):
+    """Segment 0: genesis, anchor, data_key (D0), sealed entries, seal.
+    Segment 1: anchor, data_key (D1), sealed entries, checkpoint, seal.
+    Segment 2: anchor, clear entries (encryption turned off)."""
+
+    @classmethod
+    def setUpClass(cls):
+        AgeTest.setUpClass.__func__(cls)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls._tmp.cleanup()
+
+    setUp, tearDown = SpoolTest.setUp, SpoolTest.tearDown
+    corrupt, fix_crc, assertFailure = SpoolTest.corrupt, SpoolTest.fix_crc, SpoolTest.assertFailure
+
+    def new_data_key(self, *recipients: str) -> bytes:
+        """A data_key record wrapping a new D for the recipients; returns D
+        (and leaves the record's offset in self.off)."""
+        data_key = os.urandom(32)
+        recipients = recipients or (self.rcpt1,)
+        self.off = self.w.data_key([r.encode() for r in recipients],
+                                   age_encrypt(data_key, *recipients))
+        return data_key
+
+    def build(self) -> None:
+        w = self.w
+        w.genesis()
+        w.checkpoint(anchor=True)
+        self.d0 = self.new_data_key()
+        w.start()
+        self.sealed_seqs = []
+        for line in SEALED_LINES:
+            self.sealed_seqs.append(w.seq)
+            w.sealed_entry(self.d0, line, fields=SEALED_FIELDS)
+        w.checkpoint()
+        w.seal()
+        w.checkpoint(anchor=True)
+        self.d1 = self.new_data_key(self.rcpt1, self.rcpt2)
+        self.seg1_seq = w.seq
+        w.sealed_entry(self.d1, b"segment 1 \x00\xff")
+        w.heartbeat()
+        w.checkpoint()
+        w.seal()
+        w.checkpoint(anchor=True)
+        self.clear_seq = w.seq
+        w.entry(b"in clear")
+
+    def verify(self, *extra):
+        return run_verifier(self.dir, "--pubkey", pubkey_text(self.w.pub0), *extra)
+
+    # -- integrity without any key -------------------------------------------
+
+    def test_verifies_without_identity(self):
+        self.build()
+        code, report = self.verify()
+        self.assertEqual(code, 0, report)
+        self.assertEqual(report["records"], self.w.seq)
+        self.assertNotIn("decryption", report)  # only with --identity / --entry-key
+
+    def test_cat_without_identity_shows_no_content(self):
+        self.build()
+        code, entries, report = run_cat(self.dir)
+        self.assertEqual(code, 0, report)
+        self.assertTrue(report["ok"])
+        sealed = [e for e in entries if e["sealed"]]
+        self.assertEqual(len(sealed), len(SEALED_LINES) + 1)
+        for e in sealed:
+            self.assertNotIn("body", e)
+            self.assertNotIn("error", e)
+            self.assertGreaterEqual(e["sealed_bytes"], 18)
+        self.assertEqual(body_of(entries[-1]), b"in clear")
+
+    # -- opening with an identity --------------------------------------------
+
+    def test_identity_opens_every_entry_byte_exact(self):
+        self.build()
+        code, entries, report = run_cat(self.dir, "--identity", self.key1)
+        self.assertEqual(code, 0, report)
+        self.assertEqual([body_of(e) for e in entries],
+                         SEALED_LINES + [b"segment 1 \x00\xff", b"in clear"])
+        self.assertEqual(entries[0]["seq"], self.sealed_seqs[0])
+        self.assertEqual(entries[0]["source"], "syslog")
+        self.assertEqual([(f["key"], base64.b64decode(f["value"]["b64"]))
+                          for f in entries[0]["fields"]],
+                         [(k.decode(), v) for k, v in SEALED_FIELDS])
+        self.assertEqual(entries[0]["body"]["text"], "hello")
+        self.assertIsNone(entries[1]["body"]["text"])  # not UTF-8: b64 only
+        self.assertEqual(entries[2]["body"]["text"], "nul \x00 byte")
+        dec = report["decryption"]
+        self.assertEqual((dec["data_keys_opened"], dec["entries_opened"], dec["problems"]),
+                         (2, len(SEALED_LINES) + 1, []))
+
+    def test_second_recipient_opens_only_its_segment(self):
+        self.build()
+        code, entries, report = run_cat(self.dir, "--identity", self.key2)
+        self.assertEqual(code, 3, report)
+        self.assertTrue(report["ok"])  # the verdict does not depend on a key
+        opened = [e["seq"] for e in entries if e["sealed"] and "body" in e]
+        self.assertEqual(opened, [self.seg1_seq])
+        reasons = [p["reason"] for p in report["decryption"]["problems"]]
+        self.assertIn("no identity matches", reasons[0])
+
+    def test_wrong_identity_is_a_clear_error(self):
+        self.build()
+        other = os.path.join(self.dir, "other.txt")
+        other_rcpt = age_keygen(other)
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = wv.main(["--spool", self.dir, "--identity", other])
+        self.assertEqual(code, 3)
+        text = out.getvalue()
+        self.assertIn("intact", text)
+        self.assertIn("NOT OPENED: segment 0, seq 2: data key not opened: no identity "
+                      "matches", text)
+        self.assertIn(other_rcpt, text)
+
+    def test_verify_with_identity_and_no_cat(self):
+        self.build()
+        code, report = self.verify("--identity", self.key2, "--identity", self.key1)
+        self.assertEqual(code, 0, report)
+        self.assertEqual(report["decryption"]["entries_opened"], len(SEALED_LINES) + 1)
+
+    # -- one entry's own key ---------------------------------------------------
+
+    def test_entry_key_opens_its_entry_and_not_the_next(self):
+        self.build()
+        seq = self.sealed_seqs[2]
+        key = entry_key_of(self.d0, seq).hex()
+        self.assertEqual(wv.entry_key(self.d0, seq).hex(), key)
+        code, entries, report = run_cat(self.dir, "--entry-key", key, "--seq", str(seq))
+        self.assertEqual(code, 0, report)
+        self.assertEqual([(e["seq"], body_of(e)) for e in entries], [(seq, SEALED_LINES[2])])
+        code, entries, report = run_cat(self.dir, "--entry-key", key, "--seq", str(seq + 1))
+        self.assertEqual(code, 3, report)
+        self.assertEqual(len(entries), 1)
+        self.assertNotIn("body", entries[0])
+        self.assertIn("does not open with this key", entries[0]["error"])
+
+    def test_shown_entry_key_discloses_one_entry(self):
+        self.build()
+        _, entries, _ = run_cat(self.dir, "--identity", self.key1, "--show-entry-keys")
+        shown = {e["seq"]: e.get("entry_key") for e in entries}
+        self.assertIsNone(shown[self.clear_seq])  # a clear entry has no key
+        seq = self.seg1_seq
+        self.assertEqual(shown[seq], entry_key_of(self.d1, seq).hex())
+        code, entries, report = run_cat(self.dir, "--entry-key", shown[seq], "--seq", str(seq))
+        self.assertEqual(code, 0, report)
+        self.assertEqual(body_of(entries[0]), b"segment 1 \x00\xff")
+        code, _ = run_verifier(self.dir, "--show-entry-keys")  # needs --cat, --identity
+        self.assertEqual(code, 2)
+
+    def test_seq_that_is_no_entry(self):
+        self.build()
+        code, entries, _ = run_cat(self.dir, "--seq", "1")  # the anchor
+        self.assertEqual((code, entries), (2, []))
+        code, _ = run_verifier(self.dir, "--entry-key", "00" * 32)  # no --seq
+        self.assertEqual(code, 2)
+
+    # -- tampering, found without any key ------------------------------------
+
+    def test_flipped_ciphertext_byte_breaks_the_chain(self):
+        self.build()
+        seq = self.sealed_seqs[0]
+        self.corrupt(seq, 8 + wv.RECORD_HEADER_LEN + 12, byte=0x01)  # in `sealed`
+        self.fix_crc(seq)
+        seg, off = self.w.offsets[seq + 1]
+        code, report = self.verify()
+        self.assertFailure((code, report), seg, off, seq + 1)
+        self.assertIn("prev", report["failure"]["reason"])
+
+    def test_data_key_moved(self):
+        w = self.w
+        w.genesis()
+        w.checkpoint(anchor=True)
+        w.start()
+        off = w.data_key([self.rcpt1.encode()], age_encrypt(bytes(32), self.rcpt1))
+        code, report = self.verify()
+        self.assertFailure((code, report), 0, off, 3)
+        self.assertIn("right after", report["failure"]["reason"])
+
+    def test_data_key_before_the_anchor(self):
+        w = self.w
+        w.genesis()
+        off = w.data_key([self.rcpt1.encode()], age_encrypt(bytes(32), self.rcpt1))
+        self.assertFailure(self.verify(), 0, off, 1)
+
+    def test_data_key_duplicated(self):
+        w = self.w
+        w.genesis()
+        w.checkpoint(anchor=True)
+        self.new_data_key()
+        self.new_data_key()
+        off = self.off
+        code, report = self.verify()
+        self.assertFailure((code, report), 0, off, 3)
+        self.assertIn("second data_key", report["failure"]["reason"])
+
+    def test_data_key_after_a_later_checkpoint(self):
+        w = self.w
+        w.genesis()
+        w.checkpoint(anchor=True)
+        w.checkpoint()
+        self.new_data_key()
+        self.assertFailure(self.verify(), 0, self.off, 3)
+
+    def test_data_key_after_recovery_and_anchor(self):
+        w = self.w
+        w.genesis()
+        w.checkpoint(anchor=True)
+        d0 = self.new_data_key()
+        w.sealed_entry(d0, b"a")
+        end = os.path.getsize(w.path())
+        w.raw_append(frame_start(500) + b"torn")
+        w.recover(wv.CAUSE_TORN_TAIL, end, 3)
+        w.checkpoint(anchor=True)
+        d1 = self.new_data_key()
+        w.sealed_entry(d1, b"b")
+        code, entries, report = run_cat(self.dir, "--identity", self.key1)
+        self.assertEqual(code, 0, report)
+        self.assertEqual([body_of(e) for e in entries], [b"a", b"b"])
+
+    def test_sealed_entry_in_a_segment_without_data_key(self):
+        self.build()  # segment 2 has none
+        w = self.w
+        seq = w.seq
+        off = w.sealed_entry(self.d1, b"sealed, but no data key here")
+        code, report = self.verify()
+        self.assertFailure((code, report), 2, off, seq)
+        self.assertIn("no data_key", report["failure"]["reason"])
+
+    def test_clear_entry_in_a_segment_with_data_key(self):
+        w = self.w
+        w.genesis()
+        w.checkpoint(anchor=True)
+        d0 = self.new_data_key()
+        w.sealed_entry(d0, b"a")
+        off = w.entry(b"in clear")
+        code, report = self.verify()
+        self.assertFailure((code, report), 0, off, 4)
+        self.assertIn("clear entry", report["failure"]["reason"])
+
+    def test_sealed_flag_on_other_kinds(self):
+        """Flag bit 0 on a heartbeat, a gap, a checkpoint or a data_key (in a
+        segment with a data key, CRC right) is malformed."""
+        for kind, make in (("heartbeat", lambda w: w.heartbeat(flags=1)),
+                           ("gap", lambda w: w.append(wv.GAP, b8(b"syslog") + position_none()
+                                                      + struct.pack("<HQQ", 1, 0, 0)
+                                                      + b16(b""), flags=1)),
+                           ("checkpoint", None), ("data_key", None)):
+            with self.subTest(kind=kind):
+                self.tearDown()
+                self.setUp()
+                w = self.w
+                w.genesis()
+                w.checkpoint(anchor=True)
+                if kind == "data_key":
+                    seq = w.seq
+                    self.new_data_key()
+                    self.corrupt(seq, 8 + 2, byte=0x01)
+                    self.fix_crc(seq)
+                else:
+                    self.new_data_key()
+                    seq = w.seq
+                    if make is None:  # signed: the flag is set in the record signed
+                        w.append(wv.CHECKPOINT, b"", flags=1)  # decoding stops first
+                    else:
+                        make(w)
+                seg, off = w.offsets[seq]
+                code, report = self.verify()
+                self.assertFailure((code, report), seg, off, seq)
+                self.assertIn("sealed flag on a", report["failure"]["reason"])
+
+    def test_other_record_flags_on_a_sealed_entry(self):
+        w = self.w
+        w.genesis()
+        w.checkpoint(anchor=True)
+        d0 = self.new_data_key()
+        off = w.sealed_entry(d0, b"a", flags=0x0003)
+        self.assertFailure(self.verify(), 0, off, 3)
+
+    def test_sealed_shorter_than_16_bytes(self):
+        w = self.w
+        w.genesis()
+        w.checkpoint(anchor=True)
+        self.new_data_key()
+        clear = b8(b"syslog") + position_none() + b"\x00"
+        off = w.append(wv.ENTRY, clear + bytes(15), flags=1)
+        code, report = self.verify()
+        self.assertFailure((code, report), 0, off, 3)
+        self.assertIn("shorter than its 16-byte tag", report["failure"]["reason"])
+
+    def test_sealed_of_16_bytes_verifies_but_does_not_open(self):
+        w = self.w
+        w.genesis()
+        w.checkpoint(anchor=True)
+        self.new_data_key()
+        clear = b8(b"syslog") + position_none() + b"\x00"
+        w.append(wv.ENTRY, clear + bytes(16), flags=1)
+        code, report = self.verify()
+        self.assertEqual(code, 0, report)
+        code, report = self.verify("--identity", self.key1)
+        self.assertEqual(code, 3, report)
+
+    def test_data_key_field_rules(self):
+        good = age_encrypt(bytes(32), self.rcpt1)
+        cases = [
+            ([], good, "without a recipient"),
+            ([b"age2abc"], good, "does not start with age1"),
+            ([self.rcpt1.encode(), b""], good, "does not start with age1"),
+            ([self.rcpt1.encode()], b"age-encryption.org/v1", "wrapped"),
+            ([self.rcpt1.encode()], b"-----BEGIN AGE ENCRYPTED FILE-----\n", "wrapped"),
+        ]
+        for recipients, wrapped, reason in cases:
+            with self.subTest(reason=reason, recipients=recipients):
+                self.tearDown()
+                self.setUp()
+                w = self.w
+                w.genesis()
+                w.checkpoint(anchor=True)
+                off = w.data_key(recipients, wrapped)
+                code, report = self.verify()
+                self.assertFailure((code, report), 0, off, 2)
+                self.assertIn(reason, report["failure"]["reason"])
+
+    def test_recipient_must_be_text(self):
+        w = self.w
+        w.genesis()
+        w.checkpoint(anchor=True)
+        off = w.data_key([b"age1\xff"], age_encrypt(bytes(32), self.rcpt1))
+        self.assertFailure(self.verify(), 0, off, 2)
+
+    def test_data_key_listing_another_recipient(self):
+        """Without a key the list cannot be checked against `wrapped`; an
+        identity that opens it but is not listed is reported."""
+        w = self.w
+        w.genesis()
+        w.checkpoint(anchor=True)
+        w.data_key([self.rcpt2.encode()], age_encrypt(bytes(32), self.rcpt1))
+        self.assertEqual(self.verify()[0], 0)
+        code, report = self.verify("--identity", self.key1)
+        self.assertEqual(code, 3, report)
+        self.assertIn("does not list", report["decryption"]["problems"][0]["reason"])
+
+    def test_wrapped_plaintext_must_be_32_bytes(self):
+        w = self.w
+        w.genesis()
+        w.checkpoint(anchor=True)
+        w.data_key([self.rcpt1.encode()], age_encrypt(bytes(31), self.rcpt1))
+        code, report = self.verify("--identity", self.key1)
+        self.assertEqual(code, 3, report)
+        self.assertIn("31 bytes", report["decryption"]["problems"][0]["reason"])
 
 
 if __name__ == "__main__":

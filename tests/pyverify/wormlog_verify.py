@@ -13,12 +13,50 @@ segment present, with the key ledger `keys.wlledger` (sections 2.1, 6.13 and
 Only the Python standard library and the `cryptography` package (for Ed25519)
 are used; CRC32C is implemented here, table-driven.
 
+Encryption at rest (sections 6.2.1 and 6.16) needs no key to verify: the
+chain and the signatures cover the ciphertext, and the rules on `data_key`
+records and sealed entries are checked without opening anything. The
+verdict never depends on a key. To read what sealed entries hold, this file
+implements age v1 (X25519 recipients, bech32) and the per-entry keys itself,
+with the primitives of `cryptography` (X25519, HKDF, HMAC, ChaCha20-Poly1305).
+
 Usage:
 
     python3 wormlog_verify.py --spool DIR [--pubkey ed25519:<base64>] [--json]
+        [--identity FILE]... [--cat [--show-entry-keys]] [--seq N [--entry-key HEX]]
+
+    --identity FILE  an age identity file: `AGE-SECRET-KEY-1…` lines, `#`
+                     comments and blank lines ignored, several identities
+                     allowed; the option may be repeated. Each segment's
+                     data key is opened with them, and every sealed entry
+                     with its K_seq. The report gains a `decryption` object
+                     (identities, data_keys_opened, entries,
+                     entries_opened, problems: [{segment, seq, reason}]).
+    --cat            print each entry, once it passed verification, as one
+                     JSON line on stdout:
+                       {"seq", "ts", "segment", "source", "entry_flags",
+                        "sealed": bool,
+                        "fields": [{"key", "value": {"text", "b64"}}],
+                        "body": {"text", "b64"}}
+                     `b64` is the exact bytes (standard base64); `text` is
+                     the same bytes as a string when they are UTF-8, else
+                     null. A sealed entry that is not opened has no fields
+                     and body but `sealed_bytes` (and `error` when a key was
+                     given and failed). The report (text, or --json) then
+                     goes to stderr, not stdout.
+    --show-entry-keys  with --cat and --identity: each opened sealed entry's
+                     line gains "entry_key", its K_seq in hex (section
+                     6.2.1: what to hand over to disclose that entry alone).
+    --seq N          print only the entry with seq N (implies --cat).
+    --entry-key HEX  K_seq of the entry --seq N (64 hex digits): opens that
+                     one entry without any identity (what disclosing one
+                     entry hands over, section 6.2.1).
 
 Exit codes (section 8): 0 intact, 1 tampering or loss found, 2 usage or I/O
-error, or not a spool.
+error, or not a spool (also: --seq N names no entry of an intact log); and,
+with --identity or --entry-key only, 3: intact, but a data key or a sealed
+entry did not open (no identity matches, a wrong key, or a plaintext that
+is not field_count, fields, body), as listed in `problems`.
 """
 
 from __future__ import annotations
@@ -28,6 +66,7 @@ import base64
 import binascii
 import datetime
 import hashlib
+import hmac
 import json
 import os
 import re
@@ -36,8 +75,14 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import (X25519PrivateKey,
+                                                              X25519PublicKey)
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 # ---------------------------------------------------------------------------
 # Constants (sections 1, 3, 5, 6)
@@ -70,14 +115,14 @@ CTX_EPOCH_KEY = b"wormlog epoch-key v1\x00"
 CTX_RECEIPT = b"wormlog receipt v1\x00"
 
 GENESIS, ENTRY, CHECKPOINT, EPOCH_KEY, START, STOP, CONFIG, HEARTBEAT = range(1, 9)
-CLOCK_STEP, GAP, RECOVERY, RECEIPT, PRUNE, SEAL, ALERT = range(9, 16)
+CLOCK_STEP, GAP, RECOVERY, RECEIPT, PRUNE, SEAL, ALERT, DATA_KEY = range(9, 17)
 
 KIND_NAMES = {
     GENESIS: "genesis", ENTRY: "entry", CHECKPOINT: "checkpoint",
     EPOCH_KEY: "epoch_key", START: "start", STOP: "stop", CONFIG: "config",
     HEARTBEAT: "heartbeat", CLOCK_STEP: "clock_step", GAP: "gap",
     RECOVERY: "recovery", RECEIPT: "receipt", PRUNE: "prune", SEAL: "seal",
-    ALERT: "alert",
+    ALERT: "alert", DATA_KEY: "data_key",
 }
 
 CAUSE_TORN_TAIL, CAUSE_FSYNC_FAILED, CAUSE_CORRUPTION = 1, 2, 3
@@ -88,6 +133,8 @@ CAUSE_NAMES = {
 }
 
 ENTRY_FLAGS_KNOWN = 0b111  # no_newline, more_parts, continuation
+RECORD_FLAG_SEALED = 0x0001  # section 3.3: bit 0, on entries only (6.2.1)
+AGE_PREFIX = b"age-encryption.org/v1\n"  # how `wrapped` starts (6.16)
 
 GAP_STOPPED = "agent stopped"
 GAP_NOT_RUNNING = "agent not running (no stop record)"
@@ -337,10 +384,16 @@ class Record:
     prev: bytes  # head_{seq-1}, the leaf hash of the record before (section 3.3)
     raw: bytes
     p: dict[str, Any]  # the decoded payload
+    flags: int = 0  # record flags (section 3.3)
 
     @property
     def name(self) -> str:
         return KIND_NAMES[self.kind]
+
+    @property
+    def sealed(self) -> bool:
+        """A sealed entry (section 6.2.1): p["sealed"] holds the ciphertext."""
+        return bool(self.flags & RECORD_FLAG_SEALED)
 
 
 # Payloads that are a plain sequence of fields. Types are Reader methods, or
@@ -391,7 +444,9 @@ def decode_simple(kind: int, r: Reader) -> dict[str, Any]:
     return payload
 
 
-def decode_entry(r: Reader) -> dict[str, Any]:
+def decode_entry(r: Reader, sealed: bool = False) -> dict[str, Any]:
+    """Section 6.2; a sealed entry (6.2.1) ends with `sealed` (all remaining
+    bytes, at least the 16-byte tag) instead of field_count, fields, body."""
     source = r.bytes8()
     if not source:
         raise Malformed("entry: empty source name")
@@ -400,13 +455,32 @@ def decode_entry(r: Reader) -> dict[str, Any]:
     if flags & ~ENTRY_FLAGS_KNOWN:
         raise Malformed(f"entry: undefined entry_flags bits 0x{flags:02x}")
     payload["entry_flags"] = flags
+    if sealed:
+        payload["sealed"] = r.rest()
+        if len(payload["sealed"]) < SEALED_MIN_LEN:
+            raise Malformed(f"sealed entry: sealed is {len(payload['sealed'])} bytes, "
+                            f"shorter than its {SEALED_MIN_LEN}-byte tag")
+        return payload
+    payload.update(decode_entry_content(r))
+    return payload
+
+
+def decode_entry_content(r: Reader) -> dict[str, Any]:
+    """What an entry holds after entry_flags: field_count u16, the fields
+    (key bytes8 text, value bytes32), the body (all remaining bytes). The
+    plaintext of a sealed entry is exactly this (section 6.2.1)."""
     fields = []
     for _ in range(r.u16()):
         key = r.text8()
         fields.append((key, r.bytes32()))
-    payload["fields"] = fields
-    payload["body"] = r.rest()
-    return payload
+    return {"fields": fields, "body": r.rest()}
+
+
+def decode_data_key(r: Reader) -> dict[str, Any]:
+    """Section 6.16: recipients (u16 count, then bytes8 text each), wrapped
+    (bytes32). The rules on their values are step 4's (Verifier)."""
+    recipients = [r.text8() for _ in range(r.u16())]
+    return {"recipients": recipients, "wrapped": r.bytes32()}
 
 
 def decode_checkpoint(r: Reader) -> dict[str, Any]:
@@ -440,22 +514,29 @@ def decode_record(raw: bytes) -> Record:
     version, kind, flags, seq, ts, prev = struct.unpack_from("<BBHQq32s", raw, 0)
     if version != RECORD_VERSION:
         raise Malformed(f"record version {version}, expected {RECORD_VERSION}")
-    if flags != 0:
+    # Section 3.3: bit 0 (sealed) on an entry alone; every other bit 0.
+    allowed = RECORD_FLAG_SEALED if kind == ENTRY else 0
+    if flags & ~allowed:
+        if flags & ~RECORD_FLAG_SEALED == 0 and kind in KIND_NAMES:
+            raise Malformed(f"record flags 0x{flags:04x}: the sealed flag on a "
+                            f"{KIND_NAMES[kind]} record (entries only)")
         raise Malformed(f"record flags 0x{flags:04x}, expected 0")
     if kind not in KIND_NAMES:
         raise Malformed(f"unknown record kind {kind}")
     r = Reader(raw, RECORD_HEADER_LEN)
     try:
         if kind == ENTRY:
-            payload = decode_entry(r)
+            payload = decode_entry(r, sealed=bool(flags & RECORD_FLAG_SEALED))
         elif kind == CHECKPOINT:
             payload = decode_checkpoint(r)
+        elif kind == DATA_KEY:
+            payload = decode_data_key(r)
         else:
             payload = decode_simple(kind, r)
         r.finish()
     except Malformed as exc:
         raise Malformed(f"{KIND_NAMES[kind]} record: {exc}") from None
-    return Record(kind=kind, seq=seq, ts=ts, prev=prev, raw=raw, p=payload)
+    return Record(kind=kind, seq=seq, ts=ts, prev=prev, raw=raw, p=payload, flags=flags)
 
 
 def signed_message(context: bytes, raw: bytes) -> bytes:
@@ -498,6 +579,448 @@ def ed25519_valid(pubkey: bytes, signature: bytes, message: bytes) -> bool:
     except (InvalidSignature, ValueError):
         return False
     return True
+
+
+# ---------------------------------------------------------------------------
+# Encryption at rest (sections 6.2.1 and 6.16): age v1 (X25519 recipients),
+# bech32, and the per-entry keys. Only used with --identity / --entry-key:
+# integrity never needs a key, and the verdict does not depend on one.
+#
+# age-encryption.org/v1, written from what is known of that format (the age
+# tool is the reference the self-checks compare against):
+#
+#   age-encryption.org/v1\n
+#   -> X25519 <base64 ephemeral share>\n      a stanza: "-> " type args,
+#   <base64 body, 64 columns a line>\n        then its body, the last body
+#   ...                                       line shorter than 64 (maybe empty)
+#   --- <base64 MAC>\n
+#   payload: 16-byte nonce, then STREAM chunks
+#
+# base64 is the standard alphabet without padding, canonical. The file key
+# (16 bytes) is wrapped for an X25519 recipient under
+# HKDF-SHA256(ikm = X25519(e, recipient), salt = share || recipient,
+# info = "age-encryption.org/v1/X25519") with ChaCha20-Poly1305, zero nonce.
+# The MAC is HMAC-SHA256 under HKDF(ikm = file key, salt = empty,
+# info = "header") over the header up to and including "---". The payload
+# key is HKDF(ikm = file key, salt = nonce, info = "payload"); each chunk
+# holds 64 KiB of plaintext (the last one less, empty only if all is
+# empty), nonce = 11-byte big-endian counter || 0x01 for the last chunk,
+# 0x00 otherwise.
+# ---------------------------------------------------------------------------
+
+AGE_VERSION_LINE = AGE_PREFIX  # the version line of an age v1 header
+AGE_X25519_INFO = b"age-encryption.org/v1/X25519"
+AGE_CHUNK = 64 * 1024
+AGE_TAG = 16
+AGE_FILE_KEY_LEN = 16
+AGE_MAX_HEADER = 1 << 20  # far more than any header this format writes
+AGE_IDENTITY_PREFIX = "AGE-SECRET-KEY-1"
+AGE_IDENTITY_HRP = "age-secret-key-"
+AGE_RECIPIENT_HRP = "age"
+
+DATA_KEY_LEN = 32  # section 6.16: the plaintext of `wrapped`
+ENTRY_KEY_SALT = b"wormlog entry key v1"  # section 6.2.1: 20 ASCII bytes
+SEALED_NONCE = bytes(12)
+SEALED_MIN_LEN = 16  # the Poly1305 tag alone
+
+
+class AgeError(Exception):
+    """An age file that cannot be opened (malformed, or no identity fits)."""
+
+
+# bech32 (BIP 173), without its 90-character limit (age keys are longer).
+_BECH32_CHARSET = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
+_BECH32_GEN = (0x3B6A57B2, 0x26508E6D, 0x1EA119FA, 0x3D4233DD, 0x2A1462B3)
+
+
+def _bech32_polymod(values: list[int]) -> int:
+    chk = 1
+    for value in values:
+        top = chk >> 25
+        chk = (chk & 0x1FFFFFF) << 5 ^ value
+        for i, gen in enumerate(_BECH32_GEN):
+            if (top >> i) & 1:
+                chk ^= gen
+    return chk
+
+
+def _bech32_hrp_expand(hrp: str) -> list[int]:
+    return [ord(c) >> 5 for c in hrp] + [0] + [ord(c) & 31 for c in hrp]
+
+
+def _convert_bits(data: list[int] | bytes, from_bits: int, to_bits: int,
+                  pad: bool) -> bytes:
+    acc, bits, out = 0, 0, []
+    maxv = (1 << to_bits) - 1
+    for value in data:
+        acc = (acc << from_bits) | value
+        bits += from_bits
+        while bits >= to_bits:
+            bits -= to_bits
+            out.append((acc >> bits) & maxv)
+    if pad:
+        if bits:
+            out.append((acc << (to_bits - bits)) & maxv)
+    elif bits >= from_bits or (acc << (to_bits - bits)) & maxv:
+        raise ValueError("invalid padding")
+    return bytes(out)
+
+
+def bech32_decode(text: str) -> tuple[str, bytes]:
+    """(hrp, data bytes) of a bech32 string; raises ValueError."""
+    if text.lower() != text and text.upper() != text:
+        raise ValueError("mixed case")
+    text = text.lower()
+    sep = text.rfind("1")
+    if sep < 1 or sep + 7 > len(text):
+        raise ValueError("no separator, or too short")
+    hrp, rest = text[:sep], text[sep + 1:]
+    if any(not 33 <= ord(c) <= 126 for c in hrp):
+        raise ValueError("invalid human-readable part")
+    try:
+        values = [_BECH32_CHARSET.index(c) for c in rest]
+    except ValueError:
+        raise ValueError("character outside the bech32 alphabet") from None
+    if _bech32_polymod(_bech32_hrp_expand(hrp) + values) != 1:
+        raise ValueError("bad checksum")
+    return hrp, _convert_bits(values[:-6], 5, 8, pad=False)
+
+
+def bech32_encode(hrp: str, data: bytes) -> str:
+    values = list(_convert_bits(data, 8, 5, pad=True))
+    polymod = _bech32_polymod(_bech32_hrp_expand(hrp) + values + [0] * 6) ^ 1
+    checksum = [(polymod >> 5 * (5 - i)) & 31 for i in range(6)]
+    return hrp + "1" + "".join(_BECH32_CHARSET[v] for v in values + checksum)
+
+
+def parse_age_recipient(text: str) -> bytes:
+    """The X25519 public key of an `age1…` recipient; raises ValueError."""
+    hrp, key = bech32_decode(text)
+    if hrp != AGE_RECIPIENT_HRP or text != text.lower() or len(key) != 32:
+        raise ValueError("not an age X25519 recipient")
+    return key
+
+
+@dataclass
+class AgeIdentity:
+    secret: X25519PrivateKey
+    public: bytes  # the recipient's X25519 key
+    recipient: str  # age1…
+
+    @classmethod
+    def from_text(cls, text: str) -> "AgeIdentity":
+        if not text.startswith(AGE_IDENTITY_PREFIX):
+            raise ValueError(f"not an age X25519 identity (it does not start "
+                             f"with {AGE_IDENTITY_PREFIX})")
+        hrp, secret = bech32_decode(text)
+        if hrp != AGE_IDENTITY_HRP or len(secret) != 32:
+            raise ValueError("not an age X25519 identity")
+        key = X25519PrivateKey.from_private_bytes(secret)
+        public = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        return cls(secret=key, public=public,
+                   recipient=bech32_encode(AGE_RECIPIENT_HRP, public))
+
+
+def parse_identity_file(text: str, name: str = "identity file") -> list[AgeIdentity]:
+    """Lines `AGE-SECRET-KEY-1…`; `#` comments and blank lines are ignored."""
+    identities = []
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        try:
+            identities.append(AgeIdentity.from_text(line))
+        except ValueError as exc:
+            raise UsageError(f"{name}, line {number}: {exc}") from None
+    if not identities:
+        raise UsageError(f"{name}: no identity in it")
+    return identities
+
+
+def load_identities(paths: list[str]) -> list[AgeIdentity]:
+    identities = []
+    for path in paths:
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"cannot read identity file {path}: {exc}") from None
+        identities += parse_identity_file(text, path)
+    return identities
+
+
+def hkdf_sha256(ikm: bytes, salt: bytes, info: bytes, length: int = 32) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=length, salt=salt,
+                info=info).derive(ikm)
+
+
+def age_b64decode(text: bytes) -> bytes:
+    """Standard base64 without padding, canonical only (age's encoding)."""
+    if b"=" in text or re.fullmatch(rb"[A-Za-z0-9+/]*", text) is None:
+        raise AgeError("invalid base64 in the header")
+    try:
+        out = base64.b64decode(text + b"=" * (-len(text) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise AgeError("invalid base64 in the header") from None
+    if base64.b64encode(out).rstrip(b"=") != text:
+        raise AgeError("non-canonical base64 in the header")
+    return out
+
+
+@dataclass
+class AgeStanza:
+    type: str
+    args: list[bytes]
+    body: bytes
+
+
+def parse_age_header(data: bytes) -> tuple[list[AgeStanza], bytes, bytes, int]:
+    """(stanzas, the header bytes the MAC covers, the MAC, payload offset)."""
+    if not data.startswith(AGE_VERSION_LINE):
+        raise AgeError("not an age v1 file (no age-encryption.org/v1 line)")
+    pos, stanzas = len(AGE_VERSION_LINE), []
+
+    def line() -> bytes:
+        nonlocal pos
+        end = data.find(b"\n", pos, pos + AGE_MAX_HEADER)
+        if end < 0:
+            raise AgeError("header truncated")
+        out, pos = data[pos:end], end + 1
+        return out
+
+    while True:
+        start = pos
+        text = line()
+        if text.startswith(b"---"):
+            if not text.startswith(b"--- "):
+                raise AgeError("malformed MAC line")
+            mac = age_b64decode(text[4:])
+            if len(mac) != 32:
+                raise AgeError("the header MAC is not 32 bytes")
+            return stanzas, data[:start + 3], mac, pos
+        if not text.startswith(b"-> "):
+            raise AgeError("malformed header line (neither a stanza nor the MAC)")
+        args = text[3:].split(b" ")
+        if any(not arg or re.fullmatch(rb"[\x21-\x7e]+", arg) is None for arg in args):
+            raise AgeError("malformed stanza arguments")
+        body = b""
+        while True:
+            chunk = line()
+            if len(chunk) > 64:
+                raise AgeError("stanza body line longer than 64 columns")
+            body += age_b64decode(chunk)
+            if len(chunk) < 64:
+                break
+        stanzas.append(AgeStanza(type=args[0].decode("ascii"), args=args[1:], body=body))
+
+
+def _x25519_unwrap(stanza: AgeStanza, identity: AgeIdentity) -> bytes | None:
+    """The file key if `stanza` is for `identity`, else None."""
+    if len(stanza.args) != 1:
+        raise AgeError("malformed X25519 stanza (it needs one argument)")
+    share = age_b64decode(stanza.args[0])
+    if len(share) != 32 or len(stanza.body) != AGE_FILE_KEY_LEN + AGE_TAG:
+        raise AgeError("malformed X25519 stanza (share or body length)")
+    try:
+        shared = identity.secret.exchange(X25519PublicKey.from_public_bytes(share))
+    except ValueError:  # an all-zero shared secret: a share of small order
+        raise AgeError("X25519 stanza with a share of small order") from None
+    wrap_key = hkdf_sha256(shared, share + identity.public, AGE_X25519_INFO)
+    try:
+        return ChaCha20Poly1305(wrap_key).decrypt(bytes(12), stanza.body, None)
+    except InvalidTag:
+        return None
+
+
+def age_decrypt(data: bytes, identities: list[AgeIdentity]) -> bytes:
+    """Open an age v1 file (binary) with one of `identities`; raises AgeError."""
+    stanzas, mac_input, mac, payload_at = parse_age_header(data)
+    if not stanzas:
+        raise AgeError("the header has no recipient stanza")
+    x25519 = [s for s in stanzas if s.type == "X25519"]
+    file_key = None
+    for stanza in x25519:
+        for identity in identities:
+            file_key = _x25519_unwrap(stanza, identity)
+            if file_key is not None:
+                break
+        if file_key is not None:
+            break
+    if file_key is None:
+        types = sorted({s.type for s in stanzas})
+        raise AgeError(f"no identity matches: the file has "
+                       f"{plural(len(x25519), 'X25519 stanza')} "
+                       f"(stanza types {', '.join(types)}), none opens with "
+                       f"{', '.join(i.recipient for i in identities)}")
+    header_key = hkdf_sha256(file_key, b"", b"header")
+    if not hmac.compare_digest(hmac.new(header_key, mac_input, hashlib.sha256).digest(), mac):
+        raise AgeError("header MAC mismatch")
+    payload = data[payload_at:]
+    if len(payload) < 16:
+        raise AgeError("payload truncated (no nonce)")
+    aead = ChaCha20Poly1305(hkdf_sha256(file_key, payload[:16], b"payload"))
+    out, pos, counter, size = [], 16, 0, AGE_CHUNK + AGE_TAG
+    while True:
+        chunk = payload[pos:pos + size]
+        last = pos + size >= len(payload)
+        if len(chunk) < AGE_TAG:
+            raise AgeError("payload truncated")
+        nonce = counter.to_bytes(11, "big") + (b"\x01" if last else b"\x00")
+        try:
+            plain = aead.decrypt(nonce, chunk, None)
+        except InvalidTag:
+            raise AgeError(f"payload chunk {counter} does not authenticate") from None
+        if not plain and (not last or counter > 0):
+            raise AgeError("empty payload chunk after the first")
+        out.append(plain)
+        if last:
+            return b"".join(out)
+        pos += size
+        counter += 1
+
+
+def entry_key(data_key: bytes, seq: int) -> bytes:
+    """K_seq (section 6.2.1)."""
+    return hkdf_sha256(data_key, ENTRY_KEY_SALT, struct.pack("<Q", seq))
+
+
+def open_sealed(rec: Record, key: bytes) -> dict[str, Any]:
+    """The fields and body of a sealed entry under its K_seq; raises AgeError
+    (the tag does not authenticate) or Malformed (the plaintext is not
+    field_count, fields, body)."""
+    sealed = rec.p["sealed"]
+    aad = rec.raw[:len(rec.raw) - len(sealed)]
+    try:
+        plain = ChaCha20Poly1305(key).decrypt(SEALED_NONCE, sealed, aad)
+    except InvalidTag:
+        raise AgeError(f"sealed entry (seq {rec.seq}) does not open with this "
+                       f"key") from None
+    r = Reader(plain)
+    out = decode_entry_content(r)
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Reading entries (--cat, --identity, --entry-key)
+# ---------------------------------------------------------------------------
+
+def bytes_json(raw: bytes) -> dict[str, Any]:
+    """Bytes for JSON: the text when they are UTF-8 (None otherwise), and
+    always their base64, which is byte-exact."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    return {"text": text, "b64": base64.b64encode(raw).decode("ascii")}
+
+
+class EntryReader:
+    """What verified entries hold, opened with age identities (a segment's
+    data key, 6.16) or with one entry's own key (K_seq, 6.2.1).
+
+    Called by the Verifier for each data_key and entry record after it passed
+    its checks. Nothing here changes the verdict: a data key or an entry that
+    does not open is a `problem` (exit code 3 when the log is intact).
+    """
+
+    def __init__(self, identities: list[AgeIdentity] | None = None,
+                 key: bytes | None = None, only_seq: int | None = None,
+                 emit: Callable[[dict[str, Any]], None] | None = None,
+                 show_keys: bool = False) -> None:
+        self.identities = identities or []
+        self.show_keys = show_keys  # --show-entry-keys
+        self.key = key            # --entry-key: K_seq of entry only_seq
+        self.only_seq = only_seq  # --seq
+        self.emit = emit
+        self.data_keys: dict[int, bytes | None] = {}  # segment -> D (None: not opened)
+        self.data_keys_opened = 0
+        self.entries = 0          # entries emitted
+        self.entries_opened = 0   # sealed entries among them that opened
+        self.found: Record | None = None  # the entry at only_seq
+        self.problems: list[dict[str, Any]] = []
+
+    @property
+    def opening(self) -> bool:
+        return bool(self.identities) or self.key is not None
+
+    def _problem(self, segment: int, seq: int, reason: str) -> None:
+        self.problems.append({"segment": segment, "seq": seq, "reason": reason})
+
+    def data_key(self, segment: int, rec: Record) -> None:
+        if not self.identities:
+            return
+        try:
+            data_key = age_decrypt(rec.p["wrapped"], self.identities)
+        except AgeError as exc:
+            self.data_keys[segment] = None
+            self._problem(segment, rec.seq, f"data key not opened: {exc}")
+            return
+        if len(data_key) != DATA_KEY_LEN:
+            self.data_keys[segment] = None
+            self._problem(segment, rec.seq, f"data key not opened: the wrapped "
+                                            f"plaintext is {len(data_key)} bytes, "
+                                            f"not {DATA_KEY_LEN}")
+            return
+        self.data_keys[segment] = data_key
+        self.data_keys_opened += 1
+        listed = set(rec.p["recipients"])
+        unlisted = [i.recipient for i in self.identities if i.recipient not in listed]
+        if len(unlisted) == len(self.identities):
+            self._problem(segment, rec.seq, "data key opened, but by an identity "
+                                            "whose recipient the record does not list")
+
+    def _entry_key(self, segment: int, rec: Record) -> tuple[bytes | None, str]:
+        if self.key is not None:
+            return self.key, ""
+        if not self.identities:
+            return None, ""
+        data_key = self.data_keys.get(segment)
+        if data_key is None:
+            return None, f"segment {segment}'s data key was not opened"
+        return entry_key(data_key, rec.seq), ""
+
+    def entry(self, segment: int, rec: Record) -> None:
+        if self.only_seq is not None and rec.seq != self.only_seq:
+            return
+        self.found = rec
+        p = rec.p
+        out: dict[str, Any] = {"seq": rec.seq, "ts": rec.ts, "segment": segment,
+                               "source": p["source"], "entry_flags": p["entry_flags"],
+                               "sealed": rec.sealed}
+        content: dict[str, Any] | None = p if not rec.sealed else None
+        if rec.sealed:
+            key, why = self._entry_key(segment, rec)
+            if key is not None:
+                try:
+                    content = open_sealed(rec, key)
+                    self.entries_opened += 1
+                    if self.show_keys:
+                        out["entry_key"] = key.hex()
+                except AgeError as exc:
+                    why = str(exc)
+                except Malformed as exc:
+                    why = f"sealed entry (seq {rec.seq}) opened, but its plaintext " \
+                          f"is malformed: {exc}"
+            if content is None:
+                if why:
+                    self._problem(segment, rec.seq, why)
+                    out["error"] = why
+                out["sealed_bytes"] = len(p["sealed"])
+        if content is not None:
+            out["fields"] = [{"key": key, "value": bytes_json(value)}
+                             for key, value in content["fields"]]
+            out["body"] = bytes_json(content["body"])
+        self.entries += 1
+        if self.emit is not None:
+            self.emit(out)
+
+    def summary(self) -> dict[str, Any]:
+        return {"identities": [i.recipient for i in self.identities],
+                "entry_key_seq": self.only_seq if self.key is not None else None,
+                "data_keys_opened": self.data_keys_opened,
+                "entries": self.entries, "entries_opened": self.entries_opened,
+                "problems": self.problems}
+
 
 
 # ---------------------------------------------------------------------------
@@ -773,6 +1296,8 @@ class SegmentCursor:
     records: int = 0         # records of this segment accepted so far
     checkpoints: int = 0
     sealed: bool = False
+    anchor_seq: int | None = None   # seq of the anchor checkpoint (6.3)
+    data_key_seq: int | None = None  # seq of its data_key record (6.16)
 
 
 @dataclass
@@ -843,9 +1368,11 @@ class Report:
 
 
 class Verifier:
-    def __init__(self, spool_dir: str, trusted_key: bytes | None) -> None:
+    def __init__(self, spool_dir: str, trusted_key: bytes | None,
+                 reader: EntryReader | None = None) -> None:
         self.listing = list_spool(spool_dir)
         self.trusted_key = trusted_key
+        self.reader = reader  # --cat, --identity, --entry-key: not verification
         self.state = ChainState()
         self.report = Report(key_authenticated=trusted_key is not None)
         self.damaged: DamagedSegment | None = None
@@ -856,7 +1383,8 @@ class Verifier:
             GENESIS: self._check_genesis, CHECKPOINT: self._check_checkpoint,
             EPOCH_KEY: self._check_epoch_key, RECOVERY: self._check_recovery,
             SEAL: self._check_seal, RECEIPT: self._check_receipt,
-            PRUNE: self._check_prune,
+            PRUNE: self._check_prune, DATA_KEY: self._check_data_key,
+            ENTRY: self._check_entry,
         }
 
     @property
@@ -1114,6 +1642,12 @@ class Verifier:
         check = self.checks.get(rec.kind)
         if check:
             check(rec)
+        if self.reader is not None:
+            # Only after the record passed every check; never changes the verdict.
+            if rec.kind == DATA_KEY:
+                self.reader.data_key(self.seg.number, rec)
+            elif rec.kind == ENTRY:
+                self.reader.entry(self.seg.number, rec)
         self._note(rec)
         self.state.append(raw)
         self.seg.records += 1
@@ -1143,6 +1677,8 @@ class Verifier:
             raise self._fail("checkpoint frontier differs from the log's")
         if not ed25519_valid(state.key, p["signature"], signed_message(CTX_CHECKPOINT, rec.raw)):
             raise self._fail(f"checkpoint signature invalid under epoch {state.epoch}'s key")
+        if self.seg.checkpoints == 0:
+            self.seg.anchor_seq = rec.seq
         self.seg.checkpoints += 1
         state.checkpoint_roots[rec.seq] = p["root"]
         self.report.checkpoints += 1
@@ -1156,6 +1692,37 @@ class Verifier:
             raise self._fail(f"a {rec.name} record where the segment's anchor "
                              "checkpoint must be (its first record, after genesis "
                              "or recovery)")
+
+    def _check_data_key(self, rec: Record) -> None:
+        """Sections 6.16 and 7, step 4. The wrapped key is not opened here."""
+        p, seg = rec.p, self.seg
+        if seg.data_key_seq is not None:
+            raise self._fail(f"a second data_key record in segment {seg.number} "
+                             f"(the first is seq {seg.data_key_seq})")
+        if seg.anchor_seq is None or rec.seq != seg.anchor_seq + 1:
+            raise self._fail("data_key record is not the record right after its "
+                             "segment's anchor checkpoint")
+        if not p["recipients"]:
+            raise self._fail("data_key record without a recipient")
+        for recipient in p["recipients"]:
+            if not recipient.startswith("age1"):
+                raise self._fail(f"data_key recipient {recipient!r} does not start "
+                                 f"with age1")
+        if not p["wrapped"].startswith(AGE_PREFIX):
+            raise self._fail("data_key wrapped does not start with "
+                             "age-encryption.org/v1 and a newline")
+        seg.data_key_seq = rec.seq
+
+    def _check_entry(self, rec: Record) -> None:
+        """Section 7, step 4: an entry is sealed if and only if its segment
+        has a data_key record before it."""
+        if rec.sealed and self.seg.data_key_seq is None:
+            raise self._fail(f"sealed entry in segment {self.seg.number}, which has no "
+                             f"data_key record before it")
+        if not rec.sealed and self.seg.data_key_seq is not None:
+            raise self._fail(f"clear entry in segment {self.seg.number}, whose entries "
+                             f"are sealed (data_key record at seq "
+                             f"{self.seg.data_key_seq})")
 
     def _check_epoch_key(self, rec: Record) -> None:
         p, state = rec.p, self.state
@@ -1397,6 +1964,16 @@ def report_text(summary: dict[str, Any]) -> str:
         lines.append(f"alert at seq {alert['seq']}: code {alert['code']} {alert['detail']}")
     for name in summary["ignored_files"]:
         lines.append(f"ignored file: {name}")
+    decryption = summary.get("decryption")
+    if decryption:
+        lines.append(f"decryption: {plural(decryption['data_keys_opened'], 'data key')} "
+                     f"opened, {decryption['entries_opened']} sealed entries opened")
+        problems = decryption["problems"]
+        for problem in problems[:10]:
+            lines.append(f"NOT OPENED: segment {problem['segment']}, seq "
+                         f"{problem['seq']}: {problem['reason']}")
+        if len(problems) > 10:
+            lines.append(f"... and {len(problems) - 10} more not opened")
     return "\n".join(lines)
 
 
@@ -1410,14 +1987,61 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--spool", required=True, help="spool directory")
     parser.add_argument("--pubkey", help="trusted first public key, ed25519:<base64>")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--identity", action="append", metavar="FILE",
+                        help="age identity file (AGE-SECRET-KEY-1... lines) that "
+                             "opens the data keys of sealed segments; repeatable")
+    parser.add_argument("--cat", action="store_true",
+                        help="print every verified entry as one JSON line on "
+                             "stdout (the report goes to stderr)")
+    parser.add_argument("--entry-key", metavar="HEX",
+                        help="open the sealed entry --seq N with its own key "
+                             "K_seq (64 hex digits); no identity needed")
+    parser.add_argument("--show-entry-keys", action="store_true",
+                        help="with --cat and --identity: add each opened sealed "
+                             "entry's own key K_seq (hex), to disclose that entry alone")
+    parser.add_argument("--seq", type=int, metavar="N",
+                        help="print only the entry with this seq (implies --cat)")
     return parser.parse_args(argv)
+
+
+def parse_entry_key(text: str | None) -> bytes | None:
+    if text is None:
+        return None
+    try:
+        key = bytes.fromhex(text.strip())
+    except ValueError:
+        raise UsageError("--entry-key: not hexadecimal") from None
+    if len(key) != 32:
+        raise UsageError(f"--entry-key: {len(key)} bytes, expected 32")
+    return key
+
+
+def make_reader(args: argparse.Namespace) -> EntryReader | None:
+    if args.entry_key is not None and args.seq is None:
+        raise UsageError("--entry-key needs --seq (the entry it opens)")
+    if args.seq is not None and args.seq < 0:
+        raise UsageError("--seq must not be negative")
+    catting = args.cat or args.seq is not None
+    if args.show_entry_keys and not (catting and args.identity):
+        raise UsageError("--show-entry-keys needs --cat (or --seq) and --identity")
+    if not (catting or args.identity or args.entry_key is not None):
+        return None
+    key = parse_entry_key(args.entry_key)
+    identities = load_identities(args.identity or [])
+
+    def emit(out: dict[str, Any]) -> None:
+        print(json.dumps(out), flush=True)
+
+    return EntryReader(identities, key, args.seq, emit if catting else None,
+                       show_keys=args.show_entry_keys)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)  # exits with code 2 on usage errors
     try:
         trusted = parse_pubkey(args.pubkey) if args.pubkey is not None else None
-        verifier = Verifier(args.spool, trusted)
+        reader = make_reader(args)
+        verifier = Verifier(args.spool, trusted, reader)
         verifier.run()
     except UsageError as exc:
         if args.json:
@@ -1425,8 +2049,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wormlog_verify: {exc}", file=sys.stderr)
         return 2
     summary = report_json(verifier)
-    print(json.dumps(summary) if args.json else report_text(summary))
-    return 0 if summary["ok"] else 1
+    if reader is not None and reader.opening:
+        summary["decryption"] = reader.summary()
+    # With --cat, stdout carries the entries alone; the report goes to stderr.
+    out = sys.stderr if reader is not None and reader.emit is not None else sys.stdout
+    print(json.dumps(summary) if args.json else report_text(summary), file=out)
+    if not summary["ok"]:
+        return 1
+    if reader is not None and args.seq is not None and reader.found is None:
+        print(f"wormlog_verify: seq {args.seq} is not an entry of this log", file=sys.stderr)
+        return 2
+    if reader is not None and reader.problems:
+        return 3
+    return 0
 
 
 if __name__ == "__main__":
