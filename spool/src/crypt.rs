@@ -126,6 +126,11 @@ impl DataKey {
         Ok(DataKey(k))
     }
 
+    /// A data key from its 32 bytes (e.g. what `age -d` printed).
+    pub fn from_bytes(k: [u8; 32]) -> DataKey {
+        DataKey(Zeroizing::new(k))
+    }
+
     /// The age file (binary) that holds this key for `to`.
     pub fn wrap(&self, to: &Recipients) -> Result<Vec<u8>, CryptError> {
         let e = age::Encryptor::with_recipients(to.0.iter().map(|r| r as &dyn age::Recipient))

@@ -181,3 +181,133 @@ fn an_entry_key_opens_its_entry_only_and_a_changed_byte_is_caught() {
     // Decoding still knows the record for what it is.
     assert!(Record::decode(rec).is_ok());
 }
+
+/// The independent Python verifier (tests/pyverify) and the real `age`
+/// tool agree with this crate on an encrypted spool: integrity without a
+/// key, every line with the identity, a wrapped data key opened by `age -d`,
+/// and a changed ciphertext byte named at the same record.
+#[test]
+fn the_python_verifier_and_the_age_tool_agree() {
+    let t = TempDir::new();
+    let pk = keygen(&t);
+    let (secret, recipient) = identity();
+    let id_file = t.path().join("identity.txt");
+    std::fs::write(&id_file, format!("# test\n{secret}\n")).unwrap();
+    let mut o = options(&t.spool());
+    o.encrypt_to = vec![recipient];
+    let mut s = open(&t, o.clone());
+    append_all(&mut s, 0);
+    s.close("done").unwrap();
+    let mut s = open(&t, o);
+    append_all(&mut s, 100);
+    s.close("done").unwrap();
+    // Integrity, no key, both verifiers.
+    let py = common::pyverify(&t.spool(), Some(pk));
+    assert_eq!(py["ok"], true, "{py}");
+    // Every line, byte for byte, from the Python verifier with the identity.
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/pyverify/wormlog_verify.py");
+    let python = std::env::var("WORMLOG_PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = std::process::Command::new(&python)
+        .arg(&script)
+        .arg("--spool")
+        .arg(t.spool())
+        .arg("--identity")
+        .arg(&id_file)
+        .arg("--cat")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let want = lines();
+    let got: Vec<Vec<u8>> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["source"] == "app")
+        .map(|v| {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD
+                .decode(v["body"]["b64"].as_str().unwrap())
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(got.len(), 2 * want.len());
+    for (i, b) in got.iter().enumerate() {
+        assert_eq!(*b, want[i % want.len()], "entry {i}");
+    }
+    // `age -d -i` opens a segment's wrapped data key: the same 32 bytes.
+    let mut wrapped = None;
+    verify_spool(&t.spool(), None, &mut |_, rec, _| {
+        if let Payload::DataKey { wrapped: w, .. } = &rec.payload
+            && wrapped.is_none()
+        {
+            wrapped = Some(w.to_vec());
+        }
+    })
+    .unwrap();
+    let wrapped = wrapped.unwrap();
+    let wfile = t.path().join("data-key.age");
+    std::fs::write(&wfile, &wrapped).unwrap();
+    let out = std::process::Command::new("age")
+        .arg("-d")
+        .arg("-i")
+        .arg(&id_file)
+        .arg(&wfile)
+        .output()
+        .expect("the age tool (Debian package age) is needed");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ids = Identities::from_file(&id_file).unwrap();
+    let d = wormlog_spool::crypt::DataKey::unwrap(&wrapped, &ids, &[]).unwrap();
+    assert_eq!(out.stdout.len(), 32);
+    // The same key: an entry key derived from age's output opens an entry.
+    let mut first = None;
+    verify_spool(&t.spool(), None, &mut |_, rec, bytes| {
+        if let Payload::Entry(e) = &rec.payload
+            && first.is_none()
+        {
+            first = Some((rec.seq, bytes.to_vec(), e.sealed.unwrap().len()));
+        }
+    })
+    .unwrap();
+    let (seq, rec, n) = first.unwrap();
+    let d_age = wormlog_spool::crypt::DataKey::from_bytes(out.stdout.try_into().unwrap());
+    let split = rec.len() - n;
+    let a = d_age
+        .entry_keys()
+        .key(seq)
+        .open(&rec[..split], &rec[split..])
+        .unwrap();
+    let b = d
+        .entry_keys()
+        .key(seq)
+        .open(&rec[..split], &rec[split..])
+        .unwrap();
+    assert_eq!(a, b);
+    // A changed ciphertext byte: both verifiers fail at the same record.
+    let seg = common::segments(&t.spool())[0].clone();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let at = memchr::memmem::find(&bytes, &rec[split..split + 16]).unwrap();
+    bytes[at] ^= 0x80;
+    let frame_start = memchr::memmem::find(&bytes, &rec[..24]).unwrap() - 8;
+    let len =
+        u32::from_le_bytes(bytes[frame_start + 4..frame_start + 8].try_into().unwrap()) as usize;
+    let crc = crc32c::crc32c(&bytes[frame_start + 4..frame_start + 8 + len]);
+    bytes[frame_start..frame_start + 4].copy_from_slice(&crc.to_le_bytes());
+    wormlog_spool::worm::clear_flags(&seg).unwrap();
+    std::fs::write(&seg, &bytes).unwrap();
+    let r = verify(&t.spool(), Some(pk));
+    let f = r.failure.expect("caught");
+    let py = common::pyverify(&t.spool(), Some(pk));
+    assert_eq!(py["ok"], false, "{py}");
+    assert_eq!(py["failure"]["seq"], f.seq, "{py} vs {f:?}");
+    assert_eq!(py["failure"]["segment"], f.segment, "{py} vs {f:?}");
+}
