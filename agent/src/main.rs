@@ -89,6 +89,10 @@ enum Command {
         /// The host's first public key, as for `verify`.
         #[arg(long)]
         pubkey: Option<String>,
+        /// An age identity file that opens the data keys of encrypted
+        /// segments (`[spool] encrypt_to`).
+        #[arg(long)]
+        identity: Option<PathBuf>,
     },
 }
 
@@ -118,7 +122,8 @@ fn main() -> ExitCode {
             from,
             json,
             pubkey,
-        } => cmd::cat::run(&spool, from, json, pubkey.as_deref()),
+            identity,
+        } => cmd::cat::run(&spool, from, json, pubkey.as_deref(), identity.as_deref()),
     };
     match result {
         Ok(code) => code,

@@ -186,38 +186,23 @@ pub fn verify(store: &Path, only: Option<&str>, json: bool) -> anyhow::Result<Ex
     Ok(ExitCode::from(if bad { 1 } else { 0 }))
 }
 
-pub fn cat(store: &Path, agent: &str, from: u64, json: bool) -> anyhow::Result<ExitCode> {
+pub fn cat(
+    store: &Path,
+    agent: &str,
+    from: u64,
+    json: bool,
+    identity: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
     let chains = chains(store, Some(agent))?;
     let (_, dir, pk) = &chains[0];
+    let ids = identity
+        .map(wormlog_spool::crypt::Identities::from_file)
+        .transpose()?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
-    let mut broken = false;
-    let report = wormlog_spool::verify::verify_spool(dir, *pk, &mut |loc, rec, _| {
-        if broken || rec.seq < from {
-            return;
-        }
-        let r = if json {
-            writeln!(
-                out,
-                "{}",
-                wormlog_text::render::record_json(rec, loc.segment, loc.offset)
-            )
-        } else {
-            writeln!(out, "{}", wormlog_text::render::record_line(rec))
-        };
-        broken = r.is_err();
-    })?;
-    let _ = out.flush();
-    Ok(match &report.failure {
-        None => ExitCode::SUCCESS,
-        Some(f) => {
-            eprintln!(
-                "wormlog-collector: TAMPERING OR LOSS at segment {}, byte offset {}, seq {}: {}",
-                f.segment, f.offset, f.seq, f.reason
-            );
-            ExitCode::from(1)
-        }
-    })
+    let r = wormlog_text::cat::cat(dir, *pk, from, json, ids, &mut out)?;
+    drop(out);
+    Ok(wormlog_text::cat::verdict("wormlog-collector", &r))
 }
 
 /// `forks`: the forks this collector proved, with their evidence; exit 1

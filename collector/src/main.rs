@@ -51,6 +51,9 @@ enum Cmd {
         from: u64,
         #[arg(long)]
         json: bool,
+        /// An age identity file that opens encrypted entries.
+        #[arg(long)]
+        identity: Option<PathBuf>,
     },
     /// List the forks this collector proved, with the agent's differing
     /// records kept as evidence (`<store>/forks`).
@@ -94,7 +97,8 @@ fn main() -> ExitCode {
             agent,
             from,
             json,
-        } => commands::cat(&store, &agent, from, json),
+            identity,
+        } => commands::cat(&store, &agent, from, json, identity.as_deref()),
         Cmd::Forks { store, agent, json } => commands::forks(&store, agent.as_deref(), json),
     };
     match r {

@@ -290,6 +290,10 @@ pub struct SpoolSection {
     /// old (sooner when the budget needs the room).
     #[serde(default = "d_retention")]
     pub retention: Human,
+    /// Encrypt entries' fields and bodies to these age recipients
+    /// (`age1…`); empty: in clear (docs/FORMAT.md §6.16).
+    #[serde(default)]
+    pub encrypt_to: Vec<String>,
 }
 
 /// `on_full`: `"block"` (sources stop reading until there is room) or
@@ -402,6 +406,7 @@ impl Loaded {
         o.epoch_duration = s.epoch.0;
         o.program = format!("wormlog {} {program}", env!("CARGO_PKG_VERSION"));
         o.config_sha256 = self.sha256;
+        o.encrypt_to = s.encrypt_to.clone();
         o.on_commit = Some(wormlog_spool::writer::CommitObserver(std::sync::Arc::new(
             |d| {
                 crate::metrics::get()
@@ -577,6 +582,9 @@ fn validate(
             "heartbeat_interval must be at least checkpoint_interval, which must not be zero"
                 .into(),
         ));
+    }
+    if let Err(e) = wormlog_spool::crypt::Recipients::parse(&s.encrypt_to) {
+        return Err(at("encrypt_to", e.to_string()));
     }
     if s.epoch.0 < Duration::from_secs(1) {
         return Err(at("epoch", "epoch must be at least 1s".into()));
