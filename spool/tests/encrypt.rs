@@ -42,11 +42,11 @@ fn append_all(s: &mut Spool, from: u64) {
     }
 }
 
-/// Every entry opened with `ids`: (seq, fields, body), or the error.
-fn open_all(
-    dir: &std::path::Path,
-    ids: Identities,
-) -> BTreeMap<u64, Result<(Vec<(String, Vec<u8>)>, Vec<u8>), String>> {
+/// An entry's fields and body.
+type Opened = (Vec<(String, Vec<u8>)>, Vec<u8>);
+
+/// Every entry opened with `ids`, by seq (or why it did not open).
+fn open_all(dir: &std::path::Path, ids: Identities) -> BTreeMap<u64, Result<Opened, String>> {
     let mut opener = Opener::new(ids);
     let mut out = BTreeMap::new();
     let r = verify_spool(dir, None, &mut |loc, rec, bytes| match &rec.payload {
