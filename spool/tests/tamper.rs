@@ -18,11 +18,24 @@ use wormlog_spool::verify::Report;
 
 /// Three segments, two epoch transitions, a dozen entries.
 fn build(t: &TempDir) -> [u8; 32] {
+    build_with(t, None)
+}
+
+/// The same, encrypted to a recipient (its identity is thrown away: the
+/// verifiers need none).
+fn build_encrypted(t: &TempDir) -> [u8; 32] {
+    let id = age::x25519::Identity::generate();
+    build_with(t, Some(id.to_public().to_string()))
+}
+
+fn build_with(t: &TempDir, encrypt_to: Option<String>) -> [u8; 32] {
     let pk = keygen(t);
     // Keep the epoch-0 key for the forger's positive control.
     std::fs::create_dir_all(t.path().join("key0")).unwrap();
     std::fs::copy(t.keys().join("host.key"), t.path().join("key0/host.key")).unwrap();
-    let mut s = open(t, options(&t.spool()));
+    let mut o = options(&t.spool());
+    o.encrypt_to = encrypt_to.into_iter().collect();
+    let mut s = open(t, o);
     for i in 0..4 {
         entry(
             &mut s,
@@ -833,4 +846,108 @@ fn lookahead_needs_a_next_header_that_passes_its_own_checks() {
     let r = verify(&t.spool(), Some(pk));
     expect_failure(&r, 2, clean_len as u64, "next header's agent id not UTF-8");
     assert_verifiers_agree(&t.spool(), Some(pk), &r);
+}
+
+/// The matrix on an encrypted spool (docs/FORMAT.md §6.2.1, §6.16): every
+/// byte of a sealed segment flipped, records moved, and the tampering only
+/// encryption makes possible — a data key removed, duplicated or moved, the
+/// sealed flag cleared or set — each caught without any key, at the same
+/// place by both verifiers.
+#[test]
+fn encrypted_spool_tamper_matrix() {
+    let t = TempDir::new();
+    let pk = build_encrypted(&t);
+    let r = verify(&t.spool(), Some(pk));
+    assert!(r.ok(), "{:?}", r.failure);
+    assert_eq!(r.entries, 12);
+    assert_verifiers_agree(&t.spool(), Some(pk), &r);
+    // Every byte of segment 0.
+    let path = seg(&t, 0);
+    let orig = std::fs::read(&path).unwrap();
+    let fr = frames(&orig);
+    let hlen = fr[0].0;
+    for i in 0..orig.len() {
+        let mut b = orig.clone();
+        b[i] ^= 0x01;
+        std::fs::write(&path, &b).unwrap();
+        let r = verify(&t.spool(), Some(pk));
+        let want = if i < hlen {
+            0
+        } else {
+            fr.iter().find(|(s, e)| *s <= i && i < *e).unwrap().0
+        };
+        expect_failure(&r, 0, want as u64, &format!("flip of byte {i}"));
+        if i % 61 == 0 {
+            assert_verifiers_agree(&t.spool(), Some(pk), &r);
+        }
+    }
+    std::fs::write(&path, &orig).unwrap();
+    // Segment 0: genesis, anchor, data_key, start, entries…
+    fn kind_at(l: &[Vec<u8>], i: usize) -> u8 {
+        l[i][9]
+    }
+    type Edit = Box<dyn Fn(&mut Vec<Vec<u8>>)>;
+    let cases: Vec<(&str, Edit, usize)> = vec![
+        (
+            "data_key removed",
+            Box::new(|l| {
+                assert_eq!(kind_at(l, 2), 16);
+                l.remove(2);
+            }),
+            2,
+        ),
+        (
+            "data_key duplicated",
+            Box::new(|l| {
+                let x = l[2].clone();
+                l.insert(3, x);
+            }),
+            3,
+        ),
+        (
+            "data_key moved after the start record",
+            Box::new(|l| l.swap(2, 3)),
+            2,
+        ),
+        (
+            "sealed flag cleared, CRC fixed",
+            Box::new(|l| {
+                assert_eq!(kind_at(l, 4), 2);
+                l[4] = reframe(&l[4], |r| r[2] = 0);
+            }),
+            4,
+        ),
+        (
+            "sealed flag set on the start record, CRC fixed",
+            Box::new(|l| l[3] = reframe(&l[3], |r| r[2] = 1)),
+            3,
+        ),
+        (
+            "ciphertext edited, CRC fixed",
+            Box::new(|l| {
+                l[4] = reframe(&l[4], |r| {
+                    let n = r.len();
+                    r[n - 20] ^= 0x20;
+                });
+            }),
+            5,
+        ),
+        (
+            "entry deleted",
+            Box::new(|l| {
+                l.remove(4);
+            }),
+            4,
+        ),
+    ];
+    for (name, edit, at) in cases {
+        let t = TempDir::new();
+        let pk = build_encrypted(&t);
+        rewrite_frames(&t, 0, edit);
+        let after = std::fs::read(seg(&t, 0)).unwrap();
+        let r = verify(&t.spool(), Some(pk));
+        let want = frames_lenient(&after)[at];
+        expect_failure(&r, 0, want as u64, name);
+        assert_verifiers_agree(&t.spool(), Some(pk), &r);
+    }
 }
