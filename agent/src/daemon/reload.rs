@@ -188,6 +188,7 @@ fn restart_only(old: &Loaded, new: &Loaded) -> Vec<&'static str> {
     ) {
         v.push("[spool] segment, commit, checkpoint, heartbeat or epoch settings");
     }
+    // The open spool seals with the recipients it was opened with.
     if os.encrypt_to != ns.encrypt_to {
         v.push("[spool] encrypt_to");
     }
