@@ -6,9 +6,8 @@
 //! chain covers the ciphertext.
 
 use crate::codec::Reader;
-use chacha20poly1305::aead::{AeadInPlace, KeyInit};
-use chacha20poly1305::{ChaCha20Poly1305, Nonce, Tag};
 use hkdf::Hkdf;
+use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
 use sha2_v010::Sha256;
 use std::io::{Read, Write};
 use std::str::FromStr;
@@ -16,6 +15,18 @@ use zeroize::Zeroizing;
 
 /// The HKDF salt of the per-entry keys (§6.2.1).
 pub const ENTRY_KEY_SALT: &[u8] = b"wormlog entry key v1";
+
+/// The associated data of a sealed entry (§6.2.1) from its clear part (the
+/// record's bytes before `sealed`): those bytes without `prev` — the
+/// record header's first 20 bytes (version, kind, flags, seq, ts), then
+/// source, position and entry_flags. `prev` is left out so that an entry
+/// can be sealed before the record before it is final; the chain covers
+/// it anyway.
+pub fn entry_aad(clear: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(&clear[..crate::record::PREV_OFFSET]);
+    out.extend_from_slice(&clear[crate::record::RECORD_HEADER_LEN..]);
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum CryptError {
@@ -214,43 +225,43 @@ impl EntryKey {
         &self.0
     }
 
-    fn cipher(&self) -> ChaCha20Poly1305 {
-        ChaCha20Poly1305::new((&self.0[..]).into())
+    fn cipher(&self) -> LessSafeKey {
+        LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &self.0[..]).expect("a 32-byte key"))
     }
 
     /// Seals `buf` in place (the plaintext becomes the ciphertext) and
     /// appends the tag.
     pub fn seal(&self, aad: &[u8], buf: &mut Vec<u8>, from: usize) {
-        let tag = self
-            .cipher()
-            .encrypt_in_place_detached(&Nonce::default(), aad, &mut buf[from..])
-            .expect("a message well under ChaCha20-Poly1305's limit");
+        let tag = self.seal_detached(aad, &mut buf[from..]);
         buf.extend_from_slice(&tag);
     }
 
-    /// Seals `buf` in place; returns the tag (to append after it).
+    /// Seals `buf` in place; returns the tag (to append after it). The
+    /// nonce is zero: each key seals one message (§6.2.1).
     pub fn seal_detached(&self, aad: &[u8], buf: &mut [u8]) -> [u8; 16] {
-        self.cipher()
-            .encrypt_in_place_detached(&Nonce::default(), aad, buf)
-            .expect("a message well under ChaCha20-Poly1305's limit")
-            .into()
+        let tag = self
+            .cipher()
+            .seal_in_place_separate_tag(Nonce::assume_unique_for_key([0; 12]), Aad::from(aad), buf)
+            .expect("a message well under ChaCha20-Poly1305's limit");
+        tag.as_ref().try_into().expect("a 16-byte tag")
     }
 
     /// Opens `sealed` (ciphertext then tag) under `aad`.
     pub fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, CryptError> {
-        let n = sealed
-            .len()
-            .checked_sub(crate::record::SEAL_TAG_LEN)
-            .ok_or(CryptError::Open)?;
-        let mut out = sealed[..n].to_vec();
-        self.cipher()
-            .decrypt_in_place_detached(
-                &Nonce::default(),
-                aad,
+        if sealed.len() < crate::record::SEAL_TAG_LEN {
+            return Err(CryptError::Open);
+        }
+        let mut out = sealed.to_vec();
+        let n = self
+            .cipher()
+            .open_in_place(
+                Nonce::assume_unique_for_key([0; 12]),
+                Aad::from(aad),
                 &mut out,
-                Tag::from_slice(&sealed[n..]),
             )
-            .map_err(|_| CryptError::Open)?;
+            .map_err(|_| CryptError::Open)?
+            .len();
+        out.truncate(n);
         Ok(out)
     }
 }
@@ -316,9 +327,14 @@ impl Opener {
             _ => return Err("no data_key record was read for this segment".into()),
         };
         let split = record.len() - sealed_len;
+        if split < crate::record::RECORD_HEADER_LEN {
+            return Err("a sealed entry shorter than a record header".into());
+        }
+        let mut aad = Vec::with_capacity(split);
+        entry_aad(&record[..split], &mut aad);
         let p = keys
             .key(seq)
-            .open(&record[..split], &record[split..])
+            .open(&aad, &record[split..])
             .map_err(|e| e.to_string())?;
         parse_plaintext(&p).map_err(|e| e.to_string())
     }

@@ -14,6 +14,13 @@ use wormlog_spool::record::{Payload, Record};
 use wormlog_spool::verify::verify_spool;
 use wormlog_spool::{Position, Spool};
 
+/// A sealed entry's associated data from its clear part.
+fn aad(clear: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    wormlog_spool::crypt::entry_aad(clear, &mut out);
+    out
+}
+
 fn identity() -> (String, String) {
     let id = age::x25519::Identity::generate();
     (
@@ -154,12 +161,12 @@ fn an_entry_key_opens_its_entry_only_and_a_changed_byte_is_caught() {
     let (seq, rec, n) = &records[0];
     let k = d.entry_keys().key(*seq);
     let split = rec.len() - n;
-    let plain = k.open(&rec[..split], &rec[split..]).unwrap();
+    let plain = k.open(&aad(&rec[..split]), &rec[split..]).unwrap();
     assert!(plain.ends_with(b"dr.house"));
     let (_, rec2, n2) = &records[1];
     let split2 = rec2.len() - n2;
     assert!(
-        k.open(&rec2[..split2], &rec2[split2..]).is_err(),
+        k.open(&aad(&rec2[..split2]), &rec2[split2..]).is_err(),
         "another entry"
     );
     // Flip one ciphertext byte of the first entry and fix its CRC: verify,
@@ -284,12 +291,12 @@ fn the_python_verifier_and_the_age_tool_agree() {
     let a = d_age
         .entry_keys()
         .key(seq)
-        .open(&rec[..split], &rec[split..])
+        .open(&aad(&rec[..split]), &rec[split..])
         .unwrap();
     let b = d
         .entry_keys()
         .key(seq)
-        .open(&rec[..split], &rec[split..])
+        .open(&aad(&rec[..split]), &rec[split..])
         .unwrap();
     assert_eq!(a, b);
     // A changed ciphertext byte: both verifiers fail at the same record.

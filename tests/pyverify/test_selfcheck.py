@@ -223,8 +223,9 @@ class SpoolWriter:
         record = struct.pack("<BBHQq", 1, kind, flags, self.seq, self.ts) + prev + payload
         if seal is not None:
             data_key, plaintext = seal
+            # The associated data: the clear part without `prev` (6.2.1).
             record += ChaCha20Poly1305(entry_key_of(data_key, self.seq)).encrypt(
-                bytes(12), plaintext, record)
+                bytes(12), plaintext, record[:20] + record[52:])
         if signer is not None:
             record += self._sign(signer, record)
         offset = os.path.getsize(self.path())

@@ -889,7 +889,9 @@ def open_sealed(rec: Record, key: bytes) -> dict[str, Any]:
     (the tag does not authenticate) or Malformed (the plaintext is not
     field_count, fields, body)."""
     sealed = rec.p["sealed"]
-    aad = rec.raw[:len(rec.raw) - len(sealed)]
+    # FORMAT.md 6.2.1: the record's bytes before `sealed`, without `prev`.
+    clear = rec.raw[:len(rec.raw) - len(sealed)]
+    aad = clear[:20] + clear[52:]
     try:
         plain = ChaCha20Poly1305(key).decrypt(SEALED_NONCE, sealed, aad)
     except InvalidTag:

@@ -78,8 +78,8 @@ impl Spool {
         self.pending.extend_from_slice(body);
         if let Some(keys) = &self.sealing {
             let key = keys.key(self.st.next_seq);
-            let (head, tail) = self.pending.split_at_mut(clear_end);
-            let tag = key.seal_detached(&head[rec_start..], tail);
+            crate::crypt::entry_aad(&self.pending[rec_start..clear_end], &mut self.aad);
+            let tag = key.seal_detached(&self.aad, &mut self.pending[clear_end..]);
             self.pending.extend_from_slice(&tag);
         }
         let seq = self.seal_frame(at, Kind::Entry, ts);

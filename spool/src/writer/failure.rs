@@ -41,18 +41,20 @@ impl Spool {
             return Err("a sealed entry to write again without its data keys".into());
         };
         let split = rec.len() - sealed.len();
+        let mut aad = Vec::with_capacity(split);
+        crate::crypt::entry_aad(&rec[..split], &mut aad);
         let plain = old
             .key(old_seq)
-            .open(&rec[..split], sealed)
+            .open(&aad, sealed)
             .map_err(|e| e.to_string())?;
         let new_seq = self.st.next_seq;
         let body_at = start + split;
         let end = body_at + plain.len();
         self.pending[body_at..end].copy_from_slice(&plain);
-        let (head, tail) = self.pending.split_at_mut(body_at);
+        crate::crypt::entry_aad(&self.pending[start..body_at], &mut aad);
         let tag = new
             .key(new_seq)
-            .seal_detached(&head[start..], &mut tail[..plain.len()]);
+            .seal_detached(&aad, &mut self.pending[body_at..end]);
         self.pending[end..end + tag.len()].copy_from_slice(&tag);
         Ok(())
     }

@@ -147,6 +147,8 @@ pub struct Spool {
     /// Set by `resume`: the active segment must be sealed at open (its data
     /// key is lost, or encryption was turned on or off).
     roll_at_open: bool,
+    /// Scratch for a sealed entry's associated data.
+    aad: Vec<u8>,
 }
 
 impl Spool {
@@ -243,6 +245,7 @@ impl Spool {
             sealing: None,
             sealing_error: None,
             roll_at_open: false,
+            aad: Vec::with_capacity(512),
             opts,
         };
         if segs.is_empty() {
