@@ -59,15 +59,18 @@ impl std::fmt::Debug for Recipients {
 }
 
 impl Recipients {
-    /// Parses `age1…` strings.
+    /// Parses `age1…` strings; the same recipient given twice (in any
+    /// case) counts once.
     pub fn parse<S: AsRef<str>>(list: &[S]) -> Result<Recipients, CryptError> {
-        list.iter()
-            .map(|s| {
-                age::x25519::Recipient::from_str(s.as_ref().trim())
-                    .map_err(|e| CryptError::Recipient(s.as_ref().to_owned(), e.to_string()))
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map(Recipients)
+        let mut out: Vec<age::x25519::Recipient> = Vec::with_capacity(list.len());
+        for s in list {
+            let r = age::x25519::Recipient::from_str(s.as_ref().trim())
+                .map_err(|e| CryptError::Recipient(s.as_ref().to_owned(), e.to_string()))?;
+            if !out.iter().any(|o| o.to_string() == r.to_string()) {
+                out.push(r);
+            }
+        }
+        Ok(Recipients(out))
     }
 
     pub fn names(&self) -> Vec<String> {
@@ -380,5 +383,9 @@ mod tests {
         let e = DataKey::unwrap(&wrapped, &wrong, &["age1xyz"]).unwrap_err();
         assert!(e.to_string().contains("no identity given opens"), "{e}");
         assert!(Recipients::parse(&["age1nope"]).is_err());
+        // The same recipient twice, once in upper case: one.
+        let r = id.to_public().to_string();
+        let twice = Recipients::parse(&[r.clone(), r.to_uppercase()]).unwrap();
+        assert_eq!(twice.names(), vec![r]);
     }
 }
