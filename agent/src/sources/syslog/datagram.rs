@@ -27,7 +27,6 @@ use wormlog_spool::record::{GapReason, UNKNOWN_COUNT};
 
 const TICK: Duration = Duration::from_millis(200);
 /// At a stop, a socket is read on for at most this long.
-const STOP_DRAIN: Duration = Duration::from_secs(1);
 const DROPS_EVERY: Duration = Duration::from_secs(1);
 /// Larger than any UDP datagram; a Unix datagram longer than this is cut
 /// by the kernel, which this source notices and records.
@@ -125,7 +124,7 @@ pub fn run_udp(
 type Datagram = (usize, Vec<(&'static str, Vec<u8>)>, bool);
 
 /// Reads what is queued on a datagram socket at a stop, without waiting,
-/// for at most [`STOP_DRAIN`]: the senders believe it delivered. If
+/// for at most [`super::STOP_DRAIN`]: the senders believe it delivered. If
 /// datagrams still arrive after that, a gap record says the rest was not
 /// read.
 fn drain_at_stop(
@@ -136,7 +135,7 @@ fn drain_at_stop(
     buf: &mut [u8],
     mut recv: impl FnMut(&mut [u8]) -> io::Result<Datagram>,
 ) -> io::Result<()> {
-    let until = Instant::now() + STOP_DRAIN;
+    let until = Instant::now() + super::STOP_DRAIN;
     loop {
         match recv(buf) {
             Ok((n, extra, truncated)) => {
@@ -157,19 +156,11 @@ fn drain_at_stop(
         }
         if Instant::now() >= until {
             let detail = format!(
-                "datagrams were still arriving when the agent stopped: those after {STOP_DRAIN:?} of reading on were not read (count unknown)"
+                "datagrams were still arriving when the agent stopped: those after {:?} of reading on were not read (count unknown)",
+                super::STOP_DRAIN
             );
-            tracing::error!(source = %name, "source {name}: {detail}");
             batch.flush();
-            ctx.send(Event::Gap {
-                source: name.clone(),
-                position: Position::None,
-                reason: GapReason::NotWrittenAtStop,
-                lost_bytes: UNKNOWN_COUNT,
-                lost_records: UNKNOWN_COUNT,
-                detail,
-                ts: wall_ns(),
-            });
+            super::cut_at_stop(ctx, name, detail);
             return Ok(());
         }
     }

@@ -83,6 +83,26 @@ impl Source for SyslogSource {
     }
 }
 
+/// How long a stop keeps reading what the kernel already took from the
+/// senders (who believe it delivered): sockets, connections, the backlog.
+const STOP_DRAIN: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Records that a sender was still sending when the stop's drain ended:
+/// what came after was not read (count unknown) — an error line and a
+/// `not_written_at_stop` gap (the writer counts it in `source_lost_total`).
+fn cut_at_stop(ctx: &crate::sources::SourceContext, source: &std::sync::Arc<str>, detail: String) {
+    tracing::error!(source = %source, "source {source}: {detail}");
+    ctx.send(crate::sources::Event::Gap {
+        source: source.clone(),
+        position: wormlog_spool::Position::None,
+        reason: wormlog_spool::record::GapReason::NotWrittenAtStop,
+        lost_bytes: wormlog_spool::record::UNKNOWN_COUNT,
+        lost_records: wormlog_spool::record::UNKNOWN_COUNT,
+        detail,
+        ts: wormlog_spool::clock::wall_ns(),
+    });
+}
+
 /// A read that found nothing yet (a timeout or an interruption), as
 /// opposed to a failure.
 fn nothing_yet(e: &std::io::Error) -> bool {

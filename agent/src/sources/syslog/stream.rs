@@ -7,21 +7,17 @@
 use super::batch::{Arrival, Batch};
 use super::offset::LocalOffset;
 use crate::config::SyslogSourceConfig;
-use crate::sources::{Event, SourceContext};
+use crate::sources::SourceContext;
 use std::io::{self, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use wormlog_parse::syslog::StreamFramer;
-use wormlog_spool::Position;
-use wormlog_spool::clock::wall_ns;
-use wormlog_spool::record::{GapReason, UNKNOWN_COUNT};
 
 /// How often a quiet connection or listener looks at the shutdown flag.
 const TICK: Duration = Duration::from_millis(200);
 /// At a stop, a connection is read on for at most this long.
-const STOP_DRAIN: Duration = Duration::from_secs(1);
 
 pub fn run(
     name: &Arc<str>,
@@ -116,13 +112,13 @@ fn serve(
     let mut ended = false;
     let mut kept = 0u64;
     // At a stop: read on, without waiting, what the kernel has already
-    // taken from the sender (who believes it delivered), for STOP_DRAIN.
+    // taken from the sender (who believes it delivered), for super::STOP_DRAIN.
     let mut draining_until: Option<Instant> = None;
     let mut still_sending = false;
     while !ended {
         if draining_until.is_none() && ctx.shutdown.is_set() {
             socket.set_nonblocking(true)?;
-            draining_until = Some(Instant::now() + STOP_DRAIN);
+            draining_until = Some(Instant::now() + super::STOP_DRAIN);
         }
         let space = framer.read_space(64 << 10);
         match stream.read(space) {
@@ -157,18 +153,10 @@ fn serve(
     }
     if still_sending {
         let detail = format!(
-            "the connection from {peer} was still sending when the agent stopped: what it sent after {STOP_DRAIN:?} of reading on was not read (count unknown)"
+            "the connection from {peer} was still sending when the agent stopped: what it sent after {:?} of reading on was not read (count unknown)",
+            super::STOP_DRAIN
         );
-        tracing::error!(source = %batch.name(), peer = %peer, "source {}: {detail}", batch.name());
-        ctx.send(Event::Gap {
-            source: batch.name().clone(),
-            position: Position::None,
-            reason: GapReason::NotWrittenAtStop,
-            lost_bytes: UNKNOWN_COUNT,
-            lost_records: UNKNOWN_COUNT,
-            detail,
-            ts: wall_ns(),
-        });
+        super::cut_at_stop(ctx, batch.name(), detail);
     }
     Ok(kept)
 }
