@@ -276,6 +276,19 @@ pub struct SourceContext {
 }
 
 impl SourceContext {
+    /// Hands `batch` (emptied) to the writer as the entries of `source`;
+    /// true at once when it is empty. False when the writer is gone.
+    pub fn send_entries(&self, source: &Arc<str>, batch: &mut EntryBatch) -> bool {
+        if batch.is_empty() {
+            return true;
+        }
+        self.send(Event::Entries {
+            source: source.clone(),
+            ts: wormlog_spool::clock::wall_ns(),
+            batch: std::mem::take(batch),
+        })
+    }
+
     /// Hands an event to the writer, waiting while the channel is full
     /// (backpressure). False when the writer is gone.
     pub fn send(&self, mut ev: Event) -> bool {

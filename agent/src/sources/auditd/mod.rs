@@ -77,14 +77,7 @@ struct Output<'a> {
 
 impl Output<'_> {
     fn flush(&mut self) -> bool {
-        if self.batch.is_empty() {
-            return true;
-        }
-        self.ctx.send(Event::Entries {
-            source: self.name.clone(),
-            ts: wall_ns(),
-            batch: std::mem::take(&mut self.batch),
-        })
+        self.ctx.send_entries(self.name, &mut self.batch)
     }
 
     /// Assembled events, unparsed lines and loss reports, in their order.

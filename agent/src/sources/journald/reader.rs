@@ -272,14 +272,7 @@ impl Reader<'_> {
 
     /// Hands the batch to the writer. False when the writer is gone.
     fn flush(&mut self) -> bool {
-        if self.batch.is_empty() {
-            return true;
-        }
-        self.ctx.send(Event::Entries {
-            source: self.name.clone(),
-            ts: wall_ns(),
-            batch: std::mem::take(&mut self.batch),
-        })
+        self.ctx.send_entries(self.name, &mut self.batch)
     }
 
     /// A gap record, after what is already batched. False when the writer

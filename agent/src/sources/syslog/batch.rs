@@ -3,7 +3,7 @@
 //! transport's fields (peer, sender credentials).
 
 use super::offset::LocalOffset;
-use crate::sources::{EntryBatch, Event, SourceContext};
+use crate::sources::{EntryBatch, SourceContext};
 use std::sync::Arc;
 use wormlog_parse::syslog::{COMPACT_FIELD, Context, parse};
 use wormlog_spool::Position;
@@ -95,15 +95,8 @@ impl<'a> Batch<'a> {
     /// Hands the entries to the writer (waiting while it is behind). False
     /// when the writer is gone.
     pub fn flush(&mut self) -> bool {
-        if self.entries.is_empty() {
-            return true;
-        }
         let n = self.entries.len() as u64;
-        let sent = self.ctx.send(Event::Entries {
-            source: self.name.clone(),
-            ts: wall_ns(),
-            batch: std::mem::take(&mut self.entries),
-        });
+        let sent = self.ctx.send_entries(self.name, &mut self.entries);
         if !sent {
             self.not_written += n;
         }

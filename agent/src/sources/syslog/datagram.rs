@@ -26,7 +26,6 @@ use wormlog_spool::clock::wall_ns;
 use wormlog_spool::record::{GapReason, UNKNOWN_COUNT};
 
 const TICK: Duration = Duration::from_millis(200);
-/// At a stop, a socket is read on for at most this long.
 const DROPS_EVERY: Duration = Duration::from_secs(1);
 /// Larger than any UDP datagram; a Unix datagram longer than this is cut
 /// by the kernel, which this source notices and records.

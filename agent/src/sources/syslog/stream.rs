@@ -17,8 +17,6 @@ use wormlog_parse::syslog::StreamFramer;
 
 /// How often a quiet connection or listener looks at the shutdown flag.
 const TICK: Duration = Duration::from_millis(200);
-/// At a stop, a connection is read on for at most this long.
-
 pub fn run(
     name: &Arc<str>,
     cfg: &SyslogSourceConfig,
