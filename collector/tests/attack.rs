@@ -47,6 +47,16 @@ fn tls_conn(s: &Setup, cert: &str) -> rustls::StreamOwned<rustls::ClientConnecti
     rustls::StreamOwned::new(conn, tcp)
 }
 
+/// A frame with a valid CRC around 200 bytes of `fill` that claim to be
+/// record `seq`: what a stranger can make without any key.
+fn garbage_frame(seq: u64, fill: u8) -> Vec<u8> {
+    let mut record = vec![fill; 200];
+    record[4..12].copy_from_slice(&seq.to_le_bytes());
+    let len = (record.len() as u32).to_le_bytes();
+    let crc = crc32c::crc32c(&[&len[..], &record].concat());
+    [&crc.to_le_bytes()[..], &len, &record].concat()
+}
+
 fn post_head(agent: &str, seq: u64, len: u64) -> String {
     format!(
         "POST /v1/agents/{agent}/records HTTP/1.1\r\nHost: localhost\r\nWormlog-Seq: {seq}\r\nContent-Length: {len}\r\n\r\n"
@@ -126,7 +136,13 @@ fn hostile_clients_cost_their_headers_while_an_honest_agent_delivers() {
     );
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = steady_writer(&s.d.p("logs/app.log"), 2000, stop.clone());
-    std::thread::sleep(Duration::from_millis(500));
+    // The baseline once the steady lines flow into the store.
+    wait_for(
+        "the steady lines to reach the store",
+        Duration::from_secs(30),
+        || next_seq_in_store(&store) > 2500,
+        || format!("{}\n{}", agent.log(), collector.log()),
+    );
     let rss_before = rss_kib(pid);
 
     // 1. Five connections of one client, each a body announced at 30 MiB
@@ -251,15 +267,7 @@ fn a_stranger_cannot_make_the_collector_accuse_an_agent() {
     agent.stop();
     // A record the collector holds, replaced by 200 bytes of garbage in a
     // frame with a valid CRC — forty times.
-    let mut record = vec![0x41u8; 200];
-    record[4..12].copy_from_slice(&100u64.to_le_bytes());
-    let mut frame = Vec::new();
-    let len = (record.len() as u32).to_le_bytes();
-    let mut crc_in = len.to_vec();
-    crc_in.extend_from_slice(&record);
-    frame.extend_from_slice(&crc32c::crc32c(&crc_in).to_le_bytes());
-    frame.extend_from_slice(&len);
-    frame.extend_from_slice(&record);
+    let frame = garbage_frame(100, 0x41);
     for _ in 0..40 {
         let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
         c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -449,14 +457,7 @@ fn bursts_of_invalid_requests_over_tls_do_not_stall_an_agent() {
     // With the agent's own certificate: 300 replays of a stored record
     // replaced by garbage with a valid CRC (each an alert the collector
     // would write and sync), an empty replay, and ids that are no agent.
-    let mut record = vec![0x42u8; 200];
-    record[4..12].copy_from_slice(&10u64.to_le_bytes());
-    let len = (record.len() as u32).to_le_bytes();
-    let mut crc_in = len.to_vec();
-    crc_in.extend_from_slice(&record);
-    let mut frame = crc32c::crc32c(&crc_in).to_le_bytes().to_vec();
-    frame.extend_from_slice(&len);
-    frame.extend_from_slice(&record);
+    let frame = garbage_frame(10, 0x42);
     let t = Instant::now();
     let mut c = tls_conn(&s, "web-01");
     for i in 0..300 {

@@ -14,6 +14,23 @@ use wormlog_spool::record::{Payload, Record};
 use wormlog_spool::verify::verify_spool;
 use wormlog_spool::{Position, Spool};
 
+/// Flips bits `mask` of the first ciphertext byte of record `rec` (its
+/// sealed part starts at `split`) in segment 0, and fixes the frame's CRC
+/// as a careful attacker would.
+fn flip_sealed_byte(t: &TempDir, rec: &[u8], split: usize, mask: u8) {
+    let seg = common::segments(&t.spool())[0].clone();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let at = memchr::memmem::find(&bytes, &rec[split..split + 16]).unwrap();
+    bytes[at] ^= mask;
+    let frame_start = memchr::memmem::find(&bytes, &rec[..24]).unwrap() - 8;
+    let len =
+        u32::from_le_bytes(bytes[frame_start + 4..frame_start + 8].try_into().unwrap()) as usize;
+    let crc = crc32c::crc32c(&bytes[frame_start + 4..frame_start + 8 + len]);
+    bytes[frame_start..frame_start + 4].copy_from_slice(&crc.to_le_bytes());
+    wormlog_spool::worm::clear_flags(&seg).unwrap();
+    std::fs::write(&seg, &bytes).unwrap();
+}
+
 /// A sealed entry's associated data from its clear part.
 fn aad(clear: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
@@ -171,17 +188,7 @@ fn an_entry_key_opens_its_entry_only_and_a_changed_byte_is_caught() {
     );
     // Flip one ciphertext byte of the first entry and fix its CRC: verify,
     // with no key, names that record.
-    let seg = common::segments(&t.spool())[0].clone();
-    let mut bytes = std::fs::read(&seg).unwrap();
-    let at = memchr::memmem::find(&bytes, &rec[split..split + 16]).unwrap();
-    bytes[at] ^= 1;
-    let frame_start = memchr::memmem::find(&bytes, &rec[..24]).unwrap() - 8;
-    let len =
-        u32::from_le_bytes(bytes[frame_start + 4..frame_start + 8].try_into().unwrap()) as usize;
-    let crc = crc32c::crc32c(&bytes[frame_start + 4..frame_start + 8 + len]);
-    bytes[frame_start..frame_start + 4].copy_from_slice(&crc.to_le_bytes());
-    wormlog_spool::worm::clear_flags(&seg).unwrap();
-    std::fs::write(&seg, &bytes).unwrap();
+    flip_sealed_byte(&t, rec, split, 1);
     let r = verify(&t.spool(), Some(pk));
     let f = r.failure.expect("a changed ciphertext byte");
     assert!(f.seq > *seq && f.seq <= seq + 2, "{f:?}");
@@ -300,17 +307,7 @@ fn the_python_verifier_and_the_age_tool_agree() {
         .unwrap();
     assert_eq!(a, b);
     // A changed ciphertext byte: both verifiers fail at the same record.
-    let seg = common::segments(&t.spool())[0].clone();
-    let mut bytes = std::fs::read(&seg).unwrap();
-    let at = memchr::memmem::find(&bytes, &rec[split..split + 16]).unwrap();
-    bytes[at] ^= 0x80;
-    let frame_start = memchr::memmem::find(&bytes, &rec[..24]).unwrap() - 8;
-    let len =
-        u32::from_le_bytes(bytes[frame_start + 4..frame_start + 8].try_into().unwrap()) as usize;
-    let crc = crc32c::crc32c(&bytes[frame_start + 4..frame_start + 8 + len]);
-    bytes[frame_start..frame_start + 4].copy_from_slice(&crc.to_le_bytes());
-    wormlog_spool::worm::clear_flags(&seg).unwrap();
-    std::fs::write(&seg, &bytes).unwrap();
+    flip_sealed_byte(&t, &rec, split, 0x80);
     let r = verify(&t.spool(), Some(pk));
     let f = r.failure.expect("caught");
     let py = common::pyverify(&t.spool(), Some(pk));
