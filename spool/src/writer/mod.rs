@@ -144,9 +144,6 @@ pub struct Spool {
     /// entries are sealed; why there is none when one was needed.
     sealing: Option<crate::crypt::EntryKeys>,
     sealing_error: Option<String>,
-    /// Set by `resume`: the active segment must be sealed at open (its data
-    /// key is lost, or encryption was turned on or off).
-    roll_at_open: bool,
     /// Scratch for a sealed entry's associated data.
     aad: Vec<u8>,
 }
@@ -244,15 +241,13 @@ impl Spool {
             recipients,
             sealing: None,
             sealing_error: None,
-            roll_at_open: false,
             aad: Vec::with_capacity(512),
             opts,
         };
         if segs.is_empty() {
             spool.create_fresh(&mut report)?;
         } else {
-            spool.resume(&segs, &mut report)?;
-            if std::mem::take(&mut spool.roll_at_open) {
+            if spool.resume(&segs, &mut report)? {
                 // Its data key is gone with the last process (or sealing
                 // was turned on or off): seal it, the next has its own.
                 spool.rotate()?;
@@ -290,11 +285,14 @@ impl Spool {
         Ok(())
     }
 
+    /// Continues the spool where the last process left it. True when the
+    /// active segment it goes on with must be sealed first: its data key
+    /// went with that process, or sealing was turned on or off.
     fn resume(
         &mut self,
         segs: &[(u64, PathBuf)],
         report: &mut OpenReport,
-    ) -> Result<(), SpoolError> {
+    ) -> Result<bool, SpoolError> {
         let (st, last) = scan(segs, None)?;
         if last.header.agent_id != self.opts.agent_id {
             return Err(SpoolError::AgentIdMismatch {
@@ -324,8 +322,7 @@ impl Spool {
                         end_offset: last.end,
                         end_count: 0,
                     });
-                    self.roll_at_open =
-                        last.records > 0 && (self.recipients.is_some() || last.keyed);
+                    let roll = last.records > 0 && (self.recipients.is_some() || last.keyed);
                     if last.records == 0 {
                         if last.no == 0 {
                             let genesis = Payload::Genesis {
@@ -336,7 +333,7 @@ impl Spool {
                         }
                         self.push_checkpoint(true);
                     }
-                    return Ok(());
+                    return Ok(roll);
                 }
                 Err(e) => {
                     // Immutable without a seal record: close it as if torn
@@ -397,7 +394,7 @@ impl Spool {
             self.push_payload(Kind::Recovery, wall_ns(), &rec);
         }
         self.push_checkpoint(true);
-        Ok(())
+        Ok(false)
     }
 
     /// Brings the key to the spool's epoch, and checks that it is the key
