@@ -28,6 +28,17 @@ pub fn entry_aad(clear: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(&clear[crate::record::RECORD_HEADER_LEN..]);
 }
 
+/// Seals an entry record in place (§6.2.1): `rec` is the whole record,
+/// its clear part `rec[..split]`, then the plaintext, then
+/// [`crate::record::SEAL_TAG_LEN`] bytes reserved for the tag. `aad` is
+/// scratch. `prev` may still be a placeholder: it is not authenticated.
+pub fn seal_entry(keys: &EntryKeys, seq: u64, rec: &mut [u8], split: usize, aad: &mut Vec<u8>) {
+    entry_aad(&rec[..split], aad);
+    let tag_at = rec.len() - crate::record::SEAL_TAG_LEN;
+    let tag = keys.key(seq).seal_detached(aad, &mut rec[split..tag_at]);
+    rec[tag_at..].copy_from_slice(&tag);
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CryptError {
     #[error("{0:?} is not an age X25519 recipient (age1…): {1}")]

@@ -47,21 +47,23 @@ pub fn run(config: &Path, source: &str, quiet: bool) -> anyhow::Result<ExitCode>
     let stdin = std::io::stdin();
     let mut reader = BufReader::with_capacity(1 << 20, stdin.lock());
     let mut since_tick = 0u32;
-    let lines = feed(&mut reader, max, |body, flags, offset| {
-        spool.append_entry(
-            source,
-            &Position::Counter(offset),
-            flags,
-            &[],
-            body,
-            wall_ns(),
-        )?;
-        since_tick += 1;
-        if since_tick == 1024 {
-            since_tick = 0;
-            spool.tick()?;
-        }
-        Ok(())
+    let lines = spool.append_entries(|sink| {
+        feed(&mut reader, max, |body, flags, offset| {
+            sink.push(
+                source,
+                &Position::Counter(offset),
+                flags,
+                &[],
+                body,
+                wall_ns(),
+            )?;
+            since_tick += 1;
+            if since_tick == 1024 {
+                since_tick = 0;
+                sink.tick()?;
+            }
+            Ok(())
+        })
     });
     let lines = match lines {
         Ok(n) => n,

@@ -13,6 +13,9 @@ use wormlog_spool::{Spool, SpoolError};
 use wormlog_text::humanize::format_size;
 
 /// How often acknowledged segments past their retention are looked for.
+/// The bounds of [`Capacity::check_every`].
+const CHECK_BYTES_MIN: u64 = 256 << 10;
+const CHECK_BYTES_MAX: u64 = 4 << 20;
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// How often the file system's free space is read (also after every MiB
 /// written).
@@ -81,6 +84,18 @@ impl Capacity {
         self.min_free = fresh.min_free;
         self.on_full = fresh.on_full;
         self.retention = fresh.retention;
+    }
+
+    /// How many bytes the writer may write between two checks: 1/64 of the
+    /// budget (and of `min_free`), from 256 KiB to 4 MiB. Large batches
+    /// keep the sealing thread busy (encryption at rest); small budgets
+    /// are not overshot by more than a sliver.
+    pub fn check_every(&self) -> u64 {
+        let basis = match self.min_free {
+            0 => self.budget,
+            m => self.budget.min(m),
+        };
+        (basis / 64).clamp(CHECK_BYTES_MIN, CHECK_BYTES_MAX)
     }
 
     /// The file system's free bytes: read with `statvfs` every second or

@@ -10,13 +10,14 @@ use crossbeam_channel::{Receiver, select};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wormlog_spool::record::{GapReason, UNKNOWN_COUNT};
+use wormlog_spool::writer::EntrySink;
 use wormlog_spool::{Position, Spool, SpoolError};
 
 /// While the sources are held back, how often the writer looks again.
 const BLOCKED_RECHECK: Duration = Duration::from_millis(200);
-/// The budget is looked at again after this many bytes were written (one
-/// event can add up to `max_line_bytes` more).
-const CHECK_BYTES: u64 = 256 << 10;
+/// While entries are being sealed on the second core, how long the writer
+/// waits for the next source event before it finishes the batch.
+const BATCH_WAIT: Duration = Duration::from_millis(1);
 
 /// Why the writer stopped other than by a clean shutdown.
 #[derive(Debug, thiserror::Error)]
@@ -98,20 +99,30 @@ pub fn run(mut spool: Spool, io: Inputs, mut cap: Capacity) -> Result<(), Writer
                         }
                     }
                 }
-                Ok(ev) => {
-                    let before = spool.disk_usage();
-                    apply(&mut spool, &mut cap, ev)?;
-                    for ev in io.sources.try_iter() {
-                        apply(&mut spool, &mut cap, ev)?;
-                        if spool.disk_usage().saturating_sub(before) >= CHECK_BYTES {
-                            break;
-                        }
+                Ok(ev) => spool.append_entries(|sink| {
+                    // One batch for what is waiting, so that entries are
+                    // sealed on a second core while others are chained.
+                    // The budget is looked at again after this many bytes
+                    // (one event can add up to `max_line_bytes` more).
+                    let check_every = cap.check_every();
+                    apply(sink, &mut cap, ev)?;
+                    while sink.pushed_bytes() < check_every {
+                        // Entries on their way through the sealing thread:
+                        // worth a short wait for the source's next event.
+                        let next = if sink.in_flight() {
+                            io.sources.recv_timeout(BATCH_WAIT).ok()
+                        } else {
+                            io.sources.try_recv().ok()
+                        };
+                        let Some(ev) = next else { break };
+                        apply(sink, &mut cap, ev)?;
                     }
-                }
+                    Ok::<_, SpoolError>(())
+                })?,
                 Err(_) => sources_open = false,
             },
             recv(control) -> ev => match ev {
-                Ok(ev) => apply(&mut spool, &mut cap, ev)?,
+                Ok(ev) => spool.append_entries(|sink| apply(sink, &mut cap, ev))?,
                 // The forwarder is gone (or was never there).
                 Err(_) => control = never.clone(),
             },
@@ -141,7 +152,7 @@ pub fn run(mut spool: Spool, io: Inputs, mut cap: Capacity) -> Result<(), Writer
         verdict = cap.check(&mut spool)?;
     }
     for ev in control.try_iter() {
-        apply(&mut spool, &mut cap, ev)?;
+        spool.append_entries(|sink| apply(sink, &mut cap, ev))?;
     }
     record_unwritten(&mut spool, &io.unwritten)?;
     spool.close("shutdown")?;
@@ -199,25 +210,10 @@ fn count_gap(source: &str, detail: &str, lost_records: u64) {
     }
 }
 
-fn apply(spool: &mut Spool, cap: &mut Capacity, ev: Event) -> Result<(), SpoolError> {
-    match ev {
-        Event::Capacity {
-            spool: settings,
-            reply,
-        } => {
-            cap.reconfigure(&settings);
-            let full = cap.check(spool)? != Verdict::Accept;
-            let _ = reply.send(full);
-        }
-        Event::Reload {
-            sha256,
-            spool: settings,
-            reply,
-        } => {
-            spool.append_config(sha256)?;
-            cap.reconfigure(&settings);
-            let _ = reply.send(spool.positions().clone());
-        }
+/// Writes one event. Entries go into the batch; anything else is written
+/// once the entries before it are.
+fn apply(sink: &mut EntrySink<'_>, cap: &mut Capacity, ev: Event) -> Result<(), SpoolError> {
+    let ev = match ev {
         Event::Lines {
             source,
             file: (dev, ino, fingerprint),
@@ -234,8 +230,9 @@ fn apply(spool: &mut Spool, cap: &mut Capacity, ev: Event) -> Result<(), SpoolEr
                     fingerprint,
                     offset,
                 };
-                spool.append_entry(&source, &pos, flags, &[], &data[s as usize..e as usize], ts)?;
+                sink.push(&source, &pos, flags, &[], &data[s as usize..e as usize], ts)?;
             }
+            return Ok(());
         }
         Event::Entries { source, ts, batch } => {
             let mut fields: Vec<(&str, &[u8])> = Vec::new();
@@ -245,9 +242,32 @@ fn apply(spool: &mut Spool, cap: &mut Capacity, ev: Event) -> Result<(), SpoolEr
                 bytes += e.body.len() as u64;
                 fields.clear();
                 fields.extend(e.fields());
-                spool.append_entry(&source, e.position, e.flags, &fields, e.body, ts)?;
+                sink.push(&source, e.position, e.flags, &fields, e.body, ts)?;
             }
             crate::metrics::source_wrote(&source, n, bytes);
+            return Ok(());
+        }
+        ev => ev,
+    };
+    let spool = sink.settled()?;
+    match ev {
+        Event::Lines { .. } | Event::Entries { .. } => unreachable!("written above"),
+        Event::Capacity {
+            spool: settings,
+            reply,
+        } => {
+            cap.reconfigure(&settings);
+            let full = cap.check(spool)? != Verdict::Accept;
+            let _ = reply.send(full);
+        }
+        Event::Reload {
+            sha256,
+            spool: settings,
+            reply,
+        } => {
+            spool.append_config(sha256)?;
+            cap.reconfigure(&settings);
+            let _ = reply.send(spool.positions().clone());
         }
         Event::Gap {
             source,

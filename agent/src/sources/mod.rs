@@ -9,7 +9,7 @@ pub mod file;
 pub mod journald;
 pub mod syslog;
 
-use crossbeam_channel::{Sender, TrySendError};
+use crossbeam_channel::{SendTimeoutError, Sender};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -17,6 +17,10 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 use wormlog_spool::Position;
 use wormlog_spool::record::GapReason;
+
+/// While the writer's channel is full, how often a source looks whether a
+/// stop was asked.
+const SEND_RECHECK: Duration = Duration::from_millis(50);
 
 /// Identity of a stream within a source (a file: device, inode, fingerprint).
 pub type StreamKey = (u64, u64, u64);
@@ -292,19 +296,21 @@ impl SourceContext {
     /// Hands an event to the writer, waiting while the channel is full
     /// (backpressure). False when the writer is gone.
     pub fn send(&self, mut ev: Event) -> bool {
-        let mut pause = Duration::from_micros(200);
         // Once a stop is asked, a writer that takes nothing (a full spool)
         // is not waited for long: what is not handed over is read again at
         // the next start (positions move only with what is written).
         let mut stop_deadline: Option<std::time::Instant> = None;
         loop {
-            match self.tx.try_send(ev) {
+            // A blocking send wakes as soon as the writer takes an event
+            // (a sleep between tries would leave the writer idle); the
+            // timeout only lets a stop be noticed.
+            match self.tx.send_timeout(ev, SEND_RECHECK) {
                 Ok(()) => return true,
-                Err(TrySendError::Disconnected(back)) => {
+                Err(SendTimeoutError::Disconnected(back)) => {
                     self.unwritten.note(&back);
                     return false;
                 }
-                Err(TrySendError::Full(back)) => {
+                Err(SendTimeoutError::Timeout(back)) => {
                     ev = back;
                     if self.shutdown.is_set() {
                         let d = *stop_deadline.get_or_insert_with(|| {
@@ -315,8 +321,6 @@ impl SourceContext {
                             return false;
                         }
                     }
-                    std::thread::sleep(pause);
-                    pause = (pause * 2).min(Duration::from_millis(20));
                 }
             }
         }

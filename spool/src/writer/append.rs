@@ -29,6 +29,43 @@ impl Spool {
         body: &[u8],
         ts: i64,
     ) -> Result<u64, SpoolError> {
+        self.check_entry(source, fields, body)?;
+        let at = begin_frame(&mut self.pending);
+        let rec_start = self.pending.len();
+        let split = encode_entry(
+            &mut self.pending,
+            self.st.next_seq,
+            ts,
+            &self.st.head,
+            self.sealing.is_some(),
+            (source, position, flags),
+            fields,
+            body,
+        );
+        if let Some(keys) = &self.sealing {
+            crate::crypt::seal_entry(
+                keys,
+                self.st.next_seq,
+                &mut self.pending[rec_start..],
+                split,
+                &mut self.aad,
+            );
+        }
+        let seq = self.seal_frame(at, Kind::Entry, ts);
+        self.entries += 1;
+        self.track(source, position);
+        self.after_append()?;
+        Ok(seq)
+    }
+
+    /// Refuses an entry the spool cannot take (before any byte of it is
+    /// encoded).
+    pub(super) fn check_entry(
+        &self,
+        source: &str,
+        fields: &[(&str, &[u8])],
+        body: &[u8],
+    ) -> Result<(), SpoolError> {
         if self.stopped {
             return Err(SpoolError::Stopped);
         }
@@ -52,41 +89,7 @@ impl Spool {
                     .unwrap_or_else(|| "no data key for the active segment".into()),
             ));
         }
-        let at = begin_frame(&mut self.pending);
-        let rec_start = self.pending.len();
-        put_header(
-            &mut self.pending,
-            Kind::Entry,
-            self.st.next_seq,
-            ts,
-            &self.st.head,
-        );
-        if self.sealing.is_some() {
-            let f = rec_start + crate::record::FLAGS_OFFSET;
-            self.pending[f..f + 2]
-                .copy_from_slice(&crate::record::RECORD_FLAG_SEALED.to_le_bytes());
-        }
-        put_bytes8(&mut self.pending, source.as_bytes());
-        position.encode(&mut self.pending);
-        put_u8(&mut self.pending, flags);
-        let clear_end = self.pending.len();
-        crate::codec::put_u16(&mut self.pending, fields.len() as u16);
-        for (k, v) in fields {
-            put_bytes8(&mut self.pending, k.as_bytes());
-            crate::codec::put_bytes32(&mut self.pending, v);
-        }
-        self.pending.extend_from_slice(body);
-        if let Some(keys) = &self.sealing {
-            let key = keys.key(self.st.next_seq);
-            crate::crypt::entry_aad(&self.pending[rec_start..clear_end], &mut self.aad);
-            let tag = key.seal_detached(&self.aad, &mut self.pending[clear_end..]);
-            self.pending.extend_from_slice(&tag);
-        }
-        let seq = self.seal_frame(at, Kind::Entry, ts);
-        self.entries += 1;
-        self.track(source, position);
-        self.after_append()?;
-        Ok(seq)
+        Ok(())
     }
 
     /// Records that a source could not read something.
@@ -356,7 +359,7 @@ impl Spool {
                             wrapped: &wrapped,
                         };
                         self.push_payload(Kind::DataKey, ts, &payload);
-                        self.sealing = Some(d.entry_keys());
+                        self.sealing = Some(std::sync::Arc::new(d.entry_keys()));
                         self.sealing_error = None;
                     }
                     Err(e) => self.sealing_error = Some(e.to_string()),
@@ -435,4 +438,42 @@ impl Spool {
         }
         Ok(())
     }
+}
+
+/// Encodes an entry record (§6.2) at the end of `out`; returns where its
+/// clear part ends (relative to the record's start). A sealed entry gets
+/// the `sealed` flag and room for its tag; the caller seals it
+/// ([`crate::crypt::seal_entry`]).
+#[allow(clippy::too_many_arguments)]
+#[inline]
+pub(super) fn encode_entry(
+    out: &mut Vec<u8>,
+    seq: u64,
+    ts: i64,
+    prev: &crate::hash::Hash,
+    sealed: bool,
+    (source, position, flags): (&str, &Position, u8),
+    fields: &[(&str, &[u8])],
+    body: &[u8],
+) -> usize {
+    let rec_start = out.len();
+    put_header(out, Kind::Entry, seq, ts, prev);
+    if sealed {
+        let f = rec_start + crate::record::FLAGS_OFFSET;
+        out[f..f + 2].copy_from_slice(&crate::record::RECORD_FLAG_SEALED.to_le_bytes());
+    }
+    put_bytes8(out, source.as_bytes());
+    position.encode(out);
+    put_u8(out, flags);
+    let split = out.len() - rec_start;
+    crate::codec::put_u16(out, fields.len() as u16);
+    for (k, v) in fields {
+        put_bytes8(out, k.as_bytes());
+        crate::codec::put_bytes32(out, v);
+    }
+    out.extend_from_slice(body);
+    if sealed {
+        out.extend_from_slice(&[0u8; crate::record::SEAL_TAG_LEN]);
+    }
+    split
 }

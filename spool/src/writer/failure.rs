@@ -19,7 +19,7 @@ use crate::worm;
 impl Spool {
     /// Seals again, under the active segment's keys, a sealed entry `rec`
     /// copied (with its new seq and prev) to `pending[start..]`.
-    fn reseal(
+    pub(super) fn reseal(
         &mut self,
         rec: &[u8],
         start: usize,
@@ -163,7 +163,7 @@ impl Spool {
             self.pending[start + prev..start + prev + 32].copy_from_slice(&self.st.head);
             let kind = Kind::from_u8(rec[1]).expect("checked above");
             let ts = i64::from_le_bytes(rec[12..20].try_into().expect("8 bytes"));
-            if let Err(e) = self.reseal(&rec, start, old_keys.as_ref()) {
+            if let Err(e) = self.reseal(&rec, start, old_keys.as_deref()) {
                 return Err(fatal(self, std::io::Error::other(e)));
             }
             self.seal_frame(at, kind, ts);

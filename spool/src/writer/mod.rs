@@ -6,6 +6,7 @@ mod append;
 mod failure;
 pub mod flusher;
 pub mod options;
+mod pipeline;
 mod prune;
 pub(crate) mod recover;
 mod ticks;
@@ -22,6 +23,7 @@ pub use append::FORWARD_POSITION;
 pub use flusher::DurableSeq;
 use flusher::{Durable, FlushStats, Flusher};
 pub use options::{CommitObserver, SpoolOptions};
+pub use pipeline::EntrySink;
 pub use prune::{PrunePolicy, Pruned};
 pub use recover::Positions;
 use recover::{ChainState, Tail, scan};
@@ -85,6 +87,10 @@ pub struct SpoolStats {
     pub entries_durable: u64,
     pub epoch: u64,
     pub checkpoints: u64,
+    /// Entries sealed a second time because something came between their
+    /// sealing ahead of the chain and their chaining (a failed `fsync`
+    /// rewrote the segment); zero in a healthy run.
+    pub resealed: u64,
     pub flush: FlushStats,
 }
 
@@ -142,8 +148,14 @@ pub struct Spool {
     recipients: Option<crate::crypt::Recipients>,
     /// The active segment's per-entry key schedule (its data key), while
     /// entries are sealed; why there is none when one was needed.
-    sealing: Option<crate::crypt::EntryKeys>,
+    sealing: Option<std::sync::Arc<crate::crypt::EntryKeys>>,
     sealing_error: Option<String>,
+    /// The thread that seals batches of entries ([`Spool::append_entries`]),
+    /// started at the first batch that needs it.
+    sealer: Option<pipeline::Sealer>,
+    /// A buffer for the next batch.
+    spare_chunk: Option<pipeline::Chunk>,
+    resealed: u64,
     /// Scratch for a sealed entry's associated data.
     aad: Vec<u8>,
 }
@@ -241,6 +253,9 @@ impl Spool {
             recipients,
             sealing: None,
             sealing_error: None,
+            sealer: None,
+            spare_chunk: None,
+            resealed: 0,
             aad: Vec::with_capacity(512),
             opts,
         };

@@ -285,6 +285,7 @@ impl Spool {
             entries_durable: self.flusher.durable().end_count,
             epoch: self.st.epoch,
             checkpoints: self.checkpoints,
+            resealed: self.resealed,
             flush: self.flusher.stats(),
         }
     }
