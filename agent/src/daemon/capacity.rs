@@ -289,3 +289,30 @@ impl Capacity {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Size, SpoolSection};
+
+    fn check_every(budget: u64, min_free: u64) -> u64 {
+        let s = SpoolSection {
+            disk_budget: Size(budget),
+            min_free: Size(min_free),
+            ..SpoolSection::default()
+        };
+        Capacity::new(PathBuf::from("/nonexistent"), &s).check_every()
+    }
+
+    #[test]
+    fn the_check_interval_follows_the_smaller_limit_within_its_bounds() {
+        // The defaults (4 GiB budget, 256 MiB min_free): 4 MiB.
+        assert_eq!(check_every(4 << 30, 256 << 20), 4 << 20);
+        // A small budget is not overshot by more than a sliver.
+        assert_eq!(check_every(4 << 20, 1 << 20), 256 << 10);
+        assert_eq!(check_every(64 << 20, 1 << 30), 1 << 20);
+        // min_free smaller than the budget sets it; zero does not count.
+        assert_eq!(check_every(1 << 40, 64 << 20), 1 << 20);
+        assert_eq!(check_every(64 << 20, 0), 1 << 20);
+    }
+}
