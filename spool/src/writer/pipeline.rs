@@ -9,13 +9,16 @@
 //! the writer chains the one before, and the writer then fills in `prev`
 //! and chains it ([`Spool::seal_frame`]) exactly as it chains any record.
 //!
-//! A chunk never crosses a checkpoint or a segment's end: the entry after
-//! which one falls due ends its chunk, and the pipeline is drained there,
-//! so every sequence number given out in advance is the one the entry
-//! gets. Should anything still come between (a failed `fsync` rewrites
-//! the segment), the entry is opened and sealed again for the number and
-//! key it does get. Positions move only when an entry is chained, never
-//! when it is merely encoded.
+//! Sequence numbers are given out ahead of the chain ([`Projection`]): a
+//! checkpoint that falls due between two entries is projected and takes
+//! its number, and at a segment's end (a new data key) the pipeline is
+//! drained, so every number given out is the one the entry gets. Should
+//! anything still come between (a failed `fsync` rewrites the segment), the
+//! entry is opened and sealed again for the number and key it does get
+//! (`resealed` in [`super::SpoolStats`]). Positions move only when an entry
+//! is chained, never when it is merely encoded; after an error nothing
+//! more of the batch is chained, so what was written is a prefix of what
+//! was pushed.
 
 use super::Spool;
 use super::append::encode_entry;
@@ -272,28 +275,36 @@ impl EntrySink<'_> {
         }
         let next = self.spool.spare_chunk.take().unwrap_or_default();
         let mut chunk = std::mem::replace(&mut self.building, next);
-        if let Some(sealer) = &self.spool.sealer {
-            match sealer.to.send(chunk) {
-                Ok(()) => {
-                    // The thread gives chunks back in the order it takes
-                    // them: the one before first.
-                    let result = if self.inflight {
-                        self.chain_inflight()
-                    } else {
-                        Ok(())
-                    };
-                    self.inflight = true;
-                    return result;
-                }
-                Err(back) => {
-                    self.spool.sealer = None;
-                    chunk = back.0;
-                }
-            }
+        let Some(sealer) = &self.spool.sealer else {
+            // No thread could be started: sealed here.
+            chunk.seal(&mut self.spool.aad);
+            return self.chain(chunk);
+        };
+        if sealer.to.send(chunk).is_err() {
+            // The thread is gone, and with it the chunk before, if any:
+            // nothing after it may be chained.
+            return Err(self.sealer_lost());
         }
-        // No sealing thread: sealed here.
-        chunk.seal(&mut self.spool.aad);
-        self.chain(chunk)
+        // The thread gives chunks back in the order it takes them: the one
+        // before first.
+        let result = if self.inflight {
+            self.chain_inflight()
+        } else {
+            Ok(())
+        };
+        self.inflight = true;
+        result
+    }
+
+    /// The sealing thread stopped (it never should): the batch fails here.
+    fn sealer_lost(&mut self) -> SpoolError {
+        self.spool.sealer = None;
+        self.inflight = false;
+        self.failed = true;
+        SpoolError::Encryption(
+            "the sealing thread stopped; the entries it held and those after them are not written"
+                .into(),
+        )
     }
 
     /// Takes the chunk in flight back from the sealing thread and chains it.
@@ -301,18 +312,17 @@ impl EntrySink<'_> {
         self.inflight = false;
         match self.spool.sealer.as_ref().map(|s| s.from.recv()) {
             Some(Ok(chunk)) => self.chain(chunk),
-            _ => {
-                self.spool.sealer = None;
-                self.failed = true;
-                Err(SpoolError::Encryption(
-                    "the sealing thread stopped; the entries it held are not written".into(),
-                ))
-            }
+            _ => Err(self.sealer_lost()),
         }
     }
 
     /// Seals and chains everything pushed so far.
     fn drain(&mut self) -> Result<(), SpoolError> {
+        if self.building.is_empty() && !self.inflight {
+            // Nothing ahead (every entry of a clear spool comes this way).
+            self.ahead = None;
+            return Ok(());
+        }
         let mut building = std::mem::take(&mut self.building);
         if !building.is_empty() && !self.failed {
             // Sealed here while the thread seals the chunk in flight.
