@@ -62,6 +62,8 @@ pub enum Kept {
     Already(PathBuf),
     /// Not kept: [`KEPT_PER_AGENT`] forks of this agent are kept already.
     Full,
+    /// Not kept: writing it failed (the fork is declared all the same).
+    Failed(String),
 }
 
 /// The kept fork of agent `agent` whose batch is exactly `torn` then

@@ -59,12 +59,16 @@ impl OwnLog {
 
     /// Queues a line (source `collector`); it is durable within moments.
     pub fn event(&self, line: &str) {
-        let _ = self.tx.send(Msg::Event(line.to_owned()));
+        if self.tx.send(Msg::Event(line.to_owned())).is_err() {
+            tracing::error!("own log closed: this event is not in the collector's chain: {line}");
+        }
     }
 
     /// Queues an alert record; it is durable within moments.
     pub fn alert(&self, code: AlertCode, detail: &str) {
-        let _ = self.tx.send(Msg::Alert(code, detail.to_owned()));
+        if self.tx.send(Msg::Alert(code, detail.to_owned())).is_err() {
+            tracing::error!("own log closed: this alert is not in the collector's chain: {detail}");
+        }
     }
 
     /// Writes everything queued, then the stop record, and closes; waits

@@ -396,7 +396,7 @@ fn ids_in_urls_make_no_labels_and_connections_are_capped() {
         || collector.log(),
     );
     let log = collector.stop();
-    assert!(log.contains("limits.max_connections"), "{log}");
+    assert!(log.contains("(limits.max_connections)"), "{log}");
 }
 
 #[test]
@@ -512,8 +512,8 @@ fn bursts_of_invalid_requests_over_tls_do_not_stall_an_agent() {
     // Refusals are logged at a limited rate (ten a minute per kind).
     let lines = log.lines().filter(|l| l.contains("stranger-")).count();
     assert!(
-        lines <= 10,
-        "{lines} lines about ids that are no agent's: {log}"
+        (1..=10).contains(&lines),
+        "{lines} lines about ids that are no agent's (logged, at most ten a minute): {log}"
     );
     // At most five alerts for the 300 in the collector's own chain.
     let out = Command::new(common::agent_bin())

@@ -137,16 +137,23 @@ async fn state(
         Ok(Registration::FirstUse) => {
             axum::Json(json!({"agent": id, "next_seq": 0})).into_response()
         }
-        Ok(Registration::Known(pubkey)) => match open_store(&app, &id, pubkey).await {
+        Ok(Registration::Known(pubkey)) => match open_store(&app, &id, pubkey, false).await {
             Ok(next) => axum::Json(json!({"agent": id, "next_seq": next})).into_response(),
             Err(r) => r,
         },
     }
 }
 
-/// Opens registered agent `id`'s store if it is not open; its next seq.
+/// Opens agent `id`'s store if it is not open; its next seq. For an agent
+/// trusted on first use (`first_use`), opening the store pins its key: that
+/// is recorded here, where it happens, whatever becomes of the batch.
 #[allow(clippy::result_large_err)]
-async fn open_store(app: &Arc<App>, id: &str, pubkey: [u8; 32]) -> Result<u64, Response> {
+async fn open_store(
+    app: &Arc<App>,
+    id: &str,
+    pubkey: [u8; 32],
+    first_use: bool,
+) -> Result<u64, Response> {
     let slot = app.slot(id);
     let mut guard = slot.lock_owned().await;
     if let Some(s) = guard.as_ref() {
@@ -156,17 +163,32 @@ async fn open_store(app: &Arc<App>, id: &str, pubkey: [u8; 32]) -> Result<u64, R
     let idc = id.to_owned();
     let opened = tokio::task::spawn_blocking(move || {
         let c = &app2.config;
-        AgentStore::open(&c.store_dir, &idc, pubkey, c.append_only, &app2.signer)
+        let pinned_before = c
+            .store_dir
+            .join("agents")
+            .join(&idc)
+            .join("pubkey")
+            .exists();
+        let s = AgentStore::open(&c.store_dir, &idc, pubkey, c.append_only, &app2.signer);
+        (s, pinned_before)
     })
     .await
     .map_err(|e| unavailable(&e.to_string()))?;
     match opened {
-        Ok(s) => {
+        (Ok(s), pinned_before) => {
+            if first_use && !pinned_before {
+                let msg = format!(
+                    "agent {id} pinned on first use with key {}",
+                    format_pubkey(&pubkey)
+                );
+                tracing::warn!("{msg}");
+                app.own_log.event(&msg);
+            }
             let next = s.next_seq();
             *guard = Some(s);
             Ok(next)
         }
-        Err(e) => {
+        (Err(e), _) => {
             app.error_limited(
                 &format!("store/{id}"),
                 &format!("agent {id}: cannot open its store: {e}"),
@@ -283,6 +305,7 @@ async fn ingest(
         }
     };
     if reg == Registration::FirstUse && head.seq != 0 {
+        count("gap");
         return refuse(
             StatusCode::CONFLICT,
             json!({"error": "gap", "expected_seq": 0, "reason": "unknown agent: send from its genesis record"}),
@@ -327,10 +350,24 @@ async fn ingest(
         // The decompressed size is the one the frame header announces (at
         // most max_batch_bytes; max_batch_bytes when it announces none),
         // reserved first, and the output can be no larger.
-        let out_len = zstd::zstd_safe::get_frame_content_size(&body)
-            .ok()
-            .flatten()
-            .map_or(max, |n| n.min(max as u64) as usize);
+        let announced = match zstd::zstd_safe::get_frame_content_size(&body) {
+            Ok(n) => n,
+            Err(_) => {
+                count("malformed");
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    json!({"error": "malformed", "reason": "the body is not a zstd frame"}),
+                );
+            }
+        };
+        if announced.is_some_and(|n| n > max as u64) {
+            count("too_large");
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                json!({"error": "too_large", "max_bytes": max, "reason": "the zstd frame announces more than max_batch_bytes"}),
+            );
+        }
+        let out_len = announced.map_or(max, |n| n as usize);
         if !permit.grow(out_len) {
             count("busy");
             return busy(&app.gate.busy_reason(&peer.client, out_len));
@@ -348,7 +385,7 @@ async fn ingest(
         .await;
         match done {
             Ok((Ok(raw), permit)) => (raw, permit),
-            Ok((Err(e), _)) if out_len >= max => {
+            Ok((Err(e), _)) if announced.is_none() && out_len >= max => {
                 count("too_large");
                 return error(
                     StatusCode::PAYLOAD_TOO_LARGE,
@@ -362,7 +399,10 @@ async fn ingest(
                     json!({"error": "malformed", "reason": format!("zstd (the frame header announced {out_len} bytes): {e}")}),
                 );
             }
-            Err(e) => return unavailable(&e.to_string()),
+            Err(e) => {
+                count("unavailable");
+                return unavailable(&e.to_string());
+            }
         }
     } else {
         (body, permit)
@@ -379,6 +419,7 @@ async fn ingest(
         Registration::FirstUse => match genesis_key(&id, &raw, head.torn_len) {
             Some(k) => k,
             None => {
+                count("gap");
                 return error(
                     StatusCode::CONFLICT,
                     json!({"error": "gap", "expected_seq": 0, "reason": "unknown agent: send from its genesis record"}),
@@ -386,19 +427,13 @@ async fn ingest(
             }
         },
     };
-    if let Err(r) = open_store(&app, &id, pubkey).await {
+    if let Err(r) = open_store(&app, &id, pubkey, reg == Registration::FirstUse).await {
+        count("unavailable");
         return r;
     }
+    let raw_len = raw.len() as u64;
     let result = store_batch(&app, &id, head.seq, head.torn_len, raw, permit, &peer).await;
-    if reg == Registration::FirstUse && matches!(result, Ok(Outcome::Accepted { .. })) {
-        let msg = format!(
-            "agent {id} pinned on first use with key {}",
-            format_pubkey(&pubkey)
-        );
-        tracing::warn!("{msg}");
-        app.own_log.event(&msg);
-    }
-    answer(&app, &id, head.seq, head.len as u64, result)
+    answer(&app, &id, head.seq, raw_len, result)
 }
 
 /// The genesis record's first public key, for an agent trusted on first
@@ -516,6 +551,9 @@ fn answer(
                     "this batch is not kept: {} forks of this agent are kept already",
                     crate::forks::KEPT_PER_AGENT
                 ),
+                crate::forks::Kept::Failed(e) => {
+                    format!("this batch could not be kept as evidence: {e}")
+                }
             };
             let msg = format!(
                 "FORK: agent {id} sent a record {at} that differs from the one stored, under a checkpoint signed with its own key: its history was rewritten after the collector received it; the stored chain is kept; {kept}"
@@ -563,7 +601,11 @@ fn answer(
             )
         }
         Ok(Outcome::Busy(reason)) => {
-            count("busy");
+            count("proof_deferred");
+            app.warn_limited(
+                &format!("proof/{id}"),
+                &format!("agent {id}: a batch differs from the stored chain; its fork proof is deferred: {reason}"),
+            );
             let mut r = unavailable(&reason);
             r.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));

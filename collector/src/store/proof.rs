@@ -63,14 +63,8 @@ impl AgentStore {
             return unproven("no checkpoint in the batch covers it");
         };
         // A batch proven before: the same answer, no work.
-        if let Some(kept) =
-            crate::forks::kept_before(&self.root, &self.id, torn, frames).map_err(|e| {
-                StoreError::Io {
-                    path: self.root.join("forks"),
-                    source: e,
-                }
-            })?
-        {
+        // (Unreadable evidence is looked at as none: the proof runs.)
+        if let Ok(Some(kept)) = crate::forks::kept_before(&self.root, &self.id, torn, frames) {
             return Ok(Outcome::Fork {
                 seq: at,
                 expected_seq: self.next_seq(),
@@ -125,10 +119,12 @@ impl AgentStore {
             },
             self.append_only,
         )
-        .map_err(|e| StoreError::Io {
-            path: self.root.join("forks"),
-            source: e,
-        })?;
+        // A proven fork is declared even when its evidence cannot be
+        // written (a full or failing disk): the answer says so.
+        .unwrap_or_else(|e| {
+            let dir = self.root.join("forks");
+            crate::forks::Kept::Failed(format!("{}: {e}", dir.display()))
+        });
         Ok(Outcome::Fork {
             seq: at,
             expected_seq: self.next_seq(),
