@@ -12,10 +12,10 @@ use wormlog_spool::writer::PrunePolicy;
 use wormlog_spool::{Spool, SpoolError};
 use wormlog_text::humanize::format_size;
 
-/// How often acknowledged segments past their retention are looked for.
 /// The bounds of [`Capacity::check_every`].
 const CHECK_BYTES_MIN: u64 = 256 << 10;
 const CHECK_BYTES_MAX: u64 = 4 << 20;
+/// How often acknowledged segments past their retention are looked for.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// How often the file system's free space is read (also after every MiB
 /// written).

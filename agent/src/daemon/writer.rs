@@ -18,6 +18,9 @@ const BLOCKED_RECHECK: Duration = Duration::from_millis(200);
 /// While entries are being sealed on the second core, how long the writer
 /// waits for the next source event before it finishes the batch.
 const BATCH_WAIT: Duration = Duration::from_millis(1);
+/// The longest a batch runs: the spool's timers, the budget, receipts and
+/// the watchdog are seen to between batches.
+const BATCH_TIME: Duration = Duration::from_millis(50);
 
 /// Why the writer stopped other than by a clean shutdown.
 #[derive(Debug, thiserror::Error)]
@@ -105,8 +108,9 @@ pub fn run(mut spool: Spool, io: Inputs, mut cap: Capacity) -> Result<(), Writer
                     // The budget is looked at again after this many bytes
                     // (one event can add up to `max_line_bytes` more).
                     let check_every = cap.check_every();
+                    let until = Instant::now() + BATCH_TIME;
                     apply(sink, &mut cap, ev)?;
-                    while sink.pushed_bytes() < check_every {
+                    while sink.pushed_bytes() < check_every && Instant::now() < until {
                         // Entries on their way through the sealing thread:
                         // worth a short wait for the source's next event.
                         let next = if sink.in_flight() {
@@ -165,12 +169,27 @@ fn record_unwritten(
     spool: &mut Spool,
     unwritten: &crate::sources::Unwritten,
 ) -> Result<(), SpoolError> {
-    for (source, n) in unwritten.take() {
+    for (source, lost) in unwritten.take() {
+        let n = lost.counted;
+        let (what, records) = match (n, lost.unknown_more) {
+            (n, false) => (format!("{n} messages"), n),
+            (0, true) => ("an unknown number of messages".to_owned(), UNKNOWN_COUNT),
+            (n, true) => (
+                format!("{n} messages and an unknown number more"),
+                UNKNOWN_COUNT,
+            ),
+        };
         let detail = format!(
-            "{n} messages read by this source were not written: the agent was stopping while the spool was full or behind, and they have no position to be read again from"
+            "{what} read by this source were not written: the agent was stopping while the spool was full or behind, and they have no position to be read again from"
         );
         tracing::error!(source = %source, lost = n, "source {source}: {detail}");
-        record_loss(spool, &source, GapReason::NotWrittenAtStop, n, &detail)?;
+        record_loss(
+            spool,
+            &source,
+            GapReason::NotWrittenAtStop,
+            records,
+            &detail,
+        )?;
     }
     Ok(())
 }

@@ -227,41 +227,63 @@ impl Shutdown {
 /// records before it closes the spool.
 #[derive(Debug, Default)]
 pub struct Unwritten {
-    counts: Mutex<BTreeMap<Arc<str>, u64>>,
+    counts: Mutex<BTreeMap<Arc<str>, Lost>>,
+}
+
+/// What a source lost at a stop: a count, and whether an unknown number
+/// more (a source that was cut off while messages were still arriving).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Lost {
+    pub counted: u64,
+    pub unknown_more: bool,
 }
 
 impl Unwritten {
     /// Counts what `ev` loses if it is not written.
     pub fn note(&self, ev: &Event) {
-        let (source, n) = match ev {
+        let (source, lost) = match ev {
             Event::Entries { source, batch, .. } => (
                 source,
-                batch
-                    .iter()
-                    .filter(|e| *e.position == wormlog_spool::Position::None)
-                    .count() as u64,
+                Lost {
+                    counted: batch
+                        .iter()
+                        .filter(|e| *e.position == wormlog_spool::Position::None)
+                        .count() as u64,
+                    unknown_more: false,
+                },
             ),
             Event::Gap {
                 source,
                 position: wormlog_spool::Position::None,
                 lost_records,
                 ..
-            } if *lost_records != wormlog_spool::record::UNKNOWN_COUNT => (source, *lost_records),
+            } => (
+                source,
+                if *lost_records == wormlog_spool::record::UNKNOWN_COUNT {
+                    Lost {
+                        counted: 0,
+                        unknown_more: true,
+                    }
+                } else {
+                    Lost {
+                        counted: *lost_records,
+                        unknown_more: false,
+                    }
+                },
+            ),
             _ => return,
         };
-        if n == 0 {
+        if lost == Lost::default() {
             return;
         }
-        *self
-            .counts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(source.clone())
-            .or_default() += n;
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let c = counts.entry(source.clone()).or_default();
+        c.counted += lost.counted;
+        c.unknown_more |= lost.unknown_more;
     }
 
-    /// Takes the counts noted so far.
-    pub fn take(&self) -> Vec<(Arc<str>, u64)> {
+    /// What each source lost, once (the counts start again from zero).
+    pub fn take(&self) -> Vec<(Arc<str>, Lost)> {
         std::mem::take(&mut *self.counts.lock().unwrap_or_else(|p| p.into_inner()))
             .into_iter()
             .collect()
@@ -337,6 +359,40 @@ pub trait Source: Send {
 mod tests {
     use super::*;
     use std::time::Instant;
+
+    #[test]
+    fn a_loss_of_unknown_size_not_handed_over_is_still_counted() {
+        let u = Unwritten::default();
+        let gap = |lost_records| Event::Gap {
+            source: Arc::from("syslog"),
+            position: Position::None,
+            reason: GapReason::NotWrittenAtStop,
+            lost_bytes: wormlog_spool::record::UNKNOWN_COUNT,
+            lost_records,
+            detail: String::new(),
+            ts: 0,
+        };
+        u.note(&gap(wormlog_spool::record::UNKNOWN_COUNT));
+        let lost = u.take();
+        assert_eq!(lost.len(), 1, "a cut at the stop is not dropped");
+        assert_eq!(
+            lost[0].1,
+            Lost {
+                counted: 0,
+                unknown_more: true
+            }
+        );
+        u.note(&gap(3));
+        u.note(&gap(wormlog_spool::record::UNKNOWN_COUNT));
+        assert_eq!(
+            u.take()[0].1,
+            Lost {
+                counted: 3,
+                unknown_more: true
+            }
+        );
+        assert!(u.take().is_empty(), "taken once");
+    }
 
     #[test]
     fn shutdown_wait_sleeps_its_whole_time_unless_triggered() {

@@ -41,21 +41,17 @@ impl Spool {
             return Err("a sealed entry to write again without its data keys".into());
         };
         let split = rec.len() - sealed.len();
-        let mut aad = Vec::with_capacity(split);
-        crate::crypt::entry_aad(&rec[..split], &mut aad);
+        crate::crypt::entry_aad(&rec[..split], &mut self.aad);
         let plain = old
             .key(old_seq)
-            .open(&aad, sealed)
+            .open(&self.aad, sealed)
             .map_err(|e| e.to_string())?;
-        let new_seq = self.st.next_seq;
-        let body_at = start + split;
-        let end = body_at + plain.len();
-        self.pending[body_at..end].copy_from_slice(&plain);
-        crate::crypt::entry_aad(&self.pending[start..body_at], &mut aad);
-        let tag = new
-            .key(new_seq)
-            .seal_detached(&aad, &mut self.pending[body_at..end]);
-        self.pending[end..end + tag.len()].copy_from_slice(&tag);
+        // The copy at `start` holds the plaintext, then room for the tag,
+        // and is sealed as any entry is.
+        let end = start + split + plain.len();
+        self.pending[start + split..end].copy_from_slice(&plain);
+        let rec_new = &mut self.pending[start..end + crate::record::SEAL_TAG_LEN];
+        crate::crypt::seal_entry(new, self.st.next_seq, rec_new, split, &mut self.aad);
         Ok(())
     }
 

@@ -122,6 +122,17 @@ pub fn run_udp(
 /// cut it.
 type Datagram = (usize, Vec<(&'static str, Vec<u8>)>, bool);
 
+/// The writer took nothing while stopping: the datagrams still queued on
+/// the socket (how many is not known) are not read. The batch that was not
+/// handed over is counted already ([`crate::sources::Unwritten`]).
+fn writer_gone_at_stop(name: &Arc<str>, ctx: &SourceContext) {
+    super::cut_at_stop(
+        ctx,
+        name,
+        "the writer took nothing while the agent stopped: datagrams still queued on the socket were not read (count unknown)".into(),
+    );
+}
+
 /// Reads what is queued on a datagram socket at a stop, without waiting,
 /// for at most [`super::STOP_DRAIN`]: the senders believe it delivered. If
 /// datagrams still arrive after that, a gap record says the rest was not
@@ -140,6 +151,7 @@ fn drain_at_stop(
             Ok((n, extra, truncated)) => {
                 push_message(batch, &buf[..n], max, &extra);
                 if truncated && !(batch.flush() && truncated_gap(name, ctx)) {
+                    writer_gone_at_stop(name, ctx);
                     return Ok(());
                 }
             }
@@ -151,6 +163,7 @@ fn drain_at_stop(
             }
         }
         if batch.is_full() && !batch.flush() {
+            writer_gone_at_stop(name, ctx);
             return Ok(());
         }
         if Instant::now() >= until {

@@ -145,7 +145,17 @@ fn serve(
         }
         if !take_frames(&mut framer, &mut batch, &peer_field, &mut kept) || !batch.flush() {
             // The writer is gone or took nothing while stopping: what was
-            // not handed over is not kept (a gap record counts it).
+            // not handed over is not kept (a gap record counts it), nor is
+            // what the connection still had to send (count unknown).
+            if !ended {
+                super::cut_at_stop(
+                    ctx,
+                    batch.name(),
+                    format!(
+                        "the writer took nothing while the agent stopped: what the connection from {peer} still had to send was not read (count unknown)"
+                    ),
+                );
+            }
             return Ok(kept - batch.not_written());
         }
     }
