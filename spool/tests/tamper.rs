@@ -388,6 +388,9 @@ fn rechain(
         }
         let mut out = Vec::new();
         put_header(&mut out, rec.kind, seq, rec.ts, &head);
+        // The record's flags as they were (a sealed entry stays sealed).
+        let flags = wormlog_spool::record::FLAGS_OFFSET;
+        out[flags..flags + 2].copy_from_slice(&bytes[flags..flags + 2]);
         let resign = |out: &mut Vec<u8>, context: &[u8], epoch: u64| {
             // Only what changed needs a new signature.
             if out[..] != bytes[..] {
@@ -849,10 +852,9 @@ fn lookahead_needs_a_next_header_that_passes_its_own_checks() {
 }
 
 /// The matrix on an encrypted spool (docs/FORMAT.md §6.2.1, §6.16): every
-/// byte of a sealed segment flipped, records moved, and the tampering only
-/// encryption makes possible — a data key removed, duplicated or moved, the
-/// sealed flag cleared or set — each caught without any key, at the same
-/// place by both verifiers.
+/// byte of a sealed segment flipped, a ciphertext byte changed, an entry
+/// deleted, the sealed flag set where it is not allowed — each caught
+/// without any key, at the same place by both verifiers.
 #[test]
 fn encrypted_spool_tamper_matrix() {
     let t = TempDir::new();
@@ -886,37 +888,11 @@ fn encrypted_spool_tamper_matrix() {
     fn kind_at(l: &[Vec<u8>], i: usize) -> u8 {
         l[i][9]
     }
+    // (Edits that only the data-key rules can catch need the forger, which
+    // renumbers and signs again: see
+    // encrypted_forgeries_are_caught_by_the_data_key_rules.)
     type Edit = Box<dyn Fn(&mut Vec<Vec<u8>>)>;
     let cases: Vec<(&str, Edit, usize)> = vec![
-        (
-            "data_key removed",
-            Box::new(|l| {
-                assert_eq!(kind_at(l, 2), 16);
-                l.remove(2);
-            }),
-            2,
-        ),
-        (
-            "data_key duplicated",
-            Box::new(|l| {
-                let x = l[2].clone();
-                l.insert(3, x);
-            }),
-            3,
-        ),
-        (
-            "data_key moved after the start record",
-            Box::new(|l| l.swap(2, 3)),
-            2,
-        ),
-        (
-            "sealed flag cleared, CRC fixed",
-            Box::new(|l| {
-                assert_eq!(kind_at(l, 4), 2);
-                l[4] = reframe(&l[4], |r| r[2] = 0);
-            }),
-            4,
-        ),
         (
             "sealed flag set on the start record, CRC fixed",
             Box::new(|l| l[3] = reframe(&l[3], |r| r[2] = 1)),
@@ -925,6 +901,7 @@ fn encrypted_spool_tamper_matrix() {
         (
             "ciphertext edited, CRC fixed",
             Box::new(|l| {
+                assert_eq!(kind_at(l, 4), 2, "an entry");
                 l[4] = reframe(&l[4], |r| {
                     let n = r.len();
                     r[n - 20] ^= 0x20;
@@ -948,6 +925,85 @@ fn encrypted_spool_tamper_matrix() {
         let r = verify(&t.spool(), Some(pk));
         let want = frames_lenient(&after)[at];
         expect_failure(&r, 0, want as u64, name);
+        assert_verifiers_agree(&t.spool(), Some(pk), &r);
+    }
+}
+
+/// The rules only encryption has (§6.16: one `data_key`, right after the
+/// segment's anchor; a segment's entries sealed if and only if it has
+/// one), reached by a forger who renumbers, re-links and signs again with
+/// the agent's own keys — so that nothing but those rules can catch the
+/// edit. Each is caught at its record, for the rule's reason, by both
+/// verifiers; with no edit the forged spool verifies.
+#[test]
+fn encrypted_forgeries_are_caught_by_the_data_key_rules() {
+    type Edit = Box<dyn Fn(&mut Vec<(u64, Vec<u8>)>)>;
+    fn kind(r: &(u64, Vec<u8>)) -> u8 {
+        r.1[1]
+    }
+    let cases: Vec<(&str, Edit, usize, &str)> = vec![
+        ("no edit (control)", Box::new(|_| {}), 0, ""),
+        (
+            "data_key removed",
+            Box::new(|l| {
+                assert_eq!(kind(&l[2]), 16);
+                l.remove(2);
+            }),
+            3,
+            "a sealed entry in a segment without a data_key record",
+        ),
+        (
+            "data_key duplicated",
+            Box::new(|l| {
+                let x = l[2].clone();
+                l.insert(3, x);
+            }),
+            3,
+            "a second data_key record in the segment",
+        ),
+        (
+            "data_key moved after the start record",
+            Box::new(|l| l.swap(2, 3)),
+            3,
+            "not the record right after its segment's anchor checkpoint",
+        ),
+        (
+            "a sealed entry replaced by one in clear",
+            Box::new(|l| {
+                assert_eq!(kind(&l[4]), 2);
+                let rec = Record::decode(&l[4].1).unwrap();
+                let Payload::Entry(e) = rec.payload else {
+                    panic!("an entry")
+                };
+                let clear = wormlog_spool::record::Entry {
+                    sealed: None,
+                    body: b"a line the attacker wants read",
+                    ..e
+                };
+                let mut out = Vec::new();
+                put_header(&mut out, rec.kind, rec.seq, rec.ts, &rec.prev);
+                put_payload(&mut out, &Payload::Entry(clear));
+                l[4].1 = out;
+            }),
+            4,
+            "an entry in clear in a segment with a data_key record",
+        ),
+    ];
+    for (name, edit, at, reason) in cases {
+        let t = TempDir::new();
+        let pk = build_encrypted(&t);
+        let mut recs = records_of(&t.spool());
+        edit(&mut recs);
+        rechain(&t.spool(), &recs, &epoch_keys(&t));
+        let r = verify(&t.spool(), Some(pk));
+        if reason.is_empty() {
+            assert!(r.ok(), "{name}: {:?}", r.failure);
+        } else {
+            let after = std::fs::read(seg(&t, 0)).unwrap();
+            expect_failure(&r, 0, frames(&after)[at].0 as u64, name);
+            let f = r.failure.as_ref().unwrap();
+            assert!(f.reason.contains(reason), "{name}: {f:?}");
+        }
         assert_verifiers_agree(&t.spool(), Some(pk), &r);
     }
 }
