@@ -33,6 +33,7 @@ pub fn serve(path: &Path) -> anyhow::Result<ExitCode> {
     let (listen, metrics_listen) = (cfg.listen, cfg.metrics_listen);
     let receipt_key = wormlog_spool::keys::format_pubkey(&signer.pubkey());
     let app = server::App::new(cfg, signer, own_log.clone());
+    let held_back = app.clone();
     let notifier = wormlog_service::notify::Notifier::from_env();
     let r = rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(listen)
@@ -77,6 +78,7 @@ pub fn serve(path: &Path) -> anyhow::Result<ExitCode> {
     // Requests still being stored finish first, so an alert they raise is
     // written before the stop record.
     rt.shutdown_timeout(std::time::Duration::from_secs(5));
+    held_back.tell_held_back();
     own_log.close("collector stopped");
     r.map(|()| ExitCode::SUCCESS)
 }

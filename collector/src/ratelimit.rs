@@ -68,6 +68,18 @@ impl RateLimit {
     }
 }
 
+impl RateLimit {
+    /// What was held back since it was last told, per key; counted from
+    /// zero again (so that a flood that stops is still told once).
+    pub fn drain(&self) -> Vec<(String, u64)> {
+        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        keys.iter_mut()
+            .filter(|(_, s)| s.held_back > 0)
+            .map(|(k, s)| (k.clone(), std::mem::take(&mut s.held_back)))
+            .collect()
+    }
+}
+
 /// The words added to a message let through after others were held back.
 pub fn held_back_note(n: u64) -> String {
     if n == 0 {
@@ -95,5 +107,12 @@ mod tests {
         let t1 = t0 + Duration::from_secs(61);
         assert_eq!(r.check_at("a", t1), Verdict::Pass { held_back: 2 });
         assert_eq!(r.check_at("a", t1), Verdict::Pass { held_back: 0 });
+        // Held back and never followed by one let through: drained once.
+        assert_eq!(r.check_at("a", t1), Verdict::Hold);
+        assert_eq!(r.drain(), vec![("a".to_owned(), 1)]);
+        assert!(r.drain().is_empty());
+        assert_eq!(r.check_at("a", t1), Verdict::Hold);
+        let t2 = t1 + Duration::from_secs(61);
+        assert_eq!(r.check_at("a", t2), Verdict::Pass { held_back: 1 });
     }
 }

@@ -529,6 +529,11 @@ fn bursts_of_invalid_requests_over_tls_do_not_stall_an_agent() {
         .filter(|l| l.contains("not a proven fork"))
         .count();
     assert!((1..=5).contains(&alerts), "{alerts} alerts:\n{own}");
+    // What was held back is told, at the latest when the collector stops.
+    assert!(
+        own.contains("more alerts (unproven/web-01) were held back by the rate limit"),
+        "{own}"
+    );
 }
 
 #[test]

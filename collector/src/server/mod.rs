@@ -98,16 +98,36 @@ impl App {
         }
     }
 
+    /// Tells what the rate limits held back and no later message told: an
+    /// alert record (and an error line) per agent whose alerts were held
+    /// back, a warning line per kind of warning. Run every minute and at
+    /// the stop.
+    pub fn tell_held_back(&self) {
+        for (key, n) in self.alerts.drain() {
+            let msg = format!("{n} more alerts ({key}) were held back by the rate limit");
+            tracing::error!("{msg}");
+            self.own_log
+                .alert(wormlog_spool::record::AlertCode::Other, &msg);
+        }
+        for (key, n) in self.warnings.drain() {
+            tracing::warn!("{n} more log lines ({key}) were held back by the rate limit");
+        }
+    }
+
     /// An alert record in the collector's own chain (and an error line),
     /// at most `alerts`' rate per agent.
-    fn alert_limited(&self, id: &str, code: wormlog_spool::record::AlertCode, msg: &str) {
-        if let Verdict::Pass { held_back } = self.alerts.check(id) {
+    fn alert_limited(&self, key: &str, code: wormlog_spool::record::AlertCode, msg: &str) {
+        if let Verdict::Pass { held_back } = self.alerts.check(key) {
             let msg = format!("{msg}{}", held_back_note(held_back));
             tracing::error!("{msg}");
             self.own_log.alert(code, &msg);
         }
     }
 }
+
+/// How often what the rate limits held back is told, when nothing let
+/// through told it first (their window).
+const HELD_BACK_EVERY: Duration = Duration::from_secs(60);
 
 /// Serves until `shutdown` resolves: agents on `listener`, and `/metrics`
 /// and `/health` in plain HTTP on `metrics` when it is given.
@@ -123,6 +143,15 @@ pub async fn serve(
     }
     let router = router(app.clone());
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let teller = app.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(HELD_BACK_EVERY);
+        every.tick().await;
+        loop {
+            every.tick().await;
+            teller.tell_held_back();
+        }
+    });
     tokio::pin!(shutdown);
     loop {
         let (stream, remote) = tokio::select! {

@@ -572,7 +572,7 @@ fn answer(
             let reason =
                 format!("record {at} differs from the one stored, and {reason}: not a proven fork");
             app.alert_limited(
-                id,
+                &format!("unproven/{id}"),
                 AlertCode::Other,
                 &format!("agent {id}: batch refused: {reason}"),
             );
@@ -584,7 +584,7 @@ fn answer(
         Ok(Outcome::Invalid { seq: at, reason }) => {
             count("invalid");
             app.alert_limited(
-                id,
+                &format!("invalid/{id}"),
                 AlertCode::Other,
                 &format!("agent {id}: record {at} refused: {reason}"),
             );
