@@ -30,6 +30,8 @@ pub struct Metrics {
     pub ingest_bytes: Gauge,
     /// Forks claimed that no checkpoint of the agent proves, by agent.
     pub unproven_forks: Family<Labels, Counter>,
+    /// Unacknowledged crash leftovers the store cut or removed, by agent.
+    pub store_repairs: Family<Labels, Counter>,
 }
 
 pub fn get() -> &'static Metrics {
@@ -49,7 +51,13 @@ pub fn get() -> &'static Metrics {
             connections: Gauge::default(),
             ingest_bytes: Gauge::default(),
             unproven_forks: Family::default(),
+            store_repairs: Family::default(),
         };
+        registry.register(
+            "store_repairs",
+            "Unacknowledged leftovers of a crash cut from or removed from an agent's store when it was opened",
+            m.store_repairs.clone(),
+        );
         registry.register(
             "batches",
             "Batches received, by agent and result",

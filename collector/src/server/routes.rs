@@ -175,7 +175,8 @@ async fn open_store(
     .await
     .map_err(|e| unavailable(&e.to_string()))?;
     match opened {
-        (Ok(s), pinned_before) => {
+        (Ok(mut s), pinned_before) => {
+            record_repairs(app, id, s.take_repairs());
             if first_use && !pinned_before {
                 let msg = format!(
                     "agent {id} pinned on first use with key {}",
@@ -195,6 +196,17 @@ async fn open_store(
             );
             Err(unavailable(&e.to_string()))
         }
+    }
+}
+
+/// Tells what opening or reloading a store cut or removed: a line in the
+/// collector's own chain and a count per agent (the log line is written
+/// where it happens).
+fn record_repairs(app: &App, id: &str, repairs: Vec<String>) {
+    for r in repairs {
+        metrics::get().store_repairs.get_or_create(&agent(id)).inc();
+        app.own_log
+            .event(&format!("agent {id}: store repaired after a crash: {r}"));
     }
 }
 
@@ -476,17 +488,21 @@ async fn store_batch(
         // The permit is held until the work is done, even if the client
         // hangs up meanwhile.
         let _permit = permit;
-        crate::store::ingest_or_reload(
+        let r = crate::store::ingest_or_reload(
             &mut guard,
             seq,
             &raw[..torn_len],
             &raw[torn_len..],
             &app2.signer,
             &from,
-        )
+        );
+        let repairs = guard.as_mut().map(|s| s.take_repairs()).unwrap_or_default();
+        (r, repairs)
     })
     .await
     .map_err(|e| e.to_string())?;
+    let (r, repairs) = r;
+    record_repairs(app, id, repairs);
     let (outcome, next) = r.inspect_err(|e| {
         app.error_limited(&format!("store/{id}"), &format!("agent {id}: store: {e}"))
     })?;

@@ -113,12 +113,22 @@ pub struct AgentStore {
     bases: Vec<Follower>,
     last_replay: Option<std::time::Instant>,
     last_proof: Option<std::time::Instant>,
+    /// What loading cut or removed (unacknowledged crash leftovers), not yet
+    /// told (see [`AgentStore::take_repairs`]).
+    repairs: Vec<String>,
     /// Tests: panic once a batch is written, before it is answered.
     #[cfg(test)]
     panic_after_write: bool,
 }
 
 impl AgentStore {
+    /// What loading the store cut or removed since this was last called:
+    /// leftovers of a crash that no answer acknowledged (the agent sends
+    /// them again), for the collector's own chain and metrics.
+    pub fn take_repairs(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.repairs)
+    }
+
     /// Opens (or creates) the store of agent `id`, whose first public key is
     /// `pubkey`; `signer` is the collector's receipt key.
     pub fn open(
@@ -166,6 +176,7 @@ impl AgentStore {
             bases: Vec::new(),
             last_replay: None,
             last_proof: None,
+            repairs: Vec::new(),
             #[cfg(test)]
             panic_after_write: false,
         };
@@ -197,7 +208,8 @@ impl AgentStore {
         if header_only(&last_path, file_len)? {
             // Created, and nothing written into it before a crash: no batch
             // that reached it was ever answered.
-            remove_unacknowledged(&self.dir, &last_path)?;
+            let done = remove_unacknowledged(&self.dir, &last_path)?;
+            self.repairs.push(done);
             return self.load();
         }
         if let Some(f) = crate::snapshot::read(&self.dir, &self.id, self.pubkey)
@@ -222,7 +234,8 @@ impl AgentStore {
                 StoreError::Damaged(format!("{}: no genesis record", self.dir.display()))
             })?;
             if follower.cursor.len < file_len {
-                cut_tail(&last_path, follower.cursor.len)?;
+                let done = cut_tail(&last_path, follower.cursor.len)?;
+                self.repairs.push(done);
             }
             self.follower = follower;
             crate::snapshot::write(&self.dir, &self.follower).map_err(io_at(&self.dir))?;
@@ -589,22 +602,23 @@ fn header_only(path: &Path, len: u64) -> Result<bool, StoreError> {
 
 /// Removes a segment file no acknowledged batch reached (clearing its
 /// append-only flag first).
-fn remove_unacknowledged(dir: &Path, path: &Path) -> Result<(), StoreError> {
+fn remove_unacknowledged(dir: &Path, path: &Path) -> Result<String, StoreError> {
     let _ = wormlog_spool::worm::clear_flags(path);
     std::fs::remove_file(path).map_err(io_at(path))?;
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io_at(dir))?;
-    warn(&format!(
+    let done = format!(
         "{}: removed a segment that holds no record (created just before a crash)",
         path.display()
-    ));
-    Ok(())
+    );
+    warn(&done);
+    Ok(done)
 }
 
 /// Cuts an unacknowledged partial tail back to `len` (clearing and restoring
 /// the append-only flag around it).
-fn cut_tail(path: &Path, len: u64) -> Result<(), StoreError> {
+fn cut_tail(path: &Path, len: u64) -> Result<String, StoreError> {
     let (append_only, _) = wormlog_spool::worm::flags_of(path).unwrap_or((false, false));
     if append_only {
         wormlog_spool::worm::clear_flags(path).map_err(io_at(path))?;
@@ -618,11 +632,12 @@ fn cut_tail(path: &Path, len: u64) -> Result<(), StoreError> {
     if append_only {
         wormlog_spool::worm::set_append_only(&f).map_err(io_at(path))?;
     }
-    warn(&format!(
+    let done = format!(
         "{}: cut an unacknowledged partial batch back to {len} bytes",
         path.display()
-    ));
-    Ok(())
+    );
+    warn(&done);
+    Ok(done)
 }
 
 fn warn(msg: &str) {
@@ -911,6 +926,10 @@ mod tests {
         std::fs::write(segment_path(&dir, 0), &header).unwrap();
         let mut s = AgentStore::open(&root, "web-01", pk, AppendOnly::Off, &signer).unwrap();
         assert_eq!(s.next_seq(), 0);
+        let repairs = s.take_repairs();
+        assert_eq!(repairs.len(), 1, "{repairs:?}");
+        assert!(repairs[0].contains("removed a segment"), "{repairs:?}");
+        assert!(s.take_repairs().is_empty(), "told once");
         for b in &batches {
             assert!(matches!(
                 ingest(&mut s, b, &signer),
