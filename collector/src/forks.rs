@@ -66,6 +66,43 @@ pub enum Kept {
     Failed(String),
 }
 
+/// The SHA-256 of a batch (its torn part, then its frames), in hex.
+fn batch_digest(torn: &[u8], frames: &[u8]) -> String {
+    let mut h = sha2::Sha256::new();
+    h.update(torn);
+    h.update(frames);
+    let sum: [u8; 32] = h.finalize().into();
+    hex(&sum)
+}
+
+/// The kept evidence of one agent: the directory that holds the batch of
+/// SHA-256 `digest`, if any, and how many are kept. Directories still
+/// being written (`.tmp-…`, left by a crash) are removed, not counted.
+fn find(agent_dir: &Path, digest: &str) -> io::Result<(Option<PathBuf>, usize)> {
+    let mut count = 0;
+    for entry in std::fs::read_dir(agent_dir)? {
+        let dir = entry?.path();
+        if dir
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with(TMP_PREFIX))
+        {
+            let _ = std::fs::remove_dir_all(&dir);
+            continue;
+        }
+        count += 1;
+        let meta: Option<Value> = std::fs::read(dir.join("fork.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        if meta.is_some_and(|m| m["batch_sha256"].as_str() == Some(digest)) {
+            return Ok((Some(dir), count));
+        }
+    }
+    Ok((None, count))
+}
+
+/// Evidence is written under this prefix, then renamed into place.
+const TMP_PREFIX: &str = ".tmp-";
+
 /// The kept fork of agent `agent` whose batch is exactly `torn` then
 /// `frames`, if there is one.
 pub fn kept_before(
@@ -78,55 +115,35 @@ pub fn kept_before(
     if !agent_dir.is_dir() {
         return Ok(None);
     }
-    let mut h = sha2::Sha256::new();
-    h.update(torn);
-    h.update(frames);
-    let sum: [u8; 32] = h.finalize().into();
-    let digest = hex(&sum);
-    for entry in std::fs::read_dir(&agent_dir)? {
-        let dir = entry?.path();
-        let meta: Option<Value> = std::fs::read(dir.join("fork.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
-        if meta.is_some_and(|m| m["batch_sha256"].as_str() == Some(digest.as_str())) {
-            return Ok(Some(Kept::Already(dir)));
-        }
-    }
-    Ok(None)
+    let (found, _) = find(&agent_dir, &batch_digest(torn, frames))?;
+    Ok(found.map(Kept::Already))
 }
 
-/// Keeps `e` under `<root>/forks` (once per distinct batch).
+/// Keeps `e` under `<root>/forks` (once per distinct batch). The evidence
+/// is written into a directory of its own under a temporary name, made
+/// durable, renamed into place, and only then made immutable: a crash
+/// leaves either whole evidence or a temporary directory that the next
+/// fork removes.
 pub fn keep(root: &Path, e: &Evidence<'_>, append_only: AppendOnly) -> io::Result<Kept> {
     let now = wormlog_spool::clock::wall_ns();
     let agent_dir = root.join("forks").join(e.agent);
     std::fs::create_dir_all(&agent_dir)?;
-    let mut bytes = Vec::with_capacity(e.torn.len() + e.frames.len());
-    bytes.extend_from_slice(e.torn);
-    bytes.extend_from_slice(e.frames);
-    let digest = hex(&sha256(&bytes));
-    let mut count = 0;
-    for entry in std::fs::read_dir(&agent_dir)? {
-        let dir = entry?.path();
-        count += 1;
-        let meta: Option<Value> = std::fs::read(dir.join("fork.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
-        if meta.is_some_and(|m| m["batch_sha256"].as_str() == Some(digest.as_str())) {
-            return Ok(Kept::Already(dir));
-        }
+    let digest = batch_digest(e.torn, e.frames);
+    match find(&agent_dir, &digest)? {
+        (Some(dir), _) => return Ok(Kept::Already(dir)),
+        (None, count) if count >= KEPT_PER_AGENT => return Ok(Kept::Full),
+        _ => {}
     }
-    if count >= KEPT_PER_AGENT {
-        return Ok(Kept::Full);
-    }
-    let dir = agent_dir.join(format!("{:020}-{now}", e.proof.at));
-    std::fs::create_dir(&dir)?;
+    let name = format!("{:020}-{now}", e.proof.at);
+    let tmp = agent_dir.join(format!("{TMP_PREFIX}{name}"));
+    std::fs::create_dir(&tmp)?;
     let meta = json!({
         "agent": e.agent,
         "first_differing_seq": e.proof.at,
         "batch_seq": e.batch_seq,
         "stored_next_seq": e.expected_seq,
         "torn_len": e.torn.len(),
-        "batch_len": bytes.len(),
+        "batch_len": e.torn.len() + e.frames.len(),
         "batch_sha256": digest,
         "proving_checkpoint": {
             "seq": e.proof.checkpoint_seq,
@@ -138,22 +155,33 @@ pub fn keep(root: &Path, e: &Evidence<'_>, append_only: AppendOnly) -> io::Resul
     });
     let mut text = serde_json::to_string_pretty(&meta).expect("json");
     text.push('\n');
-    for (name, data) in [("batch.bin", &bytes[..]), ("fork.json", text.as_bytes())] {
+    let files: [(&str, &[&[u8]]); 2] = [
+        ("batch.bin", &[e.torn, e.frames]),
+        ("fork.json", &[text.as_bytes()]),
+    ];
+    for (name, parts) in files {
         let mut f = OpenOptions::new()
             .write(true)
             .create_new(true)
-            .open(dir.join(name))?;
-        f.write_all(data)?;
+            .open(tmp.join(name))?;
+        for part in parts {
+            f.write_all(part)?;
+        }
         f.sync_all()?;
-        if append_only != AppendOnly::Off {
-            let r = wormlog_spool::worm::set_immutable(&f);
+    }
+    File::open(&tmp)?.sync_all()?;
+    let dir = agent_dir.join(name);
+    std::fs::rename(&tmp, &dir)?;
+    for d in [&agent_dir, &root.join("forks")] {
+        File::open(d)?.sync_all()?;
+    }
+    if append_only != AppendOnly::Off {
+        for (name, _) in files {
+            let r = File::open(dir.join(name)).and_then(|f| wormlog_spool::worm::set_immutable(&f));
             if append_only == AppendOnly::Require {
                 r?;
             }
         }
-    }
-    for d in [&dir, &agent_dir, &root.join("forks")] {
-        File::open(d)?.sync_all()?;
     }
     Ok(Kept::New(dir))
 }
@@ -194,21 +222,56 @@ pub fn list(root: &Path, only: Option<&str>) -> anyhow::Result<Vec<Fork>> {
             .collect();
         forks.sort();
         for dir in forks {
-            let meta: Value = serde_json::from_slice(&std::fs::read(dir.join("fork.json"))?)?;
-            let batch = std::fs::read(dir.join("batch.bin"))?;
-            let intact = meta["batch_sha256"].as_str() == Some(hex(&sha256(&batch)).as_str());
-            out.push(Fork {
-                dir,
-                meta,
-                intact,
-                batch,
-            });
+            if dir
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(TMP_PREFIX))
+            {
+                continue; // being written, or left by a crash
+            }
+            out.push(Fork::read(dir));
         }
     }
     Ok(out)
 }
 
 impl Fork {
+    /// Reads kept evidence; what cannot be read is shown as damaged, never
+    /// hides the rest.
+    fn read(dir: PathBuf) -> Fork {
+        let meta = std::fs::read(dir.join("fork.json"))
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice::<Value>(&b).map_err(|e| e.to_string()));
+        let batch = std::fs::read(dir.join("batch.bin"));
+        match (meta, batch) {
+            (Ok(meta), Ok(batch)) => {
+                let intact = meta["batch_sha256"].as_str() == Some(hex(&sha256(&batch)).as_str());
+                Fork {
+                    dir,
+                    meta,
+                    intact,
+                    batch,
+                }
+            }
+            (meta, batch) => {
+                let why = [meta.err(), batch.err().map(|e| e.to_string())]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                let agent = dir
+                    .parent()
+                    .and_then(|a| a.file_name())
+                    .map(|a| a.to_string_lossy().into_owned());
+                Fork {
+                    meta: json!({"agent": agent, "unreadable": why}),
+                    dir,
+                    intact: false,
+                    batch: Vec::new(),
+                }
+            }
+        }
+    }
+
     /// The agent's records from the first differing one on, rendered
     /// safely (as `wormlog cat` does).
     fn records(&self) -> Vec<String> {
@@ -237,6 +300,14 @@ impl Fork {
 
     pub fn print(&self, out: &mut impl Write) -> io::Result<()> {
         let m = &self.meta;
+        if let Some(why) = m["unreadable"].as_str() {
+            return writeln!(
+                out,
+                "FORK evidence of agent {} in {} is DAMAGED: {why}",
+                m["agent"].as_str().unwrap_or("?"),
+                self.dir.display()
+            );
+        }
         writeln!(
             out,
             "FORK of agent {} at seq {} (the collector held up to {}), proven by the agent's checkpoint {} over {} records, root {}",
@@ -263,5 +334,73 @@ impl Fork {
             writeln!(out, "  {r}")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn evidence<'a>(frames: &'a [u8], proof: &'a Proof, from: &'a Sender) -> Evidence<'a> {
+        Evidence {
+            agent: "web-01",
+            batch_seq: 7,
+            expected_seq: 9,
+            torn: b"",
+            frames,
+            proof,
+            from,
+        }
+    }
+
+    #[test]
+    fn evidence_is_kept_whole_once_and_damage_hides_nothing() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path();
+        std::fs::create_dir_all(root.join("agents")).unwrap();
+        let proof = Proof {
+            at: 8,
+            checkpoint_seq: 12,
+            tree_size: 12,
+            root: [7; 32],
+        };
+        let from = Sender("a test".into());
+        // A directory a crash left half-written.
+        let agent_dir = root.join("forks/web-01");
+        std::fs::create_dir_all(agent_dir.join(".tmp-00000000000000000001-1")).unwrap();
+        let first = keep(
+            root,
+            &evidence(b"batch one", &proof, &from),
+            AppendOnly::Off,
+        )
+        .unwrap();
+        let Kept::New(dir) = first else {
+            panic!("{first:?}")
+        };
+        assert!(!agent_dir.join(".tmp-00000000000000000001-1").exists());
+        assert!(matches!(
+            keep(root, &evidence(b"batch one", &proof, &from), AppendOnly::Off).unwrap(),
+            Kept::Already(d) if d == dir
+        ));
+        assert!(matches!(
+            kept_before(root, "web-01", b"", b"batch one").unwrap(),
+            Some(Kept::Already(d)) if d == dir
+        ));
+        keep(
+            root,
+            &evidence(b"batch two", &proof, &from),
+            AppendOnly::Off,
+        )
+        .unwrap();
+        // One piece of evidence damaged: listed as such, the other intact.
+        std::fs::remove_file(dir.join("fork.json")).unwrap();
+        let forks = list(root, None).unwrap();
+        assert_eq!(forks.len(), 2);
+        assert_eq!(forks.iter().filter(|f| f.intact).count(), 1);
+        let damaged = forks.iter().find(|f| !f.intact).unwrap();
+        let mut out = Vec::new();
+        damaged.print(&mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("DAMAGED"), "{text}");
     }
 }
