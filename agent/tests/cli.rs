@@ -2,14 +2,13 @@
 //! check-config, append, cat, verify, the lock, the append-only flags on a
 //! real ext4 file system, and a process without CAP_LINUX_IMMUTABLE.
 
+mod common;
+
+use common::{bin, run_with};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_wormlog")
-}
 
 /// A temporary directory under target/ (ext4 here) whose write-once flags
 /// are cleared before removal.
@@ -55,23 +54,6 @@ impl Drop for Tmp {
 
 fn run(args: &[&str], stdin: Option<&[u8]>) -> Output {
     run_with(Command::new(bin()).args(args), stdin)
-}
-
-fn run_with(cmd: &mut Command, stdin: Option<&[u8]>) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut sin = child.stdin.take().unwrap();
-    if let Some(data) = stdin {
-        // The process may exit without reading (e.g. refused): a broken
-        // pipe here is not the test's failure.
-        let _ = sin.write_all(data);
-    }
-    drop(sin);
-    child.wait_with_output().unwrap()
 }
 
 fn append(_t: &Tmp, cfg: &Path, source: &str, input: &[u8]) -> Output {

@@ -12,7 +12,7 @@
 mod common;
 
 use base64::Engine as _;
-use common::{Env, append, stop};
+use common::{Env, append, bin, run_with, stop};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -20,10 +20,6 @@ use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_wormlog")
-}
 
 /// The collector binary, built beside the agent (`cargo test --workspace`,
 /// or `cargo build -p wormlog-collector` before `cargo test -p wormlog`).
@@ -35,21 +31,6 @@ fn collector_bin() -> PathBuf {
         p.display()
     );
     p
-}
-
-fn run(cmd: &mut Command, stdin: Option<&[u8]>) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut sin = child.stdin.take().unwrap();
-    if let Some(data) = stdin {
-        let _ = sin.write_all(data);
-    }
-    drop(sin);
-    child.wait_with_output().unwrap()
 }
 
 fn ok(out: &Output) {
@@ -102,7 +83,7 @@ fn spool_cat(spool: &Path, json: bool, identity: Option<&Path>) -> Output {
     if let Some(i) = identity {
         c.arg("--identity").arg(i);
     }
-    run(&mut c, None)
+    run_with(&mut c, None)
 }
 
 /// An entry's body, from `body` (text) or `body_base64`.
@@ -184,7 +165,7 @@ fn assert_absent(hay: &[u8], needles: &[&[u8]], what: &str) {
 }
 
 fn verify_spool_cmd(spool: &Path, pubkey: &Path) {
-    let out = run(
+    let out = run_with(
         Command::new(bin())
             .args(["verify", "--spool"])
             .arg(spool)
@@ -240,7 +221,7 @@ fn check_config_refuses_a_bad_recipient_at_file_line_column() {
         ),
     )
     .unwrap();
-    let out = run(
+    let out = run_with(
         Command::new(bin())
             .args(["check-config", "--config"])
             .arg(&cfg),
@@ -266,14 +247,14 @@ fn check_config_refuses_a_bad_recipient_at_file_line_column() {
         .unwrap()
         .replace("age1nope", &recipient);
     std::fs::write(&cfg, text).unwrap();
-    let out = run(
+    let out = run_with(
         Command::new(bin())
             .args(["keygen", "--key-dir"])
             .arg(dir.path().join("keys")),
         None,
     );
     ok(&out);
-    let out = run(
+    let out = run_with(
         Command::new(bin())
             .args(["check-config", "--config"])
             .arg(&cfg),
@@ -303,7 +284,7 @@ fn append_encrypted_keeps_every_byte_and_cat_opens_only_with_the_identity() {
         b"last line, no newline: walrus-5512".to_vec(),
     ];
     let mut input = lines.join(&b'\n');
-    let out = run(
+    let out = run_with(
         Command::new(bin())
             .args(["append", "--source", "app", "--config"])
             .arg(&cfg),
@@ -692,7 +673,7 @@ fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool, log: imp
 }
 
 fn collector_cat(store: &Path, identity: &Path) -> Output {
-    run(
+    run_with(
         Command::new(collector_bin())
             .args(["cat", "--agent", "t", "--json", "--store"])
             .arg(store)
@@ -838,7 +819,7 @@ fn forwarded_encrypted_spool_is_never_in_clear_and_the_collector_reads_it() {
     assert_absent(&all_bytes(&store), &needles, "the collector's store");
 
     // The store verifies with no age key.
-    let out = run(
+    let out = run_with(
         Command::new(collector_bin())
             .args(["verify", "--store"])
             .arg(&store),
@@ -846,7 +827,7 @@ fn forwarded_encrypted_spool_is_never_in_clear_and_the_collector_reads_it() {
     );
     ok(&out);
     // Without the identity: encrypted, exit 0, nothing in clear.
-    let out = run(
+    let out = run_with(
         Command::new(collector_bin())
             .args(["cat", "--agent", "t", "--store"])
             .arg(&store),

@@ -232,7 +232,7 @@ fn count_gap(source: &str, detail: &str, lost_records: u64) {
 /// Writes one event. Entries go into the batch; anything else is written
 /// once the entries before it are.
 fn apply(sink: &mut EntrySink<'_>, cap: &mut Capacity, ev: Event) -> Result<(), SpoolError> {
-    let ev = match ev {
+    match ev {
         Event::Lines {
             source,
             file: (dev, ino, fingerprint),
@@ -251,7 +251,6 @@ fn apply(sink: &mut EntrySink<'_>, cap: &mut Capacity, ev: Event) -> Result<(), 
                 };
                 sink.push(&source, &pos, flags, &[], &data[s as usize..e as usize], ts)?;
             }
-            return Ok(());
         }
         Event::Entries { source, ts, batch } => {
             let mut fields: Vec<(&str, &[u8])> = Vec::new();
@@ -264,17 +263,12 @@ fn apply(sink: &mut EntrySink<'_>, cap: &mut Capacity, ev: Event) -> Result<(), 
                 sink.push(&source, e.position, e.flags, &fields, e.body, ts)?;
             }
             crate::metrics::source_wrote(&source, n, bytes);
-            return Ok(());
         }
-        ev => ev,
-    };
-    let spool = sink.settled()?;
-    match ev {
-        Event::Lines { .. } | Event::Entries { .. } => unreachable!("written above"),
         Event::Capacity {
             spool: settings,
             reply,
         } => {
+            let spool = sink.settled()?;
             cap.reconfigure(&settings);
             let full = cap.check(spool)? != Verdict::Accept;
             let _ = reply.send(full);
@@ -284,6 +278,7 @@ fn apply(sink: &mut EntrySink<'_>, cap: &mut Capacity, ev: Event) -> Result<(), 
             spool: settings,
             reply,
         } => {
+            let spool = sink.settled()?;
             spool.append_config(sha256)?;
             cap.reconfigure(&settings);
             let _ = reply.send(spool.positions().clone());
@@ -297,6 +292,7 @@ fn apply(sink: &mut EntrySink<'_>, cap: &mut Capacity, ev: Event) -> Result<(), 
             detail,
             ts,
         } => {
+            let spool = sink.settled()?;
             count_gap(&source, &detail, lost_records);
             spool.append_gap(
                 &source,
@@ -308,12 +304,17 @@ fn apply(sink: &mut EntrySink<'_>, cap: &mut Capacity, ev: Event) -> Result<(), 
                 ts,
             )?;
         }
-        Event::Forget { source, key } => spool.forget_position(&source, key),
+        Event::Forget { source, key } => {
+            let spool = sink.settled()?;
+            spool.forget_position(&source, key);
+        }
         Event::Receipt(r) => {
+            let spool = sink.settled()?;
             let seq = spool.append_receipt(&r)?;
             crate::metrics::receipt_written(seq);
         }
         Event::Alert { code, detail } => {
+            let spool = sink.settled()?;
             spool.append_alert(code, &detail)?;
         }
     }

@@ -14,6 +14,24 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_wormlog")
 }
 
+/// Runs `cmd` to its end with `stdin` on its standard input; its output.
+pub fn run_with(cmd: &mut Command, stdin: Option<&[u8]>) -> std::process::Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut sin = child.stdin.take().unwrap();
+    if let Some(data) = stdin {
+        // The process may exit without reading (e.g. refused): a broken
+        // pipe here is not the test's failure.
+        let _ = sin.write_all(data);
+    }
+    drop(sin);
+    child.wait_with_output().unwrap()
+}
+
 pub struct Env {
     pub dir: tempfile::TempDir,
 }

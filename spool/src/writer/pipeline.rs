@@ -181,7 +181,7 @@ impl EntrySink<'_> {
             return Err(SpoolError::Stopped);
         }
         let keys = match &self.spool.sealing {
-            Some(k) => k.clone(),
+            Some(k) => k,
             None => {
                 // Nothing to seal: one by one.
                 self.drain()?;
@@ -197,13 +197,13 @@ impl EntrySink<'_> {
             self.drain()?;
             return Err(e);
         }
+        let c = &mut self.building;
+        if c.keys.is_none() {
+            c.keys = Some(keys.clone());
+        }
         let s = &*self.spool;
         let ahead = self.ahead.get_or_insert_with(|| Projection::of(s));
         let seq = ahead.next_seq;
-        let c = &mut self.building;
-        if c.keys.is_none() {
-            c.keys = Some(keys);
-        }
         if c.sources.last().is_none_or(|(_, s)| s != source) {
             c.sources.push((c.items.len(), source.to_owned()));
         }
