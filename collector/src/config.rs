@@ -287,12 +287,20 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
             ));
         }
     }
-    if limits.max_ingest_bytes < max_batch_bytes.saturating_mul(2) {
+    // Unset, it follows max_batch_bytes (four batches in flight); set, it
+    // must hold at least one batch and its decompressed form.
+    let limits = match &f.limits.max_ingest_bytes {
+        None => Limits {
+            max_ingest_bytes: max_batch_bytes.saturating_mul(4),
+            ..limits
+        },
+        Some(_) => limits,
+    };
+    if let Some(set) = &f.limits.max_ingest_bytes
+        && limits.max_ingest_bytes < max_batch_bytes.saturating_mul(2)
+    {
         return Err(at(
-            f.limits
-                .max_ingest_bytes
-                .as_ref()
-                .map_or(c.listen.span().start, |s| s.span().start),
+            set.span().start,
             format!(
                 "max_ingest_bytes must be at least twice max_batch_bytes ({max_batch_bytes} bytes): a batch and its decompressed form must fit"
             ),
@@ -469,6 +477,12 @@ mod tests {
                 .limits,
             Limits::default()
         );
+        // Unset, max_ingest_bytes follows a larger max_batch_bytes.
+        let c = load_text(
+            "[collector]\nlisten = \"127.0.0.1:1\"\nstore_dir = \"/s\"\nmax_batch_bytes = \"200MiB\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.limits.max_ingest_bytes, 800 << 20);
         for (text, want) in [
             (
                 "[limits]\nmax_connections = 0\n",
