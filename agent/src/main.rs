@@ -56,12 +56,24 @@ enum Command {
     },
     /// Verify a spool: exit 0 intact, 1 tampering or loss, 2 usage or I/O error.
     Verify {
+        #[arg(long, required_unless_present = "bundle", conflicts_with = "bundle")]
+        spool: Option<PathBuf>,
+        /// A bundle from a collector (an export or a disclosure), checked
+        /// offline; needs --pubkey.
         #[arg(long)]
-        spool: PathBuf,
+        bundle: Option<PathBuf>,
         /// The host's first public key (`ed25519:…`), or a file holding it
         /// (e.g. host.pub).
         #[arg(long)]
         pubkey: Option<String>,
+        /// The collector's receipt key (`ed25519:…` or a file): a bundle's
+        /// countersignatures are then checked against it.
+        #[arg(long, requires = "bundle")]
+        collector_pubkey: Option<String>,
+        /// An age identity file that opens the encrypted entries of an
+        /// export bundle.
+        #[arg(long, requires = "bundle")]
+        identity: Option<PathBuf>,
         /// Machine-readable report.
         #[arg(long)]
         json: bool,
@@ -78,8 +90,15 @@ enum Command {
     },
     /// Print the records of a spool (verifying them on the way).
     Cat {
+        #[arg(long, required_unless_present = "bundle", conflicts_with = "bundle")]
+        spool: Option<PathBuf>,
+        /// Print the records of a bundle (checked first, as `verify
+        /// --bundle` does; needs --pubkey).
         #[arg(long)]
-        spool: PathBuf,
+        bundle: Option<PathBuf>,
+        /// The collector's receipt key, as for `verify --bundle`.
+        #[arg(long, requires = "bundle")]
+        collector_pubkey: Option<String>,
         /// Start at this sequence number.
         #[arg(long, default_value_t = 0)]
         from: u64,
@@ -113,17 +132,51 @@ fn main() -> ExitCode {
             quiet,
         } => cmd::append::run(&config, &source, quiet),
         Command::Verify {
-            spool,
+            spool: Some(spool),
             pubkey,
             json,
+            ..
         } => cmd::verify::run(&spool, pubkey.as_deref(), json),
+        Command::Verify {
+            bundle: Some(bundle),
+            pubkey,
+            collector_pubkey,
+            identity,
+            json,
+            ..
+        } => cmd::bundle::run(&cmd::bundle::Args {
+            bundle: &bundle,
+            pubkey: pubkey.as_deref(),
+            collector_pubkey: collector_pubkey.as_deref(),
+            identity: identity.as_deref(),
+            json,
+            records: false,
+        }),
+        Command::Verify { .. } => unreachable!("clap requires --spool or --bundle"),
         Command::Cat {
-            spool,
+            spool: Some(spool),
             from,
             json,
             pubkey,
             identity,
+            ..
         } => cmd::cat::run(&spool, from, json, pubkey.as_deref(), identity.as_deref()),
+        Command::Cat {
+            bundle: Some(bundle),
+            json,
+            pubkey,
+            collector_pubkey,
+            identity,
+            ..
+        } => cmd::bundle::run(&cmd::bundle::Args {
+            bundle: &bundle,
+            pubkey: pubkey.as_deref(),
+            collector_pubkey: collector_pubkey.as_deref(),
+            identity: identity.as_deref(),
+            json,
+            records: true,
+        }),
+        Command::Cat { .. } => unreachable!("clap requires --spool or --bundle"),
     };
     match result {
         Ok(code) => code,

@@ -39,7 +39,8 @@ pub fn check(c: &Config) -> Result<(), AccessError> {
         {
             File::open(p).map_err(io_err(p, "read it"))?;
         }
-        crate::server::tls_config(t).map_err(|e| AccessError::Tls(format!("{e:#}")))?;
+        crate::server::tls_config(t, c.token_users())
+            .map_err(|e| AccessError::Tls(format!("{e:#}")))?;
     }
     writable_dir(&c.store_dir.join("agents"))?;
     writable_dir(&c.key_dir)?;

@@ -25,14 +25,24 @@ pub fn serve(path: &Path) -> anyhow::Result<ExitCode> {
     for w in warnings {
         tracing::warn!("{w}");
     }
-    let tls = cfg.tls.as_ref().map(server::tls_config).transpose()?;
+    let tls = cfg
+        .tls
+        .as_ref()
+        .map(|t| server::tls_config(t, cfg.token_users()))
+        .transpose()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     let (listen, metrics_listen) = (cfg.listen, cfg.metrics_listen);
     let receipt_key = wormlog_spool::keys::format_pubkey(&signer.pubkey());
-    let app = server::App::new(cfg, signer, own_log.clone());
+    let read = crate::read::side::ReadSide::open(
+        &cfg.store_dir,
+        &cfg.key_dir,
+        cfg.read_identity.as_deref(),
+    )
+    .context("the reading side ([read] identity, index key)")?;
+    let app = server::App::new(cfg, signer, own_log.clone(), read);
     let held_back = app.clone();
     let notifier = wormlog_service::notify::Notifier::from_env();
     let r = rt.block_on(async {
@@ -226,4 +236,63 @@ pub fn forks(store: &Path, only: Option<&str>, json: bool) -> anyhow::Result<Exi
     out.flush()?;
     // A proven fork is tampering found, as for `verify`.
     Ok(ExitCode::from(if list.is_empty() { 0 } else { 1 }))
+}
+
+/// `token`: a new bearer token and the line that registers its hash.
+pub fn token() -> anyhow::Result<ExitCode> {
+    let (token, hash) = crate::users::new_token()?;
+    println!("{token}");
+    eprintln!(
+        "wormlog-collector: give the token above to the user (it is shown once, and kept nowhere); put its hash in the user's [[users]] entry:"
+    );
+    eprintln!("token_sha256 = \"{hash}\"");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `access`: the access log, oldest first.
+pub fn access(
+    store: &Path,
+    user: Option<String>,
+    agent: Option<String>,
+    limit: usize,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let list = match crate::audit::read(store, &crate::audit::Filter { user, agent, limit }) {
+        Ok(l) => l,
+        Err(e @ crate::audit::AuditError::Tampered { .. }) => {
+            eprintln!("wormlog-collector: {e}");
+            return Ok(ExitCode::from(1));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    for v in &list {
+        if json {
+            writeln!(out, "{v}")?;
+        } else {
+            let s = |k: &str| v[k].as_str().unwrap_or("-").to_owned();
+            writeln!(
+                out,
+                "{} {} user={} roles={} via={} client={:?} agent={} status={} returned={} decrypted={} params={}{}",
+                s("ts"),
+                s("action"),
+                s("user"),
+                s("roles"),
+                s("via"),
+                s("client"),
+                s("agent"),
+                v["status"],
+                v["returned"],
+                v["decrypted"],
+                v["params"],
+                v["reason"]
+                    .as_str()
+                    .map(|r| format!(" reason={r:?}"))
+                    .unwrap_or_default()
+            )?;
+        }
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -19,6 +19,29 @@ struct File {
     metrics: Option<MetricsSection>,
     #[serde(default)]
     agents: Vec<AgentEntry>,
+    #[serde(default)]
+    users: Vec<UserEntry>,
+    read: Option<ReadSection>,
+}
+
+/// `[[users]]`: who may read (README: "Roles and users").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserEntry {
+    name: Spanned<String>,
+    roles: Spanned<Vec<String>>,
+    agents: Option<Spanned<Vec<String>>>,
+    token_sha256: Option<Spanned<String>>,
+    cert_name: Option<Spanned<String>>,
+}
+
+/// `[read]`: what the reading side may use.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReadSection {
+    /// An age identity file: sealed entries are opened with it for an
+    /// auditor's search and disclosure.
+    identity: Option<PathBuf>,
 }
 
 /// `[limits]`: what one request, one client and all of them together may
@@ -89,6 +112,10 @@ pub struct Config {
     /// Where `/metrics` and `/health` are served in plain HTTP (None: only
     /// on the main listener, behind its TLS and client certificates).
     pub metrics_listen: Option<SocketAddr>,
+    /// The users who may call the reading API.
+    pub users: Vec<crate::users::User>,
+    /// The age identity that opens sealed entries for auditors.
+    pub read_identity: Option<PathBuf>,
 }
 
 /// The collector's resource limits (`[limits]`), with their defaults.
@@ -306,7 +333,10 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
             ),
         ));
     }
+    let users = users(&f.users, &at)?;
     Ok(Config {
+        read_identity: f.read.and_then(|r| r.identity),
+        users,
         listen,
         key_dir: c.key_dir.unwrap_or_else(|| c.store_dir.join("keys")),
         store_dir: c.store_dir,
@@ -319,6 +349,112 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         limits,
         metrics_listen,
     })
+}
+
+impl Config {
+    /// Whether some user authenticates with a token (then a TLS client
+    /// may come without a certificate).
+    pub fn token_users(&self) -> bool {
+        self.users.iter().any(|u| u.token_sha256.is_some())
+    }
+}
+
+/// `[[users]]`, each checked where it stands.
+fn users(
+    list: &[UserEntry],
+    at: &dyn Fn(usize, String) -> ConfigError,
+) -> Result<Vec<crate::users::User>, ConfigError> {
+    use crate::users::{Role, User};
+    use std::collections::BTreeSet;
+    let mut out: Vec<User> = Vec::new();
+    for u in list {
+        let name = u.name.get_ref();
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-@".contains(&b))
+        {
+            return Err(at(
+                u.name.span().start,
+                format!("user name {name:?}: 1-64 letters, digits, '.', '_', '-', '@'"),
+            ));
+        }
+        if out.iter().any(|o| &o.name == name) {
+            return Err(at(
+                u.name.span().start,
+                format!("user {name:?} is defined twice"),
+            ));
+        }
+        let mut roles = BTreeSet::new();
+        for r in u.roles.get_ref() {
+            roles.insert(Role::parse(r).ok_or_else(|| {
+                at(
+                    u.roles.span().start,
+                    format!("roles: {r:?} is not one of \"agent\", \"auditor\", \"admin\""),
+                )
+            })?);
+        }
+        if roles.is_empty() {
+            return Err(at(u.roles.span().start, "roles: give at least one".into()));
+        }
+        let agents = match &u.agents {
+            None => None,
+            Some(a) => {
+                for id in a.get_ref() {
+                    wormlog_spool::agent_id::check(id)
+                        .map_err(|e| at(a.span().start, format!("agents: {id:?}: {e}")))?;
+                }
+                Some(a.get_ref().iter().cloned().collect::<BTreeSet<_>>())
+            }
+        };
+        if roles.contains(&Role::Agent) && agents.is_none() {
+            return Err(at(
+                u.roles.span().start,
+                "a user with the agent role must name its agents (agents = [...])".into(),
+            ));
+        }
+        let token_sha256 = match &u.token_sha256 {
+            None => None,
+            Some(t) => Some(
+                wormlog_spool::hash::parse_hex32(t.get_ref())
+                    .filter(|_| t.get_ref().bytes().all(|b| !b.is_ascii_uppercase()))
+                    .ok_or_else(|| at(t.span().start, "token_sha256: not 64 lowercase hex digits (what `wormlog-collector token` prints)".into()))?,
+            ),
+        };
+        if token_sha256.is_some_and(|t| out.iter().any(|o| o.token_sha256 == Some(t))) {
+            return Err(at(
+                u.name.span().start,
+                "token_sha256: the same token is given to two users".into(),
+            ));
+        }
+        let cert_name = match &u.cert_name {
+            None => None,
+            Some(c) => {
+                rustls_pki_types::ServerName::try_from(c.get_ref().clone()).map_err(|_| {
+                    at(
+                        c.span().start,
+                        format!("cert_name: {:?} is not a DNS name", c.get_ref()),
+                    )
+                })?;
+                Some(c.get_ref().clone())
+            }
+        };
+        if token_sha256.is_none() && cert_name.is_none() {
+            return Err(at(
+                u.name.span().start,
+                format!("user {name:?}: give token_sha256 or cert_name, or both"),
+            ));
+        }
+        out.push(User {
+            name: name.clone(),
+            roles,
+            agents,
+            token_sha256,
+            cert_name,
+        });
+    }
+    Ok(out)
 }
 
 /// `[limits]`, each key checked where it stands.

@@ -11,13 +11,17 @@
 #![forbid(unsafe_code)]
 
 pub mod access;
+pub mod audit;
+pub mod client;
 pub mod commands;
 pub mod config;
 pub mod forks;
 pub mod metrics;
 pub mod own_log;
 pub mod ratelimit;
+pub mod read;
 pub mod receipts;
 pub mod server;
 pub mod snapshot;
 pub mod store;
+pub mod users;

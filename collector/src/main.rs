@@ -9,7 +9,7 @@
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use wormlog_collector::commands;
+use wormlog_collector::{client, commands};
 
 #[derive(Parser, Debug)]
 #[command(name = "wormlog-collector", version, about = "The wormlog collector")]
@@ -55,6 +55,85 @@ enum Cmd {
         #[arg(long)]
         identity: Option<PathBuf>,
     },
+    /// Make a new bearer token for a user: print the token (give it to the
+    /// user, once) and the `token_sha256` line for its `[[users]]` entry.
+    Token,
+    /// Print the access log: every call to the reading API, allowed or
+    /// refused (from the collector's own chain, verified on the way).
+    Access {
+        #[arg(long)]
+        store: PathBuf,
+        /// Only this user's calls.
+        #[arg(long)]
+        user: Option<String>,
+        /// Only calls about this agent.
+        #[arg(long)]
+        agent: Option<String>,
+        /// The newest this many.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Search a running collector's store (the reading API; auditor role).
+    Query {
+        #[command(flatten)]
+        remote: RemoteArgs,
+        #[arg(long)]
+        agent: String,
+        /// From this time on (RFC 3339, e.g. 2026-12-01T00:00:00Z).
+        #[arg(long)]
+        from: Option<String>,
+        /// Before this time.
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long)]
+        source: Option<String>,
+        /// A record kind: entry, gap, start, stop, checkpoint, …
+        #[arg(long)]
+        kind: Option<String>,
+        /// Text in bodies and field values (ASCII case-insensitive).
+        #[arg(long)]
+        text: Option<String>,
+        /// Oldest first (default: newest first).
+        #[arg(long)]
+        oldest: bool,
+        #[arg(long)]
+        limit: Option<u64>,
+        /// Where a page starts (what the last page printed).
+        #[arg(long)]
+        cursor: Option<u64>,
+        /// Every page, to the end.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Export records FROM..=TO of an agent as a bundle that `wormlog
+    /// verify --bundle` checks offline (auditor role).
+    Export {
+        #[command(flatten)]
+        remote: RemoteArgs,
+        #[arg(long)]
+        agent: String,
+        #[arg(long)]
+        from_seq: u64,
+        #[arg(long)]
+        to_seq: u64,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Disclose one entry: it alone (opened with its own key), its
+    /// inclusion proof and the signed, countersigned checkpoint (auditor
+    /// role).
+    Disclose {
+        #[command(flatten)]
+        remote: RemoteArgs,
+        #[arg(long)]
+        agent: String,
+        #[arg(long)]
+        seq: u64,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// List the forks this collector proved, with the agent's differing
     /// records kept as evidence (`<store>/forks`).
     Forks {
@@ -66,6 +145,42 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// How to reach a running collector.
+#[derive(clap::Args, Debug)]
+struct RemoteArgs {
+    /// The collector, e.g. https://collector.example:8443
+    #[arg(long)]
+    url: String,
+    /// The CA that issued the collector's certificate (PEM).
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// A client certificate (PEM) issued for your user's cert_name.
+    #[arg(long, requires = "key")]
+    cert: Option<PathBuf>,
+    #[arg(long, requires = "cert")]
+    key: Option<PathBuf>,
+    /// Your bearer token (visible to other users of this host in the
+    /// process list: prefer --token-file or WORMLOG_TOKEN).
+    #[arg(long, conflicts_with = "token_file")]
+    token: Option<String>,
+    /// A file holding your bearer token.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+}
+
+impl RemoteArgs {
+    fn remote(self) -> client::Remote {
+        client::Remote {
+            url: self.url,
+            ca: self.ca,
+            cert: self.cert,
+            key: self.key,
+            token: self.token,
+            token_file: self.token_file,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -100,6 +215,67 @@ fn main() -> ExitCode {
             identity,
         } => commands::cat(&store, &agent, from, json, identity.as_deref()),
         Cmd::Forks { store, agent, json } => commands::forks(&store, agent.as_deref(), json),
+        Cmd::Token => commands::token(),
+        Cmd::Access {
+            store,
+            user,
+            agent,
+            limit,
+            json,
+        } => commands::access(&store, user, agent, limit, json),
+        Cmd::Query {
+            remote,
+            agent,
+            from,
+            to,
+            source,
+            kind,
+            text,
+            oldest,
+            limit,
+            cursor,
+            all,
+        } => client::query(
+            &remote.remote(),
+            &client::Search {
+                agent,
+                from,
+                to,
+                source,
+                kind,
+                text,
+                oldest_first: oldest,
+                limit,
+                cursor,
+                all,
+            },
+        ),
+        Cmd::Export {
+            remote,
+            agent,
+            from_seq,
+            to_seq,
+            out,
+        } => client::fetch_bundle(
+            &remote.remote(),
+            &format!("/v1/agents/{agent}/export"),
+            &[
+                ("from_seq", from_seq.to_string()),
+                ("to_seq", to_seq.to_string()),
+            ],
+            &out,
+        ),
+        Cmd::Disclose {
+            remote,
+            agent,
+            seq,
+            out,
+        } => client::fetch_bundle(
+            &remote.remote(),
+            &format!("/v1/agents/{agent}/records/{seq}/disclosure"),
+            &[],
+            &out,
+        ),
     };
     match r {
         Ok(c) => c,

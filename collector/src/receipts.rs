@@ -62,6 +62,11 @@ impl Signer {
         self.key.verifying_key().to_bytes()
     }
 
+    /// Signs a bundle (docs/FORMAT.md §12): every byte before its last line.
+    pub fn sign_bundle(&self, bytes: &[u8]) -> [u8; 64] {
+        wormlog_spool::keys::sign_with(&self.key, wormlog_spool::keys::BUNDLE_CONTEXT, bytes)
+    }
+
     pub fn sign(&self, agent_id: &str, tree_size: u64, root: &Hash) -> Receipt {
         Receipt::sign(
             &self.key,

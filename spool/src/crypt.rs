@@ -327,6 +327,15 @@ impl Opener {
         self.current = Some((segment, keys));
     }
 
+    /// The key of entry `seq` of segment `segment` alone (for a
+    /// disclosure: it opens that entry and no other).
+    pub fn entry_key(&self, segment: u64, seq: u64) -> Result<EntryKey, String> {
+        match &self.current {
+            Some((s, k)) if *s == segment => Ok(k.as_ref().map_err(|e| e.clone())?.key(seq)),
+            _ => Err("no data_key record was read for this segment".into()),
+        }
+    }
+
     /// Opens the sealed entry `record` (its bytes) of segment `segment`,
     /// whose `sealed` part is the last `sealed_len` bytes.
     pub fn open(

@@ -22,6 +22,7 @@ const KEY_CONTEXT: &[u8] = b"wormlog key v1\0";
 pub const CHECKPOINT_CONTEXT: &[u8] = b"wormlog checkpoint v1\0";
 pub const EPOCH_KEY_CONTEXT: &[u8] = b"wormlog epoch-key v1\0";
 pub const RECEIPT_CONTEXT: &[u8] = b"wormlog receipt v1\0";
+pub const BUNDLE_CONTEXT: &[u8] = b"wormlog bundle v1\0";
 const PUBKEY_PREFIX: &str = "ed25519:";
 
 /// Errors about keys.

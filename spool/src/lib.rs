@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agent_id;
+pub mod bundle;
 pub mod chain;
 pub mod clock;
 pub mod codec;
@@ -27,6 +28,7 @@ pub mod keys;
 pub mod ledger;
 pub mod merkle;
 pub mod position;
+pub mod proofs;
 pub mod reader;
 pub mod record;
 pub mod segment;

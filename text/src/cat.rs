@@ -7,7 +7,7 @@ use crate::render::{record_json, record_line};
 use std::io::Write;
 use std::path::Path;
 use wormlog_spool::crypt::{Identities, Opener};
-use wormlog_spool::record::{Entry, Payload, Record};
+use wormlog_spool::record::{Entry, Payload};
 use wormlog_spool::verify::{Report, VerifyError, verify_spool};
 
 /// What `cat` printed.
@@ -60,32 +60,17 @@ pub fn cat(
             (Some(n), Some(o)) => match o.open(loc.segment, rec.seq, bytes, n) {
                 Ok(p) => {
                     opened += 1;
-                    let Payload::Entry(e) = &rec.payload else {
-                        unreachable!("sealed only on entries")
-                    };
-                    let clear = Record {
-                        kind: rec.kind,
-                        seq: rec.seq,
-                        ts: rec.ts,
-                        prev: rec.prev,
-                        payload: Payload::Entry(Entry {
-                            source: e.source,
-                            position: e.position,
-                            flags: e.flags,
-                            fields: p
-                                .fields
-                                .iter()
-                                .map(|(k, v)| (k.as_str(), v.as_slice()))
-                                .collect(),
-                            body: &p.body,
-                            sealed: None,
-                        }),
-                    };
                     if json {
-                        let mut v = record_json(&clear, loc.segment, loc.offset);
-                        v["decrypted"] = serde_json::Value::Bool(true);
+                        let v = crate::render::record_json_opened(
+                            rec,
+                            Some(&p),
+                            loc.segment,
+                            loc.offset,
+                        );
                         writeln!(out, "{v}")
                     } else {
+                        let clear =
+                            crate::render::with_opened(rec, &p).expect("sealed only on entries");
                         writeln!(out, "{}", record_line(&clear))
                     }
                 }

@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod bundle;
 pub mod cat;
 pub mod humanize;
 pub mod location;

@@ -45,6 +45,18 @@ pub fn server_config(
     key: &Path,
     client_ca: Option<&Path>,
 ) -> Result<rustls::ServerConfig, TlsError> {
+    server_config_with(cert, key, client_ca, false)
+}
+
+/// [`server_config`], and with `optional_client_cert` a client may also
+/// connect without a certificate (one it presents must still be valid):
+/// the server then decides per request (the collector's token users).
+pub fn server_config_with(
+    cert: &Path,
+    key: &Path,
+    client_ca: Option<&Path>,
+    optional_client_cert: bool,
+) -> Result<rustls::ServerConfig, TlsError> {
     let certs = certificates(cert)?;
     let key = PrivateKeyDer::from_pem_file(key).map_err(|e| file_err(key, e))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -57,12 +69,14 @@ pub fn server_config(
             for c in certificates(ca)? {
                 roots.add(c).map_err(|e| file_err(ca, e))?;
             }
-            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            let mut vb = rustls::server::WebPkiClientVerifier::builder_with_provider(
                 Arc::new(roots),
                 provider,
-            )
-            .build()
-            .map_err(|e| file_err(ca, e))?;
+            );
+            if optional_client_cert {
+                vb = vb.allow_unauthenticated();
+            }
+            let verifier = vb.build().map_err(|e| file_err(ca, e))?;
             builder.with_client_cert_verifier(verifier)
         }
         None => builder.with_no_client_auth(),
@@ -70,4 +84,34 @@ pub fn server_config(
     builder
         .with_single_cert(certs, key)
         .map_err(|e| TlsError::Config(format!("certificate and key: {e}")))
+}
+
+/// A client configuration: the server's certificate checked against the
+/// roots in `ca` (PEM; none: no root is trusted, so only a loopback
+/// `http://` URL works), and a client certificate and key when given.
+pub fn client_config(
+    ca: Option<&Path>,
+    client: Option<(&Path, &Path)>,
+) -> Result<rustls::ClientConfig, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    if let Some(ca) = ca {
+        for c in certificates(ca)? {
+            roots.add(c).map_err(|e| file_err(ca, e))?;
+        }
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_root_certificates(roots);
+    match client {
+        Some((cert, key)) => {
+            let certs = certificates(cert)?;
+            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| file_err(key, e))?;
+            builder
+                .with_client_auth_cert(certs, key)
+                .map_err(|e| TlsError::Config(format!("client certificate: {e}")))
+        }
+        None => Ok(builder.with_no_client_auth()),
+    }
 }

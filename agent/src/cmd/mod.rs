@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod append;
+pub mod bundle;
 pub mod cat;
 pub mod check_config;
 pub mod keygen;

@@ -6,9 +6,6 @@ use super::prefetch::Prepared;
 use crate::config::ForwardSection;
 use anyhow::Context;
 use base64::Engine;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use std::sync::Arc;
 use std::time::Duration;
 use wormlog_spool::chain::Receipt;
 
@@ -41,34 +38,11 @@ pub struct Client {
 
 impl Client {
     pub fn new(f: &ForwardSection, agent_id: &str) -> anyhow::Result<Client> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut roots = rustls::RootCertStore::empty();
-        if let Some(ca) = &f.ca_file {
-            for c in
-                CertificateDer::pem_file_iter(ca).with_context(|| format!("{}", ca.display()))?
-            {
-                roots
-                    .add(c.with_context(|| format!("{}", ca.display()))?)
-                    .with_context(|| format!("{}", ca.display()))?;
-            }
-        }
-        let builder = rustls::ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-            .with_root_certificates(roots);
-        let tls = match (&f.cert_file, &f.key_file) {
-            (Some(c), Some(k)) => {
-                let certs = CertificateDer::pem_file_iter(c)
-                    .with_context(|| format!("{}", c.display()))?
-                    .collect::<Result<Vec<_>, _>>()
-                    .with_context(|| format!("{}", c.display()))?;
-                let key =
-                    PrivateKeyDer::from_pem_file(k).with_context(|| format!("{}", k.display()))?;
-                builder
-                    .with_client_auth_cert(certs, key)
-                    .context("client certificate")?
-            }
-            _ => builder.with_no_client_auth(),
+        let client = match (&f.cert_file, &f.key_file) {
+            (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+            _ => None,
         };
+        let tls = wormlog_tls::client_config(f.ca_file.as_deref(), client)?;
         let http = reqwest::blocking::Client::builder()
             .tls_backend_preconfigured(tls)
             .timeout(f.timeout.0)

@@ -3,11 +3,85 @@
 
 use super::App;
 use crate::server::Peer;
+use crate::users::{Principal, Role, User, Via, by_token};
+use axum::http::{HeaderMap, header};
 use rustls_pki_types::ServerName;
 
-/// Whether the connection may write the chain of agent `id`: with mutual
-/// TLS the client certificate must be valid for the DNS name `id`.
-pub fn authorised(app: &App, peer: &Peer, id: &str) -> Result<(), String> {
+/// Why a caller is not known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unknown {
+    /// No token and no client certificate (401).
+    Missing,
+    /// A token no user holds, or a malformed Authorization header (401).
+    BadToken(String),
+    /// A valid client certificate that is no user's, an agent's say (403).
+    NotAUser,
+}
+
+/// The `Authorization: Bearer` token, if the header is there.
+fn bearer(headers: &HeaderMap) -> Option<Result<&str, String>> {
+    let v = headers.get(header::AUTHORIZATION)?;
+    Some(
+        v.to_str()
+            .ok()
+            .and_then(|s| s.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| "the Authorization header is not \"Bearer <token>\"".to_string()),
+    )
+}
+
+/// Who is calling: the user whose token the request carries, or whose
+/// name the client certificate (already checked against `client_ca`) is
+/// issued for.
+pub fn authenticate(app: &App, peer: &Peer, headers: &HeaderMap) -> Result<Principal, Unknown> {
+    let users = &app.config.users;
+    if let Some(t) = bearer(headers) {
+        let t = t.map_err(Unknown::BadToken)?;
+        return by_token(users, t)
+            .map(|u| Principal {
+                user: u.clone(),
+                via: Via::Token,
+            })
+            .ok_or_else(|| Unknown::BadToken("the token is not valid".into()));
+    }
+    let Some(leaf) = peer.certs.as_ref().and_then(|c| c.first().cloned()) else {
+        return Err(Unknown::Missing);
+    };
+    let Ok(cert) = webpki::EndEntityCert::try_from(&leaf) else {
+        return Err(Unknown::NotAUser);
+    };
+    let named = |u: &&User| {
+        u.cert_name.as_ref().is_some_and(|n| {
+            ServerName::try_from(n.clone())
+                .is_ok_and(|name| cert.verify_is_valid_for_subject_name(&name).is_ok())
+        })
+    };
+    users
+        .iter()
+        .find(named)
+        .map(|u| Principal {
+            user: u.clone(),
+            via: Via::Certificate,
+        })
+        .ok_or(Unknown::NotAUser)
+}
+
+/// Whether the request may write the chain of agent `id`: a bearer token
+/// of a user with the agent role for `id`; otherwise, with mutual TLS,
+/// the client certificate must be valid for the DNS name `id`.
+pub fn authorised(app: &App, peer: &Peer, headers: &HeaderMap, id: &str) -> Result<(), String> {
+    if let Some(token) = bearer(headers) {
+        let u = by_token(&app.config.users, token?).ok_or("the token is not valid")?;
+        return if u.roles.contains(&Role::Agent) && u.may_see(id) {
+            Ok(())
+        } else {
+            Err(format!(
+                "user {} may not write agent {id:?}'s chain",
+                u.name
+            ))
+        };
+    }
     if !app.mtls() {
         return Ok(());
     }
@@ -39,12 +113,15 @@ pub fn registration(app: &App, id: &str) -> Option<Registration> {
     if let Some(k) = app.config.agents.get(id) {
         return Some(Registration::Known(*k));
     }
-    if !app.config.trust_on_first_use {
-        return None;
-    }
+    // Registered by an admin (`PUT /v1/admin/agents/{id}`) or pinned on
+    // first use: the key in the store.
     let pinned =
         std::fs::read_to_string(app.config.store_dir.join("agents").join(id).join("pubkey"))
             .ok()
             .and_then(|s| wormlog_spool::keys::parse_pubkey(s.trim()).ok());
-    Some(pinned.map_or(Registration::FirstUse, Registration::Known))
+    match pinned {
+        Some(k) => Some(Registration::Known(k)),
+        None if app.config.trust_on_first_use => Some(Registration::FirstUse),
+        None => None,
+    }
 }

@@ -6,6 +6,7 @@
 mod auth;
 mod body;
 pub mod limits;
+mod reads;
 mod routes;
 
 use crate::config::Config;
@@ -44,6 +45,10 @@ pub struct App {
     warnings: RateLimit,
     /// Open stores, registered agents only.
     stores: Mutex<HashMap<String, Slot>>,
+    /// The reading side: indexes, search, bundles.
+    pub read: crate::read::side::ReadSide,
+    /// Access records of calls without valid credentials, per client.
+    access: RateLimit,
 }
 
 impl std::fmt::Debug for App {
@@ -53,7 +58,12 @@ impl std::fmt::Debug for App {
 }
 
 impl App {
-    pub fn new(config: Config, signer: Signer, own_log: OwnLog) -> Arc<App> {
+    pub fn new(
+        config: Config,
+        signer: Signer,
+        own_log: OwnLog,
+        read: crate::read::side::ReadSide,
+    ) -> Arc<App> {
         let gate = Gate::new(config.limits.clone(), config.max_batch_bytes);
         Arc::new(App {
             config,
@@ -63,7 +73,25 @@ impl App {
             alerts: RateLimit::new(5, Duration::from_secs(60)),
             warnings: RateLimit::new(10, Duration::from_secs(60)),
             stores: Mutex::new(HashMap::new()),
+            read,
+            access: RateLimit::new(20, Duration::from_secs(60)),
         })
+    }
+
+    /// Whether a call without valid credentials from `client` is recorded
+    /// one by one (the rest are counted and told each minute).
+    fn access_limited(&self, client: &str) -> bool {
+        match self.access.check(client) {
+            Verdict::Pass { held_back } => {
+                if held_back > 0 {
+                    self.own_log.event(&format!(
+                        "access: {held_back} more calls without valid credentials from {client} were refused and not recorded one by one"
+                    ));
+                }
+                true
+            }
+            Verdict::Hold => false,
+        }
     }
 
     fn mtls(&self) -> bool {
@@ -108,6 +136,11 @@ impl App {
             tracing::error!("{msg}");
             self.own_log
                 .alert(wormlog_spool::record::AlertCode::Other, &msg);
+        }
+        for (client, n) in self.access.drain() {
+            self.own_log.event(&format!(
+                "access: {n} more calls without valid credentials from {client} were refused and not recorded one by one"
+            ));
         }
         for (key, n) in self.warnings.drain() {
             tracing::warn!("{n} more log lines ({key}) were held back by the rate limit");
@@ -302,8 +335,14 @@ async fn serve_metrics(listener: tokio::net::TcpListener, header_timeout: Durati
 
 /// The TLS configuration: TLS 1.2 and 1.3, a client certificate from
 /// `client_ca` required when it is set.
-pub fn tls_config(t: &crate::config::Tls) -> anyhow::Result<Arc<rustls::ServerConfig>> {
-    let mut cfg = wormlog_tls::server_config(&t.cert, &t.key, t.client_ca.as_deref())?;
+/// With token users, a client may come without a certificate: each route
+/// then decides (an agent's route still requires one).
+pub fn tls_config(
+    t: &crate::config::Tls,
+    token_users: bool,
+) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let mut cfg =
+        wormlog_tls::server_config_with(&t.cert, &t.key, t.client_ca.as_deref(), token_users)?;
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
 }

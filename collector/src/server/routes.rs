@@ -24,8 +24,12 @@ use wormlog_spool::record::{AlertCode, Payload, Record};
 
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
-        .route("/v1/agents/{id}/records", post(ingest))
+        .route(
+            "/v1/agents/{id}/records",
+            post(ingest).get(super::reads::search),
+        )
         .route("/v1/agents/{id}/state", get(state))
+        .merge(super::reads::routes())
         .merge(metrics_routes())
         .with_state(app)
 }
@@ -60,13 +64,13 @@ fn metrics_routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         )
 }
 
-fn error(status: StatusCode, body: serde_json::Value) -> Response {
+pub(super) fn error(status: StatusCode, body: serde_json::Value) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
 /// An answer given without reading the body: the connection is closed
 /// after it, so the unread body costs nothing.
-fn refuse(status: StatusCode, body: serde_json::Value) -> Response {
+pub(super) fn refuse(status: StatusCode, body: serde_json::Value) -> Response {
     let mut r = error(status, body);
     r.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -98,7 +102,7 @@ fn unavailable(reason: &str) -> Response {
 /// the id's form, the client certificate, the registration. A refusal is
 /// counted without the id as a label (it may be anything a client sent).
 #[allow(clippy::result_large_err)] // a Response is what the handler returns anyway
-fn admit(app: &App, peer: &Peer, id: &str) -> Result<Registration, Response> {
+fn admit(app: &App, peer: &Peer, headers: &HeaderMap, id: &str) -> Result<Registration, Response> {
     if wormlog_spool::agent_id::check(id).is_err() {
         metrics::refused("agent_id");
         return Err(refuse(
@@ -106,7 +110,7 @@ fn admit(app: &App, peer: &Peer, id: &str) -> Result<Registration, Response> {
             json!({"error": "malformed", "reason": "not an agent id"}),
         ));
     }
-    if let Err(e) = authorised(app, peer, id) {
+    if let Err(e) = authorised(app, peer, headers, id) {
         metrics::refused("forbidden");
         app.warn_limited("forbidden", &format!("agent {id:?}: refused: {e}"));
         return Err(refuse(
@@ -131,8 +135,9 @@ async fn state(
     State(app): State<Arc<App>>,
     UrlPath(id): UrlPath<String>,
     peer: axum::Extension<Peer>,
+    headers: HeaderMap,
 ) -> Response {
-    match admit(&app, &peer, &id) {
+    match admit(&app, &peer, &headers, &id) {
         Err(r) => r,
         Ok(Registration::FirstUse) => {
             axum::Json(json!({"agent": id, "next_seq": 0})).into_response()
@@ -294,7 +299,7 @@ async fn ingest(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let reg = match admit(&app, &peer, &id) {
+    let reg = match admit(&app, &peer, &headers, &id) {
         Ok(r) => r,
         Err(r) => return r,
     };

@@ -298,7 +298,8 @@ impl Pki {
 /// Keys, certificates in `pki/` and a collector config (mutual TLS, web-01
 /// registered): a CA (`ca`) that issued the collector's certificate for
 /// `localhost` (`collector`), the agents' for their ids (`web-01`, `web-02`)
-/// and an expired one for web-01 (`expired`); another CA (`other-ca`) that
+/// an expired one for web-01 (`expired`) and a user's for
+/// `alice.auditors` (`alice`); another CA (`other-ca`) that
 /// issued `rogue` for web-01.
 pub fn mtls_setup() -> Setup {
     let s = Setup::new();
@@ -310,6 +311,7 @@ pub fn mtls_setup() -> Setup {
     pki.issue(&d.p("pki"), "web-01", "web-01", false);
     pki.issue(&d.p("pki"), "web-02", "web-02", false);
     pki.issue(&d.p("pki"), "expired", "web-01", true);
+    pki.issue(&d.p("pki"), "alice", "alice.auditors", false);
     let other = Pki::new("another CA");
     std::fs::write(d.p("pki/other-ca.pem"), &other.ca_pem).unwrap();
     other.issue(&d.p("pki"), "rogue", "web-01", false);

@@ -1,0 +1,364 @@
+//! The search index of one agent's store: derived data, rebuilt from the
+//! store whenever it is missing, stale or disagrees with it, and never
+//! used to verify anything. The store is cut into *blocks*, each from one
+//! checkpoint to the next (the first from the genesis record): where the
+//! block starts, how many records it holds, the earliest and latest record
+//! time in it, and a trigram bitmap of its bodies and field values
+//! ([`super::grams`]). A search reads only the blocks whose time span
+//! meets the query's and whose bitmap may hold its text.
+//!
+//! Files, under `<store_dir>/index/<agent>/`: `blocks` (a 40-byte header —
+//! magic and the fingerprint of the identity that opened sealed bodies —
+//! then 64-byte entries) and `grams` (the bitmaps, one after another).
+
+use super::grams::{Bitmap, GramSet};
+use super::scan::{At, Scan, ScanError, peek};
+use super::{Bodies, open_record};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use wormlog_spool::record::Kind;
+
+const MAGIC: &[u8; 8] = b"WLIDX001";
+const HEADER: u64 = 40;
+const ENTRY: usize = 64;
+
+/// One block of records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Block {
+    pub seq: u64,
+    pub at: At,
+    pub records: u64,
+    pub min_ts: i64,
+    pub max_ts: i64,
+    /// Whether the block starts with a checkpoint (all but the first).
+    pub checkpoint: bool,
+    /// Whether it holds the genesis or an `epoch_key` record (the key
+    /// ledger a bundle carries is gathered from these blocks).
+    pub keys: bool,
+    grams_off: u64,
+    grams_log2: u32,
+}
+
+impl Block {
+    pub fn end_seq(&self) -> u64 {
+        self.seq + self.records
+    }
+
+    fn encode(&self) -> [u8; ENTRY] {
+        let mut b = [0u8; ENTRY];
+        let words = [
+            self.seq,
+            self.at.segment,
+            self.at.offset,
+            self.records,
+            self.min_ts as u64,
+            self.max_ts as u64,
+            self.grams_off,
+            u64::from(self.grams_log2)
+                | (u64::from(self.checkpoint) << 32)
+                | (u64::from(self.keys) << 33),
+        ];
+        for (i, w) in words.iter().enumerate() {
+            b[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
+        }
+        b
+    }
+
+    fn decode(b: &[u8]) -> Block {
+        let w = |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().expect("8"));
+        Block {
+            seq: w(0),
+            at: At {
+                segment: w(1),
+                offset: w(2),
+            },
+            records: w(3),
+            min_ts: w(4) as i64,
+            max_ts: w(5) as i64,
+            grams_off: w(6),
+            grams_log2: w(7) as u32,
+            checkpoint: w(7) >> 32 & 1 == 1,
+            keys: w(7) >> 33 & 1 == 1,
+        }
+    }
+}
+
+/// The index of one agent's store.
+#[derive(Debug)]
+pub struct AgentIndex {
+    store: PathBuf,
+    blocks_path: PathBuf,
+    grams_path: PathBuf,
+    blocks: Vec<Block>,
+    grams_len: u64,
+    /// The records after the last whole block (not kept on disk).
+    tail: Option<Block>,
+    fingerprint: [u8; 32],
+    opened: bool,
+}
+
+impl AgentIndex {
+    /// Opens the index of the store `store` (an agent directory), in
+    /// `dir`; a missing, damaged or stale one is started again.
+    pub fn open(store: &Path, dir: &Path, fingerprint: [u8; 32]) -> std::io::Result<AgentIndex> {
+        std::fs::create_dir_all(dir)?;
+        let mut ix = AgentIndex {
+            store: store.to_owned(),
+            blocks_path: dir.join("blocks"),
+            grams_path: dir.join("grams"),
+            blocks: Vec::new(),
+            grams_len: 0,
+            tail: None,
+            fingerprint,
+            opened: true,
+        };
+        if !ix.load()? {
+            ix.reset()?;
+        }
+        Ok(ix)
+    }
+
+    /// A placeholder until [`AgentIndex::open`].
+    pub fn empty() -> AgentIndex {
+        AgentIndex {
+            store: PathBuf::new(),
+            blocks_path: PathBuf::new(),
+            grams_path: PathBuf::new(),
+            blocks: Vec::new(),
+            grams_len: 0,
+            tail: None,
+            fingerprint: [0; 32],
+            opened: false,
+        }
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.opened
+    }
+
+    /// Loads what is on disk; false when it must be rebuilt.
+    fn load(&mut self) -> std::io::Result<bool> {
+        let bytes = match std::fs::read(&self.blocks_path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        if bytes.len() < HEADER as usize || &bytes[..8] != MAGIC || bytes[8..40] != self.fingerprint
+        {
+            return Ok(false);
+        }
+        let grams_len = std::fs::metadata(&self.grams_path).map_or(0, |m| m.len());
+        let mut blocks = Vec::new();
+        let mut expect = 0;
+        for e in bytes[HEADER as usize..].chunks_exact(ENTRY) {
+            let b = Block::decode(e);
+            let glen = 1u64 << b.grams_log2.saturating_sub(3).min(40);
+            if b.seq != expect || b.grams_off + glen > grams_len {
+                break;
+            }
+            expect = b.end_seq();
+            blocks.push(b);
+        }
+        self.grams_len = blocks
+            .last()
+            .map_or(0, |b| b.grams_off + (1u64 << (b.grams_log2 - 3)));
+        // Cut what a crash left half-written, so appends stay aligned.
+        let keep = HEADER + (blocks.len() * ENTRY) as u64;
+        if keep != bytes.len() as u64 {
+            OpenOptions::new()
+                .write(true)
+                .open(&self.blocks_path)?
+                .set_len(keep)?;
+        }
+        if self.grams_len != grams_len {
+            OpenOptions::new()
+                .write(true)
+                .open(&self.grams_path)?
+                .set_len(self.grams_len)?;
+        }
+        self.blocks = blocks;
+        Ok(true)
+    }
+
+    /// Starts the index again from nothing.
+    pub fn reset(&mut self) -> std::io::Result<()> {
+        let mut head = Vec::with_capacity(HEADER as usize);
+        head.extend_from_slice(MAGIC);
+        head.extend_from_slice(&self.fingerprint);
+        std::fs::write(&self.blocks_path, &head)?;
+        std::fs::write(&self.grams_path, b"")?;
+        self.blocks.clear();
+        self.grams_len = 0;
+        self.tail = None;
+        Ok(())
+    }
+
+    pub fn blocks(&self) -> &[Block] {
+        &self.blocks
+    }
+
+    /// The records after the last whole block.
+    pub fn tail(&self) -> Option<Block> {
+        self.tail
+    }
+
+    /// The block holding record `seq`.
+    pub fn block_of(&self, seq: u64) -> Option<Block> {
+        self.all()
+            .take_while(|b| b.seq <= seq)
+            .last()
+            .filter(|b| seq < b.end_seq())
+    }
+
+    /// Every block, the tail last.
+    pub fn all(&self) -> impl Iterator<Item = Block> + '_ {
+        self.blocks.iter().copied().chain(self.tail)
+    }
+
+    /// The bitmap of a whole block (None for the tail: it is read).
+    pub fn bitmap(&self, b: &Block) -> std::io::Result<Option<Bitmap>> {
+        if self.tail.is_some_and(|t| t.seq == b.seq) {
+            return Ok(None);
+        }
+        let mut buf = vec![0u8; 1 << (b.grams_log2 - 3)];
+        File::open(&self.grams_path)?.read_exact_at(&mut buf, b.grams_off)?;
+        Ok(Bitmap::from_bytes(b.grams_log2, &buf))
+    }
+
+    /// Takes in what the store holds beyond the index: whole blocks are
+    /// written, the rest is the tail. Records are opened with `bodies` to
+    /// index what sealed entries hold.
+    pub fn refresh(
+        &mut self,
+        bodies: &mut Bodies,
+        gram_key: &[u8; 32],
+        set: &mut GramSet,
+    ) -> Result<(), ScanError> {
+        let (start, seq0) = match self.blocks.last() {
+            None => (
+                At {
+                    segment: 0,
+                    offset: 0,
+                },
+                0,
+            ),
+            Some(_) => {
+                // Resume at the tail's start: the checkpoint after the last
+                // whole block.
+                match self.tail {
+                    Some(t) => (t.at, t.seq),
+                    None => match self.next_start()? {
+                        Some(x) => x,
+                        None => return Ok(()),
+                    },
+                }
+            }
+        };
+        if !super::scan::header_len(&self.store, start.segment)?.is_some() {
+            return Ok(());
+        }
+        let mut scan = Scan::from(&self.store, start)?;
+        let mut cur: Option<Block> = None;
+        let mut expect = seq0;
+        let mut fresh = Vec::new();
+        bodies.prime(&self.store, start.segment)?;
+        while let Some((at, rec)) = scan.next_record()? {
+            let (kind, seq, ts) = peek(rec);
+            if seq != expect {
+                return Err(ScanError::Damaged(format!(
+                    "index: record at segment {:016x} offset {} is seq {seq}, expected {expect}",
+                    at.segment, at.offset
+                )));
+            }
+            expect += 1;
+            if kind == Kind::Checkpoint as u8
+                && let Some(b) = cur.take()
+            {
+                fresh.push((b, set.take_bitmap(gram_key)));
+            }
+            let b = cur.get_or_insert(Block {
+                seq,
+                at,
+                records: 0,
+                min_ts: ts,
+                max_ts: ts,
+                checkpoint: kind == Kind::Checkpoint as u8,
+                keys: false,
+                grams_off: 0,
+                grams_log2: 0,
+            });
+            b.records += 1;
+            b.keys |= kind == Kind::Genesis as u8 || kind == Kind::EpochKey as u8;
+            b.min_ts = b.min_ts.min(ts);
+            b.max_ts = b.max_ts.max(ts);
+            if let Some(opened) = open_record(bodies, at.segment, rec) {
+                for v in opened.texts() {
+                    set.add(v);
+                }
+            }
+            if fresh.len() >= 64 {
+                self.append(&mut fresh)?;
+            }
+        }
+        // What is left in the set belongs to the tail: it is read, not
+        // looked up, so its trigrams are dropped.
+        let _ = set.take_bitmap(gram_key);
+        self.append(&mut fresh)?;
+        self.tail = cur;
+        Ok(())
+    }
+
+    /// Where the block after the last whole one starts, when there is no
+    /// tail in memory (an index just loaded): found by reading the last
+    /// whole block again.
+    fn next_start(&self) -> Result<Option<(At, u64)>, ScanError> {
+        let Some(last) = self.blocks.last() else {
+            return Ok(None);
+        };
+        let mut scan = Scan::from(&self.store, last.at)?;
+        let mut n = 0;
+        while let Some((_, _)) = scan.next_record()? {
+            n += 1;
+            if n == last.records {
+                return Ok(Some((scan.position(), last.end_seq())));
+            }
+        }
+        Err(ScanError::Damaged(
+            "index: the store is shorter than its index".into(),
+        ))
+    }
+
+    fn append(&mut self, fresh: &mut Vec<(Block, Bitmap)>) -> Result<(), ScanError> {
+        if fresh.is_empty() {
+            return Ok(());
+        }
+        let err = |p: &Path| {
+            let p = p.to_owned();
+            move |source| ScanError::Io { path: p, source }
+        };
+        let mut grams = OpenOptions::new()
+            .append(true)
+            .open(&self.grams_path)
+            .map_err(err(&self.grams_path))?;
+        let mut entries = Vec::with_capacity(fresh.len() * ENTRY);
+        let mut gbytes = Vec::new();
+        for (b, bm) in fresh.drain(..) {
+            let mut b = b;
+            b.grams_off = self.grams_len + gbytes.len() as u64;
+            b.grams_log2 = bm.log2;
+            gbytes.extend_from_slice(&bm.to_bytes());
+            entries.extend_from_slice(&b.encode());
+            self.blocks.push(b);
+        }
+        grams.write_all(&gbytes).map_err(err(&self.grams_path))?;
+        self.grams_len += gbytes.len() as u64;
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(&self.blocks_path)
+            .map_err(err(&self.blocks_path))?;
+        f.write_all(&entries).map_err(err(&self.blocks_path))?;
+        Ok(())
+    }
+}
