@@ -37,6 +37,10 @@ pub struct Block {
     /// Whether it holds the genesis or an `epoch_key` record (the key
     /// ledger a bundle carries is gathered from these blocks).
     pub keys: bool,
+    /// Sealed entries whose text is not in the bitmap (not opened when
+    /// the block was indexed): a search skipping the block did not look in
+    /// them.
+    pub sealed_unindexed: u64,
     grams_off: u64,
     grams_log2: u32,
 }
@@ -58,7 +62,8 @@ impl Block {
             self.grams_off,
             u64::from(self.grams_log2)
                 | (u64::from(self.checkpoint) << 32)
-                | (u64::from(self.keys) << 33),
+                | (u64::from(self.keys) << 33)
+                | (self.sealed_unindexed.min((1 << 30) - 1) << 34),
         ];
         for (i, w) in words.iter().enumerate() {
             b[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
@@ -81,6 +86,7 @@ impl Block {
             grams_log2: w(7) as u32,
             checkpoint: w(7) >> 32 & 1 == 1,
             keys: w(7) >> 33 & 1 == 1,
+            sealed_unindexed: w(7) >> 34,
         }
     }
 }
@@ -286,6 +292,7 @@ impl AgentIndex {
                 max_ts: ts,
                 checkpoint: kind == Kind::Checkpoint as u8,
                 keys: false,
+                sealed_unindexed: 0,
                 grams_off: 0,
                 grams_log2: 0,
             });
@@ -293,11 +300,13 @@ impl AgentIndex {
             b.keys |= kind == Kind::Genesis as u8 || kind == Kind::EpochKey as u8;
             b.min_ts = b.min_ts.min(ts);
             b.max_ts = b.max_ts.max(ts);
+            let unopened = bodies.sealed_unopened;
             if let Some(opened) = open_record(bodies, at.segment, rec) {
                 for v in opened.texts() {
                     set.add(v);
                 }
             }
+            b.sealed_unindexed += bodies.sealed_unopened - unopened;
             if fresh.len() >= 64 {
                 self.append(&mut fresh)?;
             }

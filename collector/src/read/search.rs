@@ -115,6 +115,7 @@ pub fn run(
             && !bm.may_hold(n)
         {
             page.blocks_skipped += 1;
+            page.sealed_unsearched += b.sealed_unindexed;
             continue;
         }
         page.blocks_read += 1;
