@@ -303,6 +303,20 @@ fn every_role_against_every_route() {
         );
     }
 
+    // /metrics on the main listener: a certificate or a token, as any
+    // route, now that a client may come without a certificate.
+    let m = |c: &reqwest::blocking::Client, t: Option<&str>| {
+        let mut r = c.get(format!("{base}/metrics"));
+        if let Some(t) = t {
+            r = r.bearer_auth(t);
+        }
+        r.send().unwrap().status().as_u16()
+    };
+    assert_eq!(m(&plain, None), 401);
+    assert_eq!(m(&plain, Some("wlt_nope")), 401);
+    assert_eq!(m(&agent_client, None), 200);
+    assert_eq!(m(&plain, Some(&tokens["adam"])), 200);
+
     // Every refusal is in the access log, with who (when known) and what.
     let access = || -> Vec<Value> {
         let out = Command::new(collector_bin())

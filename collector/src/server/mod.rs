@@ -94,7 +94,7 @@ impl App {
         }
     }
 
-    fn mtls(&self) -> bool {
+    pub(crate) fn mtls(&self) -> bool {
         self.config
             .tls
             .as_ref()

@@ -30,8 +30,34 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/v1/agents/{id}/state", get(state))
         .merge(super::reads::routes())
-        .merge(metrics_routes())
+        .merge(metrics_routes().route_layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            metrics_gate,
+        )))
         .with_state(app)
+}
+
+/// On the main listener, `/metrics` and `/health` need what every other
+/// route needs once client certificates are optional (token users): a
+/// client certificate from `client_ca` or a user's token.
+async fn metrics_gate(
+    State(app): State<Arc<App>>,
+    peer: axum::Extension<Peer>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let open = !app.mtls()
+        || peer.certs.is_some()
+        || super::auth::authenticate(&app, &peer, req.headers()).is_ok();
+    if open {
+        next.run(req).await
+    } else {
+        metrics::refused("unauthenticated");
+        refuse(
+            StatusCode::UNAUTHORIZED,
+            json!({"error": "unauthenticated", "reason": "a client certificate or a user's token (or use the [metrics] listener)"}),
+        )
+    }
 }
 
 /// `/metrics` and `/health` alone (the `[metrics]` listener).
