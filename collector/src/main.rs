@@ -92,7 +92,8 @@ enum Cmd {
         /// A record kind: entry, gap, start, stop, checkpoint, …
         #[arg(long)]
         kind: Option<String>,
-        /// Text in bodies and field values (ASCII case-insensitive).
+        /// Text in bodies and field values: whole words, ASCII
+        /// case-insensitive ("mrn-4711" finds "MRN-4711," not "MRN-47110").
         #[arg(long)]
         text: Option<String>,
         /// Oldest first (default: newest first).

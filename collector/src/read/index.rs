@@ -3,16 +3,16 @@
 //! used to verify anything. The store is cut into *blocks*, each from one
 //! checkpoint to the next (the first from the genesis record): where the
 //! block starts, how many records it holds, the earliest and latest record
-//! time in it, and a trigram bitmap of its bodies and field values
-//! ([`super::grams`]). A search reads only the blocks whose time span
-//! meets the query's and whose bitmap may hold its text.
+//! time in it, and a Bloom filter of the words of its bodies and field values
+//! ([`super::words`]). A search reads only the blocks whose time span
+//! meets the query's and whose word filter may hold its text.
 //!
 //! Files, under `<store_dir>/index/<agent>/`: `blocks` (a 40-byte header —
 //! magic and the fingerprint of the identity that opened sealed bodies —
-//! then 64-byte entries) and `grams` (the bitmaps, one after another).
+//! then 64-byte entries) and `words` (the filters, one after another).
 
-use super::grams::{Bitmap, GramSet};
 use super::scan::{At, Scan, ScanError, peek};
+use super::words::{WordFilter, WordSet};
 use super::{Bodies, open_record};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -37,12 +37,12 @@ pub struct Block {
     /// Whether it holds the genesis or an `epoch_key` record (the key
     /// ledger a bundle carries is gathered from these blocks).
     pub keys: bool,
-    /// Sealed entries whose text is not in the bitmap (not opened when
+    /// Sealed entries whose text is not in the word filter (not opened when
     /// the block was indexed): a search skipping the block did not look in
     /// them.
     pub sealed_unindexed: u64,
-    grams_off: u64,
-    grams_log2: u32,
+    filter_off: u64,
+    filter_log2: u32,
 }
 
 impl Block {
@@ -59,8 +59,8 @@ impl Block {
             self.records,
             self.min_ts as u64,
             self.max_ts as u64,
-            self.grams_off,
-            u64::from(self.grams_log2)
+            self.filter_off,
+            u64::from(self.filter_log2)
                 | (u64::from(self.checkpoint) << 32)
                 | (u64::from(self.keys) << 33)
                 | (self.sealed_unindexed.min((1 << 30) - 1) << 34),
@@ -82,8 +82,8 @@ impl Block {
             records: w(3),
             min_ts: w(4) as i64,
             max_ts: w(5) as i64,
-            grams_off: w(6),
-            grams_log2: w(7) as u32,
+            filter_off: w(6),
+            filter_log2: w(7) as u32,
             checkpoint: w(7) >> 32 & 1 == 1,
             keys: w(7) >> 33 & 1 == 1,
             sealed_unindexed: w(7) >> 34,
@@ -96,9 +96,9 @@ impl Block {
 pub struct AgentIndex {
     store: PathBuf,
     blocks_path: PathBuf,
-    grams_path: PathBuf,
+    filters_path: PathBuf,
     blocks: Vec<Block>,
-    grams_len: u64,
+    filters_len: u64,
     /// The records after the last whole block (not kept on disk).
     tail: Option<Block>,
     fingerprint: [u8; 32],
@@ -113,9 +113,9 @@ impl AgentIndex {
         let mut ix = AgentIndex {
             store: store.to_owned(),
             blocks_path: dir.join("blocks"),
-            grams_path: dir.join("grams"),
+            filters_path: dir.join("words"),
             blocks: Vec::new(),
-            grams_len: 0,
+            filters_len: 0,
             tail: None,
             fingerprint,
             opened: true,
@@ -131,9 +131,9 @@ impl AgentIndex {
         AgentIndex {
             store: PathBuf::new(),
             blocks_path: PathBuf::new(),
-            grams_path: PathBuf::new(),
+            filters_path: PathBuf::new(),
             blocks: Vec::new(),
-            grams_len: 0,
+            filters_len: 0,
             tail: None,
             fingerprint: [0; 32],
             opened: false,
@@ -155,21 +155,21 @@ impl AgentIndex {
         {
             return Ok(false);
         }
-        let grams_len = std::fs::metadata(&self.grams_path).map_or(0, |m| m.len());
+        let filters_len = std::fs::metadata(&self.filters_path).map_or(0, |m| m.len());
         let mut blocks = Vec::new();
         let mut expect = 0;
         for e in bytes[HEADER as usize..].chunks_exact(ENTRY) {
             let b = Block::decode(e);
-            let glen = 1u64 << b.grams_log2.saturating_sub(3).min(40);
-            if b.seq != expect || b.grams_off + glen > grams_len {
+            let glen = 1u64 << b.filter_log2.saturating_sub(3).min(40);
+            if b.seq != expect || b.filter_off + glen > filters_len {
                 break;
             }
             expect = b.end_seq();
             blocks.push(b);
         }
-        self.grams_len = blocks
+        self.filters_len = blocks
             .last()
-            .map_or(0, |b| b.grams_off + (1u64 << (b.grams_log2 - 3)));
+            .map_or(0, |b| b.filter_off + (1u64 << (b.filter_log2 - 3)));
         // Cut what a crash left half-written, so appends stay aligned.
         let keep = HEADER + (blocks.len() * ENTRY) as u64;
         if keep != bytes.len() as u64 {
@@ -178,11 +178,11 @@ impl AgentIndex {
                 .open(&self.blocks_path)?
                 .set_len(keep)?;
         }
-        if self.grams_len != grams_len {
+        if self.filters_len != filters_len {
             OpenOptions::new()
                 .write(true)
-                .open(&self.grams_path)?
-                .set_len(self.grams_len)?;
+                .open(&self.filters_path)?
+                .set_len(self.filters_len)?;
         }
         self.blocks = blocks;
         Ok(true)
@@ -194,9 +194,9 @@ impl AgentIndex {
         head.extend_from_slice(MAGIC);
         head.extend_from_slice(&self.fingerprint);
         std::fs::write(&self.blocks_path, &head)?;
-        std::fs::write(&self.grams_path, b"")?;
+        std::fs::write(&self.filters_path, b"")?;
         self.blocks.clear();
-        self.grams_len = 0;
+        self.filters_len = 0;
         self.tail = None;
         Ok(())
     }
@@ -223,14 +223,14 @@ impl AgentIndex {
         self.blocks.iter().copied().chain(self.tail)
     }
 
-    /// The bitmap of a whole block (None for the tail: it is read).
-    pub fn bitmap(&self, b: &Block) -> std::io::Result<Option<Bitmap>> {
+    /// The word filter of a whole block (None for the tail: it is read).
+    pub fn filter(&self, b: &Block) -> std::io::Result<Option<WordFilter>> {
         if self.tail.is_some_and(|t| t.seq == b.seq) {
             return Ok(None);
         }
-        let mut buf = vec![0u8; 1 << (b.grams_log2 - 3)];
-        File::open(&self.grams_path)?.read_exact_at(&mut buf, b.grams_off)?;
-        Ok(Bitmap::from_bytes(b.grams_log2, &buf))
+        let mut buf = vec![0u8; 1 << (b.filter_log2 - 3)];
+        File::open(&self.filters_path)?.read_exact_at(&mut buf, b.filter_off)?;
+        Ok(WordFilter::from_bytes(b.filter_log2, &buf))
     }
 
     /// Takes in what the store holds beyond the index: whole blocks are
@@ -239,8 +239,8 @@ impl AgentIndex {
     pub fn refresh(
         &mut self,
         bodies: &mut Bodies,
-        gram_key: &[u8; 32],
-        set: &mut GramSet,
+        word_key: &[u8; 32],
+        set: &mut WordSet,
     ) -> Result<(), ScanError> {
         let (start, seq0) = match self.blocks.last() {
             None => (
@@ -282,7 +282,7 @@ impl AgentIndex {
             if kind == Kind::Checkpoint as u8
                 && let Some(b) = cur.take()
             {
-                fresh.push((b, set.take_bitmap(gram_key)));
+                fresh.push((b, set.take_filter(word_key)));
             }
             let b = cur.get_or_insert(Block {
                 seq,
@@ -293,8 +293,8 @@ impl AgentIndex {
                 checkpoint: kind == Kind::Checkpoint as u8,
                 keys: false,
                 sealed_unindexed: 0,
-                grams_off: 0,
-                grams_log2: 0,
+                filter_off: 0,
+                filter_log2: 0,
             });
             b.records += 1;
             b.keys |= kind == Kind::Genesis as u8 || kind == Kind::EpochKey as u8;
@@ -312,8 +312,8 @@ impl AgentIndex {
             }
         }
         // What is left in the set belongs to the tail: it is read, not
-        // looked up, so its trigrams are dropped.
-        let _ = set.take_bitmap(gram_key);
+        // looked up, so its words are dropped.
+        let _ = set.take_filter(word_key);
         self.append(&mut fresh)?;
         self.tail = cur;
         Ok(())
@@ -339,7 +339,7 @@ impl AgentIndex {
         ))
     }
 
-    fn append(&mut self, fresh: &mut Vec<(Block, Bitmap)>) -> Result<(), ScanError> {
+    fn append(&mut self, fresh: &mut Vec<(Block, WordFilter)>) -> Result<(), ScanError> {
         if fresh.is_empty() {
             return Ok(());
         }
@@ -349,20 +349,20 @@ impl AgentIndex {
         };
         let mut grams = OpenOptions::new()
             .append(true)
-            .open(&self.grams_path)
-            .map_err(err(&self.grams_path))?;
+            .open(&self.filters_path)
+            .map_err(err(&self.filters_path))?;
         let mut entries = Vec::with_capacity(fresh.len() * ENTRY);
         let mut gbytes = Vec::new();
         for (b, bm) in fresh.drain(..) {
             let mut b = b;
-            b.grams_off = self.grams_len + gbytes.len() as u64;
-            b.grams_log2 = bm.log2;
+            b.filter_off = self.filters_len + gbytes.len() as u64;
+            b.filter_log2 = bm.log2;
             gbytes.extend_from_slice(&bm.to_bytes());
             entries.extend_from_slice(&b.encode());
             self.blocks.push(b);
         }
-        grams.write_all(&gbytes).map_err(err(&self.grams_path))?;
-        self.grams_len += gbytes.len() as u64;
+        grams.write_all(&gbytes).map_err(err(&self.filters_path))?;
+        self.filters_len += gbytes.len() as u64;
         let mut f = OpenOptions::new()
             .append(true)
             .open(&self.blocks_path)

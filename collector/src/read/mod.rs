@@ -1,16 +1,16 @@
 //! The reading side of the store: the search index ([`index`], built from
-//! [`scan`]ned records with trigram bitmaps, [`grams`]), the search
+//! [`scan`]ned records with word filters, [`words`]), the search
 //! itself ([`search`]), and the bundles an auditor exports or discloses
 //! ([`bundle`], with proofs from [`nodes`]). Nothing here writes to an
 //! agent's store, and nothing here is used to verify it.
 
 pub mod bundle;
-pub mod grams;
 pub mod index;
 pub mod nodes;
 pub mod scan;
 pub mod search;
 pub mod side;
+pub mod words;
 
 use scan::{At, Scan, ScanError};
 use std::path::Path;

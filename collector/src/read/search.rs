@@ -1,12 +1,13 @@
 //! A search of one agent's stored records: by time range, source, kind
-//! and text (ASCII case-insensitive, in bodies and field values — opened
-//! ones when the collector holds a read identity), oldest or newest first,
+//! and text (whole words, ASCII case-insensitive, in bodies and field
+//! values — opened ones when the collector holds a read identity), oldest
+//! or newest first,
 //! a page at a time. The cursor is a sequence number, so a page never
 //! moves when records arrive after the first one was asked for.
 
-use super::grams::Needle;
 use super::index::{AgentIndex, Block};
 use super::scan::Scan;
+use super::words::Needle;
 use super::{Bodies, EntryText, open_record};
 use serde_json::Value;
 use std::path::Path;
@@ -92,13 +93,13 @@ pub fn run(
     index: &AgentIndex,
     q: &Query,
     bodies: &mut Bodies,
-    gram_key: &[u8; 32],
+    word_key: &[u8; 32],
 ) -> Result<Page, super::scan::ScanError> {
     let needle = q
         .text
         .as_deref()
         .filter(|t| !t.is_empty())
-        .map(|t| Needle::new(t, gram_key));
+        .map(|t| Needle::new(t, word_key));
     let limit = q.limit.clamp(1, MAX_LIMIT);
     let mut blocks: Vec<Block> = index.all().filter(|b| q.wants_block(b)).collect();
     if q.newest_first {
@@ -108,7 +109,7 @@ pub fn run(
     let mut scratch = Vec::new();
     for b in blocks {
         if let Some(n) = &needle
-            && let Some(bm) = index.bitmap(&b).map_err(|e| super::scan::ScanError::Io {
+            && let Some(bm) = index.filter(&b).map_err(|e| super::scan::ScanError::Io {
                 path: store.to_owned(),
                 source: e,
             })?

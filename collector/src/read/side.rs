@@ -1,13 +1,13 @@
 //! The reading side as the server holds it: one index per agent (kept
-//! open, refreshed before each read), the key its trigram bitmaps are
+//! open, refreshed before each read), the key its word filters are
 //! hashed with, and the read identity that opens sealed entries.
 
 use super::Bodies;
 use super::bundle::{BundleError, Made, Source};
-use super::grams::GramSet;
 use super::index::AgentIndex;
 use super::scan::ScanError;
 use super::search::{Page, Query};
+use super::words::WordSet;
 use crate::receipts::{ReceiptLog, Signer};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -24,7 +24,7 @@ pub struct ReadSide {
     /// SHA-256 of the identity file (zeros without one): an index built
     /// with another is rebuilt.
     fingerprint: [u8; 32],
-    gram_key: [u8; 32],
+    word_key: [u8; 32],
     indexes: Mutex<HashMap<String, Arc<Mutex<AgentIndex>>>>,
 }
 
@@ -67,7 +67,7 @@ impl ReadSide {
         identity: Option<&Path>,
     ) -> std::io::Result<ReadSide> {
         let key_path = key_dir.join(INDEX_KEY_FILE);
-        let gram_key: [u8; 32] = match std::fs::read(&key_path) {
+        let word_key: [u8; 32] = match std::fs::read(&key_path) {
             Ok(b) => b.as_slice().try_into().map_err(|_| {
                 std::io::Error::other(format!("{}: not a 32-byte key", key_path.display()))
             })?,
@@ -93,7 +93,7 @@ impl ReadSide {
             store_dir: store_dir.to_owned(),
             identity: identity.map(Path::to_owned),
             fingerprint,
-            gram_key,
+            word_key,
             indexes: Mutex::new(HashMap::new()),
         })
     }
@@ -163,20 +163,20 @@ impl ReadSide {
             )?;
         }
         let mut bodies = self.bodies()?;
-        let mut set = GramSet::default();
-        if let Err(e) = ix.refresh(&mut bodies, &self.gram_key, &mut set) {
+        let mut set = WordSet::default();
+        if let Err(e) = ix.refresh(&mut bodies, &self.word_key, &mut set) {
             // Derived data that disagrees with the store is built again.
             tracing::warn!("agent {agent}: search index rebuilt: {e}");
             ix.reset()?;
             let mut bodies = self.bodies()?;
-            ix.refresh(&mut bodies, &self.gram_key, &mut set)?;
+            ix.refresh(&mut bodies, &self.word_key, &mut set)?;
         }
         let mut bodies = self.bodies()?;
         f(&ix, &store, &mut bodies)
     }
 
     pub fn search(&self, q: &Query) -> Result<(Page, bool), ReadError> {
-        let key = self.gram_key;
+        let key = self.word_key;
         let opened = self.has_identity();
         self.with_index(&q.agent, |ix, store, bodies| {
             Ok((super::search::run(store, ix, q, bodies, &key)?, opened))

@@ -30,10 +30,12 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/v1/agents/{id}/state", get(state))
         .merge(super::reads::routes())
-        .merge(metrics_routes().route_layer(axum::middleware::from_fn_with_state(
-            app.clone(),
-            metrics_gate,
-        )))
+        .merge(
+            metrics_routes().route_layer(axum::middleware::from_fn_with_state(
+                app.clone(),
+                metrics_gate,
+            )),
+        )
         .with_state(app)
 }
 
