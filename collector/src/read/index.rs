@@ -9,7 +9,7 @@
 //!
 //! Files, under `<store_dir>/index/<agent>/`: `blocks` (a 40-byte header —
 //! magic and the fingerprint of the identity that opened sealed bodies —
-//! then 64-byte entries) and `words` (the filters, one after another).
+//! then 72-byte entries, each with the CRC32C of its filter and its own) and `words` (the filters, one after another).
 
 use super::scan::{At, Scan, ScanError, peek};
 use super::words::{WordFilter, WordSet};
@@ -20,9 +20,9 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use wormlog_spool::record::Kind;
 
-const MAGIC: &[u8; 8] = b"WLIDX001";
+const MAGIC: &[u8; 8] = b"WLIDX002";
 const HEADER: u64 = 40;
-const ENTRY: usize = 64;
+const ENTRY: usize = 72;
 
 /// One block of records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +43,8 @@ pub struct Block {
     pub sealed_unindexed: u64,
     filter_off: u64,
     filter_log2: u32,
+    /// CRC32C of the filter's bytes.
+    filter_crc: u32,
 }
 
 impl Block {
@@ -68,12 +70,20 @@ impl Block {
         for (i, w) in words.iter().enumerate() {
             b[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
         }
+        b[64..68].copy_from_slice(&self.filter_crc.to_le_bytes());
+        let crc = crc32c::crc32c(&b[..68]);
+        b[68..72].copy_from_slice(&crc.to_le_bytes());
         b
     }
 
-    fn decode(b: &[u8]) -> Block {
+    /// None when the entry's CRC does not match.
+    fn decode(b: &[u8]) -> Option<Block> {
+        let crc = u32::from_le_bytes(b[68..72].try_into().expect("4"));
+        if crc32c::crc32c(&b[..68]) != crc {
+            return None;
+        }
         let w = |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().expect("8"));
-        Block {
+        Some(Block {
             seq: w(0),
             at: At {
                 segment: w(1),
@@ -87,7 +97,8 @@ impl Block {
             checkpoint: w(7) >> 32 & 1 == 1,
             keys: w(7) >> 33 & 1 == 1,
             sealed_unindexed: w(7) >> 34,
-        }
+            filter_crc: u32::from_le_bytes(b[64..68].try_into().expect("4")),
+        })
     }
 }
 
@@ -155,13 +166,20 @@ impl AgentIndex {
         {
             return Ok(false);
         }
-        let filters_len = std::fs::metadata(&self.filters_path).map_or(0, |m| m.len());
+        let filters = std::fs::read(&self.filters_path).unwrap_or_default();
+        let filters_len = filters.len() as u64;
         let mut blocks = Vec::new();
         let mut expect = 0;
+        // Whole entries, in order, each with its filter whole: the rest (a
+        // crash, damage) is cut and indexed again.
         for e in bytes[HEADER as usize..].chunks_exact(ENTRY) {
-            let b = Block::decode(e);
-            let glen = 1u64 << b.filter_log2.saturating_sub(3).min(40);
-            if b.seq != expect || b.filter_off + glen > filters_len {
+            let Some(b) = Block::decode(e) else { break };
+            let flen = 1u64 << b.filter_log2.clamp(3, 40).saturating_sub(3);
+            let end = b.filter_off.saturating_add(flen);
+            if b.seq != expect
+                || end > filters_len
+                || crc32c::crc32c(&filters[b.filter_off as usize..end as usize]) != b.filter_crc
+            {
                 break;
             }
             expect = b.end_seq();
@@ -295,6 +313,7 @@ impl AgentIndex {
                 sealed_unindexed: 0,
                 filter_off: 0,
                 filter_log2: 0,
+                filter_crc: 0,
             });
             b.records += 1;
             b.keys |= kind == Kind::Genesis as u8 || kind == Kind::EpochKey as u8;
@@ -355,9 +374,11 @@ impl AgentIndex {
         let mut gbytes = Vec::new();
         for (b, bm) in fresh.drain(..) {
             let mut b = b;
+            let bytes = bm.to_bytes();
             b.filter_off = self.filters_len + gbytes.len() as u64;
             b.filter_log2 = bm.log2;
-            gbytes.extend_from_slice(&bm.to_bytes());
+            b.filter_crc = crc32c::crc32c(&bytes);
+            gbytes.extend_from_slice(&bytes);
             entries.extend_from_slice(&b.encode());
             self.blocks.push(b);
         }
