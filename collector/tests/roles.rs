@@ -303,6 +303,25 @@ fn every_role_against_every_route() {
         );
     }
 
+    // An agent without a certificate forwards with its agent user's token
+    // (the token is sent, never logged).
+    let tf = s.d.p("agentu.token");
+    std::fs::write(&tf, &tokens["agentu"]).unwrap();
+    drop(agent);
+    let tok_cfg = mtls_agent_config(&s, "agent-token", None, "ca", "localhost", s.port);
+    let mut t = std::fs::read_to_string(&tok_cfg).unwrap();
+    t.push_str(&format!("token_file = \"{}\"\n", tf.display()));
+    std::fs::write(&tok_cfg, t).unwrap();
+    write_lines(&s.d.p("logs/app.log"), 40, 10);
+    let agent = s.start_agent(&tok_cfg, "agent-token");
+    wait_for(
+        "50 lines stored, the last 10 with a token",
+        Duration::from_secs(30),
+        || stored_lines(&s.d.p("store")).len() == 50,
+        || agent.log(),
+    );
+    assert!(!agent.log().contains(&tokens["agentu"]));
+
     // /metrics on the main listener: a certificate or a token, as any
     // route, now that a client may come without a certificate.
     let m = |c: &reqwest::blocking::Client, t: Option<&str>| {

@@ -101,6 +101,7 @@ pub fn access_problems(c: &Loaded) -> Vec<String> {
             ("ca_file", &f.ca_file),
             ("cert_file", &f.cert_file),
             ("key_file", &f.key_file),
+            ("token_file", &f.token_file),
         ] {
             if let Some(p) = p {
                 readable("[forward]", key, p, &mut out);

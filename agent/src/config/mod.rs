@@ -63,6 +63,9 @@ pub struct ForwardSection {
     /// The agent's client certificate and key (mutual TLS).
     pub cert_file: Option<PathBuf>,
     pub key_file: Option<PathBuf>,
+    /// A file holding a bearer token of a collector user with the `agent`
+    /// role for this agent (instead of, or beside, a client certificate).
+    pub token_file: Option<PathBuf>,
     /// Accept receipts only from this collector key (`ed25519:...`, the
     /// collector's `receipt.pub`). Default: any key whose signature is valid.
     pub collector_pubkey: Option<String>,

@@ -43,8 +43,18 @@ impl Client {
             _ => None,
         };
         let tls = wormlog_tls::client_config(f.ca_file.as_deref(), client)?;
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(p) = &f.token_file {
+            let token = std::fs::read_to_string(p)
+                .with_context(|| format!("[forward] token_file {}", p.display()))?;
+            let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.trim()))
+                .with_context(|| format!("[forward] token_file {}: not a token", p.display()))?;
+            v.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, v);
+        }
         let http = reqwest::blocking::Client::builder()
             .tls_backend_preconfigured(tls)
+            .default_headers(headers)
             .timeout(f.timeout.0)
             .connect_timeout(f.timeout.0.min(Duration::from_secs(10)))
             .pool_idle_timeout(Duration::from_secs(50))

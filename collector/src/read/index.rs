@@ -20,9 +20,11 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use wormlog_spool::record::Kind;
 
-const MAGIC: &[u8; 8] = b"WLIDX002";
+const MAGIC: &[u8; 8] = b"WLIDX003";
 const HEADER: u64 = 40;
 const ENTRY: usize = 72;
+/// The most records in a block.
+const BLOCK_RECORDS: u64 = 1024;
 
 /// One block of records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,7 +34,8 @@ pub struct Block {
     pub records: u64,
     pub min_ts: i64,
     pub max_ts: i64,
-    /// Whether the block starts with a checkpoint (all but the first).
+    /// Whether the block starts with a checkpoint (each checkpoint starts
+    /// one; a block also ends after [`BLOCK_RECORDS`] records).
     pub checkpoint: bool,
     /// Whether it holds the genesis or an `epoch_key` record (the key
     /// ledger a bundle carries is gathered from these blocks).
@@ -42,7 +45,8 @@ pub struct Block {
     /// them.
     pub sealed_unindexed: u64,
     filter_off: u64,
-    filter_log2: u32,
+    /// The filter's length in 64-bit words.
+    filter_words: u32,
     /// CRC32C of the filter's bytes.
     filter_crc: u32,
 }
@@ -62,7 +66,7 @@ impl Block {
             self.min_ts as u64,
             self.max_ts as u64,
             self.filter_off,
-            u64::from(self.filter_log2)
+            u64::from(self.filter_words)
                 | (u64::from(self.checkpoint) << 32)
                 | (u64::from(self.keys) << 33)
                 | (self.sealed_unindexed.min((1 << 30) - 1) << 34),
@@ -93,7 +97,7 @@ impl Block {
             min_ts: w(4) as i64,
             max_ts: w(5) as i64,
             filter_off: w(6),
-            filter_log2: w(7) as u32,
+            filter_words: w(7) as u32,
             checkpoint: w(7) >> 32 & 1 == 1,
             keys: w(7) >> 33 & 1 == 1,
             sealed_unindexed: w(7) >> 34,
@@ -114,6 +118,8 @@ pub struct AgentIndex {
     tail: Option<Block>,
     fingerprint: [u8; 32],
     opened: bool,
+    /// The filters' file, open for reading.
+    filters_file: std::sync::Mutex<Option<File>>,
 }
 
 impl AgentIndex {
@@ -130,6 +136,7 @@ impl AgentIndex {
             tail: None,
             fingerprint,
             opened: true,
+            filters_file: std::sync::Mutex::new(None),
         };
         if !ix.load()? {
             ix.reset()?;
@@ -148,6 +155,7 @@ impl AgentIndex {
             tail: None,
             fingerprint: [0; 32],
             opened: false,
+            filters_file: std::sync::Mutex::new(None),
         }
     }
 
@@ -174,7 +182,7 @@ impl AgentIndex {
         // crash, damage) is cut and indexed again.
         for e in bytes[HEADER as usize..].chunks_exact(ENTRY) {
             let Some(b) = Block::decode(e) else { break };
-            let flen = 1u64 << b.filter_log2.clamp(3, 40).saturating_sub(3);
+            let flen = u64::from(b.filter_words) * 8;
             let end = b.filter_off.saturating_add(flen);
             if b.seq != expect
                 || end > filters_len
@@ -187,7 +195,7 @@ impl AgentIndex {
         }
         self.filters_len = blocks
             .last()
-            .map_or(0, |b| b.filter_off + (1u64 << (b.filter_log2 - 3)));
+            .map_or(0, |b| b.filter_off + u64::from(b.filter_words) * 8);
         // Cut what a crash left half-written, so appends stay aligned.
         let keep = HEADER + (blocks.len() * ENTRY) as u64;
         if keep != bytes.len() as u64 {
@@ -213,6 +221,7 @@ impl AgentIndex {
         head.extend_from_slice(&self.fingerprint);
         std::fs::write(&self.blocks_path, &head)?;
         std::fs::write(&self.filters_path, b"")?;
+        *self.filters_file.lock().unwrap_or_else(|p| p.into_inner()) = None;
         self.blocks.clear();
         self.filters_len = 0;
         self.tail = None;
@@ -236,6 +245,16 @@ impl AgentIndex {
             .filter(|b| seq < b.end_seq())
     }
 
+    /// The last block starting with a checkpoint (or the genesis record)
+    /// at or before `seq`: where a proof of the records from `seq` on can
+    /// start.
+    pub fn checkpoint_at_or_before(&self, seq: u64) -> Option<Block> {
+        self.all()
+            .take_while(|b| b.seq <= seq)
+            .filter(|b| b.checkpoint || b.seq == 0)
+            .last()
+    }
+
     /// Every block, the tail last.
     pub fn all(&self) -> impl Iterator<Item = Block> + '_ {
         self.blocks.iter().copied().chain(self.tail)
@@ -246,9 +265,15 @@ impl AgentIndex {
         if self.tail.is_some_and(|t| t.seq == b.seq) {
             return Ok(None);
         }
-        let mut buf = vec![0u8; 1 << (b.filter_log2 - 3)];
-        File::open(&self.filters_path)?.read_exact_at(&mut buf, b.filter_off)?;
-        Ok(WordFilter::from_bytes(b.filter_log2, &buf))
+        let mut buf = vec![0u8; b.filter_words as usize * 8];
+        let mut f = self.filters_file.lock().unwrap_or_else(|p| p.into_inner());
+        if f.is_none() {
+            *f = Some(File::open(&self.filters_path)?);
+        }
+        f.as_ref()
+            .expect("opened")
+            .read_exact_at(&mut buf, b.filter_off)?;
+        Ok(WordFilter::from_bytes(&buf))
     }
 
     /// Takes in what the store holds beyond the index: whole blocks are
@@ -297,7 +322,10 @@ impl AgentIndex {
                 )));
             }
             expect += 1;
-            if kind == Kind::Checkpoint as u8
+            // A block ends before each checkpoint, and after BLOCK_RECORDS
+            // records (so a rare word costs a small block to read).
+            let full = cur.is_some_and(|b| b.records >= BLOCK_RECORDS);
+            if (kind == Kind::Checkpoint as u8 || full)
                 && let Some(b) = cur.take()
             {
                 fresh.push((b, set.take_filter(word_key)));
@@ -312,7 +340,7 @@ impl AgentIndex {
                 keys: false,
                 sealed_unindexed: 0,
                 filter_off: 0,
-                filter_log2: 0,
+                filter_words: 0,
                 filter_crc: 0,
             });
             b.records += 1;
@@ -376,7 +404,7 @@ impl AgentIndex {
             let mut b = b;
             let bytes = bm.to_bytes();
             b.filter_off = self.filters_len + gbytes.len() as u64;
-            b.filter_log2 = bm.log2;
+            b.filter_words = bm.bits.len() as u32;
             b.filter_crc = crc32c::crc32c(&bytes);
             gbytes.extend_from_slice(&bytes);
             entries.extend_from_slice(&b.encode());

@@ -6,12 +6,12 @@
 //! moves when records arrive after the first one was asked for.
 
 use super::index::{AgentIndex, Block};
-use super::scan::Scan;
+use super::scan::{Scan, peek};
 use super::words::Needle;
 use super::{Bodies, EntryText, open_record};
 use serde_json::Value;
 use std::path::Path;
-use wormlog_spool::record::{Payload, Record};
+use wormlog_spool::record::{FLAGS_OFFSET, Kind, Payload, RECORD_FLAG_SEALED, Record};
 
 /// The most records one page holds.
 pub const MAX_LIMIT: usize = 1000;
@@ -162,29 +162,62 @@ fn read_block(
     bodies.prime(store, b.at.segment)?;
     let mut scan = Scan::from(store, b.at)?;
     let mut out = Vec::new();
+    let entry = Kind::Entry as u8;
     for _ in 0..b.records {
         let Some((at, rec)) = scan.next_record()? else {
             break;
         };
         *read += 1;
-        let Ok(r) = Record::decode(rec) else { continue };
-        let text = open_record(bodies, at.segment, rec);
-        if !q.wants_seq(r.seq) || !q.wants_record(&r) {
+        // From the record's header first: most records are passed over
+        // without being decoded.
+        let (kind, seq, ts) = peek(rec);
+        if kind == Kind::DataKey as u8 {
+            open_record(bodies, at.segment, rec);
             continue;
         }
-        let opened = match &text {
-            Some(EntryText::Opened(_, o)) => Some(o),
-            _ => None,
-        };
+        if !q.wants_seq(seq)
+            || q.from_ts.is_some_and(|f| ts < f)
+            || q.to_ts.is_some_and(|t| ts >= t)
+        {
+            continue;
+        }
+        let sealed = rec[FLAGS_OFFSET] & RECORD_FLAG_SEALED as u8 != 0;
         if let Some(n) = needle {
-            let Some(t) = &text else { continue };
-            if !t.texts().iter().any(|h| n.found_in(h, scratch)) {
+            // A clear entry's body and fields are in its bytes: without the
+            // text there, it is not in them.
+            if kind != entry || (!sealed && !n.found_in(rec, scratch)) {
                 continue;
             }
         }
+        let text = if kind == entry {
+            open_record(bodies, at.segment, rec)
+        } else {
+            None
+        };
+        let decoded;
+        let (r, opened) = match &text {
+            Some(EntryText::Clear(r)) => (r, None),
+            Some(EntryText::Opened(r, o)) => (r, Some(o)),
+            None => {
+                if needle.is_some() {
+                    continue;
+                }
+                let Ok(d) = Record::decode(rec) else { continue };
+                decoded = d;
+                (&decoded, None)
+            }
+        };
+        if !q.wants_record(r) {
+            continue;
+        }
+        if let (Some(n), Some(t)) = (needle, &text)
+            && !t.texts().iter().any(|h| n.found_in(h, scratch))
+        {
+            continue;
+        }
         out.push((
             r.seq,
-            wormlog_text::render::record_json_opened(&r, opened, at.segment, at.offset),
+            wormlog_text::render::record_json_opened(r, opened, at.segment, at.offset),
         ));
     }
     Ok(out)

@@ -13,11 +13,11 @@
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
 
-/// Smallest and largest filter, as log2 of its bits.
-const MIN_LOG2: u32 = 10;
-const MAX_LOG2: u32 = 23;
-/// Bits per distinct word (then the filter is a power of two above).
-const BITS_PER_WORD: u64 = 16;
+/// Smallest and largest filter, in 64-bit words.
+const MIN_WORDS: usize = 16;
+pub const MAX_WORDS: usize = 1 << 17;
+/// Bits per distinct word.
+const BITS_PER_WORD: usize = 16;
 /// Hashes per word: with 16 bits a word or more, under 0.3% false
 /// positives.
 const HASHES: u64 = 6;
@@ -59,14 +59,15 @@ impl WordSet {
     /// The filter of what was added (and the set emptied for the next
     /// block).
     pub fn take_filter(&mut self, key: &[u8; 32]) -> WordFilter {
-        let n = self.seen.len().max(1) as u64;
-        let log2 = (64 - (n * BITS_PER_WORD - 1).leading_zeros()).clamp(MIN_LOG2, MAX_LOG2);
+        let words = (self.seen.len() * BITS_PER_WORD)
+            .div_ceil(64)
+            .clamp(MIN_WORDS, MAX_WORDS);
         let mut bm = WordFilter {
-            log2,
-            bits: vec![0u64; 1 << (log2 - 6)],
+            bits: vec![0u64; words],
         };
+        let nbits = (words * 64) as u64;
         for w in self.seen.drain() {
-            for h in positions(key, &w, log2) {
+            for h in positions(key, &w, nbits) {
                 bm.bits[(h >> 6) as usize] |= 1 << (h & 63);
             }
         }
@@ -75,21 +76,29 @@ impl WordSet {
 }
 
 /// The filter positions of a (lower-cased) word.
-fn positions(key: &[u8; 32], word: &[u8], log2: u32) -> impl Iterator<Item = u64> {
+fn positions(key: &[u8; 32], word: &[u8], nbits: u64) -> impl Iterator<Item = u64> {
+    spread(hashes(key, word), nbits)
+}
+
+/// The keyed hash of a word: two 64-bit halves for double hashing.
+fn hashes(key: &[u8; 32], word: &[u8]) -> (u64, u64) {
     let mut h = Sha256::new();
     h.update(key);
     h.update(word);
     let d = h.finalize();
     let h1 = u64::from_le_bytes(d[..8].try_into().expect("8"));
     let h2 = u64::from_le_bytes(d[8..16].try_into().expect("8")) | 1;
-    let mask = (1u64 << log2) - 1;
-    (0..HASHES).map(move |i| h1.wrapping_add(i.wrapping_mul(h2)) & mask)
+    (h1, h2)
+}
+
+/// A word's positions in a filter of `nbits` bits.
+fn spread((h1, h2): (u64, u64), nbits: u64) -> impl Iterator<Item = u64> {
+    (0..HASHES).map(move |i| h1.wrapping_add(i.wrapping_mul(h2)) % nbits)
 }
 
 /// A block's filter.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WordFilter {
-    pub log2: u32,
     pub bits: Vec<u64>,
 }
 
@@ -98,12 +107,11 @@ impl WordFilter {
         self.bits.iter().flat_map(|w| w.to_le_bytes()).collect()
     }
 
-    pub fn from_bytes(log2: u32, b: &[u8]) -> Option<WordFilter> {
-        if !(MIN_LOG2..=MAX_LOG2).contains(&log2) || b.len() != 1 << (log2 - 3) {
+    pub fn from_bytes(b: &[u8]) -> Option<WordFilter> {
+        if !(MIN_WORDS..=MAX_WORDS).contains(&(b.len() / 8)) || b.len() % 8 != 0 {
             return None;
         }
         Some(WordFilter {
-            log2,
             bits: b
                 .chunks_exact(8)
                 .map(|c| u64::from_le_bytes(c.try_into().expect("8")))
@@ -113,10 +121,11 @@ impl WordFilter {
 
     /// Whether every word of the needle may be in the block.
     pub fn may_hold(&self, needle: &Needle) -> bool {
-        needle.words.iter().all(|w| {
-            positions(&needle.key, w, self.log2)
-                .all(|h| self.bits[(h >> 6) as usize] >> (h & 63) & 1 == 1)
-        })
+        let nbits = (self.bits.len() * 64) as u64;
+        needle
+            .hashes
+            .iter()
+            .all(|h| spread(*h, nbits).all(|p| self.bits[(p >> 6) as usize] >> (p & 63) & 1 == 1))
     }
 }
 
@@ -124,8 +133,8 @@ impl WordFilter {
 #[derive(Debug, Clone)]
 pub struct Needle {
     pub lower: Vec<u8>,
-    words: Vec<Vec<u8>>,
-    key: [u8; 32],
+    /// The keyed hashes of its words.
+    hashes: Vec<(u64, u64)>,
 }
 
 impl Needle {
@@ -138,8 +147,7 @@ impl Needle {
         ws.dedup();
         Needle {
             lower,
-            words: ws,
-            key: *key,
+            hashes: ws.iter().map(|w| hashes(key, w)).collect(),
         }
     }
 
@@ -189,7 +197,7 @@ mod tests {
         assert!(!other.may_hold(&Needle::new("mrn-4711", &key)));
         assert!(!other.may_hold(&Needle::new("house", &key)));
         let bytes = bm.to_bytes();
-        assert_eq!(WordFilter::from_bytes(bm.log2, &bytes), Some(bm.clone()));
+        assert_eq!(WordFilter::from_bytes(&bytes), Some(bm.clone()));
         // Another key: other bits.
         let bm2 = {
             let mut s = WordSet::default();

@@ -82,6 +82,7 @@ fn check(
             header.wormlog_bundle
         ));
     }
+    crate::clock::parse_rfc3339(&header.created).map_err(|e| format!("line 1: created: {e}"))?;
     r.header = Some(header.clone());
     let mut parsed = Vec::with_capacity(lines.len());
     for (i, (l, _)) in lines.iter().enumerate().skip(1) {

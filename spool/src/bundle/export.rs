@@ -55,6 +55,11 @@ pub(super) fn check(
         let rec = Record::decode(&bytes).map_err(|e| format!("line {n}: {e}"))?;
         if r.first_seq.is_none() {
             take_ledger(chain, ledger, rec.seq).map_err(at(n))?;
+            if rec.seq == 0 && ledger.first().is_none_or(|g| *g != bytes) {
+                return Err(format!(
+                    "line {n}: the genesis record differs from the ledger's"
+                ));
+            }
             if rec.seq != 0 {
                 resume_at(chain, &rec).map_err(|e| {
                     format!(
@@ -101,6 +106,9 @@ pub(super) fn check(
         );
     }
     let (first, last) = (r.first_seq.unwrap_or(0), r.last_seq.unwrap_or(0));
+    if header.from_seq > header.to_seq {
+        return Err("line 1: from_seq is after to_seq".into());
+    }
     if first > header.from_seq || last < header.to_seq {
         return Err(format!(
             "the records {first}..{last} do not cover the range {}..{} the header names",
@@ -111,6 +119,9 @@ pub(super) fn check(
     for (n, l) in &rest[i..] {
         match l {
             Line::Receipt(line) => {
+                if r.consistent_to.is_some() {
+                    return Err(format!("line {n}: a receipt after the consistency line"));
+                }
                 let size = check_receipt(line, &header.agent, &roots, trust).map_err(at(*n))?;
                 last_countersigned |= size == r.tree_size;
                 r.receipts += 1;
@@ -129,6 +140,11 @@ pub(super) fn check(
                 let rc = receipt.to_receipt().map_err(at(*n))?;
                 if !rc.signature_valid(&header.agent) {
                     return Err(format!("line {n}: the receipt's signature is not valid"));
+                }
+                if rc.tree_size <= *from_size {
+                    return Err(format!(
+                        "line {n}: the consistency receipt is not for a larger tree"
+                    ));
                 }
                 let proof = parse_hashes(proof).map_err(at(*n))?;
                 verify_consistency(

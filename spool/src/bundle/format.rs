@@ -126,7 +126,11 @@ pub fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
+/// A record's bytes from their base64 (no longer than a frame allows).
 pub fn unb64(s: &str) -> Result<Vec<u8>, String> {
+    if s.len() / 4 * 3 > crate::frame::MAX_RECORD_LEN + 3 {
+        return Err("a record longer than a frame allows".into());
+    }
     base64::engine::general_purpose::STANDARD
         .decode(s)
         .map_err(|e| format!("not base64: {e}"))
