@@ -26,6 +26,11 @@ Lines look like
 with ids that vary from line to line (so the filters hold ~3 distinct
 words a line, the hard case for a word index).
 
+With WORMLOG_BENCH_ENCRYPT=1 the agent encrypts at rest (`[spool]
+encrypt_to`, an identity made with age-keygen) and the collector holds that
+identity as its read identity (`[read] identity`): the index is built from
+opened bodies, and searches and disclosures open what they read.
+
 usage: read_store.py BIN_DIR WORKDIR [RECORDS] [RUNS] [EXPORT]
   BIN_DIR holds the release binaries wormlog and wormlog-collector.
 """
@@ -124,7 +129,17 @@ def main():
     t = sh(f"{b}/wormlog-collector", "token")
     token = t.stdout.decode().strip()
     hash_line = [l for l in t.stderr.decode().splitlines() if l.startswith("token_sha256")][0]
+    encrypt = os.environ.get("WORMLOG_BENCH_ENCRYPT") == "1"
+    read_section, spool_section = "", ""
+    if encrypt:
+        if os.path.exists(f"{w}/reader.txt"):
+            os.remove(f"{w}/reader.txt")
+        sh("age-keygen", "-o", f"{w}/reader.txt")
+        recipient = sh("age-keygen", "-y", f"{w}/reader.txt").stdout.decode().strip()
+        read_section = f'\n[read]\nidentity = "{w}/reader.txt"\n'
+        spool_section = f'\n[spool]\nencrypt_to = ["{recipient}"]\n'
     with open(f"{w}/collector.toml", "w") as f:
+        f.write(read_section)
         f.write(f"""[collector]
 listen = "127.0.0.1:0"
 store_dir = "{w}/store"
@@ -145,7 +160,7 @@ roles = ["auditor"]
 id = "bench"
 spool_dir = "{w}/spool"
 key_dir = "{w}/keys"
-
+{spool_section}
 [forward]
 url = "http://127.0.0.1:{port}"
 """)
@@ -231,6 +246,7 @@ url = "http://127.0.0.1:{port}"
     col.send_signal(signal.SIGTERM)
     col.wait(timeout=60)
     print(json.dumps({
+        "encrypted": encrypt,
         "records": records, "lines": n, "append_s": round(append_s, 1), "forward_s": round(forward_s, 1),
         "store_mib": round(store_bytes / 2**20, 1), "index_mib": round(index_bytes / 2**20, 2),
         "index_build_s": round(build_s, 2), "first_rare_hits": len(first["records"]),

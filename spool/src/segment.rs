@@ -172,15 +172,23 @@ pub fn recovery_limit(
     use crate::frame::{FrameAt, frame_at};
     use crate::record::{Payload, Record};
     use std::io::Read;
+    // The header and the first frame: a recovery record is small, so the
+    // first 64 KiB nearly always hold it; more only when its length says so.
     let mut buf = Vec::new();
-    match std::fs::File::open(next) {
-        Ok(f) => f.take(1 << 20).read_to_end(&mut buf)?,
+    let f = match std::fs::File::open(next) {
+        Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
+    (&f).take(64 << 10).read_to_end(&mut buf)?;
     let Ok((_, hlen)) = SegmentHeader::decode(&buf) else {
         return Ok(None);
     };
+    if let FrameAt::Incomplete = frame_at(&buf, hlen)
+        && buf.len() == 64 << 10
+    {
+        (&f).take((1 << 20) - (64 << 10)).read_to_end(&mut buf)?;
+    }
     let FrameAt::Frame { start, end } = frame_at(&buf, hlen) else {
         return Ok(None);
     };

@@ -24,6 +24,7 @@ import struct
 import sys
 import tempfile
 import unittest
+from unittest import mock
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -501,7 +502,8 @@ def line_bytes(obj) -> bytes:
 
 
 def sign_bundle(objs: list, signer: Ed25519PrivateKey) -> bytes:
-    body = b"".join(line_bytes(o) for o in objs)
+    """`objs` are JSON values, or bytes: a line as it is (without its newline)."""
+    body = b"".join(o + b"\n" if isinstance(o, bytes) else line_bytes(o) for o in objs)
     signature = signer.sign(wb.CTX_BUNDLE + body)
     return body + line_bytes({"signature": {
         "collector_pubkey": pubkey_text(raw_public(signer)),
@@ -737,6 +739,41 @@ class ExportTest(BundleCase):
         data = data[:len(data) - len(last) - 1] + line_bytes(obj)
         self.assertRefused(data, "unknown key 'x'", line=data.count(b"\n"))
 
+    def test_duplicate_keys_refused(self):
+        """Section 12.3, 1: a JSON object with a key given twice is refused,
+        even when both values are the same."""
+        objs = LOG.export(AT["e3"], AT["e3"])
+        i = index_of(objs, "record", 1)
+        b64 = json.dumps(objs[i]["record"]["record"])
+        objs[i] = f'{{"record":{{"record":{b64},"record":{b64}}}}}'.encode()
+        self.assertRefused(objs, "duplicate key 'record'", line=i + 1)
+        objs = LOG.export(AT["e3"], AT["e3"])
+        head = line_bytes(objs[0])[:-2]  # without the closing brace and newline
+        objs[0] = head + b',"kind":"export"}'
+        self.assertRefused(objs, "duplicate key 'kind'", line=1)
+        objs = LOG.export(AT["e3"], AT["e3"])
+        j = index_of(objs, "receipt")
+        text = line_bytes(objs[j])[:-1]
+        objs[j] = text[:-2] + b',"collector_ts":' + str(T0).encode() + b"}}"
+        self.assertRefused(objs, "duplicate key 'collector_ts'", line=j + 1)
+        objs = LOG.export(AT["e3"], AT["e3"])
+        objs[j] = text[:-1] + b',"receipt":' + json.dumps(objs[j]["receipt"]).encode() + b"}"
+        self.assertRefused(objs, "duplicate key 'receipt'", line=j + 1)
+
+    def test_record_longer_than_a_frame_allows(self):
+        """Section 12.3, 1 and section 3.2: no record is longer than 64 MiB. A
+        64 MiB record is too big for a quick test: the limit is lowered."""
+        objs = LOG.export(AT["e3"], AT["e3"])
+        sizes = {j: len(get_record(objs, j)) for j, o in enumerate(objs)
+                 if "ledger" in o or "record" in o}
+        size = max(sizes.values())
+        i = min(j for j, n in sizes.items() if n == size)
+        self.assertEqual(wv.MAX_RECORD_LEN, 67_108_864)
+        with mock.patch.object(wv, "MAX_RECORD_LEN", size):
+            self.assertVerifies(objs)
+        with mock.patch.object(wv, "MAX_RECORD_LEN", size - 1):
+            self.assertRefused(objs, "longer than any record", line=i + 1)
+
     def test_missing_keys_refused(self):
         objs = LOG.export(AT["e3"], AT["e3"])
         del objs[0]["created"]
@@ -876,10 +913,6 @@ class ExportTest(BundleCase):
         del objs[index_of(objs, "ledger", 1)]  # the epoch_key it needs
         self.assertRefused(objs, "checkpoint epoch 1, current epoch 0")
         objs = LOG.export(AT["s3"], AT["s4"])
-        objs.insert(index_of(objs, "ledger", 1) + 1,
-                    {"ledger": {"record": LOG.b64(AT["ek2"])}})
-        self.assertRefused(objs, "not below the first record")
-        objs = LOG.export(AT["s3"], AT["s4"])
         objs[1], objs[2] = objs[2], objs[1]
         self.assertRefused(objs, "not the genesis record", line=2)
         objs = LOG.export(AT["s3"], AT["s4"])
@@ -888,6 +921,62 @@ class ExportTest(BundleCase):
         objs = LOG.export(AT["s3"], AT["s4"])
         objs.insert(2, objs[2])
         self.assertRefused(objs, "not after the one before it", line=4)
+        objs = LOG.export(AT["s3"], AT["s4"])
+        j = index_of(objs, "ledger", 1)
+        raw = get_record(objs, j)
+        set_record(objs, j, raw[:-1] + bytes([raw[-1] ^ 1]))
+        self.assertRefused(objs, "ledger epoch_key signature invalid", line=j + 1)
+
+    def test_ledger_records_at_or_after_the_first_proven_are_skipped(self):
+        """Section 12.3, 3 and section 2.1: ledger records at or after the
+        first proven seq are skipped (not refused); they must still be
+        epoch_key records that decode, in seq order; nothing else is checked."""
+        ek2 = LOG.records[AT["ek2"]]
+        tampered = ek2[:-1] + bytes([ek2[-1] ^ 1])  # its signature
+        wrong_epoch = ek2[:52] + struct.pack("<QQ", 7, 9) + ek2[68:]
+        for raw in (ek2, tampered, wrong_epoch):
+            objs = LOG.export(AT["s3"], AT["s4"])
+            objs.insert(index_of(objs, "ledger", 1) + 1,
+                        {"ledger": {"record": base64.b64encode(raw).decode()}})
+            out = self.assertVerifies(objs)
+            self.assertEqual(out["first_seq"], AT["cp_s1"])
+        # A disclosure: skipped at or after its checkpoint.
+        objs = LOG.disclosure(AT["e3"])
+        j = index_of(objs, "ledger")
+        objs.insert(j + 1, {"ledger": {"record": LOG.b64(AT["ek1"])}})
+        objs.insert(j + 2, {"ledger": {"record": base64.b64encode(tampered).decode()}})
+        self.assertVerifies(objs)
+        # An export from genesis: every epoch_key record is skipped.
+        objs = LOG.export(0, 2)
+        j = index_of(objs, "ledger")
+        objs.insert(j + 1, {"ledger": {"record": LOG.b64(AT["ek1"])}})
+        self.assertVerifies(objs)
+        # Skipped, yet out of seq order.
+        objs = LOG.export(AT["s3"], AT["s4"])
+        j = index_of(objs, "ledger", 1)
+        objs.insert(j + 1, {"ledger": {"record": LOG.b64(AT["ek2"])}})
+        objs.insert(j + 2, {"ledger": {"record": LOG.b64(AT["ek2"])}})
+        self.assertRefused(objs, "not after the one before it", line=j + 3)
+        # Skipped, yet not an epoch_key record.
+        objs = LOG.export(AT["s3"], AT["s4"])
+        j = index_of(objs, "ledger", 1)
+        objs.insert(j + 1, {"ledger": {"record": LOG.b64(AT["last"])}})
+        self.assertRefused(objs, "a checkpoint record in the ledger", line=j + 2)
+        # Skipped, yet not a record that decodes.
+        objs = LOG.export(AT["s3"], AT["s4"])
+        j = index_of(objs, "ledger", 1)
+        objs.insert(j + 1, {"ledger": {"record": base64.b64encode(ek2 + b"\x00").decode()}})
+        self.assertRefused(objs, "epoch_key record", line=j + 2)
+
+    def test_genesis_start_must_be_the_ledgers_genesis(self):
+        objs = LOG.export(0, 2)
+        genesis = LOG.records[0]
+        other = genesis[:12] + struct.pack("<q", T0 - SECOND) + genesis[20:]
+        self.assertEqual(wv.decode_record(other).p, wv.decode_record(genesis).p)
+        objs[index_of(objs, "ledger")]["ledger"]["record"] = \
+            base64.b64encode(other).decode()
+        j = index_of(objs, "record")
+        self.assertRefused(objs, "differs from the ledger's", line=j + 1)
 
     # -- step 4: the records ------------------------------------------------
 
@@ -929,6 +1018,10 @@ class ExportTest(BundleCase):
         objs = LOG.export(AT["e3"], AT["e3"])
         objs[0]["from_seq"], objs[0]["to_seq"] = AT["e3"] + 1, AT["e3"]
         self.assertRefused(objs, "after to_seq", line=1)
+        # Even when the records cover both.
+        objs = LOG.export(AT["e3"], AT["e3"] + 1)
+        objs[0]["from_seq"], objs[0]["to_seq"] = AT["e3"] + 1, AT["e3"]
+        self.assertRefused(objs, "after to_seq", line=1)
 
     def test_first_checkpoint_state(self):
         objs = LOG.export(AT["e3"], AT["e3"])
@@ -959,11 +1052,14 @@ class ExportTest(BundleCase):
         objs[i]["data_key"]["tree_size"] += 1
         self.assertRefused(objs, "tree_size", line=i + 1)
         objs = LOG.export(AT["s3"], AT["s4"])
-        del objs[i]  # the segment's data key is missing: sealed entries unexplained
-        self.assertRefused(objs, "sealed entry")
-        objs = LOG.export(AT["s3"], AT["s4"])
         objs[i]["data_key"]["record"] = LOG.b64(AT["s1"])
         self.assertRefused(objs, "holds a entry record", line=i + 1)
+        # A data_key line for an export that starts at genesis.
+        objs = LOG.export(0, 2)
+        dk = LOG.export(AT["s3"], AT["s4"])[i]
+        j = index_of(objs, "record")
+        objs.insert(j, dk)
+        self.assertRefused(objs, "starts at the genesis record", line=j + 1)
         # A data_key line where the export's segment has its own data_key record.
         objs = LOG.export(AT["anchor1"], AT["s1"])
         dk = LOG.export(AT["s3"], AT["s4"])[i]
@@ -973,16 +1069,50 @@ class ExportTest(BundleCase):
         objs.insert(index_of(objs, "record"), dk)
         self.assertRefused(objs, "not below the first record")
 
+    def test_data_key_line_is_optional(self):
+        """Section 12.3, 4: without the data_key line the first segment's
+        sealed entries are shown encrypted, which is not a failure."""
+        objs = LOG.export(AT["s3"], AT["c1"])
+        del objs[index_of(objs, "data_key")]
+        out = self.assertVerifies(objs)
+        self.assertNotIn("decryption", out)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "key.txt")
+            with open(path, "w") as f:
+                f.write(IDENTITY + "\n")
+            out = self.assertVerifies(objs, extra=("--identity", path))
+        d = out["decryption"]
+        self.assertEqual((d["data_keys"], d["data_keys_opened"], d["sealed_entries"],
+                          d["entries_opened"]), (0, 0, 3, 0), d)
+        self.assertEqual([p["seq"] for p in d["problems"]],
+                         [AT["s3"], AT["s4"], AT["s5"]])
+        self.assertTrue(all("shown encrypted" in p["reason"] for p in d["problems"]))
+
+    def test_data_key_record_among_the_records_opens(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "key.txt")
+            with open(path, "w") as f:
+                f.write(IDENTITY + "\n")
+            objs = LOG.export(AT["anchor1"], AT["s1"])
+            self.assertFalse(any("data_key" in o for o in objs))
+            out = self.assertVerifies(objs, extra=("--identity", path))
+        d = out["decryption"]
+        self.assertEqual((d["data_keys"], d["data_keys_opened"], d["sealed_entries"],
+                          d["entries_opened"]), (1, 1, 2, 2), d)
+        self.assertEqual(d["problems"], [])
+
     def test_sealed_rule_across_a_seal(self):
         # Clear entries after the seal, sealed ones before it.
         self.assertVerifies(LOG.export(AT["s5"], AT["c1"]))
 
-    def test_rules_on_segments_seen_in_a_bundle(self):
-        """Logs that break a rule of step 4 on data keys and sealed entries
+    def test_segment_rules_not_applied(self):
+        """Section 12.3, 4: the rules of section 7 step 4 about segments are
+        not applied to a bundle (it has no segments): logs that break them
         (which the agent never writes), signed with the agent's key all the
-        same: the bundle must be refused at the record that breaks it."""
+        same, make bundles that verify. A data_key record's own values need
+        no segment, and are still checked."""
 
-        def bad(steps, fragment):
+        def export_of(steps):
             log = Log()
             log.genesis()
             log.checkpoint(anchor=True)
@@ -992,68 +1122,41 @@ class ExportTest(BundleCase):
             marks = steps(log)
             log.checkpoint()
             objs = log.export(log.checkpoints[1], log.seq - 1)
-            data = sign_bundle(objs, log.collector)
-            code, out, err = run_bundle(data, pubkey=log.pub0)
+            return log, objs, marks
+
+        def holds(steps):
+            log, objs, _ = export_of(steps)
+            code, out, err = run_bundle(sign_bundle(objs, log.collector),
+                                        pubkey=log.pub0)
+            self.assertEqual(code, 0, (steps.__name__, out))
+            self.assertEqual(out["last_seq"], log.seq - 1)
+            self.assertEqual(out["first_seq"], log.checkpoints[1])
+
+        def refused(steps, fragment):
+            log, objs, mark = export_of(steps)
+            code, out, err = run_bundle(sign_bundle(objs, log.collector),
+                                        pubkey=log.pub0)
             self.assertEqual(code, 1, (fragment, out))
             self.assertIn(fragment, out["failure"])
             target = [i + 1 for i, o in enumerate(objs) if "record" in o
-                      and base64.b64decode(o["record"]["record"]) == log.records[marks]]
+                      and base64.b64decode(o["record"]["record"]) == log.records[mark]]
             self.assertTrue(out["failure"].startswith(f"line {target[0]}: "),
                             (out["failure"], target))
 
         age_pub = b"\x22" * 32
 
+        # Whether an entry must be sealed.
         def clear_in_sealed(log):
             log.checkpoint(anchor=True)
             log.data_key("age1test", age_pub)
             log.sealed_entry(b"a")
             return log.entry(b"b")
-        bad(clear_in_sealed, "clear entry in a segment whose entries are sealed")
+        holds(clear_in_sealed)
 
         def sealed_without_key(log):
             log.checkpoint(anchor=True)
             return log.sealed_entry(b"a", data_key=b"\x01" * 32)
-        bad(sealed_without_key, "sealed entry, but its segment has no data_key")
-
-        def late_data_key(log):
-            log.checkpoint(anchor=True)
-            log.entry(b"a")
-            return log.data_key("age1test", age_pub)
-        bad(late_data_key, "not the record right after its segment's anchor")
-
-        def after_second_checkpoint(log):
-            log.checkpoint(anchor=True)
-            log.entry(b"a")
-            log.checkpoint()
-            return log.data_key("age1test", age_pub)
-        bad(after_second_checkpoint, "not the record right after its segment's anchor")
-
-        def two_data_keys(log):
-            log.checkpoint(anchor=True)
-            log.data_key("age1test", age_pub)
-            log.checkpoint()
-            return log.data_key("age1test", age_pub)
-        bad(two_data_keys, "second data_key")
-
-        def bad_recipient(log):
-            log.checkpoint(anchor=True)
-            return log.data_key("AGE1TEST", age_pub)
-        bad(bad_recipient, "does not start with age1")
-
-        def corruption(log):
-            log.entry(b"a")
-            return log.recovery(wv.CAUSE_CORRUPTION)
-        bad(corruption, "corruption recovered")
-
-        def fsync_digest(log):
-            log.entry(b"a")
-            return log.recovery(wv.CAUSE_FSYNC_FAILED, digest=b"\x01" * 32)
-        bad(fsync_digest, "region_sha256 is not ZERO32")
-
-        def last_good(log):
-            log.entry(b"a")
-            return log.recovery(wv.CAUSE_TORN_TAIL, last_good_seq=log.seq - 2)
-        bad(last_good, "last_good_seq")
+        holds(sealed_without_key)
 
         def sealed_after_recovery(log):
             log.checkpoint(anchor=True)
@@ -1062,7 +1165,90 @@ class ExportTest(BundleCase):
             log.recovery(wv.CAUSE_FSYNC_FAILED)
             log.checkpoint(anchor=True)
             return log.sealed_entry(b"b", data_key=log.data_keys[log.segment_of(dk)][1])
-        bad(sealed_after_recovery, "sealed entry, but its segment has no data_key")
+        holds(sealed_after_recovery)
+
+        # Where a data_key record stands, and how many a segment has.
+        def late_data_key(log):
+            log.checkpoint(anchor=True)
+            log.entry(b"a")
+            return log.data_key("age1test", age_pub)
+        holds(late_data_key)
+
+        def after_second_checkpoint(log):
+            log.checkpoint(anchor=True)
+            log.entry(b"a")
+            log.checkpoint()
+            return log.data_key("age1test", age_pub)
+        holds(after_second_checkpoint)
+
+        def two_data_keys(log):
+            log.checkpoint(anchor=True)
+            log.data_key("age1test", age_pub)
+            log.checkpoint()
+            return log.data_key("age1test", age_pub)
+        holds(two_data_keys)
+
+        # The anchor's place, and where a seal or a recovery stands.
+        def no_anchor(log):
+            return log.entry(b"first record of the segment, not a checkpoint")
+        holds(no_anchor)
+
+        def seal_in_the_middle(log):
+            log.checkpoint(anchor=True)
+            seq = log.append(wv.SEAL, struct.pack("<Q", 99))  # not the segment's end
+            log.entry(b"after the seal, same segment")
+            return seq
+        holds(seal_in_the_middle)
+
+        def recovery_not_first(log):
+            log.checkpoint(anchor=True)
+            log.entry(b"a")
+            return log.append(wv.RECOVERY, bytes([wv.CAUSE_TORN_TAIL])
+                              + struct.pack("<QQQQ", 7, 1, 1000, 10) + b"\x07" * 32
+                              + b16(b"misplaced"))
+        holds(recovery_not_first)
+
+        # A recovery record's region and segment rules (it is only decoded).
+        def corruption(log):
+            log.entry(b"a")
+            return log.recovery(wv.CAUSE_CORRUPTION)
+        holds(corruption)
+
+        def fsync_digest(log):
+            log.entry(b"a")
+            return log.recovery(wv.CAUSE_FSYNC_FAILED, digest=b"\x01" * 32)
+        holds(fsync_digest)
+
+        def last_good(log):
+            log.entry(b"a")
+            return log.recovery(wv.CAUSE_TORN_TAIL, last_good_seq=log.seq - 2)
+        holds(last_good)
+
+        # A data_key record's own values.
+        def bad_recipient(log):
+            log.checkpoint(anchor=True)
+            return log.data_key("AGE1TEST", age_pub)
+        refused(bad_recipient, "does not start with age1")
+
+        def no_recipient(log):
+            log.checkpoint(anchor=True)
+            return log.append(wv.DATA_KEY, struct.pack("<H", 0)
+                              + b32(age_encrypt(b"\x00" * 32, age_pub)))
+        refused(no_recipient, "without a recipient")
+
+        def not_age(log):
+            log.checkpoint(anchor=True)
+            return log.append(wv.DATA_KEY, struct.pack("<H", 1) + b8(b"age1test")
+                              + b32(b"age-encryption.org/v2\n..."))
+        refused(not_age, "age-encryption.org/v1")
+
+        # What step 4 still checks: a gap reason outside 1...11 does not
+        # decode (the line is refused at step 1).
+        def bad_gap(log):
+            log.checkpoint(anchor=True)
+            return log.append(wv.GAP, b8(b"syslog") + POS_NONE
+                              + struct.pack("<HQQ", 12, 0, 0) + b16(b""))
+        refused(bad_gap, "reason")
 
     def test_recoveries_that_hold(self):
         log = Log()
@@ -1110,6 +1296,20 @@ class ExportTest(BundleCase):
         objs = LOG.export(AT["s3"], AT["s4"], consistency_to=AT["last"])
         objs[j]["consistency"]["receipt"]["tree_size"] = AT["cp_s2"]
         self.assertRefused(objs, "signature invalid", line=j + 1)
+        # Section 12.3, 7: a receipt for a larger tree (not the same, not smaller).
+        end = objs[j]["consistency"]["from_size"]
+        for size in (end, end - 1, AT["cp_s1"]):
+            objs = LOG.export(AT["s3"], AT["s4"], consistency_to=AT["last"])
+            objs[j]["consistency"]["receipt"] = LOG.receipt_obj(size)
+            objs[j]["consistency"]["proof"] = []
+            self.assertRefused(objs, "is not a later tree", line=j + 1)
+        # At most one consistency line, after the receipts.
+        objs = LOG.export(AT["s3"], AT["s4"], consistency_to=AT["last"])
+        objs.insert(j, objs[j])
+        self.assertRefused(objs, "a consistency line out of place", line=j + 2)
+        objs = LOG.export(AT["s3"], AT["s4"], consistency_to=AT["last"])
+        objs.insert(index_of(objs, "receipt"), objs.pop(j))
+        self.assertRefused(objs, "out of place")
 
 
 class DisclosureTest(BundleCase):
@@ -1182,6 +1382,9 @@ class DisclosureTest(BundleCase):
         self.assertRefused(objs, "inclusion proof", line=c + 1)
         objs = LOG.disclosure(AT["s3"])
         objs[0]["from_seq"] = objs[0]["to_seq"] = AT["s4"]
+        self.assertRefused(objs, "from_seq", line=i + 1)
+        objs = LOG.disclosure(AT["s3"])
+        objs[0]["from_seq"] = AT["s3"] + 1
         self.assertRefused(objs, "from_seq", line=i + 1)
         objs = LOG.disclosure(AT["s3"])
         objs[c]["checkpoint"]["record"] = LOG.b64(AT["s4"])

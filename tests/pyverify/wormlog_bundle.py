@@ -33,28 +33,39 @@ is printed on stdout (its exact bytes, then a newline) when it is readable
 Exit codes: 0 the bundle proves what it says; 1 it does not (any failure of
 section 12.3, malformed lines included); 2 usage or I/O error.
 
-Where section 12 leaves a choice, this verifier takes the strict reading:
+What section 12.3 asks, and where it leaves a choice, the reading taken:
 
-* JSON: duplicate keys, NaN/Infinity and non-integer numbers are refused;
+* Step 1: duplicate keys, NaN/Infinity and non-integer numbers are refused;
   every key of every object is required (entry_key may be null), none other
-  allowed. `created` must be an RFC 3339 date-time; from_seq <= to_seq.
+  allowed. `created` must be an RFC 3339 date-time (section 5.6's grammar:
+  `T` or `t` between date and time, `Z`/`z` or a numeric offset). No record
+  is longer than section 3.2 allows.
 * Line order: ledger+, data_key?, record+, receipt*, consistency?, signature
   (export); ledger+, entry, checkpoint, receipt*, signature (disclosure).
-* Ledger: no record at or after the first proven seq; seqs increasing; when
-  an export starts at genesis, the ledger's genesis must be that record.
-* Segments: a bundle has no segment files, but a `seal` ends a segment and
-  a `recovery` starts one, so the step-4 rules on data keys are applied per
-  segment seen: a data_key record right after the segment's first checkpoint
-  seen, at most one per segment (the data_key line counts for the segment
-  the export starts in), and an entry sealed iff its segment has a data key
-  before it (so a sealed entry needs the data_key line when its data key
-  stands before the first record). Of a recovery's rules, those that need
-  no file: not `corruption`, `fsync_failed` with a zero region_sha256,
-  last_good_seq = seq - 1. Seal and prune segment numbers are not checked.
+* Step 3, the ledger: genesis first, then only epoch_key records, all in
+  strictly increasing seq; those below the first proven seq are checked
+  (epoch, signature), those at or after it are skipped as in section 2.1
+  (decoded, ordered, nothing else). When an export starts at genesis, the
+  ledger's genesis must be the same bytes as that record.
+* Step 4, export: only the rules of section 7 step 4 that need no segment
+  (those 12.3 lists): version, flags, kind, the payload decoded and consumed
+  exactly with its enumerations closed, seq, prev, genesis at seq 0 only,
+  checkpoints, epoch transitions, receipts. Nothing about segments: not the
+  anchor's place, not where a seal, recovery or data_key record stands (nor
+  how many data_key records a segment has), not whether an entry is sealed;
+  a recovery record is only decoded, a seal and a prune too. The values of a
+  data_key record (a recipient at least, each `age1…`, `wrapped` an age
+  file) are checked, since they need no segment. from_seq <= to_seq (the
+  header's line). The data_key line is optional.
+* Opening sealed entries (--identity) never changes the verdict: the data
+  key in effect is the data_key line's, replaced by each data_key record
+  among the records; a seal or a recovery record (a new segment) drops it.
+  A sealed entry without a data key opened is shown encrypted (listed under
+  "problems").
 * A receipt record (kind 12) naming a tree below the first record is checked
   by its signature only (under its own collector_pubkey, as in a spool).
-* Consistency: the receipt's tree must be strictly larger (RFC 9162's
-  0 < first < second).
+* Step 7: at most one consistency line, after the receipts; its receipt's
+  tree must be strictly larger (RFC 9162's 0 < first < second).
 * Disclosure: an entry_key that opens the entry to a plaintext that is not
   field_count, fields, body is a failure.
 """
@@ -383,8 +394,6 @@ def parse_header(obj: Any) -> Header:
                     created=rfc3339(obj["created"], "created"),
                     from_seq=integer(obj["from_seq"], "from_seq"),
                     to_seq=integer(obj["to_seq"], "to_seq"))
-    if header.from_seq > header.to_seq:
-        raise Bad(f"from_seq {header.from_seq} is after to_seq {header.to_seq}")
     return header
 
 
@@ -483,8 +492,7 @@ class BundleVerifier:
         self.line_starts: list[int] = []  # byte offset of each line (index 0: line 1)
         self.chain = Chain()
         # Segments, as far as a bundle shows them (see _segment_boundary).
-        self.seg_data_key: Record | None = None
-        self.seg_first_checkpoint: int | None = None
+        self.seg_data_key: Record | None = None  # the data key in effect, if any
         self.data_key_open: bytes | None = None  # the current segment's D, opened
         self.decrypt = {"data_keys": 0, "data_keys_opened": 0, "sealed_entries": 0,
                         "entries_opened": 0, "problems": []}
@@ -587,7 +595,10 @@ class BundleVerifier:
         """Genesis with K and the header's agent, then each epoch_key record
         below `first_proven`, in seq order, each following the epoch before it
         and signed by its key (section 2.1 rules: tree_size and head are not
-        checked). Leaves the key in force at `first_proven` in self.chain."""
+        checked). Records at or after `first_proven` are skipped (2.1): they
+        must still be epoch_key records (decoded when the line was parsed) in
+        seq order, and nothing else of them is checked. Leaves the key in
+        force at `first_proven` in self.chain."""
         ledger = self._of("ledger")
         first = ledger[0]
         rec = first.record
@@ -613,10 +624,9 @@ class BundleVerifier:
             if rec.seq <= last_seq:
                 raise BundleFailure(line.number, f"ledger record seq {rec.seq} is not "
                                     f"after the one before it ({last_seq})")
+            last_seq = rec.seq
             if rec.seq >= first_proven:
-                raise BundleFailure(line.number, f"ledger epoch_key seq {rec.seq} is "
-                                    f"not below the first record the bundle proves "
-                                    f"({first_proven})")
+                continue  # skipped (section 2.1): checked where it stands in the log
             p = rec.p
             if p["from_epoch"] != epoch:
                 raise BundleFailure(line.number, f"ledger epoch_key from_epoch "
@@ -627,7 +637,7 @@ class BundleVerifier:
             if not ed25519_valid(key, p["signature"], signed_message(CTX_EPOCH_KEY, rec.raw)):
                 raise BundleFailure(line.number, f"ledger epoch_key signature invalid "
                                     f"under epoch {epoch}'s key")
-            epoch, key, last_seq = p["to_epoch"], p["new_pubkey"], rec.seq
+            epoch, key = p["to_epoch"], p["new_pubkey"]
         self.chain.epoch, self.chain.key = epoch, key
 
     # -- step 4: export --------------------------------------------------------
@@ -636,6 +646,9 @@ class BundleVerifier:
         records = self._of("record")
         first = records[0].record
         self._check_ledger(first.seq)
+        if self.header.from_seq > self.header.to_seq:
+            raise BundleFailure(1, f"from_seq {self.header.from_seq} is after to_seq "
+                                f"{self.header.to_seq}")
         ledger_genesis = self._of("ledger")[0]
         if first.kind == GENESIS:
             # Start as in section 7 at seq 0 (the ledger is the genesis alone).
@@ -693,7 +706,8 @@ class BundleVerifier:
                                 first.record.p["root"]):
             raise BundleFailure(line.number, "the data_key record's inclusion proof "
                                 "does not lead to the first checkpoint's root")
-        # The segment the export starts in has this data key (and no other).
+        # The data key of the segment the export starts in: it opens the
+        # sealed entries until a data_key record or a new segment replaces it.
         self.seg_data_key = rec
         self._open_data_key(rec)
 
@@ -710,10 +724,10 @@ class BundleVerifier:
                                 "age-encryption.org/v1 and a newline")
 
     def _segment_boundary(self) -> None:
-        """A new segment starts (after a `seal`, or at a `recovery`): a bundle
-        has no segment files, but these two records say where segments end."""
+        """A new segment starts (after a `seal`, or at a `recovery`): the data
+        key in effect is dropped. Used only to open sealed entries; no rule
+        about segments is checked (section 12.3, 4)."""
         self.seg_data_key = None
-        self.seg_first_checkpoint = None
         self.data_key_open = None
 
     def _accept(self, line: Line) -> None:
@@ -729,7 +743,7 @@ class BundleVerifier:
             raise BundleFailure(n, f"the record with seq 0, and only it, must be "
                                 f"genesis (found {rec.name} at seq {rec.seq})")
         if rec.kind == RECOVERY:
-            self._segment_boundary()
+            self._segment_boundary()  # for opening sealed entries only
         p = rec.p
         if rec.kind == GENESIS:
             if p["agent_id"] != self.header.agent:
@@ -741,8 +755,6 @@ class BundleVerifier:
             chain.epoch, chain.key = 0, p["first_pubkey"]
         elif rec.kind == CHECKPOINT:
             self._checkpoint_rules(n, rec)
-            if self.seg_first_checkpoint is None:
-                self.seg_first_checkpoint = rec.seq
             self.result.checkpoints += 1
             self.result.tree_size = p["tree_size"]
         elif rec.kind == EPOCH_KEY:
@@ -763,24 +775,15 @@ class BundleVerifier:
                                     f"{chain.epoch}'s key")
             chain.epoch, chain.key = p["to_epoch"], p["new_pubkey"]
         elif rec.kind == DATA_KEY:
+            # Its values only: where it stands, and how many a segment has, are
+            # rules about segments, not applied to a bundle (section 12.3, 4).
             self._data_key_rules(n, rec)
-            if self.seg_data_key is not None:
-                raise BundleFailure(n, f"a second data_key record in its segment (the "
-                                    f"first is seq {self.seg_data_key.seq})")
-            if self.seg_first_checkpoint is None or rec.seq != self.seg_first_checkpoint + 1:
-                raise BundleFailure(n, "data_key record is not the record right after "
-                                    "its segment's anchor checkpoint")
             self.seg_data_key = rec
             self._open_data_key(rec)
         elif rec.kind == ENTRY:
-            if rec.sealed and self.seg_data_key is None:
-                raise BundleFailure(n, "sealed entry, but its segment has no data_key "
-                                    "record before it (in the bundle, or as its "
-                                    "data_key line)")
-            if not rec.sealed and self.seg_data_key is not None:
-                raise BundleFailure(n, f"clear entry in a segment whose entries are "
-                                    f"sealed (data_key record at seq "
-                                    f"{self.seg_data_key.seq})")
+            # Sealed or clear, whatever data key is in effect: whether an entry
+            # must be sealed is a rule about segments (section 12.3, 4). The
+            # non-empty source and entry_flags were checked when it decoded.
             self.result.entries += 1
             if rec.sealed:
                 self._open_entry(rec)
@@ -793,26 +796,15 @@ class BundleVerifier:
             if p["tree_size"] >= first_seq and chain.roots.get(p["tree_size"]) != p["root"]:
                 raise BundleFailure(n, f"receipt tree_size {p['tree_size']} and root "
                                     "are not those of an earlier checkpoint")
-        elif rec.kind == RECOVERY:
-            # What step 4 checks of a recovery that needs no segment file.
-            if p["cause"] == wv.CAUSE_CORRUPTION:
-                raise BundleFailure(n, f"corruption recovered: segment "
-                                    f"{p['segment_no']} is damaged at offset "
-                                    f"{p['region_offset']} ({p['detail']!r})")
-            if p["last_good_seq"] != (rec.seq - 1) & U64_MAX:
-                raise BundleFailure(n, f"recovery last_good_seq {p['last_good_seq']}, "
-                                    f"expected {rec.seq - 1}")
-            if p["cause"] == wv.CAUSE_FSYNC_FAILED and p["region_sha256"] != ZERO32:
-                raise BundleFailure(n, "fsync_failed recovery: region_sha256 is not "
-                                    "ZERO32")
-        # Other kinds (start, stop, config, heartbeat, clock_step, gap, prune,
-        # seal, alert) need nothing beyond decoding here: prune and seal name
-        # segments, which a bundle does not have.
+        # Other kinds need nothing beyond decoding (their enumerations closed):
+        # start, stop, config, heartbeat, clock_step, gap, alert; and recovery,
+        # seal and prune, whose rules are about segments and files, which a
+        # bundle does not have (section 12.3, 4).
         chain.append(rec.raw)
         self.result.records += 1
         self.result.last_seq = rec.seq
         if rec.kind == SEAL:
-            self._segment_boundary()
+            self._segment_boundary()  # for opening sealed entries only
 
     def _checkpoint_rules(self, n: int, rec: Record) -> None:
         p, chain = rec.p, self.chain
@@ -858,8 +850,10 @@ class BundleVerifier:
             return
         self.decrypt["sealed_entries"] += 1
         if self.data_key_open is None:
-            self.decrypt["problems"].append({"seq": rec.seq, "reason": "its segment's "
-                                             "data key was not opened"})
+            reason = ("its segment's data key was not opened"
+                      if self.seg_data_key is not None else
+                      "no data key for its segment in the bundle: shown encrypted")
+            self.decrypt["problems"].append({"seq": rec.seq, "reason": reason})
             return
         try:
             wv.open_sealed(rec, wv.entry_key(self.data_key_open, rec.seq))

@@ -218,9 +218,18 @@ impl Source<'_> {
                 "from_seq {from} is after to_seq {to}"
             )));
         }
-        let first = self.index.block_of(from).ok_or_else(|| {
-            BundleError::NotFound(format!("agent {} has no record {from}", self.agent))
-        })?;
+        if self.index.block_of(from).is_none() {
+            return Err(BundleError::NotFound(format!(
+                "agent {} has no record {from}",
+                self.agent
+            )));
+        }
+        // A proof of the range starts at a signed checkpoint (or the
+        // genesis record): the last one at or before `from`.
+        let first = self
+            .index
+            .checkpoint_at_or_before(from)
+            .ok_or_else(|| BundleError::NotFound(format!("no checkpoint before record {from}")))?;
         let (last, _) = self.countersigned_from(to)?;
         if last - first.seq + 1 > MAX_EXPORT_RECORDS {
             return Err(BundleError::Refused(format!(

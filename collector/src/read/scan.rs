@@ -29,6 +29,8 @@ pub enum ScanError {
     Damaged(String),
 }
 
+/// The first read of a segment, and the largest (each read doubles).
+const FIRST_CHUNK: usize = 128 << 10;
 const CHUNK: usize = 4 << 20;
 
 /// The records of a store from a place on.
@@ -45,6 +47,8 @@ pub struct Scan {
     limit: Option<u64>,
     /// Whether the file has no more bytes than `buf` reached.
     eof: bool,
+    /// The size of the next read.
+    chunk: usize,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ScanError + '_ {
@@ -81,6 +85,7 @@ impl Scan {
             used: 0,
             limit: None,
             eof: false,
+            chunk: FIRST_CHUNK,
         };
         s.enter(at.segment, at.offset)?;
         Ok(s)
@@ -131,7 +136,10 @@ impl Scan {
         self.buf.drain(..self.used);
         self.used = 0;
         let have = self.buf.len();
-        let mut want = CHUNK.max(have * 2);
+        // Small at first (a search reads a block of a few hundred KiB),
+        // larger as a scan goes on.
+        let mut want = self.chunk.max(have * 2);
+        self.chunk = (self.chunk * 2).min(CHUNK);
         let pos = self.base + have as u64;
         if let Some(l) = self.limit {
             want = want.min(l.saturating_sub(pos) as usize + have);
