@@ -24,6 +24,9 @@ struct Reader {
     collector: Option<Proc>,
 }
 
+/// A change made to a bundle's lines before it is signed again.
+type Change = Box<dyn Fn(&mut Vec<Value>)>;
+
 /// A collector on loopback with an auditor `audra` (token in a file),
 /// `extra` appended to its configuration.
 fn reader_setup(extra: &str) -> Reader {
@@ -292,7 +295,7 @@ fn a_disclosed_entry_verifies_alone_and_any_change_fails() {
         find("receipt"),
         find("ledger"),
     );
-    let cases: Vec<(&str, Box<dyn Fn(&mut Vec<Value>)>)> = vec![
+    let cases: Vec<(&str, Change)> = vec![
         (
             "entry body byte",
             Box::new(move |v: &mut Vec<Value>| flip_b64(&mut v[e]["entry"]["record"], 10_000)),
@@ -385,7 +388,7 @@ fn a_disclosed_entry_verifies_alone_and_any_change_fails() {
 
 #[test]
 fn an_export_verifies_and_a_removed_or_reordered_record_does_not() {
-    let r = reader_setup("");
+    let mut r = reader_setup("");
     // 3000 lines at once: more than a search block (1024 records) between
     // two checkpoints, so the range starts inside a block that does not
     // start with a checkpoint.
@@ -464,7 +467,7 @@ fn an_export_verifies_and_a_removed_or_reordered_record_does_not() {
         .collect();
     let t = r.s.d.p("t.wlbundle");
     let mid = recs[recs.len() / 2];
-    let cases: Vec<(&str, Box<dyn Fn(&mut Vec<Value>)>)> = vec![
+    let cases: Vec<(&str, Change)> = vec![
         (
             "a record removed",
             Box::new(move |v: &mut Vec<Value>| {
@@ -510,6 +513,26 @@ fn an_export_verifies_and_a_removed_or_reordered_record_does_not() {
             assert_eq!(py["ok"], false, "python accepts {what}");
         }
     }
+
+    // The index's list of key records lost: it is built again, and the
+    // export still carries its ledger.
+    r.collector.take().unwrap().stop();
+    std::fs::remove_file(r.s.d.p("store/index/web-01/keys")).unwrap();
+    r.collector = Some(start_collector(&mut r.s));
+    let again = r.cli(&[
+        "export",
+        "--agent",
+        "web-01",
+        "--from-seq",
+        &from.to_string(),
+        "--to-seq",
+        &to.to_string(),
+        "--out",
+        t.to_str().unwrap(),
+    ]);
+    assert!(again.status.success(), "{again:?}");
+    let (code, _, err) = verify(&t, &pk, Some(&ck), &[]);
+    assert_eq!(code, 0, "{err}");
 }
 
 /// An age identity made by `age-keygen`: its file and recipient.

@@ -145,7 +145,7 @@ pub fn frontier_node(f: &Frontier, lo: u64, hi: u64) -> Option<Hash> {
 /// parent, so a frontier of any size in `[hi, hi + (hi - lo))` holds it.
 pub fn is_left_perfect(lo: u64, hi: u64) -> bool {
     let n = hi - lo;
-    n.is_power_of_two() && lo % n == 0 && (lo / n) % 2 == 0
+    n.is_power_of_two() && lo.is_multiple_of(n) && (lo / n).is_multiple_of(2)
 }
 
 #[cfg(test)]

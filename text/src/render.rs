@@ -453,6 +453,53 @@ fn fields_value(fields: &[(&str, &[u8])], body: &[u8]) -> Value {
     Value::Object(f)
 }
 
+/// The record an opened sealed entry stands for: its clear part with the
+/// opened fields and body (how `cat --identity` shows it).
+pub fn with_opened<'a>(
+    rec: &Record<'a>,
+    opened: &'a wormlog_spool::crypt::Opened,
+) -> Option<Record<'a>> {
+    let wormlog_spool::record::Payload::Entry(e) = &rec.payload else {
+        return None;
+    };
+    Some(Record {
+        kind: rec.kind,
+        seq: rec.seq,
+        ts: rec.ts,
+        prev: rec.prev,
+        payload: wormlog_spool::record::Payload::Entry(wormlog_spool::record::Entry {
+            source: e.source,
+            position: e.position,
+            flags: e.flags,
+            fields: opened
+                .fields
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_slice()))
+                .collect(),
+            body: &opened.body,
+            sealed: None,
+        }),
+    })
+}
+
+/// `cat --json`'s object for a record, opened when `opened` is given
+/// (then `"decrypted": true`).
+pub fn record_json_opened(
+    rec: &Record<'_>,
+    opened: Option<&wormlog_spool::crypt::Opened>,
+    segment: u64,
+    offset: u64,
+) -> Value {
+    match opened.and_then(|o| with_opened(rec, o)) {
+        Some(clear) => {
+            let mut v = record_json(&clear, segment, offset);
+            v["decrypted"] = Value::Bool(true);
+            v
+        }
+        None => record_json(rec, segment, offset),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::escape_bytes;
@@ -498,52 +545,5 @@ mod tests {
         assert_eq!(v["app_name"], "su");
         assert_eq!(v["facility"], "4");
         assert!(v.get("syslog").is_none());
-    }
-}
-
-/// The record an opened sealed entry stands for: its clear part with the
-/// opened fields and body (how `cat --identity` shows it).
-pub fn with_opened<'a>(
-    rec: &Record<'a>,
-    opened: &'a wormlog_spool::crypt::Opened,
-) -> Option<Record<'a>> {
-    let wormlog_spool::record::Payload::Entry(e) = &rec.payload else {
-        return None;
-    };
-    Some(Record {
-        kind: rec.kind,
-        seq: rec.seq,
-        ts: rec.ts,
-        prev: rec.prev,
-        payload: wormlog_spool::record::Payload::Entry(wormlog_spool::record::Entry {
-            source: e.source,
-            position: e.position,
-            flags: e.flags,
-            fields: opened
-                .fields
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_slice()))
-                .collect(),
-            body: &opened.body,
-            sealed: None,
-        }),
-    })
-}
-
-/// `cat --json`'s object for a record, opened when `opened` is given
-/// (then `"decrypted": true`).
-pub fn record_json_opened(
-    rec: &Record<'_>,
-    opened: Option<&wormlog_spool::crypt::Opened>,
-    segment: u64,
-    offset: u64,
-) -> Value {
-    match opened.and_then(|o| with_opened(rec, o)) {
-        Some(clear) => {
-            let mut v = record_json(&clear, segment, offset);
-            v["decrypted"] = Value::Bool(true);
-            v
-        }
-        None => record_json(rec, segment, offset),
     }
 }

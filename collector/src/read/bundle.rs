@@ -4,7 +4,7 @@
 use super::Bodies;
 use super::index::AgentIndex;
 use super::nodes::StoreNodes;
-use super::scan::{At, Scan, ScanError};
+use super::scan::{At, Scan, ScanError, read_record_at};
 use crate::receipts::{ReceiptLog, Signer};
 use std::path::Path;
 use wormlog_spool::bundle::format::{BUNDLE_VERSION, b64, hashes, write_line};
@@ -82,17 +82,14 @@ impl Source<'_> {
     /// record and every `epoch_key` record before it.
     fn ledger(&self, first_seq: u64) -> Result<Vec<Vec<u8>>, BundleError> {
         let mut out = Vec::new();
-        for b in self.index.all().filter(|b| b.keys && b.seq < first_seq) {
-            let mut scan = Scan::from(self.store, b.at)?;
-            for seq in b.seq..b.end_seq().min(first_seq) {
-                let Some((_, rec)) = scan.next_record()? else {
-                    break;
-                };
-                let k = rec[1];
-                if (k == Kind::Genesis as u8 && seq == 0) || k == Kind::EpochKey as u8 {
-                    out.push(rec.to_vec());
-                }
+        for (seq, at) in self.index.key_records(first_seq) {
+            let rec = read_record_at(self.store, at)?;
+            if super::scan::peek(&rec).1 != seq {
+                return Err(BundleError::Scan(ScanError::Damaged(format!(
+                    "index: the key record {seq} is not where the index says"
+                ))));
             }
+            out.push(rec);
         }
         if out.first().is_none_or(|g| g[1] != Kind::Genesis as u8) {
             return Err(BundleError::NotFound(

@@ -20,7 +20,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use wormlog_spool::record::Kind;
 
-const MAGIC: &[u8; 8] = b"WLIDX003";
+const MAGIC: &[u8; 8] = b"WLIDX004";
 const HEADER: u64 = 40;
 const ENTRY: usize = 72;
 /// The most records in a block.
@@ -112,6 +112,10 @@ pub struct AgentIndex {
     store: PathBuf,
     blocks_path: PathBuf,
     filters_path: PathBuf,
+    keys_path: PathBuf,
+    /// Where the genesis and every `epoch_key` record stand (the key
+    /// ledger of a bundle), in seq order.
+    key_records: Vec<(u64, At)>,
     blocks: Vec<Block>,
     filters_len: u64,
     /// The records after the last whole block (not kept on disk).
@@ -131,6 +135,8 @@ impl AgentIndex {
             store: store.to_owned(),
             blocks_path: dir.join("blocks"),
             filters_path: dir.join("words"),
+            keys_path: dir.join("keys"),
+            key_records: Vec::new(),
             blocks: Vec::new(),
             filters_len: 0,
             tail: None,
@@ -150,6 +156,8 @@ impl AgentIndex {
             store: PathBuf::new(),
             blocks_path: PathBuf::new(),
             filters_path: PathBuf::new(),
+            keys_path: PathBuf::new(),
+            key_records: Vec::new(),
             blocks: Vec::new(),
             filters_len: 0,
             tail: None,
@@ -211,7 +219,80 @@ impl AgentIndex {
                 .set_len(self.filters_len)?;
         }
         self.blocks = blocks;
-        Ok(true)
+        self.load_keys()
+    }
+
+    /// The key records up to the end of the whole blocks (those after are
+    /// found again when the tail is read); the file cut to them. False when
+    /// they do not match the blocks that hold key records (a lost or
+    /// damaged file): the index is then built again.
+    fn load_keys(&mut self) -> std::io::Result<bool> {
+        let end = self.blocks.last().map_or(0, Block::end_seq);
+        let bytes = std::fs::read(&self.keys_path).unwrap_or_default();
+        let mut keys: Vec<(u64, At)> = Vec::new();
+        for e in bytes.chunks_exact(24) {
+            let w = |i: usize| u64::from_le_bytes(e[i * 8..i * 8 + 8].try_into().expect("8"));
+            let (seq, at) = (
+                w(0),
+                At {
+                    segment: w(1),
+                    offset: w(2),
+                },
+            );
+            if seq >= end || keys.last().is_some_and(|(s, _)| *s >= seq) {
+                break;
+            }
+            keys.push((seq, at));
+        }
+        if bytes.len() != keys.len() * 24 {
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.keys_path)?
+                .set_len((keys.len() * 24) as u64)?;
+        }
+        // Both in seq order: one pass pairs each block with its key records.
+        let mut next = keys.iter().map(|(s, _)| *s).peekable();
+        let matches = self.blocks.iter().all(|b| {
+            let mut inside = false;
+            while next.next_if(|s| *s < b.end_seq()).is_some() {
+                inside = true;
+            }
+            inside == b.keys
+        });
+        self.key_records = keys;
+        Ok(matches)
+    }
+
+    /// Where the genesis and the `epoch_key` records before `seq` stand.
+    pub fn key_records(&self, before: u64) -> impl Iterator<Item = (u64, At)> + '_ {
+        self.key_records
+            .iter()
+            .copied()
+            .take_while(move |(s, _)| *s < before)
+    }
+
+    /// Notes a genesis or `epoch_key` record (once: the tail is read again
+    /// at each refresh).
+    fn key_record(&mut self, seq: u64, at: At) -> Result<(), ScanError> {
+        if self.key_records.last().is_some_and(|(s, _)| *s >= seq) {
+            return Ok(());
+        }
+        let mut e = Vec::with_capacity(24);
+        for w in [seq, at.segment, at.offset] {
+            e.extend_from_slice(&w.to_le_bytes());
+        }
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.keys_path)
+            .and_then(|mut f| f.write_all(&e))
+            .map_err(|source| ScanError::Io {
+                path: self.keys_path.clone(),
+                source,
+            })?;
+        self.key_records.push((seq, at));
+        Ok(())
     }
 
     /// Starts the index again from nothing.
@@ -221,6 +302,8 @@ impl AgentIndex {
         head.extend_from_slice(&self.fingerprint);
         std::fs::write(&self.blocks_path, &head)?;
         std::fs::write(&self.filters_path, b"")?;
+        std::fs::write(&self.keys_path, b"")?;
+        self.key_records.clear();
         *self.filters_file.lock().unwrap_or_else(|p| p.into_inner()) = None;
         self.blocks.clear();
         self.filters_len = 0;
@@ -305,7 +388,7 @@ impl AgentIndex {
                 }
             }
         };
-        if !super::scan::header_len(&self.store, start.segment)?.is_some() {
+        if super::scan::header_len(&self.store, start.segment)?.is_none() {
             return Ok(());
         }
         let mut scan = Scan::from(&self.store, start)?;
@@ -344,7 +427,11 @@ impl AgentIndex {
                 filter_crc: 0,
             });
             b.records += 1;
-            b.keys |= kind == Kind::Genesis as u8 || kind == Kind::EpochKey as u8;
+            let key = kind == Kind::Genesis as u8 || kind == Kind::EpochKey as u8;
+            b.keys |= key;
+            if key {
+                self.key_record(seq, at)?;
+            }
             b.min_ts = b.min_ts.min(ts);
             b.max_ts = b.max_ts.max(ts);
             let unopened = bodies.sealed_unopened;

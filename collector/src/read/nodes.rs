@@ -43,11 +43,8 @@ impl<'a> StoreNodes<'a> {
             let Some(b) = self.index.all().find(|b| b.seq == m && b.checkpoint) else {
                 return Ok(None);
             };
-            let mut scan = Scan::from(self.store, b.at)?;
-            let Some((_, rec)) = scan.next_record()? else {
-                return Ok(None);
-            };
-            let r = Record::decode(rec).map_err(|e| ScanError::Damaged(e.to_string()))?;
+            let rec = super::scan::read_record_at(self.store, b.at)?;
+            let r = Record::decode(&rec).map_err(|e| ScanError::Damaged(e.to_string()))?;
             let Payload::Checkpoint(cp) = r.payload else {
                 return Err(ScanError::Damaged(format!(
                     "index: seq {m} is not a checkpoint"

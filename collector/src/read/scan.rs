@@ -212,6 +212,35 @@ impl Scan {
     }
 }
 
+/// The one record whose frame starts at `at` (its CRC checked).
+pub fn read_record_at(dir: &Path, at: At) -> Result<Vec<u8>, ScanError> {
+    use wormlog_spool::frame::{FRAME_HEADER_LEN, MAX_RECORD_LEN};
+    let p = segment_path(dir, at.segment);
+    let f = File::open(&p).map_err(io(&p))?;
+    let mut frame = vec![0u8; FRAME_HEADER_LEN];
+    f.read_exact_at(&mut frame, at.offset).map_err(io(&p))?;
+    let len = u32::from_le_bytes(frame[4..8].try_into().expect("4")) as usize;
+    if len > MAX_RECORD_LEN {
+        return Err(ScanError::Damaged(format!(
+            "segment {:016x} offset {}: frame length {len}",
+            at.segment, at.offset
+        )));
+    }
+    frame.resize(FRAME_HEADER_LEN + len, 0);
+    f.read_exact_at(
+        &mut frame[FRAME_HEADER_LEN..],
+        at.offset + FRAME_HEADER_LEN as u64,
+    )
+    .map_err(io(&p))?;
+    match frame_at(&frame, 0) {
+        FrameAt::Frame { start, end } => Ok(frame[start..end].to_vec()),
+        other => Err(ScanError::Damaged(format!(
+            "segment {:016x} offset {}: not a whole frame ({other:?})",
+            at.segment, at.offset
+        ))),
+    }
+}
+
 /// The kind, seq and ts of a record from its header alone.
 pub fn peek(record: &[u8]) -> (u8, u64, i64) {
     (

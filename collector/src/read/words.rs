@@ -108,7 +108,7 @@ impl WordFilter {
     }
 
     pub fn from_bytes(b: &[u8]) -> Option<WordFilter> {
-        if !(MIN_WORDS..=MAX_WORDS).contains(&(b.len() / 8)) || b.len() % 8 != 0 {
+        if !(MIN_WORDS..=MAX_WORDS).contains(&(b.len() / 8)) || !b.len().is_multiple_of(8) {
             return None;
         }
         Some(WordFilter {
@@ -164,7 +164,7 @@ impl Needle {
         memchr::memmem::find_iter(scratch, n).any(|at| {
             let before = at.checked_sub(1).map(|i| scratch[i]);
             let after = scratch.get(at + n.len()).copied();
-            !(first && before.is_some_and(is_word)) && !(last && after.is_some_and(is_word))
+            !(first && before.is_some_and(is_word) || last && after.is_some_and(is_word))
         })
     }
 }

@@ -50,17 +50,43 @@ fn client_text(c: &ClientKey) -> String {
     }
 }
 
-/// Writes the access record of a call.
-fn record(
-    app: &App,
-    peer: &Peer,
-    who: Option<&Principal>,
-    asked: &Asked,
+/// How a call ended: its status, the records returned, the sealed entries
+/// opened, and why it was refused or failed.
+struct Outcome<'a> {
     status: StatusCode,
     returned: u64,
     opened: u64,
-    reason: Option<&str>,
-) {
+    reason: Option<&'a str>,
+}
+
+impl<'a> Outcome<'a> {
+    /// Done, with no record returned.
+    const OK: Self = Self {
+        status: StatusCode::OK,
+        returned: 0,
+        opened: 0,
+        reason: None,
+    };
+
+    /// Refused or failed, with no record returned.
+    fn refused(status: StatusCode, reason: Option<&'a str>) -> Self {
+        Self {
+            status,
+            returned: 0,
+            opened: 0,
+            reason,
+        }
+    }
+}
+
+/// Writes the access record of a call.
+fn record(app: &App, peer: &Peer, who: Option<&Principal>, asked: &Asked, out: Outcome<'_>) {
+    let Outcome {
+        status,
+        returned,
+        opened,
+        reason,
+    } = out;
     let v = json!({
         "user": who.map(|p| p.user.name.clone()),
         "roles": who.map(|p| p.user.roles_text()),
@@ -106,7 +132,18 @@ fn caller(
                 "forbidden"
             });
             if app.access_limited(&client_text(&peer.client)) {
-                record(app, peer, None, asked, status, 0, 0, Some(&reason));
+                record(
+                    app,
+                    peer,
+                    None,
+                    asked,
+                    Outcome {
+                        status,
+                        returned: 0,
+                        opened: 0,
+                        reason: Some(&reason),
+                    },
+                );
             }
             let mut r = refuse(
                 status,
@@ -162,10 +199,7 @@ fn allowed(
                 peer,
                 Some(&p),
                 asked,
-                StatusCode::FORBIDDEN,
-                0,
-                0,
-                Some(&reason),
+                Outcome::refused(StatusCode::FORBIDDEN, Some(&reason)),
             );
             Err(error(
                 StatusCode::FORBIDDEN,
@@ -197,10 +231,12 @@ fn failed(app: &App, peer: &Peer, p: &Principal, asked: &Asked, e: &ReadError) -
         peer,
         Some(p),
         asked,
-        status,
-        0,
-        0,
-        Some(&e.to_string()),
+        Outcome {
+            status,
+            returned: 0,
+            opened: 0,
+            reason: Some(&e.to_string()),
+        },
     );
     error(
         status,
@@ -230,7 +266,7 @@ async fn whoami(
         Ok(p) => p,
         Err(r) => return r,
     };
-    record(&app, &peer, Some(&p), &asked, StatusCode::OK, 0, 0, None);
+    record(&app, &peer, Some(&p), &asked, Outcome::OK);
     axum::Json(json!({
         "user": p.user.name,
         "roles": p.user.roles.iter().map(|r| r.name()).collect::<Vec<_>>(),
@@ -287,7 +323,7 @@ async fn agents(
                         || p.user.may_see(a["agent"].as_str().unwrap_or(""))
                 })
                 .collect();
-            record(&app, &peer, Some(&p), &asked, StatusCode::OK, 0, 0, None);
+            record(&app, &peer, Some(&p), &asked, Outcome::OK);
             axum::Json(json!({"agents": v})).into_response()
         }
         Err(e) => failed(&app, &peer, &p, &asked, &e),
@@ -370,10 +406,7 @@ pub async fn search(
                 &peer,
                 Some(&p),
                 &asked,
-                StatusCode::BAD_REQUEST,
-                0,
-                0,
-                Some(&e),
+                Outcome::refused(StatusCode::BAD_REQUEST, Some(&e)),
             );
             return error(
                 StatusCode::BAD_REQUEST,
@@ -394,10 +427,12 @@ pub async fn search(
                 &peer,
                 Some(&p),
                 &asked,
-                StatusCode::OK,
-                page.records.len() as u64,
-                opened,
-                None,
+                Outcome {
+                    status: StatusCode::OK,
+                    returned: page.records.len() as u64,
+                    opened,
+                    reason: None,
+                },
             );
             let note = (page.sealed_unsearched > 0).then(|| {
                 if identity {
@@ -450,7 +485,7 @@ async fn verify(
     .await;
     match r {
         Ok(rep) => {
-            record(&app, &peer, Some(&p), &asked, StatusCode::OK, 0, 0, None);
+            record(&app, &peer, Some(&p), &asked, Outcome::OK);
             axum::Json(json!({
                 "agent": id,
                 "ok": rep.ok(),
@@ -521,10 +556,7 @@ async fn export(
                 &peer,
                 Some(&p),
                 &asked,
-                StatusCode::BAD_REQUEST,
-                0,
-                0,
-                Some(&e),
+                Outcome::refused(StatusCode::BAD_REQUEST, Some(&e)),
             );
             return error(
                 StatusCode::BAD_REQUEST,
@@ -541,10 +573,12 @@ async fn export(
                 &peer,
                 Some(&p),
                 &asked,
-                StatusCode::OK,
-                m.records,
-                0,
-                None,
+                Outcome {
+                    status: StatusCode::OK,
+                    returned: m.records,
+                    opened: 0,
+                    reason: None,
+                },
             );
             bundle_response(
                 format!("{id}-{}-{}.wlbundle", m.first_seq, m.last_seq),
@@ -583,10 +617,12 @@ async fn disclose(
                 &peer,
                 Some(&p),
                 &asked,
-                StatusCode::OK,
-                1,
-                opened,
-                None,
+                Outcome {
+                    status: StatusCode::OK,
+                    returned: 1,
+                    opened,
+                    reason: None,
+                },
             );
             bundle_response(format!("{id}-{seq}.disclosure.wlbundle"), m.bytes)
         }
@@ -619,10 +655,7 @@ async fn access(
             &peer,
             Some(&p),
             &asked,
-            StatusCode::FORBIDDEN,
-            0,
-            0,
-            Some(&reason),
+            Outcome::refused(StatusCode::FORBIDDEN, Some(&reason)),
         );
         return error(
             StatusCode::FORBIDDEN,
@@ -646,10 +679,12 @@ async fn access(
                 &peer,
                 Some(&p),
                 &asked,
-                StatusCode::OK,
-                list.len() as u64,
-                0,
-                None,
+                Outcome {
+                    status: StatusCode::OK,
+                    returned: list.len() as u64,
+                    opened: 0,
+                    reason: None,
+                },
             );
             axum::Json(json!({"access": list})).into_response()
         }
@@ -685,7 +720,7 @@ async fn users(
             })
         })
         .collect();
-    record(&app, &peer, Some(&p), &asked, StatusCode::OK, 0, 0, None);
+    record(&app, &peer, Some(&p), &asked, Outcome::OK);
     axum::Json(json!({"users": list})).into_response()
 }
 
@@ -708,7 +743,18 @@ async fn register(
         Err(r) => return r,
     };
     let answer = |status: StatusCode, v: Value, reason: Option<&str>| {
-        record(&app, &peer, Some(&p), &asked, status, 0, 0, reason);
+        record(
+            &app,
+            &peer,
+            Some(&p),
+            &asked,
+            Outcome {
+                status,
+                returned: 0,
+                opened: 0,
+                reason,
+            },
+        );
         error(status, v)
     };
     if let Err(e) = wormlog_spool::agent_id::check(&id) {

@@ -154,7 +154,7 @@ pub fn parse_hashes(v: &[String]) -> Result<Vec<Hash>, String> {
 }
 
 pub fn parse_hex(s: &str) -> Result<Vec<u8>, String> {
-    if s.len() % 2 != 0
+    if !s.len().is_multiple_of(2)
         || !s
             .bytes()
             .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
