@@ -191,7 +191,14 @@ impl ReadSide {
         )?)
     }
 
-    pub fn disclose(&self, agent: &str, seq: u64, signer: &Signer) -> Result<Made, ReadError> {
+    /// Runs `f` on a bundle source for `agent` (its index, store and
+    /// receipts) and the bodies opener.
+    fn with_source<T>(
+        &self,
+        agent: &str,
+        signer: &Signer,
+        f: impl FnOnce(&Source<'_>, &mut Bodies) -> Result<T, BundleError>,
+    ) -> Result<T, ReadError> {
         let receipts = self.receipts(agent, signer)?;
         self.with_index(agent, |ix, store, bodies| {
             let src = Source {
@@ -201,8 +208,12 @@ impl ReadSide {
                 receipts: &receipts,
                 signer,
             };
-            Ok(src.disclose(seq, bodies)?)
+            Ok(f(&src, bodies)?)
         })
+    }
+
+    pub fn disclose(&self, agent: &str, seq: u64, signer: &Signer) -> Result<Made, ReadError> {
+        self.with_source(agent, signer, |src, bodies| src.disclose(seq, bodies))
     }
 
     pub fn export(
@@ -212,16 +223,6 @@ impl ReadSide {
         to: u64,
         signer: &Signer,
     ) -> Result<Made, ReadError> {
-        let receipts = self.receipts(agent, signer)?;
-        self.with_index(agent, |ix, store, _| {
-            let src = Source {
-                agent,
-                store,
-                index: ix,
-                receipts: &receipts,
-                signer,
-            };
-            Ok(src.export(from, to)?)
-        })
+        self.with_source(agent, signer, |src, _| src.export(from, to))
     }
 }

@@ -68,6 +68,15 @@ impl<'a> Outcome<'a> {
         reason: None,
     };
 
+    /// Done, with `returned` records of which `opened` were decrypted.
+    fn served(returned: u64, opened: u64) -> Self {
+        Self {
+            returned,
+            opened,
+            ..Self::OK
+        }
+    }
+
     /// Refused or failed, with no record returned.
     fn refused(status: StatusCode, reason: Option<&'a str>) -> Self {
         Self {
@@ -137,12 +146,7 @@ fn caller(
                     peer,
                     None,
                     asked,
-                    Outcome {
-                        status,
-                        returned: 0,
-                        opened: 0,
-                        reason: Some(&reason),
-                    },
+                    Outcome::refused(status, Some(&reason)),
                 );
             }
             let mut r = refuse(
@@ -194,19 +198,31 @@ fn allowed(
         None => Ok(p),
         Some(reason) => {
             crate::metrics::refused("forbidden");
-            record(
+            Err(refuse_recorded(
                 app,
                 peer,
                 Some(&p),
                 asked,
-                Outcome::refused(StatusCode::FORBIDDEN, Some(&reason)),
-            );
-            Err(error(
                 StatusCode::FORBIDDEN,
-                json!({"error": "forbidden", "reason": reason}),
+                "forbidden",
+                &reason,
             ))
         }
     }
+}
+
+/// Records a refused call and answers it: `{"error": what, "reason": why}`.
+fn refuse_recorded(
+    app: &App,
+    peer: &Peer,
+    p: Option<&Principal>,
+    asked: &Asked,
+    status: StatusCode,
+    what: &str,
+    reason: &str,
+) -> Response {
+    record(app, peer, p, asked, Outcome::refused(status, Some(reason)));
+    error(status, json!({"error": what, "reason": reason}))
 }
 
 fn read_error(e: &ReadError) -> StatusCode {
@@ -231,12 +247,7 @@ fn failed(app: &App, peer: &Peer, p: &Principal, asked: &Asked, e: &ReadError) -
         peer,
         Some(p),
         asked,
-        Outcome {
-            status,
-            returned: 0,
-            opened: 0,
-            reason: Some(&e.to_string()),
-        },
+        Outcome::refused(status, Some(&e.to_string())),
     );
     error(
         status,
@@ -401,16 +412,14 @@ pub async fn search(
     let query = match query_of(&id, &q.0) {
         Ok(q) => q,
         Err(e) => {
-            record(
+            return refuse_recorded(
                 &app,
                 &peer,
                 Some(&p),
                 &asked,
-                Outcome::refused(StatusCode::BAD_REQUEST, Some(&e)),
-            );
-            return error(
                 StatusCode::BAD_REQUEST,
-                json!({"error": "malformed", "reason": e}),
+                "malformed",
+                &e,
             );
         }
     };
@@ -427,12 +436,7 @@ pub async fn search(
                 &peer,
                 Some(&p),
                 &asked,
-                Outcome {
-                    status: StatusCode::OK,
-                    returned: page.records.len() as u64,
-                    opened,
-                    reason: None,
-                },
+                Outcome::served(page.records.len() as u64, opened),
             );
             let note = (page.sealed_unsearched > 0).then(|| {
                 if identity {
@@ -551,16 +555,14 @@ async fn export(
     let (from, to) = match range {
         Ok(r) => r,
         Err(e) => {
-            record(
+            return refuse_recorded(
                 &app,
                 &peer,
                 Some(&p),
                 &asked,
-                Outcome::refused(StatusCode::BAD_REQUEST, Some(&e)),
-            );
-            return error(
                 StatusCode::BAD_REQUEST,
-                json!({"error": "malformed", "reason": e}),
+                "malformed",
+                &e,
             );
         }
     };
@@ -568,18 +570,7 @@ async fn export(
     let idc = id.clone();
     match blocking(move || app2.read.export(&idc, from, to, &app2.signer)).await {
         Ok(m) => {
-            record(
-                &app,
-                &peer,
-                Some(&p),
-                &asked,
-                Outcome {
-                    status: StatusCode::OK,
-                    returned: m.records,
-                    opened: 0,
-                    reason: None,
-                },
-            );
+            record(&app, &peer, Some(&p), &asked, Outcome::served(m.records, 0));
             bundle_response(
                 format!("{id}-{}-{}.wlbundle", m.first_seq, m.last_seq),
                 m.bytes,
@@ -612,18 +603,7 @@ async fn disclose(
                 m.bytes.windows(12).any(|w| w == b"\"entry_key\":")
                     && !m.bytes.windows(17).any(|w| w == b"\"entry_key\":null"),
             );
-            record(
-                &app,
-                &peer,
-                Some(&p),
-                &asked,
-                Outcome {
-                    status: StatusCode::OK,
-                    returned: 1,
-                    opened,
-                    reason: None,
-                },
-            );
+            record(&app, &peer, Some(&p), &asked, Outcome::served(1, opened));
             bundle_response(format!("{id}-{seq}.disclosure.wlbundle"), m.bytes)
         }
         Err(e) => failed(&app, &peer, &p, &asked, &e),
@@ -650,16 +630,14 @@ async fn access(
             "user {} is limited to some agents; the access log is for auditors of all of them",
             p.user.name
         );
-        record(
+        return refuse_recorded(
             &app,
             &peer,
             Some(&p),
             &asked,
-            Outcome::refused(StatusCode::FORBIDDEN, Some(&reason)),
-        );
-        return error(
             StatusCode::FORBIDDEN,
-            json!({"error": "forbidden", "reason": reason}),
+            "forbidden",
+            &reason,
         );
     }
     let filter = crate::audit::Filter {
@@ -679,12 +657,7 @@ async fn access(
                 &peer,
                 Some(&p),
                 &asked,
-                Outcome {
-                    status: StatusCode::OK,
-                    returned: list.len() as u64,
-                    opened: 0,
-                    reason: None,
-                },
+                Outcome::served(list.len() as u64, 0),
             );
             axum::Json(json!({"access": list})).into_response()
         }
@@ -748,12 +721,7 @@ async fn register(
             &peer,
             Some(&p),
             &asked,
-            Outcome {
-                status,
-                returned: 0,
-                opened: 0,
-                reason,
-            },
+            Outcome::refused(status, reason),
         );
         error(status, v)
     };
