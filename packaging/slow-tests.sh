@@ -3,7 +3,8 @@
 # packages built, linted, installed and removed on this machine
 # (packaging/check.sh), then installed in Debian booted under a real
 # systemd (systemd-nspawn) with the operator's path walked
-# (packaging/systemd-test.sh). Needs root, network for the first
+# (packaging/systemd-test.sh), then the S3 store backend against a real
+# radosgw with Object Lock (tests/s3/run.sh). Needs root, network for the first
 # debootstrap, and what .ci/run installs.
 #
 #   bash packaging/slow-tests.sh
@@ -15,5 +16,7 @@ started=$(date +%s)
 bash packaging/check.sh
 checked=$(date +%s)
 bash packaging/systemd-test.sh
+booted=$(date +%s)
+bash tests/s3/run.sh
 done_at=$(date +%s)
-echo "slow suites passed: check.sh $((checked - started)) s, systemd-test.sh $((done_at - checked)) s"
+echo "slow suites passed: check.sh $((checked - started)) s, systemd-test.sh $((booted - checked)) s, S3 (radosgw) $((done_at - booted)) s"

@@ -42,7 +42,28 @@ pub fn serve(path: &Path) -> anyhow::Result<ExitCode> {
         cfg.read_identity.as_deref(),
     )
     .context("the reading side ([read] identity, index key)")?;
-    let app = server::App::new(cfg, signer, own_log.clone(), read);
+    let remote = match cfg.s3.clone() {
+        None => None,
+        Some(c) => {
+            let id = cfg.id.clone();
+            // On a blocking thread of the runtime the server uses, so the
+            // client's connections belong to it.
+            let r = rt
+                .block_on(rt.spawn_blocking(move || {
+                    let s3 = crate::s3::S3::new(&c)?;
+                    s3.check_conditional_writes(&id)?;
+                    Ok::<_, crate::s3::S3Error>(crate::s3::sync::Remote { s3, collector: id })
+                }))?
+                .context("[store] the S3 bucket")?;
+            tracing::info!(
+                "store kept in S3 bucket {} (claims in {})",
+                r.s3.bucket,
+                r.s3.heads_bucket
+            );
+            Some(std::sync::Arc::new(r))
+        }
+    };
+    let app = server::App::new(cfg, signer, own_log.clone(), read, remote);
     let held_back = app.clone();
     let notifier = wormlog_service::notify::Notifier::from_env();
     let r = rt.block_on(async {
@@ -294,5 +315,74 @@ pub fn access(
         }
     }
     out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The bucket of a configuration with `[store] kind = "s3"`.
+fn remote_of(cfg: &config::Config) -> anyhow::Result<crate::s3::sync::Remote> {
+    let c = cfg
+        .s3
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("the configuration has no [store] kind = \"s3\""))?;
+    Ok(crate::s3::sync::Remote {
+        s3: crate::s3::S3::new(c)?,
+        collector: cfg.id.clone(),
+    })
+}
+
+/// `sync`: the local store brought up to the bucket.
+pub fn sync(path: &Path, only: Option<&str>) -> anyhow::Result<ExitCode> {
+    use anyhow::Context;
+    let cfg = config::load(path)?;
+    let remote = std::sync::Arc::new(remote_of(&cfg)?);
+    let signer = receipts::Signer::load_or_create(&cfg.key_dir, &cfg.id)
+        .with_context(|| format!("receipt key in {}", cfg.key_dir.display()))?;
+    let agents = match only {
+        Some(a) => vec![a.to_owned()],
+        None => remote.agents()?,
+    };
+    let mut bad = false;
+    for id in agents {
+        let Some(pk) = remote.pinned(&id)? else {
+            println!("{id}: no such agent in the bucket");
+            bad = true;
+            continue;
+        };
+        let mut s =
+            crate::store::AgentStore::open(&cfg.store_dir, &id, pk, cfg.append_only, &signer)?;
+        let before = s.next_seq();
+        match s.set_remote(remote.clone(), &signer) {
+            Ok(()) => println!(
+                "{id}: {} records taken from the bucket; {} in all",
+                s.next_seq() - before,
+                s.next_seq()
+            ),
+            Err(crate::store::StoreError::Bucket(e)) => {
+                println!(
+                    "{id}: THE BUCKET DOES NOT CONTINUE THE CHAIN at {}: {e}",
+                    s.next_seq()
+                );
+                bad = true;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(if bad {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// `create-buckets`.
+pub fn create_buckets(path: &Path) -> anyhow::Result<ExitCode> {
+    let cfg = config::load(path)?;
+    let remote = remote_of(&cfg)?;
+    remote.s3.create_buckets()?;
+    remote.s3.check_conditional_writes(&cfg.id)?;
+    println!(
+        "bucket {} (Object Lock) and heads bucket {} ready; conditional writes honoured",
+        remote.s3.bucket, remote.s3.heads_bucket
+    );
     Ok(ExitCode::SUCCESS)
 }

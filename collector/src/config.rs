@@ -22,6 +22,23 @@ struct File {
     #[serde(default)]
     users: Vec<UserEntry>,
     read: Option<ReadSection>,
+    store: Option<StoreSection>,
+}
+
+/// `[store]`: where what is kept goes (README "The store on S3").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoreSection {
+    /// "local" (the default) or "s3".
+    kind: Spanned<String>,
+    endpoint: Option<Spanned<String>>,
+    region: Option<String>,
+    bucket: Option<Spanned<String>>,
+    heads_bucket: Option<Spanned<String>>,
+    prefix: Option<Spanned<String>>,
+    retention_days: Option<Spanned<u64>>,
+    path_style: Option<bool>,
+    credentials_file: Option<PathBuf>,
 }
 
 /// `[[users]]`: who may read (README: "Roles and users").
@@ -116,6 +133,8 @@ pub struct Config {
     pub users: Vec<crate::users::User>,
     /// The age identity that opens sealed entries for auditors.
     pub read_identity: Option<PathBuf>,
+    /// The S3 bucket the store is kept in (None: the local store only).
+    pub s3: Option<crate::s3::S3Config>,
 }
 
 /// The collector's resource limits (`[limits]`), with their defaults.
@@ -334,7 +353,12 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         ));
     }
     let users = users(&f.users, &at)?;
+    let s3 = match &f.store {
+        Some(st) => s3_section(st, &at)?,
+        None => None,
+    };
     Ok(Config {
+        s3,
         read_identity: f.read.and_then(|r| r.identity),
         users,
         listen,
@@ -349,6 +373,83 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         limits,
         metrics_listen,
     })
+}
+
+/// The `[store]` section: None for the local store.
+fn s3_section(
+    st: &StoreSection,
+    at: &impl Fn(usize, String) -> ConfigError,
+) -> Result<Option<crate::s3::S3Config>, ConfigError> {
+    match st.kind.get_ref().as_str() {
+        "local" => return Ok(None),
+        "s3" => {}
+        other => {
+            return Err(at(
+                st.kind.span().start,
+                format!("kind: {other:?} is not one of \"local\", \"s3\""),
+            ));
+        }
+    }
+    let bucket = st.bucket.as_ref().ok_or_else(|| {
+        at(
+            st.kind.span().start,
+            "kind = \"s3\" needs bucket (with Object Lock)".into(),
+        )
+    })?;
+    let name_ok = |b: &Spanned<String>| {
+        let n = b.get_ref();
+        if (3..=63).contains(&n.len())
+            && n.bytes()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'.')
+        {
+            Ok(n.clone())
+        } else {
+            Err(at(
+                b.span().start,
+                format!("{n:?} is not a bucket name (3-63 of a-z, 0-9, '-', '.')"),
+            ))
+        }
+    };
+    let endpoint = match &st.endpoint {
+        Some(e) if !(e.get_ref().starts_with("http://") || e.get_ref().starts_with("https://")) => {
+            return Err(at(
+                e.span().start,
+                format!(
+                    "endpoint: {:?} is not an http:// or https:// URL",
+                    e.get_ref()
+                ),
+            ));
+        }
+        e => e
+            .as_ref()
+            .map(|e| e.get_ref().trim_end_matches('/').to_owned()),
+    };
+    let prefix = match &st.prefix {
+        Some(p) if !p.get_ref().is_empty() && !p.get_ref().ends_with('/') => {
+            return Err(at(p.span().start, "prefix must end with '/'".into()));
+        }
+        p => p.as_ref().map(|p| p.get_ref().clone()).unwrap_or_default(),
+    };
+    let retention = match &st.retention_days {
+        Some(d) if *d.get_ref() == 0 || *d.get_ref() > 36_500 => {
+            return Err(at(d.span().start, "retention_days must be 1..36500".into()));
+        }
+        Some(d) => std::time::Duration::from_secs(d.get_ref() * 86_400),
+        None => crate::s3::DEFAULT_RETENTION,
+    };
+    Ok(Some(crate::s3::S3Config {
+        path_style: st.path_style.unwrap_or(endpoint.is_some()),
+        endpoint,
+        region: st.region.clone().unwrap_or_else(|| "us-east-1".into()),
+        bucket: name_ok(bucket)?,
+        heads_bucket: match &st.heads_bucket {
+            Some(h) => name_ok(h)?,
+            None => bucket.get_ref().clone(),
+        },
+        prefix,
+        retention,
+        credentials_file: st.credentials_file.clone(),
+    }))
 }
 
 impl Config {

@@ -21,6 +21,7 @@ pub mod own_log;
 pub mod ratelimit;
 pub mod read;
 pub mod receipts;
+pub mod s3;
 pub mod server;
 pub mod snapshot;
 pub mod store;

@@ -55,6 +55,23 @@ enum Cmd {
         #[arg(long)]
         identity: Option<PathBuf>,
     },
+    /// With `[store] kind = "s3"`: bring the local store directory up to
+    /// what the bucket holds (every agent, or one), checking each batch as
+    /// an agent's is checked; then `verify`, `cat` and `forks` read it.
+    /// Exit 1 if the bucket holds what does not continue a chain.
+    Sync {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        agent: Option<String>,
+    },
+    /// With `[store] kind = "s3"`: create the bucket (Object Lock on) and
+    /// the heads bucket if they do not exist, and check that the heads
+    /// bucket honours conditional writes.
+    CreateBuckets {
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Make a new bearer token for a user: print the token (give it to the
     /// user, once) and the `token_sha256` line for its `[[users]]` entry.
     Token,
@@ -217,6 +234,8 @@ fn main() -> ExitCode {
         } => commands::cat(&store, &agent, from, json, identity.as_deref()),
         Cmd::Forks { store, agent, json } => commands::forks(&store, agent.as_deref(), json),
         Cmd::Token => commands::token(),
+        Cmd::Sync { config, agent } => commands::sync(&config, agent.as_deref()),
+        Cmd::CreateBuckets { config } => commands::create_buckets(&config),
         Cmd::Access {
             store,
             user,

@@ -32,6 +32,16 @@ pub struct Metrics {
     pub unproven_forks: Family<Labels, Counter>,
     /// Unacknowledged crash leftovers the store cut or removed, by agent.
     pub store_repairs: Family<Labels, Counter>,
+    /// S3 backend: range objects written (by result: claimed, lost_race),
+    /// failures, records pulled from other collectors' objects, and the
+    /// time of a write (object and claim).
+    pub s3_writes: Family<Labels, Counter>,
+    pub s3_write_bytes: Counter,
+    pub s3_failures: Counter,
+    pub s3_pulled_records: Counter,
+    pub s3_write_seconds: Histogram,
+    /// Kept objects found written again over (their first version read).
+    pub s3_overwritten: Counter,
 }
 
 pub fn get() -> &'static Metrics {
@@ -52,6 +62,12 @@ pub fn get() -> &'static Metrics {
             ingest_bytes: Gauge::default(),
             unproven_forks: Family::default(),
             store_repairs: Family::default(),
+            s3_writes: Family::default(),
+            s3_write_bytes: Counter::default(),
+            s3_failures: Counter::default(),
+            s3_pulled_records: Counter::default(),
+            s3_write_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
+            s3_overwritten: Counter::default(),
         };
         registry.register(
             "store_repairs",
@@ -101,6 +117,36 @@ pub fn get() -> &'static Metrics {
             "Batches that differ from the stored chain without a checkpoint of the agent to prove it (refused, not a fork)",
             m.unproven_forks.clone(),
         );
+        registry.register(
+            "s3_writes",
+            "Batches written to the S3 bucket, by result (claimed; lost_race: another collector claimed the sequence number first)",
+            m.s3_writes.clone(),
+        );
+        registry.register(
+            "s3_write_bytes",
+            "Bytes of range objects written to the S3 bucket",
+            m.s3_write_bytes.clone(),
+        );
+        registry.register(
+            "s3_failures",
+            "Batches not stored because the S3 bucket failed (the agent sends them again)",
+            m.s3_failures.clone(),
+        );
+        registry.register(
+            "s3_pulled_records",
+            "Records taken from range objects other collectors kept in the bucket",
+            m.s3_pulled_records.clone(),
+        );
+        registry.register(
+            "s3_write_seconds",
+            "Time to write one range object and its claim",
+            m.s3_write_seconds.clone(),
+        );
+        registry.register(
+            "s3_overwritten",
+            "Kept objects found written again after they were kept (the locked first version is read; someone with the bucket's credentials tried)",
+            m.s3_overwritten.clone(),
+        );
         Metrics { registry, ..m }
     })
 }
@@ -119,6 +165,36 @@ pub fn refused(reason: &'static str) {
         .refused
         .get_or_create(&vec![("reason", reason.to_owned())])
         .inc();
+}
+
+pub fn observe_s3_write(d: Duration, bytes: u64, claimed: bool) {
+    let m = get();
+    m.s3_write_seconds.observe(d.as_secs_f64());
+    m.s3_write_bytes.inc_by(bytes);
+    let result = if claimed { "claimed" } else { "lost_race" };
+    m.s3_writes
+        .get_or_create(&vec![("result", result.to_owned())])
+        .inc();
+}
+
+/// A batch found claimed by another collector before it was written.
+pub fn s3_lost_race() {
+    get()
+        .s3_writes
+        .get_or_create(&vec![("result", "lost_race".to_owned())])
+        .inc();
+}
+
+pub fn s3_failed() {
+    get().s3_failures.inc();
+}
+
+pub fn s3_overwritten() {
+    get().s3_overwritten.inc();
+}
+
+pub fn s3_pulled(records: u64) {
+    get().s3_pulled_records.inc_by(records);
 }
 
 pub fn observe_fsync(d: Duration) {

@@ -119,6 +119,14 @@ pub fn registration(app: &App, id: &str) -> Option<Registration> {
         std::fs::read_to_string(app.config.store_dir.join("agents").join(id).join("pubkey"))
             .ok()
             .and_then(|s| wormlog_spool::keys::parse_pubkey(s.trim()).ok());
+    // Pinned or registered through another collector of the same bucket.
+    let pinned = pinned.or_else(|| {
+        let remote = app.remote.as_ref()?;
+        remote.pinned(id).unwrap_or_else(|e| {
+            tracing::warn!("agent {id}: the bucket's pin cannot be read: {e}");
+            None
+        })
+    });
     match pinned {
         Some(k) => Some(Registration::Known(k)),
         None if app.config.trust_on_first_use => Some(Registration::FirstUse),

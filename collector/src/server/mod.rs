@@ -49,6 +49,8 @@ pub struct App {
     pub read: crate::read::side::ReadSide,
     /// Access records of calls without valid credentials, per client.
     access: RateLimit,
+    /// The S3 bucket the store is kept in (`[store] kind = "s3"`).
+    pub remote: Option<Arc<crate::s3::sync::Remote>>,
 }
 
 impl std::fmt::Debug for App {
@@ -63,6 +65,7 @@ impl App {
         signer: Signer,
         own_log: OwnLog,
         read: crate::read::side::ReadSide,
+        remote: Option<Arc<crate::s3::sync::Remote>>,
     ) -> Arc<App> {
         let gate = Gate::new(config.limits.clone(), config.max_batch_bytes);
         Arc::new(App {
@@ -75,6 +78,7 @@ impl App {
             stores: Mutex::new(HashMap::new()),
             read,
             access: RateLimit::new(20, Duration::from_secs(60)),
+            remote,
         })
     }
 
@@ -102,7 +106,7 @@ impl App {
     }
 
     /// The slot of a registered agent's store.
-    fn slot(&self, id: &str) -> Slot {
+    pub(super) fn slot(&self, id: &str) -> Slot {
         self.stores
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -409,6 +409,9 @@ pub async fn search(
         Ok(p) => p,
         Err(r) => return r,
     };
+    if let Err(e) = super::routes::pull(&app, &id).await {
+        return failed(&app, &peer, &p, &asked, &ReadError::Failed(e));
+    }
     let query = match query_of(&id, &q.0) {
         Ok(q) => q,
         Err(e) => {
@@ -475,6 +478,9 @@ async fn verify(
         Ok(p) => p,
         Err(r) => return r,
     };
+    if let Err(e) = super::routes::pull(&app, &id).await {
+        return failed(&app, &peer, &p, &asked, &ReadError::Failed(e));
+    }
     let app2 = app.clone();
     let idc = id.clone();
     let r = blocking(move || {
@@ -543,6 +549,9 @@ async fn export(
         Ok(p) => p,
         Err(r) => return r,
     };
+    if let Err(e) = super::routes::pull(&app, &id).await {
+        return failed(&app, &peer, &p, &asked, &ReadError::Failed(e));
+    }
     let range = (|| -> Result<(u64, u64), String> {
         let get = |k: &str| {
             q.0.get(k)
@@ -595,6 +604,9 @@ async fn disclose(
         Ok(p) => p,
         Err(r) => return r,
     };
+    if let Err(e) = super::routes::pull(&app, &id).await {
+        return failed(&app, &peer, &p, &asked, &ReadError::Failed(e));
+    }
     let app2 = app.clone();
     let idc = id.clone();
     match blocking(move || app2.read.disclose(&idc, seq, &app2.signer)).await {

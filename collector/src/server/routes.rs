@@ -8,7 +8,7 @@ use super::body::{self, BodyError};
 use super::{App, Peer};
 use crate::metrics::{self, agent, agent_result};
 use crate::receipts::Receipt;
-use crate::store::{AgentStore, Outcome};
+use crate::store::{AgentStore, Outcome, StoreError};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path as UrlPath, State};
@@ -202,7 +202,7 @@ async fn open_store(
             .join(&idc)
             .join("pubkey")
             .exists();
-        let s = AgentStore::open(&c.store_dir, &idc, pubkey, c.append_only, &app2.signer);
+        let s = open_kept(&app2, &idc, pubkey);
         (s, pinned_before)
     })
     .await
@@ -230,6 +230,53 @@ async fn open_store(
             Err(unavailable(&e.to_string()))
         }
     }
+}
+
+/// With a bucket: brings agent `id`'s local copy up to what the bucket
+/// holds (before a read, so that what other collectors kept is seen).
+pub(super) async fn pull(app: &Arc<App>, id: &str) -> Result<(), String> {
+    if app.remote.is_none() {
+        return Ok(());
+    }
+    let Some(Registration::Known(pubkey)) = registration(app, id) else {
+        return Ok(());
+    };
+    open_store(app, id, pubkey, false)
+        .await
+        .map_err(|_| format!("agent {id}: its store cannot be opened"))?;
+    let slot = app.slot(id);
+    let mut guard = slot.lock_owned().await;
+    let app2 = app.clone();
+    tokio::task::spawn_blocking(move || match guard.as_mut() {
+        Some(s) => s.pull(&app2.signer).map_err(|e| e.to_string()),
+        None => Ok(()),
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+/// Opens an agent's store; with a bucket, pins its key there (or checks it
+/// against the pin another collector made) and takes what the bucket holds
+/// beyond the local copy.
+fn open_kept(app: &App, id: &str, pubkey: [u8; 32]) -> Result<AgentStore, StoreError> {
+    let c = &app.config;
+    if let Some(remote) = &app.remote {
+        let pinned = remote
+            .pin(id, &pubkey)
+            .map_err(|e| StoreError::Remote(e.to_string()))?;
+        if pinned != pubkey {
+            return Err(StoreError::Damaged(format!(
+                "agent {id}: the bucket holds the first key {}, not {}",
+                format_pubkey(&pinned),
+                format_pubkey(&pubkey)
+            )));
+        }
+    }
+    let mut s = AgentStore::open(&c.store_dir, id, pubkey, c.append_only, &app.signer)?;
+    if let Some(remote) = &app.remote {
+        s.set_remote(remote.clone(), &app.signer)?;
+    }
+    Ok(s)
 }
 
 /// Tells what opening or reloading a store cut or removed: a line in the

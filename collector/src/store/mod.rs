@@ -69,6 +69,13 @@ pub enum StoreError {
     Io { path: PathBuf, source: io::Error },
     #[error("{0}")]
     Damaged(String),
+    /// The S3 bucket did not take or give what it should.
+    #[error("S3: {0}")]
+    Remote(String),
+    /// The bucket holds a batch that does not continue the chain, or a
+    /// claim or object that is not what it should be.
+    #[error("the S3 bucket: {0}")]
+    Bucket(String),
 }
 
 pub(crate) fn io_at(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
@@ -116,6 +123,11 @@ pub struct AgentStore {
     /// What loading cut or removed (unacknowledged crash leftovers), not yet
     /// told (see [`AgentStore::take_repairs`]).
     repairs: Vec<String>,
+    /// The S3 bucket the batches are kept in (None: the local store is
+    /// the store).
+    remote: Option<std::sync::Arc<crate::s3::sync::Remote>>,
+    /// Set when another collector claimed a batch's first record first.
+    lost_race: bool,
     /// Tests: panic once a batch is written, before it is answered.
     #[cfg(test)]
     panic_after_write: bool,
@@ -177,6 +189,8 @@ impl AgentStore {
             last_replay: None,
             last_proof: None,
             repairs: Vec::new(),
+            remote: None,
+            lost_race: false,
             #[cfg(test)]
             panic_after_write: false,
         };
@@ -253,8 +267,83 @@ impl AgentStore {
         Ok(())
     }
 
-    /// Takes a batch whose first record is `seq`. See [`Outcome`].
+    /// Keeps this store's batches in `remote` from now on (and first takes
+    /// what the bucket holds beyond the local copy).
+    pub fn set_remote(
+        &mut self,
+        remote: std::sync::Arc<crate::s3::sync::Remote>,
+        signer: &Signer,
+    ) -> Result<(), StoreError> {
+        self.remote = Some(remote);
+        self.pull(signer)
+    }
+
+    /// Takes the batches other collectors kept in the bucket beyond the
+    /// local copy, each checked as an agent's batch is.
+    pub fn pull(&mut self, signer: &Signer) -> Result<(), StoreError> {
+        let Some(remote) = self.remote.clone() else {
+            return Ok(());
+        };
+        if self.poisoned {
+            self.load()?;
+            self.poisoned = false;
+        }
+        let local = crate::forks::Sender("the S3 bucket".into());
+        loop {
+            let next = self.next_seq();
+            let range = remote.claimed_at(&self.id, next).map_err(|e| match e {
+                crate::s3::sync::PullError::S3(e) => StoreError::Remote(e.to_string()),
+                e => StoreError::Bucket(e.to_string()),
+            })?;
+            let Some(r) = range else { return Ok(()) };
+            let saved = self.remote.take();
+            let o = self.ingest_once(r.first_seq, &r.torn, &r.frames, signer, &local);
+            self.remote = saved;
+            match o? {
+                Outcome::Accepted { next_seq, .. } if next_seq == r.next_seq => {
+                    crate::metrics::s3_pulled(r.next_seq - r.first_seq);
+                }
+                other => {
+                    return Err(StoreError::Bucket(format!(
+                        "the batch claimed at {}.{} of agent {} does not continue the chain: {other:?}",
+                        r.first_seq, r.next_seq, self.id
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Takes a batch whose first record is `seq`. See [`Outcome`]. With a
+    /// bucket, a batch another collector continued first is answered from
+    /// what that collector kept (pulled, then the batch taken as a replay).
     pub fn ingest(
+        &mut self,
+        seq: u64,
+        torn: &[u8],
+        frames: &[u8],
+        signer: &Signer,
+        from: &crate::forks::Sender,
+    ) -> Result<Outcome, StoreError> {
+        if self.remote.is_none() {
+            return self.ingest_once(seq, torn, frames, signer, from);
+        }
+        if self.poisoned || seq > self.next_seq() {
+            self.pull(signer)?;
+        }
+        for _ in 0..4 {
+            self.lost_race = false;
+            let o = self.ingest_once(seq, torn, frames, signer, from)?;
+            if !self.lost_race {
+                return Ok(o);
+            }
+            self.pull(signer)?;
+        }
+        Ok(Outcome::Busy(
+            "other collectors keep continuing this agent's chain first; send again".into(),
+        ))
+    }
+
+    fn ingest_once(
         &mut self,
         seq: u64,
         torn: &[u8],
@@ -314,6 +403,24 @@ impl AgentStore {
             Err(Refusal::Invalid { seq, reason }) => return Ok(Outcome::Invalid { seq, reason }),
             Err(Refusal::Framing(m)) => return Ok(Outcome::Malformed(m)),
         };
+        if let Some(remote) = self.remote.clone() {
+            // Kept in the bucket before anything is written here: the
+            // local copy never holds what the bucket does not.
+            let kept = remote.keep(&self.id, start.0, self.next_seq(), torn, frames);
+            match kept {
+                Ok(crate::s3::sync::Kept::Claimed) => {}
+                Ok(crate::s3::sync::Kept::Lost) => {
+                    self.poisoned = true;
+                    self.lost_race = true;
+                    return Ok(Outcome::Busy("another collector stored it first".into()));
+                }
+                Err(e) => {
+                    self.poisoned = true;
+                    crate::metrics::s3_failed();
+                    return Err(StoreError::Remote(e.to_string()));
+                }
+            }
+        }
         match self.write(&plan.ops, torn, frames) {
             Ok(()) => {}
             Err(e) => {

@@ -87,7 +87,7 @@ impl Proc {
     }
 }
 
-fn spawn(bin: &Path, args: &[&str], log: PathBuf) -> Proc {
+pub fn spawn(bin: &Path, args: &[&str], log: PathBuf) -> Proc {
     let f = std::fs::File::create(&log).unwrap();
     let child = Command::new(bin)
         .args(args)

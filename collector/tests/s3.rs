@@ -1,0 +1,442 @@
+//! The S3 store backend against a real S3 with Object Lock: Ceph's radosgw
+//! from Debian's packages, started by `tests/s3/ceph-s3.sh up`. No emulator:
+//! they get Object Lock wrong.
+//!
+//! These tests are `#[ignore]`d in `cargo test --workspace` (they need the
+//! server) and run by `tests/s3/run.sh` (called from
+//! `packaging/slow-tests.sh`), which starts radosgw and sets
+//! `WORMLOG_TEST_S3` to its endpoint and the `AWS_*` credentials. Run with
+//! `--ignored` and no endpoint, each fails and says why.
+
+mod common;
+
+use common::*;
+use std::process::Command;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, SystemTime};
+use wormlog_collector::s3::range::Claim;
+use wormlog_collector::s3::sync::{Kept, Remote};
+use wormlog_collector::s3::{S3, S3Config};
+
+/// The endpoint of the real S3, or a failure that says how to get one.
+fn endpoint() -> String {
+    std::env::var("WORMLOG_TEST_S3").unwrap_or_else(|_| {
+        panic!(
+            "these tests need a real S3 with Object Lock: run tests/s3/run.sh \
+             (radosgw from Debian's packages), or set WORMLOG_TEST_S3 and AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
+        )
+    })
+}
+
+/// Bucket names of one test (its own, so tests do not meet).
+fn buckets(test: &str) -> (String, String) {
+    let n = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+        % 1_000_000_000;
+    (format!("wl-{test}-{n}"), format!("wl-{test}-{n}-heads"))
+}
+
+fn s3_config(bucket: &str, heads: &str) -> S3Config {
+    S3Config {
+        endpoint: Some(endpoint()),
+        region: "us-east-1".into(),
+        bucket: bucket.into(),
+        heads_bucket: heads.into(),
+        prefix: String::new(),
+        retention: Duration::from_secs(86_400),
+        path_style: true,
+        credentials_file: None,
+    }
+}
+
+fn store_section(bucket: &str, heads: &str) -> String {
+    format!(
+        "\n[store]\nkind = \"s3\"\nendpoint = \"{}\"\nbucket = \"{bucket}\"\nheads_bucket = \"{heads}\"\nretention_days = 1\n",
+        endpoint()
+    )
+}
+
+/// A collector config in `<name>.toml` with its own store directory and id,
+/// kept in the buckets.
+fn collector_config(s: &Setup, name: &str, bucket: &str, heads: &str) -> std::path::PathBuf {
+    let path = s.d.p(&format!("{name}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "[collector]\nlisten = \"127.0.0.1:0\"\nstore_dir = \"{}\"\nid = \"{name}\"\n\n[[agents]]\nid = \"web-01\"\npubkey = \"{}\"\n{}",
+            s.d.p(&format!("store-{name}")).display(),
+            s.pubkey,
+            store_section(bucket, heads)
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// Starts `wormlog-collector serve --config cfg`: the process and its port.
+fn serve(s: &Setup, cfg: &std::path::Path, log: &str) -> (Proc, u16) {
+    let p = spawn(
+        &collector_bin(),
+        &["serve", "--config", cfg.to_str().unwrap()],
+        s.d.p(log),
+    );
+    let mut port = None;
+    wait_for(
+        "the collector to listen",
+        Duration::from_secs(30),
+        || {
+            port = p
+                .log()
+                .split("listening on 127.0.0.1:")
+                .nth(1)
+                .and_then(|r| r.split_whitespace().next()?.parse().ok());
+            port.is_some()
+        },
+        || p.log(),
+    );
+    (p, port.unwrap())
+}
+
+/// How many lines of web-01 a store holds (0 before its first batch).
+fn kept_lines(store: &std::path::Path) -> usize {
+    let segments = std::fs::read_dir(store.join("agents/web-01"))
+        .map(|d| {
+            d.flatten()
+                .any(|e| e.path().extension().is_some_and(|x| x == "wlseg"))
+        })
+        .unwrap_or(false);
+    if segments {
+        stored_lines(store).len()
+    } else {
+        0
+    }
+}
+
+fn run_ok(args: &[&str]) -> String {
+    let o = Command::new(collector_bin()).args(args).output().unwrap();
+    assert!(
+        o.status.success(),
+        "{args:?}: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The claims of web-01 in the heads bucket, in order: each starts where
+/// the one before ends.
+fn claims(s3: &S3, agent: &str) -> Vec<Claim> {
+    let keys = s3
+        .list(true, &format!("claims/{agent}/"), None, usize::MAX)
+        .unwrap();
+    let v: Vec<Claim> = keys
+        .iter()
+        .map(|k| serde_json::from_slice(&s3.get_head(k).unwrap().unwrap()).unwrap())
+        .collect();
+    for w in v.windows(2) {
+        assert_eq!(
+            w[0].next_seq, w[1].first_seq,
+            "claims not contiguous: {v:?}"
+        );
+    }
+    v
+}
+
+#[test]
+#[ignore = "needs a real S3 with Object Lock: tests/s3/run.sh"]
+fn kept_objects_are_locked_in_compliance_mode_and_the_owner_cannot_delete_them() {
+    let (bucket, heads) = buckets("lock");
+    let s = Setup::new();
+    let cfg = collector_config(&s, "c1", &bucket, &heads);
+    let cfg_s = cfg.to_str().unwrap();
+    run_ok(&["create-buckets", "--config", cfg_s]);
+    let (c1, port) = serve(&s, &cfg, "c1.log");
+    let agent_cfg = s.write_agent_config("agent", &format!("url = \"http://127.0.0.1:{port}\""));
+    write_lines(&s.d.p("logs/app.log"), 0, 500);
+    let agent = s.start_agent(&agent_cfg, "agent");
+    let store = s.d.p("store-c1");
+    wait_for(
+        "500 lines kept",
+        Duration::from_secs(60),
+        || kept_lines(&store) == 500,
+        || format!("{}\n{}", c1.log(), agent.log()),
+    );
+
+    let s3 = S3::new(&s3_config(&bucket, &heads)).unwrap();
+    let objects = s3.list(false, "ranges/web-01/", None, usize::MAX).unwrap();
+    assert!(!objects.is_empty());
+    let claimed = claims(&s3, "web-01");
+    assert_eq!(claimed.len(), objects.len(), "an object no claim names");
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    for key in &objects {
+        let lock = s3.lock_of(key).unwrap();
+        assert_eq!(lock.mode.as_deref(), Some("COMPLIANCE"), "{key}");
+        let until = lock.retain_until.unwrap();
+        assert!(
+            (now + 86_400 - 600..=now + 86_400 + 60).contains(&until),
+            "{key}: retained until {until}, now {now}"
+        );
+        // The bucket's owner (these credentials) cannot delete it…
+        let e = s3
+            .delete_kept_version(key, lock.version_id.as_deref().unwrap())
+            .unwrap_err();
+        assert_eq!(e.status(), Some(403), "{key}: {e}");
+    }
+    // …nor overwrite it: a write of the same name is a new version, and
+    // the first stays, locked, and is what a reader takes.
+    let first = &objects[0];
+    let original = s3.get_kept(first).unwrap().unwrap();
+    s3.put_kept(first, b"rewritten").unwrap();
+    let versions = s3.kept_versions(first).unwrap();
+    assert_eq!(versions.len(), 2);
+    assert_eq!(versions[0].1, original);
+
+    // A collector that lost its disk: a fresh store taken from the bucket
+    // holds every line once, in order, and verifies.
+    drop(agent);
+    c1.stop();
+    let cfg2 = collector_config(&s, "c2", &bucket, &heads);
+    let out = run_ok(&["sync", "--config", cfg2.to_str().unwrap()]);
+    assert!(out.contains("web-01:"), "{out}");
+    let lines = stored_lines(&s.d.p("store-c2"));
+    assert_eq!(lines, (0..500).map(line).collect::<Vec<_>>());
+    verify_store(&s.d.p("store-c2"));
+}
+
+#[test]
+#[ignore = "needs a real S3 with Object Lock: tests/s3/run.sh"]
+fn two_collectors_of_one_bucket_keep_one_chain() {
+    let (bucket, heads) = buckets("two");
+    let s = Setup::new();
+    let a = collector_config(&s, "ca", &bucket, &heads);
+    let b = collector_config(&s, "cb", &bucket, &heads);
+    run_ok(&["create-buckets", "--config", a.to_str().unwrap()]);
+    let (ca, pa) = serve(&s, &a, "ca.log");
+    let (cb, pb) = serve(&s, &b, "cb.log");
+    let log = s.d.p("logs/app.log");
+    let mut written = 0;
+    // The agent moves A → B → A; each collector must continue from what
+    // the other kept, never from its own stale copy.
+    for (round, (port, store)) in [(pa, "store-ca"), (pb, "store-cb"), (pa, "store-ca")]
+        .into_iter()
+        .enumerate()
+    {
+        let cfg = s.write_agent_config(
+            &format!("agent-{round}"),
+            &format!("url = \"http://127.0.0.1:{port}\""),
+        );
+        write_lines(&log, written, 300);
+        written += 300;
+        let agent = s.start_agent(&cfg, &format!("agent-{round}"));
+        let store = s.d.p(store);
+        wait_for(
+            &format!("{written} lines in {}", store.display()),
+            Duration::from_secs(60),
+            || kept_lines(&store) == written,
+            || format!("{}\n{}\n{}", ca.log(), cb.log(), agent.log()),
+        );
+        agent.stop();
+    }
+    let s3 = S3::new(&s3_config(&bucket, &heads)).unwrap();
+    let claimed = claims(&s3, "web-01");
+    let by: std::collections::BTreeSet<&str> =
+        claimed.iter().map(|c| c.collector.as_str()).collect();
+    assert!(by.contains("ca") && by.contains("cb"), "{claimed:?}");
+    ca.stop();
+    cb.stop();
+    let c = collector_config(&s, "cc", &bucket, &heads);
+    run_ok(&["sync", "--config", c.to_str().unwrap()]);
+    assert_eq!(
+        stored_lines(&s.d.p("store-cc")),
+        (0..written).map(line).collect::<Vec<_>>()
+    );
+    verify_store(&s.d.p("store-cc"));
+}
+
+#[test]
+#[ignore = "needs a real S3 with Object Lock: tests/s3/run.sh"]
+fn a_sequence_number_is_claimed_once_when_two_collectors_race() {
+    let (bucket, heads) = buckets("race");
+    let s3 = S3::new(&s3_config(&bucket, &heads)).unwrap();
+    s3.create_buckets().unwrap();
+    // Where the claims would go matters: this radosgw does not honour
+    // If-None-Match in a versioned (Object Lock) bucket, and the
+    // collector refuses to start on such a heads bucket.
+    let wrong = S3::new(&s3_config(&bucket, &bucket)).unwrap();
+    assert!(wrong.check_conditional_writes("test").is_err());
+    s3.check_conditional_writes("test").unwrap();
+
+    let remotes: Vec<Arc<Remote>> = ["x", "y"]
+        .iter()
+        .map(|c| {
+            Arc::new(Remote {
+                s3: S3::new(&s3_config(&bucket, &heads)).unwrap(),
+                collector: (*c).into(),
+            })
+        })
+        .collect();
+    for seq in 0..20u64 {
+        let barrier = Arc::new(Barrier::new(2));
+        let results: Vec<Kept> = remotes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let (r, barrier) = (r.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    let frames = vec![i as u8; 64];
+                    barrier.wait();
+                    r.keep("race", seq, seq + 1, b"", &frames).unwrap()
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .collect();
+        let won: Vec<usize> = (0..2).filter(|i| results[*i] == Kept::Claimed).collect();
+        assert_eq!(won.len(), 1, "seq {seq}: {results:?}");
+        // The claim names the winner's object, which holds its batch.
+        let range = remotes[0].claimed_at("race", seq).unwrap().unwrap();
+        assert_eq!(range.frames, vec![won[0] as u8; 64], "seq {seq}");
+    }
+}
+
+/// An agent's chain of 200 entries (a checkpoint every 30), read back as
+/// batches of at most 40 records.
+fn agent_batches(dir: &std::path::Path) -> ([u8; 32], Vec<wormlog_spool::reader::Batch>) {
+    use wormlog_spool::record::AppendOnly;
+    use wormlog_spool::{Position, Spool, SpoolOptions};
+    let keys = dir.join("keys");
+    let pk = wormlog_spool::keys::HostKey::generate(&keys, 1).unwrap();
+    let mut o = SpoolOptions::new(dir.join("spool"), "web-01");
+    o.append_only = AppendOnly::Off;
+    let key = wormlog_spool::keys::HostKey::load(&keys).unwrap();
+    let (mut s, _) = Spool::open(o, key).unwrap();
+    for i in 0..200u64 {
+        s.append_entry(
+            "app",
+            &Position::Counter(i),
+            0,
+            &[],
+            line(i as usize).as_bytes(),
+            1,
+        )
+        .unwrap();
+        if i % 30 == 29 {
+            s.checkpoint().unwrap();
+        }
+    }
+    s.close("done").unwrap();
+    let mut r = wormlog_spool::reader::RangeReader::new(dir.join("spool"));
+    let mut out = Vec::new();
+    loop {
+        let b = r.read(u64::MAX, 40, 1 << 20).unwrap();
+        if b.records == 0 {
+            return (pk, out);
+        }
+        out.push(b);
+    }
+}
+
+#[test]
+#[ignore = "needs a real S3 with Object Lock: tests/s3/run.sh"]
+fn a_collector_that_loses_the_race_answers_from_the_winners_batch() {
+    use wormlog_collector::receipts::Signer;
+    use wormlog_collector::store::{AgentStore, Outcome};
+    use wormlog_spool::record::AppendOnly;
+    let (bucket, heads) = buckets("replay");
+    let d = tempfile::tempdir().unwrap();
+    let (pk, batches) = agent_batches(d.path());
+    let s3 = S3::new(&s3_config(&bucket, &heads)).unwrap();
+    s3.create_buckets().unwrap();
+    let open = |name: &str| {
+        let signer = Signer::load_or_create(&d.path().join(format!("keys-{name}")), name).unwrap();
+        let mut s = AgentStore::open(
+            &d.path().join(format!("store-{name}")),
+            "web-01",
+            pk,
+            AppendOnly::Off,
+            &signer,
+        )
+        .unwrap();
+        let remote = Arc::new(Remote {
+            s3: S3::new(&s3_config(&bucket, &heads)).unwrap(),
+            collector: name.into(),
+        });
+        s.set_remote(remote, &signer).unwrap();
+        (s, signer)
+    };
+    let (mut a, sa) = open("a");
+    let (mut b, sb) = open("b");
+    let from = wormlog_collector::forks::Sender("a test".into());
+    let next = |o: Outcome| match o {
+        Outcome::Accepted { next_seq, .. } => next_seq,
+        other => panic!("{other:?}"),
+    };
+    // The agent's answer from A was lost: it sends the same batch to B,
+    // whose copy is behind. B's claim is refused; it takes A's batch from
+    // the bucket and answers this one as a replay.
+    let lost = || {
+        wormlog_collector::metrics::get()
+            .s3_writes
+            .get_or_create(&vec![("result", "lost_race".to_owned())])
+            .get()
+    };
+    let lost_before = lost();
+    let b0 = &batches[0];
+    let n0 = next(
+        a.ingest(b0.first_seq, b0.torn(), b0.frames(), &sa, &from)
+            .unwrap(),
+    );
+    let n0b = next(
+        b.ingest(b0.first_seq, b0.torn(), b0.frames(), &sb, &from)
+            .unwrap(),
+    );
+    assert_eq!(n0, n0b);
+    assert_eq!(lost() - lost_before, 1, "B did not find A's claim");
+    // Then each in turn, and the rest to both at once.
+    let b1 = &batches[1];
+    next(
+        b.ingest(b1.first_seq, b1.torn(), b1.frames(), &sb, &from)
+            .unwrap(),
+    );
+    for batch in &batches[2..] {
+        let barrier = Barrier::new(2);
+        let (ra, rb) = std::thread::scope(|sc| {
+            let (ba, bb) = (&barrier, &barrier);
+            let (a, b, from) = (&mut a, &mut b, &from);
+            let (sa, sb) = (&sa, &sb);
+            let ha = sc.spawn(move || {
+                ba.wait();
+                a.ingest(batch.first_seq, batch.torn(), batch.frames(), sa, from)
+                    .unwrap()
+            });
+            let hb = sc.spawn(move || {
+                bb.wait();
+                b.ingest(batch.first_seq, batch.torn(), batch.frames(), sb, from)
+                    .unwrap()
+            });
+            (ha.join().unwrap(), hb.join().unwrap())
+        });
+        assert_eq!(next(ra), next(rb), "batch at {}", batch.first_seq);
+    }
+    let claimed = claims(&s3, "web-01");
+    assert_eq!(claimed.first().unwrap().first_seq, 0);
+    assert_eq!(claimed.last().unwrap().next_seq, a.next_seq());
+    // One object per claim: no batch written twice under claims.
+    let objects = s3.list(false, "ranges/web-01/", None, usize::MAX).unwrap();
+    for c in &claimed {
+        assert!(objects.contains(&c.object));
+    }
+    // Both copies are the same chain, and verify.
+    for name in ["a", "b"] {
+        let dir = d.path().join(format!("store-{name}/agents/web-01"));
+        let r = wormlog_spool::verify::verify_spool(&dir, Some(pk), &mut |_, _, _| {}).unwrap();
+        assert!(r.ok(), "{name}: {:?}", r.failure);
+        assert_eq!(r.records, a.next_seq());
+    }
+}
