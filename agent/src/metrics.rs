@@ -34,6 +34,8 @@ pub struct Metrics {
     pub forward_records: Counter,
     /// Failed attempts to deliver a batch.
     pub forward_retries: Counter,
+    /// Moves to the next of several collectors after a failure.
+    pub forward_failovers: Counter,
     /// The tree size of the newest receipt kept.
     pub forward_acknowledged_seq: Gauge,
     /// Messages a source could not keep (the kernel's UDP drops, by
@@ -296,6 +298,7 @@ pub fn get() -> &'static Metrics {
             spool_pruned_bytes: Counter::default(),
             forward_records: Counter::default(),
             forward_retries: Counter::default(),
+            forward_failovers: Counter::default(),
             forward_acknowledged_seq: Gauge::default(),
             source_lost: Family::default(),
             source_entries: Family::default(),
@@ -358,6 +361,11 @@ pub fn get() -> &'static Metrics {
             "forward_retries",
             "Failed attempts to deliver a batch (each is retried)",
             m.forward_retries.clone(),
+        );
+        r.register(
+            "forward_failovers",
+            "Moves to the next collector of [forward] urls after a failed attempt",
+            m.forward_failovers.clone(),
         );
         r.register(
             "forward_acknowledged_seq",

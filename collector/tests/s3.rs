@@ -440,3 +440,111 @@ fn a_collector_that_loses_the_race_answers_from_the_winners_batch() {
         assert_eq!(r.records, a.next_seq());
     }
 }
+
+/// A port the kernel had free.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A server that answers every request `503 Service Unavailable` (a
+/// collector in trouble behind a load balancer).
+fn always_503() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for c in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let mut c = c;
+                let mut buf = [0u8; 65536];
+                // Read the headers (and whatever of the body comes), answer.
+                let _ = c.set_read_timeout(Some(Duration::from_millis(200)));
+                let _ = c.read(&mut buf);
+                let _ = c.write_all(
+                    b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                );
+            });
+        }
+    });
+    port
+}
+
+#[test]
+#[ignore = "needs a real S3 with Object Lock: tests/s3/run.sh"]
+fn an_agent_fails_over_between_three_collectors_and_every_line_is_kept_once() {
+    let (bucket, heads) = buckets("failover");
+    let s = Setup::new();
+    let (p1, p3) = (free_port(), free_port());
+    let bad = always_503();
+    let config = |name: &str, port: u16| {
+        let c = collector_config(&s, name, &bucket, &heads);
+        let text = std::fs::read_to_string(&c)
+            .unwrap()
+            .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+        std::fs::write(&c, text).unwrap();
+        c
+    };
+    let (c1, c3) = (config("c1", p1), config("c3", p3));
+    run_ok(&["create-buckets", "--config", c1.to_str().unwrap()]);
+    let mut first = serve(&s, &c1, "c1-0.log").0;
+    let third = serve(&s, &c3, "c3.log").0;
+    let agent_cfg = s.write_agent_config(
+        "agent",
+        &format!(
+            "urls = [\"http://127.0.0.1:{p1}\", \"http://127.0.0.1:{bad}\", \"http://127.0.0.1:{p3}\"]\nbatch_records = 50\nbackoff_max = \"500ms\"\ntimeout = \"5s\""
+        ),
+    );
+    let log = s.d.p("logs/app.log");
+    let agent = s.start_agent(&agent_cfg, "agent");
+    // Lines keep coming while the first collector is killed every 2 s,
+    // kept down for a second, and started again.
+    let mut written = 0;
+    let mut write_for = |ms: u64| {
+        for _ in 0..ms / 100 {
+            write_lines(&log, written, 20);
+            written += 20;
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    for round in 1..=5 {
+        write_for(1000);
+        let _ = first.child.kill();
+        let _ = first.child.wait();
+        write_for(1000);
+        first = serve(&s, &c1, &format!("c1-{round}.log")).0;
+    }
+    write_for(500);
+    // Every line reaches the bucket: a fresh store taken from it holds each
+    // once, in order.
+    let c = collector_config(&s, "check", &bucket, &heads);
+    let check = s.d.p("store-check");
+    wait_for(
+        &format!("{written} lines in the bucket"),
+        Duration::from_secs(120),
+        || {
+            let o = Command::new(collector_bin())
+                .args(["sync", "--config", c.to_str().unwrap()])
+                .output()
+                .unwrap();
+            o.status.success() && kept_lines(&check) == written
+        },
+        || format!("{}\n{}", agent.log(), third.log()),
+    );
+    assert_eq!(
+        stored_lines(&check),
+        (0..written).map(line).collect::<Vec<_>>()
+    );
+    verify_store(&check);
+    verify_spool(&s);
+    let claimed = claims(&S3::new(&s3_config(&bucket, &heads)).unwrap(), "web-01");
+    let by: std::collections::BTreeSet<&str> =
+        claimed.iter().map(|c| c.collector.as_str()).collect();
+    assert!(by.contains("c1") && by.contains("c3"), "{by:?}");
+    // It went past the one answering 503 to the next.
+    let tried_bad = format!("http://127.0.0.1:{bad}: ");
+    assert!(agent.log().contains(&tried_bad), "{}", agent.log());
+}

@@ -56,7 +56,12 @@ pub struct MetricsSection {
 #[serde(deny_unknown_fields)]
 pub struct ForwardSection {
     /// `https://host:port`, or `http://` to a loopback address only.
+    #[serde(default)]
     pub url: String,
+    /// Several collectors (of one store) instead of `url`: the agent sends
+    /// to the first and moves to the next when one stops answering.
+    #[serde(default)]
+    pub urls: Vec<String>,
     /// The CA that issued the collector's certificate (pinned: the system's
     /// roots are not used).
     pub ca_file: Option<PathBuf>,
@@ -69,6 +74,10 @@ pub struct ForwardSection {
     /// Accept receipts only from this collector key (`ed25519:...`, the
     /// collector's `receipt.pub`). Default: any key whose signature is valid.
     pub collector_pubkey: Option<String>,
+    /// Accept receipts only from these collector keys (with `urls`: each
+    /// collector's `receipt.pub`); together with `collector_pubkey`.
+    #[serde(default)]
+    pub collector_pubkeys: Vec<String>,
     #[serde(default = "d_batch_records")]
     pub batch_records: u64,
     #[serde(default = "d_batch_bytes")]
@@ -477,13 +486,45 @@ fn locate(path: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
     ConfigError(format!("{}:{line}:{col}: {msg}", path.display()))
 }
 
-/// Checks that need more than one key; located at the key's line.
+impl ForwardSection {
+    /// The collectors' URLs, in the order they are tried.
+    pub fn targets(&self) -> Vec<&str> {
+        if self.urls.is_empty() {
+            vec![self.url.as_str()]
+        } else {
+            self.urls.iter().map(String::as_str).collect()
+        }
+    }
+
+    /// The collector keys receipts must be signed with (empty: any).
+    pub fn receipt_keys(&self) -> Vec<&str> {
+        self.collector_pubkey
+            .iter()
+            .chain(&self.collector_pubkeys)
+            .map(String::as_str)
+            .collect()
+    }
+}
+
 /// Checks `[forward]`; an error names the key it is about.
 fn validate_forward(f: &ForwardSection) -> Result<(), (&'static str, String)> {
-    let (scheme, rest) = f
-        .url
+    match (f.url.is_empty(), f.urls.is_empty()) {
+        (true, true) => return Err(("url", "[forward] needs url (or urls)".into())),
+        (false, false) => return Err(("urls", "url and urls: set one of them".into())),
+        _ => {}
+    }
+    let key = if f.urls.is_empty() { "url" } else { "urls" };
+    for url in f.targets() {
+        validate_url(key, url)?;
+    }
+    validate_forward_rest(f)
+}
+
+/// Checks one collector URL.
+fn validate_url(key: &'static str, url: &str) -> Result<(), (&'static str, String)> {
+    let (scheme, rest) = url
         .split_once("://")
-        .ok_or_else(|| ("url", format!("url {:?} is not a URL", f.url)))?;
+        .ok_or_else(|| (key, format!("{key}: {url:?} is not a URL")))?;
     let host = rest.split('/').next().unwrap_or("");
     let hostname = match host.rsplit_once(':') {
         Some((h, p)) if p.parse::<u16>().is_ok() => h,
@@ -498,24 +539,28 @@ fn validate_forward(f: &ForwardSection) -> Result<(), (&'static str, String)> {
                     .is_ok_and(|ip| ip.is_loopback());
             if !loopback {
                 return Err((
-                    "url",
+                    key,
                     format!(
-                        "url {:?}: plain http is allowed only to a loopback address; use https",
-                        f.url
+                        "{key}: {url:?}: plain http is allowed only to a loopback address; use https"
                     ),
                 ));
             }
         }
         _ => {
             return Err((
-                "url",
-                format!("url {:?}: use https:// (or http:// to loopback)", f.url),
+                key,
+                format!("{key}: {url:?}: use https:// (or http:// to loopback)"),
             ));
         }
     }
     if hostname.is_empty() {
-        return Err(("url", format!("url {:?} names no host", f.url)));
+        return Err((key, format!("{key}: {url:?} names no host")));
     }
+    Ok(())
+}
+
+/// Checks the rest of `[forward]`.
+fn validate_forward_rest(f: &ForwardSection) -> Result<(), (&'static str, String)> {
     if f.cert_file.is_some() != f.key_file.is_some() {
         let key = if f.cert_file.is_some() {
             "cert_file"
@@ -540,6 +585,14 @@ fn validate_forward(f: &ForwardSection) -> Result<(), (&'static str, String)> {
         && let Err(e) = wormlog_spool::keys::parse_pubkey(k)
     {
         return Err(("collector_pubkey", format!("collector_pubkey: {e}")));
+    }
+    for k in &f.collector_pubkeys {
+        if let Err(e) = wormlog_spool::keys::parse_pubkey(k) {
+            return Err((
+                "collector_pubkeys",
+                format!("collector_pubkeys: {k:?}: {e}"),
+            ));
+        }
     }
     if f.backoff_min.0.is_zero() || f.backoff_max.0 < f.backoff_min.0 {
         return Err((
@@ -827,6 +880,21 @@ mod tests {
                 "[forward]\nurl = \"https://c\"\ntimeout = \"0s\"\n",
                 "F:3:1: ",
                 "timeout",
+            ),
+            (
+                "[forward]\nbatch_records = 5\nurls = [\"https://a\", \"http://10.0.0.2\"]\n",
+                "F:3:1: ",
+                "loopback",
+            ),
+            (
+                "[forward]\nurl = \"https://c\"\nurls = [\"https://a\"]\n",
+                "F:3:1: ",
+                "set one",
+            ),
+            (
+                "[forward]\nurls = [\"https://a\"]\ncollector_pubkeys = [\"x\"]\n",
+                "F:3:1: ",
+                "collector_pubkeys",
             ),
         ];
         for (text, at, says) in [

@@ -30,10 +30,14 @@ pub enum Answer {
     },
 }
 
+/// The HTTP client and the collectors it sends to: one at a time, the
+/// next when [`Client::fail_over`] is called.
 #[derive(Debug)]
 pub struct Client {
     http: reqwest::blocking::Client,
-    url: String,
+    /// Each collector's base URL and its records URL.
+    targets: Vec<(String, String)>,
+    current: usize,
 }
 
 impl Client {
@@ -61,19 +65,41 @@ impl Client {
             .user_agent(concat!("wormlog/", env!("CARGO_PKG_VERSION")))
             .build()
             .context("HTTP client")?;
+        let targets = f
+            .targets()
+            .into_iter()
+            .map(|u| {
+                let base = u.trim_end_matches('/').to_owned();
+                let records = format!("{base}/v1/agents/{agent_id}/records");
+                (base, records)
+            })
+            .collect();
         Ok(Client {
             http,
-            url: format!(
-                "{}/v1/agents/{agent_id}/records",
-                f.url.trim_end_matches('/')
-            ),
+            targets,
+            current: 0,
         })
+    }
+
+    /// The collector requests go to now.
+    pub fn url(&self) -> &str {
+        &self.targets[self.current].0
+    }
+
+    /// How many collectors there are.
+    pub fn targets(&self) -> usize {
+        self.targets.len()
+    }
+
+    /// Moves to the next collector (after the last, the first again).
+    pub fn fail_over(&mut self) {
+        self.current = (self.current + 1) % self.targets.len();
     }
 
     pub fn send(&self, batch: &Prepared) -> Answer {
         let mut req = self
             .http
-            .post(&self.url)
+            .post(&self.targets[self.current].1)
             .header("content-type", "application/octet-stream")
             .header("wormlog-seq", batch.first_seq.to_string());
         if batch.torn_len > 0 {

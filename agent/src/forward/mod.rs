@@ -56,7 +56,7 @@ impl Forwarder {
     }
 
     fn alert(&self, detail: String) {
-        tracing::error!(url = %self.cfg.url, "forward: {detail}");
+        tracing::error!("forward: {detail}");
         self.alert_record(detail);
     }
 
@@ -64,9 +64,9 @@ impl Forwarder {
     fn alert_at(&self, seq: u64, status: Option<u16>, detail: String) {
         match status {
             Some(status) => {
-                tracing::error!(url = %self.cfg.url, seq, status, "forward: {detail}");
+                tracing::error!(seq, status, "forward: {detail}");
             }
-            None => tracing::error!(url = %self.cfg.url, seq, "forward: {detail}"),
+            None => tracing::error!(seq, "forward: {detail}"),
         }
         self.alert_record(detail);
     }
@@ -79,18 +79,18 @@ impl Forwarder {
     }
 
     pub fn run(self) {
-        let client = match Client::new(&self.cfg, &self.agent_id) {
+        let mut client = match Client::new(&self.cfg, &self.agent_id) {
             Ok(c) => c,
             Err(e) => {
-                self.alert(format!("cannot set up the connection to {}: {e:#}; forwarding stopped, spooling goes on", self.cfg.url));
+                self.alert(format!("cannot set up the connection to {}: {e:#}; forwarding stopped, spooling goes on", self.cfg.targets().join(", ")));
                 return;
             }
         };
         tracing::info!(
-            url = %self.cfg.url,
+            url = %client.url(),
             seq = self.start,
             "forwarding to {} from seq {}",
-            self.cfg.url, self.start
+            self.cfg.targets().join(", "), self.start
         );
         let mut ahead = match ReadAhead::start(Settings {
             spool_dir: self.spool_dir.clone(),
@@ -113,6 +113,9 @@ impl Forwarder {
         let mut batch: Option<Prepared> = None;
         let mut backoff = Backoff::new(self.cfg.backoff_min.0, self.cfg.backoff_max.0);
         let mut failing_since: Option<Instant> = None;
+        // Transient failures in a row (a full round of the collectors
+        // before each backoff step).
+        let mut tried = 0usize;
         // The last failure logged, and when: a failure is logged when it
         // starts, when its cause changes, and at least once a minute while
         // it lasts.
@@ -141,12 +144,13 @@ impl Forwarder {
                     last_logged = None;
                     if let Some(since) = failing_since.take() {
                         tracing::info!(
-                            url = %self.cfg.url,
+                            url = %client.url(),
                             "forward: delivered again after {:.1}s of failures",
                             since.elapsed().as_secs_f64()
                         );
                     }
                     backoff.reset();
+                    tried = 0;
                     for r in receipts {
                         if r.tree_size <= last_receipt {
                             continue; // already in the chain
@@ -161,7 +165,7 @@ impl Forwarder {
                                 self.to_writer(Event::Receipt(Box::new(r)));
                             }
                             Err(why) => tracing::warn!(
-                                url = %self.cfg.url,
+                                url = %client.url(),
                                 seq = r.tree_size,
                                 "forward: receipt for tree size {} not kept: {why}",
                                 r.tree_size
@@ -182,7 +186,7 @@ impl Forwarder {
                         return;
                     }
                     tracing::info!(
-                        url = %self.cfg.url,
+                        url = %client.url(),
                         seq = expected_seq,
                         "forward: collector expects seq {expected_seq} (sent {}); resending from there",
                         b.first_seq
@@ -211,7 +215,7 @@ impl Forwarder {
                 Answer::TooLarge => {
                     let max_records = (b.records / 2).max(1);
                     tracing::warn!(
-                        url = %self.cfg.url,
+                        url = %client.url(),
                         seq = b.first_seq,
                         "forward: batch too large for the collector; now at most {max_records} records"
                     );
@@ -222,16 +226,37 @@ impl Forwarder {
                     // The failure began when the failed attempt did (a
                     // timeout is seconds long).
                     let since = *failing_since.get_or_insert(sent_at);
-                    let mut wait = backoff.next();
-                    if let Some(ra) = retry_after {
+                    let failed_at = client.url().to_owned();
+                    // With several collectors, the next one is tried at
+                    // once; the backoff runs once every one has failed.
+                    let mut wait = if client.targets() > 1 {
+                        client.fail_over();
+                        metrics.forward_failovers.inc();
+                        tried += 1;
+                        if tried.is_multiple_of(client.targets()) {
+                            backoff.next()
+                        } else {
+                            Duration::from_millis(10)
+                        }
+                    } else {
+                        backoff.next()
+                    };
+                    if let Some(ra) = retry_after
+                        && client.targets() == 1
+                    {
                         wait = wait.max(ra);
                     }
+                    let what = if client.targets() > 1 {
+                        format!("{failed_at}: {what}; now trying {}", client.url())
+                    } else {
+                        what
+                    };
                     let due = last_logged.as_ref().is_none_or(|(at, w)| {
                         at.elapsed() >= Duration::from_secs(60) || *w != what
                     });
                     if due {
                         tracing::warn!(
-                            url = %self.cfg.url,
+                            url = %client.url(),
                             seq = b.first_seq,
                             attempt = backoff.attempts,
                             "forward: {what} (attempt {}, failing for {:.0}s); retrying in {:.1}s; records stay in the spool",
@@ -261,11 +286,13 @@ impl Forwarder {
         {
             return Err("it names no checkpoint of the batch".into());
         }
-        let pinned = self.cfg.collector_pubkey.as_deref().map(parse_pubkey);
-        if let Some(p) = pinned
-            && p.ok() != Some(r.collector_pubkey)
+        let keys = self.cfg.receipt_keys();
+        if !keys.is_empty()
+            && !keys
+                .iter()
+                .any(|k| parse_pubkey(k).ok() == Some(r.collector_pubkey))
         {
-            return Err("signed by a key other than collector_pubkey".into());
+            return Err("signed by a key other than collector_pubkey(s)".into());
         }
         if !r.signature_valid(&self.agent_id) {
             return Err("bad signature".into());
