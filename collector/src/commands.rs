@@ -65,6 +65,13 @@ pub fn serve(path: &Path) -> anyhow::Result<ExitCode> {
     };
     let app = server::App::new(cfg, signer, own_log.clone(), read, remote);
     let held_back = app.clone();
+    // The scheduled verification, on a blocking thread of the runtime (its
+    // S3 reads share the server's client).
+    let scrub_stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if let Some(sc) = app.config.scrub.clone() {
+        let (app, stop) = (app.clone(), scrub_stop.clone());
+        rt.spawn_blocking(move || crate::scrub::run(app, sc, stop));
+    }
     let notifier = wormlog_service::notify::Notifier::from_env();
     let r = rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(listen)
@@ -106,6 +113,7 @@ pub fn serve(path: &Path) -> anyhow::Result<ExitCode> {
     });
     notifier.stopping("stopping");
     tracing::info!("stopping");
+    scrub_stop.store(true, std::sync::atomic::Ordering::Relaxed);
     // Requests still being stored finish first, so an alert they raise is
     // written before the stop record.
     rt.shutdown_timeout(std::time::Duration::from_secs(5));
@@ -385,4 +393,46 @@ pub fn create_buckets(path: &Path) -> anyhow::Result<ExitCode> {
         remote.s3.bucket, remote.s3.heads_bucket
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// `status`: the scheduled verification's state.
+pub fn status(store: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let s = crate::scrub::load(store);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    } else {
+        let at = |ns: Option<i64>| ns.map_or("never".to_owned(), wormlog_spool::clock::rfc3339);
+        println!("scheduled verification: {} whole passes", s.passes);
+        println!(
+            "last pass: ended {}, {} records, {} bytes in {:.1} s, {} failures",
+            at(s.last_pass_end_ns),
+            s.last_pass_records,
+            s.last_pass_bytes,
+            s.last_pass_seconds,
+            s.last_failures.len()
+        );
+        for f in s.last_failures.iter().chain(&s.failures) {
+            println!(
+                "FAILED: agent {} ({}) at seq {}: {} (found {})",
+                f.agent,
+                f.place,
+                f.seq,
+                wormlog_text::render::escape_bytes(f.reason.as_bytes()),
+                at(Some(f.found_ns))
+            );
+        }
+        if let Some(started) = s.pass_started_ns {
+            println!(
+                "pass under way since {}: {} agents done, {} records",
+                at(Some(started)),
+                s.done.len(),
+                s.records
+            );
+        }
+    }
+    Ok(if s.last_failures.is_empty() && s.failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

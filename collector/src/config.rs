@@ -23,6 +23,17 @@ struct File {
     users: Vec<UserEntry>,
     read: Option<ReadSection>,
     store: Option<StoreSection>,
+    verify: Option<VerifySection>,
+}
+
+/// `[verify]`: the scheduled verification (README "Scheduled verification").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VerifySection {
+    /// Time between two full passes ("7d"); "off" for none.
+    every: Option<Spanned<String>>,
+    /// Bytes read per second at most ("50MiB"; "0" for no limit).
+    rate: Option<Spanned<String>>,
 }
 
 /// `[store]`: where what is kept goes (README "The store on S3").
@@ -135,6 +146,8 @@ pub struct Config {
     pub read_identity: Option<PathBuf>,
     /// The S3 bucket the store is kept in (None: the local store only).
     pub s3: Option<crate::s3::S3Config>,
+    /// The scheduled verification (None: off).
+    pub scrub: Option<crate::scrub::ScrubConfig>,
 }
 
 /// The collector's resource limits (`[limits]`), with their defaults.
@@ -357,7 +370,9 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         Some(st) => s3_section(st, &at)?,
         None => None,
     };
+    let scrub = scrub_section(f.verify.as_ref(), &at)?;
     Ok(Config {
+        scrub,
         s3,
         read_identity: f.read.and_then(|r| r.identity),
         users,
@@ -373,6 +388,44 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         limits,
         metrics_listen,
     })
+}
+
+/// The `[verify]` section (absent: the defaults, on).
+fn scrub_section(
+    v: Option<&VerifySection>,
+    at: &impl Fn(usize, String) -> ConfigError,
+) -> Result<Option<crate::scrub::ScrubConfig>, ConfigError> {
+    let mut c = crate::scrub::ScrubConfig::default();
+    let Some(v) = v else { return Ok(Some(c)) };
+    if let Some(e) = &v.every {
+        if e.get_ref() == "off" {
+            return Ok(None);
+        }
+        c.every = parse_duration(e.get_ref())
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| {
+                at(
+                    e.span().start,
+                    format!(
+                        "every: {:?} is not a duration (\"7d\") or \"off\"",
+                        e.get_ref()
+                    ),
+                )
+            })?;
+    }
+    if let Some(r) = &v.rate {
+        c.rate = parse_size(r.get_ref()).map_err(|_| {
+            at(
+                r.span().start,
+                format!(
+                    "rate: {:?} is not a size per second (\"50MiB\")",
+                    r.get_ref()
+                ),
+            )
+        })?;
+    }
+    Ok(Some(c))
 }
 
 /// The `[store]` section: None for the local store.

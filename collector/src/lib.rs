@@ -22,6 +22,7 @@ pub mod ratelimit;
 pub mod read;
 pub mod receipts;
 pub mod s3;
+pub mod scrub;
 pub mod server;
 pub mod snapshot;
 pub mod store;

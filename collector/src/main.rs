@@ -55,6 +55,15 @@ enum Cmd {
         #[arg(long)]
         identity: Option<PathBuf>,
     },
+    /// The scheduled verification: the last whole pass (when, what it
+    /// checked, what failed) and the pass under way. Exit 1 if the last
+    /// pass found a failure.
+    Status {
+        #[arg(long)]
+        store: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// With `[store] kind = "s3"`: bring the local store directory up to
     /// what the bucket holds (every agent, or one), checking each batch as
     /// an agent's is checked; then `verify`, `cat` and `forks` read it.
@@ -234,6 +243,7 @@ fn main() -> ExitCode {
         } => commands::cat(&store, &agent, from, json, identity.as_deref()),
         Cmd::Forks { store, agent, json } => commands::forks(&store, agent.as_deref(), json),
         Cmd::Token => commands::token(),
+        Cmd::Status { store, json } => commands::status(&store, json),
         Cmd::Sync { config, agent } => commands::sync(&config, agent.as_deref()),
         Cmd::CreateBuckets { config } => commands::create_buckets(&config),
         Cmd::Access {

@@ -42,6 +42,14 @@ pub struct Metrics {
     pub s3_write_seconds: Histogram,
     /// Kept objects found written again over (their first version read).
     pub s3_overwritten: Counter,
+    /// The scheduled verification: failures found (by agent), agents
+    /// failing in the last pass, records and bytes checked, the end of the
+    /// last whole pass.
+    pub verify_failures: Family<Labels, Counter>,
+    pub verify_failed_agents: Gauge,
+    pub verify_records: Counter,
+    pub verify_bytes: Counter,
+    pub verify_last_pass: Gauge,
 }
 
 pub fn get() -> &'static Metrics {
@@ -68,6 +76,11 @@ pub fn get() -> &'static Metrics {
             s3_pulled_records: Counter::default(),
             s3_write_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
             s3_overwritten: Counter::default(),
+            verify_failures: Family::default(),
+            verify_failed_agents: Gauge::default(),
+            verify_records: Counter::default(),
+            verify_bytes: Counter::default(),
+            verify_last_pass: Gauge::default(),
         };
         registry.register(
             "store_repairs",
@@ -147,6 +160,31 @@ pub fn get() -> &'static Metrics {
             "Kept objects found written again after they were kept (the locked first version is read; someone with the bucket's credentials tried)",
             m.s3_overwritten.clone(),
         );
+        registry.register(
+            "verify_failures",
+            "Failures the scheduled verification found, by agent (each is also an alert record and an error line)",
+            m.verify_failures.clone(),
+        );
+        registry.register(
+            "verify_failed_agents",
+            "Agents whose chain failed the last whole scheduled verification pass (alert when > 0)",
+            m.verify_failed_agents.clone(),
+        );
+        registry.register(
+            "verify_records",
+            "Records checked by the scheduled verification",
+            m.verify_records.clone(),
+        );
+        registry.register(
+            "verify_bytes",
+            "Bytes read by the scheduled verification",
+            m.verify_bytes.clone(),
+        );
+        registry.register(
+            "verify_last_pass_timestamp_seconds",
+            "When the last whole scheduled verification pass ended (alert when older than the period)",
+            m.verify_last_pass.clone(),
+        );
         Metrics { registry, ..m }
     })
 }
@@ -187,6 +225,23 @@ pub fn s3_lost_race() {
 
 pub fn s3_failed() {
     get().s3_failures.inc();
+}
+
+pub fn verify_failed(agent_id: &str) {
+    get().verify_failures.get_or_create(&agent(agent_id)).inc();
+}
+
+pub fn verify_checked(records: u64, bytes: u64) {
+    let m = get();
+    m.verify_records.inc_by(records);
+    m.verify_bytes.inc_by(bytes);
+}
+
+pub fn verify_pass_done(failed_agents: u64) {
+    let m = get();
+    m.verify_failed_agents.set(failed_agents as i64);
+    m.verify_last_pass
+        .set(wormlog_spool::clock::wall_ns() / 1_000_000_000);
 }
 
 pub fn s3_overwritten() {

@@ -548,3 +548,76 @@ fn an_agent_fails_over_between_three_collectors_and_every_line_is_kept_once() {
     let tried_bad = format!("http://127.0.0.1:{bad}: ");
     assert!(agent.log().contains(&tried_bad), "{}", agent.log());
 }
+
+#[test]
+#[ignore = "needs a real S3 with Object Lock: tests/s3/run.sh"]
+fn the_scheduled_verification_finds_a_claim_altered_in_the_bucket() {
+    let (bucket, heads) = buckets("scrub");
+    let s = Setup::new();
+    let cfg = collector_config(&s, "c1", &bucket, &heads);
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        format!("{text}\n[verify]\nevery = \"1s\"\nrate = \"0\"\n"),
+    )
+    .unwrap();
+    run_ok(&["create-buckets", "--config", cfg.to_str().unwrap()]);
+    let (c1, port) = serve(&s, &cfg, "c1.log");
+    let agent_cfg = s.write_agent_config("agent", &format!("url = \"http://127.0.0.1:{port}\""));
+    write_lines(&s.d.p("logs/app.log"), 0, 200);
+    let agent = s.start_agent(&agent_cfg, "agent");
+    let store = s.d.p("store-c1");
+    wait_for(
+        "200 lines kept",
+        Duration::from_secs(60),
+        || kept_lines(&store) == 200,
+        || c1.log(),
+    );
+    drop(agent);
+    let status = || {
+        let o = Command::new(collector_bin())
+            .args(["status", "--json", "--store"])
+            .arg(&store)
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        (o.status.code().unwrap(), v)
+    };
+    let before = status().1["passes"].as_u64().unwrap_or(0);
+    wait_for(
+        "a clean pass over the store and the bucket",
+        Duration::from_secs(30),
+        || {
+            let (code, v) = status();
+            code == 0 && v["passes"].as_u64().unwrap_or(0) >= before + 2
+        },
+        || c1.log(),
+    );
+    // Someone with the bucket's credentials points the first claim at
+    // other bytes (the objects themselves are locked; the claims are not).
+    let s3 = S3::new(&s3_config(&bucket, &heads)).unwrap();
+    let key = Claim::key("", "web-01", 0);
+    let mut claim: Claim = serde_json::from_slice(&s3.get_head(&key).unwrap().unwrap()).unwrap();
+    claim.sha256 = "00".repeat(32);
+    s3.put_head(&key, &serde_json::to_vec(&claim).unwrap())
+        .unwrap();
+    wait_for(
+        "the scheduled verification to find it",
+        Duration::from_secs(30),
+        || status().0 == 1,
+        || c1.log(),
+    );
+    let v = status().1;
+    let f = &v["last_failures"][0];
+    assert_eq!(
+        (f["agent"].as_str(), f["place"].as_str()),
+        (Some("web-01"), Some("bucket")),
+        "{v}"
+    );
+    assert_eq!(f["seq"], 0);
+    let log = c1.stop();
+    assert!(
+        log.contains("scheduled verification: agent web-01 (bucket) fails at seq 0"),
+        "{log}"
+    );
+}

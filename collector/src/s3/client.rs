@@ -214,6 +214,22 @@ impl S3 {
         })
     }
 
+    /// Writes `key` in the heads bucket whatever is there (tests: a claim
+    /// altered by someone holding the bucket's credentials).
+    pub fn put_head(&self, key: &str, bytes: &[u8]) -> Result<(), S3Error> {
+        self.run(async {
+            self.client
+                .put_object()
+                .bucket(&self.heads_bucket)
+                .key(key)
+                .body(ByteStream::from(bytes.to_vec()))
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| err("PUT", key, e))
+        })
+    }
+
     async fn get_from(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, S3Error> {
         match self
             .client

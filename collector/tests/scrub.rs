@@ -1,0 +1,142 @@
+//! The scheduled verification on the local store: a byte changed in a
+//! stored segment is found within one period, with an alert record in the
+//! collector's own chain, an error line, a metric and `status` exit 1.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::process::Command;
+use std::time::Duration;
+
+fn status(store: &std::path::Path) -> (i32, Value) {
+    let o = Command::new(collector_bin())
+        .args(["status", "--json", "--store"])
+        .arg(store)
+        .output()
+        .unwrap();
+    (
+        o.status.code().unwrap(),
+        serde_json::from_slice(&o.stdout).unwrap_or(Value::Null),
+    )
+}
+
+/// `GET /metrics` over plain HTTP on loopback.
+fn metrics(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    c.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// The alert records of the collector's own chain.
+fn own_alerts(store: &std::path::Path) -> Vec<String> {
+    let o = Command::new(agent_bin())
+        .args(["cat", "--json", "--spool"])
+        .arg(store.join("log"))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["kind"] == "alert")
+        .map(|v| v.to_string())
+        .collect()
+}
+
+#[test]
+fn a_changed_byte_in_the_store_is_found_within_one_period() {
+    let mut s = Setup::new();
+    s.write_collector_config("append_only = \"off\"");
+    let cfg = s.d.p("collector.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        format!("{text}\n[verify]\nevery = \"1s\"\nrate = \"0\"\n"),
+    )
+    .unwrap();
+    let collector = start_collector(&mut s);
+    let agent_cfg =
+        s.write_agent_config("agent", &format!("url = \"http://127.0.0.1:{}\"", s.port));
+    write_lines(&s.d.p("logs/app.log"), 0, 300);
+    let agent = s.start_agent(&agent_cfg, "agent");
+    let store = s.d.p("store");
+    wait_for(
+        "300 lines stored",
+        Duration::from_secs(30),
+        || next_seq_in_store(&store) > 300 && stored_lines(&store).len() == 300,
+        || collector.log(),
+    );
+    drop(agent);
+    // A clean pass after the lines arrived.
+    let passes_before = status(&store).1["passes"].as_u64().unwrap_or(0);
+    wait_for(
+        "a clean pass",
+        Duration::from_secs(20),
+        || {
+            let (code, v) = status(&store);
+            code == 0 && v["passes"].as_u64().unwrap_or(0) >= passes_before + 2
+        },
+        || collector.log(),
+    );
+    assert!(metrics(s.port).contains("wormlog_collector_verify_failed_agents 0"));
+
+    // One byte of a stored line changed (what a disk or an intruder does).
+    let seg = std::fs::read_dir(store.join("agents/web-01"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "wlseg"))
+        .min()
+        .unwrap();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let at = bytes
+        .windows(12)
+        .position(|w| w == b"line 0000150")
+        .unwrap();
+    bytes[at + 11] = b'9';
+    std::fs::write(&seg, &bytes).unwrap();
+    wait_for(
+        "the scheduled verification to find it",
+        Duration::from_secs(20),
+        || status(&store).0 == 1,
+        || collector.log(),
+    );
+    let (_, v) = status(&store);
+    let f = &v["last_failures"][0];
+    assert_eq!(f["agent"], "web-01", "{v}");
+    assert_eq!(f["place"], "store");
+    assert!(f["reason"].as_str().unwrap().contains("segment"), "{v}");
+    let m = metrics(s.port);
+    assert!(
+        m.contains("wormlog_collector_verify_failed_agents 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("wormlog_collector_verify_failures_total{agent=\"web-01\"}"),
+        "{m}"
+    );
+    let log = collector.stop();
+    assert!(
+        log.contains("scheduled verification: agent web-01 (store) fails"),
+        "{log}"
+    );
+    let alerts = own_alerts(&store);
+    assert!(
+        alerts
+            .iter()
+            .any(|a| a.contains("scheduled verification: agent web-01")),
+        "{alerts:?}"
+    );
+    // Plain `status` says the same, safely.
+    let o = Command::new(collector_bin())
+        .args(["status", "--store"])
+        .arg(&store)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("FAILED: agent web-01 (store)"));
+}
