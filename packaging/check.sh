@@ -44,6 +44,7 @@ rpmlint -r packaging/rpmlintrc "${rpms[@]}"
 say "the .rpm: files, configuration files, scripts"
 files=$(rpm -qpl "${rpms[0]}")
 for f in /usr/bin/wormlog /etc/wormlog/agent.toml /usr/lib/systemd/system/wormlog.service \
+         /usr/lib/systemd/system/wormlog-verify.service /usr/lib/systemd/system/wormlog-verify.timer \
          /usr/lib/sysusers.d/wormlog.conf /usr/lib/tmpfiles.d/wormlog.conf; do
     grep -qx "$f" <<<"$files" || fail "$f is not in ${rpms[0]}"
 done
@@ -67,6 +68,7 @@ say "installing the .deb packages"
 DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${debs[0]}" "${debs[1]}"
 for f in /usr/bin/wormlog /usr/bin/wormlog-collector /etc/wormlog/agent.toml /etc/wormlog/collector.toml \
          /usr/lib/systemd/system/wormlog.service /usr/lib/systemd/system/wormlog-collector.service \
+         /usr/lib/systemd/system/wormlog-verify.service /usr/lib/systemd/system/wormlog-verify.timer \
          /usr/share/doc/wormlog/README.md /var/lib/wormlog/keys/host.pub; do
     [ -e "$f" ] || fail "$f is missing after install"
 done
@@ -79,7 +81,8 @@ wormlog check-config --config /etc/wormlog/agent.toml
 wormlog-collector check-config --config /etc/wormlog/collector.toml
 
 say "systemd-analyze verify and security"
-systemd-analyze verify /usr/lib/systemd/system/wormlog.service /usr/lib/systemd/system/wormlog-collector.service
+systemd-analyze verify /usr/lib/systemd/system/wormlog.service /usr/lib/systemd/system/wormlog-collector.service \
+    /usr/lib/systemd/system/wormlog-verify.service /usr/lib/systemd/system/wormlog-verify.timer
 for u in wormlog wormlog-collector; do
     level=$(systemd-analyze security --offline=true "/usr/lib/systemd/system/$u.service" |
         sed -n 's/.*Overall exposure level for .*: \([0-9.]*\).*/\1/p')

@@ -358,6 +358,15 @@ inside 'curl -s -o /dev/null --cacert /etc/wormlog/ca.pem --cert /root/pki/agent
 eventually 10 "the refusal is logged at warning priority" \
     'journalctl -u wormlog-collector -p warning --no-pager | grep -q "web-02"'
 
+step "the daily verification: timer enabled, a run recorded in the journal and the chain"
+check "wormlog-verify.timer is enabled" 'systemctl is-enabled wormlog-verify.timer'
+check "systemctl start wormlog-verify.service (exit 0: verified and recorded)" \
+    'systemctl start wormlog-verify.service'
+check "its result in the journal at priority info" \
+    'journalctl -u wormlog-verify -p info --no-pager | grep -q "verify: OK: "'
+eventually 15 "its result in the chain (source wormlog-verify)" \
+    "$cat_spool | grep -q '\"source\":\"wormlog-verify\"'"
+
 step "stop leaves a stop record and no warning"
 cursor=$(inside 'journalctl -u wormlog -n 0 --show-cursor --no-pager | sed -n "s/^-- cursor: //p"')
 check "systemctl stop wormlog" 'systemctl stop wormlog'

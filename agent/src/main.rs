@@ -56,8 +56,22 @@ enum Command {
     },
     /// Verify a spool: exit 0 intact, 1 tampering or loss, 2 usage or I/O error.
     Verify {
-        #[arg(long, required_unless_present = "bundle", conflicts_with = "bundle")]
+        #[arg(
+            long,
+            required_unless_present_any = ["bundle", "config"],
+            conflicts_with_all = ["bundle", "config"]
+        )]
         spool: Option<PathBuf>,
+        /// The spool and first key of this agent's configuration (its
+        /// key_dir's host.pub, unless --pubkey is given).
+        #[arg(long, conflicts_with = "bundle")]
+        config: Option<PathBuf>,
+        /// With --config: put the result into the chain through the running
+        /// daemon (an entry of source wormlog-verify, or an alert), and log
+        /// it at the journal priority it deserves (what the daily
+        /// wormlog-verify.timer runs).
+        #[arg(long, requires = "config")]
+        record: bool,
         /// A bundle from a collector (an export or a disclosure), checked
         /// offline; needs --pubkey.
         #[arg(long)]
@@ -138,6 +152,13 @@ fn main() -> ExitCode {
             ..
         } => cmd::verify::run(&spool, pubkey.as_deref(), json),
         Command::Verify {
+            config: Some(config),
+            pubkey,
+            json,
+            record,
+            ..
+        } => cmd::verify::run_configured(&config, pubkey.as_deref(), json, record),
+        Command::Verify {
             bundle: Some(bundle),
             pubkey,
             collector_pubkey,
@@ -152,7 +173,7 @@ fn main() -> ExitCode {
             json,
             records: false,
         }),
-        Command::Verify { .. } => unreachable!("clap requires --spool or --bundle"),
+        Command::Verify { .. } => unreachable!("clap requires --spool, --config or --bundle"),
         Command::Cat {
             spool: Some(spool),
             from,

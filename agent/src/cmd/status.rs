@@ -20,6 +20,8 @@ pub fn run(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let mut text = String::new();
     let asked = UnixStream::connect(path).and_then(|mut s| {
         s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        // No request: the daemon answers with its state alone.
+        s.shutdown(std::net::Shutdown::Write)?;
         s.read_to_string(&mut text)
     });
     if let Err(e) = asked {

@@ -37,6 +37,113 @@ pub fn run(spool: &Path, pubkey: Option<&str>, json_out: bool) -> anyhow::Result
     })
 }
 
+/// `wormlog verify --config FILE [--record]`: the configured spool,
+/// checked against the first key in its key_dir (or `pubkey`); with
+/// `record`, the result goes into the chain through the running daemon and
+/// into the journal at `err` (failed) or `info` priority.
+pub fn run_configured(
+    config: &Path,
+    pubkey: Option<&str>,
+    json_out: bool,
+    record: bool,
+) -> anyhow::Result<ExitCode> {
+    let cfg = match crate::config::load(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let agent = &cfg.config.agent;
+    let key = match pubkey {
+        Some(k) => k.to_owned(),
+        None => agent
+            .key_dir
+            .join(wormlog_spool::keys::PUB_FILE)
+            .display()
+            .to_string(),
+    };
+    if !record {
+        return run(&agent.spool_dir, Some(&key), json_out);
+    }
+    let key = super::read_pubkey(&key)?;
+    let (ok, summary) = match verify_spool(&agent.spool_dir, Some(key), &mut |_, _, _| {}) {
+        Ok(r) => {
+            if json_out {
+                println!("{}", report_json(&agent.spool_dir, &r));
+            }
+            let summary = match &r.failure {
+                None => format!(
+                    "verify: OK: {} records ({} entries), {} checkpoints, {} receipts, root {}",
+                    r.records,
+                    r.entries,
+                    r.checkpoints,
+                    r.receipts,
+                    hex(&r.root)
+                ),
+                Some(f) => format!(
+                    "verify: FAILED at segment {} offset {} seq {}: {}",
+                    f.segment,
+                    f.offset,
+                    f.seq,
+                    escape_bytes(f.reason.as_bytes())
+                ),
+            };
+            (r.ok(), summary)
+        }
+        Err(e) => (false, format!("verify: FAILED: {e}")),
+    };
+    // Under systemd stdout is the journal: "<3>" is err, "<6>" info.
+    let priority = if ok { "<6>" } else { "<3>" };
+    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    let line = format!("{}{summary}", if journal { priority } else { "" });
+    if !json_out {
+        println!("{line}");
+    } else {
+        eprintln!("{line}");
+    }
+    let recorded = tell_daemon(&agent.control_socket, ok, &summary);
+    if let Err(e) = &recorded {
+        eprintln!(
+            "{}wormlog: the result is not in the chain: the daemon at {} cannot be asked: {e}",
+            if journal { "<3>" } else { "" },
+            agent.control_socket.display()
+        );
+    }
+    Ok(match (ok, recorded.is_ok()) {
+        (true, true) => ExitCode::SUCCESS,
+        (false, _) => ExitCode::from(1),
+        (true, false) => ExitCode::from(2),
+    })
+}
+
+/// Sends the result to the daemon's control socket; Ok once it says it
+/// passed it on to the writer.
+fn tell_daemon(socket: &Path, ok: bool, summary: &str) -> std::io::Result<()> {
+    use std::io::{BufRead, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(socket)?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+    writeln!(
+        s,
+        "{}",
+        json!({"record": "verify", "ok": ok, "summary": summary})
+    )?;
+    let mut r = std::io::BufReader::new(s);
+    let mut state = String::new();
+    r.read_line(&mut state)?;
+    let mut answer = String::new();
+    r.read_line(&mut answer)?;
+    let v: Value = serde_json::from_str(answer.trim()).unwrap_or(Value::Null);
+    if v["recorded"] == true {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "it did not take the record ({})",
+            answer.trim()
+        )))
+    }
+}
+
 /// The `--json` report.
 pub fn report_json(spool: &Path, r: &Report) -> Value {
     json!({

@@ -1,7 +1,11 @@
 //! The daemon's control socket: a Unix stream socket (mode 0600, so the
 //! agent's user and root only) that answers every connection with the
 //! daemon's state as one JSON object — what `wormlog status` prints — and
-//! the problems an operator must look at.
+//! the problems an operator must look at. A client may then send one
+//! request line: `{"record": "verify", "ok": BOOL, "summary": TEXT}` (what
+//! `wormlog verify --config … --record` sends) puts the result of a
+//! verification into the chain — an entry of source `wormlog-verify`, or,
+//! when it failed, an `alert` record.
 
 use crate::config::Loaded;
 use crate::metrics;
@@ -51,6 +55,7 @@ impl Drop for ControlSocket {
 pub fn serve(
     path: &Path,
     limits: std::sync::Arc<std::sync::Mutex<Limits>>,
+    link: crate::forward::WriterLink,
 ) -> std::io::Result<ControlSocket> {
     crate::unix_socket::prepare(path)?;
     let listener = UnixListener::bind(path)?;
@@ -65,12 +70,48 @@ pub fn serve(
                         let l = limits.lock().unwrap_or_else(|p| p.into_inner()).clone();
                         let _ = c.set_write_timeout(Some(Duration::from_secs(2)));
                         let _ = writeln!(c, "{}", state(&l, started));
+                        if let Some(ev) = request(&mut c) {
+                            let tx = link.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                            let sent = tx.is_some_and(|tx| tx.send(ev).is_ok());
+                            let _ = writeln!(c, "{}", json!({"recorded": sent}));
+                        }
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(100)),
                 }
             }
         })?;
     Ok(ControlSocket(path.to_owned()))
+}
+
+/// The request a client sent after the state, if any (at most 64 KiB,
+/// within a second).
+fn request(c: &mut std::os::unix::net::UnixStream) -> Option<crate::sources::Event> {
+    use std::io::{BufRead, Read};
+    let _ = c.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut line = String::new();
+    std::io::BufReader::new(Read::take(&mut *c, 64 << 10))
+        .read_line(&mut line)
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_str(line.trim()).ok()?;
+    if v["record"] != "verify" {
+        return None;
+    }
+    let summary = v["summary"].as_str().unwrap_or("").to_owned();
+    Some(if v["ok"] == true {
+        let mut batch = crate::sources::EntryBatch::default();
+        batch.begin(wormlog_spool::Position::None, 0);
+        batch.body(summary.as_bytes());
+        crate::sources::Event::Entries {
+            source: "wormlog-verify".into(),
+            ts: wormlog_spool::clock::wall_ns(),
+            batch,
+        }
+    } else {
+        crate::sources::Event::Alert {
+            code: wormlog_spool::record::AlertCode::Other,
+            detail: summary,
+        }
+    })
 }
 
 /// The daemon's state, and its problems.

@@ -133,7 +133,11 @@ pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
         .spawn(move || writer::run(spool, inputs, capacity))?;
     let mut cfg = cfg;
     let limits = Arc::new(std::sync::Mutex::new(control::Limits::of(&cfg)));
-    let _control = match control::serve(&cfg.config.agent.control_socket, limits.clone()) {
+    let _control = match control::serve(
+        &cfg.config.agent.control_socket,
+        limits.clone(),
+        link.clone(),
+    ) {
         Ok(c) => Some(c),
         Err(e) => {
             tracing::warn!(
