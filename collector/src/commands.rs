@@ -63,7 +63,9 @@ pub fn serve(path: &Path) -> anyhow::Result<ExitCode> {
             Some(std::sync::Arc::new(r))
         }
     };
-    let app = server::App::new(cfg, signer, own_log.clone(), read, remote);
+    let notes = crate::note::NoteSigner::load_or_create(&cfg.key_dir, &cfg.origin, &cfg.id)
+        .with_context(|| format!("checkpoint note key in {}", cfg.key_dir.display()))?;
+    let app = server::App::new(cfg, signer, own_log.clone(), read, remote, notes);
     let held_back = app.clone();
     // The scheduled verification, on a blocking thread of the runtime (its
     // S3 reads share the server's client).

@@ -104,6 +104,9 @@ struct Section {
     key_dir: Option<PathBuf>,
     /// The name written into receipts (default: the host name).
     id: Option<Spanned<String>>,
+    /// The prefix of the origins of published checkpoints (default
+    /// "wormlog"): `<origin>/<agent id>`.
+    origin: Option<Spanned<String>>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     client_ca: Option<PathBuf>,
@@ -148,6 +151,8 @@ pub struct Config {
     pub s3: Option<crate::s3::S3Config>,
     /// The scheduled verification (None: off).
     pub scrub: Option<crate::scrub::ScrubConfig>,
+    /// The prefix of published checkpoints' origins.
+    pub origin: String,
 }
 
 /// The collector's resource limits (`[limits]`), with their defaults.
@@ -371,7 +376,27 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         None => None,
     };
     let scrub = scrub_section(f.verify.as_ref(), &at)?;
+    let origin = match &c.origin {
+        None => "wormlog".to_owned(),
+        Some(o)
+            if o.get_ref().is_empty()
+                || o.get_ref().ends_with('/')
+                || o.get_ref()
+                    .chars()
+                    .any(|ch| ch.is_whitespace() || ch == '+' || ch.is_control()) =>
+        {
+            return Err(at(
+                o.span().start,
+                format!(
+                    "origin: {:?} must be non-empty, without spaces, '+' or a trailing '/'",
+                    o.get_ref()
+                ),
+            ));
+        }
+        Some(o) => o.get_ref().clone(),
+    };
     Ok(Config {
+        origin,
         scrub,
         s3,
         read_identity: f.read.and_then(|r| r.identity),

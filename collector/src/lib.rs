@@ -17,6 +17,7 @@ pub mod commands;
 pub mod config;
 pub mod forks;
 pub mod metrics;
+pub mod note;
 pub mod own_log;
 pub mod ratelimit;
 pub mod read;

@@ -164,7 +164,22 @@ fn kept_objects_are_locked_in_compliance_mode_and_the_owner_cannot_delete_them()
         || format!("{}\n{}", c1.log(), agent.log()),
     );
 
+    // Nothing more arrives while the bucket is looked at.
+    agent.stop();
     let s3 = S3::new(&s3_config(&bucket, &heads)).unwrap();
+    // The newest countersigned checkpoint is published in the bucket too,
+    // as a signed note that opens with the collector's verifier key.
+    let vkey = std::fs::read_to_string(s.d.p("store-c1/keys/checkpoint.vkey")).unwrap();
+    wait_for(
+        "the checkpoint note in the bucket",
+        Duration::from_secs(20),
+        || {
+            s3.get_head("checkpoints/web-01").unwrap().is_some_and(|b| {
+                wormlog_collector::note::open(&String::from_utf8_lossy(&b), &vkey).is_ok()
+            })
+        },
+        || c1.log(),
+    );
     let objects = s3.list(false, "ranges/web-01/", None, usize::MAX).unwrap();
     assert!(!objects.is_empty());
     let claimed = claims(&s3, "web-01");
@@ -198,7 +213,6 @@ fn kept_objects_are_locked_in_compliance_mode_and_the_owner_cannot_delete_them()
 
     // A collector that lost its disk: a fresh store taken from the bucket
     // holds every line once, in order, and verifies.
-    drop(agent);
     c1.stop();
     let cfg2 = collector_config(&s, "c2", &bucket, &heads);
     let out = run_ok(&["sync", "--config", cfg2.to_str().unwrap()]);

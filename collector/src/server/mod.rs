@@ -51,6 +51,8 @@ pub struct App {
     access: RateLimit,
     /// The S3 bucket the store is kept in (`[store] kind = "s3"`).
     pub remote: Option<Arc<crate::s3::sync::Remote>>,
+    /// Signs the published checkpoints (C2SP signed notes).
+    pub notes: crate::note::NoteSigner,
 }
 
 impl std::fmt::Debug for App {
@@ -66,6 +68,7 @@ impl App {
         own_log: OwnLog,
         read: crate::read::side::ReadSide,
         remote: Option<Arc<crate::s3::sync::Remote>>,
+        notes: crate::note::NoteSigner,
     ) -> Arc<App> {
         let gate = Gate::new(config.limits.clone(), config.max_batch_bytes);
         Arc::new(App {
@@ -79,6 +82,7 @@ impl App {
             read,
             access: RateLimit::new(20, Duration::from_secs(60)),
             remote,
+            notes,
         })
     }
 
@@ -117,7 +121,7 @@ impl App {
 
     /// A warning line, at most `warnings`' rate per `key` (a registered
     /// agent or a fixed name).
-    fn warn_limited(&self, key: &str, msg: &str) {
+    pub(super) fn warn_limited(&self, key: &str, msg: &str) {
         if let Verdict::Pass { held_back } = self.warnings.check(key) {
             tracing::warn!("{msg}{}", held_back_note(held_back));
         }

@@ -29,6 +29,7 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/v1/agents/{id}/verify", get(verify))
         .route("/v1/agents/{id}/export", get(export))
         .route("/v1/agents/{id}/records/{seq}/disclosure", get(disclose))
+        .route("/v1/agents/{id}/checkpoint", get(checkpoint))
         .route("/v1/access", get(access))
         .route("/v1/admin/users", get(users))
         .route("/v1/admin/agents/{id}", put(register))
@@ -674,6 +675,47 @@ async fn access(
             axum::Json(json!({"access": list})).into_response()
         }
         Err(e) => failed(&app, &peer, &p, &asked, &e),
+    }
+}
+
+/// The agent's newest countersigned checkpoint as a C2SP signed note
+/// (`text/plain`), for transparency-log tools.
+async fn checkpoint(
+    State(app): State<Arc<App>>,
+    UrlPath(id): UrlPath<String>,
+    peer: axum::Extension<Peer>,
+    headers: HeaderMap,
+) -> Response {
+    let asked = Asked {
+        action: "checkpoint",
+        agent: Some(id.clone()),
+        params: json!({}),
+    };
+    let p = match allowed(&app, &peer, &headers, &asked, &[Role::Auditor]) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    if wormlog_spool::agent_id::check(&id).is_err() {
+        return failed(
+            &app,
+            &peer,
+            &p,
+            &asked,
+            &ReadError::NotFound(format!("no agent {id:?}")),
+        );
+    }
+    match std::fs::read_to_string(app.config.store_dir.join("checkpoints").join(&id)) {
+        Ok(note) => {
+            record(&app, &peer, Some(&p), &asked, Outcome::served(1, 0));
+            ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], note).into_response()
+        }
+        Err(_) => failed(
+            &app,
+            &peer,
+            &p,
+            &asked,
+            &ReadError::NotFound(format!("no countersigned checkpoint of agent {id:?} yet")),
+        ),
     }
 }
 

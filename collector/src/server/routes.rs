@@ -232,6 +232,42 @@ async fn open_store(
     }
 }
 
+/// Publishes agent `id`'s newest countersigned checkpoint as a signed note
+/// (`<store_dir>/checkpoints/<id>`, and `checkpoints/<id>` in the heads
+/// bucket), unless a larger one is there already. Off the request's path.
+fn publish_checkpoint(app: &Arc<App>, id: &str, tree_size: u64, root: [u8; 32]) {
+    let (app, id) = (app.clone(), id.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let dir = app.config.store_dir.join("checkpoints");
+        let path = dir.join(&id);
+        let published = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| t.lines().nth(1)?.parse::<u64>().ok());
+        if published.is_some_and(|p| p >= tree_size) {
+            return;
+        }
+        let note = app.notes.checkpoint(&id, tree_size, &root);
+        let written = std::fs::create_dir_all(&dir)
+            .map_err(|e| e.to_string())
+            .and_then(|()| {
+                wormlog_spool::keys::write_atomic(&path, note.as_bytes(), 0o644)
+                    .map_err(|e| e.to_string())
+            });
+        if let Err(e) = written {
+            app.warn_limited(
+                "checkpoint-note",
+                &format!("{}: not written: {e}", path.display()),
+            );
+        }
+        if let Some(remote) = &app.remote {
+            let key = format!("{}checkpoints/{id}", remote.s3.prefix);
+            if let Err(e) = remote.s3.put_head(&key, note.as_bytes()) {
+                app.warn_limited("checkpoint-note", &format!("{key}: not written: {e}"));
+            }
+        }
+    });
+}
+
 /// With a bucket: brings agent `id`'s local copy up to what the bucket
 /// holds (before a read, so that what other collectors kept is seen).
 pub(super) async fn pull(app: &Arc<App>, id: &str) -> Result<(), String> {
@@ -594,7 +630,7 @@ async fn store_batch(
 }
 
 fn answer(
-    app: &App,
+    app: &Arc<App>,
     id: &str,
     seq: u64,
     bytes_in: u64,
@@ -612,6 +648,9 @@ fn answer(
             m.receipts
                 .get_or_create(&agent(id))
                 .inc_by(receipts.len() as u64);
+            if let Some(newest) = receipts.iter().max_by_key(|r| r.tree_size) {
+                publish_checkpoint(app, id, newest.tree_size, newest.root);
+            }
             axum::Json(json!({
                 "next_seq": next_seq,
                 "receipts": receipts.iter().map(receipt_json).collect::<Vec<_>>(),
