@@ -100,8 +100,7 @@ fn the_published_checkpoint_is_a_signed_note_gos_sumdb_note_accepts() {
     let chain = String::from_utf8_lossy(&cat.stdout)
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|v| v["kind"] == "checkpoint")
-        .last()
+        .rfind(|v| v["kind"] == "checkpoint")
         .unwrap();
     let note_path = store.join("checkpoints/web-01");
     let want_size = chain["tree_size"].as_u64().unwrap();
