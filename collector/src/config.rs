@@ -50,6 +50,9 @@ struct StoreSection {
     retention_days: Option<Spanned<u64>>,
     path_style: Option<bool>,
     credentials_file: Option<PathBuf>,
+    /// The other collectors of the bucket: their checkpoint verifier keys.
+    #[serde(default)]
+    peers: Vec<Spanned<String>>,
 }
 
 /// `[[users]]`: who may read (README: "Roles and users").
@@ -153,6 +156,9 @@ pub struct Config {
     pub scrub: Option<crate::scrub::ScrubConfig>,
     /// The prefix of published checkpoints' origins.
     pub origin: String,
+    /// The checkpoint verifier keys of the other collectors of the bucket
+    /// (`[store] peers`): their notes are checked and cosigned.
+    pub peers: Vec<String>,
 }
 
 /// The collector's resource limits (`[limits]`), with their defaults.
@@ -375,6 +381,19 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         Some(st) => s3_section(st, &at)?,
         None => None,
     };
+    let mut peers = Vec::new();
+    for p in f.store.iter().flat_map(|st| &st.peers) {
+        if let Err(e) = crate::note::parse_verifier_key(p.get_ref()) {
+            return Err(at(
+                p.span().start,
+                format!(
+                    "peers: {:?} is not a checkpoint verifier key (name+hash+key): {e}",
+                    p.get_ref()
+                ),
+            ));
+        }
+        peers.push(p.get_ref().clone());
+    }
     let scrub = scrub_section(f.verify.as_ref(), &at)?;
     let origin = match &c.origin {
         None => "wormlog".to_owned(),
@@ -396,6 +415,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         Some(o) => o.get_ref().clone(),
     };
     Ok(Config {
+        peers,
         origin,
         scrub,
         s3,

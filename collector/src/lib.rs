@@ -28,3 +28,4 @@ pub mod server;
 pub mod snapshot;
 pub mod store;
 pub mod users;
+pub mod witness;

@@ -50,6 +50,9 @@ pub struct Metrics {
     pub verify_records: Counter,
     pub verify_bytes: Counter,
     pub verify_last_pass: Gauge,
+    /// Checkpoints another collector published that the chain this one
+    /// verified does not hold (by agent and collector).
+    pub witness_conflicts: Family<Labels, Counter>,
 }
 
 pub fn get() -> &'static Metrics {
@@ -81,6 +84,7 @@ pub fn get() -> &'static Metrics {
             verify_records: Counter::default(),
             verify_bytes: Counter::default(),
             verify_last_pass: Gauge::default(),
+            witness_conflicts: Family::default(),
         };
         registry.register(
             "store_repairs",
@@ -185,6 +189,11 @@ pub fn get() -> &'static Metrics {
             "When the last whole scheduled verification pass ended (alert when older than the period)",
             m.verify_last_pass.clone(),
         );
+        registry.register(
+            "witness_conflicts",
+            "Checkpoints another collector of the bucket published that are not in the chain this one verified (alert when it grows)",
+            m.witness_conflicts.clone(),
+        );
         Metrics { registry, ..m }
     })
 }
@@ -242,6 +251,16 @@ pub fn verify_pass_done(failed_agents: u64) {
     m.verify_failed_agents.set(failed_agents as i64);
     m.verify_last_pass
         .set(wormlog_spool::clock::wall_ns() / 1_000_000_000);
+}
+
+pub fn witness_conflict(agent_id: &str, peer: &str) {
+    get()
+        .witness_conflicts
+        .get_or_create(&vec![
+            ("agent", agent_id.to_owned()),
+            ("peer", peer.to_owned()),
+        ])
+        .inc();
 }
 
 pub fn s3_overwritten() {

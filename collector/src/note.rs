@@ -98,6 +98,26 @@ impl NoteSigner {
     }
 }
 
+impl NoteSigner {
+    /// `note` (another collector's, already checked) with this key's
+    /// signature line added over the same text.
+    pub fn cosign(&self, note: &str) -> String {
+        let Some((text, sigs)) = note.split_once("\n\n") else {
+            return note.to_owned();
+        };
+        let text = format!("{text}\n");
+        let pk = self.key.verifying_key().to_bytes();
+        let mut sig = key_hash(&self.name, &pk).to_vec();
+        sig.extend_from_slice(&self.key.sign(text.as_bytes()).to_bytes());
+        format!(
+            "{text}\n{}\u{2014} {} {}\n",
+            sigs.trim_end_matches('\n').to_owned() + "\n",
+            self.name,
+            b64().encode(sig)
+        )
+    }
+}
+
 /// The key name of collector `id`: `<origin>/collector/<id>`, with what a
 /// note forbids (space, `+`, control characters) replaced by `_`.
 pub fn key_name(origin: &str, id: &str) -> String {
@@ -123,9 +143,8 @@ fn key_hash(name: &str, pk: &[u8; 32]) -> [u8; 4] {
         .expect("4 bytes")
 }
 
-/// Checks a note against a verifier key: its text when a signature line of
-/// that key verifies.
-pub fn open(note: &str, vkey: &str) -> Result<String, String> {
+/// A verifier key's name and Ed25519 key (its hash checked).
+pub fn parse_verifier_key(vkey: &str) -> Result<(String, VerifyingKey), String> {
     let mut parts = vkey.trim().splitn(3, '+');
     let (name, hash, key) = match (parts.next(), parts.next(), parts.next()) {
         (Some(n), Some(h), Some(k)) => (n, h, k),
@@ -140,6 +159,15 @@ pub fn open(note: &str, vkey: &str) -> Result<String, String> {
         return Err("the verifier key's hash does not match its name and key".into());
     }
     let vk = VerifyingKey::from_bytes(&pk).map_err(|e| e.to_string())?;
+    Ok((name.to_owned(), vk))
+}
+
+/// Checks a note against a verifier key: its text when a signature line of
+/// that key verifies.
+pub fn open(note: &str, vkey: &str) -> Result<String, String> {
+    let (name, vk) = parse_verifier_key(vkey)?;
+    let name = name.as_str();
+    let pk = vk.to_bytes();
     let (text, sigs) = note
         .split_once("\n\n")
         .map(|(t, s)| (format!("{t}\n"), s))

@@ -174,9 +174,11 @@ fn kept_objects_are_locked_in_compliance_mode_and_the_owner_cannot_delete_them()
         "the checkpoint note in the bucket",
         Duration::from_secs(20),
         || {
-            s3.get_head("checkpoints/web-01").unwrap().is_some_and(|b| {
-                wormlog_collector::note::open(&String::from_utf8_lossy(&b), &vkey).is_ok()
-            })
+            s3.get_head("checkpoints/web-01/c1")
+                .unwrap()
+                .is_some_and(|b| {
+                    wormlog_collector::note::open(&String::from_utf8_lossy(&b), &vkey).is_ok()
+                })
         },
         || c1.log(),
     );
@@ -634,4 +636,100 @@ fn the_scheduled_verification_finds_a_claim_altered_in_the_bucket() {
         log.contains("scheduled verification: agent web-01 (bucket) fails at seq 0"),
         "{log}"
     );
+}
+
+#[test]
+#[ignore = "needs a real S3 with Object Lock: tests/s3/run.sh"]
+fn collectors_cosign_what_both_verified_and_report_a_checkpoint_the_chain_does_not_hold() {
+    let (bucket, heads) = buckets("witness");
+    let s = Setup::new();
+    let (a, b) = (
+        collector_config(&s, "ca", &bucket, &heads),
+        collector_config(&s, "cb", &bucket, &heads),
+    );
+    run_ok(&["create-buckets", "--config", a.to_str().unwrap()]);
+    // A first start makes each collector's note key; then each names the
+    // other's verifier key as a peer.
+    for (cfg, log) in [(&a, "ca-0.log"), (&b, "cb-0.log")] {
+        serve(&s, cfg, log).0.stop();
+    }
+    let vkey = |n: &str| {
+        std::fs::read_to_string(s.d.p(&format!("store-{n}/keys/checkpoint.vkey")))
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    for (cfg, peer) in [(&a, "cb"), (&b, "ca")] {
+        let text = std::fs::read_to_string(cfg).unwrap();
+        std::fs::write(cfg, format!("{text}peers = [\"{}\"]\n", vkey(peer))).unwrap();
+    }
+    let (ca, pa) = serve(&s, &a, "ca.log");
+    let (cb, pb) = serve(&s, &b, "cb.log");
+    let log = s.d.p("logs/app.log");
+    let mut written = 0;
+    for (round, (port, store)) in [(pa, "store-ca"), (pb, "store-cb")].into_iter().enumerate() {
+        let cfg = s.write_agent_config(
+            &format!("agent-{round}"),
+            &format!("url = \"http://127.0.0.1:{port}\""),
+        );
+        write_lines(&log, written, 200);
+        written += 200;
+        let agent = s.start_agent(&cfg, &format!("agent-{round}"));
+        let store = s.d.p(store);
+        wait_for(
+            &format!("{written} lines in {}", store.display()),
+            Duration::from_secs(60),
+            || kept_lines(&store) == written,
+            || format!("{}\n{}", ca.log(), cb.log()),
+        );
+        agent.stop();
+    }
+    // B verified what A stored (it took A's batches before its own), so it
+    // cosigned A's published checkpoint: one note, both signatures.
+    let s3 = S3::new(&s3_config(&bucket, &heads)).unwrap();
+    let mut cosigned = None;
+    wait_for(
+        "B's cosignature of A's checkpoint",
+        Duration::from_secs(20),
+        || {
+            cosigned = s3.get_head("cosigned/web-01/ca-by-cb").unwrap();
+            cosigned.is_some()
+        },
+        || cb.log(),
+    );
+    let cosigned = String::from_utf8(cosigned.unwrap()).unwrap();
+    let text_a = wormlog_collector::note::open(&cosigned, &vkey("ca")).unwrap();
+    let text_b = wormlog_collector::note::open(&cosigned, &vkey("cb")).unwrap();
+    assert_eq!(text_a, text_b);
+    assert!(text_a.starts_with("wormlog/web-01\n"), "{text_a}");
+
+    // A compromised A publishes a checkpoint with another root, signed with
+    // its real key: B finds it is not in the chain it verified.
+    let a_key = wormlog_collector::note::NoteSigner::load_or_create(
+        &s.d.p("store-ca/keys"),
+        "wormlog",
+        "ca",
+    )
+    .unwrap();
+    let size: u64 = text_a.lines().nth(1).unwrap().parse().unwrap();
+    s3.put_head(
+        "checkpoints/web-01/ca",
+        a_key.checkpoint("web-01", size, &[9u8; 32]).as_bytes(),
+    )
+    .unwrap();
+    let cfg = s.write_agent_config("agent-2", &format!("url = \"http://127.0.0.1:{pb}\""));
+    write_lines(&log, written, 50);
+    let agent = s.start_agent(&cfg, "agent-2");
+    wait_for(
+        "B to report the conflict",
+        Duration::from_secs(30),
+        || {
+            cb.log().contains("witness: collector ca published a checkpoint of agent web-01 that is not in the chain")
+        },
+        || cb.log(),
+    );
+    agent.stop();
+    ca.stop();
+    let log_b = cb.stop();
+    assert!(log_b.contains("where the chain holds"), "{log_b}");
 }

@@ -157,7 +157,12 @@ impl App {
 
     /// An alert record in the collector's own chain (and an error line),
     /// at most `alerts`' rate per agent.
-    fn alert_limited(&self, key: &str, code: wormlog_spool::record::AlertCode, msg: &str) {
+    pub(crate) fn alert_limited(
+        &self,
+        key: &str,
+        code: wormlog_spool::record::AlertCode,
+        msg: &str,
+    ) {
         if let Verdict::Pass { held_back } = self.alerts.check(key) {
             let msg = format!("{msg}{}", held_back_note(held_back));
             tracing::error!("{msg}");

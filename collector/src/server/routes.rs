@@ -260,10 +260,11 @@ fn publish_checkpoint(app: &Arc<App>, id: &str, tree_size: u64, root: [u8; 32]) 
             );
         }
         if let Some(remote) = &app.remote {
-            let key = format!("{}checkpoints/{id}", remote.s3.prefix);
+            let key = format!("{}checkpoints/{id}/{}", remote.s3.prefix, app.config.id);
             if let Err(e) = remote.s3.put_head(&key, note.as_bytes()) {
                 app.warn_limited("checkpoint-note", &format!("{key}: not written: {e}"));
             }
+            crate::witness::run(&app, &id);
         }
     });
 }
