@@ -46,6 +46,7 @@ pub struct Failure {
 
 /// `<store_dir>/verify.json`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct State {
     /// The pass under way: when it started and the agents it has done.
     pub pass_started_ns: Option<i64>,

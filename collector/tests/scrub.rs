@@ -140,3 +140,52 @@ fn a_changed_byte_in_the_store_is_found_within_one_period() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stdout).contains("FAILED: agent web-01 (store)"));
 }
+
+#[test]
+fn a_pass_cut_short_goes_on_with_the_agents_it_had_not_done() {
+    let mut s = Setup::new();
+    s.write_collector_config("append_only = \"off\"");
+    let cfg = s.d.p("collector.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        format!("{text}\n[verify]\nevery = \"1h\"\nrate = \"0\"\n"),
+    )
+    .unwrap();
+    let collector = start_collector(&mut s);
+    let agent_cfg =
+        s.write_agent_config("agent", &format!("url = \"http://127.0.0.1:{}\"", s.port));
+    write_lines(&s.d.p("logs/app.log"), 0, 50);
+    let agent = s.start_agent(&agent_cfg, "agent");
+    let store = s.d.p("store");
+    wait_for(
+        "50 lines stored",
+        Duration::from_secs(30),
+        || next_seq_in_store(&store) > 50 && stored_lines(&store).len() == 50,
+        || collector.log(),
+    );
+    drop(agent);
+    collector.stop();
+    // A pass that was under way when the collector stopped, web-01 done.
+    std::fs::write(
+        store.join("verify.json"),
+        r#"{"pass_started_ns": 1, "done": ["web-01"], "records": 7, "bytes": 70, "passes": 3}"#,
+    )
+    .unwrap();
+    let collector = start_collector(&mut s);
+    wait_for(
+        "the pass to end",
+        Duration::from_secs(20),
+        || status(&store).1["passes"] == 4,
+        || collector.log(),
+    );
+    let (code, v) = status(&store);
+    assert_eq!(code, 0);
+    // It went on where it stood (web-01 was not read again) …
+    assert_eq!(v["last_pass_records"], 7, "{v}");
+    assert_eq!(v["pass_started_ns"], Value::Null);
+    // … and the next pass is an hour after this one started.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(status(&store).1["passes"], 4);
+    collector.stop();
+}

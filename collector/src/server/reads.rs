@@ -323,6 +323,24 @@ async fn agents(
                 "last_receipt": last_receipt,
             }));
         }
+        // With a bucket: agents only other collectors have seen so far
+        // (read one, and this collector takes it from the bucket).
+        if let Some(remote) = &app2.remote {
+            let known: Vec<String> = out.iter().filter_map(|a| a["agent"].as_str().map(str::to_owned)).collect();
+            for id in remote.agents().map_err(|e| ReadError::Failed(e.to_string()))? {
+                if known.contains(&id) {
+                    continue;
+                }
+                let pubkey = remote.pinned(&id).ok().flatten().map(|k| wormlog_spool::keys::format_pubkey(&k));
+                out.push(json!({
+                    "agent": id,
+                    "pubkey": pubkey,
+                    "registered": "bucket",
+                    "countersigned_tree_size": null,
+                    "last_receipt": null,
+                }));
+            }
+        }
         Ok(out)
     })
     .await;
