@@ -74,6 +74,10 @@ pub fn serve(path: &Path) -> anyhow::Result<ExitCode> {
         let (app, stop) = (app.clone(), scrub_stop.clone());
         rt.spawn_blocking(move || crate::scrub::run(app, sc, stop));
     }
+    if app.remote.is_some() {
+        let (app, stop) = (app.clone(), scrub_stop.clone());
+        rt.spawn_blocking(move || crate::scrub::watch_landings(app, stop));
+    }
     let notifier = wormlog_service::notify::Notifier::from_env();
     let r = rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(listen)

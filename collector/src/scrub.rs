@@ -14,6 +14,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wormlog_spool::record::AlertCode;
 
+/// How often the objects other collectors kept are taken and verified.
+pub const LANDED_EVERY: Duration = Duration::from_secs(10);
+
 /// `[verify]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScrubConfig {
@@ -105,6 +108,24 @@ impl Throttle {
         if due > spent + Duration::from_millis(20) {
             std::thread::sleep(due - spent);
         }
+    }
+}
+
+/// With a bucket: what other collectors kept for the agents this one has
+/// open is taken and verified as it lands (every [`LANDED_EVERY`]), not
+/// only at the next batch or read. Runs until `stop` is set.
+pub fn watch_landings(app: Arc<App>, stop: Arc<std::sync::atomic::AtomicBool>) {
+    use std::sync::atomic::Ordering;
+    let mut last = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(250));
+        if last.elapsed() < LANDED_EVERY {
+            continue;
+        }
+        for id in app.open_agents() {
+            app.pull_blocking(&id);
+        }
+        last = Instant::now();
     }
 }
 

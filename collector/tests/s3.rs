@@ -258,6 +258,14 @@ fn two_collectors_of_one_bucket_keep_one_chain() {
         );
         agent.stop();
     }
+    // B, which has the agent open, takes what A kept last as it lands,
+    // with no batch or read to ask for it.
+    wait_for(
+        "B to take A's last batches by itself",
+        Duration::from_secs(30),
+        || kept_lines(&s.d.p("store-cb")) == written,
+        || cb.log(),
+    );
     let s3 = S3::new(&s3_config(&bucket, &heads)).unwrap();
     let claimed = claims(&s3, "web-01");
     let by: std::collections::BTreeSet<&str> =

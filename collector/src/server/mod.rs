@@ -110,6 +110,37 @@ impl App {
     }
 
     /// The slot of a registered agent's store.
+    /// The agents whose stores are open.
+    pub fn open_agents(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .stores
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// With a bucket: takes what other collectors kept for agent `id`
+    /// (each batch verified as it is taken), from a blocking thread. A
+    /// batch that does not continue the chain is an alert.
+    pub fn pull_blocking(&self, id: &str) {
+        let slot = self.slot(id);
+        let mut guard = slot.blocking_lock();
+        let Some(store) = guard.as_mut() else { return };
+        match store.pull(&self.signer) {
+            Ok(()) => {}
+            Err(crate::store::StoreError::Bucket(e)) => self.alert_limited(
+                &format!("bucket/{id}"),
+                wormlog_spool::record::AlertCode::Other,
+                &format!("agent {id}: an object in the bucket does not continue the chain: {e}"),
+            ),
+            Err(e) => self.warn_limited(&format!("pull/{id}"), &format!("agent {id}: {e}")),
+        }
+    }
+
     pub(super) fn slot(&self, id: &str) -> Slot {
         self.stores
             .lock()
