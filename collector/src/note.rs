@@ -20,7 +20,6 @@ use base64::Engine;
 use ed25519_dalek::{Signer as _, SigningKey, Verifier as _, VerifyingKey};
 use std::io;
 use std::path::Path;
-use zeroize::Zeroizing;
 
 pub const NOTE_KEY_FILE: &str = "checkpoint.key";
 pub const NOTE_VKEY_FILE: &str = "checkpoint.vkey";
@@ -44,22 +43,7 @@ impl NoteSigner {
     /// Loads `<dir>/checkpoint.key`, or makes it; writes the verifier key.
     pub fn load_or_create(dir: &Path, origin: &str, collector_id: &str) -> io::Result<NoteSigner> {
         std::fs::create_dir_all(dir)?;
-        let path = dir.join(NOTE_KEY_FILE);
-        let seed: Zeroizing<[u8; 32]> =
-            match std::fs::read(&path) {
-                Ok(b) => Zeroizing::new(b.as_slice().try_into().map_err(|_| {
-                    io::Error::other(format!("{}: not a 32-byte key", path.display()))
-                })?),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    let mut seed = Zeroizing::new([0u8; 32]);
-                    rustix::rand::getrandom(&mut seed[..], rustix::rand::GetRandomFlags::empty())
-                        .map_err(io::Error::from)?;
-                    wormlog_spool::keys::write_atomic(&path, &seed[..], 0o600)
-                        .map_err(io::Error::other)?;
-                    seed
-                }
-                Err(e) => return Err(e),
-            };
+        let seed = crate::receipts::seed_file(&dir.join(NOTE_KEY_FILE))?;
         let s = NoteSigner {
             key: SigningKey::from_bytes(&seed),
             name: key_name(origin, collector_id),

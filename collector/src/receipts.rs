@@ -29,22 +29,7 @@ impl Signer {
     /// Loads the key from `dir`, creating it on first use.
     pub fn load_or_create(dir: &Path, collector_id: &str) -> io::Result<Signer> {
         std::fs::create_dir_all(dir)?;
-        let path = dir.join(RECEIPT_KEY_FILE);
-        let seed: Zeroizing<[u8; 32]> =
-            match std::fs::read(&path) {
-                Ok(b) => Zeroizing::new(b.as_slice().try_into().map_err(|_| {
-                    io::Error::other(format!("{}: not a 32-byte key", path.display()))
-                })?),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    let mut seed = Zeroizing::new([0u8; 32]);
-                    rustix::rand::getrandom(&mut seed[..], rustix::rand::GetRandomFlags::empty())
-                        .map_err(io::Error::from)?;
-                    wormlog_spool::keys::write_atomic(&path, &seed[..], 0o600)
-                        .map_err(io::Error::other)?;
-                    seed
-                }
-                Err(e) => return Err(e),
-            };
+        let seed = seed_file(&dir.join(RECEIPT_KEY_FILE))?;
         let key = SigningKey::from_bytes(&seed);
         let line = format!(
             "{}\n",
@@ -81,6 +66,24 @@ impl Signer {
 
 /// One entry of the receipt log: tree_size u64, root 32, ts i64, signature 64.
 const ENTRY: usize = 112;
+
+/// The 32-byte seed of an Ed25519 key in `path` (mode 0600), made when the
+/// file is missing: the collector's keys (receipts, checkpoint notes).
+pub(crate) fn seed_file(path: &Path) -> io::Result<Zeroizing<[u8; 32]>> {
+    match std::fs::read(path) {
+        Ok(b) => Ok(Zeroizing::new(b.as_slice().try_into().map_err(|_| {
+            io::Error::other(format!("{}: not a 32-byte key", path.display()))
+        })?)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let mut seed = Zeroizing::new([0u8; 32]);
+            rustix::rand::getrandom(&mut seed[..], rustix::rand::GetRandomFlags::empty())
+                .map_err(io::Error::from)?;
+            wormlog_spool::keys::write_atomic(path, &seed[..], 0o600).map_err(io::Error::other)?;
+            Ok(seed)
+        }
+        Err(e) => Err(e),
+    }
+}
 
 /// The receipts issued to one agent, in tree-size order, fixed-size entries
 /// (so a replayed batch gets the very receipts it got the first time).

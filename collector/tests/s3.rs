@@ -114,6 +114,36 @@ fn kept_lines(store: &std::path::Path) -> usize {
     }
 }
 
+/// An agent (config `agent-<round>`) sends lines `written..written + n`
+/// through the collector on `port` until `store` holds them all, then
+/// stops; the lines written so far.
+fn send_through(
+    s: &Setup,
+    round: usize,
+    port: u16,
+    store: &str,
+    written: usize,
+    n: usize,
+    logs: &dyn Fn() -> String,
+) -> usize {
+    let cfg = s.write_agent_config(
+        &format!("agent-{round}"),
+        &format!("url = \"http://127.0.0.1:{port}\""),
+    );
+    write_lines(&s.d.p("logs/app.log"), written, n);
+    let agent = s.start_agent(&cfg, &format!("agent-{round}"));
+    let store = s.d.p(store);
+    let want = written + n;
+    wait_for(
+        &format!("{want} lines in {}", store.display()),
+        Duration::from_secs(60),
+        || kept_lines(&store) == want,
+        || format!("{}\n{}", logs(), agent.log()),
+    );
+    agent.stop();
+    want
+}
+
 fn run_ok(args: &[&str]) -> String {
     let o = Command::new(collector_bin()).args(args).output().unwrap();
     assert!(
@@ -234,7 +264,6 @@ fn two_collectors_of_one_bucket_keep_one_chain() {
     run_ok(&["create-buckets", "--config", a.to_str().unwrap()]);
     let (ca, pa) = serve(&s, &a, "ca.log");
     let (cb, pb) = serve(&s, &b, "cb.log");
-    let log = s.d.p("logs/app.log");
     let mut written = 0;
     // The agent moves A → B → A; each collector must continue from what
     // the other kept, never from its own stale copy.
@@ -242,21 +271,9 @@ fn two_collectors_of_one_bucket_keep_one_chain() {
         .into_iter()
         .enumerate()
     {
-        let cfg = s.write_agent_config(
-            &format!("agent-{round}"),
-            &format!("url = \"http://127.0.0.1:{port}\""),
-        );
-        write_lines(&log, written, 300);
-        written += 300;
-        let agent = s.start_agent(&cfg, &format!("agent-{round}"));
-        let store = s.d.p(store);
-        wait_for(
-            &format!("{written} lines in {}", store.display()),
-            Duration::from_secs(60),
-            || kept_lines(&store) == written,
-            || format!("{}\n{}\n{}", ca.log(), cb.log(), agent.log()),
-        );
-        agent.stop();
+        written = send_through(&s, round, port, store, written, 300, &|| {
+            format!("{}\n{}", ca.log(), cb.log())
+        });
     }
     // B, which has the agent open, takes what A kept last as it lands,
     // with no batch or read to ask for it.
@@ -676,21 +693,9 @@ fn collectors_cosign_what_both_verified_and_report_a_checkpoint_the_chain_does_n
     let log = s.d.p("logs/app.log");
     let mut written = 0;
     for (round, (port, store)) in [(pa, "store-ca"), (pb, "store-cb")].into_iter().enumerate() {
-        let cfg = s.write_agent_config(
-            &format!("agent-{round}"),
-            &format!("url = \"http://127.0.0.1:{port}\""),
-        );
-        write_lines(&log, written, 200);
-        written += 200;
-        let agent = s.start_agent(&cfg, &format!("agent-{round}"));
-        let store = s.d.p(store);
-        wait_for(
-            &format!("{written} lines in {}", store.display()),
-            Duration::from_secs(60),
-            || kept_lines(&store) == written,
-            || format!("{}\n{}", ca.log(), cb.log()),
-        );
-        agent.stop();
+        written = send_through(&s, round, port, store, written, 200, &|| {
+            format!("{}\n{}", ca.log(), cb.log())
+        });
     }
     // B verified what A stored (it took A's batches before its own), so it
     // cosigned A's published checkpoint: one note, both signatures.

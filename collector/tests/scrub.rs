@@ -47,30 +47,37 @@ fn own_alerts(store: &std::path::Path) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn a_changed_byte_in_the_store_is_found_within_one_period() {
+/// A collector verifying every `every` (unthrottled) that holds `n` lines
+/// of web-01, the agent stopped: the setup, the collector, the store.
+fn stored(every: &str, n: usize) -> (Setup, Proc, std::path::PathBuf) {
     let mut s = Setup::new();
     s.write_collector_config("append_only = \"off\"");
     let cfg = s.d.p("collector.toml");
     let text = std::fs::read_to_string(&cfg).unwrap();
     std::fs::write(
         &cfg,
-        format!("{text}\n[verify]\nevery = \"1s\"\nrate = \"0\"\n"),
+        format!("{text}\n[verify]\nevery = \"{every}\"\nrate = \"0\"\n"),
     )
     .unwrap();
     let collector = start_collector(&mut s);
     let agent_cfg =
         s.write_agent_config("agent", &format!("url = \"http://127.0.0.1:{}\"", s.port));
-    write_lines(&s.d.p("logs/app.log"), 0, 300);
+    write_lines(&s.d.p("logs/app.log"), 0, n);
     let agent = s.start_agent(&agent_cfg, "agent");
     let store = s.d.p("store");
     wait_for(
-        "300 lines stored",
+        &format!("{n} lines stored"),
         Duration::from_secs(30),
-        || next_seq_in_store(&store) > 300 && stored_lines(&store).len() == 300,
+        || next_seq_in_store(&store) > n as u64 && stored_lines(&store).len() == n,
         || collector.log(),
     );
     drop(agent);
+    (s, collector, store)
+}
+
+#[test]
+fn a_changed_byte_in_the_store_is_found_within_one_period() {
+    let (s, collector, store) = stored("1s", 300);
     // A clean pass after the lines arrived.
     let passes_before = status(&store).1["passes"].as_u64().unwrap_or(0);
     wait_for(
@@ -143,28 +150,7 @@ fn a_changed_byte_in_the_store_is_found_within_one_period() {
 
 #[test]
 fn a_pass_cut_short_goes_on_with_the_agents_it_had_not_done() {
-    let mut s = Setup::new();
-    s.write_collector_config("append_only = \"off\"");
-    let cfg = s.d.p("collector.toml");
-    let text = std::fs::read_to_string(&cfg).unwrap();
-    std::fs::write(
-        &cfg,
-        format!("{text}\n[verify]\nevery = \"1h\"\nrate = \"0\"\n"),
-    )
-    .unwrap();
-    let collector = start_collector(&mut s);
-    let agent_cfg =
-        s.write_agent_config("agent", &format!("url = \"http://127.0.0.1:{}\"", s.port));
-    write_lines(&s.d.p("logs/app.log"), 0, 50);
-    let agent = s.start_agent(&agent_cfg, "agent");
-    let store = s.d.p("store");
-    wait_for(
-        "50 lines stored",
-        Duration::from_secs(30),
-        || next_seq_in_store(&store) > 50 && stored_lines(&store).len() == 50,
-        || collector.log(),
-    );
-    drop(agent);
+    let (mut s, collector, store) = stored("1h", 50);
     collector.stop();
     // A pass that was under way when the collector stopped, web-01 done.
     std::fs::write(
