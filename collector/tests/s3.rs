@@ -882,3 +882,124 @@ fn search_export_and_disclosure_on_one_collector_cover_what_another_kept() {
     ca.stop();
     cb.stop();
 }
+
+/// A TCP relay to the S3 endpoint that can be cut (every connection
+/// closed, new ones refused) and restored.
+struct Relay {
+    port: u16,
+    down: Arc<std::sync::atomic::AtomicBool>,
+    open: Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Relay {
+    fn start(upstream: &str) -> Relay {
+        use std::sync::atomic::Ordering;
+        let upstream = upstream
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned();
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let open = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (d, o) = (down.clone(), open.clone());
+        std::thread::spawn(move || {
+            for c in l.incoming().flatten() {
+                if d.load(Ordering::SeqCst) {
+                    continue; // dropped: refused
+                }
+                let Ok(u) = std::net::TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                let mut list = o.lock().unwrap();
+                list.push(c.try_clone().unwrap());
+                list.push(u.try_clone().unwrap());
+                for (mut from, mut to) in [(c.try_clone().unwrap(), u.try_clone().unwrap()), (u, c)]
+                {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Relay { port, down, open }
+    }
+
+    fn cut(&self) {
+        self.down.store(true, std::sync::atomic::Ordering::SeqCst);
+        for s in self.open.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    fn restore(&self) {
+        self.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[test]
+#[ignore = "needs a real S3 with Object Lock: tests/s3/run.sh"]
+fn a_bucket_out_of_reach_is_reported_loudly_and_loses_nothing() {
+    let (bucket, heads) = buckets("outage");
+    let s = Setup::new();
+    let relay = Relay::start(&endpoint());
+    let cfg = collector_config(&s, "c1", &bucket, &heads);
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace(&endpoint(), &format!("http://127.0.0.1:{}", relay.port));
+    std::fs::write(&cfg, text).unwrap();
+    run_ok(&["create-buckets", "--config", cfg.to_str().unwrap()]);
+    let (c1, port) = serve(&s, &cfg, "c1.log");
+    let written = send_through(&s, 0, port, "store-c1", 0, 100, &|| c1.log());
+    // The bucket goes out of reach: batches are refused (the agent keeps
+    // them and sends them again), loudly.
+    relay.cut();
+    let agent_cfg = s.write_agent_config(
+        "agent-1",
+        &format!("url = \"http://127.0.0.1:{port}\"\nbackoff_max = \"500ms\""),
+    );
+    write_lines(&s.d.p("logs/app.log"), written, 100);
+    let agent = s.start_agent(&agent_cfg, "agent-1");
+    wait_for(
+        "the failure said",
+        Duration::from_secs(60),
+        || {
+            c1.log()
+                .contains("a batch was not stored (the agent sends it again): S3:")
+        },
+        || c1.log(),
+    );
+    assert_eq!(
+        kept_lines(&s.d.p("store-c1")),
+        written,
+        "stored without the bucket"
+    );
+    // Back: every line arrives, once.
+    relay.restore();
+    wait_for(
+        "every line after the outage",
+        Duration::from_secs(60),
+        || kept_lines(&s.d.p("store-c1")) == written + 100,
+        || c1.log(),
+    );
+    agent.stop();
+    let log = c1.stop();
+    assert!(log.contains("S3:"), "{log}");
+    // The alert is in the collector's own chain.
+    let own = Command::new(agent_bin())
+        .args(["cat", "--json", "--spool"])
+        .arg(s.d.p("store-c1/log"))
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&own.stdout).contains("a batch was not stored"),
+        "no alert record"
+    );
+    let c2 = collector_config(&s, "c2", &bucket, &heads);
+    run_ok(&["sync", "--config", c2.to_str().unwrap()]);
+    assert_eq!(
+        stored_lines(&s.d.p("store-c2")),
+        (0..written + 100).map(line).collect::<Vec<_>>()
+    );
+}

@@ -249,10 +249,9 @@ impl S3 {
                     key: key.to_owned(),
                     message: e.to_string(),
                 }),
-            Err(e) => match err("GET", key, e) {
-                S3Error::Status { status: 404, .. } => Ok(None),
-                e => Err(e),
-            },
+            // Only a missing key is "absent": a missing bucket is an error.
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
+            Err(e) => Err(err("GET", key, e)),
         }
     }
 
@@ -385,6 +384,20 @@ impl S3 {
                 .await
                 .map(|_| ())
                 .map_err(|e| err("DELETE", key, e))
+        })
+    }
+
+    /// Deletes an empty bucket (tests: a bucket gone under a running
+    /// collector).
+    pub fn delete_bucket(&self, bucket: &str) -> Result<(), S3Error> {
+        self.run(async {
+            self.client
+                .delete_bucket()
+                .bucket(bucket)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| err("DELETE BUCKET", bucket, e))
         })
     }
 

@@ -620,8 +620,14 @@ async fn store_batch(
     .map_err(|e| e.to_string())?;
     let (r, repairs) = r;
     record_repairs(app, id, repairs);
+    // A batch not stored (a failing disk, an unreachable bucket): an error
+    // line and an alert record in the own chain, rate-limited per agent.
     let (outcome, next) = r.inspect_err(|e| {
-        app.error_limited(&format!("store/{id}"), &format!("agent {id}: store: {e}"))
+        app.alert_limited(
+            &format!("store/{id}"),
+            wormlog_spool::record::AlertCode::Other,
+            &format!("agent {id}: a batch was not stored (the agent sends it again): {e}"),
+        )
     })?;
     metrics::get()
         .next_seq
@@ -735,6 +741,14 @@ fn answer(
                 StatusCode::BAD_REQUEST,
                 json!({"error": "malformed", "reason": reason}),
             )
+        }
+        Ok(Outcome::Contended(reason)) => {
+            count("contended");
+            app.warn_limited(&format!("contended/{id}"), &format!("agent {id}: {reason}"));
+            let mut r = unavailable(&reason);
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            r
         }
         Ok(Outcome::Busy(reason)) => {
             count("proof_deferred");

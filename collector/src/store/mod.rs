@@ -57,6 +57,9 @@ pub enum Outcome {
     /// Cannot be decided now (a proof that needs a long replay, run at
     /// most so often): try later.
     Busy(String),
+    /// Other collectors of the bucket kept claiming the next records first
+    /// (several times in a row): send again.
+    Contended(String),
     /// Not a valid continuation.
     Invalid { seq: u64, reason: String },
     /// Not whole frames.
@@ -338,8 +341,9 @@ impl AgentStore {
             }
             self.pull(signer)?;
         }
-        Ok(Outcome::Busy(
-            "other collectors keep continuing this agent's chain first; send again".into(),
+        Ok(Outcome::Contended(
+            "other collectors of the bucket kept continuing this agent's chain first; send again"
+                .into(),
         ))
     }
 
