@@ -180,7 +180,24 @@ fn pass(app: &App, cfg: &ScrubConfig, mut state: State, stop: &std::sync::atomic
         state.records += records;
         state.bytes += bytes;
         if let Some(remote) = &app.remote {
-            check_bucket(remote, &agent, pubkey, &mut throttle, &mut found);
+            // The bucket must hold what the local copy holds (a batch is
+            // kept there before it is written here): claims deleted or
+            // never written leave it shorter. The local end is read first.
+            let local = crate::snapshot::next_seq(&store.join("agents").join(&agent));
+            let bucket_end = check_bucket(remote, &agent, pubkey, &mut throttle, &mut found);
+            if let (Some(end), Some(local)) = (bucket_end, local)
+                && end < local
+            {
+                found.push(Failure {
+                    agent: agent.clone(),
+                    place: "bucket".into(),
+                    seq: end,
+                    reason: format!(
+                        "the bucket's claims end at seq {end}, the local copy at {local}"
+                    ),
+                    found_ns: now_ns(),
+                });
+            }
         }
         for f in found {
             let msg = format!(
@@ -281,14 +298,15 @@ fn check_store(
 }
 
 /// The bucket's claims and objects of one agent, followed as a collector
-/// follows an agent's batches.
+/// follows an agent's batches: where they end (None: a failure, in
+/// `found`).
 fn check_bucket(
     remote: &crate::s3::sync::Remote,
     agent: &str,
     pubkey: [u8; 32],
     throttle: &mut Throttle,
     found: &mut Vec<Failure>,
-) {
+) -> Option<u64> {
     let mut follower = wormlog_spool::follow::Follower::new(agent, Some(pubkey));
     let mut fail = |seq, reason: String| {
         found.push(Failure {
@@ -303,15 +321,19 @@ fn check_bucket(
         let seq = follower.next_seq();
         let range = match remote.claimed_at(agent, seq) {
             Ok(Some(r)) => r,
-            Ok(None) => return,
-            Err(e) => return fail(seq, e.to_string()),
+            Ok(None) => return Some(seq),
+            Err(e) => {
+                fail(seq, e.to_string());
+                return None;
+            }
         };
         throttle.take((range.torn.len() + range.frames.len()) as u64);
         if let Err(e) = follower.accept(&range.torn, &range.frames) {
-            return fail(seq, format!("the range claimed at {seq}: {e:?}"));
+            fail(seq, format!("the range claimed at {seq}: {e:?}"));
+            return None;
         }
         if follower.next_seq() != range.next_seq {
-            return fail(
+            fail(
                 seq,
                 format!(
                     "the range claimed at {seq} ends at {}, its claim says {}",
@@ -319,6 +341,7 @@ fn check_bucket(
                     range.next_seq
                 ),
             );
+            return None;
         }
     }
 }

@@ -57,6 +57,12 @@ pub fn write(dir: &Path, f: &Follower) -> std::io::Result<()> {
 }
 
 /// The snapshot, if present and about this agent and key.
+/// The next sequence number the snapshot in `dir` records (None: none).
+pub fn next_seq(dir: &Path) -> Option<u64> {
+    let s: State = serde_json::from_slice(&std::fs::read(dir.join("state.json")).ok()?).ok()?;
+    Some(s.next_seq)
+}
+
 pub fn read(dir: &Path, agent_id: &str, first_pubkey: [u8; 32]) -> Option<Follower> {
     let s: State = serde_json::from_slice(&std::fs::read(dir.join("state.json")).ok()?).ok()?;
     if s.agent_id != agent_id || parse_hex32(&s.first_pubkey)? != first_pubkey {
@@ -78,6 +84,8 @@ pub fn read(dir: &Path, agent_id: &str, first_pubkey: [u8; 32]) -> Option<Follow
     )
     .with_root_window(4096);
     chain.key_authenticated = true;
+    // As in Follower::from_report: no roots before the resume point.
+    chain.pruned_below = chain.pruned_below.max(chain.next_seq);
     Some(Follower {
         chain,
         cursor: SegmentCursor {

@@ -43,14 +43,36 @@ fn parse(text: &str) -> Option<(String, u64, [u8; 32])> {
     Some((origin, size, root))
 }
 
+/// At most one round per agent this often (a round is 2 + 2 × peers
+/// requests; checkpoints come every few seconds).
+pub const EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Whether a round for `agent` is due now (and if so, it is counted as
+/// started).
+fn due(agent: &str) -> bool {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use std::time::Instant;
+    static LAST: Mutex<Option<HashMap<String, Instant>>> = Mutex::new(None);
+    let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
+    let map = last.get_or_insert_with(HashMap::new);
+    match map.get(agent) {
+        Some(t) if t.elapsed() < EVERY => false,
+        _ => {
+            map.insert(agent.to_owned(), Instant::now());
+            true
+        }
+    }
+}
+
 /// Checks the other collectors' notes of `agent` against this collector's
-/// receipts, cosigns the consistent ones and reports the others. Runs off
-/// the request path (a blocking thread).
+/// receipts, cosigns the consistent ones and reports the others, at most
+/// every [`EVERY`]. Runs off the request path (a blocking thread).
 pub fn run(app: &App, agent: &str) -> Vec<(String, Seen)> {
     let Some(remote) = &app.remote else {
         return Vec::new();
     };
-    if app.config.peers.is_empty() {
+    if app.config.peers.is_empty() || !due(agent) {
         return Vec::new();
     }
     let prefix = format!("{}checkpoints/{agent}/", remote.s3.prefix);

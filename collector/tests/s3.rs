@@ -264,17 +264,26 @@ fn two_collectors_of_one_bucket_keep_one_chain() {
     run_ok(&["create-buckets", "--config", a.to_str().unwrap()]);
     let (ca, pa) = serve(&s, &a, "ca.log");
     let (cb, pb) = serve(&s, &b, "cb.log");
-    let mut written = 0;
     // The agent moves A → B → A; each collector must continue from what
     // the other kept, never from its own stale copy.
-    for (round, (port, store)) in [(pa, "store-ca"), (pb, "store-cb"), (pa, "store-ca")]
-        .into_iter()
-        .enumerate()
-    {
-        written = send_through(&s, round, port, store, written, 300, &|| {
-            format!("{}\n{}", ca.log(), cb.log())
-        });
-    }
+    let mut written = send_through(&s, 0, pa, "store-ca", 0, 300, &|| ca.log());
+    written = send_through(&s, 1, pb, "store-cb", written, 300, &|| {
+        format!("{}\n{}", ca.log(), cb.log())
+    });
+    // A takes B's batches as they land, then restarts: it resumes from its
+    // snapshot past B's checkpoints, and B's receipts for them, which the
+    // agent sends next, must still be taken.
+    wait_for(
+        "A to take B's batches by itself",
+        Duration::from_secs(30),
+        || kept_lines(&s.d.p("store-ca")) == written,
+        || ca.log(),
+    );
+    ca.stop();
+    let (ca, pa) = serve(&s, &a, "ca-2.log");
+    written = send_through(&s, 2, pa, "store-ca", written, 300, &|| {
+        format!("{}\n{}", ca.log(), cb.log())
+    });
     // B, which has the agent open, takes what A kept last as it lands,
     // with no batch or read to ask for it.
     wait_for(

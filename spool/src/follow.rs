@@ -100,6 +100,11 @@ impl Follower {
         )
         .with_root_window(4096);
         chain.key_authenticated = report.key_authenticated;
+        // The roots of the checkpoints before the resume point are not
+        // kept: a receipt naming one (another collector's, sent after a
+        // failover) is checked by its signature, as after pruning; a full
+        // verification from the genesis record checks its root.
+        chain.pruned_below = chain.pruned_below.max(chain.next_seq);
         Some(Follower { chain, cursor })
     }
 

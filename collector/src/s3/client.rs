@@ -128,7 +128,16 @@ impl S3 {
             // Content-MD5 is sent instead: the SDK's default trailing
             // checksums are refused by older radosgw and MinIO.
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-            .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            // A stalled store must not hold an agent's store (and its lock)
+            // for ever: every attempt and every call ends.
+            .timeout_config(
+                aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(10))
+                    .operation_attempt_timeout(Duration::from_secs(60))
+                    .operation_timeout(Duration::from_secs(180))
+                    .build(),
+            );
         if let Some(e) = &c.endpoint {
             b = b.endpoint_url(e);
         }

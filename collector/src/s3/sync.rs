@@ -95,12 +95,10 @@ impl Remote {
                 claim.first_seq, claim.next_seq
             )));
         }
-        let mut bytes = self.s3.get_kept(&claim.object)?.ok_or_else(|| {
-            damaged(format!(
-                "names {}, which the bucket does not hold",
-                claim.object
-            ))
-        })?;
+        // Absent as the newest version (a delete marker: a plain DELETE
+        // of a locked object adds one) or another version: the locked first
+        // one is looked for below.
+        let mut bytes = self.s3.get_kept(&claim.object)?.unwrap_or_default();
         if hex(&sha256(&bytes)) != claim.sha256 {
             // Written again over it: the first, locked version is still
             // there (the name is its SHA-256). Said, and read from there.
@@ -116,7 +114,7 @@ impl Remote {
                 )));
             };
             tracing::error!(
-                "{}: the object was written again after it was kept; its first version {version} is read",
+                "{}: the object was written again or deleted after it was kept; its first version {version} is read",
                 claim.object
             );
             crate::metrics::s3_overwritten();

@@ -299,9 +299,7 @@ impl AgentStore {
                 e => StoreError::Bucket(e.to_string()),
             })?;
             let Some(r) = range else { return Ok(()) };
-            let saved = self.remote.take();
-            let o = self.ingest_once(r.first_seq, &r.torn, &r.frames, signer, &local);
-            self.remote = saved;
+            let o = self.ingest_once(r.first_seq, &r.torn, &r.frames, signer, &local, false);
             match o? {
                 Outcome::Accepted { next_seq, .. } if next_seq == r.next_seq => {
                     crate::metrics::s3_pulled(r.next_seq - r.first_seq);
@@ -328,14 +326,14 @@ impl AgentStore {
         from: &crate::forks::Sender,
     ) -> Result<Outcome, StoreError> {
         if self.remote.is_none() {
-            return self.ingest_once(seq, torn, frames, signer, from);
+            return self.ingest_once(seq, torn, frames, signer, from, false);
         }
         if self.poisoned || seq > self.next_seq() {
             self.pull(signer)?;
         }
         for _ in 0..4 {
             self.lost_race = false;
-            let o = self.ingest_once(seq, torn, frames, signer, from)?;
+            let o = self.ingest_once(seq, torn, frames, signer, from, true)?;
             if !self.lost_race {
                 return Ok(o);
             }
@@ -347,6 +345,8 @@ impl AgentStore {
         ))
     }
 
+    /// One try; `keep`: write the batch's new part to the bucket first
+    /// (false for what is taken from the bucket, and without one).
     fn ingest_once(
         &mut self,
         seq: u64,
@@ -354,6 +354,7 @@ impl AgentStore {
         frames: &[u8],
         signer: &Signer,
         from: &crate::forks::Sender,
+        keep: bool,
     ) -> Result<Outcome, StoreError> {
         if self.poisoned {
             self.load()?;
@@ -407,7 +408,7 @@ impl AgentStore {
             Err(Refusal::Invalid { seq, reason }) => return Ok(Outcome::Invalid { seq, reason }),
             Err(Refusal::Framing(m)) => return Ok(Outcome::Malformed(m)),
         };
-        if let Some(remote) = self.remote.clone() {
+        if let Some(remote) = self.remote.clone().filter(|_| keep) {
             // Kept in the bucket before anything is written here: the
             // local copy never holds what the bucket does not.
             let kept = remote.keep(&self.id, start.0, self.next_seq(), torn, frames);
