@@ -1012,3 +1012,76 @@ fn a_bucket_out_of_reach_is_reported_loudly_and_loses_nothing() {
         (0..written + 100).map(line).collect::<Vec<_>>()
     );
 }
+
+#[test]
+#[ignore = "needs a real S3 with Object Lock: tests/s3/run.sh"]
+fn a_crash_between_the_bucket_and_the_local_write_leaves_one_contiguous_chain() {
+    use wormlog_collector::receipts::Signer;
+    use wormlog_collector::store::{AgentStore, Outcome};
+    use wormlog_spool::record::AppendOnly;
+    let (bucket, heads) = buckets("crash");
+    let d = tempfile::tempdir().unwrap();
+    let (pk, batches) = agent_batches(d.path());
+    let s3 = S3::new(&s3_config(&bucket, &heads)).unwrap();
+    s3.create_buckets().unwrap();
+    let signer = Signer::load_or_create(&d.path().join("ckeys"), "c1").unwrap();
+    let root = d.path().join("store");
+    let open = || {
+        let mut s = AgentStore::open(&root, "web-01", pk, AppendOnly::Off, &signer).unwrap();
+        let remote = Arc::new(Remote {
+            s3: S3::new(&s3_config(&bucket, &heads)).unwrap(),
+            collector: "c1".into(),
+        });
+        s.set_remote(remote, &signer).unwrap();
+        s
+    };
+    let from = wormlog_collector::forks::Sender("a test".into());
+    let accepted = |o: Outcome| match o {
+        Outcome::Accepted { next_seq, .. } => next_seq,
+        other => panic!("{other:?}"),
+    };
+    let mut s = open();
+    for b in &batches[..2] {
+        accepted(
+            s.ingest(b.first_seq, b.torn(), b.frames(), &signer, &from)
+                .unwrap(),
+        );
+    }
+    drop(s);
+    // The crash: the second batch was kept in the bucket, but only part of
+    // it reached the local copy (and no answer reached the agent).
+    let seg = std::fs::read_dir(root.join("agents/web-01"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "wlseg"))
+        .max()
+        .unwrap();
+    let len = std::fs::metadata(&seg).unwrap().len();
+    let cut = len - batches[1].frames().len() as u64 / 2;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .set_len(cut)
+        .unwrap();
+    // Reopened, it takes the rest of that batch from the bucket; the agent
+    // sends it again, and then the next ones.
+    let mut s = open();
+    assert_eq!(
+        s.next_seq(),
+        batches[1].end_seq(),
+        "not taken from the bucket"
+    );
+    for b in &batches[1..] {
+        accepted(
+            s.ingest(b.first_seq, b.torn(), b.frames(), &signer, &from)
+                .unwrap(),
+        );
+    }
+    let claimed = claims(&s3, "web-01");
+    assert_eq!(claimed.last().unwrap().next_seq, s.next_seq());
+    let dir = root.join("agents/web-01");
+    let r = wormlog_spool::verify::verify_spool(&dir, Some(pk), &mut |_, _, _| {}).unwrap();
+    assert!(r.ok(), "{:?}", r.failure);
+}

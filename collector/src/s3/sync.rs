@@ -130,6 +130,48 @@ impl Remote {
         Ok(Some(range))
     }
 
+    /// Where the claimed range holding `seq` starts when `seq` is inside
+    /// one (a crash cut the local copy in the middle of a batch it had
+    /// kept); None otherwise. A binary search over the claims' names: about
+    /// 2 × log2(seq) one-key listings, asked only after the local copy was
+    /// reloaded.
+    pub fn covering(&self, agent: &str, seq: u64) -> Result<Option<u64>, S3Error> {
+        let prefix = format!("{}claims/{agent}/", self.s3.prefix);
+        // The first claim starting at or after `x`.
+        let first = |x: u64| -> Result<Option<u64>, S3Error> {
+            let after = x
+                .checked_sub(1)
+                .map(|p| Claim::key(&self.s3.prefix, agent, p));
+            Ok(self
+                .s3
+                .list(true, &prefix, after.as_deref(), 1)?
+                .first()
+                .and_then(|k| k.strip_prefix(&prefix)?.parse().ok()))
+        };
+        let mut best = match first(0)? {
+            Some(c) if c < seq => c,
+            _ => return Ok(None),
+        };
+        // The last claim starting before `seq`: one in [lo, hi)?
+        let (mut lo, mut hi) = (best + 1, seq);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match first(mid)? {
+                Some(c) if c < hi => {
+                    best = c;
+                    lo = c + 1;
+                }
+                _ => hi = mid,
+            }
+        }
+        let key = Claim::key(&self.s3.prefix, agent, best);
+        let Some(body) = self.s3.get_head(&key)? else {
+            return Ok(None);
+        };
+        let claim: Option<Claim> = serde_json::from_slice(&body).ok();
+        Ok(claim.filter(|c| c.next_seq > seq).map(|c| c.first_seq))
+    }
+
     /// The agents the bucket holds claims for.
     pub fn agents(&self) -> Result<Vec<String>, S3Error> {
         let prefix = format!("{}pins/", self.s3.prefix);

@@ -131,6 +131,9 @@ pub struct AgentStore {
     remote: Option<std::sync::Arc<crate::s3::sync::Remote>>,
     /// Set when another collector claimed a batch's first record first.
     lost_race: bool,
+    /// Set when the local copy was (re)loaded from disk: a crash may have
+    /// cut it inside a batch the bucket holds (see [`AgentStore::pull`]).
+    reloaded: bool,
     /// Tests: panic once a batch is written, before it is answered.
     #[cfg(test)]
     panic_after_write: bool,
@@ -194,6 +197,7 @@ impl AgentStore {
             repairs: Vec::new(),
             remote: None,
             lost_race: false,
+            reloaded: false,
             #[cfg(test)]
             panic_after_write: false,
         };
@@ -211,6 +215,7 @@ impl AgentStore {
     /// record — the only time the collector shortens a file.
     fn load(&mut self) -> Result<(), StoreError> {
         self.active = None;
+        self.reloaded = true;
         let (segs, _) = list_segments(&self.dir).map_err(io_at(&self.dir))?;
         let Some((last_no, last_path)) = segs.last().cloned() else {
             self.follower = Follower::new(&self.id, Some(self.pubkey));
@@ -298,7 +303,22 @@ impl AgentStore {
                 crate::s3::sync::PullError::S3(e) => StoreError::Remote(e.to_string()),
                 e => StoreError::Bucket(e.to_string()),
             })?;
-            let Some(r) = range else { return Ok(()) };
+            let r = match range {
+                Some(r) => r,
+                // Inside a range kept before a crash cut the local copy:
+                // that range again, as a replay of what is held.
+                None if !std::mem::take(&mut self.reloaded) => return Ok(()),
+                None => match remote.covering(&self.id, next) {
+                    Ok(Some(start)) if start < next => remote
+                        .claimed_at(&self.id, start)
+                        .map_err(|e| StoreError::Bucket(e.to_string()))?
+                        .ok_or_else(|| {
+                            StoreError::Bucket(format!("the claim at {start} is gone"))
+                        })?,
+                    Ok(_) => return Ok(()),
+                    Err(e) => return Err(StoreError::Remote(e.to_string())),
+                },
+            };
             let o = self.ingest_once(r.first_seq, &r.torn, &r.frames, signer, &local, false);
             match o? {
                 Outcome::Accepted { next_seq, .. } if next_seq == r.next_seq => {
