@@ -46,13 +46,18 @@ pub fn serve(path: &Path) -> anyhow::Result<ExitCode> {
         None => None,
         Some(c) => {
             let id = cfg.id.clone();
+            let peer_receipt_keys = cfg.peer_receipt_keys.clone();
             // On a blocking thread of the runtime the server uses, so the
             // client's connections belong to it.
             let r = rt
                 .block_on(rt.spawn_blocking(move || {
                     let s3 = crate::s3::S3::new(&c)?;
                     s3.check_conditional_writes(&id)?;
-                    Ok::<_, crate::s3::S3Error>(crate::s3::sync::Remote { s3, collector: id })
+                    Ok::<_, crate::s3::S3Error>(crate::s3::sync::Remote {
+                        s3,
+                        collector: id,
+                        peer_receipt_keys,
+                    })
                 }))?
                 .context("[store] the S3 bucket")?;
             tracing::info!(
@@ -341,6 +346,7 @@ fn remote_of(cfg: &config::Config) -> anyhow::Result<crate::s3::sync::Remote> {
     Ok(crate::s3::sync::Remote {
         s3: crate::s3::S3::new(c)?,
         collector: cfg.id.clone(),
+        peer_receipt_keys: cfg.peer_receipt_keys.clone(),
     })
 }
 

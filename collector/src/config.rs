@@ -53,6 +53,9 @@ struct StoreSection {
     /// The other collectors of the bucket: their checkpoint verifier keys.
     #[serde(default)]
     peers: Vec<Spanned<String>>,
+    /// The other collectors' receipt keys (their `receipt.pub`).
+    #[serde(default)]
+    peer_receipt_keys: Vec<Spanned<String>>,
 }
 
 /// `[[users]]`: who may read (README: "Roles and users").
@@ -159,6 +162,8 @@ pub struct Config {
     /// The checkpoint verifier keys of the other collectors of the bucket
     /// (`[store] peers`): their notes are checked and cosigned.
     pub peers: Vec<String>,
+    /// The other collectors' receipt keys (`[store] peer_receipt_keys`).
+    pub peer_receipt_keys: Vec<[u8; 32]>,
 }
 
 /// The collector's resource limits (`[limits]`), with their defaults.
@@ -394,6 +399,12 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         }
         peers.push(p.get_ref().clone());
     }
+    let mut peer_receipt_keys = Vec::new();
+    for k in f.store.iter().flat_map(|st| &st.peer_receipt_keys) {
+        let key = wormlog_spool::keys::parse_pubkey(k.get_ref().trim())
+            .map_err(|e| at(k.span().start, format!("peer_receipt_keys: {e}")))?;
+        peer_receipt_keys.push(key);
+    }
     let scrub = scrub_section(f.verify.as_ref(), &at)?;
     let origin = match &c.origin {
         None => "wormlog".to_owned(),
@@ -415,6 +426,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         Some(o) => o.get_ref().clone(),
     };
     Ok(Config {
+        peer_receipt_keys,
         peers,
         origin,
         scrub,
@@ -767,6 +779,18 @@ mod tests {
             (
                 "[collector]\nlisten = \"127.0.0.1:8080\"\nstore_dir = \"/s\"\ncolour = 1\n",
                 "F:4:1: unknown field `colour`",
+            ),
+            (
+                "[collector]\nlisten = \"127.0.0.1:8080\"\nstore_dir = \"/s\"\n\n[store]\nkind = \"s3\"\nbucket = \"b-1\"\npeer_receipt_keys = [\"nope\"]\n",
+                "F:8:22: peer_receipt_keys:",
+            ),
+            (
+                "[collector]\nlisten = \"127.0.0.1:8080\"\nstore_dir = \"/s\"\n\n[store]\nkind = \"s3\"\nbucket = \"b-1\"\npeers = [\"x+y\"]\n",
+                "F:8:10: peers:",
+            ),
+            (
+                "[collector]\nlisten = \"127.0.0.1:8080\"\nstore_dir = \"/s\"\n\n[store]\nkind = \"s4\"\n",
+                "F:6:8: kind:",
             ),
         ];
         for (text, want) in cases {

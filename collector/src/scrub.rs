@@ -184,7 +184,8 @@ fn pass(app: &App, cfg: &ScrubConfig, mut state: State, stop: &std::sync::atomic
             // kept there before it is written here): claims deleted or
             // never written leave it shorter. The local end is read first.
             let local = crate::snapshot::next_seq(&store.join("agents").join(&agent));
-            let bucket_end = check_bucket(remote, &agent, pubkey, &mut throttle, &mut found);
+            let own = app.signer.pubkey();
+            let bucket_end = check_bucket(remote, &agent, (pubkey, own), &mut throttle, &mut found);
             if let (Some(end), Some(local)) = (bucket_end, local)
                 && end < local
             {
@@ -303,11 +304,15 @@ fn check_store(
 fn check_bucket(
     remote: &crate::s3::sync::Remote,
     agent: &str,
-    pubkey: [u8; 32],
+    (pubkey, own): ([u8; 32], [u8; 32]),
     throttle: &mut Throttle,
     found: &mut Vec<Failure>,
 ) -> Option<u64> {
     let mut follower = wormlog_spool::follow::Follower::new(agent, Some(pubkey));
+    // As the ingest path: receipts of the collectors of the bucket are
+    // taken once their checkpoint left the window of roots.
+    follower.chain.own_receipt_key = Some(own);
+    follower.chain.peer_receipt_keys = remote.peer_receipt_keys.clone();
     let mut fail = |seq, reason: String| {
         found.push(Failure {
             agent: agent.to_owned(),

@@ -327,6 +327,7 @@ fn a_sequence_number_is_claimed_once_when_two_collectors_race() {
             Arc::new(Remote {
                 s3: S3::new(&s3_config(&bucket, &heads)).unwrap(),
                 collector: (*c).into(),
+                peer_receipt_keys: Vec::new(),
             })
         })
         .collect();
@@ -416,6 +417,7 @@ fn a_collector_that_loses_the_race_answers_from_the_winners_batch() {
         let remote = Arc::new(Remote {
             s3: S3::new(&s3_config(&bucket, &heads)).unwrap(),
             collector: name.into(),
+            peer_receipt_keys: Vec::new(),
         });
         s.set_remote(remote, &signer).unwrap();
         (s, signer)
@@ -1031,6 +1033,7 @@ fn a_crash_between_the_bucket_and_the_local_write_leaves_one_contiguous_chain() 
         let remote = Arc::new(Remote {
             s3: S3::new(&s3_config(&bucket, &heads)).unwrap(),
             collector: "c1".into(),
+            peer_receipt_keys: Vec::new(),
         });
         s.set_remote(remote, &signer).unwrap();
         s

@@ -36,6 +36,9 @@ pub struct ChainCheck {
     /// Receipts signed by this key are accepted without the checkpoint root
     /// when it has left the window (the signer checked it when it signed).
     pub own_receipt_key: Option<[u8; 32]>,
+    /// The same for these keys: the other collectors of a shared store,
+    /// which check what they sign as this one does.
+    pub peer_receipt_keys: Vec<[u8; 32]>,
     /// Records below this seq were pruned: a receipt for one of their
     /// checkpoints is checked by its signature only (its root is gone).
     pub pruned_below: u64,
@@ -57,6 +60,7 @@ impl ChainCheck {
             roots: BTreeMap::new(),
             max_roots: None,
             own_receipt_key: None,
+            peer_receipt_keys: Vec::new(),
             pruned_below: 0,
         }
     }
@@ -220,7 +224,8 @@ impl ChainCheck {
                     Some(r) if r == root => {}
                     None if *tree_size < self.pruned_below => {}
                     None if self.max_roots.is_some()
-                        && self.own_receipt_key == Some(*collector_pubkey)
+                        && (self.own_receipt_key == Some(*collector_pubkey)
+                            || self.peer_receipt_keys.contains(collector_pubkey))
                         && self
                             .roots
                             .first_key_value()

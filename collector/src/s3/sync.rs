@@ -24,6 +24,10 @@ pub enum Kept {
 pub struct Remote {
     pub s3: S3,
     pub collector: String,
+    /// The other collectors' receipt keys (`[store] peer_receipt_keys`):
+    /// their receipts are taken like this collector's own once the
+    /// checkpoint they name has left the follower's window.
+    pub peer_receipt_keys: Vec<[u8; 32]>,
 }
 
 /// A claim or range object that is not what it should be.

@@ -220,6 +220,9 @@ impl AgentStore {
         let Some((last_no, last_path)) = segs.last().cloned() else {
             self.follower = Follower::new(&self.id, Some(self.pubkey));
             self.follower.chain.own_receipt_key = Some(self.receipt_key);
+            if let Some(r) = &self.remote {
+                self.follower.chain.peer_receipt_keys = r.peer_receipt_keys.clone();
+            }
             self.index = SeqIndex::default();
             self.bases = Vec::new();
             return Ok(());
@@ -263,6 +266,9 @@ impl AgentStore {
             crate::snapshot::write(&self.dir, &self.follower).map_err(io_at(&self.dir))?;
         }
         self.follower.chain.own_receipt_key = Some(self.receipt_key);
+        if let Some(r) = &self.remote {
+            self.follower.chain.peer_receipt_keys = r.peer_receipt_keys.clone();
+        }
         self.index = SeqIndex::default();
         self.bases = vec![self.follower.clone()];
         if !self.follower.cursor.sealed {
@@ -282,6 +288,7 @@ impl AgentStore {
         remote: std::sync::Arc<crate::s3::sync::Remote>,
         signer: &Signer,
     ) -> Result<(), StoreError> {
+        self.follower.chain.peer_receipt_keys = remote.peer_receipt_keys.clone();
         self.remote = Some(remote);
         self.pull(signer)
     }
