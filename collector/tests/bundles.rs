@@ -32,14 +32,7 @@ type Change = Box<dyn Fn(&mut Vec<Value>)>;
 fn reader_setup(extra: &str) -> Reader {
     let mut s = Setup::new();
     s.write_collector_config("");
-    let out = Command::new(collector_bin()).arg("token").output().unwrap();
-    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-    let hash = String::from_utf8(out.stderr)
-        .unwrap()
-        .lines()
-        .find(|l| l.starts_with("token_sha256"))
-        .unwrap()
-        .to_owned();
+    let (token, hash) = new_token();
     let token_file = s.d.p("audra.token");
     std::fs::write(&token_file, format!("{token}\n")).unwrap();
     let cfg = s.d.p("collector.toml");
@@ -99,29 +92,6 @@ impl Reader {
             || self.collector.as_ref().unwrap().log(),
         );
     }
-}
-
-/// `wormlog verify --bundle`: its exit code, stdout and stderr.
-fn verify(
-    bundle: &Path,
-    pubkey: &str,
-    collector: Option<&str>,
-    extra: &[&str],
-) -> (i32, String, String) {
-    let mut c = Command::new(agent_bin());
-    c.args(["verify", "--bundle"])
-        .arg(bundle)
-        .args(["--pubkey", pubkey]);
-    if let Some(k) = collector {
-        c.args(["--collector-pubkey", k]);
-    }
-    c.args(extra);
-    let o = c.output().unwrap();
-    (
-        o.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
 }
 
 /// The independent Python verifier's verdict (tests/pyverify, written
@@ -234,14 +204,14 @@ fn a_disclosed_entry_verifies_alone_and_any_change_fails() {
     r.disclose(seq, &b);
     let ck = r.receipt_key();
     let pk = r.s.pubkey.clone();
-    let (code, out, err) = verify(&b, &pk, Some(&ck), &[]);
+    let (code, out, err) = verify_bundle(&b, &pk, Some(&ck), &[]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains(&line(17)), "{out}");
     assert!(
         err.contains("OK: entry") && err.contains("the key given"),
         "{err}"
     );
-    let (code, out, _) = verify(&b, &pk, Some(&ck), &["--json"]);
+    let (code, out, _) = verify_bundle(&b, &pk, Some(&ck), &["--json"]);
     assert_eq!(code, 0);
     let rep: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(rep["entry"]["body"], line(17));
@@ -253,14 +223,14 @@ fn a_disclosed_entry_verifies_alone_and_any_change_fails() {
     }
     // Without the collector's key it verifies, and says it is not
     // authenticated; with another key, or another agent key, it fails.
-    let (code, _, err) = verify(&b, &pk, None, &[]);
+    let (code, _, err) = verify_bundle(&b, &pk, None, &[]);
     assert_eq!(code, 0);
     assert!(
         err.contains("NOT the key of a collector you trust"),
         "{err}"
     );
-    assert_eq!(verify(&b, &pk, Some(&pk), &[]).0, 1);
-    assert_eq!(verify(&b, &ck, Some(&ck), &[]).0, 1);
+    assert_eq!(verify_bundle(&b, &pk, Some(&pk), &[]).0, 1);
+    assert_eq!(verify_bundle(&b, &ck, Some(&ck), &[]).0, 1);
 
     // The bundle holds no other line, in any form.
     let bytes = std::fs::read(&b).unwrap();
@@ -364,7 +334,7 @@ fn a_disclosed_entry_verifies_alone_and_any_change_fails() {
         let mut v = orig.clone();
         change(&mut v);
         resign(&r, v, &t);
-        let (code, _, err) = verify(&t, &pk, Some(&ck), &[]);
+        let (code, _, err) = verify_bundle(&t, &pk, Some(&ck), &[]);
         assert_eq!(code, 1, "{what}: {err}");
         assert!(err.contains("DOES NOT VERIFY"), "{what}: {err}");
         if let Some(py) = pyverify(&t, &pk, &ck) {
@@ -373,17 +343,17 @@ fn a_disclosed_entry_verifies_alone_and_any_change_fails() {
     }
     // Unchanged but signed again: still good (the re-signing is sound).
     resign(&r, orig.clone(), &t);
-    assert_eq!(verify(&t, &pk, Some(&ck), &[]).0, 0);
+    assert_eq!(verify_bundle(&t, &pk, Some(&ck), &[]).0, 0);
     // Any byte changed without signing again: the signature fails.
     for at in [10, bytes.len() / 3, bytes.len() / 2, bytes.len() - 10] {
         let mut x = bytes.clone();
         x[at] ^= 1;
         std::fs::write(&t, &x).unwrap();
-        assert_eq!(verify(&t, &pk, Some(&ck), &[]).0, 1, "byte {at}");
+        assert_eq!(verify_bundle(&t, &pk, Some(&ck), &[]).0, 1, "byte {at}");
     }
     // Cut short: refused.
     std::fs::write(&t, &bytes[..bytes.len() - 1]).unwrap();
-    assert_eq!(verify(&t, &pk, Some(&ck), &[]).0, 1);
+    assert_eq!(verify_bundle(&t, &pk, Some(&ck), &[]).0, 1);
 }
 
 #[test]
@@ -416,7 +386,7 @@ fn an_export_verifies_and_a_removed_or_reordered_record_does_not() {
         || r.collector.as_ref().unwrap().log(),
     );
     let (ck, pk) = (r.receipt_key(), r.s.pubkey.clone());
-    let (code, out, err) = verify(&b, &pk, Some(&ck), &["--json"]);
+    let (code, out, err) = verify_bundle(&b, &pk, Some(&ck), &["--json"]);
     assert_eq!(code, 0, "{err}");
     let rep: Value = serde_json::from_str(&out).unwrap();
     assert!(
@@ -507,7 +477,7 @@ fn an_export_verifies_and_a_removed_or_reordered_record_does_not() {
         let mut v = orig.clone();
         change(&mut v);
         resign(&r, v, &t);
-        let (code, _, err) = verify(&t, &pk, Some(&ck), &[]);
+        let (code, _, err) = verify_bundle(&t, &pk, Some(&ck), &[]);
         assert_eq!(code, 1, "{what}: {err}");
         if let Some(py) = pyverify(&t, &pk, &ck) {
             assert_eq!(py["ok"], false, "python accepts {what}");
@@ -531,7 +501,7 @@ fn an_export_verifies_and_a_removed_or_reordered_record_does_not() {
         t.to_str().unwrap(),
     ]);
     assert!(again.status.success(), "{again:?}");
-    let (code, _, err) = verify(&t, &pk, Some(&ck), &[]);
+    let (code, _, err) = verify_bundle(&t, &pk, Some(&ck), &[]);
     assert_eq!(code, 0, "{err}");
 }
 
@@ -577,7 +547,7 @@ fn encrypted_bodies_are_searched_with_the_read_identity_and_disclosed_one_by_one
     let b = r.s.d.p("d.wlbundle");
     r.disclose(seq, &b);
     let (ck, pk) = (r.receipt_key(), r.s.pubkey.clone());
-    let (code, out, err) = verify(&b, &pk, Some(&ck), &[]);
+    let (code, out, err) = verify_bundle(&b, &pk, Some(&ck), &[]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains(&line(33)), "{out}");
     let l = lines(&std::fs::read(&b).unwrap());
@@ -602,7 +572,7 @@ fn encrypted_bodies_are_searched_with_the_read_identity_and_disclosed_one_by_one
     flip_hex(&mut v[e]["entry"]["entry_key"]);
     let t = r.s.d.p("t.wlbundle");
     resign(&r, v, &t);
-    assert_eq!(verify(&t, &pk, Some(&ck), &[]).0, 1);
+    assert_eq!(verify_bundle(&t, &pk, Some(&ck), &[]).0, 1);
 
     // Without the read identity the search covers clear fields only, and
     // says so; a disclosure of an encrypted entry is refused.

@@ -12,25 +12,6 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 
-/// A token and its `token_sha256` line, made by the real command.
-fn new_token() -> (String, String) {
-    let out = Command::new(collector_bin()).arg("token").output().unwrap();
-    assert!(out.status.success());
-    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-    let err = String::from_utf8(out.stderr).unwrap();
-    let line = err
-        .lines()
-        .find(|l| l.starts_with("token_sha256 = "))
-        .expect("the hash line")
-        .to_owned();
-    assert!(token.starts_with("wlt_"), "{token}");
-    assert!(
-        !err.contains(&token),
-        "the hash line must not hold the token"
-    );
-    (token, line)
-}
-
 /// An HTTPS client trusting the test CA, with a client certificate from
 /// `pki/<cert>.pem` when given.
 fn https(s: &Setup, cert: Option<&str>) -> reqwest::blocking::Client {

@@ -763,14 +763,7 @@ fn collectors_cosign_what_both_verified_and_report_a_checkpoint_the_chain_does_n
 fn search_export_and_disclosure_on_one_collector_cover_what_another_kept() {
     let (bucket, heads) = buckets("reads");
     let s = Setup::new();
-    let out = Command::new(collector_bin()).arg("token").output().unwrap();
-    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-    let hash = String::from_utf8(out.stderr)
-        .unwrap()
-        .lines()
-        .find(|l| l.starts_with("token_sha256"))
-        .unwrap()
-        .to_owned();
+    let (token, hash) = new_token();
     let token_file = s.d.p("audra.token");
     std::fs::write(&token_file, format!("{token}\n")).unwrap();
     let with_auditor = |name: &str| {
@@ -852,18 +845,8 @@ fn search_export_and_disclosure_on_one_collector_cover_what_another_kept() {
     );
     agent.stop();
     let receipt_b = std::fs::read_to_string(s.d.p("store-cb/keys/receipt.pub")).unwrap();
-    let v = Command::new(agent_bin())
-        .args(["verify", "--bundle"])
-        .arg(&bundle)
-        .args([
-            "--pubkey",
-            &s.pubkey,
-            "--collector-pubkey",
-            receipt_b.trim(),
-        ])
-        .output()
-        .unwrap();
-    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
+    let (code, out, _) = verify_bundle(&bundle, &s.pubkey, Some(receipt_b.trim()), &[]);
+    assert_eq!(code, 0, "{out}");
     // And an export of a range A stored.
     let range = s.d.p("range.wlbundle");
     let o = cli_b(&[
@@ -878,18 +861,8 @@ fn search_export_and_disclosure_on_one_collector_cover_what_another_kept() {
         range.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let v = Command::new(agent_bin())
-        .args(["verify", "--bundle"])
-        .arg(&range)
-        .args([
-            "--pubkey",
-            &s.pubkey,
-            "--collector-pubkey",
-            receipt_b.trim(),
-        ])
-        .output()
-        .unwrap();
-    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
+    let (code, out, _) = verify_bundle(&range, &s.pubkey, Some(receipt_b.trim()), &[]);
+    assert_eq!(code, 0, "{out}");
     ca.stop();
     cb.stop();
 }

@@ -83,11 +83,12 @@ pub fn serve(
     Ok(ControlSocket(path.to_owned()))
 }
 
-/// The request a client sent after the state, if any (at most 64 KiB,
-/// within a second).
+/// The request a client sent with its connection, if any (at most 64 KiB,
+/// within 200 ms: a client sends it before reading the state, and one
+/// that sends nothing and keeps its side open holds the socket no longer).
 fn request(c: &mut std::os::unix::net::UnixStream) -> Option<crate::sources::Event> {
     use std::io::{BufRead, Read};
-    let _ = c.set_read_timeout(Some(Duration::from_secs(1)));
+    let _ = c.set_read_timeout(Some(Duration::from_millis(200)));
     let mut line = String::new();
     std::io::BufReader::new(Read::take(&mut *c, 64 << 10))
         .read_line(&mut line)

@@ -129,8 +129,6 @@ pub struct AgentStore {
     /// The S3 bucket the batches are kept in (None: the local store is
     /// the store).
     remote: Option<std::sync::Arc<crate::s3::sync::Remote>>,
-    /// Set when another collector claimed a batch's first record first.
-    lost_race: bool,
     /// Set when the local copy was (re)loaded from disk: a crash may have
     /// cut it inside a batch the bucket holds (see [`AgentStore::pull`]).
     reloaded: bool,
@@ -196,7 +194,6 @@ impl AgentStore {
             last_proof: None,
             repairs: Vec::new(),
             remote: None,
-            lost_race: false,
             reloaded: false,
             #[cfg(test)]
             panic_after_write: false,
@@ -358,13 +355,13 @@ impl AgentStore {
         if self.poisoned || seq > self.next_seq() {
             self.pull(signer)?;
         }
+        // A lost race (another collector claimed the batch's first record
+        // first): take what it kept, then this batch again, as a replay.
         for _ in 0..4 {
-            self.lost_race = false;
-            let o = self.ingest_once(seq, torn, frames, signer, from, true)?;
-            if !self.lost_race {
-                return Ok(o);
+            match self.ingest_once(seq, torn, frames, signer, from, true)? {
+                Outcome::Contended(_) => self.pull(signer)?,
+                o => return Ok(o),
             }
-            self.pull(signer)?;
         }
         Ok(Outcome::Contended(
             "other collectors of the bucket kept continuing this agent's chain first; send again"
@@ -443,8 +440,9 @@ impl AgentStore {
                 Ok(crate::s3::sync::Kept::Claimed) => {}
                 Ok(crate::s3::sync::Kept::Lost) => {
                     self.poisoned = true;
-                    self.lost_race = true;
-                    return Ok(Outcome::Busy("another collector stored it first".into()));
+                    return Ok(Outcome::Contended(
+                        "another collector stored it first".into(),
+                    ));
                 }
                 Err(e) => {
                     self.poisoned = true;

@@ -432,3 +432,46 @@ pub fn verify_spool(s: &Setup) {
         .unwrap();
     assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
 }
+
+/// A token and its `token_sha256` line, made by the real command.
+pub fn new_token() -> (String, String) {
+    let out = Command::new(collector_bin()).arg("token").output().unwrap();
+    assert!(out.status.success());
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let err = String::from_utf8(out.stderr).unwrap();
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("token_sha256 = "))
+        .expect("the hash line")
+        .to_owned();
+    assert!(token.starts_with("wlt_"), "{token}");
+    assert!(
+        !err.contains(&token),
+        "the hash line must not hold the token"
+    );
+    (token, line)
+}
+
+/// `wormlog verify --bundle` with the agent's first key and, when given,
+/// the collector's receipt key: exit code, stdout, stderr.
+pub fn verify_bundle(
+    bundle: &Path,
+    pubkey: &str,
+    collector: Option<&str>,
+    extra: &[&str],
+) -> (i32, String, String) {
+    let mut c = Command::new(agent_bin());
+    c.args(["verify", "--bundle"])
+        .arg(bundle)
+        .args(["--pubkey", pubkey]);
+    if let Some(k) = collector {
+        c.args(["--collector-pubkey", k]);
+    }
+    c.args(extra);
+    let o = c.output().unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
