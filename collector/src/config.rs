@@ -24,6 +24,34 @@ struct File {
     read: Option<ReadSection>,
     store: Option<StoreSection>,
     verify: Option<VerifySection>,
+    console: Option<ConsoleSection>,
+}
+
+/// `[console]`: the auditor's console in a browser (README "The console").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConsoleSection {
+    /// Serve the console's pages at /console/ (default true).
+    enabled: Option<bool>,
+    /// An agent from which nothing arrived for this long is a problem of
+    /// the overview ("3m"; at least twice its heartbeat interval).
+    late_after: Option<Spanned<String>>,
+}
+
+/// The console's settings.
+#[derive(Debug, Clone)]
+pub struct ConsoleConfig {
+    pub enabled: bool,
+    pub late_after: Duration,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        ConsoleConfig {
+            enabled: true,
+            late_after: Duration::from_secs(180),
+        }
+    }
 }
 
 /// `[verify]`: the scheduled verification (README "Scheduled verification").
@@ -164,6 +192,7 @@ pub struct Config {
     pub peers: Vec<String>,
     /// The other collectors' receipt keys (`[store] peer_receipt_keys`).
     pub peer_receipt_keys: Vec<[u8; 32]>,
+    pub console: ConsoleConfig,
 }
 
 /// The collector's resource limits (`[limits]`), with their defaults.
@@ -406,6 +435,21 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         peer_receipt_keys.push(key);
     }
     let scrub = scrub_section(f.verify.as_ref(), &at)?;
+    let mut console = ConsoleConfig::default();
+    if let Some(c) = &f.console {
+        console.enabled = c.enabled.unwrap_or(true);
+        if let Some(l) = &c.late_after {
+            console.late_after = parse_duration(l.get_ref())
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    at(
+                        l.span().start,
+                        format!("late_after: {:?} is not a duration (\"3m\")", l.get_ref()),
+                    )
+                })?;
+        }
+    }
     let origin = match &c.origin {
         None => "wormlog".to_owned(),
         Some(o)
@@ -426,6 +470,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         Some(o) => o.get_ref().clone(),
     };
     Ok(Config {
+        console,
         peer_receipt_keys,
         peers,
         origin,

@@ -100,9 +100,39 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_nanos(total))
 }
 
+/// A duration for people, in its two largest units: `45s`, `10m 5s`,
+/// `3h 2m`, `2d 4h`.
+pub fn format_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    let units = [(86_400, "d"), (3_600, "h"), (60, "m"), (1, "s")];
+    let Some(i) = units.iter().position(|(n, _)| s >= *n) else {
+        return format!("{}ms", d.as_millis());
+    };
+    let (big, bu) = units[i];
+    let mut out = format!("{}{bu}", s / big);
+    if let Some((small, su)) = units.get(i + 1) {
+        let rest = s % big / small;
+        if rest > 0 {
+            out.push_str(&format!(" {rest}{su}"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_are_formatted_for_people() {
+        let f = |s| format_duration(Duration::from_secs(s));
+        assert_eq!(f(45), "45s");
+        assert_eq!(f(605), "10m 5s");
+        assert_eq!(f(600), "10m");
+        assert_eq!(f(3 * 3600 + 150), "3h 2m");
+        assert_eq!(f(2 * 86_400 + 4 * 3600 + 59), "2d 4h");
+        assert_eq!(format_duration(Duration::from_millis(250)), "250ms");
+    }
 
     #[test]
     fn sizes_are_formatted_for_people() {

@@ -96,12 +96,15 @@ impl Client {
         self.current = (self.current + 1) % self.targets.len();
     }
 
-    pub fn send(&self, batch: &Prepared) -> Answer {
+    /// Sends `batch`; `spool_end` (the writer's durable end) tells the
+    /// collector how far behind the agent it is.
+    pub fn send(&self, batch: &Prepared, spool_end: u64) -> Answer {
         let mut req = self
             .http
             .post(&self.targets[self.current].1)
             .header("content-type", "application/octet-stream")
-            .header("wormlog-seq", batch.first_seq.to_string());
+            .header("wormlog-seq", batch.first_seq.to_string())
+            .header("wormlog-spool-end", spool_end.to_string());
         if batch.torn_len > 0 {
             req = req.header("wormlog-torn-len", batch.torn_len.to_string());
         }

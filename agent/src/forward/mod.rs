@@ -138,7 +138,7 @@ impl Forwarder {
                 },
             };
             let sent_at = Instant::now();
-            match client.send(&b) {
+            match client.send(&b, self.durable.get()) {
                 Answer::Accepted { next_seq, receipts } => {
                     metrics.forward_records.inc_by(b.records);
                     last_logged = None;

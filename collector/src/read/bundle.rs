@@ -59,7 +59,7 @@ pub struct Made {
 
 impl Source<'_> {
     /// The bytes of record `seq` and where it is stored.
-    fn record(&self, seq: u64) -> Result<(At, Vec<u8>), BundleError> {
+    pub(super) fn record(&self, seq: u64) -> Result<(At, Vec<u8>), BundleError> {
         let b = self.index.block_of(seq).ok_or_else(|| {
             BundleError::NotFound(format!("agent {} has no record {seq}", self.agent))
         })?;
@@ -82,7 +82,8 @@ impl Source<'_> {
     /// record and every `epoch_key` record before it.
     fn ledger(&self, first_seq: u64) -> Result<Vec<Vec<u8>>, BundleError> {
         let mut out = Vec::new();
-        for (seq, at) in self.index.key_records(first_seq) {
+        // The genesis record always (also when the bundle starts with it).
+        for (seq, at) in self.index.key_records(first_seq.max(1)) {
             let rec = read_record_at(self.store, at)?;
             if super::scan::peek(&rec).1 != seq {
                 return Err(BundleError::Scan(ScanError::Damaged(format!(
@@ -101,7 +102,10 @@ impl Source<'_> {
 
     /// The first checkpoint at or after `seq` that the collector
     /// countersigned, and its receipts.
-    fn countersigned_from(&self, seq: u64) -> Result<(u64, Vec<ReceiptLine>), BundleError> {
+    pub(super) fn countersigned_from(
+        &self,
+        seq: u64,
+    ) -> Result<(u64, Vec<ReceiptLine>), BundleError> {
         for b in self.index.all().filter(|b| b.checkpoint && b.seq >= seq) {
             let rs = self.receipts.for_range(b.seq, b.seq + 1)?;
             if !rs.is_empty() {

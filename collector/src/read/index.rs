@@ -12,6 +12,7 @@
 //! then 72-byte entries, each with the CRC32C of its filter and its own) and `words` (the filters, one after another).
 
 use super::scan::{At, Scan, ScanError, peek};
+use super::timeline::{self, Timeline};
 use super::words::{WordFilter, WordSet};
 use super::{Bodies, open_record};
 use std::fs::{File, OpenOptions};
@@ -124,6 +125,8 @@ pub struct AgentIndex {
     opened: bool,
     /// The filters' file, open for reading.
     filters_file: std::sync::Mutex<Option<File>>,
+    /// The agent's timeline, taken in by the same pass.
+    timeline: Timeline,
 }
 
 impl AgentIndex {
@@ -143,6 +146,7 @@ impl AgentIndex {
             fingerprint,
             opened: true,
             filters_file: std::sync::Mutex::new(None),
+            timeline: Timeline::empty(timeline::path_in(dir)),
         };
         if !ix.load()? {
             ix.reset()?;
@@ -164,6 +168,7 @@ impl AgentIndex {
             fingerprint: [0; 32],
             opened: false,
             filters_file: std::sync::Mutex::new(None),
+            timeline: Timeline::empty(PathBuf::new()),
         }
     }
 
@@ -219,7 +224,12 @@ impl AgentIndex {
                 .set_len(self.filters_len)?;
         }
         self.blocks = blocks;
-        self.load_keys()
+        if !self.load_keys()? || !self.timeline.load()? {
+            return Ok(false);
+        }
+        // The timeline must have taken in every whole block (it may hold
+        // the tail too: those records are passed over when read again).
+        Ok(self.timeline.state().next_seq >= self.blocks.last().map_or(0, Block::end_seq))
     }
 
     /// The key records up to the end of the whole blocks (those after are
@@ -303,6 +313,7 @@ impl AgentIndex {
         std::fs::write(&self.blocks_path, &head)?;
         std::fs::write(&self.filters_path, b"")?;
         std::fs::write(&self.keys_path, b"")?;
+        self.timeline.reset()?;
         self.key_records.clear();
         *self.filters_file.lock().unwrap_or_else(|p| p.into_inner()) = None;
         self.blocks.clear();
@@ -313,6 +324,11 @@ impl AgentIndex {
 
     pub fn blocks(&self) -> &[Block] {
         &self.blocks
+    }
+
+    /// The agent's timeline (up to date after [`AgentIndex::refresh`]).
+    pub fn timeline(&self) -> &Timeline {
+        &self.timeline
     }
 
     /// The records after the last whole block.
@@ -434,6 +450,7 @@ impl AgentIndex {
             }
             b.min_ts = b.min_ts.min(ts);
             b.max_ts = b.max_ts.max(ts);
+            self.timeline.take(kind, seq, ts, rec);
             let unopened = bodies.sealed_unopened;
             if let Some(opened) = open_record(bodies, at.segment, rec) {
                 for v in opened.texts() {
@@ -450,7 +467,10 @@ impl AgentIndex {
         let _ = set.take_filter(word_key);
         self.append(&mut fresh)?;
         self.tail = cur;
-        Ok(())
+        self.timeline.flush().map_err(|source| ScanError::Io {
+            path: timeline::path_in(self.blocks_path.parent().unwrap_or(Path::new("."))),
+            source,
+        })
     }
 
     /// Where the block after the last whole one starts, when there is no

@@ -10,6 +10,8 @@ pub mod nodes;
 pub mod scan;
 pub mod search;
 pub mod side;
+pub mod timeline;
+pub mod views;
 pub mod words;
 
 use scan::{At, Scan, ScanError};

@@ -212,6 +212,36 @@ impl ReadSide {
         })
     }
 
+    /// The fleet overview's summary of `agent` (README, "The console").
+    pub fn summary(&self, agent: &str, now: i64) -> Result<super::views::Summary, ReadError> {
+        self.with_index(agent, |ix, _, _| Ok(super::views::summary(ix, now)?))
+    }
+
+    /// The timeline of `agent` over `[from, to)` (README, "The console").
+    pub fn timeline(
+        &self,
+        agent: &str,
+        (from, to): (i64, i64),
+        buckets: usize,
+        limit: usize,
+        now: i64,
+    ) -> Result<serde_json::Value, ReadError> {
+        self.with_index(agent, |ix, _, _| {
+            Ok(super::views::timeline(ix, from, to, buckets, limit, now)?)
+        })
+    }
+
+    /// Record `seq` of `agent` with its checkpoint and receipts, and
+    /// whether it was decrypted for the answer.
+    pub fn detail(
+        &self,
+        agent: &str,
+        seq: u64,
+        signer: &Signer,
+    ) -> Result<(serde_json::Value, bool), ReadError> {
+        self.with_source(agent, signer, |src, bodies| src.detail(seq, bodies))
+    }
+
     pub fn disclose(&self, agent: &str, seq: u64, signer: &Signer) -> Result<Made, ReadError> {
         self.with_source(agent, signer, |src, bodies| src.disclose(seq, bodies))
     }

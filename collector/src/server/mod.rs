@@ -5,6 +5,8 @@
 
 mod auth;
 mod body;
+mod console;
+mod console_assets;
 pub mod limits;
 mod reads;
 mod routes;
@@ -53,6 +55,8 @@ pub struct App {
     pub remote: Option<Arc<crate::s3::sync::Remote>>,
     /// Signs the published checkpoints (C2SP signed notes).
     pub notes: crate::note::NoteSigner,
+    /// The console's agents' last batches and verifications.
+    pub console: console::ConsoleState,
 }
 
 impl std::fmt::Debug for App {
@@ -83,6 +87,7 @@ impl App {
             access: RateLimit::new(20, Duration::from_secs(60)),
             remote,
             notes,
+            console: console::ConsoleState::default(),
         })
     }
 

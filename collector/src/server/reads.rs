@@ -35,13 +35,13 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/v1/admin/agents/{id}", put(register))
 }
 
-type Params = UrlQuery<HashMap<String, String>>;
+pub(super) type Params = UrlQuery<HashMap<String, String>>;
 
 /// What a call asked, for its access record.
-struct Asked {
-    action: &'static str,
-    agent: Option<String>,
-    params: Value,
+pub(super) struct Asked {
+    pub(super) action: &'static str,
+    pub(super) agent: Option<String>,
+    pub(super) params: Value,
 }
 
 fn client_text(c: &ClientKey) -> String {
@@ -53,7 +53,7 @@ fn client_text(c: &ClientKey) -> String {
 
 /// How a call ended: its status, the records returned, the sealed entries
 /// opened, and why it was refused or failed.
-struct Outcome<'a> {
+pub(super) struct Outcome<'a> {
     status: StatusCode,
     returned: u64,
     opened: u64,
@@ -62,7 +62,7 @@ struct Outcome<'a> {
 
 impl<'a> Outcome<'a> {
     /// Done, with no record returned.
-    const OK: Self = Self {
+    pub(super) const OK: Self = Self {
         status: StatusCode::OK,
         returned: 0,
         opened: 0,
@@ -70,7 +70,7 @@ impl<'a> Outcome<'a> {
     };
 
     /// Done, with `returned` records of which `opened` were decrypted.
-    fn served(returned: u64, opened: u64) -> Self {
+    pub(super) fn served(returned: u64, opened: u64) -> Self {
         Self {
             returned,
             opened,
@@ -79,7 +79,7 @@ impl<'a> Outcome<'a> {
     }
 
     /// Refused or failed, with no record returned.
-    fn refused(status: StatusCode, reason: Option<&'a str>) -> Self {
+    pub(super) fn refused(status: StatusCode, reason: Option<&'a str>) -> Self {
         Self {
             status,
             returned: 0,
@@ -90,7 +90,13 @@ impl<'a> Outcome<'a> {
 }
 
 /// Writes the access record of a call.
-fn record(app: &App, peer: &Peer, who: Option<&Principal>, asked: &Asked, out: Outcome<'_>) {
+pub(super) fn record(
+    app: &App,
+    peer: &Peer,
+    who: Option<&Principal>,
+    asked: &Asked,
+    out: Outcome<'_>,
+) {
     let Outcome {
         status,
         returned,
@@ -168,7 +174,7 @@ fn caller(
 /// The caller if it holds one of `roles` (and may see `asked.agent`), or
 /// the 403 answer (recorded).
 #[allow(clippy::result_large_err)]
-fn allowed(
+pub(super) fn allowed(
     app: &App,
     peer: &Peer,
     headers: &HeaderMap,
@@ -213,7 +219,7 @@ fn allowed(
 }
 
 /// Records a refused call and answers it: `{"error": what, "reason": why}`.
-fn refuse_recorded(
+pub(super) fn refuse_recorded(
     app: &App,
     peer: &Peer,
     p: Option<&Principal>,
@@ -235,7 +241,13 @@ fn read_error(e: &ReadError) -> StatusCode {
 }
 
 /// Answers a failed read, recorded.
-fn failed(app: &App, peer: &Peer, p: &Principal, asked: &Asked, e: &ReadError) -> Response {
+pub(super) fn failed(
+    app: &App,
+    peer: &Peer,
+    p: &Principal,
+    asked: &Asked,
+    e: &ReadError,
+) -> Response {
     let status = read_error(e);
     if status == StatusCode::INTERNAL_SERVER_ERROR {
         app.error_limited(
@@ -256,7 +268,7 @@ fn failed(app: &App, peer: &Peer, p: &Principal, asked: &Asked, e: &ReadError) -
     )
 }
 
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ReadError> + Send + 'static,
 ) -> Result<T, ReadError> {
     tokio::task::spawn_blocking(f)

@@ -30,12 +30,17 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/v1/agents/{id}/state", get(state))
         .merge(super::reads::routes())
+        .merge(super::console::routes())
+        .merge(super::console_assets::routes(app.config.console.enabled))
         .merge(
             metrics_routes().route_layer(axum::middleware::from_fn_with_state(
                 app.clone(),
                 metrics_gate,
             )),
         )
+        .layer(axum::middleware::map_response(
+            super::console_assets::no_store,
+        ))
         .with_state(app)
 }
 
@@ -354,6 +359,8 @@ fn header_u64(h: &HeaderMap, name: &str) -> Result<Option<u64>, String> {
 /// What the headers of a batch say.
 struct BatchHead {
     seq: u64,
+    /// The agent's durable end when it sent the batch (optional).
+    spool_end: Option<u64>,
     torn_len: usize,
     zstd: bool,
     len: usize,
@@ -398,6 +405,7 @@ fn batch_head(app: &App, headers: &HeaderMap) -> Result<BatchHead, Response> {
     }
     Ok(BatchHead {
         seq,
+        spool_end: header_u64(headers, "wormlog-spool-end").map_err(&bad)?,
         torn_len: usize::try_from(torn_len).unwrap_or(usize::MAX),
         zstd,
         len: len as usize,
@@ -562,6 +570,9 @@ async fn ingest(
     }
     let raw_len = raw.len() as u64;
     let result = store_batch(&app, &id, head.seq, head.torn_len, raw, permit, &peer).await;
+    if let Ok(Outcome::Accepted { next_seq, .. }) = &result {
+        app.console.forwarded(&id, *next_seq, head.spool_end);
+    }
     answer(&app, &id, head.seq, raw_len, result)
 }
 
