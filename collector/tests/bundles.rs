@@ -428,6 +428,31 @@ fn an_export_verifies_and_a_removed_or_reordered_record_does_not() {
     let at = bodies.iter().position(|x| *x == line(2040)).unwrap();
     assert_eq!(&bodies[at..at + want.len()], &want[..]);
 
+    // From the very start (the genesis record in the range): the ledger
+    // still begins with it, and both verifiers take the bundle (this was
+    // refused as "the genesis record is not stored").
+    let b0 = r.s.d.p("e0.wlbundle");
+    let o = r.cli(&[
+        "export",
+        "--agent",
+        "web-01",
+        "--from-seq",
+        "0",
+        "--to-seq",
+        &seq_of(&r, 5).to_string(),
+        "--out",
+        b0.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (code, out, err) = verify_bundle(&b0, &pk, Some(&ck), &["--json"]);
+    assert_eq!(code, 0, "{err}");
+    let rep0: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(rep0["first_seq"], 0, "{rep0}");
+    if let Some(py) = pyverify(&b0, &pk, &ck) {
+        assert_eq!(py["ok"], true, "{py}");
+        assert_eq!(py["records"], rep0["records"]);
+    }
+
     let orig = lines(&std::fs::read(&b).unwrap());
     let recs: Vec<usize> = orig
         .iter()

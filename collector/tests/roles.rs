@@ -181,49 +181,52 @@ fn every_role_against_every_route() {
             "/v1/agents/web-01/state".into(),
             String::new(),
         ),
+        // The console's reads.
+        ("overview", "GET", "/v1/overview".into(), String::new()),
+        (
+            "timeline",
+            "GET",
+            "/v1/agents/web-01/timeline".into(),
+            String::new(),
+        ),
+        (
+            "record",
+            "GET",
+            format!("/v1/agents/web-01/records/{seq17}"),
+            String::new(),
+        ),
+        (
+            "verify_start",
+            "POST",
+            "/v1/agents/web-01/verifications".into(),
+            "{}".into(),
+        ),
+        (
+            "verify_progress",
+            "GET",
+            "/v1/agents/web-01/verifications/latest".into(),
+            String::new(),
+        ),
     ];
     // Expected status per credential, in the order of `routes`.
-    let table: Vec<(&str, Cred, [u16; 11])> = vec![
-        (
-            "none",
-            Cred::None,
-            [401, 401, 401, 401, 401, 401, 401, 401, 401, 401, 403],
-        ),
-        (
-            "bad token",
-            Cred::BadToken,
-            [401, 401, 401, 401, 401, 401, 401, 401, 401, 401, 403],
-        ),
-        (
-            "agent certificate",
-            Cred::AgentCert,
-            [403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 200],
-        ),
-        (
-            "auditor",
-            Cred::Token("audra"),
-            [200, 200, 200, 200, 200, 200, 200, 200, 403, 403, 403],
-        ),
-        (
-            "auditor of web-02",
-            Cred::Token("lim"),
-            [200, 200, 403, 403, 403, 403, 403, 403, 403, 403, 403],
-        ),
-        (
-            "admin",
-            Cred::Token("adam"),
-            [200, 200, 403, 403, 403, 403, 403, 403, 200, 201, 403],
-        ),
-        (
-            "agent user",
-            Cred::Token("agentu"),
-            [200, 403, 403, 403, 403, 403, 403, 403, 403, 403, 200],
-        ),
-        (
-            "auditor certificate",
-            Cred::UserCert,
-            [200, 200, 200, 200, 200, 200, 200, 200, 403, 403, 403],
-        ),
+    #[rustfmt::skip]
+    let table: Vec<(&str, Cred, [u16; 16])> = vec![
+        ("none", Cred::None,
+            [401, 401, 401, 401, 401, 401, 401, 401, 401, 401, 403, 401, 401, 401, 401, 401]),
+        ("bad token", Cred::BadToken,
+            [401, 401, 401, 401, 401, 401, 401, 401, 401, 401, 403, 401, 401, 401, 401, 401]),
+        ("agent certificate", Cred::AgentCert,
+            [403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 200, 403, 403, 403, 403, 403]),
+        ("auditor", Cred::Token("audra"),
+            [200, 200, 200, 200, 200, 200, 200, 200, 403, 403, 403, 200, 200, 200, 202, 200]),
+        ("auditor of web-02", Cred::Token("lim"),
+            [200, 200, 403, 403, 403, 403, 403, 403, 403, 403, 403, 200, 403, 403, 403, 403]),
+        ("admin", Cred::Token("adam"),
+            [200, 200, 403, 403, 403, 403, 403, 403, 200, 201, 403, 200, 200, 403, 403, 403]),
+        ("agent user", Cred::Token("agentu"),
+            [200, 403, 403, 403, 403, 403, 403, 403, 403, 403, 200, 403, 403, 403, 403, 403]),
+        ("auditor certificate", Cred::UserCert,
+            [200, 200, 200, 200, 200, 200, 200, 200, 403, 403, 403, 200, 200, 200, 202, 200]),
     ];
     let plain = https(&s, None);
     let agent_client = https(&s, Some("web-01"));
@@ -239,6 +242,10 @@ fn every_role_against_every_route() {
             let url = format!("{base}{path}");
             let mut req = match *method {
                 "GET" => client.get(&url),
+                "POST" => client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(body.clone()),
                 _ => client.put(&url).body(body.clone()),
             };
             req = match cred {
@@ -256,7 +263,10 @@ fn every_role_against_every_route() {
             if (status == 401 || status == 403) && *name != "state" {
                 refused.push((*who, *cred, *name, status));
             }
-            if status == 200 && *name == "agents" && matches!(cred, Cred::Token("lim")) {
+            if status == 200
+                && (*name == "agents" || *name == "overview")
+                && matches!(cred, Cred::Token("lim"))
+            {
                 assert!(
                     !text.contains("web-01"),
                     "a limited auditor sees only its agents: {text}"
@@ -297,6 +307,18 @@ fn every_role_against_every_route() {
             r.status()
         );
     }
+
+    // A verification is started only with a JSON body type (a form that
+    // another site's page posts cannot start one with the browser's
+    // client certificate).
+    let r = plain
+        .post(format!("{base}/v1/agents/web-01/verifications"))
+        .bearer_auth(&tokens["audra"])
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("a=1")
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 415);
 
     // An agent without a certificate forwards with its agent user's token
     // (the token is sent, never logged).

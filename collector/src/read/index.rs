@@ -384,6 +384,11 @@ impl AgentIndex {
         word_key: &[u8; 32],
         set: &mut WordSet,
     ) -> Result<(), ScanError> {
+        if !self.timeline.present() {
+            return Err(ScanError::Damaged(
+                "index: the timeline file is gone".into(),
+            ));
+        }
         let (start, seq0) = match self.blocks.last() {
             None => (
                 At {

@@ -184,6 +184,9 @@ pub struct State {
     pub stopped: bool,
     /// A `start` record taken in.
     pub started: bool,
+    /// Where the events this state covers end in the file (events past
+    /// it are what a crash left before the header was written).
+    pub events_end: u64,
 }
 
 impl State {
@@ -193,6 +196,7 @@ impl State {
         heartbeat_ns: DEFAULT_HEARTBEAT_NS,
         stopped: false,
         started: false,
+        events_end: HEADER as u64,
     };
 
     fn encode(&self) -> [u8; HEADER] {
@@ -203,6 +207,7 @@ impl State {
         b[24..32].copy_from_slice(&self.heartbeat_ns.to_le_bytes());
         b[32] = u8::from(self.stopped);
         b[33] = u8::from(self.started);
+        b[36..44].copy_from_slice(&self.events_end.to_le_bytes());
         let crc = crc32c::crc32c(&b[..44]);
         b[44..48].copy_from_slice(&crc.to_le_bytes());
         b
@@ -223,6 +228,7 @@ impl State {
             heartbeat_ns: u(24),
             stopped: b[32] == 1,
             started: b[33] == 1,
+            events_end: u(36),
         })
     }
 }
@@ -232,8 +238,6 @@ impl State {
 pub struct Timeline {
     path: PathBuf,
     state: State,
-    /// Bytes of whole events in the file.
-    len: u64,
     fresh: Vec<Event>,
 }
 
@@ -243,7 +247,6 @@ impl Timeline {
         Timeline {
             path,
             state: State::NEW,
-            len: HEADER as u64,
             fresh: Vec::new(),
         }
     }
@@ -252,9 +255,16 @@ impl Timeline {
         self.state
     }
 
+    /// Whether its file is still there (derived data someone removed is
+    /// built again).
+    pub fn present(&self) -> bool {
+        self.path.exists()
+    }
+
     /// Loads the file; false when it is missing or damaged (then it must
-    /// be built again from the store). Events beyond the header's state are
-    /// cut.
+    /// be built again from the store): every event the header covers must
+    /// be whole. What lies past them (a crash between writing events and
+    /// the header) is cut.
     pub fn load(&mut self) -> std::io::Result<bool> {
         let bytes = match std::fs::read(&self.path) {
             Ok(b) => b,
@@ -264,21 +274,26 @@ impl Timeline {
         let Some(state) = State::decode(&bytes) else {
             return Ok(false);
         };
-        let mut at = HEADER;
-        while let Some((e, n)) = Event::decode(&bytes[at..]) {
-            if e.seq >= state.next_seq {
-                break;
-            }
-            at += n;
+        let Ok(end) = usize::try_from(state.events_end) else {
+            return Ok(false);
+        };
+        if end < HEADER || end > bytes.len() {
+            return Ok(false);
         }
-        if at != bytes.len() {
+        let mut at = HEADER;
+        while at < end {
+            match Event::decode(&bytes[at..end]) {
+                Some((e, n)) if e.seq < state.next_seq => at += n,
+                _ => return Ok(false),
+            }
+        }
+        if end != bytes.len() {
             OpenOptions::new()
                 .write(true)
                 .open(&self.path)?
-                .set_len(at as u64)?;
+                .set_len(end as u64)?;
         }
         self.state = state;
-        self.len = at as u64;
         self.fresh.clear();
         Ok(true)
     }
@@ -287,7 +302,6 @@ impl Timeline {
     pub fn reset(&mut self) -> std::io::Result<()> {
         self.state = State::NEW;
         self.fresh.clear();
-        self.len = HEADER as u64;
         std::fs::write(&self.path, self.state.encode())
     }
 
@@ -332,8 +346,8 @@ impl Timeline {
             e.encode(&mut out);
         }
         let f = OpenOptions::new().write(true).open(&self.path)?;
-        f.write_all_at(&out, self.len)?;
-        self.len += out.len() as u64;
+        f.write_all_at(&out, self.state.events_end)?;
+        self.state.events_end += out.len() as u64;
         f.write_all_at(&self.state.encode(), 0)
     }
 
@@ -344,7 +358,9 @@ impl Timeline {
         let mut f = File::open(&self.path)?;
         let mut bytes = Vec::new();
         std::io::Read::read_to_end(&mut f, &mut bytes)?;
-        let end = (self.len as usize).min(bytes.len());
+        let end = usize::try_from(self.state.events_end)
+            .unwrap_or(usize::MAX)
+            .min(bytes.len());
         let mut at = HEADER.min(end);
         let mut out = Vec::new();
         while let Some((e, n)) = Event::decode(&bytes[at..end]) {
@@ -515,6 +531,7 @@ mod tests {
             heartbeat_ns: 1_000_000_000,
             stopped: true,
             started: true,
+            events_end: 1234,
         };
         let b = s.encode();
         assert_eq!(State::decode(&b), Some(s));
@@ -543,7 +560,16 @@ mod tests {
         let (evs, total) = u.events(i64::MIN, i64::MAX, 10).expect("events");
         assert_eq!(total, 1);
         assert_eq!(evs[0].text, "a");
-        assert_eq!(std::fs::metadata(&t.path).expect("meta").len(), u.len);
+        assert_eq!(
+            std::fs::metadata(&t.path).expect("meta").len(),
+            u.state.events_end
+        );
+        // A damaged event the header covers: built again.
+        let mut bytes = std::fs::read(&t.path).expect("read");
+        let last = bytes.len() - 3;
+        bytes[last] ^= 1;
+        std::fs::write(&t.path, &bytes).expect("write");
+        assert!(!Timeline::empty(path_in(dir.path())).load().expect("load"));
     }
 
     #[test]

@@ -176,7 +176,7 @@ fn problems(a: &Value, late_after_ns: i64, now: i64) -> Vec<(u8, String)> {
     if let Some(n) = a["clock_steps_24h"].as_u64().filter(|n| *n > 0) {
         out.push((1, format!("{n} clock step(s) in the last 24 hours")));
     }
-    out.sort_by(|x, y| y.0.cmp(&x.0));
+    out.sort_by_key(|p| std::cmp::Reverse(p.0));
     out
 }
 
