@@ -4,7 +4,8 @@
 # (packaging/check.sh), then installed in Debian booted under a real
 # systemd (systemd-nspawn) with the operator's path walked
 # (packaging/systemd-test.sh), then the S3 store backend against a real
-# radosgw with Object Lock (tests/s3/run.sh). Needs root, network for the first
+# radosgw with Object Lock (tests/s3/run.sh), then the auditor's console in
+# a real headless Chromium (tests/console/run.sh). Needs root, network for the first
 # debootstrap, and what .ci/run installs.
 #
 #   bash packaging/slow-tests.sh
@@ -18,5 +19,7 @@ checked=$(date +%s)
 bash packaging/systemd-test.sh
 booted=$(date +%s)
 bash tests/s3/run.sh
+s3_done=$(date +%s)
+bash tests/console/run.sh
 done_at=$(date +%s)
-echo "slow suites passed: check.sh $((checked - started)) s, systemd-test.sh $((booted - checked)) s, S3 (radosgw) $((done_at - booted)) s"
+echo "slow suites passed: check.sh $((checked - started)) s, systemd-test.sh $((booted - checked)) s, S3 (radosgw) $((s3_done - booted)) s, console (Chromium) $((done_at - s3_done)) s"

@@ -292,6 +292,15 @@ async function fleetView(view) {
 // ---- timeline ------------------------------------------------------------
 
 const DAY = 86400e9;
+const BEFORE = 'before the log began';
+
+// An axis label for time t in a range `span` long.
+function tickText(t, span) {
+  const s = fmt(t);
+  if (span > 2 * DAY) return s.slice(0, 10);
+  if (span > 2 * 3600e9) return s.slice(5, 16);
+  return s.slice(11, 19);
+}
 const EVENT_STYLE = {
   gap: ['Gap (something could not be read)', 'ev-gap'],
   silence: ['Not watching', 'ev-silence'],
@@ -335,8 +344,11 @@ async function timelineView(view, r) {
     el('button', { type: 'button', 'aria-label': 'Zoom out', onclick: () => zoom(2), text: '−' }),
     el('button', { type: 'button', 'aria-label': 'Earlier', onclick: () => pan(-0.5), text: '←' }),
     el('button', { type: 'button', 'aria-label': 'Later', onclick: () => pan(0.5), text: '→' }));
-  const watched = Math.max(0, Math.min(to, now) - from);
-  const dark = tl.uncovered.reduce((s, u) => s + Math.max(0, u.to - u.from), 0);
+  // Coverage counts from the log's first record on.
+  const since = Math.max(from, tl.first_ts ?? to);
+  const watched = Math.max(0, Math.min(to, now) - since);
+  const dark = tl.uncovered.filter((u) => u.cause !== BEFORE)
+    .reduce((s, u) => s + Math.max(0, Math.min(u.to, now) - Math.max(u.from, since)), 0);
   const cover = watched > 0 ? Math.max(0, 100 * (1 - dark / watched)) : 0;
   const chart = drawTimeline(tl, from, to, go);
   chart.addEventListener('keydown', (e) => {
@@ -360,8 +372,8 @@ async function timelineView(view, r) {
   view.replaceChildren(
     el('h1', {}, 'Timeline of ', el('span', { class: 'agent', text: safe(r.agent) })),
     el('p', { class: 'summary', 'data-testid': 'coverage' },
-      `${fmt(from)} to ${fmt(to)} (${dur(span)}): watching ${cover.toFixed(cover > 99.9 && cover < 100 ? 3 : 1)}% of the time up to now; `,
-      `${tl.uncovered.length} stretch(es) not watched, ${tl.events_total} event(s)` +
+      `${fmt(from)} to ${fmt(to)} (${dur(span)}): watching ${cover.toFixed(cover > 99.9 && cover < 100 ? 3 : 1)}% of the time since the log began; `,
+      `${tl.uncovered.filter((u) => u.cause !== BEFORE).length} stretch(es) not watched, ${tl.events_total} event(s)` +
       (tl.events_shown < tl.events_total ? ` (${tl.events_shown} shown: key epochs are left out first)` : '') + '. ',
       `Records: ${tl.records.toLocaleString('en')}, last at ${fmt(tl.last_ts)}; heartbeat every ${dur(tl.heartbeat_ns)}.`),
     controls, chart, legend(),
@@ -417,7 +429,7 @@ function drawTimeline(tl, from, to, go) {
     const t = from + (to - from) * i / ticks;
     root.append(svg('line', { x1: x(t), x2: x(t), y1: 14, y2: H, class: 'grid' }));
     const label = svg('text', { x: Math.min(W - 2, Math.max(2, x(t))), y: 11, class: 'tick', 'text-anchor': i === 0 ? 'start' : i === ticks ? 'end' : 'middle' });
-    label.textContent = (to - from) > 2 * DAY ? fmt(t).slice(0, 10) : fmt(t).slice(5, 16).replace(' ', ' ');
+    label.textContent = tickText(t, to - from);
     root.append(label);
   }
   // Watching lane.
@@ -426,7 +438,8 @@ function drawTimeline(tl, from, to, go) {
   const known1 = Math.min(to, tl.now);
   if (known1 > known0) root.append(svg('rect', { x: x(known0), y: lane, width: Math.max(0.5, x(known1) - x(known0)), height: laneH, class: 'cov-on' }));
   for (const u of tl.uncovered) {
-    const r = svg('rect', { x: x(u.from), y: lane, width: Math.max(1, x(u.to) - x(u.from)), height: laneH, class: 'cov-off', 'data-cause': u.cause });
+    const r = svg('rect', { x: x(u.from), y: lane, width: Math.max(1, x(u.to) - x(u.from)), height: laneH,
+      class: u.cause === BEFORE ? 'cov-none' : 'cov-off', 'data-cause': u.cause });
     r.append(svg('title', {}, document.createTextNode(`not watching ${fmt(u.from)} – ${fmt(u.to)} (${dur(u.to - u.from)}): ${u.cause}`)));
     root.append(r);
   }
@@ -608,14 +621,15 @@ async function recordView(view, r) {
   const hi = Math.max(rec.seq, Math.min(rec.seq + 50, rec.countersigned_tree_size ?? rec.seq));
   buttons.append(el('button', { type: 'button', 'data-testid': 'export-around', onclick: () => download(`/v1/agents/${a}/export?from_seq=${lo}&to_seq=${hi}`, status),
     text: `Download an export of records ${lo}–${hi}` }));
-  view.replaceChildren(
+  view.replaceChildren(...[
     el('h1', {}, `Record ${rec.seq} of `, el('span', { class: 'agent', text: safe(agent) })),
     el('p', {}, el('button', { type: 'button', class: 'link', onclick: () => history.back(), text: '← Back' })),
     body !== null ? el('pre', { class: 'record-body', 'data-testid': 'record-body', text: safe(body) }) : null,
     rec.fields ? el('pre', { class: 'fields', text: safe(JSON.stringify(rec.fields, null, 2)) }) : null,
     el('dl', { class: 'record' }, dl),
     buttons, status,
-    el('p', { class: 'hint', text: 'A disclosure bundle holds this entry, its own key if it is encrypted (no other entry can be read with it), its inclusion proof in the countersigned checkpoint and the receipts: anyone with the host\'s public key checks it offline.' }));
+    el('p', { class: 'hint', text: 'A disclosure bundle holds this entry, its own key if it is encrypted (no other entry can be read with it), its inclusion proof in the countersigned checkpoint and the receipts: anyone with the host\'s public key checks it offline.' }),
+  ].filter(Boolean));
 }
 
 // ---- verify and export ---------------------------------------------------
@@ -635,7 +649,7 @@ async function verifyView(view, r) {
       const v = j.result;
       progress.value = progress.max;
       state.textContent = j.state === 'done' ? `Done: started ${fmt(j.started)} by ${j.user}.` : `Last verification from the console: ${fmt(v.at)} by ${v.user}.`;
-      result.className = v.ok ? 'verdict ok' : 'verdict bad';
+      result.className = v.ok ? 'verdict good' : 'verdict bad';
       result.dataset.ok = v.ok;
       result.replaceChildren(
         el('strong', { text: v.ok ? 'The chain verifies.' : 'The chain does NOT verify.' }),

@@ -204,9 +204,9 @@ token_file = "{self.dir}/{a}.token"
         return path
 
     def start(self, a):
-        log = open(f"{self.dir}/{a}/daemon.log", "a")
-        self.agents[a] = subprocess.Popen([WORMLOG, "run", "--config", self.agent_config(a)],
-                                          stdout=log, stderr=subprocess.STDOUT)
+        with open(f"{self.dir}/{a}/daemon.log", "a") as log:
+            self.agents[a] = subprocess.Popen([WORMLOG, "run", "--config", self.agent_config(a)],
+                                              stdout=log, stderr=subprocess.STDOUT)
 
     def kill(self, a):
         p = self.agents.pop(a)
@@ -240,6 +240,7 @@ token_file = "{self.dir}/{a}.token"
             p.wait(timeout=20)
         self.collector.send_signal(signal.SIGTERM)
         self.collector.wait(timeout=20)
+        self.collector_log.close()
         if os.environ.get("WORMLOG_KEEP"):
             print(f"kept: {self.dir}", file=sys.stderr)
         else:
