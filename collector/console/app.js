@@ -278,6 +278,7 @@ async function fleetView(view) {
   });
   view.replaceChildren(
     el('h1', { text: 'Fleet' }),
+    ov.bucket_error ? el('p', { class: 'error', role: 'alert', text: `The bucket could not be listed: ${ov.bucket_error}` }) : el('span'),
     el('p', { class: 'summary' },
       `${ov.agents.length} agent(s) on collector ${ov.collector}; `,
       el('strong', { 'data-testid': 'problem-count', text: `${problems} need attention` }),

@@ -862,6 +862,28 @@ mod tests {
     }
 
     #[test]
+    fn the_console_section() {
+        let base = "[collector]\nlisten = \"127.0.0.1:1\"\nstore_dir = \"/s\"\n\n";
+        let c = load_text(base).unwrap();
+        assert!(c.console.enabled);
+        assert_eq!(c.console.late_after, Duration::from_secs(180));
+        let c = load_text(&format!(
+            "{base}[console]\nenabled = false\nlate_after = \"10m\"\n"
+        ))
+        .unwrap();
+        assert!(!c.console.enabled);
+        assert_eq!(c.console.late_after, Duration::from_secs(600));
+        for (text, want) in [
+            ("[console]\nlate_after = \"soon\"\n", "F:6:14: late_after:"),
+            ("[console]\nlate_after = \"0s\"\n", "F:6:14: late_after:"),
+            ("[console]\ntheme = 1\n", "F:6:1: unknown field `theme`"),
+        ] {
+            let e = load_text(&format!("{base}{text}")).unwrap_err().0;
+            assert!(e.starts_with(want), "{e:?} should start with {want:?}");
+        }
+    }
+
+    #[test]
     fn limits_and_the_metrics_listener() {
         let c = load_text(
             "[collector]\nlisten = \"127.0.0.1:1\"\nstore_dir = \"/s\"\n\n[limits]\nmax_connections = 10\nmax_connections_per_client = 2\nmax_ingest_bytes = \"200MiB\"\nbody_timeout = \"5s\"\nmin_body_rate = \"1MiB\"\nheader_timeout = \"3s\"\nhandshake_timeout = \"4s\"\nbody_idle_timeout = \"2s\"\n\n[metrics]\nlisten = \"127.0.0.1:9102\"\n",

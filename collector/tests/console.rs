@@ -11,12 +11,16 @@ use common::*;
 use serde_json::Value;
 use std::time::Duration;
 
-fn get(base: &str, token: &str, path: &str) -> Value {
+fn http() -> reqwest::blocking::Client {
     let tls = wormlog_tls::client_config(None, None).unwrap();
-    let r = reqwest::blocking::Client::builder()
+    reqwest::blocking::Client::builder()
         .tls_backend_preconfigured(tls)
         .build()
         .unwrap()
+}
+
+fn get(base: &str, token: &str, path: &str) -> Value {
+    let r = http()
         .get(format!("{base}{path}"))
         .bearer_auth(token)
         .send()
@@ -69,6 +73,34 @@ fn the_timeline_shows_a_crash_and_survives_restarts_and_damage() {
         || next_seq_in_store(&s.d.p("store")) > 20 && stored_lines(&s.d.p("store")).len() == 20,
         || agent.log(),
     );
+    // The page: from the binary, with its policy; every answer no-store.
+    let client = http();
+    let page = client.get(format!("{}/console/", base(&s))).send().unwrap();
+    assert_eq!(page.status(), 200);
+    let csp = page.headers()["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+    assert!(page.text().unwrap().contains("/console/app.js"));
+    let js = client
+        .get(format!("{}/console/app.js", base(&s)))
+        .send()
+        .unwrap();
+    assert!(
+        js.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/javascript")
+    );
+    let api = client
+        .get(format!("{}/v1/overview", base(&s)))
+        .bearer_auth(&token)
+        .send()
+        .unwrap();
+    assert_eq!(api.headers()["cache-control"], "no-store");
+    assert_eq!(api.headers()["x-content-type-options"], "nosniff");
+
     // The overview: how far behind the agent is (Wormlog-Spool-End).
     let ov = get(&base(&s), &token, "/v1/overview");
     let a = &ov["agents"][0];

@@ -797,20 +797,38 @@ fn search_export_and_disclosure_on_one_collector_cover_what_another_kept() {
         all.extend(["--url", url_b.as_str(), "--token-file", tf.as_str()]);
         Command::new(collector_bin()).args(&all).output().unwrap()
     };
-    // B lists the agent it never heard from (from the bucket's pins).
-    let agents: serde_json::Value = {
+    let get_b = |path: &str| -> serde_json::Value {
         use std::io::{Read, Write};
         let mut c = std::net::TcpStream::connect(("127.0.0.1", pb)).unwrap();
         write!(
             c,
-            "GET /v1/agents HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\nconnection: close\r\n\r\n"
+            "GET {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\nconnection: close\r\n\r\n"
         )
         .unwrap();
         let mut r = String::new();
         c.read_to_string(&mut r).unwrap();
         serde_json::from_str(r.split("\r\n\r\n").nth(1).unwrap()).unwrap()
     };
+    // B lists the agent it never heard from (from the bucket's pins), and
+    // so does its console's overview.
+    let agents = get_b("/v1/agents");
     assert_eq!(agents["agents"][0]["agent"], "web-01", "{agents}");
+    let ov = get_b("/v1/overview");
+    assert_eq!(ov["agents"][0]["agent"], "web-01", "{ov}");
+    assert!(
+        ov["agents"][0]["problems"][0]["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("another collector")),
+        "{ov}"
+    );
+    // Its timeline on B takes it from the bucket: the agent's start is there.
+    let tl = get_b("/v1/agents/web-01/timeline?from=0");
+    assert!(
+        tl["events"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["class"] == "start")),
+        "{tl}"
+    );
     // A search on B finds a line only A stored (B takes it from the bucket).
     let o = cli_b(&["query", "--agent", "web-01", "--text", "line 0000123"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));

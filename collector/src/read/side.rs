@@ -214,7 +214,7 @@ impl ReadSide {
 
     /// The fleet overview's summary of `agent` (README, "The console").
     pub fn summary(&self, agent: &str, now: i64) -> Result<super::views::Summary, ReadError> {
-        self.with_index(agent, |ix, _, _| Ok(super::views::summary(ix, now)?))
+        self.with_index(agent, |ix, _, _| Ok(super::views::summary(ix, now)))
     }
 
     /// The timeline of `agent` over `[from, to)` (README, "The console").

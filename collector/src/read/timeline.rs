@@ -239,7 +239,15 @@ pub struct Timeline {
     path: PathBuf,
     state: State,
     fresh: Vec<Event>,
+    /// The events of the last [`RECENT_NS`] (key epochs left out), kept
+    /// in memory for the fleet overview, so that it reads no file.
+    recent: Vec<Event>,
+    /// The reason of the newest `stop` record.
+    last_stop: Option<String>,
 }
+
+/// How far back [`Timeline::recent`] keeps events: two days.
+const RECENT_NS: i64 = 2 * 86_400_000_000_000;
 
 impl Timeline {
     /// A placeholder until [`Timeline::load`] or [`Timeline::reset`].
@@ -248,6 +256,29 @@ impl Timeline {
             path,
             state: State::NEW,
             fresh: Vec::new(),
+            recent: Vec::new(),
+            last_stop: None,
+        }
+    }
+
+    /// The events since `since` (at most [`RECENT_NS`] ago), key epochs
+    /// left out.
+    pub fn recent(&self, since: i64) -> impl Iterator<Item = &Event> {
+        self.recent.iter().filter(move |e| e.ts >= since)
+    }
+
+    /// The reason of the newest `stop` record.
+    pub fn last_stop(&self) -> Option<&str> {
+        self.last_stop.as_deref()
+    }
+
+    /// Notes an event in the in-memory summaries.
+    fn remember(&mut self, e: &Event, now: i64) {
+        if e.class == Class::Stop {
+            self.last_stop = Some(e.text.clone());
+        }
+        if e.class != Class::EpochKey && e.ts >= now - RECENT_NS {
+            self.recent.push(e.clone());
         }
     }
 
@@ -281,9 +312,15 @@ impl Timeline {
             return Ok(false);
         }
         let mut at = HEADER;
+        let now = wormlog_spool::clock::wall_ns();
+        self.recent.clear();
+        self.last_stop = None;
         while at < end {
             match Event::decode(&bytes[at..end]) {
-                Some((e, n)) if e.seq < state.next_seq => at += n,
+                Some((e, n)) if e.seq < state.next_seq => {
+                    self.remember(&e, now);
+                    at += n;
+                }
                 _ => return Ok(false),
             }
         }
@@ -302,6 +339,8 @@ impl Timeline {
     pub fn reset(&mut self) -> std::io::Result<()> {
         self.state = State::NEW;
         self.fresh.clear();
+        self.recent.clear();
+        self.last_stop = None;
         std::fs::write(&self.path, self.state.encode())
     }
 
@@ -342,9 +381,12 @@ impl Timeline {
     /// Writes the events taken in since the last call, then the state.
     pub fn flush(&mut self) -> std::io::Result<()> {
         let mut out = Vec::new();
-        for e in self.fresh.drain(..) {
+        let now = wormlog_spool::clock::wall_ns();
+        for e in std::mem::take(&mut self.fresh) {
             e.encode(&mut out);
+            self.remember(&e, now);
         }
+        self.recent.retain(|e| e.ts >= now - RECENT_NS);
         let f = OpenOptions::new().write(true).open(&self.path)?;
         f.write_all_at(&out, self.state.events_end)?;
         self.state.events_end += out.len() as u64;

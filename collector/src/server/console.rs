@@ -275,6 +275,24 @@ async fn overview(
             .filter(|id| user.roles.contains(&Role::Admin) || user.may_see(id))
             .map(|id| agent_overview(&app2, id, now, &scrub))
             .collect();
+        // With a bucket: agents only other collectors have kept so far
+        // (opening one's timeline takes it here).
+        let mut bucket_error = None;
+        if let Some(remote) = &app2.remote {
+            match remote.agents() {
+                Ok(ids) => {
+                    for id in ids {
+                        let seen = out.iter().any(|a| a["agent"] == json!(id));
+                        if !seen && (user.roles.contains(&Role::Admin) || user.may_see(&id)) {
+                            let text = "kept by another collector of the bucket only: open its timeline to take it here";
+                            out.push(json!({"agent": id, "severity": 1,
+                                "problems": [{"severity": 1, "text": text}]}));
+                        }
+                    }
+                }
+                Err(e) => bucket_error = Some(e.to_string()),
+            }
+        }
         out.sort_by(|x, y| {
             y["severity"]
                 .as_u64()
@@ -291,6 +309,7 @@ async fn overview(
                 "last_pass_end": scrub.last_pass_end_ns.map(rfc3339),
             },
             "agents": out,
+            "bucket_error": bucket_error,
         }))
     })
     .await;
