@@ -6,7 +6,9 @@
 //! line (actions `overview`, `timeline`, `record`, `verify_start`,
 //! `verify_progress`).
 
-use super::reads::{Asked, Outcome, Params, allowed, blocking, failed, record, refuse_recorded};
+use super::reads::{
+    Asked, Outcome, Params, allowed, allowed_pulled, blocking, failed, record, refuse_recorded,
+};
 use super::{App, Peer};
 use crate::read::side::ReadError;
 use crate::users::Role;
@@ -432,13 +434,10 @@ async fn detail(
         agent: Some(id.clone()),
         params: json!({"seq": seq}),
     };
-    let p = match allowed(&app, &peer, &headers, &asked, &[Role::Auditor]) {
+    let p = match allowed_pulled(&app, &peer, &headers, &asked, &[Role::Auditor]).await {
         Ok(p) => p,
         Err(r) => return r,
     };
-    if let Err(e) = super::routes::pull(&app, &id).await {
-        return failed(&app, &peer, &p, &asked, &ReadError::Failed(e));
-    }
     let app2 = app.clone();
     let idc = id.clone();
     match blocking(move || app2.read.detail(&idc, seq, &app2.signer)).await {

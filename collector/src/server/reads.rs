@@ -218,6 +218,25 @@ pub(super) fn allowed(
     }
 }
 
+/// As [`allowed`], and then, with a bucket, what other collectors kept
+/// for the call's agent is taken first (a failure answered and recorded).
+#[allow(clippy::result_large_err)]
+pub(super) async fn allowed_pulled(
+    app: &Arc<App>,
+    peer: &Peer,
+    headers: &HeaderMap,
+    asked: &Asked,
+    roles: &[Role],
+) -> Result<Principal, Response> {
+    let p = allowed(app, peer, headers, asked, roles)?;
+    if let Some(id) = &asked.agent
+        && let Err(e) = super::routes::pull(app, id).await
+    {
+        return Err(failed(app, peer, &p, asked, &ReadError::Failed(e)));
+    }
+    Ok(p)
+}
+
 /// Records a refused call and answers it: `{"error": what, "reason": why}`.
 pub(super) fn refuse_recorded(
     app: &App,
@@ -436,13 +455,10 @@ pub async fn search(
         agent: Some(id.clone()),
         params: json!(q.0),
     };
-    let p = match allowed(&app, &peer, &headers, &asked, &[Role::Auditor]) {
+    let p = match allowed_pulled(&app, &peer, &headers, &asked, &[Role::Auditor]).await {
         Ok(p) => p,
         Err(r) => return r,
     };
-    if let Err(e) = super::routes::pull(&app, &id).await {
-        return failed(&app, &peer, &p, &asked, &ReadError::Failed(e));
-    }
     let query = match query_of(&id, &q.0) {
         Ok(q) => q,
         Err(e) => {
@@ -505,13 +521,10 @@ async fn verify(
         agent: Some(id.clone()),
         params: json!({}),
     };
-    let p = match allowed(&app, &peer, &headers, &asked, &[Role::Auditor]) {
+    let p = match allowed_pulled(&app, &peer, &headers, &asked, &[Role::Auditor]).await {
         Ok(p) => p,
         Err(r) => return r,
     };
-    if let Err(e) = super::routes::pull(&app, &id).await {
-        return failed(&app, &peer, &p, &asked, &ReadError::Failed(e));
-    }
     let app2 = app.clone();
     let idc = id.clone();
     let r = blocking(move || {
@@ -576,13 +589,10 @@ async fn export(
         agent: Some(id.clone()),
         params: json!(q.0),
     };
-    let p = match allowed(&app, &peer, &headers, &asked, &[Role::Auditor]) {
+    let p = match allowed_pulled(&app, &peer, &headers, &asked, &[Role::Auditor]).await {
         Ok(p) => p,
         Err(r) => return r,
     };
-    if let Err(e) = super::routes::pull(&app, &id).await {
-        return failed(&app, &peer, &p, &asked, &ReadError::Failed(e));
-    }
     let range = (|| -> Result<(u64, u64), String> {
         let get = |k: &str| {
             q.0.get(k)
@@ -631,13 +641,10 @@ async fn disclose(
         agent: Some(id.clone()),
         params: json!({"seq": seq}),
     };
-    let p = match allowed(&app, &peer, &headers, &asked, &[Role::Auditor]) {
+    let p = match allowed_pulled(&app, &peer, &headers, &asked, &[Role::Auditor]).await {
         Ok(p) => p,
         Err(r) => return r,
     };
-    if let Err(e) = super::routes::pull(&app, &id).await {
-        return failed(&app, &peer, &p, &asked, &ReadError::Failed(e));
-    }
     let app2 = app.clone();
     let idc = id.clone();
     match blocking(move || app2.read.disclose(&idc, seq, &app2.signer)).await {
