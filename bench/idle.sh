@@ -1,20 +1,30 @@
 #!/usr/bin/env bash
-# An idle daemon watching N quiet files (default 100): CPU used over a
-# window (default 30 s), as a percentage of one core, and its RSS.
+# An idle daemon watching N quiet files (default 100) of L lines each
+# (default 20): once every line is in the spool, the CPU it uses over a
+# window (default 30 s) as a percentage of one core (from the threads'
+# schedstat, in nanoseconds), its resident memory (now and peak), and its
+# open file descriptors.
 #
-#   bench/idle.sh [FILES] [SECONDS]
+#   bench/idle.sh [FILES] [SECONDS] [LINES]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-n="${1:-100}"; secs="${2:-30}"
+n="${1:-100}"; secs="${2:-30}"; lines="${3:-20}"
 work=/var/tmp/wormlog-idle
 chattr -R -ia "$work" 2>/dev/null || true
 rm -rf "$work"; mkdir -p "$work/logs"
-for i in $(seq "$n"); do echo "quiet file $i" > "$work/logs/f$i.log"; done
+python3 - "$work/logs" "$n" "$lines" <<'PY'
+import sys
+d, n, k = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+for i in range(1, n + 1):
+    with open(f"{d}/f{i}.log", "w") as f:
+        f.writelines(f"quiet file {i} line {j} of a mail server's or a pod's log\n" for j in range(k))
+PY
 cat > "$work/agent.toml" <<CFG
 [agent]
 id = "idle"
 spool_dir = "$work/spool"
 key_dir = "$work/keys"
+control_socket = "$work/control.sock"
 
 [[sources.file]]
 name = "quiet"
@@ -23,16 +33,27 @@ CFG
 cargo build --release --quiet -p wormlog
 bin="$PWD/target/release/wormlog"
 "$bin" keygen --key-dir "$work/keys" >/dev/null 2>&1
+ulimit -n 65536
 "$bin" run --config "$work/agent.toml" 2>"$work/err" &
 pid=$!
-sleep 5   # let it read the files once
-ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
-hz=$(getconf CLK_TCK)
-t0=$(ticks)
+# Wait (at most 120 s) until every line is in the spool.
+want=$((n * lines))
+for _ in $(seq 1200); do
+  got=$("$bin" status --config "$work/agent.toml" --json 2>/dev/null \
+    | python3 -c 'import json,sys; d=json.load(sys.stdin); print(sum(s.get("entries") or 0 for s in d.get("sources", {}).values()))' 2>/dev/null || echo 0)
+  [ "$got" -ge "$want" ] && break
+  sleep 0.1
+done
+sleep 2
+cpu_ns() { cat /proc/"$pid"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {print s}'; }
+t0=$(cpu_ns)
 sleep "$secs"
-t1=$(ticks)
+t1=$(cpu_ns)
 rss=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
+hwm=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
+fds=$(ls "/proc/$pid/fd" | wc -l)
 kill -TERM "$pid"; wait "$pid"
-python3 -c "print(f'idle daemon, $n quiet files, ${secs}s: {($t1-$t0)/$hz/$secs*100:.3f}% of one core, RSS {$rss/1024:.1f} MiB')"
+entries=$("$bin" cat --spool "$work/spool" --json | grep -c '"kind":"entry"' || true)
+python3 -c "print(f'idle daemon, $n quiet files of $lines lines ($entries of $want lines in the spool), ${secs}s: {($t1-$t0)/1e9/$secs*100:.4f}% of one core, RSS {$rss/1024:.1f} MiB (peak {$hwm/1024:.1f} MiB), {$fds} open descriptors')"
 chattr -R -ia "$work" 2>/dev/null || true
 rm -rf "$work"

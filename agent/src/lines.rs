@@ -104,6 +104,14 @@ impl LineSplitter {
         self.cont = true;
     }
 
+    /// Gives back the memory a long partial line left behind once it is
+    /// emitted (thousands of quiet files must not each keep one).
+    pub fn trim(&mut self) {
+        if self.line.is_empty() && self.line.capacity() > 4096 {
+            self.line = Vec::new();
+        }
+    }
+
     /// Forgets held bytes (the stream was replaced).
     pub fn reset(&mut self) {
         self.line.clear();

@@ -309,6 +309,53 @@ fn inotify_wakes_the_source_long_before_the_next_poll() {
 }
 
 #[test]
+fn a_write_inotify_does_not_name_is_read_at_the_next_full_check() {
+    // Only the files inotify names are read between full checks (every 10
+    // polls). A write through a hard link in another directory is not
+    // reported by the watch on logs/: it must still be read, at the next
+    // full check (here within about 10 × 100 ms).
+    let e = Env::new("poll_interval = \"100ms\"");
+    append(&e.log("app.log"), b"first\n");
+    let d = e.start();
+    e.wait_entries(1);
+    let other = e.p("elsewhere");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::hard_link(e.log("app.log"), other.join("link")).unwrap();
+    append(&other.join("link"), b"through the link\n");
+    e.wait_entries(2);
+    // And a write inotify names is read at once, as before.
+    append(&e.log("app.log"), b"third\n");
+    e.wait_entries(3);
+    stop(d);
+    assert_eq!(e.bodies(), ["first", "through the link", "third"]);
+}
+
+#[test]
+fn a_thousand_quiet_files_cost_no_read_buffer_each() {
+    // Each file used to keep a 64 KiB read buffer once read: 1,000 files,
+    // 64 MB. Now one buffer for the source, and batches as big as what
+    // they carry.
+    let e = Env::new("");
+    for i in 0..1000 {
+        append(
+            &e.log(&format!("f{i:04}.log")),
+            lines(&format!("file {i}"), 0..20).as_bytes(),
+        );
+    }
+    let d = e.start();
+    e.wait_entries(20_000);
+    let hwm = vm_hwm_kb(d.0.id());
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", d.0.id()))
+        .unwrap()
+        .count();
+    eprintln!("1,000 files of 20 lines: peak RSS {hwm} kB, {fds} descriptors");
+    stop(d);
+    assert!(hwm < 48 * 1024, "peak RSS {hwm} kB for 1,000 small files");
+    assert!(fds <= 1000 + 32, "{fds} descriptors for 1,000 files");
+    assert_eq!(e.bodies().len(), 20_000);
+}
+
+#[test]
 fn compressed_and_dateext_rotations_are_not_read_twice() {
     // logrotate with compress + delaycompress + dateext, and a glob that
     // matches the rotated names too.

@@ -11,8 +11,13 @@
 //! * A file renamed out of the globs or deleted is still read for
 //!   `rotate_wait` (default 5 s) after its last data: the program writing
 //!   it may not have reopened its log yet.
-//! * inotify wakes the source as soon as a watched directory changes; files
-//!   are also polled every `poll_interval` (default 1 s) behind it.
+//! * inotify wakes the source as soon as a watched directory changes, and
+//!   says which files did: only those are read then. Every open file is
+//!   also checked every `RESCAN_EVERY` polls (10 s by default) behind it —
+//!   on every poll where inotify does not watch its directory — so that a
+//!   change inotify does not report (a network file system, a write through
+//!   a mapping) is seen late, never missed. Quiet files cost nothing in
+//!   between, and share one read buffer.
 
 mod identity;
 mod locate;
@@ -363,6 +368,8 @@ struct RunState {
     tailers: HashMap<(u64, u64), Tailer>,
     warned: HashSet<String>,
     orders: u64,
+    /// The read buffer every file of the source shares.
+    buf: Vec<u8>,
 }
 
 impl RunState {
@@ -393,6 +400,7 @@ impl Source for FileSource {
             tailers: HashMap::new(),
             warned: HashSet::new(),
             orders: 0,
+            buf: Vec::new(),
         };
         let (mut watcher, note) = watch::Watcher::new();
         let mut wake = watch::Wake::Changed;
@@ -410,9 +418,13 @@ impl Source for FileSource {
             // List the directories when something changed in them, and
             // every RESCAN_EVERY polls anyway (inotify is only a hint); the
             // open files are checked on every poll.
-            let rescan = wake != watch::Wake::Timeout
-                || !watcher.active()
-                || polls.is_multiple_of(RESCAN_EVERY);
+            let every = polls.is_multiple_of(RESCAN_EVERY);
+            let rescan = wake != watch::Wake::Timeout || !watcher.active() || every;
+            // Every open file is checked every RESCAN_EVERY polls, after an
+            // overflow, and on every poll when inotify is off; otherwise
+            // only those it named (a quiet file costs nothing in between).
+            let check_all = every || wake == watch::Wake::Overflow || !watcher.active();
+            let changed = watcher.take_changed();
             polls += 1;
             let seen = if rescan {
                 let seen = self.scan(&ctx, &mut run);
@@ -436,8 +448,15 @@ impl Source for FileSource {
                 let Some(t) = run.tailers.get_mut(&id) else {
                     continue;
                 };
+                let named = || {
+                    t.path.file_name().is_some_and(|n| changed.contains(n))
+                        || !t.path.parent().is_some_and(|d| watcher.watches(d))
+                };
+                if !(check_all || stopping || t.gone || t.look || t.holds_partial() || named()) {
+                    continue;
+                }
                 let flush = stopping || t.gone;
-                match t.poll(&ctx, self.partial_timeout, flush) {
+                match t.poll(&ctx, &mut run.buf, self.partial_timeout, flush) {
                     Ok(true) => {}
                     Ok(false) => writer_gone = true,
                     Err(e) => {
@@ -502,8 +521,7 @@ impl FileSource {
                 use std::os::unix::fs::MetadataExt;
                 if let Some(t) = run.tailers.get_mut(&(m.dev(), m.ino())) {
                     seen.insert((m.dev(), m.ino()));
-                    t.path = path;
-                    t.gone = false;
+                    t.found_as(path);
                     continue;
                 }
             }
@@ -526,8 +544,7 @@ impl FileSource {
             };
             seen.insert((dev, ino));
             if let Some(t) = run.tailers.get_mut(&(dev, ino)) {
-                t.path = path;
-                t.gone = false;
+                t.found_as(path);
                 continue;
             }
             if let Some(t) = self.open_new(ctx, run, path, file, id) {

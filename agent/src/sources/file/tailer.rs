@@ -33,7 +33,9 @@ pub struct Tailer {
     splitter: LineSplitter,
     last_data: Instant,
     source: Arc<str>,
-    buf: Vec<u8>,
+    /// To be read at the next pass whatever inotify says: just opened, or
+    /// found under another name.
+    pub look: bool,
     /// The path no longer leads here (renamed away or deleted).
     pub gone: bool,
     /// Resumed from a position the spool (or this run) knew.
@@ -70,7 +72,7 @@ impl Tailer {
             splitter,
             last_data: Instant::now(),
             source,
-            buf: Vec::new(),
+            look: true,
             gone: false,
             resumed: false,
             order: 0,
@@ -90,6 +92,22 @@ impl Tailer {
             fingerprint: self.fp,
             offset,
         }
+    }
+
+    /// The globs show the file under `path`: under another name than
+    /// before (renamed within them), it is read at the next pass.
+    pub fn found_as(&mut self, path: PathBuf) {
+        if path != self.path || self.gone {
+            self.look = true;
+        }
+        self.path = path;
+        self.gone = false;
+    }
+
+    /// Whether part of a line is held, waiting for its end (or for the
+    /// idle time, to be written without it).
+    pub fn holds_partial(&self) -> bool {
+        self.splitter.pending() > 0
     }
 
     /// Whether everything in the file has been read and handed over.
@@ -148,14 +166,18 @@ impl Tailer {
         self.gap(ctx, reason, UNKNOWN_COUNT, detail)
     }
 
-    /// Reads what is new. `flush_partial` forces a held partial line out
-    /// (shutdown). Returns false when the writer is gone.
+    /// Reads what is new, into `buf` (one buffer for every file of the
+    /// source: a watched file costs no read buffer of its own).
+    /// `flush_partial` forces a held partial line out (shutdown). Returns
+    /// false when the writer is gone.
     pub fn poll(
         &mut self,
         ctx: &SourceContext,
+        buf: &mut Vec<u8>,
         partial_timeout: Duration,
         flush_partial: bool,
     ) -> io::Result<bool> {
+        self.look = false;
         let (_, _, size) = dev_ino_size(&self.file)?;
         if size < self.offset {
             let detail = format!(
@@ -195,19 +217,20 @@ impl Tailer {
         if self.offset >= size && self.splitter.pending() == 0 {
             return Ok(true); // nothing new: the common case for a quiet file
         }
-        let mut batch = Batch::new(self.key());
-        if self.buf.len() < READ_BYTES {
-            self.buf.resize(READ_BYTES, 0);
+        let left = usize::try_from(size.saturating_sub(self.offset)).unwrap_or(usize::MAX);
+        let mut batch = Batch::sized(self.key(), left.saturating_add(self.splitter.pending()));
+        if buf.len() < READ_BYTES {
+            buf.resize(READ_BYTES, 0);
         }
         while self.offset < size {
             let want = ((size - self.offset) as usize).min(READ_BYTES);
-            let n = self.file.read_at(&mut self.buf[..want], self.offset)?;
+            let n = self.file.read_at(&mut buf[..want], self.offset)?;
             if n == 0 {
                 break;
             }
             let start = self.offset;
             self.splitter
-                .push(&self.buf[..n], start, &mut |b: &[u8], f: u8, o: u64| {
+                .push(&buf[..n], start, &mut |b: &[u8], f: u8, o: u64| {
                     batch.push(b, f, o)
                 })?;
             self.offset += n as u64;
@@ -224,6 +247,7 @@ impl Tailer {
                     batch.push(b, f, o)
                 })?;
         }
+        self.splitter.trim();
         Ok(batch.send(&self.source, ctx))
     }
 }
@@ -233,18 +257,32 @@ struct Batch {
     key: StreamKey,
     data: Vec<u8>,
     lines: Vec<(u32, u32, u8, u64)>,
+    /// Bytes the batch is expected to hold: what is left to read, at most
+    /// about [`BATCH_BYTES`]. Its buffers are that big from the first line
+    /// on (a file with a line to give costs a line, not 80 KiB, while it
+    /// waits in the channel).
+    expect: usize,
 }
 
 impl Batch {
     fn new(key: StreamKey) -> Batch {
+        Batch::sized(key, BATCH_BYTES)
+    }
+
+    fn sized(key: StreamKey, expect: usize) -> Batch {
         Batch {
             key,
-            data: Vec::with_capacity(BATCH_BYTES + (BATCH_BYTES >> 2)),
-            lines: Vec::with_capacity(BATCH_BYTES / 128),
+            data: Vec::new(),
+            lines: Vec::new(),
+            expect: expect.min(BATCH_BYTES + (BATCH_BYTES >> 2)),
         }
     }
 
     fn push(&mut self, body: &[u8], flags: u8, end: u64) -> io::Result<()> {
+        if self.data.capacity() == 0 {
+            self.data.reserve(self.expect.max(body.len()));
+            self.lines.reserve(self.expect / 128 + 1);
+        }
         let s = self.data.len() as u32;
         self.data.extend_from_slice(body);
         self.lines.push((s, self.data.len() as u32, flags, end));
@@ -256,7 +294,7 @@ impl Batch {
         if self.lines.is_empty() {
             return true;
         }
-        let next = Batch::new(self.key);
+        let next = Batch::sized(self.key, self.expect);
         let full = std::mem::replace(self, next);
         ctx.send(Event::Lines {
             source: source.clone(),

@@ -5,6 +5,7 @@
 
 use inotify::{EventMask, Inotify, WatchMask};
 use std::collections::HashSet;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,8 @@ pub struct Watcher {
     inotify: Option<Inotify>,
     dirs: HashSet<PathBuf>,
     buf: Vec<u8>,
+    /// The names inotify reported changed since [`Watcher::take_changed`].
+    changed: HashSet<OsString>,
     /// Event queue overflows seen.
     pub overflows: u64,
 }
@@ -44,6 +47,7 @@ impl Watcher {
                 inotify,
                 dirs: HashSet::new(),
                 buf: vec![0; 16 << 10],
+                changed: HashSet::new(),
                 overflows: 0,
             },
             note,
@@ -87,6 +91,16 @@ impl Watcher {
         self.inotify.is_some() && !self.dirs.is_empty()
     }
 
+    /// Whether a change of a file directly in `dir` is reported.
+    pub fn watches(&self, dir: &Path) -> bool {
+        self.inotify.is_some() && self.dirs.contains(dir)
+    }
+
+    /// The names of the files reported changed since the last call.
+    pub fn take_changed(&mut self) -> HashSet<OsString> {
+        std::mem::take(&mut self.changed)
+    }
+
     /// Waits for a change, the timeout, or shutdown.
     pub fn wait(&mut self, timeout: Duration, shutdown: &Shutdown) -> Wake {
         let deadline = Instant::now() + timeout;
@@ -123,8 +137,13 @@ impl Watcher {
                     if ev.mask.contains(EventMask::Q_OVERFLOW) {
                         self.overflows += 1;
                         woke = Wake::Overflow;
-                    } else if woke == Wake::Timeout {
-                        woke = Wake::Changed;
+                    } else {
+                        if let Some(n) = ev.name {
+                            self.changed.insert(n.to_owned());
+                        }
+                        if woke == Wake::Timeout {
+                            woke = Wake::Changed;
+                        }
                     }
                 }
             }
