@@ -29,6 +29,7 @@ use crate::metrics::{self, SourceState};
 use crate::sources::{Event, Source, SourceContext, StreamKey};
 use identity::{Refused, dev_ino_size, fingerprint, matches, open_regular};
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -370,6 +371,8 @@ struct RunState {
     orders: u64,
     /// The read buffer every file of the source shares.
     buf: Vec<u8>,
+    /// The open files by file name, as of the last scan.
+    by_name: HashMap<OsString, Vec<(u64, u64)>>,
 }
 
 impl RunState {
@@ -378,17 +381,52 @@ impl RunState {
         self.orders
     }
 
-    /// The open files in the order they are read: those renamed or deleted
-    /// first (what is left of an old file comes before its successor),
-    /// then those resumed from the spool, then the others as found.
-    fn read_order(&self) -> Vec<(u64, u64)> {
-        let mut ids: Vec<_> = self
+    /// After a scan: which files are gone from the globs, which are in a
+    /// directory inotify watches, and the files by name (what inotify
+    /// names).
+    fn scanned(&mut self, seen: &HashSet<(u64, u64)>, watcher: &watch::Watcher) {
+        self.by_name.clear();
+        for (id, t) in self.tailers.iter_mut() {
+            if !seen.contains(id) {
+                t.gone = true;
+            }
+            t.watched = t.path.parent().is_some_and(|d| watcher.watches(d));
+            if let Some(n) = t.path.file_name() {
+                self.by_name.entry(n.to_owned()).or_default().push(*id);
+            }
+        }
+    }
+
+    /// The files to read now, in the order they are read: those renamed or
+    /// deleted first (what is left of an old file comes before its
+    /// successor), then those resumed from the spool, then the others as
+    /// found. With `all` every open file; otherwise those inotify named,
+    /// those it does not watch, and those that must be looked at anyway
+    /// (gone, just found, holding part of a line).
+    fn due(&self, all: bool, changed: &HashSet<OsString>) -> Vec<(u64, u64)> {
+        let mut ids: Vec<(u64, u64)> = self
             .tailers
             .iter()
-            .map(|(id, t)| ((!t.gone, !t.resumed, t.order), *id))
+            .filter(|(_, t)| all || t.gone || t.look || !t.watched || t.holds_partial())
+            .map(|(id, _)| *id)
             .collect();
-        ids.sort_unstable();
-        ids.into_iter().map(|(_, id)| id).collect()
+        if !all {
+            // (A file let go of since the last scan is no longer open.)
+            ids.extend(
+                changed
+                    .iter()
+                    .filter_map(|n| self.by_name.get(n))
+                    .flatten()
+                    .filter(|id| self.tailers.contains_key(id)),
+            );
+            ids.sort_unstable();
+            ids.dedup();
+        }
+        ids.sort_unstable_by_key(|id| {
+            let t = &self.tailers[id];
+            (!t.gone, !t.resumed, t.order)
+        });
+        ids
     }
 }
 
@@ -401,6 +439,7 @@ impl Source for FileSource {
             warned: HashSet::new(),
             orders: 0,
             buf: Vec::new(),
+            by_name: HashMap::new(),
         };
         let (mut watcher, note) = watch::Watcher::new();
         let mut wake = watch::Wake::Changed;
@@ -415,46 +454,33 @@ impl Source for FileSource {
             for n in watcher.watch_globs(&self.paths) {
                 warn_once(&mut run.warned, &self.name, n);
             }
-            // List the directories when something changed in them, and
-            // every RESCAN_EVERY polls anyway (inotify is only a hint); the
-            // open files are checked on every poll.
+            // List the directories when files came, went or were renamed
+            // in them, and every RESCAN_EVERY polls anyway (inotify is only
+            // a hint). Every open file is checked every RESCAN_EVERY polls,
+            // after an overflow, and on every poll when inotify is off;
+            // otherwise only those it named (a quiet file costs nothing in
+            // between).
             let every = polls.is_multiple_of(RESCAN_EVERY);
-            let rescan = wake != watch::Wake::Timeout || !watcher.active() || every;
-            // Every open file is checked every RESCAN_EVERY polls, after an
-            // overflow, and on every poll when inotify is off; otherwise
-            // only those it named (a quiet file costs nothing in between).
+            let structure = matches!(wake, watch::Wake::Changed | watch::Wake::Overflow);
+            let rescan = structure || !watcher.active() || every;
             let check_all = every || wake == watch::Wake::Overflow || !watcher.active();
             let changed = watcher.take_changed();
             polls += 1;
-            let seen = if rescan {
+            if rescan {
                 let seen = self.scan(&ctx, &mut run);
                 if polls == 1 {
                     self.settle_missing(&ctx, &mut run);
                 }
                 self.show_state(&mut waiting, run.tailers.is_empty());
-                seen
-            } else {
-                run.tailers.keys().copied().collect()
-            };
-            for (id, t) in run.tailers.iter_mut() {
-                if !seen.contains(id) {
-                    t.gone = true;
-                }
+                run.scanned(&seen, &watcher);
             }
-            // Read what is new in every file (a renamed or deleted one to
-            // its end), the old before the new.
+            // Read what is new (a renamed or deleted file to its end), the
+            // old before the new.
             let mut writer_gone = false;
-            for id in run.read_order() {
+            for id in run.due(check_all || stopping, &changed) {
                 let Some(t) = run.tailers.get_mut(&id) else {
                     continue;
                 };
-                let named = || {
-                    t.path.file_name().is_some_and(|n| changed.contains(n))
-                        || !t.path.parent().is_some_and(|d| watcher.watches(d))
-                };
-                if !(check_all || stopping || t.gone || t.look || t.holds_partial() || named()) {
-                    continue;
-                }
                 let flush = stopping || t.gone;
                 match t.poll(&ctx, &mut run.buf, self.partial_timeout, flush) {
                     Ok(true) => {}

@@ -38,6 +38,9 @@ pub struct Tailer {
     pub look: bool,
     /// The path no longer leads here (renamed away or deleted).
     pub gone: bool,
+    /// inotify watches the directory of its path (then a change is
+    /// reported; otherwise it is read on every poll).
+    pub watched: bool,
     /// Resumed from a position the spool (or this run) knew.
     pub resumed: bool,
     /// When it was found, in this run's order.
@@ -74,6 +77,7 @@ impl Tailer {
             source,
             look: true,
             gone: false,
+            watched: false,
             resumed: false,
             order: 0,
         })

@@ -11,11 +11,16 @@ use std::time::{Duration, Instant};
 
 use crate::sources::Shutdown;
 
-/// Why [`Watcher::wait`] returned.
-#[derive(Debug, PartialEq, Eq)]
+/// Why [`Watcher::wait`] returned (in rising order: a wait that saw
+/// several returns the last).
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord, Clone, Copy)]
 pub enum Wake {
-    Changed,
     Timeout,
+    /// Only files' contents changed (the names are kept).
+    Modified,
+    /// Files came, went or were renamed (or their attributes changed):
+    /// the directories are listed again.
+    Changed,
     Overflow,
     Shutdown,
 }
@@ -132,19 +137,21 @@ impl Watcher {
                 Ok(_) => {}
             }
             let mut woke = Wake::Timeout;
+            let contents = EventMask::MODIFY | EventMask::CLOSE_WRITE;
             if let Ok(events) = ino.read_events(&mut self.buf) {
                 for ev in events {
-                    if ev.mask.contains(EventMask::Q_OVERFLOW) {
-                        self.overflows += 1;
-                        woke = Wake::Overflow;
-                    } else {
-                        if let Some(n) = ev.name {
-                            self.changed.insert(n.to_owned());
-                        }
-                        if woke == Wake::Timeout {
-                            woke = Wake::Changed;
-                        }
+                    if let Some(n) = ev.name {
+                        self.changed.insert(n.to_owned());
                     }
+                    let this = if ev.mask.contains(EventMask::Q_OVERFLOW) {
+                        self.overflows += 1;
+                        Wake::Overflow
+                    } else if contents.contains(ev.mask) {
+                        Wake::Modified
+                    } else {
+                        Wake::Changed
+                    };
+                    woke = woke.max(this);
                 }
             }
             if woke != Wake::Timeout {
