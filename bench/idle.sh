@@ -52,7 +52,7 @@ t1=$(cpu_ns)
 rss=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
 hwm=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
 fds=$(ls "/proc/$pid/fd" | wc -l)
-[ -n "${WORMLOG_IDLE_PERF:-}" ] && perf record -F 4999 -g -o "$WORMLOG_IDLE_PERF" -p "$pid" -- sleep 20 2>/dev/null
+[ -n "${WORMLOG_IDLE_PERF:-}" ] && perf record -F 4999 -g -o "$WORMLOG_IDLE_PERF" -p "$pid" -- sleep "${WORMLOG_IDLE_PERF_S:-20}" 2>/dev/null
 kill -TERM "$pid"; wait "$pid"
 entries=$("$bin" cat --spool "$work/spool" --json | grep -c '"kind":"entry"' || true)
 python3 -c "print(f'idle daemon, $n quiet files of $lines lines ($entries of $want lines in the spool), ${secs}s: {($t1-$t0)/1e9/$secs*100:.4f}% of one core, RSS {$rss/1024:.1f} MiB (peak {$hwm/1024:.1f} MiB), {$fds} open descriptors')"

@@ -310,10 +310,10 @@ fn inotify_wakes_the_source_long_before_the_next_poll() {
 
 #[test]
 fn a_write_inotify_does_not_name_is_read_at_the_next_full_check() {
-    // Only the files inotify names are read between full checks (every 10
+    // Only the files inotify names are read between full checks (every 30
     // polls). A write through a hard link in another directory is not
     // reported by the watch on logs/: it must still be read, at the next
-    // full check (here within about 10 × 100 ms).
+    // full check (here within about 30 × 100 ms).
     let e = Env::new("poll_interval = \"100ms\"");
     append(&e.log("app.log"), b"first\n");
     let d = e.start();

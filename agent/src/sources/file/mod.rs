@@ -13,11 +13,13 @@
 //!   it may not have reopened its log yet.
 //! * inotify wakes the source as soon as a watched directory changes, and
 //!   says which files did: only those are read then. Every open file is
-//!   also checked every `RESCAN_EVERY` polls (10 s by default) behind it —
+//!   also checked every `RESCAN_EVERY` polls (30 s by default) behind it —
 //!   on every poll where inotify does not watch its directory — so that a
 //!   change inotify does not report (a network file system, a write through
-//!   a mapping) is seen late, never missed. Quiet files cost nothing in
-//!   between, and share one read buffer.
+//!   a mapping) is seen late, never missed. The directories are listed again
+//!   when files come, go or are renamed, and every `RELIST_EVERY` polls (a
+//!   minute; with a wildcard directory in a glob, every `RESCAN_EVERY`).
+//!   Quiet files cost nothing in between, and share one read buffer.
 
 mod identity;
 mod locate;
@@ -38,9 +40,14 @@ use wormlog_spool::Position;
 use wormlog_spool::clock::wall_ns;
 use wormlog_spool::record::{GapReason, UNKNOWN_COUNT};
 
-/// With inotify active, directories are listed on every change and at
-/// least every this many polls.
-const RESCAN_EVERY: u64 = 10;
+/// With inotify active, every open file is checked at least every this
+/// many polls (30 s by default), whatever inotify says.
+const RESCAN_EVERY: u64 = 30;
+/// With inotify active, the directories are listed when files come, go
+/// or are renamed in them, and at least every this many polls (1 minute
+/// by default): a listing of thousands of files is most of what a quiet
+/// source costs.
+const RELIST_EVERY: u64 = 60;
 
 /// A file source.
 #[derive(Debug)]
@@ -404,29 +411,26 @@ impl RunState {
     /// those it does not watch, and those that must be looked at anyway
     /// (gone, just found, holding part of a line).
     fn due(&self, all: bool, changed: &HashSet<OsString>) -> Vec<(u64, u64)> {
-        let mut ids: Vec<(u64, u64)> = self
+        let key = |t: &Tailer| (!t.gone, !t.resumed, t.order);
+        let mut due: Vec<_> = self
             .tailers
             .iter()
             .filter(|(_, t)| all || t.gone || t.look || !t.watched || t.holds_partial())
-            .map(|(id, _)| *id)
+            .map(|(id, t)| (key(t), *id))
             .collect();
         if !all {
             // (A file let go of since the last scan is no longer open.)
-            ids.extend(
-                changed
-                    .iter()
-                    .filter_map(|n| self.by_name.get(n))
-                    .flatten()
-                    .filter(|id| self.tailers.contains_key(id)),
-            );
-            ids.sort_unstable();
-            ids.dedup();
+            for id in changed.iter().filter_map(|n| self.by_name.get(n)).flatten() {
+                if let Some(t) = self.tailers.get(id) {
+                    due.push((key(t), *id));
+                }
+            }
+            due.sort_unstable();
+            due.dedup();
+        } else {
+            due.sort_unstable();
         }
-        ids.sort_unstable_by_key(|id| {
-            let t = &self.tailers[id];
-            (!t.gone, !t.resumed, t.order)
-        });
-        ids
+        due.into_iter().map(|(_, id)| id).collect()
     }
 }
 
@@ -444,6 +448,14 @@ impl Source for FileSource {
         let (mut watcher, note) = watch::Watcher::new();
         let mut wake = watch::Wake::Changed;
         let mut polls: u64 = 0;
+        // A glob with a wildcard directory: inotify (on the directory up to
+        // the first wildcard) does not see files come in the directories
+        // below, so those are listed as often as files are checked.
+        let deep_globs = self.paths.iter().any(|g| {
+            Path::new(g)
+                .parent()
+                .is_some_and(|p| watch::static_prefix_dir(g) != p)
+        });
         // Whether no file matched at the last scan (None: not scanned yet).
         let mut waiting: Option<bool> = None;
         if let Some(n) = note {
@@ -455,14 +467,19 @@ impl Source for FileSource {
                 warn_once(&mut run.warned, &self.name, n);
             }
             // List the directories when files came, went or were renamed
-            // in them, and every RESCAN_EVERY polls anyway (inotify is only
+            // in them, and every RELIST_EVERY polls anyway (inotify is only
             // a hint). Every open file is checked every RESCAN_EVERY polls,
             // after an overflow, and on every poll when inotify is off;
             // otherwise only those it named (a quiet file costs nothing in
             // between).
             let every = polls.is_multiple_of(RESCAN_EVERY);
             let structure = matches!(wake, watch::Wake::Changed | watch::Wake::Overflow);
-            let rescan = structure || !watcher.active() || every;
+            let relist = if deep_globs {
+                RESCAN_EVERY
+            } else {
+                RELIST_EVERY
+            };
+            let rescan = structure || !watcher.active() || polls.is_multiple_of(relist);
             let check_all = every || wake == watch::Wake::Overflow || !watcher.active();
             let changed = watcher.take_changed();
             polls += 1;
