@@ -182,17 +182,42 @@ impl EntryBatch {
     }
 }
 
-/// Shared shutdown signal that sources can sleep on.
+/// Shared shutdown signal that sources can sleep on (a condition
+/// variable), or poll beside their own descriptors ([`Shutdown::fd`]).
 #[derive(Debug, Default)]
 pub struct Shutdown {
     flag: Mutex<bool>,
     cv: Condvar,
+    /// An eventfd made readable by [`Shutdown::trigger`], made when a
+    /// source first asks for it.
+    event: std::sync::OnceLock<Option<std::os::fd::OwnedFd>>,
 }
 
 impl Shutdown {
     pub fn trigger(&self) {
         *self.flag.lock().unwrap_or_else(|p| p.into_inner()) = true;
         self.cv.notify_all();
+        if let Some(Some(fd)) = self.event.get() {
+            let _ = rustix::io::write(fd, &1u64.to_ne_bytes());
+        }
+    }
+
+    /// A descriptor that becomes readable when shutdown is requested (for
+    /// a `poll` beside the source's own); None when no eventfd can be
+    /// made. Ask for it before checking [`Shutdown::is_set`]: a trigger
+    /// between the two is then seen by one or the other.
+    pub fn fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        self.event
+            .get_or_init(|| {
+                rustix::event::eventfd(
+                    0,
+                    rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
+                )
+                .ok()
+            })
+            .as_ref()
+            .map(|fd| fd.as_fd())
     }
 
     pub fn is_set(&self) -> bool {

@@ -106,9 +106,11 @@ impl Watcher {
         std::mem::take(&mut self.changed)
     }
 
-    /// Waits for a change, the timeout, or shutdown.
+    /// Waits for a change, the timeout, or shutdown (at once: its eventfd
+    /// is polled beside inotify's).
     pub fn wait(&mut self, timeout: Duration, shutdown: &Shutdown) -> Wake {
         let deadline = Instant::now() + timeout;
+        let stop_fd = shutdown.fd();
         loop {
             if shutdown.is_set() {
                 return Wake::Shutdown;
@@ -128,12 +130,18 @@ impl Watcher {
                 tv_sec: slice.as_secs() as _,
                 tv_nsec: slice.subsec_nanos() as _,
             };
-            let mut fds = [rustix::event::PollFd::new(
+            let mut fds = vec![rustix::event::PollFd::new(
                 &*ino,
                 rustix::event::PollFlags::IN,
             )];
+            if let Some(fd) = &stop_fd {
+                fds.push(rustix::event::PollFd::new(fd, rustix::event::PollFlags::IN));
+            }
             match rustix::event::poll(&mut fds, Some(&ts)) {
                 Ok(0) | Err(_) => continue,
+                Ok(_) if fds.get(1).is_some_and(|f| !f.revents().is_empty()) => {
+                    return Wake::Shutdown;
+                }
                 Ok(_) => {}
             }
             let mut woke = Wake::Timeout;
