@@ -21,6 +21,7 @@ cargo build --release --quiet -p wormlog
 echo "# $(date -u +%FT%TZ) $(nproc) cores; input $input ($lines lines of 200 bytes)"
 for i in $(seq "$runs"); do
   python3 bench/file_source.py "$PWD/target/release/wormlog" "$input" "$work"
+  WORMLOG_BENCH_APPEND=1 python3 bench/file_source.py "$PWD/target/release/wormlog" "$input" "$work"
   for peer in rsyslog syslog-ng; do
     for mode in a b2; do
       python3 "$kit/run_peer.py" "$peer" "$mode" "$input" "$work/peer-runs" "$work/peers"

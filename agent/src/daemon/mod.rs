@@ -22,8 +22,10 @@ use wormlog_spool::Spool;
 use wormlog_spool::keys::HostKey;
 
 /// Events in flight between the sources and the writer (each at most about
-/// 64 KiB of lines).
-const CHANNEL_EVENTS: usize = 16;
+/// 64 KiB of lines). Four keep the writer busy as well as sixteen did (the
+/// file-source benchmark: the same lines per second) and hold 3 MiB less
+/// at peak (docs/BENCHMARKS.md, issue 17).
+const CHANNEL_EVENTS: usize = 4;
 
 pub fn run(config: &Path) -> anyhow::Result<ExitCode> {
     // Take SIGTERM and SIGINT first: a stop requested while the spool is
