@@ -182,9 +182,11 @@ pub fn verify_spool(
         },
         visitor,
     };
-    // One thread reads the next segment while this one checks the current.
+    // One thread reads the next segment and hashes its records while this
+    // one checks the current (the leaf hashes are independent of each
+    // other; the checks that follow them are not).
     std::thread::scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<std::io::Result<Vec<u8>>>(1);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<std::io::Result<ReadSegment>>(1);
         let (recycle_tx, recycle_rx) = std::sync::mpsc::channel::<Vec<u8>>();
         let paths: Vec<PathBuf> = segs.iter().map(|(_, p)| p.clone()).collect();
         scope.spawn(move || {
@@ -193,7 +195,7 @@ pub fn verify_spool(
                 buf.clear();
                 let r = std::fs::File::open(&path)
                     .and_then(|mut f| f.read_to_end(&mut buf))
-                    .map(|_| buf);
+                    .map(|_| ReadSegment::hashed(buf));
                 if tx.send(r).is_err() {
                     return;
                 }
@@ -203,11 +205,34 @@ pub fn verify_spool(
     })
 }
 
+/// A segment as the reading thread hands it over: its bytes, and the leaf
+/// hash of every whole frame from the header on, by the frame's place.
+/// Only a hint: the checks find the frames again and hash any frame the
+/// hint does not have at the same place.
+struct ReadSegment {
+    bytes: Vec<u8>,
+    leaves: Vec<(usize, usize, Hash)>,
+}
+
+impl ReadSegment {
+    fn hashed(bytes: Vec<u8>) -> ReadSegment {
+        let mut leaves = Vec::new();
+        if let Ok((_, hlen)) = SegmentHeader::decode(&bytes) {
+            let mut off = hlen;
+            while let FrameAt::Frame { start, end } = frame_at(&bytes, off) {
+                leaves.push((start, end, leaf_hash(&bytes[start..end])));
+                off = end;
+            }
+        }
+        ReadSegment { bytes, leaves }
+    }
+}
+
 /// Checks the segments in order, reading their bytes from `rx`.
 fn check_segments(
     s: &mut State<'_>,
     segs: &[(u64, PathBuf)],
-    rx: std::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>,
+    rx: std::sync::mpsc::Receiver<std::io::Result<ReadSegment>>,
     recycle: std::sync::mpsc::Sender<Vec<u8>>,
 ) -> Result<Report, VerifyError> {
     let io = |path: &Path| {
@@ -254,7 +279,7 @@ fn check_segments(
             };
             return Ok(s.fail(*no, 0, reason));
         }
-        let bytes = match rx.recv() {
+        let ReadSegment { bytes, leaves } = match rx.recv() {
             Ok(r) => r.map_err(io(path))?,
             Err(_) => return Err(io(path)(std::io::Error::other("segment reader stopped"))),
         };
@@ -270,7 +295,7 @@ fn check_segments(
             return Ok(s.fail(*no, 0, reason));
         }
         let last = i + 1 == segs.len();
-        let result = s.segment(*no, &bytes, limit, last, prev.take());
+        let result = s.segment(*no, &bytes, &leaves, limit, last, prev.take());
         let _ = recycle.send(bytes);
         match result {
             Ok(p) => {
@@ -392,6 +417,7 @@ impl State<'_> {
         &mut self,
         no: u64,
         bytes: &[u8],
+        hinted: &[(usize, usize, Hash)],
         limit: Option<u64>,
         last: bool,
         prev: Option<Prev>,
@@ -433,7 +459,7 @@ impl State<'_> {
                 other => break other,
             }
         };
-        let leaves = leaf_hashes(data, &frames);
+        let leaves = leaf_hashes(data, &frames, hinted);
         let mut index = 0u64;
         let mut seen_checkpoint = false;
         let mut keys = KeyPlace::default();
@@ -697,8 +723,22 @@ impl State<'_> {
     }
 }
 
-/// The leaf hashes of the frames of a segment, computed on all cores.
-fn leaf_hashes(data: &[u8], frames: &[(usize, usize, usize)]) -> Vec<Hash> {
+/// The leaf hashes of the frames of a segment: those the reading thread
+/// hashed at the same place taken from `hinted`, the others computed here
+/// on all cores.
+fn leaf_hashes(
+    data: &[u8],
+    frames: &[(usize, usize, usize)],
+    hinted: &[(usize, usize, Hash)],
+) -> Vec<Hash> {
+    let same = frames.len() <= hinted.len()
+        && frames
+            .iter()
+            .zip(hinted)
+            .all(|(&(_, s, e), &(hs, he, _))| (s, e) == (hs, he));
+    if same {
+        return hinted[..frames.len()].iter().map(|&(_, _, h)| h).collect();
+    }
     let hash = |f: &[(usize, usize, usize)]| {
         f.iter()
             .map(|&(_, s, e)| leaf_hash(&data[s..e]))
