@@ -3,7 +3,9 @@
 //! sequence number and the reason.
 
 use crate::chain::ChainCheck;
-use crate::frame::{CompleteWrite, FrameAt, completed_write, frame_at};
+use crate::frame::{
+    CompleteWrite, FrameAt, completed_write, crc_matches, frame_at, frame_bounds_at,
+};
 use crate::hash::{Hash, leaf_hash, sha256};
 use crate::ledger::apply as ledger_apply;
 use crate::record::{Kind, Payload, Record};
@@ -219,7 +221,7 @@ impl ReadSegment {
         let mut leaves = Vec::new();
         if let Ok((_, hlen)) = SegmentHeader::decode(&bytes) {
             let mut off = hlen;
-            while let FrameAt::Frame { start, end } = frame_at(&bytes, off) {
+            while let FrameAt::Frame { start, end } = frame_bounds_at(&bytes, off) {
                 leaves.push((start, end, leaf_hash(&bytes[start..end])));
                 off = end;
             }
@@ -450,6 +452,18 @@ impl State<'_> {
         // follow them are not.
         let mut frames = Vec::new();
         let mut off = hlen;
+        // The reading thread found the frames of these same bytes from the
+        // same header length (their lengths only): those that end within
+        // `data` and whose CRC holds are the first frames here; the
+        // framing goes on from the end of the last of them (and names a
+        // bad CRC there).
+        for &(start, fend, _) in hinted {
+            if fend > data.len() || !crc_matches(data, off, fend) {
+                break;
+            }
+            frames.push((off, start, fend));
+            off = fend;
+        }
         let stop = loop {
             match frame_at(data, off) {
                 FrameAt::Frame { start, end: fend } => {
