@@ -242,9 +242,14 @@ async fn open_store(
 /// bucket), unless a larger one is there already. Off the request's path.
 fn publish_checkpoint(app: &Arc<App>, id: &str, tree_size: u64, root: [u8; 32]) {
     let (app, id) = (app.clone(), id.to_owned());
+    // Publishes run on blocking threads, several at once: the look at the
+    // published size and the write are one step, so that an older
+    // checkpoint finishing last cannot replace a newer one.
+    static LOCAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
     tokio::task::spawn_blocking(move || {
         let dir = app.config.store_dir.join("checkpoints");
         let path = dir.join(&id);
+        let guard = LOCAL.lock().unwrap_or_else(|p| p.into_inner());
         let published = std::fs::read_to_string(&path)
             .ok()
             .and_then(|t| t.lines().nth(1)?.parse::<u64>().ok());
@@ -258,6 +263,7 @@ fn publish_checkpoint(app: &Arc<App>, id: &str, tree_size: u64, root: [u8; 32]) 
                 wormlog_spool::keys::write_atomic(&path, note.as_bytes(), 0o644)
                     .map_err(|e| e.to_string())
             });
+        drop(guard);
         if let Err(e) = written {
             app.warn_limited(
                 "checkpoint-note",
