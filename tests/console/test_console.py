@@ -273,7 +273,6 @@ class ConsoleTest(unittest.TestCase):
         wait_for("the other log at the collector", lambda: e.search("ehr-01", text="first", source="app"))
         wait_for("lab-02 at the collector", lambda: e.search("lab-02", text="analyser"))
         # A crash of ehr-01, a file deleted while it is down, a restart.
-        time.sleep(0.5)
         cls.crash_ns = time.time_ns()
         e.kill("ehr-01")
         os.remove(f"{e.dir}/ehr-01/logs/other.log")
@@ -286,8 +285,11 @@ class ConsoleTest(unittest.TestCase):
         cls.gap_seq = gap[0]["seq"]
         e.write("ehr-01", "ehr.log", "after the restart")
         wait_for("the line after the restart", lambda: e.search("ehr-01", text="restart"))
-        # lab-02's last receipt is now older than late_after (5 s).
-        time.sleep(5.5)
+        # Wait until lab-02's last receipt is older than late_after (5 s):
+        # the overview says so.
+        wait_for("lab-02 late in the overview", lambda: [
+            a for a in e.api("alice", "/v1/overview")["agents"]
+            if a["agent"] == "lab-02" and a["severity"] == 2], timeout=30, every=0.5)
 
     @classmethod
     def open_browser(cls, e):

@@ -70,6 +70,15 @@ impl ConsoleState {
             );
     }
 
+    /// The newest verification of agent `id` run from the console.
+    fn job(&self, id: &str) -> Option<Arc<Job>> {
+        self.jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+    }
+
     fn last_forwarded(&self, id: &str) -> Option<Forwarded> {
         self.forwarded
             .lock()
@@ -91,6 +100,13 @@ struct Job {
 }
 
 impl Job {
+    fn done(&self) -> bool {
+        self.result
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
     fn json(&self) -> Value {
         let result = self
             .result
@@ -514,30 +530,25 @@ async fn verify_start(
             &ReadError::NotFound(format!("no agent {id:?} in this store")),
         );
     }
-    let running = {
-        let jobs = app.console.jobs.lock().unwrap_or_else(|p| p.into_inner());
-        jobs.get(&id)
-            .filter(|j| j.result.lock().unwrap_or_else(|p| p.into_inner()).is_none())
-            .cloned()
-    };
-    let job = match running {
-        Some(j) => j,
-        None => {
-            let job = Arc::new(Job {
-                user: p.user.name.clone(),
-                started_ns: wall_ns(),
-                records: AtomicU64::new(0),
-                bytes: AtomicU64::new(0),
-                total_bytes: store_bytes(&dir),
-                result: Mutex::new(None),
-            });
-            app.console
-                .jobs
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(id.clone(), job.clone());
-            tokio::spawn(run_job(app.clone(), id.clone(), job.clone()));
-            job
+    // One verification of an agent at a time: the look and the start are
+    // one step, so two auditors asking at once share one.
+    let job = {
+        let mut jobs = app.console.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        match jobs.get(&id).filter(|j| !j.done()) {
+            Some(j) => j.clone(),
+            None => {
+                let job = Arc::new(Job {
+                    user: p.user.name.clone(),
+                    started_ns: wall_ns(),
+                    records: AtomicU64::new(0),
+                    bytes: AtomicU64::new(0),
+                    total_bytes: store_bytes(&dir),
+                    result: Mutex::new(None),
+                });
+                jobs.insert(id.clone(), job.clone());
+                tokio::spawn(run_job(app.clone(), id.clone(), job.clone()));
+                job
+            }
         }
     };
     record(&app, &peer, Some(&p), &asked, Outcome::OK);
@@ -631,13 +642,7 @@ async fn verify_progress(
         Ok(p) => p,
         Err(r) => return r,
     };
-    let job = app
-        .console
-        .jobs
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(&id)
-        .cloned();
+    let job = app.console.job(&id);
     record(&app, &peer, Some(&p), &asked, Outcome::OK);
     match job {
         Some(j) => axum::Json(j.json()).into_response(),
