@@ -16,8 +16,8 @@
 mod common;
 
 use common::{
-    Proc, Setup, line, mtls_agent_config, mtls_setup, next_seq_in_store, start_collector,
-    stored_lines, verify_spool, verify_store, wait_for, write_lines,
+    Proc, Setup, collector_bin, line, mtls_agent_config, mtls_setup, next_seq_in_store,
+    start_collector, stored_lines, verify_spool, verify_store, wait_for, write_lines,
 };
 use std::collections::VecDeque;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -40,6 +40,10 @@ const RETRY_AFTER_SECS: u64 = 1;
 /// at some 25 MiB here.
 const AGENT_MEMORY_LIMIT_KIB: u64 = 48 * 1024;
 
+/// The smallest batch `Fault::HangUpWhileStoring` takes: with a checkpoint
+/// every KiB, one this large holds a checkpoint.
+const HANG_UP_MIN_BYTES: usize = 16 * 1024;
+
 /// What the proxy does with one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Fault {
@@ -59,6 +63,11 @@ enum Fault {
     /// Relays the request and reads the collector's answer (the batch is
     /// stored), then closes the agent's connection without that answer.
     CutBeforeAnswer,
+    /// Waits for a request of at least `HANG_UP_MIN_BYTES` (smaller ones
+    /// pass), relays it and, as soon as the collector's store has grown
+    /// (the batch is being stored), closes both connections without
+    /// waiting for the answer: an agent that exits with a batch in flight.
+    HangUpWhileStoring,
 }
 
 /// One request the proxy took, and what became of it.
@@ -95,6 +104,8 @@ struct ProxyState {
     exchanges: Mutex<Vec<Exchange>>,
     /// Notified whenever an exchange changes.
     changed: Condvar,
+    /// The collector's store, watched by `Fault::HangUpWhileStoring`.
+    store: Mutex<Option<std::path::PathBuf>>,
 }
 
 /// The fault-injecting proxy: listens on a port of its own for as long as
@@ -114,6 +125,7 @@ impl Proxy {
             script: Mutex::new(VecDeque::new()),
             exchanges: Mutex::new(Vec::new()),
             changed: Condvar::new(),
+            store: Mutex::new(None),
         });
         let shared = state.clone();
         std::thread::spawn(move || {
@@ -131,6 +143,11 @@ impl Proxy {
 
     fn set_collector_port(&self, port: u16) {
         *lock(&self.state.collector) = SocketAddr::from(([127, 0, 0, 1], port));
+    }
+
+    /// The collector's store, for `Fault::HangUpWhileStoring`.
+    fn watch_store(&self, store: &Path) {
+        *lock(&self.state.store) = Some(store.to_owned());
     }
 
     /// Queues `faults` for the next requests.
@@ -301,7 +318,17 @@ fn serve_agent(state: &ProxyState, agent: TcpStream) {
     let mut from_agent = BufReader::new(agent.try_clone().unwrap());
     let mut to_agent = agent;
     while let Ok(Some(head)) = Head::read(&mut from_agent) {
-        let fault = lock(&state.script).pop_front().unwrap_or(Fault::Pass);
+        let body_len = head
+            .header("content-length")
+            .and_then(|n| n.parse().ok())
+            .expect("the agent sends a Content-Length");
+        let fault = {
+            let mut script = lock(&state.script);
+            match script.front() {
+                Some(Fault::HangUpWhileStoring) if body_len < HANG_UP_MIN_BYTES => Fault::Pass,
+                _ => script.pop_front().unwrap_or(Fault::Pass),
+            }
+        };
         let id = state.record(Exchange {
             seq: head
                 .header("wormlog-seq")
@@ -309,10 +336,7 @@ fn serve_agent(state: &ProxyState, agent: TcpStream) {
                 .unwrap_or(u64::MAX),
             fault,
             arrived: Instant::now(),
-            body_len: head
-                .header("content-length")
-                .and_then(|n| n.parse().ok())
-                .expect("the agent sends a Content-Length"),
+            body_len,
             relayed: None,
             collector_status: None,
             collector_error: None,
@@ -320,7 +344,10 @@ fn serve_agent(state: &ProxyState, agent: TcpStream) {
             collector_next_seq_after_cut: None,
         });
         let keep_going = match fault {
-            Fault::Pass | Fault::SlowAnswer(_) | Fault::CutBeforeAnswer => {
+            Fault::Pass
+            | Fault::SlowAnswer(_)
+            | Fault::CutBeforeAnswer
+            | Fault::HangUpWhileStoring => {
                 relay(state, id, fault, &head, &mut from_agent, &mut to_agent)
             }
             Fault::Status {
@@ -373,6 +400,8 @@ fn relay(
         Ok(s) => s,
         Err(e) => return failed(format!("connect {collector}: {e}")),
     };
+    let store = lock(&state.store).clone();
+    let stored_before = store.as_deref().map(tree_bytes);
     if let Err(e) = head
         .write(&mut upstream, body.len())
         .and_then(|()| upstream.write_all(&body))
@@ -380,6 +409,15 @@ fn relay(
         return failed(format!("sending: {e}"));
     }
     state.update(id, |e| e.relayed = Some(Instant::now()));
+    if fault == Fault::HangUpWhileStoring {
+        let store = store.expect("the proxy watches the store (Proxy::watch_store)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Some(tree_bytes(&store)) == stored_before && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        let _ = upstream.shutdown(Shutdown::Both);
+        return false;
+    }
     let _ = upstream.set_read_timeout(Some(Duration::from_secs(60)));
     let mut from_collector = BufReader::new(upstream);
     let answer = match Head::read(&mut from_collector) {
@@ -533,6 +571,20 @@ fn wait_for_stored_lines(store: &Path, n: usize, timeout: Duration, log: impl Fn
     );
 }
 
+/// The size of every file under `dir`, in bytes.
+fn tree_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => tree_bytes(&e.path()),
+            _ => e.metadata().map_or(0, |m| m.len()),
+        })
+        .sum()
+}
+
 /// The size of the files in `dir`, in KiB.
 fn dir_size_kib(dir: &Path) -> u64 {
     let bytes: u64 = std::fs::read_dir(dir)
@@ -680,7 +732,7 @@ fn refusals_slow_and_silent_answers_and_cut_connections_lose_and_duplicate_nothi
                 assert!(retried, "{dump}");
                 assert_eq!(next.answered.map(|a| a.0), Some(200), "a replay\n{dump}");
             }
-            Fault::Pass => unreachable!(),
+            Fault::Pass | Fault::HangUpWhileStoring => unreachable!(),
         }
     }
     // Every failure was logged, and every recovery.
@@ -692,6 +744,105 @@ fn refusals_slow_and_silent_answers_and_cut_connections_lose_and_duplicate_nothi
         assert!(agent_log.matches(says).count() >= failing, "{agent_log}");
     }
     assert!(agent_log.contains("timed out"), "{agent_log}");
+}
+
+/// The tree size in the published checkpoint note of web-01, if any.
+fn published_tree_size(store: &Path) -> Option<u64> {
+    std::fs::read_to_string(store.join("checkpoints/web-01"))
+        .ok()?
+        .lines()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// The tree size of the newest checkpoint record in web-01's store.
+fn newest_stored_checkpoint(store: &Path) -> Option<u64> {
+    let cat = std::process::Command::new(collector_bin())
+        .args(["cat", "--json", "--agent", "web-01", "--store"])
+        .arg(store)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&cat.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["kind"] == "checkpoint")
+        .filter_map(|v| v["tree_size"].as_u64())
+        .max()
+}
+
+#[test]
+fn a_batch_whose_sender_hangs_up_is_still_stored_and_its_checkpoint_published() {
+    let (s, collector, proxy) = collector_behind_proxy();
+    let store = s.d.p("store");
+    write_lines(&s.d.p("logs/app.log"), 0, 50);
+    // A checkpoint every KiB: the batch hung up on holds some.
+    let cfg = s.write_agent_config_with(
+        "agent",
+        "checkpoint_bytes = \"1KiB\"\n",
+        &forward_through(&proxy, None),
+    );
+    let agent = s.start_agent(&cfg, "agent");
+    wait_for_stored_lines(&store, 50, Duration::from_secs(20), || agent.log());
+    let before = newest_stored_checkpoint(&store);
+    wait_for(
+        "the checkpoint published",
+        Duration::from_secs(10),
+        || published_tree_size(&store) == before,
+        || collector.log(),
+    );
+    // The next large batch (new lines and checkpoints) is relayed, and both
+    // connections are closed while it is being stored, as when an agent
+    // exits with a batch in flight; every later request is refused, so no
+    // replay reaches the collector (a replay would publish the checkpoint
+    // on its own).
+    let refused = Fault::Status {
+        status: 503,
+        retry_after: false,
+    };
+    proxy.watch_store(&store);
+    proxy.script(
+        std::iter::once(Fault::HangUpWhileStoring).chain(std::iter::repeat_n(refused, 100_000)),
+    );
+    write_lines(&s.d.p("logs/app.log"), 50, 2000);
+    wait_for(
+        "the hung-up batch stored",
+        Duration::from_secs(20),
+        || newest_stored_checkpoint(&store) > before,
+        || {
+            format!(
+                "{:#?}\n{}\n{}",
+                proxy.exchanges(),
+                agent.log(),
+                collector.log()
+            )
+        },
+    );
+    let newest = newest_stored_checkpoint(&store);
+    wait_for(
+        "the newest stored checkpoint published",
+        Duration::from_secs(10),
+        || published_tree_size(&store) == newest,
+        || {
+            format!(
+                "newest {newest:?}, published {:?}\n{}",
+                published_tree_size(&store),
+                collector.log()
+            )
+        },
+    );
+    let exchanges = proxy.exchanges();
+    let hung = exchanges
+        .iter()
+        .position(|e| e.fault == Fault::HangUpWhileStoring);
+    let hung = hung.unwrap_or_else(|| panic!("no request was hung up on\n{exchanges:#?}"));
+    assert!(exchanges[hung].relayed.is_some(), "{exchanges:#?}");
+    assert!(
+        exchanges[hung + 1..].iter().all(|e| e.fault == refused),
+        "no replay reached the collector\n{exchanges:#?}"
+    );
+    drop(agent);
+    collector.stop();
 }
 
 #[test]

@@ -575,11 +575,22 @@ async fn ingest(
         return r;
     }
     let raw_len = raw.len() as u64;
-    let result = store_batch(&app, &id, head.seq, head.torn_len, raw, permit, &peer).await;
-    if let Ok(Outcome::Accepted { next_seq, .. }) = &result {
-        app.console.forwarded(&id, *next_seq, head.spool_end);
+    // Storing and answering run as their own task: an agent that hangs up
+    // (one stopping while its batch is in flight) drops this handler, and
+    // a batch stored must still have its metrics counted and its newest
+    // checkpoint published.
+    let peer = peer.0.clone();
+    let done = tokio::spawn(async move {
+        let result = store_batch(&app, &id, head.seq, head.torn_len, raw, permit, &peer).await;
+        if let Ok(Outcome::Accepted { next_seq, .. }) = &result {
+            app.console.forwarded(&id, *next_seq, head.spool_end);
+        }
+        answer(&app, &id, head.seq, raw_len, result)
+    });
+    match done.await {
+        Ok(r) => r,
+        Err(e) => unavailable(&e.to_string()),
     }
-    answer(&app, &id, head.seq, raw_len, result)
 }
 
 /// The genesis record's first public key, for an agent trusted on first
