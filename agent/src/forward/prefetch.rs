@@ -40,9 +40,19 @@ impl Prepared {
 /// cost (docs/BENCHMARKS.md).
 const ZSTD_LEVEL: i32 = -1;
 
-fn prepare(batch: Batch, zstd: bool) -> std::io::Result<Prepared> {
-    let body = if zstd {
-        bytes::Bytes::from(zstd::bulk::compress(&batch.bytes, ZSTD_LEVEL)?)
+/// Compresses a batch with `compressor` (one context kept for the thread,
+/// not one made per batch); the body is kept at its compressed size (the
+/// buffer zstd writes into is as big as the input could become, and up to
+/// three bodies are alive at once: one read ahead, one waiting, one sent).
+fn prepare(
+    batch: Batch,
+    compressor: Option<&mut zstd::bulk::Compressor<'static>>,
+) -> std::io::Result<Prepared> {
+    let zstd = compressor.is_some();
+    let body = if let Some(c) = compressor {
+        let mut out = c.compress(&batch.bytes)?;
+        out.shrink_to_fit();
+        bytes::Bytes::from(out)
     } else {
         bytes::Bytes::from(batch.bytes.clone())
     };
@@ -152,6 +162,17 @@ impl ReadAhead {
 
 fn run(s: Settings, tx: &SyncSender<Ahead>, ctl: &Receiver<Seek>) {
     let mut reader = RangeReader::new(&s.spool_dir);
+    let mut compressor = if s.zstd {
+        match zstd::bulk::Compressor::new(ZSTD_LEVEL) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                let _ = tx.send(Ahead::Failed(0, format!("zstd: {e}")));
+                return;
+            }
+        }
+    } else {
+        None
+    };
     let mut generation = 0;
     let mut max_records = s.max_records;
     // After a failure, nothing is read until the sender says where to go.
@@ -190,7 +211,7 @@ fn run(s: Settings, tx: &SyncSender<Ahead>, ctl: &Receiver<Seek>) {
         }
         let msg = match reader.read(durable, max_records, s.max_bytes) {
             Ok(b) if b.records == 0 => continue,
-            Ok(b) => match prepare(b, s.zstd) {
+            Ok(b) => match prepare(b, compressor.as_mut()) {
                 Ok(p) => Ahead::Batch(generation, p),
                 Err(e) => Ahead::Failed(generation, format!("zstd: {e}")),
             },
