@@ -237,47 +237,85 @@ async fn open_store(
     }
 }
 
+/// An agent's checkpoint is published at most this often; the newest is
+/// always published within this time of its receipt.
+const PUBLISH_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The newest checkpoint (tree size, root) waiting to be published, per
+/// note file; a file in the map has its publisher running.
+type Waiting = std::collections::HashMap<std::path::PathBuf, Option<(u64, [u8; 32])>>;
+static WAITING: std::sync::Mutex<Option<Waiting>> = std::sync::Mutex::new(None);
+
 /// Publishes agent `id`'s newest countersigned checkpoint as a signed note
 /// (`<store_dir>/checkpoints/<id>`, and `checkpoints/<id>` in the heads
-/// bucket), unless a larger one is there already. Off the request's path.
+/// bucket), off the request's path. One publisher per agent writes, so an
+/// older checkpoint can never replace a newer one; it publishes at most
+/// every `PUBLISH_EVERY` and then the newest that arrived meanwhile (a
+/// thousand agents' receipts would otherwise cost two fsyncs each).
 fn publish_checkpoint(app: &Arc<App>, id: &str, tree_size: u64, root: [u8; 32]) {
-    let (app, id) = (app.clone(), id.to_owned());
-    // Publishes run on blocking threads, several at once: the look at the
-    // published size and the write are one step, so that an older
-    // checkpoint finishing last cannot replace a newer one.
-    static LOCAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    tokio::task::spawn_blocking(move || {
-        let dir = app.config.store_dir.join("checkpoints");
-        let path = dir.join(&id);
-        let guard = LOCAL.lock().unwrap_or_else(|p| p.into_inner());
-        let published = std::fs::read_to_string(&path)
-            .ok()
-            .and_then(|t| t.lines().nth(1)?.parse::<u64>().ok());
-        if published.is_some_and(|p| p >= tree_size) {
+    let path = app.config.store_dir.join("checkpoints").join(id);
+    {
+        let mut waiting = WAITING.lock().unwrap_or_else(|p| p.into_inner());
+        let waiting = waiting.get_or_insert_with(Default::default);
+        if let Some(slot) = waiting.get_mut(&path) {
+            if slot.is_none_or(|(s, _)| s < tree_size) {
+                *slot = Some((tree_size, root));
+            }
             return;
         }
-        let note = app.notes.checkpoint(&id, tree_size, &root);
-        let written = std::fs::create_dir_all(&dir)
-            .map_err(|e| e.to_string())
-            .and_then(|()| {
-                wormlog_spool::keys::write_atomic(&path, note.as_bytes(), 0o644)
-                    .map_err(|e| e.to_string())
-            });
-        drop(guard);
-        if let Err(e) = written {
-            app.warn_limited(
-                "checkpoint-note",
-                &format!("{}: not written: {e}", path.display()),
-            );
-        }
-        if let Some(remote) = &app.remote {
-            let key = format!("{}checkpoints/{id}/{}", remote.s3.prefix, app.config.id);
-            if let Err(e) = remote.s3.put_head(&key, note.as_bytes()) {
-                app.warn_limited("checkpoint-note", &format!("{key}: not written: {e}"));
+        waiting.insert(path.clone(), None);
+    }
+    let (app, id) = (app.clone(), id.to_owned());
+    tokio::spawn(async move {
+        let mut next = Some((tree_size, root));
+        while let Some((tree_size, root)) = next {
+            let (app2, id2, path2) = (app.clone(), id.clone(), path.clone());
+            let _ = tokio::task::spawn_blocking(move || {
+                write_note(&app2, &id2, &path2, tree_size, root);
+            })
+            .await;
+            tokio::time::sleep(PUBLISH_EVERY).await;
+            let mut waiting = WAITING.lock().unwrap_or_else(|p| p.into_inner());
+            let waiting = waiting.get_or_insert_with(Default::default);
+            next = waiting.get_mut(&path).and_then(Option::take);
+            if next.is_none() {
+                waiting.remove(&path);
             }
-            crate::witness::run(&app, &id);
         }
     });
+}
+
+/// Writes the note of (`tree_size`, `root`) to `path` unless a larger one
+/// is there, then to the heads bucket, then runs the cross-witness check.
+fn write_note(app: &Arc<App>, id: &str, path: &std::path::Path, tree_size: u64, root: [u8; 32]) {
+    let published = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| t.lines().nth(1)?.parse::<u64>().ok());
+    if published.is_some_and(|p| p >= tree_size) {
+        return;
+    }
+    let note = app.notes.checkpoint(id, tree_size, &root);
+    let written = path
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .map_err(|e| e.to_string())
+        .and_then(|()| {
+            wormlog_spool::keys::write_atomic(path, note.as_bytes(), 0o644)
+                .map_err(|e| e.to_string())
+        });
+    if let Err(e) = written {
+        app.warn_limited(
+            "checkpoint-note",
+            &format!("{}: not written: {e}", path.display()),
+        );
+    }
+    if let Some(remote) = &app.remote {
+        let key = format!("{}checkpoints/{id}/{}", remote.s3.prefix, app.config.id);
+        if let Err(e) = remote.s3.put_head(&key, note.as_bytes()) {
+            app.warn_limited("checkpoint-note", &format!("{key}: not written: {e}"));
+        }
+        crate::witness::run(app, id);
+    }
 }
 
 /// With a bucket: brings agent `id`'s local copy up to what the bucket

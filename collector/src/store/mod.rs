@@ -123,6 +123,10 @@ pub struct AgentStore {
     bases: Vec<Follower>,
     last_replay: Option<std::time::Instant>,
     last_proof: Option<std::time::Instant>,
+    /// When the snapshot was last written, and whether batches were
+    /// stored since (see [`AgentStore::snapshot_if_due`]).
+    snapshot_at: Option<std::time::Instant>,
+    snapshot_stale: bool,
     /// What loading cut or removed (unacknowledged crash leftovers), not yet
     /// told (see [`AgentStore::take_repairs`]).
     repairs: Vec<String>,
@@ -192,6 +196,8 @@ impl AgentStore {
             bases: Vec::new(),
             last_replay: None,
             last_proof: None,
+            snapshot_at: None,
+            snapshot_stale: false,
             repairs: Vec::new(),
             remote: None,
             reloaded: false,
@@ -234,10 +240,10 @@ impl AgentStore {
             self.repairs.push(done);
             return self.load();
         }
-        if let Some(f) = crate::snapshot::read(&self.dir, &self.id, self.pubkey)
-            && f.cursor.no == last_no
-            && f.cursor.len == file_len
-        {
+        let from_snapshot = crate::snapshot::read(&self.dir, &self.id, self.pubkey)
+            .filter(|f| f.cursor.no == last_no && f.cursor.len <= file_len)
+            .and_then(|f| catch_up(&self.dir, f, last_no, file_len));
+        if let Some(f) = from_snapshot {
             self.follower = f;
         } else {
             let report = verify_spool(&self.dir, Some(self.pubkey), &mut |_, _, _| {})
@@ -473,17 +479,35 @@ impl AgentStore {
             return Err(io_at(&self.dir)(e));
         }
         receipts.extend(fresh);
-        // Not made durable: a stale snapshot is noticed and rebuilt.
+        self.snapshot_stale = true;
+        self.snapshot_if_due(false);
+        Ok(Outcome::Accepted {
+            next_seq: self.next_seq(),
+            receipts,
+        })
+    }
+
+    /// Writes the snapshot (`state.json`) when batches were stored since the
+    /// last one and `SNAPSHOT_EVERY` has passed (or `now`). Not made
+    /// durable, and at most every `SNAPSHOT_EVERY` (10 s): each write is a new inode, and a
+    /// thousand agents' batches made that the collector's largest cost. A
+    /// snapshot behind the store is caught up on load by following the
+    /// records after it; one that cannot be is rebuilt by verifying.
+    fn snapshot_if_due(&mut self, now: bool) {
+        let due = self
+            .snapshot_at
+            .is_none_or(|t| t.elapsed() >= SNAPSHOT_EVERY);
+        if !self.snapshot_stale || !(now || due) {
+            return;
+        }
+        self.snapshot_at = Some(std::time::Instant::now());
+        self.snapshot_stale = false;
         if let Err(e) = crate::snapshot::write(&self.dir, &self.follower) {
             warn(&format!(
                 "{}: snapshot not written: {e}",
                 self.dir.display()
             ));
         }
-        Ok(Outcome::Accepted {
-            next_seq: self.next_seq(),
-            receipts,
-        })
     }
 
     /// The receipts for the checkpoints among `held` records from `seq`
@@ -721,6 +745,44 @@ pub fn ingest_or_reload(
             Err("the batch could not be stored (the store is reloaded from disk)".into())
         }
     }
+}
+
+/// How often an agent's snapshot is written while it sends.
+const SNAPSHOT_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Drop for AgentStore {
+    fn drop(&mut self) {
+        if !self.poisoned {
+            self.snapshot_if_due(true);
+        }
+    }
+}
+
+/// The snapshot's follower `f` brought up to the end of the last segment
+/// (`last_no`, `file_len` bytes) by following the records stored after it.
+/// None when they do not follow cleanly (a torn tail after a crash): the
+/// caller then verifies the whole store, which also cuts such a tail.
+fn catch_up(dir: &Path, mut f: Follower, last_no: u64, file_len: u64) -> Option<Follower> {
+    if f.cursor.len == file_len {
+        return Some(f);
+    }
+    let mut stored = StoredFrames::at(dir, f.cursor.no, f.cursor.len).ok()?;
+    let mut batch = Vec::new();
+    loop {
+        match stored.next_stored().ok()? {
+            Some(Stored::Frame(fr)) => batch.extend_from_slice(&fr),
+            Some(Stored::Torn(_)) => return None,
+            None => break,
+        }
+        if batch.len() >= 1 << 20 {
+            f.accept(&[], &batch).ok()?;
+            batch.clear();
+        }
+    }
+    if !batch.is_empty() {
+        f.accept(&[], &batch).ok()?;
+    }
+    (f.cursor.no == last_no && f.cursor.len == file_len).then_some(f)
 }
 
 /// Whether a segment file holds its header and nothing else (or not even
@@ -1084,6 +1146,51 @@ mod tests {
     fn ingest(s: &mut AgentStore, b: &wormlog_spool::reader::Batch, signer: &Signer) -> Outcome {
         s.ingest(b.first_seq, b.torn(), b.frames(), signer, &sender())
             .unwrap()
+    }
+
+    #[test]
+    fn a_snapshot_behind_the_store_is_caught_up_and_a_torn_tail_still_cut() {
+        let t = tempfile::tempdir().unwrap();
+        let (pk, batches) = agent_batches(t.path());
+        let signer = Signer::load_or_create(&t.path().join("ckeys"), "c1").unwrap();
+        let root = t.path().join("store");
+        let seg = root.join("agents/web-01/0000000000000000.wlseg");
+        let state = root.join("agents/web-01/state.json");
+        let mut s = AgentStore::open(&root, "web-01", pk, AppendOnly::Off, &signer).unwrap();
+        // The first batch writes the snapshot; the next ones, within
+        // SNAPSHOT_EVERY, do not.
+        for b in &batches[..3] {
+            assert!(matches!(ingest(&mut s, b, &signer), Outcome::Accepted { .. }));
+        }
+        let behind = crate::snapshot::next_seq(&root.join("agents/web-01"));
+        assert_eq!(behind, Some(batches[0].end_seq()), "the snapshot is behind");
+        // A crash: no drop, no last snapshot.
+        std::mem::forget(s);
+        let mut s = AgentStore::open(&root, "web-01", pk, AppendOnly::Off, &signer).unwrap();
+        assert_eq!(s.next_seq(), batches[2].end_seq());
+        assert!(s.take_repairs().is_empty());
+        assert!(matches!(ingest(&mut s, &batches[3], &signer), Outcome::Accepted { .. }));
+        // A clean close writes the snapshot of everything.
+        drop(s);
+        assert_eq!(
+            crate::snapshot::next_seq(&root.join("agents/web-01")),
+            Some(batches[3].end_seq())
+        );
+        // A torn tail after a snapshot that is behind: caught up to the last
+        // whole record, the tail cut back.
+        std::fs::copy(&state, t.path().join("old-state")).unwrap();
+        let mut s = AgentStore::open(&root, "web-01", pk, AppendOnly::Off, &signer).unwrap();
+        assert!(matches!(ingest(&mut s, &batches[4], &signer), Outcome::Accepted { .. }));
+        std::mem::forget(s);
+        std::fs::copy(t.path().join("old-state"), &state).unwrap();
+        let whole = std::fs::metadata(&seg).unwrap().len();
+        let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
+        f.write_all(&batches[5].frames()[..30]).unwrap();
+        drop(f);
+        let mut s = AgentStore::open(&root, "web-01", pk, AppendOnly::Off, &signer).unwrap();
+        assert_eq!(s.next_seq(), batches[4].end_seq());
+        assert_eq!(std::fs::metadata(&seg).unwrap().len(), whole);
+        assert_eq!(s.take_repairs().len(), 1);
     }
 
     #[test]
