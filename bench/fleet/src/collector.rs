@@ -16,7 +16,12 @@ pub struct Collector {
 impl Collector {
     /// Starts `bin` on a fresh store for the first `agents` agents of the
     /// fleet in `dir`.
-    pub fn start(bin: &Path, dir: &Path, agents: usize, pubkeys: &[String]) -> anyhow::Result<Self> {
+    pub fn start(
+        bin: &Path,
+        dir: &Path,
+        agents: usize,
+        pubkeys: &[String],
+    ) -> anyhow::Result<Self> {
         let work = dir.join("run");
         remove_store(&work)?;
         std::fs::create_dir_all(&work)?;

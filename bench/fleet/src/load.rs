@@ -136,7 +136,7 @@ pub async fn run(
     let mut tasks = Vec::with_capacity(load.agents);
     // The collector takes at most `max_connections_per_client` handshakes
     // at once from one address (all the agents here are on 127.0.0.1).
-    let handshakes = Arc::new(tokio::sync::Semaphore::new(4));
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(7));
     for i in 0..load.agents {
         let adir = agent_dir(dir, i);
         let tls = wormlog_tls::client_config(
@@ -285,7 +285,10 @@ impl Agent {
         let json: serde_json::Value = serde_json::from_slice(&body)?;
         let want = self.batches[last].tree_size + 1;
         if json["next_seq"].as_u64() != Some(want) {
-            bail!("the collector's next_seq is {}, not {want}", json["next_seq"]);
+            bail!(
+                "the collector's next_seq is {}, not {want}",
+                json["next_seq"]
+            );
         }
         Ok(json["receipts"]
             .as_array()
@@ -297,7 +300,14 @@ impl Agent {
 
     /// Counts the lines of batches `first..=last` whose checkpoint got its
     /// receipt as acknowledged now.
-    fn acknowledge(&self, first: usize, last: usize, receipts: &[u64], load: Load, shared: &Shared) {
+    fn acknowledge(
+        &self,
+        first: usize,
+        last: usize,
+        receipts: &[u64],
+        load: Load,
+        shared: &Shared,
+    ) {
         let now = Instant::now();
         let mut hist = shared.latency.lock().unwrap_or_else(|p| p.into_inner());
         for j in first..=last {
@@ -310,7 +320,11 @@ impl Agent {
                 ));
                 continue;
             }
-            let lines_start = if j == 0 { 0 } else { self.batches[j - 1].lines_end };
+            let lines_start = if j == 0 {
+                0
+            } else {
+                self.batches[j - 1].lines_end
+            };
             for k in lines_start..b.lines_end {
                 let written = self.t0 + Duration::from_secs_f64(k as f64 / load.rate);
                 if written >= load.measure_from {

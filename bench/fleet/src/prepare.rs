@@ -64,7 +64,7 @@ pub fn run(dir: &Path, plan: Plan, threads: usize) -> anyhow::Result<()> {
                         let pk = prepare_agent(dir, i, plan, &pki)
                             .with_context(|| format!("agent {}", agent_id(i)))?;
                         pubkeys.lock().unwrap_or_else(|p| p.into_inner())[i] = pk;
-                        if (i + 1) % 500 == 0 {
+                        if (i + 1).is_multiple_of(500) {
                             eprintln!("prepared {} agents", i + 1);
                         }
                     }
@@ -72,7 +72,8 @@ pub fn run(dir: &Path, plan: Plan, threads: usize) -> anyhow::Result<()> {
             })
             .collect();
         for w in workers {
-            w.join().map_err(|_| anyhow::anyhow!("a worker panicked"))??;
+            w.join()
+                .map_err(|_| anyhow::anyhow!("a worker panicked"))??;
         }
         Ok(())
     })?;
@@ -122,7 +123,7 @@ fn prepare_agent(dir: &Path, i: usize, plan: Plan, pki: &Pki) -> anyhow::Result<
             &body,
             wormlog_spool::clock::wall_ns(),
         )?;
-        if (n + 1) % plan.lines_per_checkpoint == 0 || n + 1 == plan.lines {
+        if (n + 1).is_multiple_of(plan.lines_per_checkpoint) || n + 1 == plan.lines {
             spool.checkpoint()?;
         }
     }

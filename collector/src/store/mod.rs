@@ -1160,7 +1160,10 @@ mod tests {
         // The first batch writes the snapshot; the next ones, within
         // SNAPSHOT_EVERY, do not.
         for b in &batches[..3] {
-            assert!(matches!(ingest(&mut s, b, &signer), Outcome::Accepted { .. }));
+            assert!(matches!(
+                ingest(&mut s, b, &signer),
+                Outcome::Accepted { .. }
+            ));
         }
         let behind = crate::snapshot::next_seq(&root.join("agents/web-01"));
         assert_eq!(behind, Some(batches[0].end_seq()), "the snapshot is behind");
@@ -1169,7 +1172,10 @@ mod tests {
         let mut s = AgentStore::open(&root, "web-01", pk, AppendOnly::Off, &signer).unwrap();
         assert_eq!(s.next_seq(), batches[2].end_seq());
         assert!(s.take_repairs().is_empty());
-        assert!(matches!(ingest(&mut s, &batches[3], &signer), Outcome::Accepted { .. }));
+        assert!(matches!(
+            ingest(&mut s, &batches[3], &signer),
+            Outcome::Accepted { .. }
+        ));
         // A clean close writes the snapshot of everything.
         drop(s);
         assert_eq!(
@@ -1180,7 +1186,10 @@ mod tests {
         // whole record, the tail cut back.
         std::fs::copy(&state, t.path().join("old-state")).unwrap();
         let mut s = AgentStore::open(&root, "web-01", pk, AppendOnly::Off, &signer).unwrap();
-        assert!(matches!(ingest(&mut s, &batches[4], &signer), Outcome::Accepted { .. }));
+        assert!(matches!(
+            ingest(&mut s, &batches[4], &signer),
+            Outcome::Accepted { .. }
+        ));
         std::mem::forget(s);
         std::fs::copy(t.path().join("old-state"), &state).unwrap();
         let whole = std::fs::metadata(&seg).unwrap().len();
