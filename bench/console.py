@@ -156,13 +156,13 @@ url = "http://127.0.0.1:{port}"
     agent = subprocess.Popen([f"{b}/wormlog", "run", "--config", f"{w}/agent.toml"],
                              stderr=open(f"{w}/agent.log", "w"), stdout=subprocess.DEVNULL)
     t0 = time.monotonic()
-    while stored(w) < n:
+    while stored(port) < n:
         time.sleep(0.2)
     forward_s = time.monotonic() - t0
     agent.send_signal(signal.SIGTERM)
     agent.wait(timeout=120)
     time.sleep(1.0)
-    records = stored(w)
+    records = stored(port)
     api = Api(port, token)
     # 1. Built from nothing, then loaded after a restart.
     build_s, _ = api.get("/v1/overview")

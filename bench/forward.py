@@ -31,7 +31,7 @@ The summary then also counts what the hostile client got.
 usage: forward.py WORMLOG_DIR INPUT WORKDIR [RUNS] [RATE] [SECONDS] [CHECKPOINT]
   WORMLOG_DIR holds the release binaries wormlog and wormlog-collector.
 """
-import json, os, shutil, signal, socket, ssl, statistics, subprocess, sys, threading, time
+import json, os, shutil, signal, socket, ssl, statistics, subprocess, sys, threading, time, urllib.request
 
 
 def sh(*args, **kw):
@@ -94,6 +94,9 @@ tls_cert = "{w}/pki/collector.pem"
 tls_key = "{w}/pki/collector-key.pem"
 client_ca = "{w}/pki/ca.pem"
 
+[metrics]
+listen = "127.0.0.1:{METRICS_PORT}"
+
 [[agents]]
 id = "bench"
 pubkey = "{pubkey}"
@@ -136,12 +139,27 @@ key_file = "{w}/pki/agent-key.pem"
 {extra}""")
 
 
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# The collector's plain-HTTP metrics listener: what it stored, as it stores
+# it (state.json, its cache, is written at most every 10 s while an agent
+# sends).
+METRICS_PORT = free_port()
+
+
 def stored(w):
     try:
-        with open(f"{w}/store/agents/bench/state.json") as f:
-            return json.load(f)["next_seq"]
-    except (OSError, ValueError, KeyError):
-        return 0
+        with urllib.request.urlopen(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=5) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith('wormlog_collector_next_seq{agent="bench"}'):
+                    return int(float(line.split()[-1]))
+    except OSError:
+        pass
+    return 0
 
 
 def stop(p):

@@ -23,7 +23,7 @@ environment as `tests/s3/ceph-s3.sh env` prints them.
 
 usage: s3_store.py BIN_DIR WORKDIR [RECORDS] [RUNS] [RATE] [SECONDS]
 """
-import json, os, shutil, signal, statistics, subprocess, sys, time
+import json, os, shutil, signal, statistics, subprocess, sys, time, urllib.request
 
 ENDPOINT = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("WORMLOG_TEST_S3")
 
@@ -79,12 +79,17 @@ def serve(bin_dir, cfg, log):
     raise SystemExit(f"collector did not start: {open(log).read()}")
 
 
-def stored(store, agent_id):
+def stored(port, agent_id):
+    """The next seq the collector on `port` expects from `agent_id`, from
+    its /metrics (state.json, a cache, trails a busy agent by up to 10 s)."""
     try:
-        with open(f"{store}/agents/{agent_id}/state.json") as f:
-            return json.load(f)["next_seq"]
-    except (OSError, ValueError, KeyError):
-        return 0
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith(f'wormlog_collector_next_seq{{agent="{agent_id}"}}'):
+                    return int(float(line.split()[-1]))
+    except OSError:
+        pass
+    return 0
 
 
 def fill(bin_dir, d, agent_id, records):
@@ -129,11 +134,11 @@ def throughput(bin_dir, w, records, n_collectors):
                                      stderr=open(f"{d}/run.log", "w"), stdout=subprocess.DEVNULL))
     deadline = time.monotonic() + 900
     while time.monotonic() < deadline:
-        if all(stored(f"{w}/col-{i}/store", aid) >= total - 8 for i, (_, aid, _, total) in enumerate(agents)):
+        if all(stored(cols[i][1], aid) >= total - 8 for i, (_, aid, _, total) in enumerate(agents)):
             break
         time.sleep(0.05)
     elapsed = time.monotonic() - t0
-    done = sum(stored(f"{w}/col-{i}/store", aid) for i, (_, aid, _, _) in enumerate(agents))
+    done = sum(stored(cols[i][1], aid) for i, (_, aid, _, _) in enumerate(agents))
     for p in runs:
         stop(p)
     for p, _ in cols:
@@ -197,7 +202,7 @@ def latency(bin_dir, w, rate, seconds):
                 n = due
             time.sleep(0.001)
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and stored(f"{w}/col-lat/store", "lat") <= n:
+    while time.monotonic() < deadline and stored(port, "lat") <= n:
         time.sleep(0.05)
     time.sleep(3)  # the last checkpoints and their receipts
     stop(agent)

@@ -146,6 +146,34 @@ impl App {
         }
     }
 
+    /// Writes the snapshot of every open store that stored batches and
+    /// has been quiet for `store::QUIET` since (one busy with a batch now
+    /// is left for later): `state.json` trails a quiet agent's store by a
+    /// second or two, a busy one's by at most `SNAPSHOT_EVERY`.
+    async fn snapshot_quiet_stores(&self) {
+        let slots: Vec<Slot> = self
+            .stores
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for slot in slots {
+            let Ok(mut guard) = slot.try_lock_owned() else {
+                continue;
+            };
+            if guard.as_ref().is_none_or(|s| !s.snapshot_wanted()) {
+                continue;
+            }
+            let _ = tokio::task::spawn_blocking(move || {
+                if let Some(s) = guard.as_mut() {
+                    s.snapshot_if_quiet();
+                }
+            })
+            .await;
+        }
+    }
+
     pub(super) fn slot(&self, id: &str) -> Slot {
         self.stores
             .lock()
@@ -232,6 +260,14 @@ pub async fn serve(
         loop {
             every.tick().await;
             teller.tell_held_back();
+        }
+    });
+    let sweeper = app.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(crate::store::QUIET);
+        loop {
+            every.tick().await;
+            sweeper.snapshot_quiet_stores().await;
         }
     });
     tokio::pin!(shutdown);

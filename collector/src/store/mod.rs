@@ -127,6 +127,8 @@ pub struct AgentStore {
     /// stored since (see [`AgentStore::snapshot_if_due`]).
     snapshot_at: Option<std::time::Instant>,
     snapshot_stale: bool,
+    /// When the last batch was stored.
+    stored_at: Option<std::time::Instant>,
     /// What loading cut or removed (unacknowledged crash leftovers), not yet
     /// told (see [`AgentStore::take_repairs`]).
     repairs: Vec<String>,
@@ -198,6 +200,7 @@ impl AgentStore {
             last_proof: None,
             snapshot_at: None,
             snapshot_stale: false,
+            stored_at: None,
             repairs: Vec::new(),
             remote: None,
             reloaded: false,
@@ -480,6 +483,7 @@ impl AgentStore {
         }
         receipts.extend(fresh);
         self.snapshot_stale = true;
+        self.stored_at = Some(std::time::Instant::now());
         self.snapshot_if_due(false);
         Ok(Outcome::Accepted {
             next_seq: self.next_seq(),
@@ -507,6 +511,18 @@ impl AgentStore {
                 "{}: snapshot not written: {e}",
                 self.dir.display()
             ));
+        }
+    }
+
+    /// Whether batches were stored since the snapshot and none for `QUIET`.
+    pub fn snapshot_wanted(&self) -> bool {
+        self.snapshot_stale && !self.poisoned && self.stored_at.is_none_or(|t| t.elapsed() >= QUIET)
+    }
+
+    /// Writes the snapshot when [`AgentStore::snapshot_wanted`].
+    pub fn snapshot_if_quiet(&mut self) {
+        if self.snapshot_wanted() {
+            self.snapshot_if_due(true);
         }
     }
 
@@ -749,6 +765,10 @@ pub fn ingest_or_reload(
 
 /// How often an agent's snapshot is written while it sends.
 const SNAPSHOT_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// An agent that sent nothing for this long has its snapshot written (by
+/// the collector's sweep, this often).
+pub const QUIET: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Drop for AgentStore {
     fn drop(&mut self) {

@@ -401,14 +401,31 @@ pub fn stored_lines(store: &Path) -> Vec<String> {
         .collect()
 }
 
-/// The sequence number the collector expects next from web-01, as its
-/// `state.json` says (0 before the first batch).
+/// The sequence number after the last whole record in web-01's store
+/// segments (0 before the first batch). Read from the segments, not from
+/// `state.json`: that cache trails a busy agent by up to 10 s.
 pub fn next_seq_in_store(store: &Path) -> u64 {
-    std::fs::read_to_string(store.join("agents/web-01/state.json"))
-        .ok()
-        .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
-        .and_then(|v| v["next_seq"].as_u64())
-        .unwrap_or(0)
+    use wormlog_spool::frame::{FRAME_HEADER_LEN, FrameAt, frame_at};
+    let dir = store.join("agents/web-01");
+    let Ok((segments, _)) = wormlog_spool::segment::list_segments(&dir) else {
+        return 0;
+    };
+    let mut next = 0;
+    for (_, path) in segments {
+        let Ok(buf) = std::fs::read(&path) else {
+            continue;
+        };
+        let Ok((_, mut off)) = wormlog_spool::segment::SegmentHeader::decode(&buf) else {
+            continue;
+        };
+        while let FrameAt::Frame { start, end } = frame_at(&buf, off) {
+            let record = &buf[start..end];
+            debug_assert_eq!(start, off + FRAME_HEADER_LEN);
+            next = u64::from_le_bytes(record[4..12].try_into().unwrap()) + 1;
+            off = end;
+        }
+    }
+    next
 }
 
 /// `wormlog-collector verify --json` of the store, which must pass: one
