@@ -23,7 +23,10 @@ environment as `tests/s3/ceph-s3.sh env` prints them.
 
 usage: s3_store.py BIN_DIR WORKDIR [RECORDS] [RUNS] [RATE] [SECONDS]
 """
-import json, os, shutil, signal, statistics, subprocess, sys, time, urllib.request
+import json, os, shutil, signal, statistics, subprocess, sys, time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from read_store import stored  # noqa: E402  (the next seq, from /metrics)
 
 ENDPOINT = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("WORMLOG_TEST_S3")
 
@@ -77,19 +80,6 @@ def serve(bin_dir, cfg, log):
             return p, int(text.split("listening on 127.0.0.1:")[1].split()[0])
         time.sleep(0.05)
     raise SystemExit(f"collector did not start: {open(log).read()}")
-
-
-def stored(port, agent_id):
-    """The next seq the collector on `port` expects from `agent_id`, from
-    its /metrics (state.json, a cache, trails a busy agent by up to 10 s)."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-            for line in r.read().decode().splitlines():
-                if line.startswith(f'wormlog_collector_next_seq{{agent="{agent_id}"}}'):
-                    return int(float(line.split()[-1]))
-    except OSError:
-        pass
-    return 0
 
 
 def fill(bin_dir, d, agent_id, records):
