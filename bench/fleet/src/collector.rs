@@ -94,15 +94,16 @@ impl Collector {
     }
 }
 
-/// Removes a previous run's store; its segments are append-only where the
-/// file system allows (FS_APPEND_FL), so the flag is taken off first.
+/// Removes a previous run's store; its segments are append-only (and
+/// sealed ones immutable) where the file system allows, so the flags are
+/// taken off first.
 pub fn remove_store(work: &Path) -> anyhow::Result<()> {
     if !work.exists() {
         return Ok(());
     }
     let _ = Command::new("chattr")
         .arg("-R")
-        .arg("-a")
+        .arg("-ia")
         .arg(work)
         .stderr(Stdio::null())
         .status();
