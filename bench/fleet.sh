@@ -3,7 +3,7 @@
 # once (keys, client certificates and sealed spools for the largest count),
 # then runs each count for SECONDS against a fresh release collector.
 #
-#   bash bench/fleet.sh [SECONDS] [COUNTS...]     (default: 30 1000 2000 3000 4000)
+#   bash bench/fleet.sh [SECONDS] [COUNTS...]     (default: 30 1000 1500 1750 2000)
 #
 # Every run's store is verified; each run prints one JSON line (stdout) and
 # a summary (stderr). WORMLOG_FLEET_DIR (default /var/tmp/wormlog-fleet)
@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-30}
 shift || true
-counts=("${@:-1000 2000 3000 4000}")
+counts=("${@:-1000 1500 1750 2000}")
 read -r -a counts <<<"${counts[*]}"
 dir=${WORMLOG_FLEET_DIR:-/var/tmp/wormlog-fleet}
 cargo build --release --locked -p wormlog-collector -p wormlog-fleet-bench >&2
