@@ -585,15 +585,6 @@ fn tree_bytes(dir: &Path) -> u64 {
         .sum()
 }
 
-/// The size of the files in `dir`, in KiB.
-fn dir_size_kib(dir: &Path) -> u64 {
-    let bytes: u64 = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().metadata().unwrap().len())
-        .sum();
-    bytes / 1024
-}
-
 /// The most memory the process ever held (VmHWM), in KiB.
 fn peak_memory_kib(p: &Proc) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{}/status", p.child.id())).unwrap();
@@ -927,7 +918,7 @@ fn a_collector_killed_mid_batch_restarts_and_loses_nothing() {
     });
     let exchanges = proxy.exchanges();
     stop_and_check(&s, agent, collector, n);
-    let spool = dir_size_kib(&s.d.p("spool"));
+    let spool = tree_bytes(&s.d.p("spool")) / 1024;
     assert!(spool > AGENT_MEMORY_LIMIT_KIB, "the spool is {spool} KiB");
     // A kill can come just after the answer; those before it left the
     // agent without one, and it sent the batch again. (Whether a kill

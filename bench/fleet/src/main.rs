@@ -86,13 +86,13 @@ fn main() -> anyhow::Result<()> {
             }
             let plan = prepare::Plan {
                 agents,
+                rate,
                 lines: seconds * rate,
                 lines_per_checkpoint: checkpoint_every,
                 line_bytes,
             };
             let t = Instant::now();
             prepare::run(&dir, plan, threads)?;
-            std::fs::write(dir.join("rate"), rate.to_string())?;
             eprintln!(
                 "prepared {agents} agents in {:.1}s",
                 t.elapsed().as_secs_f64()
@@ -120,7 +120,7 @@ fn run(
 ) -> anyhow::Result<()> {
     let fleet: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("fleet.json"))?)?;
-    let rate: f64 = std::fs::read_to_string(dir.join("rate"))?.trim().parse()?;
+    let rate = fleet["rate"].as_f64().context("fleet.json")?;
     let prepared = fleet["agents"].as_u64().context("fleet.json")? as usize;
     let lines = fleet["lines"].as_u64().context("fleet.json")? as f64;
     let per_checkpoint = fleet["lines_per_checkpoint"]

@@ -18,6 +18,8 @@ use wormlog_spool::{Position, Spool, SpoolOptions};
 #[derive(Debug, Clone, Copy)]
 pub struct Plan {
     pub agents: usize,
+    /// Lines a second each agent writes.
+    pub rate: u64,
     pub lines: u64,
     pub lines_per_checkpoint: u64,
     pub line_bytes: usize,
@@ -82,6 +84,7 @@ pub fn run(dir: &Path, plan: Plan, threads: usize) -> anyhow::Result<()> {
         dir.join("fleet.json"),
         serde_json::json!({
             "agents": plan.agents,
+            "rate": plan.rate,
             "lines": plan.lines,
             "lines_per_checkpoint": plan.lines_per_checkpoint,
             "line_bytes": plan.line_bytes,

@@ -244,7 +244,8 @@ const PUBLISH_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 /// The newest checkpoint (tree size, root) waiting to be published, per
 /// note file; a file in the map has its publisher running.
 type Waiting = std::collections::HashMap<std::path::PathBuf, Option<(u64, [u8; 32])>>;
-static WAITING: std::sync::Mutex<Option<Waiting>> = std::sync::Mutex::new(None);
+static WAITING: std::sync::LazyLock<std::sync::Mutex<Waiting>> =
+    std::sync::LazyLock::new(Default::default);
 
 /// Publishes agent `id`'s newest countersigned checkpoint as a signed note
 /// (`<store_dir>/checkpoints/<id>`, and `checkpoints/<id>` in the heads
@@ -256,7 +257,6 @@ fn publish_checkpoint(app: &Arc<App>, id: &str, tree_size: u64, root: [u8; 32]) 
     let path = app.config.store_dir.join("checkpoints").join(id);
     {
         let mut waiting = WAITING.lock().unwrap_or_else(|p| p.into_inner());
-        let waiting = waiting.get_or_insert_with(Default::default);
         if let Some(slot) = waiting.get_mut(&path) {
             if slot.is_none_or(|(s, _)| s < tree_size) {
                 *slot = Some((tree_size, root));
@@ -276,7 +276,6 @@ fn publish_checkpoint(app: &Arc<App>, id: &str, tree_size: u64, root: [u8; 32]) 
             .await;
             tokio::time::sleep(PUBLISH_EVERY).await;
             let mut waiting = WAITING.lock().unwrap_or_else(|p| p.into_inner());
-            let waiting = waiting.get_or_insert_with(Default::default);
             next = waiting.get_mut(&path).and_then(Option::take);
             if next.is_none() {
                 waiting.remove(&path);

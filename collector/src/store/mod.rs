@@ -123,11 +123,9 @@ pub struct AgentStore {
     bases: Vec<Follower>,
     last_replay: Option<std::time::Instant>,
     last_proof: Option<std::time::Instant>,
-    /// When the snapshot was last written, and whether batches were
-    /// stored since (see [`AgentStore::snapshot_if_due`]).
+    /// When the snapshot was last written and when the last batch was
+    /// stored (see [`AgentStore::snapshot_if_due`]).
     snapshot_at: Option<std::time::Instant>,
-    snapshot_stale: bool,
-    /// When the last batch was stored.
     stored_at: Option<std::time::Instant>,
     /// What loading cut or removed (unacknowledged crash leftovers), not yet
     /// told (see [`AgentStore::take_repairs`]).
@@ -199,7 +197,6 @@ impl AgentStore {
             last_replay: None,
             last_proof: None,
             snapshot_at: None,
-            snapshot_stale: false,
             stored_at: None,
             repairs: Vec::new(),
             remote: None,
@@ -482,7 +479,6 @@ impl AgentStore {
             return Err(io_at(&self.dir)(e));
         }
         receipts.extend(fresh);
-        self.snapshot_stale = true;
         self.stored_at = Some(std::time::Instant::now());
         self.snapshot_if_due(false);
         Ok(Outcome::Accepted {
@@ -491,21 +487,26 @@ impl AgentStore {
         })
     }
 
-    /// Writes the snapshot (`state.json`) when batches were stored since the
-    /// last one and `SNAPSHOT_EVERY` has passed (or `now`). Not made
-    /// durable, and at most every `SNAPSHOT_EVERY` (10 s): each write is a new inode, and a
-    /// thousand agents' batches made that the collector's largest cost. A
-    /// snapshot behind the store is caught up on load by following the
-    /// records after it; one that cannot be is rebuilt by verifying.
+    /// Whether batches were stored since the snapshot was written.
+    fn snapshot_behind(&self) -> bool {
+        self.stored_at
+            .is_some_and(|s| self.snapshot_at.is_none_or(|w| s > w))
+    }
+
+    /// Writes the snapshot (`state.json`) when it is behind and
+    /// `SNAPSHOT_EVERY` (10 s) has passed, or `now`. Not made durable, and
+    /// not after every batch: each write is a new inode, and a thousand
+    /// agents' batches made that the collector's largest cost. A snapshot
+    /// behind the store is caught up on load by following the records
+    /// after it; one that cannot be is rebuilt by verifying.
     fn snapshot_if_due(&mut self, now: bool) {
         let due = self
             .snapshot_at
             .is_none_or(|t| t.elapsed() >= SNAPSHOT_EVERY);
-        if !self.snapshot_stale || !(now || due) {
+        if !self.snapshot_behind() || !(now || due) {
             return;
         }
         self.snapshot_at = Some(std::time::Instant::now());
-        self.snapshot_stale = false;
         if let Err(e) = crate::snapshot::write(&self.dir, &self.follower) {
             warn(&format!(
                 "{}: snapshot not written: {e}",
@@ -516,7 +517,9 @@ impl AgentStore {
 
     /// Whether batches were stored since the snapshot and none for `QUIET`.
     pub fn snapshot_wanted(&self) -> bool {
-        self.snapshot_stale && !self.poisoned && self.stored_at.is_none_or(|t| t.elapsed() >= QUIET)
+        self.snapshot_behind()
+            && !self.poisoned
+            && self.stored_at.is_some_and(|t| t.elapsed() >= QUIET)
     }
 
     /// Writes the snapshot when [`AgentStore::snapshot_wanted`].
@@ -782,26 +785,12 @@ impl Drop for AgentStore {
 /// (`last_no`, `file_len` bytes) by following the records stored after it.
 /// None when they do not follow cleanly (a torn tail after a crash): the
 /// caller then verifies the whole store, which also cuts such a tail.
-fn catch_up(dir: &Path, mut f: Follower, last_no: u64, file_len: u64) -> Option<Follower> {
-    if f.cursor.len == file_len {
-        return Some(f);
-    }
-    let mut stored = StoredFrames::at(dir, f.cursor.no, f.cursor.len).ok()?;
-    let mut batch = Vec::new();
-    loop {
-        match stored.next_stored().ok()? {
-            Some(Stored::Frame(fr)) => batch.extend_from_slice(&fr),
-            Some(Stored::Torn(_)) => return None,
-            None => break,
-        }
-        if batch.len() >= 1 << 20 {
-            f.accept(&[], &batch).ok()?;
-            batch.clear();
-        }
-    }
-    if !batch.is_empty() {
-        f.accept(&[], &batch).ok()?;
-    }
+fn catch_up(dir: &Path, f: Follower, last_no: u64, file_len: u64) -> Option<Follower> {
+    let f = if f.cursor.len == file_len {
+        f
+    } else {
+        proof::replay(dir, f, None).ok()?
+    };
     (f.cursor.no == last_no && f.cursor.len == file_len).then_some(f)
 }
 
@@ -1187,8 +1176,14 @@ mod tests {
         }
         let behind = crate::snapshot::next_seq(&root.join("agents/web-01"));
         assert_eq!(behind, Some(batches[0].end_seq()), "the snapshot is behind");
-        // A crash: no drop, no last snapshot.
+        // A crash: no drop, no last snapshot. The snapshot is followed to
+        // the end of the segment.
         std::mem::forget(s);
+        let dir = root.join("agents/web-01");
+        let len = |seg: &Path| std::fs::metadata(seg).unwrap().len();
+        let snap = || crate::snapshot::read(&dir, "web-01", pk).unwrap();
+        let caught = catch_up(&dir, snap(), 0, len(&seg)).expect("followed to the end");
+        assert_eq!(caught.next_seq(), batches[2].end_seq());
         let mut s = AgentStore::open(&root, "web-01", pk, AppendOnly::Off, &signer).unwrap();
         assert_eq!(s.next_seq(), batches[2].end_seq());
         assert!(s.take_repairs().is_empty());
@@ -1216,6 +1211,10 @@ mod tests {
         let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
         f.write_all(&batches[5].frames()[..30]).unwrap();
         drop(f);
+        assert!(
+            catch_up(&dir, snap(), 0, len(&seg)).is_none(),
+            "a torn tail"
+        );
         let mut s = AgentStore::open(&root, "web-01", pk, AppendOnly::Off, &signer).unwrap();
         assert_eq!(s.next_seq(), batches[4].end_seq());
         assert_eq!(std::fs::metadata(&seg).unwrap().len(), whole);

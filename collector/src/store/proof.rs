@@ -166,7 +166,7 @@ impl AgentStore {
             }
             self.last_replay = Some(Instant::now());
         }
-        replay(&self.dir, base, seq).map(Some)
+        replay(&self.dir, base, Some(seq)).map(Some)
     }
 }
 
@@ -217,8 +217,15 @@ fn covering_checkpoint(frames: &[u8], at: u64) -> Option<Covering> {
     None
 }
 
-/// Follows the stored chain from `f` up to (not including) record `to`.
-fn replay(dir: &std::path::Path, mut f: Follower, to: u64) -> Result<Follower, StoreError> {
+/// Follows the stored chain from `f` up to (not including) record `to`,
+/// or to the end of the store (`None`: a torn region with nothing after
+/// it, a write a crash cut short, is left unfollowed; the follower's
+/// cursor then stops before it).
+pub(super) fn replay(
+    dir: &std::path::Path,
+    mut f: Follower,
+    to: Option<u64>,
+) -> Result<Follower, StoreError> {
     let c = f.cursor.clone();
     let (no, off) = if c.len == 0 { (0, 0) } else { (c.no, c.len) };
     let mut stored = StoredFrames::at(dir, no, off)?;
@@ -237,7 +244,7 @@ fn replay(dir: &std::path::Path, mut f: Follower, to: u64) -> Result<Follower, S
         *pending = 0;
         Ok::<(), StoreError>(())
     };
-    while f.next_seq() + pending < to {
+    while to.is_none_or(|to| f.next_seq() + pending < to) {
         match stored.next_stored()? {
             Some(Stored::Frame(fr)) => {
                 if frame_seq(&fr) < f.next_seq() + pending {
@@ -253,7 +260,10 @@ fn replay(dir: &std::path::Path, mut f: Follower, to: u64) -> Result<Follower, S
                 flush(&mut f, &mut batch, &mut torn, &mut pending)?;
                 torn = t;
             }
-            None => return Err(damaged(format!("the store ends before record {to}"))),
+            None => match to {
+                Some(to) => return Err(damaged(format!("the store ends before record {to}"))),
+                None => break,
+            },
         }
     }
     flush(&mut f, &mut batch, &mut torn, &mut pending)?;

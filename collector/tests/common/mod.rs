@@ -405,25 +405,14 @@ pub fn stored_lines(store: &Path) -> Vec<String> {
 /// segments (0 before the first batch). Read from the segments, not from
 /// `state.json`: that cache trails a busy agent by up to 10 s.
 pub fn next_seq_in_store(store: &Path) -> u64 {
-    use wormlog_spool::frame::{FRAME_HEADER_LEN, FrameAt, frame_at};
-    let dir = store.join("agents/web-01");
-    let Ok((segments, _)) = wormlog_spool::segment::list_segments(&dir) else {
-        return 0;
-    };
+    // The spool's own reader: a store is the agent's segments, byte for byte.
+    let mut reader = wormlog_spool::reader::RangeReader::new(store.join("agents/web-01"));
     let mut next = 0;
-    for (_, path) in segments {
-        let Ok(buf) = std::fs::read(&path) else {
-            continue;
-        };
-        let Ok((_, mut off)) = wormlog_spool::segment::SegmentHeader::decode(&buf) else {
-            continue;
-        };
-        while let FrameAt::Frame { start, end } = frame_at(&buf, off) {
-            let record = &buf[start..end];
-            debug_assert_eq!(start, off + FRAME_HEADER_LEN);
-            next = u64::from_le_bytes(record[4..12].try_into().unwrap()) + 1;
-            off = end;
+    while let Ok(b) = reader.read(u64::MAX / 2, 1 << 40, 64 << 20) {
+        if b.records == 0 {
+            break;
         }
+        next = b.end_seq();
     }
     next
 }

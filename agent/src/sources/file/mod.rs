@@ -479,7 +479,10 @@ impl Source for FileSource {
             } else {
                 RELIST_EVERY
             };
-            let rescan = structure || !watcher.active() || polls.is_multiple_of(relist);
+            // A stop lists the directories too: a file created just before
+            // it (its inotify event not read yet) is read now, not at the
+            // next start.
+            let rescan = structure || stopping || !watcher.active() || polls.is_multiple_of(relist);
             let check_all = every || wake == watch::Wake::Overflow || !watcher.active();
             let changed = watcher.take_changed();
             polls += 1;
