@@ -11,6 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use wormlog_spool::clock::wall_ns;
+use wormlog_spool::crypt::{DataKey, seal_entry};
 use wormlog_spool::hash::{leaf_hash, sha256};
 use wormlog_spool::keys::HostKey;
 use wormlog_spool::merkle::Frontier;
@@ -177,6 +178,46 @@ fn disk_bytes(dir: &Path) -> u64 {
         .sum()
 }
 
+/// What encryption at rest adds per entry (docs/FORMAT.md 6.2.1), on the
+/// thread that seals: the entry's key (HKDF-SHA256 expand), then
+/// ChaCha20-Poly1305 over a 200-byte line's plaintext (with its field
+/// count) under the record's clear part as associated data.
+fn seal_costs(runs: usize, k: u64) {
+    let keys = DataKey::from_bytes([7; 32]).entry_keys();
+    let per = |f: &mut dyn FnMut(u64)| {
+        median(
+            (0..runs)
+                .map(|_| {
+                    let t = Instant::now();
+                    for i in 0..k {
+                        f(i);
+                    }
+                    t.elapsed().as_nanos() as f64 / k as f64
+                })
+                .collect(),
+        )
+    };
+    let hkdf = per(&mut |i| {
+        std::hint::black_box(keys.key(i));
+    });
+    let key = keys.key(1);
+    let mut plain = vec![1u8; 218];
+    let aad = [2u8; 60];
+    let aead = per(&mut |_| {
+        std::hint::black_box(key.seal_detached(&aad, &mut plain));
+    });
+    // A whole entry as the writer's sealing thread does it.
+    let mut rec = vec![3u8; 80 + 218 + 16];
+    let mut scratch = Vec::new();
+    let entry = per(&mut |i| {
+        seal_entry(&keys, i, &mut rec, 80, &mut scratch);
+        std::hint::black_box(&rec);
+    });
+    println!("entry key (HKDF-SHA256 expand):         {hkdf:7.1} ns");
+    println!("ChaCha20-Poly1305, 218 B + 60 B of AD:  {aead:7.1} ns");
+    println!("sealing one entry (both):               {entry:7.1} ns");
+}
+
 fn main() {
     let runs = env_u64("WORMLOG_BENCH_RUNS", 3) as usize;
     let n = env_u64("WORMLOG_BENCH_RECORDS", 2_000_000);
@@ -233,6 +274,7 @@ fn main() {
     );
     println!("sha256 of one 200-byte line:            {sha:7.1} ns");
     println!("leaf (chain) + Merkle of one record:    {hashing:7.1} ns");
+    seal_costs(runs, k / 2);
 
     // The floor on this machine, in the same run: a minimal loop that
     // frames each line (length + CRC32C), chains it with one SHA-256 and
