@@ -228,6 +228,16 @@ impl Tailer {
         }
         while self.offset < size {
             let want = ((size - self.offset) as usize).min(READ_BYTES);
+            // Handed over before a read that would take the batch past its
+            // buffer: batches stay at about BATCH_BYTES, in the buffer they
+            // were given (growing it would double it, and up to seven
+            // batches are alive at once, in the channel and at both ends).
+            if !batch.data.is_empty()
+                && batch.data.len() + want > batch.data.capacity()
+                && !batch.send(&self.source, ctx)
+            {
+                return Ok(false);
+            }
             let n = self.file.read_at(&mut buf[..want], self.offset)?;
             if n == 0 {
                 break;
