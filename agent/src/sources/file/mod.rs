@@ -21,6 +21,7 @@
 //!   minute; with a wildcard directory in a glob, every `RESCAN_EVERY`).
 //!   Quiet files cost nothing in between, and share one read buffer.
 
+mod exclude;
 mod identity;
 mod locate;
 mod tailer;
@@ -54,7 +55,7 @@ const RELIST_EVERY: u64 = 60;
 pub struct FileSource {
     name: Arc<str>,
     paths: Vec<String>,
-    exclude: Vec<glob::Pattern>,
+    exclude: exclude::Exclude,
     read_from: ReadFrom,
     max_line: usize,
     partial_timeout: Duration,
@@ -67,24 +68,13 @@ impl FileSource {
         FileSource {
             name: c.name.as_str().into(),
             paths: c.paths.clone(),
-            exclude: c
-                .exclude
-                .iter()
-                .filter_map(|p| glob::Pattern::new(p).ok())
-                .collect(),
+            exclude: exclude::Exclude::new(&c.exclude),
             read_from: c.read_from,
             max_line: c.max_line_bytes.map_or(default_max_line, |s| s.0) as usize,
             partial_timeout: c.partial_line_timeout.0,
             poll: c.poll_interval.0,
             rotate_wait: c.rotate_wait.0,
         }
-    }
-
-    fn excluded(&self, path: &Path) -> bool {
-        let name = path.file_name().map(Path::new).unwrap_or(path);
-        self.exclude
-            .iter()
-            .any(|p| p.matches_path(path) || p.matches_path(name))
     }
 
     /// The paths the globs name now, in a stable order.
@@ -95,7 +85,7 @@ impl FileSource {
                 Ok(paths) => {
                     for p in paths {
                         match p {
-                            Ok(p) if !self.excluded(&p) => out.push(p),
+                            Ok(p) if !self.exclude.matches(&p) => out.push(p),
                             Ok(_) => {}
                             // A directory that cannot be listed hides files.
                             Err(e) => not_read(
@@ -380,6 +370,18 @@ struct RunState {
     buf: Vec<u8>,
     /// The open files by file name, as of the last scan.
     by_name: HashMap<OsString, Vec<(u64, u64)>>,
+    /// The open files read on every poll whatever inotify says (see
+    /// [`needs_look`]): kept as the flags change (at a scan, after a
+    /// read), so that a poll with thousands of quiet files open does not
+    /// go through all of them.
+    attention: HashSet<(u64, u64)>,
+}
+
+/// Whether a file is read on every poll: gone from the globs (read to its
+/// end, then let go of), just found, in a directory inotify does not
+/// watch, or holding part of a line.
+fn needs_look(t: &Tailer) -> bool {
+    t.gone || t.look || !t.watched || t.holds_partial()
 }
 
 impl RunState {
@@ -402,6 +404,20 @@ impl RunState {
                 self.by_name.entry(n.to_owned()).or_default().push(*id);
             }
         }
+        self.attention = self
+            .tailers
+            .iter()
+            .filter(|(_, t)| needs_look(t))
+            .map(|(id, _)| *id)
+            .collect();
+    }
+
+    /// After `id` was read: whether it still needs a look on every poll.
+    fn polled(&mut self, id: (u64, u64)) {
+        match self.tailers.get(&id) {
+            Some(t) if needs_look(t) => self.attention.insert(id),
+            _ => self.attention.remove(&id),
+        };
     }
 
     /// The files to read now, in the order they are read: those renamed or
@@ -412,12 +428,14 @@ impl RunState {
     /// (gone, just found, holding part of a line).
     fn due(&self, all: bool, changed: &HashSet<OsString>) -> Vec<(u64, u64)> {
         let key = |t: &Tailer| (!t.gone, !t.resumed, t.order);
-        let mut due: Vec<_> = self
-            .tailers
-            .iter()
-            .filter(|(_, t)| all || t.gone || t.look || !t.watched || t.holds_partial())
-            .map(|(id, t)| (key(t), *id))
-            .collect();
+        let mut due: Vec<_> = if all {
+            self.tailers.iter().map(|(id, t)| (key(t), *id)).collect()
+        } else {
+            self.attention
+                .iter()
+                .filter_map(|id| self.tailers.get(id).map(|t| (key(t), *id)))
+                .collect()
+        };
         if !all {
             // (A file let go of since the last scan is no longer open.)
             for id in changed.iter().filter_map(|n| self.by_name.get(n)).flatten() {
@@ -444,6 +462,7 @@ impl Source for FileSource {
             orders: 0,
             buf: Vec::new(),
             by_name: HashMap::new(),
+            attention: HashSet::new(),
         };
         let (mut watcher, note) = watch::Watcher::new();
         let mut wake = watch::Wake::Changed;
@@ -516,6 +535,7 @@ impl Source for FileSource {
                         );
                     }
                 }
+                run.polled(id);
             }
             self.release(&ctx, &mut run);
             if writer_gone || stopping {
@@ -608,15 +628,19 @@ impl FileSource {
     /// deleted must not look lost at the next start); this run remembers a
     /// renamed one, should it come back into the globs.
     fn release(&self, ctx: &SourceContext, run: &mut RunState) {
+        // (A file gone from the globs is one that needs a look.)
         let done: Vec<(u64, u64)> = run
-            .tailers
+            .attention
             .iter()
-            .filter(|(_, t)| {
-                t.gone && t.drained().unwrap_or(true) && t.idle_for() >= self.rotate_wait
+            .filter(|id| {
+                run.tailers.get(id).is_some_and(|t| {
+                    t.gone && t.drained().unwrap_or(true) && t.idle_for() >= self.rotate_wait
+                })
             })
-            .map(|(id, _)| *id)
+            .copied()
             .collect();
         for id in done {
+            run.attention.remove(&id);
             let Some(t) = run.tailers.remove(&id) else {
                 continue;
             };
