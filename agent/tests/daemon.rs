@@ -331,6 +331,51 @@ fn a_write_inotify_does_not_name_is_read_at_the_next_full_check() {
 }
 
 #[test]
+fn a_partial_line_is_written_at_its_timeout_though_its_file_stays_quiet() {
+    // Between full checks (every 30 polls) a poll reads the files inotify
+    // names and those that need a look on every poll: a file holding part
+    // of a line must stay among the latter after its read, or its timeout
+    // would pass unnoticed until the next full check. The poll interval is
+    // an hour, so polls come only from writes to another file; the partial
+    // line must be written at one of the first wakes after its timeout,
+    // long before a 30th. other.log exists from the start: its writes
+    // change no name, so no listing (which looks at every file again)
+    // comes between.
+    let e = Env::new("poll_interval = \"1h\"\npartial_line_timeout = \"300ms\"");
+    append(&e.log("app.log"), b"first\n");
+    append(&e.log("other.log"), b"there from the start\n");
+    let d = e.start();
+    e.wait_entries(2);
+    append(&e.log("app.log"), b"no newline yet");
+    // One poll per write: each is waited for in the spool before the next
+    // (a poll at least 100 ms after the one before).
+    let mut wakes = 0;
+    let held = |e: &Env| {
+        e.try_records().is_some_and(|r| {
+            r.iter()
+                .any(|r| r.kind == "entry" && r.body == b"no newline yet")
+        })
+    };
+    while !held(&e) {
+        assert!(
+            wakes < 8,
+            "the partial line waited for a full check ({wakes} polls)"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        append(&e.log("other.log"), format!("wake {wakes}\n").as_bytes());
+        wakes += 1;
+        e.wait_entries(2 + wakes);
+    }
+    stop(d);
+    let recs = e.records();
+    let partial = recs
+        .iter()
+        .find(|r| r.kind == "entry" && r.body == b"no newline yet")
+        .expect("written");
+    assert_eq!(partial.flags, wormlog_spool::record::ENTRY_NO_NEWLINE);
+}
+
+#[test]
 fn a_thousand_quiet_files_cost_no_read_buffer_each() {
     // Each file used to keep a 64 KiB read buffer once read: 1,000 files,
     // 64 MB. Now one buffer for the source, and batches as big as what
