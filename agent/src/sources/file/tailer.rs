@@ -228,14 +228,14 @@ impl Tailer {
         }
         while self.offset < size {
             let want = ((size - self.offset) as usize).min(READ_BYTES);
-            // Handed over before a read that would take the batch past its
-            // buffer: batches stay at about BATCH_BYTES, in the buffer they
-            // were given (growing it would double it, and up to seven
-            // batches are alive at once, in the channel and at both ends).
-            if !batch.data.is_empty()
-                && batch.data.len() + want > batch.data.capacity()
-                && !batch.send(&self.source, ctx)
-            {
+            // Handed over once it holds BATCH_BYTES, or before a read that
+            // would take it past its buffer: batches stay at about
+            // BATCH_BYTES, in the buffer they were given (growing it would
+            // double it, and up to seven batches are alive at once, in the
+            // channel and at both ends).
+            let full =
+                batch.data.len() >= BATCH_BYTES || batch.data.len() + want > batch.data.capacity();
+            if !batch.data.is_empty() && full && !batch.send(&self.source, ctx) {
                 return Ok(false);
             }
             let n = self.file.read_at(&mut buf[..want], self.offset)?;
@@ -249,9 +249,6 @@ impl Tailer {
                 })?;
             self.offset += n as u64;
             self.last_data = Instant::now();
-            if batch.data.len() >= BATCH_BYTES && !batch.send(&self.source, ctx) {
-                return Ok(false);
-            }
         }
         if self.splitter.pending() > 0
             && (flush_partial || self.last_data.elapsed() >= partial_timeout)
