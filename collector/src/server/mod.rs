@@ -57,7 +57,14 @@ pub struct App {
     pub notes: crate::note::NoteSigner,
     /// The console's agents' last batches and verifications.
     pub console: console::ConsoleState,
+    /// Checkpoint notes being published: per agent, the newest checkpoint
+    /// (tree size, root) waiting for its publisher (see
+    /// `routes::publish_checkpoint`); an agent listed has one running.
+    publishing: Mutex<HashMap<String, Option<Checkpoint>>>,
 }
+
+/// A checkpoint to publish: tree size and root.
+type Checkpoint = (u64, [u8; 32]);
 
 impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -88,6 +95,7 @@ impl App {
             remote,
             notes,
             console: console::ConsoleState::default(),
+            publishing: Mutex::new(HashMap::new()),
         })
     }
 
@@ -165,9 +173,10 @@ impl App {
             if guard.as_ref().is_none_or(|s| !s.snapshot_wanted()) {
                 continue;
             }
+            // The lock is held from the look to the write.
             let _ = tokio::task::spawn_blocking(move || {
                 if let Some(s) = guard.as_mut() {
-                    s.snapshot_if_quiet();
+                    s.write_snapshot();
                 }
             })
             .await;

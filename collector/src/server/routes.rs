@@ -241,12 +241,6 @@ async fn open_store(
 /// always published within this time of its receipt.
 const PUBLISH_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// The newest checkpoint (tree size, root) waiting to be published, per
-/// note file; a file in the map has its publisher running.
-type Waiting = std::collections::HashMap<std::path::PathBuf, Option<(u64, [u8; 32])>>;
-static WAITING: std::sync::LazyLock<std::sync::Mutex<Waiting>> =
-    std::sync::LazyLock::new(Default::default);
-
 /// Publishes agent `id`'s newest countersigned checkpoint as a signed note
 /// (`<store_dir>/checkpoints/<id>`, and `checkpoints/<id>` in the heads
 /// bucket), off the request's path. One publisher per agent writes, so an
@@ -254,17 +248,17 @@ static WAITING: std::sync::LazyLock<std::sync::Mutex<Waiting>> =
 /// every `PUBLISH_EVERY` and then the newest that arrived meanwhile (a
 /// thousand agents' receipts would otherwise cost two fsyncs each).
 fn publish_checkpoint(app: &Arc<App>, id: &str, tree_size: u64, root: [u8; 32]) {
-    let path = app.config.store_dir.join("checkpoints").join(id);
     {
-        let mut waiting = WAITING.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(slot) = waiting.get_mut(&path) {
+        let mut waiting = app.publishing.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(slot) = waiting.get_mut(id) {
             if slot.is_none_or(|(s, _)| s < tree_size) {
                 *slot = Some((tree_size, root));
             }
             return;
         }
-        waiting.insert(path.clone(), None);
+        waiting.insert(id.to_owned(), None);
     }
+    let path = app.config.store_dir.join("checkpoints").join(id);
     let (app, id) = (app.clone(), id.to_owned());
     tokio::spawn(async move {
         let mut next = Some((tree_size, root));
@@ -275,10 +269,10 @@ fn publish_checkpoint(app: &Arc<App>, id: &str, tree_size: u64, root: [u8; 32]) 
             })
             .await;
             tokio::time::sleep(PUBLISH_EVERY).await;
-            let mut waiting = WAITING.lock().unwrap_or_else(|p| p.into_inner());
-            next = waiting.get_mut(&path).and_then(Option::take);
+            let mut waiting = app.publishing.lock().unwrap_or_else(|p| p.into_inner());
+            next = waiting.get_mut(&id).and_then(Option::take);
             if next.is_none() {
-                waiting.remove(&path);
+                waiting.remove(&id);
             }
         }
     });

@@ -522,11 +522,10 @@ impl AgentStore {
             && self.stored_at.is_some_and(|t| t.elapsed() >= QUIET)
     }
 
-    /// Writes the snapshot when [`AgentStore::snapshot_wanted`].
-    pub fn snapshot_if_quiet(&mut self) {
-        if self.snapshot_wanted() {
-            self.snapshot_if_due(true);
-        }
+    /// Writes the snapshot now if batches were stored since the last one
+    /// (the collector's sweep, once [`AgentStore::snapshot_wanted`]).
+    pub fn write_snapshot(&mut self) {
+        self.snapshot_if_due(true);
     }
 
     /// The receipts for the checkpoints among `held` records from `seq`
