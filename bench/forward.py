@@ -31,7 +31,10 @@ The summary then also counts what the hostile client got.
 usage: forward.py WORMLOG_DIR INPUT WORKDIR [RUNS] [RATE] [SECONDS] [CHECKPOINT]
   WORMLOG_DIR holds the release binaries wormlog and wormlog-collector.
 """
-import json, os, shutil, signal, socket, ssl, statistics, subprocess, sys, threading, time, urllib.request
+import json, os, shutil, signal, socket, ssl, statistics, subprocess, sys, threading, time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from read_store import stored  # noqa: E402  (the next seq, from /metrics)
 
 
 def sh(*args, **kw):
@@ -151,17 +154,6 @@ def free_port():
 METRICS_PORT = free_port()
 
 
-def stored(w):
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=5) as r:
-            for line in r.read().decode().splitlines():
-                if line.startswith('wormlog_collector_next_seq{agent="bench"}'):
-                    return int(float(line.split()[-1]))
-    except OSError:
-        pass
-    return 0
-
-
 def stop(p):
     p.send_signal(signal.SIGTERM)
     p.wait(timeout=60)
@@ -274,7 +266,7 @@ def throughput(bin_dir, inp, w, runs):
         # The agent's own start record and checkpoint come after the spool's
         # end: wait for everything the append wrote.
         deadline = t0 + 600
-        while stored(w) < records:
+        while stored(METRICS_PORT) < records:
             if time.monotonic() > deadline:
                 raise SystemExit("timed out: " + open(f"{w}/agent.log").read())
             time.sleep(0.01)
@@ -324,7 +316,7 @@ def latency(bin_dir, w, runs, rate, seconds, checkpoint):
         time.sleep(0.2)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            if stored(w) > n + 3:
+            if stored(METRICS_PORT) > n + 3:
                 break
             time.sleep(0.05)
         time.sleep(6)  # the last checkpoints and their receipts
