@@ -15,7 +15,10 @@ shift || true
 counts=("${@:-1000 1500 1750 2000}")
 read -r -a counts <<<"${counts[*]}"
 dir=${WORMLOG_FLEET_DIR:-/var/tmp/wormlog-fleet}
-cargo build --release --locked -p wormlog-collector -p wormlog-fleet-bench >&2
+# Separately: built together, the collector would take in the simulator's
+# dependency features and not be the binary that ships.
+cargo build --release --locked -p wormlog-collector >&2
+cargo build --release --locked -p wormlog-fleet-bench >&2
 bin=target/release
 max=0
 for n in "${counts[@]}"; do ((n > max)) && max=$n; done
