@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Copied from ../shared/s3/ceph-s3.sh (the shared recipe), kept here so the
-# project's S3 tests (tests/s3/run.sh) do not depend on it.
+# project's S3 tests (tests/s3/run.sh) do not depend on it. One change: the
+# monitor is started by start_mon, which polls it with short timeouts and, if
+# it does not answer, prints its process state and starts it again (a CI run
+# once saw a monitor that logged nothing and never answered in 60 s).
 # Single-node throw-away Ceph (1 mon, no mgr, 1 memstore OSD, size 1)
 # + radosgw (beast) on 127.0.0.1, for S3 Object Lock tests. No systemd, no cephadm.
 #   usage: ceph-s3.sh up | down | env      (run as root; Debian bookworm, Ceph 16.2.15)
@@ -54,6 +57,33 @@ start_bg() {  # name, then command; records the PID of the foreground daemon
   local name=$1; shift
   setsid "$@" </dev/null >>"$BASE/log/$name.out" 2>&1 &
   echo $! >"$BASE/run/$name.pid"
+}
+
+show_daemon() {  # what a daemon that does not answer is doing
+  local pid; pid=$(cat "$BASE/run/$1.pid" 2>/dev/null) || return 0
+  echo "== $1 (pid $pid)" >&2
+  ps -o pid,stat,etime,wchan:32,args -p "$pid" >&2 || echo "(not running)" >&2
+  cat "/proc/$pid/stack" >&2 2>/dev/null || true
+  ss -ltnp 2>/dev/null | grep -E ":($MON_V2|$MON_V1) " >&2 || echo "(nothing listens on $MON_V2 or $MON_V1)" >&2
+}
+
+start_mon() {  # up to 3 starts, each given 30 s to answer
+  local attempt pid deadline
+  for attempt in 1 2 3; do
+    start_bg mon.a ceph-mon -c "$CONF" -i a -f
+    pid=$(cat "$BASE/run/mon.a.pid")
+    deadline=$((SECONDS + 30))
+    while [ $SECONDS -lt $deadline ]; do
+      timeout 8 ceph -c "$CONF" --connect-timeout 5 mon stat >/dev/null 2>&1 && return 0
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 1
+    done
+    echo "ceph-s3: mon.a did not answer (start $attempt of 3)" >&2
+    show_daemon mon.a
+    kill -9 "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+  done
+  return 1
 }
 
 up() {
@@ -115,8 +145,7 @@ EOF
   monmaptool --create --fsid "$fsid" \
     --addv a "[v2:127.0.0.1:$MON_V2,v1:127.0.0.1:$MON_V1]" "$BASE/monmap" >/dev/null
   ceph-mon -c "$CONF" --mkfs -i a --monmap "$BASE/monmap" --keyring "$KEYRING"
-  start_bg mon.a ceph-mon -c "$CONF" -i a -f
-  ceph_ mon stat >/dev/null || fail "mon did not answer"
+  start_mon || fail "mon did not answer"
   echo "[$((SECONDS-t0))s] mon up"
 
   ceph_ osd new "$osd_uuid" 0 >/dev/null
