@@ -34,6 +34,9 @@ pub enum ReadError {
         offset: u64,
         reason: String,
     },
+    /// What a batch was handed to (`read_into`'s sink) failed.
+    #[error("taking the batch: {0}")]
+    Sink(std::io::Error),
 }
 
 /// A contiguous range of records.
@@ -50,6 +53,26 @@ pub struct Batch {
     pub torn_len: usize,
     /// (tree_size, root) of every checkpoint in the batch.
     pub checkpoints: Vec<(u64, Hash)>,
+}
+
+/// A batch read with [`RangeReader::read_into`]: what it holds, its bytes
+/// having gone to the sink.
+#[derive(Debug, Clone, Default)]
+pub struct Span {
+    pub first_seq: u64,
+    pub records: u64,
+    /// Bytes handed to the sink: the torn region, then the frames.
+    pub len: usize,
+    /// How many of them are the torn region.
+    pub torn_len: usize,
+    /// (tree_size, root) of every checkpoint in the batch.
+    pub checkpoints: Vec<(u64, Hash)>,
+}
+
+impl Span {
+    pub fn end_seq(&self) -> u64 {
+        self.first_seq + self.records
+    }
 }
 
 impl Batch {
@@ -76,12 +99,18 @@ struct Cursor {
     limit: Option<(u64, bool)>,
 }
 
+/// How much of a segment one read takes by default: a batch is read in
+/// pieces of this size and handed over piece by piece, so a reader that
+/// compresses as it reads never holds the whole batch (docs/BENCHMARKS.md).
+pub const READ_SIZE: usize = 256 << 10;
+
 /// Reads batches from a spool directory.
 #[derive(Debug)]
 pub struct RangeReader {
     dir: PathBuf,
     cur: Option<Cursor>,
     buf: Vec<u8>,
+    read_size: usize,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ReadError + '_ {
@@ -97,7 +126,15 @@ impl RangeReader {
             dir: dir.into(),
             cur: None,
             buf: Vec::new(),
+            read_size: READ_SIZE,
         }
+    }
+
+    /// Reads at most `bytes` of a segment at a time (a frame larger than
+    /// that is still read whole). Tests use small sizes to cut frames.
+    pub fn with_read_size(mut self, bytes: usize) -> Self {
+        self.read_size = bytes.max(1);
+        self
     }
 
     /// The sequence number the next batch starts at, once positioned.
@@ -131,12 +168,12 @@ impl RangeReader {
         }
         let (no, mut next_seq) = chosen.ok_or(ReadError::Pruned(seq))?;
         // Walk the frames of that segment (up to where a recovery record in
-        // the next one says it ends) to `seq`, a megabyte at a time.
+        // the next one says it ends) to `seq`, a read at a time.
         let path = segment_path(&self.dir, no);
         let limit = self.limit_of(no)?;
         let mut off = read_header(&path)?.1 as u64;
         let mut sealed = false;
-        let mut want = 1 << 20;
+        let mut want = self.read_size;
         while next_seq < seq {
             let file_end = self.fill(&path, off, want, limit.map(|l| l.0))?;
             let mut used = 0;
@@ -165,7 +202,7 @@ impl RangeReader {
                 }
             }
             off += used as u64;
-            want = 1 << 20;
+            want = self.read_size;
         }
         self.cur = Some(if sealed {
             Cursor {
@@ -203,17 +240,43 @@ impl RangeReader {
         max_records: u64,
         max_bytes: usize,
     ) -> Result<Batch, ReadError> {
+        let mut bytes = Vec::new();
+        let span = self.read_into(durable_end, max_records, max_bytes, &mut |piece| {
+            bytes.extend_from_slice(piece);
+            Ok(())
+        })?;
+        Ok(Batch {
+            first_seq: span.first_seq,
+            records: span.records,
+            bytes,
+            torn_len: span.torn_len,
+            checkpoints: span.checkpoints,
+        })
+    }
+
+    /// Reads the next batch as [`read`](Self::read) does, handing its bytes
+    /// to `sink` in order, a read at a time (the torn region first, then
+    /// whole frames), instead of gathering them.
+    pub fn read_into(
+        &mut self,
+        durable_end: u64,
+        max_records: u64,
+        max_bytes: usize,
+        sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
+    ) -> Result<Span, ReadError> {
         if self.cur.is_none() {
             self.seek(0)?;
         }
         let mut cur = self.cur.clone().expect("positioned");
-        let mut batch = Batch {
+        let mut span = Span {
             first_seq: cur.next_seq,
-            ..Batch::default()
+            ..Span::default()
         };
         let mut min_want = 0usize;
-        while batch.records < max_records
-            && batch.bytes.len() < max_bytes
+        // At least one record when one is there: a torn region larger than
+        // `max_bytes` still comes with the recovery record that explains it.
+        while span.records < max_records
+            && (span.records == 0 || span.len < max_bytes)
             && cur.next_seq < durable_end
         {
             let path = segment_path(&self.dir, cur.no);
@@ -229,30 +292,26 @@ impl RangeReader {
                 cur.limit = self.limit_of(cur.no)?;
             }
             let want = max_bytes
-                .saturating_sub(batch.bytes.len())
+                .saturating_sub(span.len)
                 .max(4096)
+                .min(self.read_size)
                 .max(min_want);
-            // Read straight into the batch; what is not a whole frame (or is
-            // beyond the limits) is cut off again below.
-            let base = batch.bytes.len();
+            // What is not a whole frame (or is beyond the limits) is read
+            // again by the next read.
+            self.buf.clear();
             let file_end = fill(
-                &mut batch.bytes,
+                &mut self.buf,
                 &path,
                 cur.offset,
                 want,
                 cur.limit.map(|l| l.0),
             )?;
-            let Batch {
-                bytes,
-                checkpoints,
-                records,
-                ..
-            } = &mut batch;
-            let data = &bytes[base..];
+            let data = &self.buf[..];
+            let base = span.len;
             let mut off = 0usize;
             let mut sealed = false;
             let mut grow = None;
-            while *records < max_records
+            while span.records < max_records
                 && (off == 0 || base + off < max_bytes)
                 && cur.next_seq < durable_end
             {
@@ -290,9 +349,9 @@ impl RangeReader {
                         ..
                     }) = Record::decode(rec)
                 {
-                    checkpoints.push((cp.tree_size, cp.root));
+                    span.checkpoints.push((cp.tree_size, cp.root));
                 }
-                *records += 1;
+                span.records += 1;
                 cur.next_seq += 1;
                 off = end;
                 if kind == Kind::Seal as u8 {
@@ -300,7 +359,10 @@ impl RangeReader {
                     break;
                 }
             }
-            batch.bytes.truncate(base + off);
+            if off > 0 {
+                sink(&data[..off]).map_err(ReadError::Sink)?;
+                span.len += off;
+            }
             if let Some(need) = grow {
                 min_want = need;
                 continue;
@@ -318,12 +380,14 @@ impl RangeReader {
             }
             match cur.limit {
                 Some((limit, torn)) if cur.offset >= limit => {
-                    if batch.records > 0 {
+                    if span.records > 0 {
                         break; // the recovery record starts the next batch
                     }
                     if torn {
-                        batch.bytes = read_range(&path, limit, file_end)?;
-                        batch.torn_len = batch.bytes.len();
+                        let region = read_range(&path, limit, file_end)?;
+                        sink(&region).map_err(ReadError::Sink)?;
+                        span.len = region.len();
+                        span.torn_len = region.len();
                     }
                     cur = Cursor {
                         no: cur.no + 1,
@@ -332,11 +396,14 @@ impl RangeReader {
                         limit: None,
                     };
                 }
+                // More whole frames may follow in this segment than one
+                // read took: the loop's conditions say whether to go on.
+                _ if off > 0 => {}
                 _ => break,
             }
         }
         self.cur = Some(cur);
-        Ok(batch)
+        Ok(span)
     }
 
     /// Reads up to `want` bytes of `path` from `offset` (not past `limit`)
