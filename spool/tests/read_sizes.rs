@@ -70,7 +70,17 @@ fn all_batches(r: &mut RangeReader, max_records: u64, max_bytes: usize) -> Vec<B
     }
 }
 
-fn key(b: &Batch) -> (u64, u64, usize, &[u8], &[(u64, wormlog_spool::hash::Hash)]) {
+/// What two batches must agree on: first seq, records, torn length,
+/// bytes and checkpoints.
+type Key<'a> = (
+    u64,
+    u64,
+    usize,
+    &'a [u8],
+    &'a [(u64, wormlog_spool::hash::Hash)],
+);
+
+fn key(b: &Batch) -> Key<'_> {
     (b.first_seq, b.records, b.torn_len, &b.bytes, &b.checkpoints)
 }
 

@@ -31,10 +31,12 @@ pub enum Answer {
 }
 
 /// The HTTP client and the collectors it sends to: one at a time, the
-/// next when [`Client::fail_over`] is called.
+/// next when [`Client::fail_over`] is called. Requests run on the
+/// forwarder's thread, in a runtime of its own.
 #[derive(Debug)]
 pub struct Client {
-    http: reqwest::blocking::Client,
+    http: reqwest::Client,
+    runtime: tokio::runtime::Runtime,
     /// Each collector's base URL and its records URL.
     targets: Vec<(String, String)>,
     current: usize,
@@ -56,7 +58,11 @@ impl Client {
             v.set_sensitive(true);
             headers.insert(reqwest::header::AUTHORIZATION, v);
         }
-        let http = reqwest::blocking::Client::builder()
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("the forwarder's runtime")?;
+        let http = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
             .default_headers(headers)
             .timeout(f.timeout.0)
@@ -76,6 +82,7 @@ impl Client {
             .collect();
         Ok(Client {
             http,
+            runtime,
             targets,
             current: 0,
         })
@@ -98,7 +105,12 @@ impl Client {
 
     /// Sends `batch`; `spool_end` (the writer's durable end) tells the
     /// collector how far behind the agent it is.
-    pub fn send(&self, batch: &Prepared, spool_end: u64) -> Answer {
+    pub fn send(&self, batch: &Prepared, body: bytes::Bytes, spool_end: u64) -> Answer {
+        self.runtime
+            .block_on(self.send_async(batch, body, spool_end))
+    }
+
+    async fn send_async(&self, batch: &Prepared, body: bytes::Bytes, spool_end: u64) -> Answer {
         let mut req = self
             .http
             .post(&self.targets[self.current].1)
@@ -111,9 +123,11 @@ impl Client {
         if batch.zstd {
             req = req.header("content-encoding", "zstd");
         }
-        // Bytes: the clone shares the buffer, kept for a retry.
-        let body = batch.body.clone();
-        let resp = match req.body(body).send() {
+        // Dropped once written, not kept until the answer: reqwest keeps a
+        // copy of a body it can reuse (for redirects and retries), and it
+        // cannot reuse this one.
+        let body = reqwest::Body::wrap(http_body_util::Full::new(body));
+        let resp = match req.body(body).send().await {
             Ok(r) => r,
             Err(e) => {
                 return Answer::Transient {
@@ -129,7 +143,7 @@ impl Client {
             .and_then(|v| v.to_str().ok())
             .and_then(|s| s.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let text = match resp.text() {
+        let text = match resp.text().await {
             Ok(t) => t,
             Err(e) => {
                 return Answer::Transient {

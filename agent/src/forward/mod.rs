@@ -16,6 +16,7 @@
 //! forwarding, loudly: a log line, an alert record in the chain (code 5);
 //! spooling goes on (docs/FORMAT.md §10.2).
 
+mod body;
 mod client;
 mod prefetch;
 
@@ -110,7 +111,6 @@ impl Forwarder {
             }
         };
         let mut last_receipt = self.start;
-        let mut batch: Option<Prepared> = None;
         let mut backoff = Backoff::new(self.cfg.backoff_min.0, self.cfg.backoff_max.0);
         let mut failing_since: Option<Instant> = None;
         // Transient failures in a row (a full round of the collectors
@@ -123,22 +123,19 @@ impl Forwarder {
         let metrics = crate::metrics::get();
         crate::metrics::set(&metrics.forward_acknowledged_seq, last_receipt);
         while !self.shutdown.is_set() {
-            let b = match batch.take() {
-                Some(b) => b,
-                None => match ahead.next(Duration::from_millis(500)) {
-                    Ok(None) => continue,
-                    Ok(Some(b)) => b,
-                    // At shutdown the read-ahead thread stops first: that
-                    // is not a failure.
-                    Err(_) if self.shutdown.is_set() => return,
-                    Err(e) => {
-                        self.alert(format!("{e}; forwarding stopped"));
-                        return;
-                    }
-                },
+            let (b, body) = match ahead.next(Duration::from_millis(500)) {
+                Ok(None) => continue,
+                Ok(Some(batch)) => batch,
+                // At shutdown the read-ahead thread stops first: that is
+                // not a failure.
+                Err(_) if self.shutdown.is_set() => return,
+                Err(e) => {
+                    self.alert(format!("{e}; forwarding stopped"));
+                    return;
+                }
             };
             let sent_at = Instant::now();
-            match client.send(&b, self.durable.get()) {
+            match client.send(&b, body, self.durable.get()) {
                 Answer::Accepted { next_seq, receipts } => {
                     metrics.forward_records.inc_by(b.records);
                     last_logged = None;
@@ -266,7 +263,9 @@ impl Forwarder {
                         );
                         last_logged = Some((Instant::now(), what));
                     }
-                    batch = Some(b);
+                    // The body is gone: the batch is read from the spool
+                    // again.
+                    ahead.seek(b.first_seq);
                     if self.shutdown.wait(wait) {
                         return;
                     }

@@ -1,23 +1,30 @@
 //! The forwarder's read-ahead: one thread reads the next batch from the
-//! spool and compresses it while the current one is on the wire and the
-//! collector verifies and fsyncs it, so the agent's work and the collector's
-//! overlap instead of taking turns. The thread hands a prepared batch over
-//! only when the sender takes it (a rendezvous channel), so the forwarder
-//! holds at most two compressed batches (the one being sent and the next)
-//! and the one being read: a third, waiting in a channel slot, cost 2.5 MiB
-//! of peak RSS and no throughput (docs/BENCHMARKS.md).
+//! spool and compresses it while the collector verifies and fsyncs the
+//! current one, so the agent's work and the collector's overlap instead of
+//! taking turns.
+//!
+//! Memory: the batch is compressed as it is read (body.rs), and the thread
+//! starts on the next batch only once the body of the last one it handed
+//! over is gone, written to the connection or dropped ([`Owned`] says so
+//! when it is dropped). A body is not kept for a retry: the spool is the
+//! queue, and a batch that failed is read again. So the forwarder holds one
+//! compressed body at a time: the one on the wire, or the next one while
+//! the collector works on the last (docs/BENCHMARKS.md). The thread hands a
+//! prepared batch over only when the sender takes it (a rendezvous
+//! channel).
 
+use super::body::BodyCompressor;
 use crate::sources::Shutdown;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, TryRecvError};
 use std::time::Duration;
 use wormlog_spool::hash::Hash;
-use wormlog_spool::reader::{Batch, RangeReader};
+use wormlog_spool::reader::{RangeReader, ReadError};
 use wormlog_spool::writer::DurableSeq;
 
-/// A batch ready to send: the request body (compressed when `zstd`) and
-/// what the answer is checked against.
-#[derive(Debug, Clone)]
+/// A batch ready to send, beside its body: what the answer is checked
+/// against.
+#[derive(Debug)]
 pub struct Prepared {
     pub first_seq: u64,
     pub records: u64,
@@ -26,8 +33,34 @@ pub struct Prepared {
     pub bytes: usize,
     /// (tree_size, root) of every checkpoint in the batch.
     pub checkpoints: Vec<(u64, Hash)>,
-    pub body: bytes::Bytes,
+    /// The body is compressed with zstd.
     pub zstd: bool,
+}
+
+/// A batch's request body (compressed when its batch says `zstd`): its
+/// bytes, and what tells the read-ahead thread when they are gone (the
+/// last `Bytes` that shares them dropped, once the HTTP client has written
+/// them or given up).
+#[derive(Debug)]
+struct Owned {
+    body: Vec<u8>,
+    _gone: Gone,
+}
+
+impl AsRef<[u8]> for Owned {
+    fn as_ref(&self) -> &[u8] {
+        &self.body
+    }
+}
+
+/// Sends one token to the read-ahead thread when dropped.
+#[derive(Debug)]
+struct Gone(Sender<()>);
+
+impl Drop for Gone {
+    fn drop(&mut self) {
+        let _ = self.0.send(());
+    }
 }
 
 impl Prepared {
@@ -42,38 +75,52 @@ impl Prepared {
 /// cost (docs/BENCHMARKS.md).
 const ZSTD_LEVEL: i32 = -1;
 
-/// Compresses a batch with `compressor` (one context kept for the thread,
-/// not one made per batch); the body is kept at its compressed size (the
-/// buffer zstd writes into is as big as the input could become, and up to
-/// two bodies are alive at once, one read ahead and one sent).
-fn prepare(
-    batch: Batch,
-    compressor: Option<&mut zstd::bulk::Compressor<'static>>,
-) -> std::io::Result<Prepared> {
+/// Reads the next batch into its request body (compressed as it is read
+/// when there is a `compressor`): None when nothing new is durable. A
+/// compression failure is a `ReadError::Sink`; the reader has not moved.
+fn read_batch(
+    reader: &mut RangeReader,
+    durable: u64,
+    max_records: u64,
+    max_bytes: usize,
+    compressor: Option<&mut BodyCompressor>,
+) -> Result<Option<(Prepared, Vec<u8>)>, ReadError> {
+    let mut out = Vec::new();
     let zstd = compressor.is_some();
-    let body = if let Some(c) = compressor {
-        let mut out = c.compress(&batch.bytes)?;
-        out.shrink_to_fit();
-        bytes::Bytes::from(out)
+    let span = if let Some(c) = compressor {
+        c.begin(&mut out).map_err(ReadError::Sink)?;
+        let span = reader.read_into(durable, max_records, max_bytes, &mut |piece| {
+            c.push(&mut out, piece)
+        })?;
+        if span.records > 0 {
+            out = c.finish(out, span.len as u64).map_err(ReadError::Sink)?;
+        }
+        span
     } else {
-        bytes::Bytes::from(batch.bytes.clone())
+        reader.read_into(durable, max_records, max_bytes, &mut |piece| {
+            out.extend_from_slice(piece);
+            Ok(())
+        })?
     };
-    Ok(Prepared {
-        first_seq: batch.first_seq,
-        records: batch.records,
-        torn_len: batch.torn_len,
-        bytes: batch.bytes.len(),
-        checkpoints: batch.checkpoints,
-        body,
+    if span.records == 0 {
+        return Ok(None);
+    }
+    let prepared = Prepared {
+        first_seq: span.first_seq,
+        records: span.records,
+        torn_len: span.torn_len,
+        bytes: span.len,
+        checkpoints: span.checkpoints,
         zstd,
-    })
+    };
+    Ok(Some((prepared, out)))
 }
 
 /// What the read-ahead thread hands over, tagged with the generation of
 /// the position it was read from (a seek starts a new generation).
 #[derive(Debug)]
 pub enum Ahead {
-    Batch(u64, Prepared),
+    Batch(u64, Prepared, bytes::Bytes),
     Failed(u64, String),
 }
 
@@ -132,10 +179,10 @@ impl ReadAhead {
     /// The next batch from the current position: Ok(None) after `timeout`
     /// with nothing new (so the caller can look around), Err when reading
     /// failed or the read-ahead thread is gone.
-    pub fn next(&mut self, timeout: Duration) -> Result<Option<Prepared>, String> {
+    pub fn next(&mut self, timeout: Duration) -> Result<Option<(Prepared, bytes::Bytes)>, String> {
         loop {
             match self.rx.recv_timeout(timeout) {
-                Ok(Ahead::Batch(g, p)) if g == self.generation => return Ok(Some(p)),
+                Ok(Ahead::Batch(g, p, body)) if g == self.generation => return Ok(Some((p, body))),
                 Ok(Ahead::Failed(g, e)) if g == self.generation => return Err(e),
                 Ok(_) => continue, // read before the last seek
                 Err(RecvTimeoutError::Timeout) => return Ok(None),
@@ -166,7 +213,7 @@ impl ReadAhead {
 fn run(s: Settings, tx: &SyncSender<Ahead>, ctl: &Receiver<Seek>) {
     let mut reader = RangeReader::new(&s.spool_dir);
     let mut compressor = if s.zstd {
-        match zstd::bulk::Compressor::new(ZSTD_LEVEL) {
+        match BodyCompressor::new(ZSTD_LEVEL) {
             Ok(c) => Some(c),
             Err(e) => {
                 let _ = tx.send(Ahead::Failed(0, format!("zstd: {e}")));
@@ -180,6 +227,9 @@ fn run(s: Settings, tx: &SyncSender<Ahead>, ctl: &Receiver<Seek>) {
     let mut max_records = s.max_records;
     // After a failure, nothing is read until the sender says where to go.
     let mut broken = false;
+    // Bodies handed over and not yet gone (see the module's comment).
+    let (gone_tx, gone) = std::sync::mpsc::channel();
+    let mut bodies_out = 0usize;
     while !s.shutdown.is_set() {
         let seek = if broken {
             match ctl.recv_timeout(Duration::from_millis(500)) {
@@ -207,24 +257,42 @@ fn run(s: Settings, tx: &SyncSender<Ahead>, ctl: &Receiver<Seek>) {
         if broken {
             continue;
         }
+        if bodies_out > 0 {
+            if gone.recv_timeout(Duration::from_millis(200)).is_ok() {
+                bodies_out -= 1;
+            }
+            continue;
+        }
         let pos = reader.position().unwrap_or(0);
         let durable = s.durable.wait_beyond(pos, Duration::from_millis(200));
         if durable <= pos {
             continue;
         }
-        let msg = match reader.read(durable, max_records, s.max_bytes) {
-            Ok(b) if b.records == 0 => continue,
-            Ok(b) => match prepare(b, compressor.as_mut()) {
-                Ok(p) => Ahead::Batch(generation, p),
-                Err(e) => Ahead::Failed(generation, format!("zstd: {e}")),
-            },
+        let msg = match read_batch(
+            &mut reader,
+            durable,
+            max_records,
+            s.max_bytes,
+            compressor.as_mut(),
+        ) {
+            Ok(None) => continue,
+            Ok(Some((p, body))) => {
+                let body = bytes::Bytes::from_owner(Owned {
+                    body,
+                    _gone: Gone(gone_tx.clone()),
+                });
+                Ahead::Batch(generation, p, body)
+            }
+            Err(ReadError::Sink(e)) => Ahead::Failed(generation, format!("compressing: {e}")),
             Err(e) => {
                 broken = true;
                 Ahead::Failed(generation, format!("reading the spool: {e}"))
             }
         };
+        let batch = matches!(msg, Ahead::Batch(..));
         if tx.send(msg).is_err() {
             return;
         }
+        bodies_out += usize::from(batch);
     }
 }
