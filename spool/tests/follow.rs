@@ -133,11 +133,7 @@ fn a_torn_tail_travels_with_its_recovery_record() {
     s.sync().unwrap();
     drop(s); // a crash
     // Tear the last record: cut 5 bytes off the segment.
-    let seg = segments(&src).pop().unwrap();
-    let len = std::fs::metadata(&seg).unwrap().len();
-    let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
-    f.set_len(len - 5).unwrap();
-    drop(f);
+    tear_last_segment(&src, 5);
     let mut s = open(&t, options(&src));
     for i in 0..20 {
         entry(&mut s, "app", 100 + i, b"after the crash");

@@ -52,11 +52,7 @@ fn fixture() -> &'static Fixture {
         s.sync().unwrap();
         drop(s); // a crash
         // Tear the last record of the last segment.
-        let seg = segments(&src).pop().unwrap();
-        let len = std::fs::metadata(&seg).unwrap().len();
-        let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
-        f.set_len(len - 5).unwrap();
-        drop(f);
+        tear_last_segment(&src, 5);
         let mut s = open(&t, o);
         for i in 0..10u64 {
             entry(&mut s, "app", 100 + i, b"after the crash");

@@ -35,11 +35,7 @@ fn spool(t: &TempDir) -> std::path::PathBuf {
     }
     s.sync().unwrap();
     drop(s); // a crash
-    let seg = segments(&src).pop().unwrap();
-    let len = std::fs::metadata(&seg).unwrap().len();
-    let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
-    f.set_len(len - 5).unwrap();
-    drop(f);
+    tear_last_segment(&src, 5);
     let mut s = open(t, o);
     for i in 0..30u64 {
         entry(&mut s, "app", 200 + i, b"after the crash");

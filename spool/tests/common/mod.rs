@@ -108,6 +108,15 @@ pub fn segments(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// Tears the last record of the spool in `dir`, as a crash in the middle
+/// of a write would: cuts `bytes` off its last segment.
+pub fn tear_last_segment(dir: &Path, bytes: u64) {
+    let seg = segments(dir).pop().unwrap();
+    let len = std::fs::metadata(&seg).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+    f.set_len(len - bytes).unwrap();
+}
+
 /// The independent Python verifier's verdict (tests/pyverify), as
 /// (ok, failure segment/offset/seq). It is required: a missing Python or
 /// `cryptography` package fails the test rather than skipping it.
