@@ -296,3 +296,93 @@ fn run(s: Settings, tx: &SyncSender<Ahead>, ctl: &Receiver<Seek>) {
         bodies_out += usize::from(batch);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wormlog_spool::keys::HostKey;
+    use wormlog_spool::record::AppendOnly;
+    use wormlog_spool::{Position, Spool, SpoolOptions};
+
+    /// A spool of `records` small entries, all durable.
+    fn spool(dir: &std::path::Path, records: u64) -> Spool {
+        let keys = dir.join("keys");
+        HostKey::generate(&keys, wormlog_spool::clock::wall_ns()).unwrap();
+        let mut o = SpoolOptions::new(dir.join("spool"), "test-agent");
+        o.append_only = AppendOnly::Off;
+        o.checkpoint_interval = Duration::from_secs(3600);
+        o.heartbeat_interval = Duration::from_secs(7200);
+        let mut s = Spool::open(o, HostKey::load(&keys).unwrap()).unwrap().0;
+        // The genesis records come first; entries until `records`.
+        let mut n = 0;
+        while s.durable_seq().get() < records {
+            let body = format!("line {n}");
+            let ts = wormlog_spool::clock::wall_ns();
+            s.append_entry("app", &Position::Counter(n), 0, &[], body.as_bytes(), ts)
+                .unwrap();
+            s.sync().unwrap();
+            n += 1;
+        }
+        s
+    }
+
+    fn read_ahead(dir: &std::path::Path, s: &Spool, zstd: bool) -> ReadAhead {
+        ReadAhead::start(Settings {
+            spool_dir: dir.join("spool"),
+            durable: s.durable_seq(),
+            shutdown: Arc::new(Shutdown::default()),
+            start: 0,
+            max_records: 10,
+            max_bytes: 1 << 20,
+            zstd,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn the_next_batch_is_read_only_once_the_last_body_is_gone() {
+        let t = tempfile::tempdir().unwrap();
+        let s = spool(t.path(), 40);
+        let mut ra = read_ahead(t.path(), &s, true);
+        let wait = Duration::from_secs(10);
+        let (first, body) = ra.next(wait).unwrap().expect("a batch");
+        assert_eq!((first.first_seq, first.records), (0, 10));
+        // While its body is alive the thread reads nothing more: a batch
+        // read ahead would be handed over at once.
+        assert!(ra.next(Duration::from_secs(2)).unwrap().is_none());
+        // The body is what the spool holds, and announces its size.
+        let raw = wormlog_spool::reader::RangeReader::new(t.path().join("spool"))
+            .read(u64::MAX, 10, 1 << 20)
+            .unwrap()
+            .bytes;
+        let size = zstd::zstd_safe::get_frame_content_size(&body).unwrap();
+        assert_eq!(size, Some(raw.len() as u64));
+        assert_eq!(zstd::bulk::decompress(&body, raw.len()).unwrap(), raw);
+        drop(body);
+        let (second, body) = ra.next(wait).unwrap().expect("the next batch");
+        assert_eq!((second.first_seq, second.records), (10, 10));
+        // A failed batch is read again from the spool.
+        ra.seek(10);
+        drop(body);
+        let (again, _body) = ra.next(wait).unwrap().expect("the batch again");
+        assert_eq!((again.first_seq, again.records), (10, 10));
+    }
+
+    #[test]
+    fn without_compression_the_body_is_the_spool_bytes() {
+        let t = tempfile::tempdir().unwrap();
+        let s = spool(t.path(), 25);
+        let mut ra = read_ahead(t.path(), &s, false);
+        let mut reader = wormlog_spool::reader::RangeReader::new(t.path().join("spool"));
+        for _ in 0..3 {
+            let (p, body) = ra.next(Duration::from_secs(10)).unwrap().expect("a batch");
+            let want = reader.read(u64::MAX, 10, 1 << 20).unwrap();
+            assert_eq!(
+                (p.first_seq, p.records, p.bytes),
+                (want.first_seq, want.records, want.bytes.len())
+            );
+            assert_eq!(&body[..], &want.bytes[..]);
+            assert!(!p.zstd);
+        }
+    }
+}
