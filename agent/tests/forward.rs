@@ -35,6 +35,17 @@ struct Server {
 
 impl Server {
     fn start(script: Script) -> Server {
+        Server::start_with(script, false)
+    }
+
+    /// Answers every request from its head with the script, then holds
+    /// the connection open and never reads the body (a broken or hostile
+    /// collector).
+    fn start_unread(script: Script) -> Server {
+        Server::start_with(script, true)
+    }
+
+    fn start_with(script: Script, unread: bool) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let requests = Arc::new(Mutex::new(Vec::new()));
@@ -44,7 +55,7 @@ impl Server {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { return };
                 let (r, script) = (r.clone(), script.clone());
-                std::thread::spawn(move || serve(conn, &r, &script));
+                std::thread::spawn(move || serve(conn, &r, &script, unread));
             }
         });
         Server { port, requests }
@@ -59,6 +70,7 @@ fn serve(
     conn: TcpStream,
     requests: &Mutex<Vec<Request>>,
     script: &Mutex<std::vec::IntoIter<(u16, &'static str, &'static str)>>,
+    unread: bool,
 ) {
     let mut w = conn.try_clone().unwrap();
     let mut r = BufReader::new(conn);
@@ -86,9 +98,11 @@ fn serve(
                 _ => {}
             }
         }
-        let mut body = vec![0; len];
-        if r.read_exact(&mut body).is_err() {
-            return;
+        if !unread {
+            let mut body = vec![0; len];
+            if r.read_exact(&mut body).is_err() {
+                return;
+            }
         }
         let (status, headers, json) = script.lock().unwrap().next().unwrap_or((
             500,
@@ -99,14 +113,21 @@ fn serve(
             "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{headers}\r\n{json}",
             json.len()
         );
+        // Before the write: the agent cannot have the answer any sooner.
+        let answered = Instant::now();
         let sent = w.write_all(answer.as_bytes()).and_then(|()| w.flush());
         requests.lock().unwrap().push(Request {
             seq,
             body_len: len,
             arrived,
-            answered: Instant::now(),
+            answered,
         });
         if sent.is_err() {
+            return;
+        }
+        if unread {
+            // Neither read nor closed, for longer than the test runs.
+            std::thread::sleep(Duration::from_secs(120));
             return;
         }
     }
@@ -115,9 +136,14 @@ fn serve(
 /// An agent forwarding to `port`, retrying quickly (10–50 ms) unless told
 /// to wait longer.
 fn agent(port: u16) -> Env {
+    agent_with(port, "")
+}
+
+/// The same, with more lines in its `[forward]` table.
+fn agent_with(port: u16, forward: &str) -> Env {
     Env::with_sources("", |e| {
         format!(
-            "[forward]\nurl = \"http://127.0.0.1:{port}\"\ncompression = \"none\"\nbackoff_min = \"10ms\"\nbackoff_max = \"50ms\"\n\n[[sources.file]]\nname = \"app\"\npaths = [\"{}/*.log\"]\npoll_interval = \"20ms\"\n",
+            "[forward]\nurl = \"http://127.0.0.1:{port}\"\ncompression = \"none\"\nbackoff_min = \"10ms\"\nbackoff_max = \"50ms\"\n{forward}\n[[sources.file]]\nname = \"app\"\npaths = [\"{}/*.log\"]\npoll_interval = \"20ms\"\n",
             e.logs().display()
         )
     })
@@ -202,4 +228,56 @@ fn a_408_is_retried_after_retry_after_and_a_400_stops_forwarding_like_a_fork() {
     let r = server.requests();
     assert_eq!(r.len(), 2, "requests after the 400: {r:?}");
     env.assert_verifies();
+}
+
+/// A collector that answers from the request's head (503) and then neither
+/// reads the body nor closes the connection: the body is left with that
+/// connection, unwritten. Forwarding must go on (the batch read again, sent
+/// on a new connection), not wait for that body to be gone, and the agent
+/// must not keep one body per retry.
+#[test]
+fn a_collector_that_answers_before_reading_a_body_does_not_stall_forwarding() {
+    let busy = (503, "", r#"{"error":"unavailable","reason":"busy"}"#);
+    let server = Server::start_unread(vec![busy; 1000]);
+    let env = agent_with(
+        server.port,
+        "batch_bytes = \"32MiB\"\nbatch_records = 1000000\n",
+    );
+    // 24 MiB of lines: a body larger than the sockets between the two
+    // can hold, so it cannot be written while nobody reads it.
+    let mut data = String::new();
+    for i in 0..120_000 {
+        data.push_str(&format!("{i:08} {}\n", "x".repeat(190)));
+    }
+    append(&env.log("a.log"), data.as_bytes());
+    let d = env.start();
+    let big = |r: &[Request]| r.iter().filter(|q| q.body_len >= 16 << 20).count();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while big(&server.requests()) < 10 {
+        assert!(
+            Instant::now() < deadline,
+            "forwarding stalled after a body the collector did not read: {:?}\n{}",
+            server
+                .requests()
+                .iter()
+                .map(|q| q.body_len)
+                .collect::<Vec<_>>(),
+            env.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Nor may each unread body stay with its connection (32 MiB a retry):
+    // connections are closed after an answer other than 200.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", d.0.id())).unwrap();
+    let rss_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    assert!(
+        rss_kib < 192 << 10,
+        "{rss_kib} KiB resident after {} unread bodies of 32 MiB",
+        big(&server.requests())
+    );
+    stop(d);
 }

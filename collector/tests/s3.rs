@@ -759,7 +759,7 @@ fn collectors_cosign_what_both_verified_and_report_a_checkpoint_the_chain_does_n
         || {
             cb.log().contains("witness: collector ca published a checkpoint of agent web-01 that is not in the chain")
         },
-        || cb.log(),
+        || format!("{}\n{}", cb.log(), agent.log()),
     );
     agent.stop();
     ca.stop();

@@ -58,10 +58,7 @@ impl Client {
             v.set_sensitive(true);
             headers.insert(reqwest::header::AUTHORIZATION, v);
         }
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("the forwarder's runtime")?;
+        let runtime = new_runtime().context("the forwarder's runtime")?;
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
             .default_headers(headers)
@@ -105,9 +102,25 @@ impl Client {
 
     /// Sends `batch`; `spool_end` (the writer's durable end) tells the
     /// collector how far behind the agent it is.
-    pub fn send(&self, batch: &Prepared, body: bytes::Bytes, spool_end: u64) -> Answer {
-        self.runtime
-            .block_on(self.send_async(batch, body, spool_end))
+    pub fn send(&mut self, batch: &Prepared, body: bytes::Bytes, spool_end: u64) -> Answer {
+        let answer = self
+            .runtime
+            .block_on(self.send_async(batch, body, spool_end));
+        if !matches!(answer, Answer::Accepted { .. }) {
+            self.drop_connections();
+        }
+        answer
+    }
+
+    /// Closes every connection by replacing the runtime they run on. After
+    /// an answer other than 200 a body may still be held by a connection
+    /// whose collector answered without reading it and neither reads nor
+    /// closes: each retry (a new connection) would leave one more.
+    fn drop_connections(&mut self) {
+        match new_runtime() {
+            Ok(r) => self.runtime = r,
+            Err(e) => tracing::warn!("forward: a new runtime for the connections: {e}"),
+        }
     }
 
     async fn send_async(&self, batch: &Prepared, body: bytes::Bytes, spool_end: u64) -> Answer {
@@ -221,4 +234,11 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
+}
+
+/// The runtime the forwarder's requests (and its connections) run on.
+fn new_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
 }

@@ -6,16 +6,20 @@
 //! Memory: the batch is compressed as it is read (body.rs), and the thread
 //! starts on the next batch only once the body of the last one it handed
 //! over is gone, written to the connection or dropped ([`Owned`] says so
-//! when it is dropped). A body is not kept for a retry: the spool is the
-//! queue, and a batch that failed is read again. So the forwarder holds one
-//! compressed body at a time: the one on the wire, or the next one while
-//! the collector works on the last (docs/BENCHMARKS.md). The thread hands a
-//! prepared batch over only when the sender takes it (a rendezvous
-//! channel).
+//! when it is dropped), or once the sender asks for the next batch (it is
+//! done with the last one, whatever holds its body: a collector that
+//! answers before reading a body leaves it with the connection, and
+//! forwarding must not wait on that). A body is not kept for a retry: the
+//! spool is the queue, and a batch that failed is read again. So the
+//! forwarder holds one compressed body at a time: the one on the wire, or
+//! the next one while the collector works on the last (docs/BENCHMARKS.md).
+//! The thread hands a prepared batch over only when the sender takes it (a
+//! rendezvous channel).
 
 use super::body::BodyCompressor;
 use crate::sources::Shutdown;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, TryRecvError};
 use std::time::Duration;
 use wormlog_spool::hash::Hash;
@@ -53,13 +57,23 @@ impl AsRef<[u8]> for Owned {
     }
 }
 
-/// Sends one token to the read-ahead thread when dropped.
+/// What opens the read-ahead's gate (the module's comment), each naming a
+/// batch by its number in the order of hand-over (1, 2, ...).
 #[derive(Debug)]
-struct Gone(Sender<()>);
+enum Token {
+    /// The body of batch `n` is gone.
+    Gone(u64),
+    /// The sender has taken `n` batches and waits for the next.
+    Ready(u64),
+}
+
+/// Sends `Token::Gone` for its batch when dropped.
+#[derive(Debug)]
+struct Gone(u64, Sender<Token>);
 
 impl Drop for Gone {
     fn drop(&mut self) {
-        let _ = self.0.send(());
+        let _ = self.1.send(Token::Gone(self.0));
     }
 }
 
@@ -137,6 +151,14 @@ struct Seek {
 pub struct ReadAhead {
     rx: Receiver<Ahead>,
     ctl: Sender<Seek>,
+    /// Tells the thread the sender waits for a batch (the gate of the
+    /// module's comment).
+    ready: Sender<Token>,
+    /// Batches taken from the thread (those read before a seek included).
+    taken: u64,
+    /// Batches the thread has read (for tests of the gate).
+    #[cfg_attr(not(test), expect(dead_code, reason = "read by the tests of the gate"))]
+    read: Arc<AtomicU64>,
     generation: u64,
     max_records: u64,
 }
@@ -158,6 +180,7 @@ impl ReadAhead {
         // Rendezvous: see the module's comment.
         let (tx, rx) = std::sync::mpsc::sync_channel(0);
         let (ctl, ctl_rx) = std::sync::mpsc::channel();
+        let (ready, gate) = std::sync::mpsc::channel();
         let max_records = s.max_records;
         ctl.send(Seek {
             seq: s.start,
@@ -165,12 +188,18 @@ impl ReadAhead {
             max_records,
         })
         .expect("receiver alive");
+        let gone = ready.clone();
+        let read = Arc::new(AtomicU64::new(0));
+        let counted = read.clone();
         std::thread::Builder::new()
             .name("forward-read".into())
-            .spawn(move || run(s, &tx, &ctl_rx))?;
+            .spawn(move || run(s, &tx, &ctl_rx, (&gone, &gate), &counted))?;
         Ok(ReadAhead {
             rx,
             ctl,
+            ready,
+            taken: 0,
+            read,
             generation: 0,
             max_records,
         })
@@ -181,10 +210,17 @@ impl ReadAhead {
     /// failed or the read-ahead thread is gone.
     pub fn next(&mut self, timeout: Duration) -> Result<Option<(Prepared, bytes::Bytes)>, String> {
         loop {
+            let _ = self.ready.send(Token::Ready(self.taken));
             match self.rx.recv_timeout(timeout) {
-                Ok(Ahead::Batch(g, p, body)) if g == self.generation => return Ok(Some((p, body))),
+                Ok(Ahead::Batch(g, p, body)) => {
+                    self.taken += 1;
+                    if g == self.generation {
+                        return Ok(Some((p, body)));
+                    }
+                    // Read before the last seek: dropped.
+                }
                 Ok(Ahead::Failed(g, e)) if g == self.generation => return Err(e),
-                Ok(_) => continue, // read before the last seek
+                Ok(Ahead::Failed(..)) => continue,
                 Err(RecvTimeoutError::Timeout) => return Ok(None),
                 Err(RecvTimeoutError::Disconnected) => {
                     return Err("the read-ahead thread stopped".into());
@@ -210,7 +246,15 @@ impl ReadAhead {
     }
 }
 
-fn run(s: Settings, tx: &SyncSender<Ahead>, ctl: &Receiver<Seek>) {
+/// The read-ahead thread. `gate`: a sender of tokens for the bodies it
+/// hands over, and where those tokens and the sender's `Ready` arrive.
+fn run(
+    s: Settings,
+    tx: &SyncSender<Ahead>,
+    ctl: &Receiver<Seek>,
+    (gone_tx, gate): (&Sender<Token>, &Receiver<Token>),
+    read: &AtomicU64,
+) {
     let mut reader = RangeReader::new(&s.spool_dir);
     let mut compressor = if s.zstd {
         match BodyCompressor::new(ZSTD_LEVEL) {
@@ -227,9 +271,10 @@ fn run(s: Settings, tx: &SyncSender<Ahead>, ctl: &Receiver<Seek>) {
     let mut max_records = s.max_records;
     // After a failure, nothing is read until the sender says where to go.
     let mut broken = false;
-    // Bodies handed over and not yet gone (see the module's comment).
-    let (gone_tx, gone) = std::sync::mpsc::channel();
-    let mut bodies_out = 0usize;
+    // Batches handed over; the last one's number while its body is held
+    // and the sender has not asked for more (the module's comment).
+    let mut handed = 0u64;
+    let mut held = None;
     while !s.shutdown.is_set() {
         let seek = if broken {
             match ctl.recv_timeout(Duration::from_millis(500)) {
@@ -257,9 +302,13 @@ fn run(s: Settings, tx: &SyncSender<Ahead>, ctl: &Receiver<Seek>) {
         if broken {
             continue;
         }
-        if bodies_out > 0 {
-            if gone.recv_timeout(Duration::from_millis(200)).is_ok() {
-                bodies_out -= 1;
+        if let Some(n) = held {
+            // Tokens about earlier batches are passed over.
+            if let Ok(Token::Gone(k) | Token::Ready(k)) =
+                gate.recv_timeout(Duration::from_millis(200))
+                && k >= n
+            {
+                held = None;
             }
             continue;
         }
@@ -277,9 +326,10 @@ fn run(s: Settings, tx: &SyncSender<Ahead>, ctl: &Receiver<Seek>) {
         ) {
             Ok(None) => continue,
             Ok(Some((p, body))) => {
+                read.fetch_add(1, Ordering::Relaxed);
                 let body = bytes::Bytes::from_owner(Owned {
                     body,
-                    _gone: Gone(gone_tx.clone()),
+                    _gone: Gone(handed + 1, gone_tx.clone()),
                 });
                 Ahead::Batch(generation, p, body)
             }
@@ -293,7 +343,10 @@ fn run(s: Settings, tx: &SyncSender<Ahead>, ctl: &Receiver<Seek>) {
         if tx.send(msg).is_err() {
             return;
         }
-        bodies_out += usize::from(batch);
+        if batch {
+            handed += 1;
+            held = Some(handed);
+        }
     }
 }
 
@@ -339,17 +392,26 @@ mod tests {
         .unwrap()
     }
 
+    /// Waits (10 s at most) until the thread has read `n` batches.
+    fn wait_read(ra: &ReadAhead, n: u64) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while ra.read.load(Ordering::Relaxed) < n {
+            assert!(std::time::Instant::now() < deadline, "{n} batches not read");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     #[test]
-    fn the_next_batch_is_read_only_once_the_last_body_is_gone() {
+    fn the_next_batch_is_read_once_the_last_body_is_gone_or_the_sender_asks() {
         let t = tempfile::tempdir().unwrap();
-        let s = spool(t.path(), 40);
+        let s = spool(t.path(), 50);
         let mut ra = read_ahead(t.path(), &s, true);
         let wait = Duration::from_secs(10);
         let (first, body) = ra.next(wait).unwrap().expect("a batch");
         assert_eq!((first.first_seq, first.records), (0, 10));
-        // While its body is alive the thread reads nothing more: a batch
-        // read ahead would be handed over at once.
-        assert!(ra.next(Duration::from_secs(2)).unwrap().is_none());
+        // While its body is alive and nobody asks, nothing more is read.
+        std::thread::sleep(Duration::from_secs(1));
+        assert_eq!(ra.read.load(Ordering::Relaxed), 1);
         // The body is what the spool holds, and announces its size.
         let raw = wormlog_spool::reader::RangeReader::new(t.path().join("spool"))
             .read(u64::MAX, 10, 1 << 20)
@@ -358,14 +420,22 @@ mod tests {
         let size = zstd::zstd_safe::get_frame_content_size(&body).unwrap();
         assert_eq!(size, Some(raw.len() as u64));
         assert_eq!(zstd::bulk::decompress(&body, raw.len()).unwrap(), raw);
+        // Gone: the next batch is read before anyone asks for it.
         drop(body);
-        let (second, body) = ra.next(wait).unwrap().expect("the next batch");
+        wait_read(&ra, 2);
+        let (second, stuck) = ra.next(wait).unwrap().expect("the next batch");
         assert_eq!((second.first_seq, second.records), (10, 10));
+        // A body something else still holds (a connection the collector
+        // answered before reading it) does not stop forwarding: the
+        // sender asks, and the next batch comes.
+        let (third, body) = ra.next(wait).unwrap().expect("a batch past a held body");
+        assert_eq!(third.first_seq, 20);
+        drop(stuck);
         // A failed batch is read again from the spool.
-        ra.seek(10);
+        ra.seek(20);
         drop(body);
         let (again, _body) = ra.next(wait).unwrap().expect("the batch again");
-        assert_eq!((again.first_seq, again.records), (10, 10));
+        assert_eq!((again.first_seq, again.records), (20, 10));
     }
 
     #[test]
