@@ -298,14 +298,7 @@ impl RangeReader {
                 .max(min_want);
             // What is not a whole frame (or is beyond the limits) is read
             // again by the next read.
-            self.buf.clear();
-            let file_end = fill(
-                &mut self.buf,
-                &path,
-                cur.offset,
-                want,
-                cur.limit.map(|l| l.0),
-            )?;
+            let file_end = self.fill(&path, cur.offset, want, cur.limit.map(|l| l.0))?;
             let data = &self.buf[..];
             let base = span.len;
             let mut off = 0usize;

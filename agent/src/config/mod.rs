@@ -487,6 +487,11 @@ fn locate(path: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
 }
 
 impl ForwardSection {
+    /// Whether batches are sent compressed with zstd (`compression`).
+    pub fn zstd(&self) -> bool {
+        self.compression == "zstd"
+    }
+
     /// The collectors' URLs, in the order they are tried.
     pub fn targets(&self) -> Vec<&str> {
         if self.urls.is_empty() {

@@ -2,12 +2,12 @@
 //! client certificate (rustls, ring), the batch compressed with zstd, the
 //! answer classified (docs/FORMAT.md §10).
 
-use super::prefetch::Prepared;
 use crate::config::ForwardSection;
 use anyhow::Context;
 use base64::Engine;
 use std::time::Duration;
 use wormlog_spool::chain::Receipt;
+use wormlog_spool::reader::Span;
 
 /// What the collector answered.
 #[derive(Debug)]
@@ -36,6 +36,8 @@ pub enum Answer {
 #[derive(Debug)]
 pub struct Client {
     http: reqwest::Client,
+    /// Bodies are compressed with zstd.
+    zstd: bool,
     runtime: tokio::runtime::Runtime,
     /// Each collector's base URL and its records URL.
     targets: Vec<(String, String)>,
@@ -79,6 +81,7 @@ impl Client {
             .collect();
         Ok(Client {
             http,
+            zstd: f.zstd(),
             runtime,
             targets,
             current: 0,
@@ -102,7 +105,7 @@ impl Client {
 
     /// Sends `batch`; `spool_end` (the writer's durable end) tells the
     /// collector how far behind the agent it is.
-    pub fn send(&mut self, batch: &Prepared, body: bytes::Bytes, spool_end: u64) -> Answer {
+    pub fn send(&mut self, batch: &Span, body: bytes::Bytes, spool_end: u64) -> Answer {
         let answer = self
             .runtime
             .block_on(self.send_async(batch, body, spool_end));
@@ -115,15 +118,19 @@ impl Client {
     /// Closes every connection by replacing the runtime they run on. After
     /// an answer other than 200 a body may still be held by a connection
     /// whose collector answered without reading it and neither reads nor
-    /// closes: each retry (a new connection) would leave one more.
+    /// closes: each retry (a new connection) would leave one more. (A
+    /// collector that answers early closes the connection anyway, so this
+    /// costs a handshake only after the rarer late refusals.) The old
+    /// runtime is not waited for: a name lookup it may still run on its
+    /// blocking pool must not hold up forwarding.
     fn drop_connections(&mut self) {
         match new_runtime() {
-            Ok(r) => self.runtime = r,
+            Ok(r) => std::mem::replace(&mut self.runtime, r).shutdown_background(),
             Err(e) => tracing::warn!("forward: a new runtime for the connections: {e}"),
         }
     }
 
-    async fn send_async(&self, batch: &Prepared, body: bytes::Bytes, spool_end: u64) -> Answer {
+    async fn send_async(&self, batch: &Span, body: bytes::Bytes, spool_end: u64) -> Answer {
         let mut req = self
             .http
             .post(&self.targets[self.current].1)
@@ -133,7 +140,7 @@ impl Client {
         if batch.torn_len > 0 {
             req = req.header("wormlog-torn-len", batch.torn_len.to_string());
         }
-        if batch.zstd {
+        if self.zstd {
             req = req.header("content-encoding", "zstd");
         }
         // Dropped once written, not kept until the answer: reqwest keeps a

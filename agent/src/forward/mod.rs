@@ -23,11 +23,12 @@ mod prefetch;
 use crate::config::ForwardSection;
 use crate::sources::{Event, Shutdown};
 use client::{Answer, Client};
-use prefetch::{Prepared, ReadAhead, Settings};
+use prefetch::{ReadAhead, Settings};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use wormlog_spool::chain::Receipt;
 use wormlog_spool::keys::parse_pubkey;
+use wormlog_spool::reader::Span;
 use wormlog_spool::record::AlertCode;
 use wormlog_spool::writer::DurableSeq;
 
@@ -100,7 +101,7 @@ impl Forwarder {
             start: self.start,
             max_records: self.cfg.batch_records,
             max_bytes: self.cfg.batch_bytes.0 as usize,
-            zstd: self.cfg.compression == "zstd",
+            zstd: self.cfg.zstd(),
         }) {
             Ok(a) => a,
             Err(e) => {
@@ -205,7 +206,7 @@ impl Forwarder {
                 Answer::TooLarge if b.records == 1 => {
                     self.alert_at(b.first_seq, None, format!(
                         "record {} ({} bytes) is larger than the collector accepts (its max_batch_bytes); forwarding stopped, spooling goes on",
-                        b.first_seq, b.bytes
+                        b.first_seq, b.len
                     ));
                     return;
                 }
@@ -278,7 +279,7 @@ impl Forwarder {
     /// carried, with its root, and its signature holds (under the pinned
     /// collector key when one is configured). Otherwise the chain would fail
     /// verification.
-    fn check_receipt(&self, b: &Prepared, r: &Receipt) -> Result<(), String> {
+    fn check_receipt(&self, b: &Span, r: &Receipt) -> Result<(), String> {
         if b.checkpoints
             .iter()
             .all(|(size, root)| (*size, root) != (r.tree_size, &r.root))

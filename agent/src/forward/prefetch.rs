@@ -22,24 +22,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, TryRecvError};
 use std::time::Duration;
-use wormlog_spool::hash::Hash;
-use wormlog_spool::reader::{RangeReader, ReadError};
+use wormlog_spool::reader::{RangeReader, ReadError, Span};
 use wormlog_spool::writer::DurableSeq;
-
-/// A batch ready to send, beside its body: what the answer is checked
-/// against.
-#[derive(Debug)]
-pub struct Prepared {
-    pub first_seq: u64,
-    pub records: u64,
-    pub torn_len: usize,
-    /// Uncompressed size, for messages.
-    pub bytes: usize,
-    /// (tree_size, root) of every checkpoint in the batch.
-    pub checkpoints: Vec<(u64, Hash)>,
-    /// The body is compressed with zstd.
-    pub zstd: bool,
-}
 
 /// A batch's request body (compressed when its batch says `zstd`): its
 /// bytes, and what tells the read-ahead thread when they are gone (the
@@ -77,12 +61,6 @@ impl Drop for Gone {
     }
 }
 
-impl Prepared {
-    pub fn end_seq(&self) -> u64 {
-        self.first_seq + self.records
-    }
-}
-
 /// zstd's fastest regular level ("--fast=1"): on the spool's records it
 /// compresses 2.5x faster than level 1 (1.2-1.4 GB/s against 0.5 GB/s here)
 /// at the same ratio (about 5.4:1); compression is the forwarder's largest
@@ -90,7 +68,8 @@ impl Prepared {
 const ZSTD_LEVEL: i32 = -1;
 
 /// Reads the next batch into its request body (compressed as it is read
-/// when there is a `compressor`): None when nothing new is durable. A
+/// when there is a `compressor`): what it holds (what the answer is checked
+/// against) and the body, or None when nothing new is durable. A
 /// compression failure is a `ReadError::Sink`; the reader has not moved.
 fn read_batch(
     reader: &mut RangeReader,
@@ -98,9 +77,8 @@ fn read_batch(
     max_records: u64,
     max_bytes: usize,
     compressor: Option<&mut BodyCompressor>,
-) -> Result<Option<(Prepared, Vec<u8>)>, ReadError> {
+) -> Result<Option<(Span, Vec<u8>)>, ReadError> {
     let mut out = Vec::new();
-    let zstd = compressor.is_some();
     let span = if let Some(c) = compressor {
         c.begin(&mut out).map_err(ReadError::Sink)?;
         let span = reader.read_into(durable, max_records, max_bytes, &mut |piece| {
@@ -116,25 +94,14 @@ fn read_batch(
             Ok(())
         })?
     };
-    if span.records == 0 {
-        return Ok(None);
-    }
-    let prepared = Prepared {
-        first_seq: span.first_seq,
-        records: span.records,
-        torn_len: span.torn_len,
-        bytes: span.len,
-        checkpoints: span.checkpoints,
-        zstd,
-    };
-    Ok(Some((prepared, out)))
+    Ok((span.records > 0).then_some((span, out)))
 }
 
 /// What the read-ahead thread hands over, tagged with the generation of
 /// the position it was read from (a seek starts a new generation).
 #[derive(Debug)]
 pub enum Ahead {
-    Batch(u64, Prepared, bytes::Bytes),
+    Batch(u64, Span, bytes::Bytes),
     Failed(u64, String),
 }
 
@@ -208,7 +175,7 @@ impl ReadAhead {
     /// The next batch from the current position: Ok(None) after `timeout`
     /// with nothing new (so the caller can look around), Err when reading
     /// failed or the read-ahead thread is gone.
-    pub fn next(&mut self, timeout: Duration) -> Result<Option<(Prepared, bytes::Bytes)>, String> {
+    pub fn next(&mut self, timeout: Duration) -> Result<Option<(Span, bytes::Bytes)>, String> {
         loop {
             let _ = self.ready.send(Token::Ready(self.taken));
             match self.rx.recv_timeout(timeout) {
@@ -448,11 +415,10 @@ mod tests {
             let (p, body) = ra.next(Duration::from_secs(10)).unwrap().expect("a batch");
             let want = reader.read(u64::MAX, 10, 1 << 20).unwrap();
             assert_eq!(
-                (p.first_seq, p.records, p.bytes),
+                (p.first_seq, p.records, p.len),
                 (want.first_seq, want.records, want.bytes.len())
             );
             assert_eq!(&body[..], &want.bytes[..]);
-            assert!(!p.zstd);
         }
     }
 }
