@@ -18,6 +18,7 @@ bash packaging/check.sh
 checked=$(date +%s)
 bash packaging/systemd-test.sh
 booted=$(date +%s)
+df -h / /var/tmp | sed 's/^/disk before the S3 suite: /'
 bash tests/s3/run.sh
 s3_done=$(date +%s)
 bash tests/console/run.sh

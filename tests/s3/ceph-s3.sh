@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # Copied from ../shared/s3/ceph-s3.sh (the shared recipe), kept here so the
-# project's S3 tests (tests/s3/run.sh) do not depend on it. One change: the
-# monitor is started by start_mon, which polls it with short timeouts and, if
-# it does not answer, prints its process state and starts it again (a CI run
-# once saw a monitor that logged nothing and never answered in 60 s).
+# project's S3 tests (tests/s3/run.sh) do not depend on it. Two changes:
+# - the monitor is started by start_mon, which polls it with short timeouts
+#   and, if it does not answer, prints its process state and starts it again
+#   (a CI run once saw a monitor that logged nothing and never answered);
+# - the monitor's free-space guard is off (mon data avail warn/crit = -1).
+#   It counts percent of the whole filesystem: a CI machine's 252 GB disk
+#   with 1.4 GiB free is "0 %", and ceph-mon exited at start with ENOSPC
+#   although this throw-away cluster needs a few MB (its OSD is memstore, in
+#   memory). The S3 suite passes with BASE on a filesystem with 12 MB free.
 # Single-node throw-away Ceph (1 mon, no mgr, 1 memstore OSD, size 1)
 # + radosgw (beast) on 127.0.0.1, for S3 Object Lock tests. No systemd, no cephadm.
 #   usage: ceph-s3.sh up | down | env      (run as root; Debian bookworm, Ceph 16.2.15)
@@ -75,7 +80,11 @@ start_mon() {  # up to 3 starts, each given 30 s to answer
     deadline=$((SECONDS + 30))
     while [ $SECONDS -lt $deadline ]; do
       timeout 8 ceph -c "$CONF" --connect-timeout 5 mon stat >/dev/null 2>&1 && return 0
-      kill -0 "$pid" 2>/dev/null || break
+      if ! kill -0 "$pid" 2>/dev/null; then
+        echo "ceph-s3: mon.a exited (start $attempt of 3); it said:" >&2
+        tail -n 5 "$BASE/log/mon.a.out" >&2
+        break
+      fi
       sleep 1
     done
     echo "ceph-s3: mon.a did not answer (start $attempt of 3)" >&2
@@ -89,7 +98,7 @@ start_mon() {  # up to 3 starts, each given 30 s to answer
 up() {
   local t0=$SECONDS
   install_pkgs
-  echo "[$((SECONDS-t0))s] packages present"
+  echo "[$((SECONDS-t0))s] packages present; free space: $(df -h --output=avail,pcent "$(dirname "$BASE")" | tail -n 1)"
   down
   mkdir -p "$BASE"/{run,log,mon.a,osd.0,rgw.x}
   local fsid osd_uuid; fsid=$(cat /proc/sys/kernel/random/uuid); osd_uuid=$(cat /proc/sys/kernel/random/uuid)
@@ -115,8 +124,8 @@ osd crush chooseleaf type = 0
 mon allow pool size one = true
 mon allow pool delete = true
 mon max pg per osd = 1000
-mon data avail warn = 2
-mon data avail crit = 1
+mon data avail warn = -1
+mon data avail crit = -1
 [mon]
 mon data = $BASE/\$name
 [osd]
