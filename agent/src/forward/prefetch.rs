@@ -18,14 +18,14 @@
 
 use super::body::BodyCompressor;
 use crate::sources::Shutdown;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, TryRecvError};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 use wormlog_spool::reader::{RangeReader, ReadError, Span};
 use wormlog_spool::writer::DurableSeq;
 
-/// A batch's request body (compressed when its batch says `zstd`): its
+/// A batch's request body (compressed unless `compression = "none"`): its
 /// bytes, and what tells the read-ahead thread when they are gone (the
 /// last `Bytes` that shares them dropped, once the HTTP client has written
 /// them or given up).
@@ -41,23 +41,54 @@ impl AsRef<[u8]> for Owned {
     }
 }
 
-/// What opens the read-ahead's gate (the module's comment), each naming a
-/// batch by its number in the order of hand-over (1, 2, ...).
-#[derive(Debug)]
-enum Token {
-    /// The body of batch `n` is gone.
-    Gone(u64),
-    /// The sender has taken `n` batches and waits for the next.
-    Ready(u64),
+/// The read-ahead's gate (the module's comment). Batches are numbered in
+/// the order they are handed over (1, 2, ...); the gate keeps the highest
+/// number whose body is gone and the most batches the sender had taken
+/// when it last asked for more. Two numbers, not a queue of events: the
+/// sender asks each time it waits (twice a second while the spool is
+/// quiet), and nothing of that may pile up.
+#[derive(Debug, Default)]
+struct Gate {
+    /// (gone, taken when asking)
+    state: Mutex<(u64, u64)>,
+    moved: Condvar,
 }
 
-/// Sends `Token::Gone` for its batch when dropped.
+impl Gate {
+    fn update(&self, f: impl FnOnce(&mut (u64, u64))) {
+        f(&mut self.state.lock().unwrap_or_else(|p| p.into_inner()));
+        self.moved.notify_all();
+    }
+
+    /// The body of batch `n` is gone.
+    fn body_gone(&self, n: u64) {
+        self.update(|s| s.0 = s.0.max(n));
+    }
+
+    /// The sender has taken `taken` batches and waits for the next.
+    fn sender_asks(&self, taken: u64) {
+        self.update(|s| s.1 = s.1.max(taken));
+    }
+
+    /// Waits at most `timeout` for the gate to open behind batch `n` (its
+    /// body gone, or the sender asking for the next); whether it is open.
+    fn wait_open(&self, n: u64, timeout: Duration) -> bool {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let (state, _) = self
+            .moved
+            .wait_timeout_while(state, timeout, |s| s.0 < n && s.1 < n)
+            .unwrap_or_else(|p| p.into_inner());
+        state.0 >= n || state.1 >= n
+    }
+}
+
+/// Tells the gate its batch's body is gone when dropped.
 #[derive(Debug)]
-struct Gone(u64, Sender<Token>);
+struct Gone(u64, Arc<Gate>);
 
 impl Drop for Gone {
     fn drop(&mut self) {
-        let _ = self.1.send(Token::Gone(self.0));
+        self.1.body_gone(self.0);
     }
 }
 
@@ -118,9 +149,7 @@ struct Seek {
 pub struct ReadAhead {
     rx: Receiver<Ahead>,
     ctl: Sender<Seek>,
-    /// Tells the thread the sender waits for a batch (the gate of the
-    /// module's comment).
-    ready: Sender<Token>,
+    gate: Arc<Gate>,
     /// Batches taken from the thread (those read before a seek included).
     taken: u64,
     /// Batches the thread has read (for tests of the gate).
@@ -147,7 +176,7 @@ impl ReadAhead {
         // Rendezvous: see the module's comment.
         let (tx, rx) = std::sync::mpsc::sync_channel(0);
         let (ctl, ctl_rx) = std::sync::mpsc::channel();
-        let (ready, gate) = std::sync::mpsc::channel();
+        let gate = Arc::new(Gate::default());
         let max_records = s.max_records;
         ctl.send(Seek {
             seq: s.start,
@@ -155,16 +184,15 @@ impl ReadAhead {
             max_records,
         })
         .expect("receiver alive");
-        let gone = ready.clone();
         let read = Arc::new(AtomicU64::new(0));
-        let counted = read.clone();
+        let (counted, thread_gate) = (read.clone(), gate.clone());
         std::thread::Builder::new()
             .name("forward-read".into())
-            .spawn(move || run(s, &tx, &ctl_rx, (&gone, &gate), &counted))?;
+            .spawn(move || run(s, &tx, &ctl_rx, &thread_gate, &counted))?;
         Ok(ReadAhead {
             rx,
             ctl,
-            ready,
+            gate,
             taken: 0,
             read,
             generation: 0,
@@ -177,7 +205,7 @@ impl ReadAhead {
     /// failed or the read-ahead thread is gone.
     pub fn next(&mut self, timeout: Duration) -> Result<Option<(Span, bytes::Bytes)>, String> {
         loop {
-            let _ = self.ready.send(Token::Ready(self.taken));
+            self.gate.sender_asks(self.taken);
             match self.rx.recv_timeout(timeout) {
                 Ok(Ahead::Batch(g, p, body)) => {
                     self.taken += 1;
@@ -213,13 +241,13 @@ impl ReadAhead {
     }
 }
 
-/// The read-ahead thread. `gate`: a sender of tokens for the bodies it
-/// hands over, and where those tokens and the sender's `Ready` arrive.
+/// The read-ahead thread; `gate` is shared with the sender and with the
+/// bodies it hands over.
 fn run(
     s: Settings,
     tx: &SyncSender<Ahead>,
     ctl: &Receiver<Seek>,
-    (gone_tx, gate): (&Sender<Token>, &Receiver<Token>),
+    gate: &Arc<Gate>,
     read: &AtomicU64,
 ) {
     let mut reader = RangeReader::new(&s.spool_dir);
@@ -270,11 +298,7 @@ fn run(
             continue;
         }
         if let Some(n) = held {
-            // Tokens about earlier batches are passed over.
-            if let Ok(Token::Gone(k) | Token::Ready(k)) =
-                gate.recv_timeout(Duration::from_millis(200))
-                && k >= n
-            {
+            if gate.wait_open(n, Duration::from_millis(200)) {
                 held = None;
             }
             continue;
@@ -296,7 +320,7 @@ fn run(
                 read.fetch_add(1, Ordering::Relaxed);
                 let body = bytes::Bytes::from_owner(Owned {
                     body,
-                    _gone: Gone(handed + 1, gone_tx.clone()),
+                    _gone: Gone(handed + 1, gate.clone()),
                 });
                 Ahead::Batch(generation, p, body)
             }
@@ -403,6 +427,38 @@ mod tests {
         drop(body);
         let (again, _body) = ra.next(wait).unwrap().expect("the batch again");
         assert_eq!((again.first_seq, again.records), (20, 10));
+    }
+
+    #[test]
+    fn the_gate_opens_behind_a_batch_on_its_body_gone_or_the_sender_asking() {
+        let gate = Arc::new(Gate::default());
+        let short = Duration::from_millis(1);
+        // The sender asking while it had taken 2 batches does not open
+        // the gate behind batch 3; nor does an earlier body going.
+        gate.sender_asks(2);
+        gate.body_gone(2);
+        assert!(!gate.wait_open(3, short));
+        // Asked again and again (a quiet spool): still two numbers.
+        for _ in 0..100_000 {
+            gate.sender_asks(2);
+        }
+        assert_eq!(*gate.state.lock().unwrap(), (2, 2));
+        // Batch 3's body going, from another thread, wakes a waiter.
+        let (g, t0) = (gate.clone(), std::time::Instant::now());
+        let waker = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            drop(Gone(3, g));
+        });
+        assert!(gate.wait_open(3, Duration::from_secs(10)));
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "woken, not timed out"
+        );
+        waker.join().unwrap();
+        // Or the sender asking after taking batch 4.
+        assert!(!gate.wait_open(4, short));
+        gate.sender_asks(4);
+        assert!(gate.wait_open(4, short));
     }
 
     #[test]
