@@ -395,7 +395,7 @@ fn agent_batches(dir: &std::path::Path) -> ([u8; 32], Vec<wormlog_spool::reader:
     let mut out = Vec::new();
     loop {
         let b = r.read(u64::MAX, 40, 1 << 20).unwrap();
-        if b.records == 0 {
+        if b.span.records == 0 {
             return (pk, out);
         }
         out.push(b);
@@ -450,11 +450,11 @@ fn a_collector_that_loses_the_race_answers_from_the_winners_batch() {
     let lost_before = lost();
     let b0 = &batches[0];
     let n0 = next(
-        a.ingest(b0.first_seq, b0.torn(), b0.frames(), &sa, &from)
+        a.ingest(b0.span.first_seq, b0.torn(), b0.frames(), &sa, &from)
             .unwrap(),
     );
     let n0b = next(
-        b.ingest(b0.first_seq, b0.torn(), b0.frames(), &sb, &from)
+        b.ingest(b0.span.first_seq, b0.torn(), b0.frames(), &sb, &from)
             .unwrap(),
     );
     assert_eq!(n0, n0b);
@@ -462,7 +462,7 @@ fn a_collector_that_loses_the_race_answers_from_the_winners_batch() {
     // Then each in turn, and the rest to both at once.
     let b1 = &batches[1];
     next(
-        b.ingest(b1.first_seq, b1.torn(), b1.frames(), &sb, &from)
+        b.ingest(b1.span.first_seq, b1.torn(), b1.frames(), &sb, &from)
             .unwrap(),
     );
     for batch in &batches[2..] {
@@ -473,17 +473,17 @@ fn a_collector_that_loses_the_race_answers_from_the_winners_batch() {
             let (sa, sb) = (&sa, &sb);
             let ha = sc.spawn(move || {
                 ba.wait();
-                a.ingest(batch.first_seq, batch.torn(), batch.frames(), sa, from)
+                a.ingest(batch.span.first_seq, batch.torn(), batch.frames(), sa, from)
                     .unwrap()
             });
             let hb = sc.spawn(move || {
                 bb.wait();
-                b.ingest(batch.first_seq, batch.torn(), batch.frames(), sb, from)
+                b.ingest(batch.span.first_seq, batch.torn(), batch.frames(), sb, from)
                     .unwrap()
             });
             (ha.join().unwrap(), hb.join().unwrap())
         });
-        assert_eq!(next(ra), next(rb), "batch at {}", batch.first_seq);
+        assert_eq!(next(ra), next(rb), "batch at {}", batch.span.first_seq);
     }
     let claimed = claims(&s3, "web-01");
     assert_eq!(claimed.first().unwrap().first_seq, 0);
@@ -1046,7 +1046,7 @@ fn a_crash_between_the_bucket_and_the_local_write_leaves_one_contiguous_chain() 
     let mut s = open();
     for b in &batches[..2] {
         accepted(
-            s.ingest(b.first_seq, b.torn(), b.frames(), &signer, &from)
+            s.ingest(b.span.first_seq, b.torn(), b.frames(), &signer, &from)
                 .unwrap(),
         );
     }
@@ -1073,12 +1073,12 @@ fn a_crash_between_the_bucket_and_the_local_write_leaves_one_contiguous_chain() 
     let mut s = open();
     assert_eq!(
         s.next_seq(),
-        batches[1].end_seq(),
+        batches[1].span.end_seq(),
         "not taken from the bucket"
     );
     for b in &batches[1..] {
         accepted(
-            s.ingest(b.first_seq, b.torn(), b.frames(), &signer, &from)
+            s.ingest(b.span.first_seq, b.torn(), b.frames(), &signer, &from)
                 .unwrap(),
         );
     }

@@ -39,31 +39,17 @@ pub enum ReadError {
     Sink(std::io::Error),
 }
 
-/// A contiguous range of records.
-#[derive(Debug, Clone, Default)]
-pub struct Batch {
+/// What a batch holds (the range of records it is), as read with
+/// [`RangeReader::read_into`], whose sink takes its bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Span {
     pub first_seq: u64,
     /// Records in the batch.
     pub records: u64,
-    /// The torn region of the segment before the first record (only when
-    /// the batch starts with a torn-tail recovery record), then whole
-    /// frames as on disk: exactly the body the wire protocol sends.
-    pub bytes: Vec<u8>,
-    /// How many of `bytes` are the torn region.
-    pub torn_len: usize,
-    /// (tree_size, root) of every checkpoint in the batch.
-    pub checkpoints: Vec<(u64, Hash)>,
-}
-
-/// A batch read with [`RangeReader::read_into`]: what it holds, its bytes
-/// having gone to the sink.
-#[derive(Debug, Clone, Default)]
-pub struct Span {
-    pub first_seq: u64,
-    pub records: u64,
-    /// Bytes handed to the sink: the torn region, then the frames.
+    /// Its bytes: the torn region, then the frames.
     pub len: usize,
-    /// How many of them are the torn region.
+    /// How many of them are the torn region (only when the batch starts
+    /// with a torn-tail recovery record).
     pub torn_len: usize,
     /// (tree_size, root) of every checkpoint in the batch.
     pub checkpoints: Vec<(u64, Hash)>,
@@ -75,17 +61,22 @@ impl Span {
     }
 }
 
-impl Batch {
-    pub fn end_seq(&self) -> u64 {
-        self.first_seq + self.records
-    }
+/// A batch with its bytes, as read with [`RangeReader::read`]: the torn
+/// region of the segment before the first record, then whole frames as on
+/// disk, exactly the body the wire protocol sends.
+#[derive(Debug, Clone, Default)]
+pub struct Batch {
+    pub span: Span,
+    pub bytes: Vec<u8>,
+}
 
+impl Batch {
     pub fn torn(&self) -> &[u8] {
-        &self.bytes[..self.torn_len]
+        &self.bytes[..self.span.torn_len]
     }
 
     pub fn frames(&self) -> &[u8] {
-        &self.bytes[self.torn_len..]
+        &self.bytes[self.span.torn_len..]
     }
 }
 
@@ -245,13 +236,7 @@ impl RangeReader {
             bytes.extend_from_slice(piece);
             Ok(())
         })?;
-        Ok(Batch {
-            first_seq: span.first_seq,
-            records: span.records,
-            bytes,
-            torn_len: span.torn_len,
-            checkpoints: span.checkpoints,
-        })
+        Ok(Batch { span, bytes })
     }
 
     /// Reads the next batch as [`read`](Self::read) does, handing its bytes

@@ -19,17 +19,17 @@ fn mirror(src: &Path, dst: &Path, max: u64, f: &mut Follower) -> (usize, usize) 
     let (mut n, mut torn) = (0, 0);
     loop {
         let b = r.read(u64::MAX, max, 1 << 20).unwrap();
-        if b.records == 0 {
+        if b.span.records == 0 {
             assert!(b.bytes.is_empty());
             return (n, torn);
         }
         n += 1;
-        torn += usize::from(b.torn_len > 0);
-        assert_eq!(b.first_seq, f.next_seq());
+        torn += usize::from(b.span.torn_len > 0);
+        assert_eq!(b.span.first_seq, f.next_seq());
         let plan = f
             .accept(b.torn(), b.frames())
-            .unwrap_or_else(|e| panic!("batch {n} at {}: {e}", b.first_seq));
-        assert_eq!(plan.records, b.records);
+            .unwrap_or_else(|e| panic!("batch {n} at {}: {e}", b.span.first_seq));
+        assert_eq!(plan.records, b.span.records);
         apply(dst, &plan.ops, b.torn(), b.frames());
     }
 }
@@ -233,11 +233,11 @@ fn seek_lands_on_every_record_including_just_after_a_seal() {
         let mut got = 0;
         loop {
             let b = r.read(u64::MAX, 10_000, 1 << 20).unwrap();
-            if b.records == 0 {
+            if b.span.records == 0 {
                 break;
             }
-            assert_eq!(b.first_seq, seq + got, "contiguous after seek {seq}");
-            got += b.records;
+            assert_eq!(b.span.first_seq, seq + got, "contiguous after seek {seq}");
+            got += b.span.records;
         }
         assert_eq!(seq + got, total, "everything after seek {seq}");
     }
@@ -279,8 +279,12 @@ fn seek_walks_large_segments_and_records_larger_than_its_chunk() {
         let mut r = RangeReader::new(&src);
         r.seek(seq).unwrap_or_else(|e| panic!("seek {seq}: {e}"));
         let b = r.read(u64::MAX, 1, 1 << 20).unwrap();
-        assert_eq!(b.first_seq, seq);
-        assert_eq!(b.records, u64::from(seq < total), "one record at {seq}");
+        assert_eq!(b.span.first_seq, seq);
+        assert_eq!(
+            b.span.records,
+            u64::from(seq < total),
+            "one record at {seq}"
+        );
         if seq == big {
             assert!(b.bytes.len() > 3 << 20, "the large record whole");
         }

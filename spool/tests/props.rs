@@ -67,7 +67,7 @@ fn fixture() -> &'static Fixture {
         let (mut batches, mut before) = (Vec::new(), Vec::new());
         loop {
             let b = r.read(u64::MAX, 7, 1 << 20).unwrap();
-            if b.records == 0 {
+            if b.span.records == 0 {
                 break;
             }
             before.push(f.clone());

@@ -91,7 +91,7 @@ fn acknowledged_segments_are_pruned_and_the_rest_still_verifies() {
         let mut r = RangeReader::new(t.spool());
         r.seek(p.first_kept_seq).unwrap();
         let b = r.read(s.durable_seq().get(), 1, 1 << 20).unwrap();
-        (b.checkpoints[0].0, b.checkpoints[0].1)
+        (b.span.checkpoints[0].0, b.span.checkpoints[0].1)
     };
     assert_eq!(
         old_size, p.first_kept_seq,

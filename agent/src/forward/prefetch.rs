@@ -470,10 +470,7 @@ mod tests {
         for _ in 0..3 {
             let (p, body) = ra.next(Duration::from_secs(10)).unwrap().expect("a batch");
             let want = reader.read(u64::MAX, 10, 1 << 20).unwrap();
-            assert_eq!(
-                (p.first_seq, p.records, p.len),
-                (want.first_seq, want.records, want.bytes.len())
-            );
+            assert_eq!(p, want.span);
             assert_eq!(&body[..], &want.bytes[..]);
         }
     }

@@ -148,7 +148,7 @@ fn prepare_agent(dir: &Path, i: usize, plan: Plan, pki: &Pki) -> anyhow::Result<
 fn split(adir: &Path) -> anyhow::Result<Vec<Batch>> {
     let mut reader = RangeReader::new(adir.join("spool"));
     let all = reader.read(u64::MAX / 2, 1 << 40, 1 << 30)?;
-    if all.torn_len != 0 || all.first_seq != 0 {
+    if all.span.torn_len != 0 || all.span.first_seq != 0 {
         bail!("the spool does not start with a clean genesis record");
     }
     let frames = all.frames();

@@ -877,7 +877,7 @@ mod tests {
         let mut out = Vec::new();
         loop {
             let b = r.read(u64::MAX, 40, 1 << 20).unwrap();
-            if b.records == 0 {
+            if b.span.records == 0 {
                 return (pk, out);
             }
             out.push(b);
@@ -934,7 +934,7 @@ mod tests {
         let mut out = Vec::new();
         loop {
             let b = r.read(u64::MAX, per_batch, 16 << 20).unwrap();
-            if b.records == 0 {
+            if b.span.records == 0 {
                 return out;
             }
             out.push(b);
@@ -1041,7 +1041,7 @@ mod tests {
         let b = &batches[0];
         let r = ingest_or_reload(
             &mut slot,
-            b.first_seq,
+            b.span.first_seq,
             b.torn(),
             b.frames(),
             &signer,
@@ -1052,7 +1052,7 @@ mod tests {
         let b = &batches[1];
         let r = ingest_or_reload(
             &mut slot,
-            b.first_seq,
+            b.span.first_seq,
             b.torn(),
             b.frames(),
             &signer,
@@ -1062,7 +1062,7 @@ mod tests {
         // Reloaded from disk: the batch written but never answered is
         // there, and its replay brings the receipts it never got.
         let mut s = AgentStore::open(&root, "web-01", pk, AppendOnly::Off, &signer).unwrap();
-        assert_eq!(s.next_seq(), b.end_seq());
+        assert_eq!(s.next_seq(), b.span.end_seq());
         for b in &batches[1..] {
             assert!(matches!(
                 ingest(&mut s, b, &signer),
@@ -1102,7 +1102,7 @@ mod tests {
                 bytes[i] ^= 0x20;
                 bytes.truncate(bytes.len() - cut % bytes.len().min(64));
             }
-            for (seq, frames) in [(at_seq, &garbage[..]), (b.first_seq, &bytes[..]), (at_seq, &bytes[..])] {
+            for (seq, frames) in [(at_seq, &garbage[..]), (b.span.first_seq, &bytes[..]), (at_seq, &bytes[..])] {
                 match s.ingest(seq, &[], frames, &signer, &sender()) {
                     Ok(Outcome::Accepted { .. }) | Err(_) => {}
                     Ok(_) => {
@@ -1152,7 +1152,7 @@ mod tests {
     }
 
     fn ingest(s: &mut AgentStore, b: &wormlog_spool::reader::Batch, signer: &Signer) -> Outcome {
-        s.ingest(b.first_seq, b.torn(), b.frames(), signer, &sender())
+        s.ingest(b.span.first_seq, b.torn(), b.frames(), signer, &sender())
             .unwrap()
     }
 
@@ -1174,7 +1174,11 @@ mod tests {
             ));
         }
         let behind = crate::snapshot::next_seq(&root.join("agents/web-01"));
-        assert_eq!(behind, Some(batches[0].end_seq()), "the snapshot is behind");
+        assert_eq!(
+            behind,
+            Some(batches[0].span.end_seq()),
+            "the snapshot is behind"
+        );
         // A crash: no drop, no last snapshot. The snapshot is followed to
         // the end of the segment.
         std::mem::forget(s);
@@ -1182,9 +1186,9 @@ mod tests {
         let len = |seg: &Path| std::fs::metadata(seg).unwrap().len();
         let snap = || crate::snapshot::read(&dir, "web-01", pk).unwrap();
         let caught = catch_up(&dir, snap(), 0, len(&seg)).expect("followed to the end");
-        assert_eq!(caught.next_seq(), batches[2].end_seq());
+        assert_eq!(caught.next_seq(), batches[2].span.end_seq());
         let mut s = AgentStore::open(&root, "web-01", pk, AppendOnly::Off, &signer).unwrap();
-        assert_eq!(s.next_seq(), batches[2].end_seq());
+        assert_eq!(s.next_seq(), batches[2].span.end_seq());
         assert!(s.take_repairs().is_empty());
         assert!(matches!(
             ingest(&mut s, &batches[3], &signer),
@@ -1194,7 +1198,7 @@ mod tests {
         drop(s);
         assert_eq!(
             crate::snapshot::next_seq(&root.join("agents/web-01")),
-            Some(batches[3].end_seq())
+            Some(batches[3].span.end_seq())
         );
         // A torn tail after a snapshot that is behind: caught up to the last
         // whole record, the tail cut back.
@@ -1215,7 +1219,7 @@ mod tests {
             "a torn tail"
         );
         let mut s = AgentStore::open(&root, "web-01", pk, AppendOnly::Off, &signer).unwrap();
-        assert_eq!(s.next_seq(), batches[4].end_seq());
+        assert_eq!(s.next_seq(), batches[4].span.end_seq());
         assert_eq!(std::fs::metadata(&seg).unwrap().len(), whole);
         assert_eq!(s.take_repairs().len(), 1);
     }
@@ -1234,7 +1238,7 @@ mod tests {
         }
         let first = match ingest(&mut s, &batches[0], &signer) {
             Outcome::Accepted { next_seq, receipts } => {
-                assert_eq!(next_seq, batches[0].end_seq());
+                assert_eq!(next_seq, batches[0].span.end_seq());
                 receipts
             }
             other => panic!("{other:?}"),
@@ -1246,7 +1250,7 @@ mod tests {
             .len();
         match ingest(&mut s, &batches[0], &signer) {
             Outcome::Accepted { next_seq, receipts } => {
-                assert_eq!(next_seq, batches[0].end_seq());
+                assert_eq!(next_seq, batches[0].span.end_seq());
                 assert_eq!(receipts, first);
             }
             other => panic!("{other:?}"),
@@ -1303,23 +1307,23 @@ mod tests {
         let crc = crc32c::crc32c(&forged[start - 4..end]);
         forged[start - 8..start - 4].copy_from_slice(&crc.to_le_bytes());
         match s
-            .ingest(batches[2].first_seq, &[], &forged, &signer, &sender())
+            .ingest(batches[2].span.first_seq, &[], &forged, &signer, &sender())
             .unwrap()
         {
-            Outcome::Unproven { seq, .. } => assert_eq!(seq, batches[2].first_seq),
+            Outcome::Unproven { seq, .. } => assert_eq!(seq, batches[2].span.first_seq),
             other => panic!("{other:?}"),
         }
         assert!(!root.join("forks").exists());
         // A replay cut mid-frame is malformed, not a fork.
         let cut = &batches[2].frames()[..batches[2].frames().len() - 3];
         assert!(matches!(
-            s.ingest(batches[2].first_seq, &[], cut, &signer, &sender())
+            s.ingest(batches[2].span.first_seq, &[], cut, &signer, &sender())
                 .unwrap(),
             Outcome::Malformed(_)
         ));
         // The store verifies.
         let r = verify_spool(&root.join("agents/web-01"), Some(pk), &mut |_, _, _| {}).unwrap();
         assert!(r.ok(), "{:?}", r.failure);
-        assert_eq!(r.records, last.end_seq());
+        assert_eq!(r.records, last.span.end_seq());
     }
 }

@@ -409,10 +409,10 @@ pub fn next_seq_in_store(store: &Path) -> u64 {
     let mut reader = wormlog_spool::reader::RangeReader::new(store.join("agents/web-01"));
     let mut next = 0;
     while let Ok(b) = reader.read(u64::MAX / 2, 1 << 40, 64 << 20) {
-        if b.records == 0 {
+        if b.span.records == 0 {
             break;
         }
-        next = b.end_seq();
+        next = b.span.end_seq();
     }
     next
 }

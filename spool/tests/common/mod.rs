@@ -210,10 +210,10 @@ pub fn durable_checkpoint(s: &mut Spool, dir: &Path) -> (u64, wormlog_spool::has
     let mut last = None;
     loop {
         let b = r.read(s.durable_seq().get(), 1000, 1 << 20).unwrap();
-        if b.records == 0 {
+        if b.span.records == 0 {
             break;
         }
-        last = b.checkpoints.last().copied().or(last);
+        last = b.span.checkpoints.last().copied().or(last);
     }
     last.expect("a durable checkpoint")
 }
