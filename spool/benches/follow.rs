@@ -8,27 +8,24 @@
 //! Environment: `WORMLOG_BENCH_DIR` (default `target/bench-follow`),
 //! `WORMLOG_BENCH_RUNS` (default 15).
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::*;
+use std::path::Path;
 use std::time::Instant;
 use wormlog_spool::clock::wall_ns;
 use wormlog_spool::follow::Follower;
 use wormlog_spool::frame::{FrameAt, frame_at};
-use wormlog_spool::keys::HostKey;
+use wormlog_spool::record::AppendOnly;
 use wormlog_spool::segment::SegmentHeader;
-use wormlog_spool::{Position, Spool, SpoolOptions};
+use wormlog_spool::{Position, Spool};
 
 const BATCH_BYTES: usize = 4 << 20;
 
 fn main() {
-    let runs: usize = std::env::var("WORMLOG_BENCH_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(15);
-    let dir = std::env::var("WORMLOG_BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-follow"));
-    let _ = wormlog_spool::worm::remove_dir_all_worm(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let runs = env_u64("WORMLOG_BENCH_RUNS", 15) as usize;
+    let dir = base_dir("bench-follow");
+    fresh(&dir);
     let (batch, records) = one_batch(&dir);
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let mut per_record = Vec::new();
@@ -39,13 +36,15 @@ fn main() {
         per_record.push(t.elapsed().as_nanos() as f64 / records as f64);
         assert_eq!(plan.records, records);
     }
-    per_record.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let median = per_record[per_record.len() / 2];
+    let (low, high) = per_record
+        .iter()
+        .fold((f64::MAX, 0f64), |(l, h), &x| (l.min(x), h.max(x)));
+    let median = median(per_record);
     println!(
         "Follower::accept, {records} records in {} bytes, {cores} core(s): {median:.0} ns/record median of {runs} ({:.0}-{:.0}), {:.0} MB/s",
         batch.len(),
-        per_record[0],
-        per_record[runs - 1],
+        low,
+        high,
         1e3 * batch.len() as f64 / records as f64 / median
     );
     let _ = wormlog_spool::worm::remove_dir_all_worm(&dir);
@@ -54,26 +53,19 @@ fn main() {
 /// The first ~4 MiB of whole frames after the first segment's header of a
 /// spool of 200-byte lines, and how many records they are.
 fn one_batch(dir: &Path) -> (Vec<u8>, u64) {
-    let keys = dir.join("keys");
-    HostKey::generate(&keys, wall_ns()).unwrap();
-    let mut o = SpoolOptions::new(dir.join("spool"), "bench");
-    o.append_only = wormlog_spool::record::AppendOnly::Try;
-    let (mut s, _) = Spool::open(o, HostKey::load(&keys).unwrap()).unwrap();
+    let o = options(dir, 1 << 20, AppendOnly::Try);
+    let (mut s, _) = Spool::open(o, new_key(dir)).unwrap();
     let ts = wall_ns();
-    let mut line = Vec::new();
+    let mut buf = Vec::new();
     for i in 0..20_000u64 {
-        line.clear();
-        line.extend_from_slice(
-            format!("<134>Nov 26 07:00:00 web-01 app[4242]: request id={i:012} GET /api/v1/patients/{:08} 200 ", i % 99_991).as_bytes(),
-        );
-        line.resize(200, b'x');
+        line(i, &mut buf);
         let pos = Position::File {
             dev: 2049,
             ino: 1234,
             fingerprint: 0xfeed,
             offset: (i + 1) * 201,
         };
-        s.append_entry("app", &pos, 0, &[], &line, ts + i as i64)
+        s.append_entry("app", &pos, 0, &[], &buf, ts + i as i64)
             .unwrap();
         if i % 4096 == 0 {
             s.tick().unwrap();

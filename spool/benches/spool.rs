@@ -8,7 +8,10 @@
 //! `WORMLOG_BENCH_RECORDS` (default 2,000,000), `WORMLOG_BENCH_REOPEN_MIB`
 //! (default 1024).
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::*;
+use std::path::Path;
 use std::time::{Duration, Instant};
 use wormlog_spool::clock::wall_ns;
 use wormlog_spool::crypt::{DataKey, seal_entry};
@@ -17,57 +20,7 @@ use wormlog_spool::keys::HostKey;
 use wormlog_spool::merkle::Frontier;
 use wormlog_spool::record::AppendOnly;
 use wormlog_spool::verify::verify_spool;
-use wormlog_spool::{Position, Spool, SpoolOptions};
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
-
-fn base_dir() -> PathBuf {
-    std::env::var("WORMLOG_BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-spool"))
-}
-
-fn fresh(dir: &Path) {
-    let _ = wormlog_spool::worm::remove_dir_all_worm(dir);
-    std::fs::create_dir_all(dir).unwrap();
-}
-
-/// A 200-byte syslog-like line, varying.
-fn line(i: u64, buf: &mut Vec<u8>) {
-    use std::io::Write;
-    buf.clear();
-    write!(
-        buf,
-        "<134>Nov 26 07:00:00 web-01 app[4242]: request id={i:012} GET /api/v1/patients/{:08} 200 ",
-        i % 99_991
-    )
-    .unwrap();
-    while buf.len() < 200 {
-        buf.push(b'x');
-    }
-}
-
-fn options(dir: &Path, commit_bytes: usize, append_only: AppendOnly) -> SpoolOptions {
-    let mut o = SpoolOptions::new(dir.join("spool"), "bench");
-    o.append_only = append_only;
-    o.commit_bytes = commit_bytes;
-    o
-}
-
-fn new_key(dir: &Path) -> HostKey {
-    HostKey::generate(&dir.join("keys"), wall_ns()).unwrap();
-    HostKey::load(&dir.join("keys")).unwrap()
-}
+use wormlog_spool::{Position, Spool};
 
 /// 4096 different lines, made before the clock starts.
 fn lines() -> Vec<Vec<u8>> {
@@ -221,7 +174,7 @@ fn seal_costs(runs: usize, k: u64) {
 fn main() {
     let runs = env_u64("WORMLOG_BENCH_RUNS", 3) as usize;
     let n = env_u64("WORMLOG_BENCH_RECORDS", 2_000_000);
-    let dir = base_dir();
+    let dir = base_dir("bench-spool");
     println!(
         "wormlog spool benchmarks: {runs} runs each, medians; dir {}",
         dir.display()
