@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Copied from ../shared/s3/ceph-s3.sh (the shared recipe), kept here so the
 # project's S3 tests (tests/s3/run.sh) do not depend on it. Two changes:
-# - the monitor is started by start_mon, which polls it with short timeouts
-#   and, if it does not answer, prints its process state and starts it again
-#   (a CI run once saw a monitor that logged nothing and never answered);
-# - the monitor's free-space guard is off (mon data avail warn/crit = -1).
-#   It counts percent of the whole filesystem: a CI machine's 252 GB disk
-#   with 1.4 GiB free is "0 %", and ceph-mon exited at start with ENOSPC
-#   although this throw-away cluster needs a few MB (its OSD is memstore, in
-#   memory). The S3 suite passes with BASE on a filesystem with 12 MB free.
+# - the monitor's free-space guard is off (mon data avail warn/crit = -1;
+#   0 does not turn it off). It counts percent of the whole filesystem: a
+#   CI machine's 252 GB disk with 1.4 GiB free is "0 %", and ceph-mon
+#   exited at start with ENOSPC although this throw-away cluster needs a
+#   few MB (its OSD is memstore, in memory). The S3 suite passes with BASE
+#   on a filesystem with 12 MB free;
+# - the monitor is started by start_mon, which says why when it does not
+#   answer: the monitor's own last words if it exited (the ENOSPC above
+#   was first seen as "mon did not answer"), its process state if it hangs.
 # Single-node throw-away Ceph (1 mon, no mgr, 1 memstore OSD, size 1)
 # + radosgw (beast) on 127.0.0.1, for S3 Object Lock tests. No systemd, no cephadm.
 #   usage: ceph-s3.sh up | down | env      (run as root; Debian bookworm, Ceph 16.2.15)
@@ -72,26 +73,25 @@ show_daemon() {  # what a daemon that does not answer is doing
   ss -ltnp 2>/dev/null | grep -E ":($MON_V2|$MON_V1) " >&2 || echo "(nothing listens on $MON_V2 or $MON_V1)" >&2
 }
 
-start_mon() {  # up to 3 starts, each given 30 s to answer
-  local attempt pid deadline
-  for attempt in 1 2 3; do
-    start_bg mon.a ceph-mon -c "$CONF" -i a -f
-    pid=$(cat "$BASE/run/mon.a.pid")
-    deadline=$((SECONDS + 30))
-    while [ $SECONDS -lt $deadline ]; do
-      timeout 8 ceph -c "$CONF" --connect-timeout 5 mon stat >/dev/null 2>&1 && return 0
-      if ! kill -0 "$pid" 2>/dev/null; then
-        echo "ceph-s3: mon.a exited (start $attempt of 3); it said:" >&2
-        tail -n 5 "$BASE/log/mon.a.out" >&2
-        break
-      fi
-      sleep 1
-    done
-    echo "ceph-s3: mon.a did not answer (start $attempt of 3)" >&2
-    show_daemon mon.a
-    kill -9 "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+start_mon() {  # one start, polled for 60 s; says why if it does not answer
+  local pid deadline
+  start_bg mon.a ceph-mon -c "$CONF" -i a -f
+  pid=$(cat "$BASE/run/mon.a.pid")
+  deadline=$((SECONDS + 60))
+  while [ $SECONDS -lt $deadline ]; do
+    timeout 8 ceph -c "$CONF" --connect-timeout 5 mon stat >/dev/null 2>&1 && return 0
+    if ! kill -0 "$pid" 2>/dev/null; then
+      # Its status too: on a full disk it cannot write what it says (it
+      # exits with ENOSPC, 28, when the free-space guard stops it).
+      local rc=0; wait "$pid" || rc=$?
+      echo "ceph-s3: mon.a exited with status $rc; free space by $BASE: $(df -h --output=avail,pcent "$BASE" | tail -n 1); it said:" >&2
+      tail -n 5 "$BASE/log/mon.a.out" >&2
+      return 1
+    fi
+    sleep 1
   done
+  echo "ceph-s3: mon.a did not answer in 60 s" >&2
+  show_daemon mon.a
   return 1
 }
 
