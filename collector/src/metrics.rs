@@ -23,6 +23,9 @@ pub struct Metrics {
     pub forks: Family<Labels, Counter>,
     pub next_seq: Family<Labels, Gauge>,
     pub fsync: Histogram,
+    /// Batches that arrived before an earlier request of the same agent
+    /// was stored and waited for it.
+    pub batches_waited: Counter,
     /// Requests and connections refused before any agent was known, by
     /// reason (a fixed set: never a label from the request).
     pub refused: Family<Labels, Counter>,
@@ -68,6 +71,7 @@ pub fn get() -> &'static Metrics {
             forks: Family::default(),
             next_seq: Family::default(),
             fsync: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
+            batches_waited: Counter::default(),
             refused: Family::default(),
             connections: Gauge::default(),
             ingest_bytes: Gauge::default(),
@@ -113,6 +117,11 @@ pub fn get() -> &'static Metrics {
             "fsync_seconds",
             "Time of one fdatasync of a store segment",
             m.fsync.clone(),
+        );
+        registry.register(
+            "batches_waited",
+            "Batches that arrived before an earlier request of the same agent was stored and waited for it (an agent with several batches in flight)",
+            m.batches_waited.clone(),
         );
         registry.register(
             "refused",

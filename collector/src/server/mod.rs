@@ -3,6 +3,7 @@
 //! the limits that keep one client from holding what others need
 //! (`[limits]`, docs/SECURITY.md "The collector's attack surface").
 
+mod arrivals;
 mod auth;
 mod body;
 mod console;
@@ -61,6 +62,8 @@ pub struct App {
     /// (tree size, root) waiting for its publisher (see
     /// `routes::publish_checkpoint`); an agent listed has one running.
     publishing: Mutex<HashMap<String, Option<Checkpoint>>>,
+    /// The order each agent's requests arrived in (arrivals.rs).
+    pub(super) arrivals: Arc<arrivals::Arrivals>,
 }
 
 /// A checkpoint to publish: tree size and root.
@@ -96,6 +99,7 @@ impl App {
             notes,
             console: console::ConsoleState::default(),
             publishing: Mutex::new(HashMap::new()),
+            arrivals: Arc::default(),
         })
     }
 

@@ -485,6 +485,9 @@ async fn ingest(
             json!({"error": "gap", "expected_seq": 0, "reason": "unknown agent: send from its genesis record"}),
         );
     }
+    // Its place among the agent's requests in flight: a batch that arrives
+    // before an earlier one is stored waits for it (arrivals.rs).
+    let ticket = app.arrivals.arrive(&id);
     let Some(mut permit) = app.gate.bytes(&peer.client, head.len) else {
         count("busy");
         return busy(&app.gate.busy_reason(&peer.client, head.len));
@@ -612,7 +615,14 @@ async fn ingest(
     // checkpoint published.
     let peer = peer.0.clone();
     let done = tokio::spawn(async move {
-        let result = store_batch(&app, &id, head.seq, head.torn_len, raw, permit, &peer).await;
+        let batch = Batch {
+            seq: head.seq,
+            torn_len: head.torn_len,
+            raw,
+            permit,
+            ticket,
+        };
+        let result = store_batch(&app, &id, batch, &peer).await;
         if let Ok(Outcome::Accepted { next_seq, .. }) = &result {
             app.console.forwarded(&id, *next_seq, head.spool_end);
         }
@@ -644,20 +654,46 @@ fn genesis_key(id: &str, raw: &[u8], torn_len: usize) -> Option<[u8; 32]> {
     Some(first_pubkey)
 }
 
-/// Verifies and stores a batch off the async workers. A panic drops the
-/// open store, so the next request reloads it from disk (which cuts back
-/// whatever a half-done write left).
-async fn store_batch(
-    app: &Arc<App>,
-    id: &str,
+/// A batch read and ready to store.
+struct Batch {
     seq: u64,
     torn_len: usize,
     raw: Vec<u8>,
+    /// The bytes it holds of the client's share.
     permit: super::limits::BytesPermit,
+    /// Its place among the agent's requests in flight.
+    ticket: super::arrivals::Ticket,
+}
+
+/// Verifies and stores a batch off the async workers. A panic drops the
+/// open store, so the next request reloads it from disk (which cuts back
+/// whatever a half-done write left). A batch that starts past the store's
+/// end while an earlier request of the agent is still open waits for it
+/// first (arrivals.rs).
+async fn store_batch(
+    app: &Arc<App>,
+    id: &str,
+    batch: Batch,
     peer: &Peer,
 ) -> Result<Outcome, String> {
+    let Batch {
+        seq,
+        torn_len,
+        raw,
+        permit,
+        ticket,
+    } = batch;
     let slot = app.slot(id);
-    let mut guard = slot.lock_owned().await;
+    let mut guard = loop {
+        let guard = slot.clone().lock_owned().await;
+        let past_end = guard.as_ref().is_some_and(|s| seq > s.next_seq());
+        if !(past_end && ticket.behind_another()) {
+            break guard;
+        }
+        drop(guard);
+        metrics::get().batches_waited.inc();
+        ticket.wait_for_earlier().await;
+    };
     let app2 = app.clone();
     let from = crate::forks::Sender::of(peer);
     let r = tokio::task::spawn_blocking(move || {
