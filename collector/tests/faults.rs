@@ -68,6 +68,10 @@ enum Fault {
     /// (the batch is being stored), closes both connections without
     /// waiting for the answer: an agent that exits with a batch in flight.
     HangUpWhileStoring,
+    /// Takes the request and holds it until the agent has sent the next
+    /// one (it has two in flight), then answers `status` itself: an
+    /// earlier batch that fails while a later one is out.
+    FailBehindNext(u16),
 }
 
 /// One request the proxy took, and what became of it.
@@ -207,6 +211,17 @@ impl ProxyState {
     fn update(&self, id: usize, f: impl FnOnce(&mut Exchange)) {
         f(&mut lock(&self.exchanges)[id]);
         self.changed.notify_all();
+    }
+
+    /// Waits at most `timeout` until `done` holds for the exchanges;
+    /// whether it does.
+    fn wait(&self, timeout: Duration, done: impl Fn(&[Exchange]) -> bool) -> bool {
+        let all = lock(&self.exchanges);
+        let (all, _) = self
+            .changed
+            .wait_timeout_while(all, timeout, |ex| !done(ex))
+            .unwrap_or_else(|p| p.into_inner());
+        done(&all)
     }
 }
 
@@ -370,6 +385,16 @@ fn serve_agent(state: &ProxyState, agent: TcpStream) {
             Fault::CutMidBody => {
                 cut_mid_body(state, id, &head, &mut from_agent);
                 false
+            }
+            Fault::FailBehindNext(status) => {
+                let next_sent = |ex: &[Exchange]| ex.len() > id + 1;
+                let answered = head.read_body(&mut from_agent).is_ok()
+                    && state.wait(Duration::from_secs(10), next_sent)
+                    && proxy_answer(&mut to_agent, status, false).is_ok();
+                if answered {
+                    state.update(id, |e| e.answered = Some((status, Instant::now())));
+                }
+                answered
             }
         };
         if !keep_going {
@@ -560,6 +585,12 @@ fn forward_through(proxy: &Proxy, batch_records: Option<u64>) -> String {
     )
 }
 
+/// The same for an agent that sends one batch at a time (`in_flight = 1`),
+/// for the tests that tell which request answers which fault.
+fn forward_one_at_a_time(proxy: &Proxy, batch_records: Option<u64>) -> String {
+    format!("{}in_flight = 1\n", forward_through(proxy, batch_records))
+}
+
 /// Waits until the store holds at least `n` lines.
 fn wait_for_stored_lines(store: &Path, n: usize, timeout: Duration, log: impl Fn() -> String) {
     wait_for(
@@ -649,7 +680,7 @@ fn refusals_slow_and_silent_answers_and_cut_connections_lose_and_duplicate_nothi
     proxy.script(faults.iter().flat_map(|&f| [Fault::Pass, f]));
     let n = 20_000;
     write_lines(&s.d.p("logs/app.log"), 0, n);
-    let cfg = s.write_agent_config("agent", &forward_through(&proxy, Some(1000)));
+    let cfg = s.write_agent_config("agent", &forward_one_at_a_time(&proxy, Some(1000)));
     let agent = s.start_agent(&cfg, "agent");
     wait_for(
         "every fault to be played",
@@ -723,7 +754,9 @@ fn refusals_slow_and_silent_answers_and_cut_connections_lose_and_duplicate_nothi
                 assert!(retried, "{dump}");
                 assert_eq!(next.answered.map(|a| a.0), Some(200), "a replay\n{dump}");
             }
-            Fault::Pass | Fault::HangUpWhileStoring => unreachable!(),
+            Fault::Pass | Fault::HangUpWhileStoring | Fault::FailBehindNext(_) => {
+                unreachable!()
+            }
         }
     }
     // Every failure was logged, and every recovery.
@@ -735,6 +768,68 @@ fn refusals_slow_and_silent_answers_and_cut_connections_lose_and_duplicate_nothi
         assert!(agent_log.matches(says).count() >= failing, "{agent_log}");
     }
     assert!(agent_log.contains("timed out"), "{agent_log}");
+}
+
+/// With two batches in flight (the default), the same kinds of faults,
+/// and an earlier batch that fails while the next is out: the agent gives
+/// the later one up and sends again from the failed one.
+#[test]
+fn two_batches_in_flight_through_refusals_and_cuts_lose_and_duplicate_nothing() {
+    let (s, collector, proxy) = collector_behind_proxy();
+    let faults = [
+        Fault::FailBehindNext(503),
+        Fault::Status {
+            status: 500,
+            retry_after: false,
+        },
+        Fault::CutMidBody,
+        Fault::CutBeforeAnswer,
+        Fault::Silence,
+        Fault::FailBehindNext(500),
+    ];
+    proxy.script(faults.iter().flat_map(|&f| [Fault::Pass, f]));
+    let n = 20_000;
+    write_lines(&s.d.p("logs/app.log"), 0, n);
+    let cfg = s.write_agent_config("agent", &forward_through(&proxy, Some(1000)));
+    let agent = s.start_agent(&cfg, "agent");
+    wait_for(
+        "every fault to be played",
+        Duration::from_secs(40),
+        || proxy.faults_left() == 0,
+        || format!("{:#?}\n{}", proxy.exchanges(), agent.log()),
+    );
+    wait_for_stored_lines(&s.d.p("store"), n, Duration::from_secs(40), || {
+        format!("{}\n{}", agent.log(), collector.log())
+    });
+    let exchanges = proxy.exchanges();
+    let agent_log = stop_and_check(&s, agent, collector, n);
+    let dump = format!("{exchanges:#?}\n{agent_log}");
+    let failed_behind: Vec<(usize, &Exchange)> = exchanges
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| matches!(e.fault, Fault::FailBehindNext(_)))
+        .collect();
+    assert_eq!(failed_behind.len(), 2, "{dump}");
+    for (i, e) in failed_behind {
+        // The next request was out before this one's answer...
+        let answered = e.answered.map(|a| a.1);
+        assert!(
+            answered.is_some_and(|at| exchanges[i + 1].arrived < at),
+            "two in flight\n{dump}"
+        );
+        // ... and the agent sent again from the one that failed.
+        assert!(
+            exchanges[i + 1..]
+                .iter()
+                .any(|r| r.seq == e.seq && r.answered.is_some_and(|a| a.0 == 200)),
+            "batch {} sent again\n{dump}",
+            e.seq
+        );
+    }
+    assert!(
+        agent_log.matches("records stay in the spool").count() >= faults.len() - 1,
+        "{agent_log}"
+    );
 }
 
 /// The tree size in the published checkpoint note of web-01, if any.
@@ -921,8 +1016,11 @@ fn a_collector_killed_mid_batch_restarts_and_loses_nothing() {
     let spool = tree_bytes(&s.d.p("spool")) / 1024;
     assert!(spool > AGENT_MEMORY_LIMIT_KIB, "the spool is {spool} KiB");
     // A kill can come just after the answer; those before it left the
-    // agent without one, and it sent the batch again. (Whether a kill
-    // caught the collector writing is luck; either way the store verified.)
+    // agent without one, and it sent the batch's records again, in a batch
+    // that starts there or before (with two in flight, the agent reads
+    // again from the older request that failed, and cuts batches anew).
+    // (Whether a kill caught the collector writing is luck; either way the
+    // store verified.)
     let unanswered: Vec<&Exchange> = killed
         .iter()
         .map(|&i| &exchanges[i])
@@ -931,7 +1029,7 @@ fn a_collector_killed_mid_batch_restarts_and_loses_nothing() {
     assert!(!unanswered.is_empty(), "{exchanges:#?}");
     for k in &unanswered {
         assert!(
-            exchanges.iter().any(|e| e.seq == k.seq
+            exchanges.iter().any(|e| e.seq <= k.seq
                 && e.arrived > k.arrived
                 && e.collector_status == Some(200)),
             "batch {} was sent again: {exchanges:#?}",
@@ -951,6 +1049,15 @@ fn tls_connections_cut_mid_stream_lose_and_duplicate_nothing() {
     let n = 20_000;
     write_lines(&s.d.p("logs/app.log"), 0, n);
     let cfg = mtls_agent_config(&s, "agent", Some("web-01"), "ca", "localhost", relay.port);
+    // One request at a time: the cuts are placed by connection, and a
+    // second request in flight opens a connection of its own.
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    assert!(
+        text.trim_end().ends_with("timeout = \"10s\""),
+        "[forward] last"
+    );
+    text.push_str("in_flight = 1\n");
+    std::fs::write(&cfg, text).unwrap();
     let agent = s.start_agent(&cfg, "agent");
     wait_for_stored_lines(&s.d.p("store"), n, Duration::from_secs(40), || {
         format!("{}\n{}", agent.log(), collector.log())

@@ -82,6 +82,10 @@ pub struct ForwardSection {
     pub batch_records: u64,
     #[serde(default = "d_batch_bytes")]
     pub batch_bytes: Size,
+    /// Batches sent before the answer to the first of them (1 to 8): the
+    /// next batch travels while the collector verifies and fsyncs the last.
+    #[serde(default = "d_in_flight")]
+    pub in_flight: usize,
     /// `"zstd"` (default) or `"none"`.
     #[serde(default = "d_compression")]
     pub compression: String,
@@ -99,6 +103,9 @@ fn d_batch_records() -> u64 {
 }
 fn d_batch_bytes() -> Size {
     Size(4 << 20)
+}
+fn d_in_flight() -> usize {
+    2
 }
 fn d_compression() -> String {
     "zstd".into()
@@ -582,6 +589,9 @@ fn validate_forward_rest(f: &ForwardSection) -> Result<(), (&'static str, String
     }
     if f.batch_records == 0 {
         return Err(("batch_records", "batch_records must be at least 1".into()));
+    }
+    if !(1..=8).contains(&f.in_flight) {
+        return Err(("in_flight", "in_flight must be 1 to 8".into()));
     }
     if f.batch_bytes.0 < 4096 || f.batch_bytes.0 > 64 << 20 {
         return Err(("batch_bytes", "batch_bytes must be 4KiB to 64MiB".into()));

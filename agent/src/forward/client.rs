@@ -103,34 +103,11 @@ impl Client {
         self.current = (self.current + 1) % self.targets.len();
     }
 
-    /// Sends `batch`; `spool_end` (the writer's durable end) tells the
-    /// collector how far behind the agent it is.
-    pub fn send(&mut self, batch: &Span, body: bytes::Bytes, spool_end: u64) -> Answer {
-        let answer = self
-            .runtime
-            .block_on(self.send_async(batch, body, spool_end));
-        if !matches!(answer, Answer::Accepted { .. }) {
-            self.drop_connections();
-        }
-        answer
-    }
-
-    /// Closes every connection by replacing the runtime they run on. After
-    /// an answer other than 200 a body may still be held by a connection
-    /// whose collector answered without reading it and neither reads nor
-    /// closes: each retry (a new connection) would leave one more. (A
-    /// collector that answers early closes the connection anyway, so this
-    /// costs a handshake only after the rarer late refusals.) The old
-    /// runtime is not waited for: a name lookup it may still run on its
-    /// blocking pool must not hold up forwarding.
-    fn drop_connections(&mut self) {
-        match new_runtime() {
-            Ok(r) => std::mem::replace(&mut self.runtime, r).shutdown_background(),
-            Err(e) => tracing::warn!("forward: a new runtime for the connections: {e}"),
-        }
-    }
-
-    async fn send_async(&self, batch: &Span, body: bytes::Bytes, spool_end: u64) -> Answer {
+    /// Starts sending `batch`; `spool_end` (the writer's durable end) tells
+    /// the collector how far behind the agent it is. The request runs on
+    /// the forwarder's runtime while the forwarder waits in
+    /// [`Client::wait`]; several may be out at once.
+    pub fn start(&mut self, batch: &Span, body: bytes::Bytes, spool_end: u64) -> Pending {
         let mut req = self
             .http
             .post(&self.targets[self.current].1)
@@ -146,59 +123,121 @@ impl Client {
         // Dropped once written, not kept until the answer: reqwest keeps a
         // copy of a body it can reuse (for redirects and retries), and it
         // cannot reuse this one.
-        let body = reqwest::Body::wrap(http_body_util::Full::new(body));
-        let resp = match req.body(body).send().await {
-            Ok(r) => r,
-            Err(e) => {
-                return Answer::Transient {
-                    what: error_chain(&e),
-                    retry_after: None,
-                };
-            }
-        };
-        let status = resp.status().as_u16();
-        let retry_after = resp
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|s| s.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        let text = match resp.text().await {
-            Ok(t) => t,
-            Err(e) => {
-                return Answer::Transient {
-                    what: format!("reading the answer: {}", error_chain(&e)),
-                    retry_after: None,
-                };
-            }
-        };
-        let json: Option<serde_json::Value> = serde_json::from_str(&text).ok();
-        match status {
-            200 => match json.as_ref().and_then(parse_accepted) {
-                Some(a) => a,
-                None => Answer::Transient {
-                    what: format!("unreadable answer: {}", short(&text)),
-                    retry_after: None,
+        let req = req.body(reqwest::Body::wrap(http_body_util::Full::new(body)));
+        Pending(self.runtime.spawn(exchange(req)))
+    }
+
+    /// Waits for the answer to `pending`, or (with `ready`) until `ready`
+    /// is notified first (None: `pending` is still out). After an answer
+    /// other than 200 every connection is closed, and with them the other
+    /// requests still out (see [`Client::drop_connections`]).
+    pub fn wait(
+        &mut self,
+        pending: &mut Pending,
+        ready: Option<&tokio::sync::Notify>,
+    ) -> Option<Answer> {
+        let answer = self.runtime.block_on(async {
+            match ready {
+                Some(ready) => tokio::select! {
+                    biased;
+                    a = &mut pending.0 => Some(a),
+                    () = ready.notified() => None,
                 },
-            },
-            409 if json.as_ref().and_then(|j| j["error"].as_str()) == Some("gap") => {
-                match json.as_ref().and_then(|j| j["expected_seq"].as_u64()) {
-                    Some(e) => Answer::Gap { expected_seq: e },
-                    None => Answer::Refused { status, body: text },
-                }
+                None => Some((&mut pending.0).await),
             }
-            // 400: the collector cannot read the request (not whole frames,
-            // bad headers). The same bytes would be sent again, so it is
-            // as final as a fork (docs/FORMAT.md §10.2).
-            400 | 409 | 422 => Answer::Refused { status, body: text },
-            413 => Answer::TooLarge,
-            // 408: the body did not arrive in time (a slow link); like 429
-            // and 5xx it is retried, after at least Retry-After.
-            _ => Answer::Transient {
-                what: format!("HTTP {status}: {}", short(&text)),
-                retry_after,
-            },
+        })?;
+        let answer = answer.unwrap_or_else(|e| Answer::Transient {
+            what: format!("the request's task: {e}"),
+            retry_after: None,
+        });
+        if !matches!(answer, Answer::Accepted { .. }) {
+            self.drop_connections();
         }
+        Some(answer)
+    }
+
+    /// Closes every connection by replacing the runtime they run on. After
+    /// an answer other than 200 a body may still be held by a connection
+    /// whose collector answered without reading it and neither reads nor
+    /// closes: each retry (a new connection) would leave one more. (A
+    /// collector that answers early closes the connection anyway, so this
+    /// costs a handshake only after the rarer late refusals.) The requests
+    /// still out end with their runtime. The old runtime is not waited for:
+    /// a name lookup it may still run on its blocking pool must not hold up
+    /// forwarding.
+    fn drop_connections(&mut self) {
+        match new_runtime() {
+            Ok(r) => std::mem::replace(&mut self.runtime, r).shutdown_background(),
+            Err(e) => tracing::warn!("forward: a new runtime for the connections: {e}"),
+        }
+    }
+}
+
+/// A request out: its answer comes from [`Client::wait`]. Dropped, the
+/// request goes on unless it is aborted.
+#[derive(Debug)]
+pub struct Pending(tokio::task::JoinHandle<Answer>);
+
+impl Pending {
+    /// Gives the request up (its connection is closed).
+    pub fn abort(&self) {
+        self.0.abort();
+    }
+}
+
+/// Sends one request and classifies the answer.
+async fn exchange(req: reqwest::RequestBuilder) -> Answer {
+    let resp = match req.send().await {
+        Ok(r) => r,
+        Err(e) => {
+            return Answer::Transient {
+                what: error_chain(&e),
+                retry_after: None,
+            };
+        }
+    };
+    let status = resp.status().as_u16();
+    let retry_after = resp
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let text = match resp.text().await {
+        Ok(t) => t,
+        Err(e) => {
+            return Answer::Transient {
+                what: format!("reading the answer: {}", error_chain(&e)),
+                retry_after: None,
+            };
+        }
+    };
+    let json: Option<serde_json::Value> = serde_json::from_str(&text).ok();
+    match status {
+        200 => match json.as_ref().and_then(parse_accepted) {
+            Some(a) => a,
+            None => Answer::Transient {
+                what: format!("unreadable answer: {}", short(&text)),
+                retry_after: None,
+            },
+        },
+        409 if json.as_ref().and_then(|j| j["error"].as_str()) == Some("gap") => {
+            match json.as_ref().and_then(|j| j["expected_seq"].as_u64()) {
+                Some(e) => Answer::Gap { expected_seq: e },
+                None => Answer::Refused { status, body: text },
+            }
+        }
+        // 400: the collector cannot read the request (not whole frames,
+        // bad headers). The same bytes would be sent again, so it is
+        // as final as a fork (docs/FORMAT.md §10.2).
+        400 | 409 | 422 => Answer::Refused { status, body: text },
+        413 => Answer::TooLarge,
+        // 408: the body did not arrive in time (a slow link); like 429
+        // and 5xx it is retried, after at least Retry-After.
+        _ => Answer::Transient {
+            what: format!("HTTP {status}: {}", short(&text)),
+            retry_after,
+        },
     }
 }
 

@@ -22,8 +22,9 @@ mod prefetch;
 
 use crate::config::ForwardSection;
 use crate::sources::{Event, Shutdown};
-use client::{Answer, Client};
+use client::{Answer, Client, Pending};
 use prefetch::{ReadAhead, Settings};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use wormlog_spool::chain::Receipt;
@@ -111,168 +112,189 @@ impl Forwarder {
                 return;
             }
         };
-        let mut last_receipt = self.start;
-        let mut backoff = Backoff::new(self.cfg.backoff_min.0, self.cfg.backoff_max.0);
-        let mut failing_since: Option<Instant> = None;
-        // Transient failures in a row (a full round of the collectors
-        // before each backoff step).
-        let mut tried = 0usize;
-        // The last failure logged, and when: a failure is logged when it
-        // starts, when its cause changes, and at least once a minute while
-        // it lasts.
-        let mut last_logged: Option<(Instant, String)> = None;
-        let metrics = crate::metrics::get();
-        crate::metrics::set(&metrics.forward_acknowledged_seq, last_receipt);
+        let mut st = State::new(self.start, &self.cfg);
+        crate::metrics::set(&crate::metrics::get().forward_acknowledged_seq, self.start);
+        // The requests out, oldest first; their answers are taken in that
+        // order.
+        let mut out: VecDeque<Out> = VecDeque::new();
         while !self.shutdown.is_set() {
-            let (b, body) = match ahead.next(Duration::from_millis(500)) {
-                Ok(None) => continue,
-                Ok(Some(batch)) => batch,
-                // At shutdown the read-ahead thread stops first: that is
-                // not a failure.
-                Err(_) if self.shutdown.is_set() => return,
-                Err(e) => {
-                    self.alert(format!("{e}; forwarding stopped"));
-                    return;
+            if out.is_empty() {
+                match ahead.next(Duration::from_millis(500)) {
+                    Ok(None) => {}
+                    Ok(Some((b, body))) => self.send(&mut client, &mut out, b, body),
+                    // At shutdown the read-ahead thread stops first: that
+                    // is not a failure.
+                    Err(_) if self.shutdown.is_set() => return,
+                    Err(e) => return self.alert(format!("{e}; forwarding stopped")),
                 }
+                continue;
+            }
+            // With room for another request, the next batch is sent as
+            // soon as it is ready, before the oldest answer.
+            let room = out.len() < self.cfg.in_flight;
+            let Some(answer) = client.wait(&mut out[0].pending, room.then(|| ahead.ready())) else {
+                match ahead.try_next() {
+                    Ok(None) => {}
+                    Ok(Some((b, body))) => self.send(&mut client, &mut out, b, body),
+                    Err(_) if self.shutdown.is_set() => return,
+                    Err(e) => return self.alert(format!("{e}; forwarding stopped")),
+                }
+                continue;
             };
-            let sent_at = Instant::now();
-            match client.send(&b, body, self.durable.get()) {
-                Answer::Accepted { next_seq, receipts } => {
-                    metrics.forward_records.inc_by(b.records);
-                    last_logged = None;
-                    if let Some(since) = failing_since.take() {
-                        tracing::info!(
-                            url = %client.url(),
-                            "forward: delivered again after {:.1}s of failures",
-                            since.elapsed().as_secs_f64()
-                        );
-                    }
-                    backoff.reset();
-                    tried = 0;
-                    for r in receipts {
-                        if r.tree_size <= last_receipt {
-                            continue; // already in the chain
-                        }
-                        match self.check_receipt(&b, &r) {
-                            Ok(()) => {
-                                last_receipt = r.tree_size;
-                                crate::metrics::set(
-                                    &metrics.forward_acknowledged_seq,
-                                    last_receipt,
-                                );
-                                self.to_writer(Event::Receipt(Box::new(r)));
-                            }
-                            Err(why) => tracing::warn!(
-                                url = %client.url(),
-                                seq = r.tree_size,
-                                "forward: receipt for tree size {} not kept: {why}",
-                                r.tree_size
-                            ),
-                        }
-                    }
-                    if next_seq > b.end_seq() {
-                        // The collector holds more than this batch: skip.
-                        ahead.seek(next_seq);
-                    }
-                }
-                Answer::Gap { expected_seq } => {
-                    let durable = self.durable.get();
-                    if expected_seq > durable {
-                        self.alert_at(expected_seq, None, format!(
-                            "the collector expects seq {expected_seq} but the spool ends at {durable}: it holds records this spool does not (a different spool under the same agent id?); forwarding stopped"
-                        ));
-                        return;
-                    }
-                    tracing::info!(
-                        url = %client.url(),
-                        seq = expected_seq,
-                        "forward: collector expects seq {expected_seq} (sent {}); resending from there",
-                        b.first_seq
-                    );
-                    ahead.seek(expected_seq);
-                }
-                Answer::Refused { status, body } => {
-                    let what = if status == 400 {
-                        "a request it cannot read (a malformed batch)"
-                    } else {
-                        "a rewritten spool or a bad record"
-                    };
-                    self.alert_at(b.first_seq, Some(status), format!(
-                        "the collector refused the chain at seq {} (HTTP {status}: {body}); forwarding stopped, spooling goes on — investigate: {what}",
-                        b.first_seq
-                    ));
-                    return;
-                }
-                Answer::TooLarge if b.records == 1 => {
-                    self.alert_at(b.first_seq, None, format!(
-                        "record {} ({} bytes) is larger than the collector accepts (its max_batch_bytes); forwarding stopped, spooling goes on",
-                        b.first_seq, b.len
-                    ));
-                    return;
-                }
-                Answer::TooLarge => {
-                    let max_records = (b.records / 2).max(1);
-                    tracing::warn!(
-                        url = %client.url(),
-                        seq = b.first_seq,
-                        "forward: batch too large for the collector; now at most {max_records} records"
-                    );
-                    ahead.shrink(max_records, b.first_seq);
-                }
-                Answer::Transient { what, retry_after } => {
-                    metrics.forward_retries.inc();
-                    // The failure began when the failed attempt did (a
-                    // timeout is seconds long).
-                    let since = *failing_since.get_or_insert(sent_at);
-                    let failed_at = client.url().to_owned();
-                    // With several collectors, the next one is tried at
-                    // once; the backoff runs once every one has failed.
-                    let mut wait = if client.targets() > 1 {
-                        client.fail_over();
-                        metrics.forward_failovers.inc();
-                        tried += 1;
-                        if tried.is_multiple_of(client.targets()) {
-                            backoff.next()
-                        } else {
-                            Duration::from_millis(10)
-                        }
-                    } else {
-                        backoff.next()
-                    };
-                    if let Some(ra) = retry_after
-                        && client.targets() == 1
-                    {
-                        wait = wait.max(ra);
-                    }
-                    let what = if client.targets() > 1 {
-                        format!("{failed_at}: {what}; now trying {}", client.url())
-                    } else {
-                        what
-                    };
-                    let due = last_logged.as_ref().is_none_or(|(at, w)| {
-                        at.elapsed() >= Duration::from_secs(60) || *w != what
-                    });
-                    if due {
-                        tracing::warn!(
-                            url = %client.url(),
-                            seq = b.first_seq,
-                            attempt = backoff.attempts,
-                            "forward: {what} (attempt {}, failing for {:.0}s); retrying in {:.1}s; records stay in the spool",
-                            backoff.attempts,
-                            since.elapsed().as_secs_f64(),
-                            wait.as_secs_f64()
-                        );
-                        last_logged = Some((Instant::now(), what));
-                    }
-                    // The body is gone: the batch is read from the spool
-                    // again.
-                    ahead.seek(b.first_seq);
-                    if self.shutdown.wait(wait) {
-                        return;
-                    }
-                }
+            let sent = out.pop_front().expect("a request out");
+            if !matches!(answer, Answer::Accepted { .. }) {
+                // The client closed its connections, and the later
+                // requests with them: they are read again from the spool.
+                out.clear();
+            }
+            if !self.on_answer(&mut st, &mut client, &mut ahead, &mut out, sent, answer) {
+                return;
             }
         }
+    }
+
+    /// Starts sending batch `b`.
+    fn send(&self, client: &mut Client, out: &mut VecDeque<Out>, b: Span, body: bytes::Bytes) {
+        let pending = client.start(&b, body, self.durable.get());
+        out.push_back(Out {
+            behind: !out.is_empty(),
+            span: b,
+            pending,
+            sent_at: Instant::now(),
+        });
+    }
+
+    /// Acts on the answer to the oldest request out; false when forwarding
+    /// stops.
+    fn on_answer(
+        &self,
+        st: &mut State,
+        client: &mut Client,
+        ahead: &mut ReadAhead,
+        out: &mut VecDeque<Out>,
+        sent: Out,
+        answer: Answer,
+    ) -> bool {
+        let b = &sent.span;
+        match answer {
+            Answer::Accepted { next_seq, receipts } => {
+                self.accepted(st, client, b, receipts);
+                if next_seq > b.end_seq() {
+                    // The collector holds more than this batch: skip, and
+                    // give up the requests out behind it.
+                    for o in out.drain(..) {
+                        o.pending.abort();
+                    }
+                    ahead.seek(next_seq);
+                }
+                true
+            }
+            Answer::Gap { expected_seq } if sent.behind && expected_seq < b.first_seq => {
+                // Sent before the answer to the batch before it, and read
+                // by a collector that had not stored that one yet (one
+                // that does not wait for it, or whose requests arrived out
+                // of order): sent again on its own.
+                tracing::info!(
+                    url = %client.url(),
+                    seq = b.first_seq,
+                    "forward: the collector read batch {} before the one it follows; sending it again",
+                    b.first_seq
+                );
+                ahead.seek(b.first_seq);
+                true
+            }
+            Answer::Gap { expected_seq } => self.gap(client, ahead, b, expected_seq),
+            Answer::Refused { status, body } => {
+                let what = if status == 400 {
+                    "a request it cannot read (a malformed batch)"
+                } else {
+                    "a rewritten spool or a bad record"
+                };
+                self.alert_at(b.first_seq, Some(status), format!(
+                    "the collector refused the chain at seq {} (HTTP {status}: {body}); forwarding stopped, spooling goes on — investigate: {what}",
+                    b.first_seq
+                ));
+                false
+            }
+            Answer::TooLarge if b.records == 1 => {
+                self.alert_at(b.first_seq, None, format!(
+                    "record {} ({} bytes) is larger than the collector accepts (its max_batch_bytes); forwarding stopped, spooling goes on",
+                    b.first_seq, b.len
+                ));
+                false
+            }
+            Answer::TooLarge => {
+                let max_records = (b.records / 2).max(1);
+                tracing::warn!(
+                    url = %client.url(),
+                    seq = b.first_seq,
+                    "forward: batch too large for the collector; now at most {max_records} records"
+                );
+                ahead.shrink(max_records, b.first_seq);
+                true
+            }
+            Answer::Transient { what, retry_after } => {
+                let wait = st.failed(client, &sent, what, retry_after);
+                // The body is gone: the batch is read from the spool
+                // again.
+                ahead.seek(b.first_seq);
+                !self.shutdown.wait(wait)
+            }
+        }
+    }
+
+    /// Batch `b` is stored: its receipts go into the chain.
+    fn accepted(&self, st: &mut State, client: &Client, b: &Span, receipts: Vec<Receipt>) {
+        let metrics = crate::metrics::get();
+        metrics.forward_records.inc_by(b.records);
+        st.last_logged = None;
+        if let Some(since) = st.failing_since.take() {
+            tracing::info!(
+                url = %client.url(),
+                "forward: delivered again after {:.1}s of failures",
+                since.elapsed().as_secs_f64()
+            );
+        }
+        st.backoff.reset();
+        st.tried = 0;
+        for r in receipts {
+            if r.tree_size <= st.last_receipt {
+                continue; // already in the chain
+            }
+            match self.check_receipt(b, &r) {
+                Ok(()) => {
+                    st.last_receipt = r.tree_size;
+                    crate::metrics::set(&metrics.forward_acknowledged_seq, st.last_receipt);
+                    self.to_writer(Event::Receipt(Box::new(r)));
+                }
+                Err(why) => tracing::warn!(
+                    url = %client.url(),
+                    seq = r.tree_size,
+                    "forward: receipt for tree size {} not kept: {why}",
+                    r.tree_size
+                ),
+            }
+        }
+    }
+
+    /// The collector expects `expected_seq`: send from there, unless the
+    /// spool does not reach it. False when forwarding stops.
+    fn gap(&self, client: &Client, ahead: &mut ReadAhead, b: &Span, expected_seq: u64) -> bool {
+        let durable = self.durable.get();
+        if expected_seq > durable {
+            self.alert_at(expected_seq, None, format!(
+                "the collector expects seq {expected_seq} but the spool ends at {durable}: it holds records this spool does not (a different spool under the same agent id?); forwarding stopped"
+            ));
+            return false;
+        }
+        tracing::info!(
+            url = %client.url(),
+            seq = expected_seq,
+            "forward: collector expects seq {expected_seq} (sent {}); resending from there",
+            b.first_seq
+        );
+        ahead.seek(expected_seq);
+        true
     }
 
     /// A receipt goes into the chain only if it names a checkpoint this batch
@@ -298,6 +320,101 @@ impl Forwarder {
             return Err("bad signature".into());
         }
         Ok(())
+    }
+}
+
+/// A request out.
+#[derive(Debug)]
+struct Out {
+    span: Span,
+    pending: Pending,
+    sent_at: Instant,
+    /// Sent while an earlier request was still out.
+    behind: bool,
+}
+
+/// What the forwarder keeps between answers.
+#[derive(Debug)]
+struct State {
+    /// The tree size of the newest receipt in the chain.
+    last_receipt: u64,
+    backoff: Backoff,
+    failing_since: Option<Instant>,
+    /// Transient failures in a row (a full round of the collectors before
+    /// each backoff step).
+    tried: usize,
+    /// The last failure logged, and when: a failure is logged when it
+    /// starts, when its cause changes, and at least once a minute while it
+    /// lasts.
+    last_logged: Option<(Instant, String)>,
+}
+
+impl State {
+    fn new(start: u64, cfg: &ForwardSection) -> State {
+        State {
+            last_receipt: start,
+            backoff: Backoff::new(cfg.backoff_min.0, cfg.backoff_max.0),
+            failing_since: None,
+            tried: 0,
+            last_logged: None,
+        }
+    }
+
+    /// A transient failure of `sent`: logged (see `last_logged`), the next
+    /// collector chosen; how long to wait before sending again.
+    fn failed(
+        &mut self,
+        client: &mut Client,
+        sent: &Out,
+        what: String,
+        retry_after: Option<Duration>,
+    ) -> Duration {
+        crate::metrics::get().forward_retries.inc();
+        // The failure began when the failed attempt did (a timeout is
+        // seconds long).
+        let since = *self.failing_since.get_or_insert(sent.sent_at);
+        let failed_at = client.url().to_owned();
+        // With several collectors, the next one is tried at once; the
+        // backoff runs once every one has failed.
+        let mut wait = if client.targets() > 1 {
+            client.fail_over();
+            crate::metrics::get().forward_failovers.inc();
+            self.tried += 1;
+            if self.tried.is_multiple_of(client.targets()) {
+                self.backoff.next()
+            } else {
+                Duration::from_millis(10)
+            }
+        } else {
+            self.backoff.next()
+        };
+        if let Some(ra) = retry_after
+            && client.targets() == 1
+        {
+            wait = wait.max(ra);
+        }
+        let what = if client.targets() > 1 {
+            format!("{failed_at}: {what}; now trying {}", client.url())
+        } else {
+            what
+        };
+        let due = self
+            .last_logged
+            .as_ref()
+            .is_none_or(|(at, w)| at.elapsed() >= Duration::from_secs(60) || *w != what);
+        if due {
+            tracing::warn!(
+                url = %client.url(),
+                seq = sent.span.first_seq,
+                attempt = self.backoff.attempts,
+                "forward: {what} (attempt {}, failing for {:.0}s); retrying in {:.1}s; records stay in the spool",
+                self.backoff.attempts,
+                since.elapsed().as_secs_f64(),
+                wait.as_secs_f64()
+            );
+            self.last_logged = Some((Instant::now(), what));
+        }
+        wait
     }
 }
 

@@ -13,8 +13,10 @@
 //! spool is the queue, and a batch that failed is read again. So the
 //! forwarder holds one compressed body at a time: the one on the wire, or
 //! the next one while the collector works on the last (docs/BENCHMARKS.md).
-//! The thread hands a prepared batch over only when the sender takes it (a
-//! rendezvous channel).
+//! With several requests in flight (`[forward] in_flight`) that stays so:
+//! the bodies of the requests out are gone once written. A prepared batch
+//! waits in a channel of one, and the thread says so ([`ReadAhead::ready`])
+//! to a sender that waits for an answer and for the next batch at once.
 
 use super::body::BodyCompressor;
 use crate::sources::Shutdown;
@@ -148,6 +150,8 @@ struct Seek {
 #[derive(Debug)]
 pub struct ReadAhead {
     rx: Receiver<Ahead>,
+    /// Notified when something was handed over.
+    ready: Arc<tokio::sync::Notify>,
     ctl: Sender<Seek>,
     gate: Arc<Gate>,
     /// Batches taken from the thread (those read before a seek included).
@@ -173,8 +177,9 @@ pub struct Settings {
 impl ReadAhead {
     /// Starts the read-ahead thread at `start`.
     pub fn start(s: Settings) -> std::io::Result<ReadAhead> {
-        // Rendezvous: see the module's comment.
-        let (tx, rx) = std::sync::mpsc::sync_channel(0);
+        // One prepared batch at a time: see the module's comment.
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let ready = Arc::new(tokio::sync::Notify::new());
         let (ctl, ctl_rx) = std::sync::mpsc::channel();
         let gate = Arc::new(Gate::default());
         let max_records = s.max_records;
@@ -186,11 +191,16 @@ impl ReadAhead {
         .expect("receiver alive");
         let read = Arc::new(AtomicU64::new(0));
         let (counted, thread_gate) = (read.clone(), gate.clone());
+        let handover = Handover {
+            tx,
+            ready: ready.clone(),
+        };
         std::thread::Builder::new()
             .name("forward-read".into())
-            .spawn(move || run(s, &tx, &ctl_rx, &thread_gate, &counted))?;
+            .spawn(move || run(s, &handover, &ctl_rx, &thread_gate, &counted))?;
         Ok(ReadAhead {
             rx,
+            ready,
             ctl,
             gate,
             taken: 0,
@@ -206,22 +216,49 @@ impl ReadAhead {
     pub fn next(&mut self, timeout: Duration) -> Result<Option<(Span, bytes::Bytes)>, String> {
         loop {
             self.gate.sender_asks(self.taken);
-            match self.rx.recv_timeout(timeout) {
-                Ok(Ahead::Batch(g, p, body)) => {
-                    self.taken += 1;
-                    if g == self.generation {
-                        return Ok(Some((p, body)));
-                    }
-                    // Read before the last seek: dropped.
-                }
-                Ok(Ahead::Failed(g, e)) if g == self.generation => return Err(e),
-                Ok(Ahead::Failed(..)) => continue,
+            let got = match self.rx.recv_timeout(timeout) {
+                Ok(a) => self.take(a),
                 Err(RecvTimeoutError::Timeout) => return Ok(None),
-                Err(RecvTimeoutError::Disconnected) => {
-                    return Err("the read-ahead thread stopped".into());
-                }
+                Err(RecvTimeoutError::Disconnected) => return Err(STOPPED.into()),
+            };
+            if let Some(got) = got {
+                return got.map(Some);
             }
         }
+    }
+
+    /// The next batch if one is ready now, without asking for more: the
+    /// sender still has requests out, and the thread reads on only once
+    /// their bodies are gone (the module's comment).
+    pub fn try_next(&mut self) -> Result<Option<(Span, bytes::Bytes)>, String> {
+        loop {
+            let got = match self.rx.try_recv() {
+                Ok(a) => self.take(a),
+                Err(TryRecvError::Empty) => return Ok(None),
+                Err(TryRecvError::Disconnected) => return Err(STOPPED.into()),
+            };
+            if let Some(got) = got {
+                return got.map(Some);
+            }
+        }
+    }
+
+    /// What was handed over, unless it was read before the last seek.
+    fn take(&mut self, a: Ahead) -> Option<Result<(Span, bytes::Bytes), String>> {
+        match a {
+            Ahead::Batch(g, p, body) => {
+                self.taken += 1;
+                // Read before the last seek: dropped.
+                (g == self.generation).then_some(Ok((p, body)))
+            }
+            Ahead::Failed(g, e) => (g == self.generation).then_some(Err(e)),
+        }
+    }
+
+    /// Notified each time the thread hands something over (a permit is
+    /// kept when nobody waits, so a wakeup may find it taken already).
+    pub fn ready(&self) -> &tokio::sync::Notify {
+        &self.ready
     }
 
     /// Goes on from `seq` (batches read ahead of it are dropped).
@@ -241,21 +278,33 @@ impl ReadAhead {
     }
 }
 
+const STOPPED: &str = "the read-ahead thread stopped";
+
+/// The thread's end of the handover.
+struct Handover {
+    tx: SyncSender<Ahead>,
+    ready: Arc<tokio::sync::Notify>,
+}
+
+impl Handover {
+    /// Hands `a` over (waits while the last is not taken); false when the
+    /// sender is gone.
+    fn send(&self, a: Ahead) -> bool {
+        let sent = self.tx.send(a).is_ok();
+        self.ready.notify_one();
+        sent
+    }
+}
+
 /// The read-ahead thread; `gate` is shared with the sender and with the
 /// bodies it hands over.
-fn run(
-    s: Settings,
-    tx: &SyncSender<Ahead>,
-    ctl: &Receiver<Seek>,
-    gate: &Arc<Gate>,
-    read: &AtomicU64,
-) {
+fn run(s: Settings, tx: &Handover, ctl: &Receiver<Seek>, gate: &Arc<Gate>, read: &AtomicU64) {
     let mut reader = RangeReader::new(&s.spool_dir);
     let mut compressor = if s.zstd {
         match BodyCompressor::new(ZSTD_LEVEL) {
             Ok(c) => Some(c),
             Err(e) => {
-                let _ = tx.send(Ahead::Failed(0, format!("zstd: {e}")));
+                tx.send(Ahead::Failed(0, format!("zstd: {e}")));
                 return;
             }
         }
@@ -289,7 +338,7 @@ fn run(
             max_records = seek.max_records;
             broken = reader.seek(seek.seq).is_err_and(|e| {
                 let msg = format!("cannot find seq {} in the spool: {e}", seek.seq);
-                let _ = tx.send(Ahead::Failed(generation, msg));
+                tx.send(Ahead::Failed(generation, msg));
                 true
             });
             continue;
@@ -331,7 +380,7 @@ fn run(
             }
         };
         let batch = matches!(msg, Ahead::Batch(..));
-        if tx.send(msg).is_err() {
+        if !tx.send(msg) {
             return;
         }
         if batch {
@@ -427,6 +476,51 @@ mod tests {
         drop(body);
         let (again, _body) = ra.next(wait).unwrap().expect("the batch again");
         assert_eq!((again.first_seq, again.records), (20, 10));
+    }
+
+    #[test]
+    fn with_a_request_out_the_next_batch_is_taken_when_ready_without_asking_for_more() {
+        let t = tempfile::tempdir().unwrap();
+        let s = spool(t.path(), 50);
+        let mut ra = read_ahead(t.path(), &s, true);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (first, body) = ra.next(Duration::from_secs(10)).unwrap().expect("a batch");
+        assert_eq!(first.first_seq, 0);
+        // The first body written: the thread reads the next batch and says
+        // it is ready; it is taken without asking for more.
+        drop(body);
+        let second = rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(10), async {
+                loop {
+                    ra.ready().notified().await;
+                    if let Some(b) = ra.try_next().unwrap() {
+                        return b;
+                    }
+                }
+            })
+            .await
+            .expect("the next batch ready")
+        });
+        assert_eq!((second.0.first_seq, second.0.records), (10, 10));
+        // Its body still out and nobody asking: nothing more is read.
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(ra.read.load(Ordering::Relaxed), 2);
+        assert!(ra.try_next().unwrap().is_none());
+        // Gone: the third comes.
+        drop(second);
+        wait_read(&ra, 3);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let third = loop {
+            if let Some(b) = ra.try_next().unwrap() {
+                break b;
+            }
+            assert!(std::time::Instant::now() < deadline, "the third batch");
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        assert_eq!(third.0.first_seq, 20);
     }
 
     #[test]
