@@ -659,6 +659,35 @@ fn collector_behind_proxy() -> (Setup, Proc, Proxy) {
     (s, collector, proxy)
 }
 
+/// Plays `faults` on 20,000 lines, each after a delivered batch so that
+/// each meets a new one, with an agent whose `[forward]` table is
+/// `forward`; once every line is stored, the checks of `stop_and_check`.
+/// The proxy's exchanges and the agent's log.
+fn play_faults(
+    s: &Setup,
+    collector: Proc,
+    proxy: &Proxy,
+    faults: &[Fault],
+    forward: &str,
+) -> (Vec<Exchange>, String) {
+    proxy.script(faults.iter().flat_map(|&f| [Fault::Pass, f]));
+    let n = 20_000;
+    write_lines(&s.d.p("logs/app.log"), 0, n);
+    let cfg = s.write_agent_config("agent", forward);
+    let agent = s.start_agent(&cfg, "agent");
+    wait_for(
+        "every fault to be played",
+        Duration::from_secs(40),
+        || proxy.faults_left() == 0,
+        || format!("{:#?}\n{}", proxy.exchanges(), agent.log()),
+    );
+    wait_for_stored_lines(&s.d.p("store"), n, Duration::from_secs(40), || {
+        format!("{}\n{}", agent.log(), collector.log())
+    });
+    let exchanges = proxy.exchanges();
+    (exchanges, stop_and_check(s, agent, collector, n))
+}
+
 #[test]
 fn refusals_slow_and_silent_answers_and_cut_connections_lose_and_duplicate_nothing() {
     let (s, collector, proxy) = collector_behind_proxy();
@@ -676,23 +705,8 @@ fn refusals_slow_and_silent_answers_and_cut_connections_lose_and_duplicate_nothi
         Fault::CutMidBody,
         Fault::CutBeforeAnswer,
     ];
-    // Each fault after a delivered batch, so that each meets a new one.
-    proxy.script(faults.iter().flat_map(|&f| [Fault::Pass, f]));
-    let n = 20_000;
-    write_lines(&s.d.p("logs/app.log"), 0, n);
-    let cfg = s.write_agent_config("agent", &forward_one_at_a_time(&proxy, Some(1000)));
-    let agent = s.start_agent(&cfg, "agent");
-    wait_for(
-        "every fault to be played",
-        Duration::from_secs(40),
-        || proxy.faults_left() == 0,
-        || format!("{:#?}\n{}", proxy.exchanges(), agent.log()),
-    );
-    wait_for_stored_lines(&s.d.p("store"), n, Duration::from_secs(40), || {
-        format!("{}\n{}", agent.log(), collector.log())
-    });
-    let exchanges = proxy.exchanges();
-    let agent_log = stop_and_check(&s, agent, collector, n);
+    let forward = forward_one_at_a_time(&proxy, Some(1000));
+    let (exchanges, agent_log) = play_faults(&s, collector, &proxy, &faults, &forward);
     let dump = format!("{exchanges:#?}\n{agent_log}");
 
     // What became of each fault, and of the request after it.
@@ -787,22 +801,8 @@ fn two_batches_in_flight_through_refusals_and_cuts_lose_and_duplicate_nothing() 
         Fault::Silence,
         Fault::FailBehindNext(500),
     ];
-    proxy.script(faults.iter().flat_map(|&f| [Fault::Pass, f]));
-    let n = 20_000;
-    write_lines(&s.d.p("logs/app.log"), 0, n);
-    let cfg = s.write_agent_config("agent", &forward_through(&proxy, Some(1000)));
-    let agent = s.start_agent(&cfg, "agent");
-    wait_for(
-        "every fault to be played",
-        Duration::from_secs(40),
-        || proxy.faults_left() == 0,
-        || format!("{:#?}\n{}", proxy.exchanges(), agent.log()),
-    );
-    wait_for_stored_lines(&s.d.p("store"), n, Duration::from_secs(40), || {
-        format!("{}\n{}", agent.log(), collector.log())
-    });
-    let exchanges = proxy.exchanges();
-    let agent_log = stop_and_check(&s, agent, collector, n);
+    let forward = forward_through(&proxy, Some(1000));
+    let (exchanges, agent_log) = play_faults(&s, collector, &proxy, &faults, &forward);
     let dump = format!("{exchanges:#?}\n{agent_log}");
     let failed_behind: Vec<(usize, &Exchange)> = exchanges
         .iter()

@@ -86,59 +86,12 @@ fn metric(port: u16, name: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(&format!("{name} "))?.trim().parse().ok())
 }
 
-#[test]
-fn a_batch_that_arrives_before_the_one_it_follows_waits_for_it() {
-    let mut s = Setup::new();
-    s.write_collector_config("append_only = \"off\"");
-    let collector = start_collector(&mut s);
-    let b = batches(&s, 25);
+/// The first batch's head and half its body (the collector has its
+/// request, its bytes reserved, but cannot store it yet), then the second
+/// batch whole, which waits for the first: the two connections.
+fn second_waits_for_first(s: &Setup, collector: &Proc, b: &[Batch]) -> (TcpStream, TcpStream) {
     let (first, second) = (&b[0], &b[1]);
     assert_eq!(first.span.end_seq(), second.span.first_seq);
-
-    // The first batch's head and half its body: the collector has its
-    // request (its bytes reserved) but cannot store it yet.
-    let mut c1 = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
-    let half = first.bytes.len() / 2;
-    post(&mut c1, first, half);
-    wait_for(
-        "the collector to reserve the first batch's bytes",
-        Duration::from_secs(20),
-        || {
-            metric(s.port, "wormlog_collector_ingest_bytes")
-                .is_some_and(|n| n >= first.bytes.len() as f64)
-        },
-        || collector.log(),
-    );
-    // The second batch, whole: ready before the first.
-    let mut c2 = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
-    post(&mut c2, second, second.bytes.len());
-    wait_for(
-        "the second batch to wait for the first",
-        Duration::from_secs(20),
-        || metric(s.port, "wormlog_collector_batches_waited_total") == Some(1.0),
-        || collector.log(),
-    );
-    c1.write_all(&first.bytes[half..]).unwrap();
-
-    let (code1, a1) = answer(c1);
-    let (code2, a2) = answer(c2);
-    assert_eq!((code1, code2), (200, 200), "answers: {a1} / {a2}");
-    assert_eq!(a1["next_seq"], second.span.first_seq);
-    assert_eq!(a2["next_seq"], second.span.end_seq());
-    collector.stop();
-    assert_eq!(next_seq_in_store(&s.d.p("store")), second.span.end_seq());
-    verify_store(&s.d.p("store"));
-}
-
-#[test]
-fn a_batch_whose_earlier_request_fails_is_still_a_gap() {
-    let mut s = Setup::new();
-    s.write_collector_config("append_only = \"off\"");
-    let collector = start_collector(&mut s);
-    let b = batches(&s, 25);
-    let (first, second) = (&b[0], &b[1]);
-
-    // The first request announces more than it sends and is cut off.
     let mut c1 = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
     post(&mut c1, first, first.bytes.len() / 2);
     wait_for(
@@ -158,14 +111,44 @@ fn a_batch_whose_earlier_request_fails_is_still_a_gap() {
         || metric(s.port, "wormlog_collector_batches_waited_total") == Some(1.0),
         || collector.log(),
     );
-    // The first sender hangs up: the second is a gap after all, and says
-    // where to send from.
+    (c1, c2)
+}
+
+#[test]
+fn a_batch_that_arrives_before_the_one_it_follows_waits_for_it() {
+    let mut s = Setup::new();
+    s.write_collector_config("append_only = \"off\"");
+    let collector = start_collector(&mut s);
+    let b = batches(&s, 25);
+    let (first, second) = (&b[0], &b[1]);
+    let (mut c1, c2) = second_waits_for_first(&s, &collector, &b);
+    // The rest of the first body: both are stored, in order.
+    c1.write_all(&first.bytes[first.bytes.len() / 2..]).unwrap();
+    let (code1, a1) = answer(c1);
+    let (code2, a2) = answer(c2);
+    assert_eq!((code1, code2), (200, 200), "answers: {a1} / {a2}");
+    assert_eq!(a1["next_seq"], second.span.first_seq);
+    assert_eq!(a2["next_seq"], second.span.end_seq());
+    collector.stop();
+    assert_eq!(next_seq_in_store(&s.d.p("store")), second.span.end_seq());
+    verify_store(&s.d.p("store"));
+}
+
+#[test]
+fn a_batch_whose_earlier_request_fails_is_still_a_gap() {
+    let mut s = Setup::new();
+    s.write_collector_config("append_only = \"off\"");
+    let collector = start_collector(&mut s);
+    let b = batches(&s, 25);
+    let (c1, c2) = second_waits_for_first(&s, &collector, &b);
+    // The first sender hangs up mid-body: the second is a gap after all,
+    // and says where to send from.
     c1.shutdown(std::net::Shutdown::Both).unwrap();
     drop(c1);
     let (code2, a2) = answer(c2);
     assert_eq!(code2, 409, "{a2}");
     assert_eq!(a2["error"], "gap");
-    assert_eq!(a2["expected_seq"], first.span.first_seq);
+    assert_eq!(a2["expected_seq"], b[0].span.first_seq);
     collector.stop();
     assert_eq!(next_seq_in_store(&s.d.p("store")), 0);
 }
