@@ -72,6 +72,13 @@ enum Fault {
     /// one (it has two in flight), then answers `status` itself: an
     /// earlier batch that fails while a later one is out.
     FailBehindNext(u16),
+    /// Relays the request, and holds the collector's answer back until the
+    /// agent has sent the next request.
+    HoldAnswerForNext,
+    /// Answers `409 gap` itself, naming the first record of the request
+    /// before this one: what a collector that does not make an early batch
+    /// wait answers to a batch it read before the one it follows.
+    StaleGap,
 }
 
 /// One request the proxy took, and what became of it.
@@ -362,7 +369,8 @@ fn serve_agent(state: &ProxyState, agent: TcpStream) {
             Fault::Pass
             | Fault::SlowAnswer(_)
             | Fault::CutBeforeAnswer
-            | Fault::HangUpWhileStoring => {
+            | Fault::HangUpWhileStoring
+            | Fault::HoldAnswerForNext => {
                 relay(state, id, fault, &head, &mut from_agent, &mut to_agent)
             }
             Fault::Status {
@@ -385,6 +393,21 @@ fn serve_agent(state: &ProxyState, agent: TcpStream) {
             Fault::CutMidBody => {
                 cut_mid_body(state, id, &head, &mut from_agent);
                 false
+            }
+            Fault::StaleGap => {
+                let before = lock(&state.exchanges)[id - 1].seq;
+                let body = format!(r#"{{"error":"gap","expected_seq":{before}}}"#);
+                let answered = head.read_body(&mut from_agent).is_ok()
+                    && write!(
+                        to_agent,
+                        "HTTP/1.1 409 Conflict\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    )
+                    .is_ok();
+                if answered {
+                    state.update(id, |e| e.answered = Some((409, Instant::now())));
+                }
+                answered
             }
             Fault::FailBehindNext(status) => {
                 let next_sent = |ex: &[Exchange]| ex.len() > id + 1;
@@ -459,6 +482,9 @@ fn relay(
     match fault {
         Fault::CutBeforeAnswer => return false,
         Fault::SlowAnswer(d) => std::thread::sleep(d),
+        Fault::HoldAnswerForNext => {
+            state.wait(Duration::from_secs(10), |ex| ex.len() > id + 1);
+        }
         _ => {}
     }
     let sent = answer
@@ -667,10 +693,10 @@ fn play_faults(
     s: &Setup,
     collector: Proc,
     proxy: &Proxy,
-    faults: &[Fault],
+    script: Vec<Fault>,
     forward: &str,
 ) -> (Vec<Exchange>, String) {
-    proxy.script(faults.iter().flat_map(|&f| [Fault::Pass, f]));
+    proxy.script(script);
     let n = 20_000;
     write_lines(&s.d.p("logs/app.log"), 0, n);
     let cfg = s.write_agent_config("agent", forward);
@@ -685,7 +711,52 @@ fn play_faults(
         format!("{}\n{}", agent.log(), collector.log())
     });
     let exchanges = proxy.exchanges();
-    (exchanges, stop_and_check(s, agent, collector, n))
+    let agent_log = stop_and_check(s, agent, collector, n);
+    every_checkpoint_has_its_receipt(s, &agent_log);
+    (exchanges, agent_log)
+}
+
+/// Each fault after a delivered batch, so that each meets a new one.
+fn each_after_a_pass(faults: &[Fault]) -> Vec<Fault> {
+    faults.iter().flat_map(|&f| [Fault::Pass, f]).collect()
+}
+
+/// Every checkpoint in the agent's chain up to its newest receipt has its
+/// receipt: batches stored whose answers were lost were sent again and
+/// answered as replays, not skipped.
+fn every_checkpoint_has_its_receipt(s: &Setup, agent_log: &str) {
+    let out = std::process::Command::new(common::agent_bin())
+        .args(["cat", "--json", "--spool"])
+        .arg(s.d.p("spool"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let records: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let sizes = |kind: &str| -> Vec<u64> {
+        records
+            .iter()
+            .filter(|r| r["kind"] == kind)
+            .map(|r| r["tree_size"].as_u64().unwrap())
+            .collect()
+    };
+    let receipts = sizes("receipt");
+    let newest = *receipts.iter().max().expect("receipts in the chain");
+    let missing: Vec<u64> = sizes("checkpoint")
+        .into_iter()
+        .filter(|t| *t <= newest && !receipts.contains(t))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "checkpoints without their receipt: {missing:?}\n{agent_log}"
+    );
 }
 
 #[test]
@@ -706,7 +777,8 @@ fn refusals_slow_and_silent_answers_and_cut_connections_lose_and_duplicate_nothi
         Fault::CutBeforeAnswer,
     ];
     let forward = forward_one_at_a_time(&proxy, Some(1000));
-    let (exchanges, agent_log) = play_faults(&s, collector, &proxy, &faults, &forward);
+    let script = each_after_a_pass(&faults);
+    let (exchanges, agent_log) = play_faults(&s, collector, &proxy, script, &forward);
     let dump = format!("{exchanges:#?}\n{agent_log}");
 
     // What became of each fault, and of the request after it.
@@ -768,9 +840,11 @@ fn refusals_slow_and_silent_answers_and_cut_connections_lose_and_duplicate_nothi
                 assert!(retried, "{dump}");
                 assert_eq!(next.answered.map(|a| a.0), Some(200), "a replay\n{dump}");
             }
-            Fault::Pass | Fault::HangUpWhileStoring | Fault::FailBehindNext(_) => {
-                unreachable!()
-            }
+            Fault::Pass
+            | Fault::HangUpWhileStoring
+            | Fault::FailBehindNext(_)
+            | Fault::HoldAnswerForNext
+            | Fault::StaleGap => unreachable!(),
         }
     }
     // Every failure was logged, and every recovery.
@@ -802,7 +876,12 @@ fn two_batches_in_flight_through_refusals_and_cuts_lose_and_duplicate_nothing() 
         Fault::FailBehindNext(500),
     ];
     let forward = forward_through(&proxy, Some(1000));
-    let (exchanges, agent_log) = play_faults(&s, collector, &proxy, &faults, &forward);
+    // Last, a batch read before the one it follows by a collector that
+    // does not make it wait: the agent sends it again on its own, and
+    // the next batches one at a time.
+    let mut script = each_after_a_pass(&faults);
+    script.extend([Fault::Pass, Fault::HoldAnswerForNext, Fault::StaleGap]);
+    let (exchanges, agent_log) = play_faults(&s, collector, &proxy, script, &forward);
     let dump = format!("{exchanges:#?}\n{agent_log}");
     let failed_behind: Vec<(usize, &Exchange)> = exchanges
         .iter()
@@ -828,6 +907,29 @@ fn two_batches_in_flight_through_refusals_and_cuts_lose_and_duplicate_nothing() 
     }
     assert!(
         agent_log.matches("records stay in the spool").count() >= faults.len() - 1,
+        "{agent_log}"
+    );
+    // The stale gap: the batch went again on its own, not back to the one
+    // before it (answered already).
+    let i = exchanges
+        .iter()
+        .position(|e| e.fault == Fault::StaleGap)
+        .unwrap();
+    let (held, stale) = (&exchanges[i - 1], &exchanges[i]);
+    assert_eq!(held.fault, Fault::HoldAnswerForNext, "{dump}");
+    assert_eq!(held.answered.map(|a| a.0), Some(200), "{dump}");
+    assert!(
+        exchanges[i + 1..].iter().all(|e| e.seq != held.seq),
+        "went back to the batch before\n{dump}"
+    );
+    assert!(
+        exchanges[i + 1..]
+            .iter()
+            .any(|e| e.seq == stale.seq && e.answered.is_some_and(|a| a.0 == 200)),
+        "sent again\n{dump}"
+    );
+    assert!(
+        agent_log.contains("before the one it follows"),
         "{agent_log}"
     );
 }

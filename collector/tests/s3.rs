@@ -737,7 +737,11 @@ fn collectors_cosign_what_both_verified_and_report_a_checkpoint_the_chain_does_n
     assert!(text_a.starts_with("wormlog/web-01\n"), "{text_a}");
 
     // A compromised A publishes a checkpoint with another root, signed with
-    // its real key: B finds it is not in the chain it verified.
+    // its real key: B finds it is not in the chain it verified. The running
+    // A is stopped first: its publisher writes its newest note up to 5 s
+    // after the batch that made it (one note per agent at most every 5 s),
+    // and a note it wrote after the forged one would replace it.
+    ca.stop();
     let a_key = wormlog_collector::note::NoteSigner::load_or_create(
         &s.d.p("store-ca/keys"),
         "wormlog",
@@ -762,7 +766,6 @@ fn collectors_cosign_what_both_verified_and_report_a_checkpoint_the_chain_does_n
         || format!("{}\n{}", cb.log(), agent.log()),
     );
     agent.stop();
-    ca.stop();
     let log_b = cb.stop();
     assert!(log_b.contains("where the chain holds"), "{log_b}");
 }

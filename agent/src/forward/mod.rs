@@ -131,7 +131,7 @@ impl Forwarder {
             }
             // With room for another request, the next batch is sent as
             // soon as it is ready, before the oldest answer.
-            let room = out.len() < self.cfg.in_flight;
+            let room = out.len() < st.in_flight(self.cfg.in_flight);
             let Some(answer) = client.wait(&mut out[0].pending, room.then(|| ahead.ready())) else {
                 match ahead.try_next() {
                     Ok(None) => {}
@@ -145,7 +145,8 @@ impl Forwarder {
             if !matches!(answer, Answer::Accepted { .. }) {
                 // The client closed its connections, and the later
                 // requests with them: they are read again from the spool.
-                out.clear();
+                let ends = out.drain(..).map(|o| o.span.end_seq());
+                st.given_up_end = ends.fold(st.given_up_end.max(sent.span.end_seq()), u64::max);
             }
             if !self.on_answer(&mut st, &mut client, &mut ahead, &mut out, sent, answer) {
                 return;
@@ -179,9 +180,13 @@ impl Forwarder {
         match answer {
             Answer::Accepted { next_seq, receipts } => {
                 self.accepted(st, client, b, receipts);
-                if next_seq > b.end_seq() {
-                    // The collector holds more than this batch: skip, and
-                    // give up the requests out behind it.
+                // The collector holds more than this batch. When that is
+                // what this run sent and gave up (stored, but the answers
+                // not taken), it is sent on: the collector answers it as a
+                // replay, with its receipts. Otherwise (a restart after
+                // answers were lost) it is skipped, and the requests out
+                // behind this one are given up.
+                if next_seq > b.end_seq() && st.given_up_end <= b.end_seq() {
                     for o in out.drain(..) {
                         o.pending.abort();
                     }
@@ -194,10 +199,11 @@ impl Forwarder {
                 // by a collector that had not stored that one yet (one
                 // that does not wait for it, or whose requests arrived out
                 // of order): sent again on its own.
+                st.one_at_a_time = ONE_AT_A_TIME_AFTER_REORDER;
                 tracing::info!(
                     url = %client.url(),
                     seq = b.first_seq,
-                    "forward: the collector read batch {} before the one it follows; sending it again",
+                    "forward: the collector read batch {} before the one it follows; sending it again, and the next {ONE_AT_A_TIME_AFTER_REORDER} batches one at a time",
                     b.first_seq
                 );
                 ahead.seek(b.first_seq);
@@ -257,6 +263,7 @@ impl Forwarder {
         }
         st.backoff.reset();
         st.tried = 0;
+        st.one_at_a_time = st.one_at_a_time.saturating_sub(1);
         for r in receipts {
             if r.tree_size <= st.last_receipt {
                 continue; // already in the chain
@@ -347,7 +354,19 @@ struct State {
     /// starts, when its cause changes, and at least once a minute while it
     /// lasts.
     last_logged: Option<(Instant, String)>,
+    /// The end of the requests given up after a failure (the collector
+    /// may have stored them): up to there, records the collector holds
+    /// already are sent again for their receipts, not skipped.
+    given_up_end: u64,
+    /// Batches still to send one at a time, after a collector read a batch
+    /// before the one it follows (one that does not make it wait).
+    one_at_a_time: u32,
 }
+
+/// How many batches go one at a time after a collector read a batch before
+/// the one it follows: a collector that does not make it wait would do so
+/// again and again, and each time the batch is sent twice.
+const ONE_AT_A_TIME_AFTER_REORDER: u32 = 100;
 
 impl State {
     fn new(start: u64, cfg: &ForwardSection) -> State {
@@ -357,6 +376,17 @@ impl State {
             failing_since: None,
             tried: 0,
             last_logged: None,
+            given_up_end: 0,
+            one_at_a_time: 0,
+        }
+    }
+
+    /// How many requests may be out now.
+    fn in_flight(&self, configured: usize) -> usize {
+        if self.one_at_a_time > 0 {
+            1
+        } else {
+            configured
         }
     }
 
