@@ -134,12 +134,7 @@ fn serve(
 }
 
 /// An agent forwarding to `port`, retrying quickly (10–50 ms) unless told
-/// to wait longer.
-fn agent(port: u16) -> Env {
-    agent_with(port, "")
-}
-
-/// The same, with more lines in its `[forward]` table.
+/// to wait longer, with `forward`'s lines in its `[forward]` table.
 fn agent_with(port: u16, forward: &str) -> Env {
     Env::with_sources("", |e| {
         format!(
@@ -181,7 +176,10 @@ fn a_408_is_retried_after_retry_after_and_a_400_stops_forwarding_like_a_fork() {
             r#"{"error":"malformed","reason":"not whole frames"}"#,
         ),
     ]);
-    let env = agent(server.port);
+    // One request at a time: with two in flight, the next batch may be out
+    // before the 400 comes back, and the server would hear it (sent before
+    // the refusal, not after).
+    let env = agent_with(server.port, "in_flight = 1");
     append(&env.log("a.log"), lines("first", 0..5).as_bytes());
     let d = env.start();
 
