@@ -725,21 +725,7 @@ fn each_after_a_pass(faults: &[Fault]) -> Vec<Fault> {
 /// receipt: batches stored whose answers were lost were sent again and
 /// answered as replays, not skipped.
 fn every_checkpoint_has_its_receipt(s: &Setup, agent_log: &str) {
-    let out = std::process::Command::new(common::agent_bin())
-        .args(["cat", "--json", "--spool"])
-        .arg(s.d.p("spool"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let records: Vec<serde_json::Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let records = common::spool_records(&s.d.p("spool"));
     let sizes = |kind: &str| -> Vec<u64> {
         records
             .iter()

@@ -355,21 +355,11 @@ fn every_role_against_every_route() {
 
     // Every refusal is in the access log, with who (when known) and what.
     let access = || -> Vec<Value> {
-        let out = Command::new(collector_bin())
-            .args(["access", "--json", "--store"])
-            .arg(s.d.p("store"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+        json_lines(
+            Command::new(collector_bin())
+                .args(["access", "--json", "--store"])
+                .arg(s.d.p("store")),
+        )
     };
     wait_for(
         "every refusal in the access log",

@@ -34,14 +34,8 @@ fn metrics(port: u16) -> String {
 
 /// The alert records of the collector's own chain.
 fn own_alerts(store: &std::path::Path) -> Vec<String> {
-    let o = Command::new(agent_bin())
-        .args(["cat", "--json", "--spool"])
-        .arg(store.join("log"))
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+    spool_records(&store.join("log"))
+        .into_iter()
         .filter(|v| v["kind"] == "alert")
         .map(|v| v.to_string())
         .collect()

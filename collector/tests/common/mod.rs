@@ -380,25 +380,42 @@ pub fn write_lines(path: &Path, from: usize, n: usize) {
     f.write_all(&buf).unwrap();
 }
 
-/// The entry bodies of agent web-01 in the store, verified.
-pub fn stored_lines(store: &Path) -> Vec<String> {
-    let out = Command::new(collector_bin())
-        .args(["cat", "--agent", "web-01", "--json", "--store"])
-        .arg(store)
-        .output()
-        .unwrap();
+/// The JSON lines `cmd` prints; it must succeed.
+pub fn json_lines(cmd: &mut Command) -> Vec<serde_json::Value> {
+    let out = cmd.output().unwrap();
     assert!(
         out.status.success(),
-        "cat failed: {}",
+        "{cmd:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout)
         .unwrap()
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|v| v["kind"] == "entry")
-        .map(|v| v["body"].as_str().unwrap().to_owned())
+        .map(|l| serde_json::from_str(l).unwrap())
         .collect()
+}
+
+/// The records of the spool (or the collector's own log) in `dir`, as
+/// `wormlog cat --json` prints them.
+pub fn spool_records(dir: &Path) -> Vec<serde_json::Value> {
+    json_lines(
+        Command::new(agent_bin())
+            .args(["cat", "--json", "--spool"])
+            .arg(dir),
+    )
+}
+
+/// The entry bodies of agent web-01 in the store, verified.
+pub fn stored_lines(store: &Path) -> Vec<String> {
+    json_lines(
+        Command::new(collector_bin())
+            .args(["cat", "--agent", "web-01", "--json", "--store"])
+            .arg(store),
+    )
+    .into_iter()
+    .filter(|v| v["kind"] == "entry")
+    .map(|v| v["body"].as_str().unwrap().to_owned())
+    .collect()
 }
 
 /// The sequence number after the last whole record in web-01's store
