@@ -142,12 +142,6 @@ impl Forwarder {
                 continue;
             };
             let sent = out.pop_front().expect("a request out");
-            if !matches!(answer, Answer::Accepted { .. }) {
-                // The client closed its connections, and the later
-                // requests with them: they are read again from the spool.
-                let ends = out.drain(..).map(|o| o.span.end_seq());
-                st.given_up_end = ends.fold(st.given_up_end.max(sent.span.end_seq()), u64::max);
-            }
             if !self.on_answer(&mut st, &mut client, &mut ahead, &mut out, sent, answer) {
                 return;
             }
@@ -177,6 +171,12 @@ impl Forwarder {
         answer: Answer,
     ) -> bool {
         let b = &sent.span;
+        if !matches!(answer, Answer::Accepted { .. }) {
+            // The client closed its connections, and the later requests
+            // with them: they are read again from the spool.
+            let ends = out.drain(..).map(|o| o.span.end_seq());
+            st.given_up_end = ends.fold(st.given_up_end.max(b.end_seq()), u64::max);
+        }
         match answer {
             Answer::Accepted { next_seq, receipts } => {
                 self.accepted(st, client, b, receipts);
