@@ -9,6 +9,11 @@
 //! the sequence number it expects and the forwarder skips ahead; if it holds
 //! less, the same answer makes it go back.
 //!
+//! Up to `in_flight` requests are out at once, each on its own connection;
+//! their answers are taken in the order they were sent. An answer other
+//! than 200 gives up the requests behind it, and what they carried is read
+//! from the spool again (docs/FORMAT.md §10.2, "Several batches in flight").
+//!
 //! Transient failures (network, TLS, timeouts, 5xx, 429, 408, 401/403) are
 //! retried forever with exponential backoff and full jitter, honouring
 //! `Retry-After`; nothing is dropped — the spool keeps every record. A fork,
