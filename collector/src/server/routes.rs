@@ -195,7 +195,7 @@ async fn open_store(
     let slot = app.slot(id);
     let mut guard = slot.lock_owned().await;
     if let Some(s) = guard.as_ref() {
-        return Ok(s.next_seq());
+        return Ok(s.durable_next_seq());
     }
     let app2 = app.clone();
     let idc = id.to_owned();
@@ -364,8 +364,9 @@ fn open_kept(app: &App, id: &str, pubkey: [u8; 32]) -> Result<AgentStore, StoreE
 fn record_repairs(app: &App, id: &str, repairs: Vec<String>) {
     for r in repairs {
         metrics::get().store_repairs.get_or_create(&agent(id)).inc();
-        app.own_log
-            .event(&format!("agent {id}: store repaired after a crash: {r}"));
+        app.own_log.event(&format!(
+            "agent {id}: store repaired (after a crash or a failed write): {r}"
+        ));
     }
 }
 
@@ -700,15 +701,19 @@ async fn store_batch(
         // The permit is held until the work is done, even if the client
         // hangs up meanwhile.
         let _permit = permit;
-        let r = crate::store::ingest_or_reload(
-            &mut guard,
-            seq,
-            &raw[..torn_len],
-            &raw[torn_len..],
-            &app2.signer,
-            &from,
-        );
+        let (torn, frames) = raw.split_at(torn_len);
+        let r = crate::store::ingest_or_reload(&mut guard, seq, torn, frames, &app2.signer, &from);
         let repairs = guard.as_mut().map(|s| s.take_repairs()).unwrap_or_default();
+        // Written after the store is released: the agent's next batch is
+        // checked meanwhile (store/commit.rs).
+        drop(guard);
+        let r = r.and_then(|(outcome, next, commit)| match commit {
+            Some(c) => c
+                .run(torn, frames)
+                .map(|()| (outcome, next))
+                .map_err(|e| e.to_string()),
+            None => Ok((outcome, next)),
+        });
         (r, repairs)
     })
     .await

@@ -7,23 +7,28 @@
 //! Ingest is all or nothing and durable before it is answered: the batch is
 //! checked first ([`Follower::accept`]), then written, `fdatasync`ed (and
 //! the directory when a segment was created), then the receipts are signed
-//! and made durable, and only then is the answer sent.
+//! and made durable, and only then is the answer sent. A batch that only
+//! appends to the active segment is written after the agent's lock is
+//! released, while the next batch is checked ([`commit`]).
 //!
 //! A replayed batch is compared with the stored records byte for byte; a
 //! difference is a fork only when a checkpoint of the batch, signed with
 //! the agent's key, covers the differing record ([`proof`]) — then the
 //! agent's differing bytes are kept as evidence ([`crate::forks`]).
 
+pub mod commit;
 mod proof;
 pub mod stored;
 
 pub use proof::Proof;
 
 use crate::receipts::{Receipt, ReceiptLog, Signer};
+use commit::{Commit, Pending, Piece};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use stored::{SeqIndex, Stored, StoredFrames, frame_seq};
 use wormlog_spool::follow::{Follower, Op, Refusal};
 use wormlog_spool::frame::{FRAME_HEADER_LEN, FrameAt, frame_at};
@@ -79,6 +84,10 @@ pub enum StoreError {
     /// claim or object that is not what it should be.
     #[error("the S3 bucket: {0}")]
     Bucket(String),
+    /// The batch before was not written (see [`commit`]): the store is
+    /// reloaded from disk and this batch is not stored either.
+    #[error("the batch before this one was not stored: {0}")]
+    EarlierNotStored(String),
 }
 
 pub(crate) fn io_at(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
@@ -108,7 +117,13 @@ pub struct AgentStore {
     pub pubkey: [u8; 32],
     follower: Follower,
     active: Option<(u64, File)>,
-    receipts: ReceiptLog,
+    receipts: Arc<Mutex<ReceiptLog>>,
+    /// The newest batch checked but written after the lock (see
+    /// [`commit`]); waited for before anything else is written or read.
+    pending: Option<Pending>,
+    /// The seq after the last record known durable (`next_seq` runs ahead
+    /// of it while a batch is checked, or after a failed write).
+    durable_end: u64,
     append_only: AppendOnly,
     /// Set after a failed write: the store is reloaded from disk before the
     /// next batch.
@@ -187,7 +202,9 @@ impl AgentStore {
             pubkey,
             follower: Follower::new(id, Some(pubkey)),
             active: None,
-            receipts,
+            receipts: Arc::new(Mutex::new(receipts)),
+            pending: None,
+            durable_end: 0,
             append_only,
             poisoned: false,
             receipt_key: signer.pubkey(),
@@ -208,8 +225,19 @@ impl AgentStore {
         Ok(s)
     }
 
+    /// The seq after the last record checked (a batch checked may still be
+    /// being written: see [`AgentStore::durable_next_seq`]).
     pub fn next_seq(&self) -> u64 {
         self.follower.next_seq()
+    }
+
+    /// The seq after the last record durably stored, without waiting: what
+    /// the collector tells an agent that asks where to go on from.
+    pub fn durable_next_seq(&self) -> u64 {
+        match &self.pending {
+            Some(p) if p.is_durable() => p.to,
+            _ => self.durable_end,
+        }
     }
 
     /// Finds where the chain stands: from the snapshot when it matches the
@@ -228,6 +256,7 @@ impl AgentStore {
             }
             self.index = SeqIndex::default();
             self.bases = Vec::new();
+            self.durable_end = 0;
             return Ok(());
         };
         let file_len = std::fs::metadata(&last_path)
@@ -281,6 +310,7 @@ impl AgentStore {
                 .map_err(io_at(&last_path))?;
             self.active = Some((last_no, f));
         }
+        self.durable_end = self.next_seq();
         Ok(())
     }
 
@@ -329,8 +359,9 @@ impl AgentStore {
                     Err(e) => return Err(StoreError::Remote(e.to_string())),
                 },
             };
+            // With a bucket, a batch is written under the lock: no commit.
             let o = self.ingest_once(r.first_seq, &r.torn, &r.frames, signer, &local, false);
-            match o? {
+            match o?.0 {
                 Outcome::Accepted { next_seq, .. } if next_seq == r.next_seq => {
                     crate::metrics::s3_pulled(r.next_seq - r.first_seq);
                 }
@@ -344,9 +375,8 @@ impl AgentStore {
         }
     }
 
-    /// Takes a batch whose first record is `seq`. See [`Outcome`]. With a
-    /// bucket, a batch another collector continued first is answered from
-    /// what that collector kept (pulled, then the batch taken as a replay).
+    /// Takes a batch whose first record is `seq`, stored and durable when
+    /// this returns. See [`Outcome`] and [`AgentStore::ingest_deferred`].
     pub fn ingest(
         &mut self,
         seq: u64,
@@ -355,6 +385,30 @@ impl AgentStore {
         signer: &Signer,
         from: &crate::forks::Sender,
     ) -> Result<Outcome, StoreError> {
+        let (outcome, commit) = self.ingest_deferred(seq, torn, frames, signer, from)?;
+        if let Some(c) = commit {
+            c.run(torn, frames)?;
+            self.settle()?;
+            self.snapshot_if_due(false);
+        }
+        Ok(outcome)
+    }
+
+    /// Takes a batch whose first record is `seq`. See [`Outcome`]. With a
+    /// bucket, a batch another collector continued first is answered from
+    /// what that collector kept (pulled, then the batch taken as a replay).
+    ///
+    /// With a [`Commit`], the batch was checked and is not yet written: the
+    /// caller runs it (after releasing the store) with the same `torn` and
+    /// `frames`, and answers only if it succeeds.
+    pub fn ingest_deferred(
+        &mut self,
+        seq: u64,
+        torn: &[u8],
+        frames: &[u8],
+        signer: &Signer,
+        from: &crate::forks::Sender,
+    ) -> Result<(Outcome, Option<Commit>), StoreError> {
         if self.remote.is_none() {
             return self.ingest_once(seq, torn, frames, signer, from, false);
         }
@@ -365,14 +419,32 @@ impl AgentStore {
         // first): take what it kept, then this batch again, as a replay.
         for _ in 0..4 {
             match self.ingest_once(seq, torn, frames, signer, from, true)? {
-                Outcome::Contended(_) => self.pull(signer)?,
+                (Outcome::Contended(_), _) => self.pull(signer)?,
                 o => return Ok(o),
             }
         }
-        Ok(Outcome::Contended(
-            "other collectors of the bucket kept continuing this agent's chain first; send again"
-                .into(),
+        Ok((
+            Outcome::Contended(
+                "other collectors of the bucket kept continuing this agent's chain first; send again"
+                    .into(),
+            ),
+            None,
         ))
+    }
+
+    /// Waits for the newest batch's [`Commit`] (if one is out); if it did
+    /// not make its batch durable, the store is poisoned (reloaded from
+    /// disk before the next batch) and the error returned.
+    fn settle(&mut self) -> Result<(), StoreError> {
+        let Some(p) = self.pending.take() else {
+            return Ok(());
+        };
+        p.wait().map_err(|e| {
+            self.poisoned = true;
+            StoreError::EarlierNotStored(e)
+        })?;
+        self.durable_end = p.to;
+        Ok(())
     }
 
     /// One try; `keep`: write the batch's new part to the bucket first
@@ -385,24 +457,48 @@ impl AgentStore {
         signer: &Signer,
         from: &crate::forks::Sender,
         keep: bool,
-    ) -> Result<Outcome, StoreError> {
+    ) -> Result<(Outcome, Option<Commit>), StoreError> {
+        // Only a batch that continues the chain is checked before the one
+        // before it is durable; any other answer (a gap, a replay's
+        // receipts, the next seq) is given from what is durable. A commit
+        // that failed was already answered; the store is then reloaded.
+        if seq != self.next_seq() || (frames.is_empty() && torn.is_empty()) {
+            let _ = self.settle();
+        }
+        self.snapshot_if_due(false);
         if self.poisoned {
             self.load()?;
             self.poisoned = false;
         }
+        self.ingest_checked(seq, torn, frames, signer, from, keep)
+    }
+
+    fn ingest_checked(
+        &mut self,
+        seq: u64,
+        torn: &[u8],
+        frames: &[u8],
+        signer: &Signer,
+        from: &crate::forks::Sender,
+        keep: bool,
+    ) -> Result<(Outcome, Option<Commit>), StoreError> {
         let next = self.next_seq();
         if seq > next {
-            return Ok(Outcome::Gap { expected_seq: next });
+            return Ok((Outcome::Gap { expected_seq: next }, None));
         }
         let (batch_torn, batch_frames) = (torn, frames);
         let (mut torn, mut frames) = (torn, frames);
         let mut replayed = Vec::new();
+        // Where the new part starts in the batch's frames (after a replay's
+        // held records).
+        let mut new_from = 0;
         if seq <= next && frames.is_empty() && torn.is_empty() {
             // Nothing to compare, nothing to store.
-            return Ok(Outcome::Accepted {
+            let nothing = Outcome::Accepted {
                 next_seq: next,
                 receipts: Vec::new(),
-            });
+            };
+            return Ok((nothing, None));
         }
         if seq < next {
             // A replay: every record the store already holds must be the
@@ -410,18 +506,21 @@ impl AgentStore {
             let (held, rest) = match self.compare_held(seq, frames)? {
                 Held::Same { records, new_from } => (records, new_from),
                 Held::Differs(at) => {
-                    return self.differs(seq, batch_torn, batch_frames, at, from);
+                    let o = self.differs(seq, batch_torn, batch_frames, at, from)?;
+                    return Ok((o, None));
                 }
-                Held::Malformed(m) => return Ok(Outcome::Malformed(m)),
+                Held::Malformed(m) => return Ok((Outcome::Malformed(m), None)),
             };
             replayed = self.replayed_receipts(seq, held, &frames[..rest], signer)?;
+            new_from = rest;
             frames = &frames[rest..];
             torn = &[];
             if frames.is_empty() {
-                return Ok(Outcome::Accepted {
+                let held = Outcome::Accepted {
                     next_seq: next,
                     receipts: replayed,
-                });
+                };
+                return Ok((held, None));
             }
         }
         let start = (self.next_seq(), self.follower.cursor.clone());
@@ -431,13 +530,19 @@ impl AgentStore {
         let plan = match self.follower.accept(torn, frames) {
             Ok(p) => p,
             Err(Refusal::NotNext { expected, .. }) => {
-                return Ok(Outcome::Gap {
+                let gap = Outcome::Gap {
                     expected_seq: expected,
-                });
+                };
+                return Ok((gap, None));
             }
-            Err(Refusal::Invalid { seq, reason }) => return Ok(Outcome::Invalid { seq, reason }),
-            Err(Refusal::Framing(m)) => return Ok(Outcome::Malformed(m)),
+            Err(Refusal::Invalid { seq, reason }) => {
+                return Ok((Outcome::Invalid { seq, reason }, None));
+            }
+            Err(Refusal::Framing(m)) => return Ok((Outcome::Malformed(m), None)),
         };
+        // Checked; the batch before is durable before anything is written
+        // behind it.
+        self.settle()?;
         if let Some(remote) = self.remote.clone().filter(|_| keep) {
             // Kept in the bucket before anything is written here: the
             // local copy never holds what the bucket does not.
@@ -446,9 +551,8 @@ impl AgentStore {
                 Ok(crate::s3::sync::Kept::Claimed) => {}
                 Ok(crate::s3::sync::Kept::Lost) => {
                     self.poisoned = true;
-                    return Ok(Outcome::Contended(
-                        "another collector stored it first".into(),
-                    ));
+                    let lost = Outcome::Contended("another collector stored it first".into());
+                    return Ok((lost, None));
                 }
                 Err(e) => {
                     self.poisoned = true;
@@ -457,34 +561,103 @@ impl AgentStore {
                 }
             }
         }
-        match self.write(&plan.ops, torn, frames) {
-            Ok(()) => {}
-            Err(e) => {
-                self.poisoned = true;
-                return Err(e);
+        let mut fresh = Vec::new();
+        for (tree_size, root) in &plan.checkpoints {
+            fresh.push(signer.sign(&self.id, *tree_size, root));
+        }
+        let commit = match self.deferrable(&plan.ops, new_from, torn.len()) {
+            Some((file, path, pieces)) => {
+                let log = self.receipts.clone();
+                let to = self.next_seq();
+                let (commit, pending) = Commit::new(to, file, path, pieces, fresh.clone(), log);
+                self.pending = Some(pending);
+                Some(commit)
             }
+            None => {
+                self.write_now(&plan.ops, torn, frames, &fresh)?;
+                None
+            }
+        };
+        self.remember_batch_start(start.0, &start.1, base);
+        let mut receipts = replayed;
+        receipts.extend(fresh);
+        self.stored_at = Some(std::time::Instant::now());
+        if commit.is_none() {
+            self.snapshot_if_due(false);
+        }
+        let stored = Outcome::Accepted {
+            next_seq: self.next_seq(),
+            receipts,
+        };
+        Ok((stored, commit))
+    }
+
+    /// Writes a checked batch and its receipts (`fresh`) and makes them
+    /// durable, under the lock: a batch that creates or closes a segment,
+    /// or with a bucket.
+    fn write_now(
+        &mut self,
+        ops: &[Op],
+        torn: &[u8],
+        frames: &[u8],
+        fresh: &[Receipt],
+    ) -> Result<(), StoreError> {
+        if let Err(e) = self.write(ops, torn, frames) {
+            self.poisoned = true;
+            return Err(e);
         }
         #[cfg(test)]
         if self.panic_after_write {
             panic!("a test's panic between the write and the answer");
         }
-        self.remember_batch_start(start.0, &start.1, base);
-        let mut receipts = replayed;
-        let mut fresh = Vec::new();
-        for (tree_size, root) in &plan.checkpoints {
-            fresh.push(signer.sign(&self.id, *tree_size, root));
-        }
-        if let Err(e) = self.receipts.append(&fresh) {
+        let appended = self
+            .receipts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .append(fresh);
+        appended.map_err(|e| {
             self.poisoned = true;
-            return Err(io_at(&self.dir)(e));
+            io_at(&self.dir)(e)
+        })?;
+        self.durable_end = self.next_seq();
+        Ok(())
+    }
+
+    /// A batch whose `ops` only append to the active segment, without a
+    /// bucket: the segment (a second handle on it), its path and what to
+    /// append, for a [`Commit`]. None: written under the lock. The ops'
+    /// ranges are of the frames from `new_from` on, and of `torn_len` torn
+    /// bytes (none after a replay); a commit's are of the whole batch.
+    fn deferrable(
+        &self,
+        ops: &[Op],
+        new_from: usize,
+        torn_len: usize,
+    ) -> Option<(File, PathBuf, Vec<Piece>)> {
+        #[cfg(test)]
+        if self.panic_after_write {
+            return None;
         }
-        receipts.extend(fresh);
-        self.stored_at = Some(std::time::Instant::now());
-        self.snapshot_if_due(false);
-        Ok(Outcome::Accepted {
-            next_seq: self.next_seq(),
-            receipts,
-        })
+        let (active, file) = self.active.as_ref()?;
+        if self.remote.is_some() {
+            return None;
+        }
+        let mut pieces = Vec::new();
+        for op in ops {
+            match op {
+                Op::AppendTorn { no } if no == active => {
+                    if torn_len > 0 {
+                        pieces.push(Piece::Torn);
+                    }
+                }
+                Op::Append { no, range } if no == active => {
+                    pieces.push(Piece::Frames(range.start + new_from..range.end + new_from));
+                }
+                _ => return None,
+            }
+        }
+        let file = file.try_clone().ok()?;
+        Some((file, segment_path(&self.dir, *active), pieces))
     }
 
     /// Whether batches were stored since the snapshot was written.
@@ -504,6 +677,10 @@ impl AgentStore {
             .snapshot_at
             .is_none_or(|t| t.elapsed() >= SNAPSHOT_EVERY);
         if !self.snapshot_behind() || !(now || due) {
+            return;
+        }
+        // It describes only what is durable.
+        if self.settle().is_err() || self.poisoned {
             return;
         }
         self.snapshot_at = Some(std::time::Instant::now());
@@ -539,11 +716,9 @@ impl AgentStore {
         frames: &[u8],
         signer: &Signer,
     ) -> Result<Vec<Receipt>, StoreError> {
-        let mut out = self
-            .receipts
-            .for_range(seq, seq + held)
-            .map_err(io_at(&self.dir))?;
-        let last = self.receipts.last_tree_size().map_err(io_at(&self.dir))?;
+        let mut log = self.receipts.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = log.for_range(seq, seq + held).map_err(io_at(&self.dir))?;
+        let last = log.last_tree_size().map_err(io_at(&self.dir))?;
         let mut missing = Vec::new();
         let mut off = 0;
         while let FrameAt::Frame { start, end } = frame_at(frames, off) {
@@ -558,7 +733,7 @@ impl AgentStore {
             off = end;
         }
         if !missing.is_empty() {
-            self.receipts.append(&missing).map_err(io_at(&self.dir))?;
+            log.append(&missing).map_err(io_at(&self.dir))?;
             out.extend(missing);
         }
         Ok(out)
@@ -734,10 +909,11 @@ impl AgentStore {
     }
 }
 
-/// Ingests a batch into the store held in `slot`; returns the outcome and
-/// the next seq. A panic while storing drops the store (so the next request
-/// reloads it from disk, which cuts back whatever a half-done write left)
-/// and is returned as an error.
+/// Ingests a batch into the store held in `slot`; returns the outcome, the
+/// next seq and the batch's [`Commit`] if it is still to be written (run it
+/// after releasing the slot, before answering). A panic while storing drops
+/// the store (so the next request reloads it from disk, which cuts back
+/// whatever a half-done write left) and is returned as an error.
 pub fn ingest_or_reload(
     slot: &mut Option<AgentStore>,
     seq: u64,
@@ -745,15 +921,15 @@ pub fn ingest_or_reload(
     frames: &[u8],
     signer: &Signer,
     from: &crate::forks::Sender,
-) -> Result<(Outcome, u64), String> {
+) -> Result<(Outcome, u64, Option<Commit>), String> {
     let Some(s) = slot.as_mut() else {
         return Err("the store is closed".into());
     };
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        s.ingest(seq, torn, frames, signer, from)
+        s.ingest_deferred(seq, torn, frames, signer, from)
     }));
     match r {
-        Ok(Ok(o)) => Ok((o, s.next_seq())),
+        Ok(Ok((o, commit))) => Ok((o, s.next_seq(), commit)),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => {
             *slot = None;
@@ -1047,7 +1223,12 @@ mod tests {
             &signer,
             &sender(),
         );
-        assert!(matches!(r, Ok((Outcome::Accepted { .. }, _))), "{r:?}");
+        let Ok((Outcome::Accepted { .. }, _, commit)) = r else {
+            panic!("{r:?}")
+        };
+        if let Some(c) = commit {
+            c.run(b.torn(), b.frames()).unwrap();
+        }
         slot.as_mut().unwrap().panic_after_write = true;
         let b = &batches[1];
         let r = ingest_or_reload(
@@ -1069,6 +1250,183 @@ mod tests {
                 Outcome::Accepted { .. }
             ));
         }
+        let r = verify_spool(&root.join("agents/web-01"), Some(pk), &mut |_, _, _| {}).unwrap();
+        assert!(r.ok(), "{:?}", r.failure);
+    }
+
+    fn deferred(
+        s: &mut AgentStore,
+        b: &wormlog_spool::reader::Batch,
+        signer: &Signer,
+    ) -> Result<(Outcome, Option<Commit>), StoreError> {
+        s.ingest_deferred(b.span.first_seq, b.torn(), b.frames(), signer, &sender())
+    }
+
+    #[test]
+    fn a_batch_is_checked_while_the_one_before_is_written_and_written_only_after_it() {
+        let t = tempfile::tempdir().unwrap();
+        let (pk, batches) = agent_batches(t.path());
+        let signer = Signer::load_or_create(&t.path().join("ckeys"), "c1").unwrap();
+        let root = t.path().join("store");
+        let seg = root.join("agents/web-01/0000000000000000.wlseg");
+        let len = || std::fs::metadata(&seg).unwrap().len();
+        let mut s = AgentStore::open(&root, "web-01", pk, AppendOnly::Off, &signer).unwrap();
+        assert!(matches!(
+            ingest(&mut s, &batches[0], &signer),
+            Outcome::Accepted { .. }
+        ));
+        let after_first = len();
+        let (o1, c1) = deferred(&mut s, &batches[1], &signer).unwrap();
+        assert!(matches!(o1, Outcome::Accepted { .. }), "{o1:?}");
+        let c1 = c1.expect("a batch that only appends is written after the lock");
+        assert_eq!(len(), after_first, "checked, not yet written");
+        assert_eq!(s.next_seq(), batches[1].span.end_seq());
+        assert_eq!(s.durable_next_seq(), batches[1].span.first_seq);
+        // The next batch is checked, then waits for the one before: its
+        // call returns only once the first commit has run.
+        let first_ran = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            let second = scope.spawn(|| {
+                let r = deferred(&mut s, &batches[2], &signer);
+                let ran = first_ran.load(std::sync::atomic::Ordering::SeqCst);
+                (r, ran)
+            });
+            // A negative check (nothing to wait for): the second call must
+            // not return while the first batch is unwritten.
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            assert!(
+                !second.is_finished(),
+                "returned before the batch before was written"
+            );
+            assert_eq!(len(), after_first);
+            first_ran.store(true, std::sync::atomic::Ordering::SeqCst);
+            c1.run(batches[1].torn(), batches[1].frames()).unwrap();
+            let (r, ran) = second.join().unwrap();
+            assert!(ran, "the second batch went on before the first was durable");
+            let (o2, c2) = r.unwrap();
+            assert!(matches!(o2, Outcome::Accepted { .. }), "{o2:?}");
+            let written = len();
+            assert!(written > after_first, "the first batch is written");
+            c2.unwrap()
+                .run(batches[2].torn(), batches[2].frames())
+                .unwrap();
+            assert!(len() > written);
+        });
+        assert_eq!(s.durable_next_seq(), batches[2].span.end_seq());
+        for b in &batches[3..] {
+            assert!(matches!(
+                ingest(&mut s, b, &signer),
+                Outcome::Accepted { .. }
+            ));
+        }
+        assert_eq!(s.next_seq(), batches.last().unwrap().span.end_seq());
+        let r = verify_spool(&root.join("agents/web-01"), Some(pk), &mut |_, _, _| {}).unwrap();
+        assert!(r.ok(), "{:?}", r.failure);
+        // Every checkpoint got its receipt, once, in order.
+        let log = s.receipts.lock().unwrap();
+        let all = log.for_range(0, u64::MAX).unwrap();
+        let sizes: Vec<u64> = all.iter().map(|r| r.tree_size).collect();
+        assert!(sizes.windows(2).all(|w| w[0] < w[1]), "{sizes:?}");
+        let mut checkpoints = Vec::new();
+        for b in &batches {
+            let mut off = 0;
+            while let FrameAt::Frame { start, end } = frame_at(b.frames(), off) {
+                let r = wormlog_spool::record::Record::decode(&b.frames()[start..end]).unwrap();
+                if let wormlog_spool::record::Payload::Checkpoint(cp) = r.payload {
+                    checkpoints.push(cp.tree_size);
+                }
+                off = end;
+            }
+        }
+        assert_eq!(sizes, checkpoints);
+    }
+
+    #[test]
+    fn a_replay_with_new_records_writes_only_the_new_ones_after_the_lock() {
+        let t = tempfile::tempdir().unwrap();
+        let (pk, batches) = agent_batches(t.path());
+        let signer = Signer::load_or_create(&t.path().join("ckeys"), "c1").unwrap();
+        let root = t.path().join("store");
+        let mut s = AgentStore::open(&root, "web-01", pk, AppendOnly::Off, &signer).unwrap();
+        for b in &batches[..2] {
+            assert!(matches!(
+                ingest(&mut s, b, &signer),
+                Outcome::Accepted { .. }
+            ));
+        }
+        // Half of it held, half of it new.
+        let mut r = RangeReader::new(t.path().join("spool"));
+        r.seek(batches[1].span.first_seq + 20).unwrap();
+        let overlap = r.read(u64::MAX, 40, 1 << 20).unwrap();
+        assert!(overlap.span.end_seq() > batches[1].span.end_seq());
+        let (o, c) = deferred(&mut s, &overlap, &signer).unwrap();
+        assert!(
+            matches!(o, Outcome::Accepted { next_seq, .. } if next_seq == overlap.span.end_seq()),
+            "{o:?}"
+        );
+        c.expect("appends only")
+            .run(overlap.torn(), overlap.frames())
+            .unwrap();
+        for b in &batches[2..] {
+            let (o, c) = deferred(&mut s, b, &signer).unwrap();
+            assert!(matches!(o, Outcome::Accepted { .. }), "{o:?}");
+            if let Some(c) = c {
+                c.run(b.torn(), b.frames()).unwrap();
+            }
+        }
+        assert_eq!(s.next_seq(), batches.last().unwrap().span.end_seq());
+        let r = verify_spool(&root.join("agents/web-01"), Some(pk), &mut |_, _, _| {}).unwrap();
+        assert!(r.ok(), "{:?}", r.failure);
+        let spool = std::fs::read(t.path().join("spool/0000000000000000.wlseg")).unwrap();
+        let store = std::fs::read(root.join("agents/web-01/0000000000000000.wlseg")).unwrap();
+        assert!(spool == store, "the store mirrors the spool byte for byte");
+    }
+
+    #[test]
+    fn a_commit_never_run_reloads_the_store_and_no_answer_counts_its_batch() {
+        let t = tempfile::tempdir().unwrap();
+        let (pk, batches) = agent_batches(t.path());
+        let signer = Signer::load_or_create(&t.path().join("ckeys"), "c1").unwrap();
+        let root = t.path().join("store");
+        let mut s = AgentStore::open(&root, "web-01", pk, AppendOnly::Off, &signer).unwrap();
+        assert!(matches!(
+            ingest(&mut s, &batches[0], &signer),
+            Outcome::Accepted { .. }
+        ));
+        // A batch checked, its commit dropped unrun (a panic in its
+        // handler): the batch after it is refused, not written behind it.
+        let (_, c1) = deferred(&mut s, &batches[1], &signer).unwrap();
+        drop(c1.expect("deferred"));
+        let r = deferred(&mut s, &batches[2], &signer);
+        assert!(matches!(r, Err(StoreError::EarlierNotStored(_))), "{r:?}");
+        // What an agent asking where to go on is told: what is durable.
+        assert_eq!(s.durable_next_seq(), batches[1].span.first_seq);
+        // Reloaded: the next seq is what is durable, for a probe too.
+        let probe = s
+            .ingest_deferred(batches[2].span.first_seq, &[], &[], &signer, &sender())
+            .unwrap();
+        assert!(
+            matches!(probe, (Outcome::Gap { expected_seq }, None) if expected_seq == batches[1].span.first_seq),
+            "{probe:?}"
+        );
+        // The same again with a probe as the next request.
+        let (_, c1) = deferred(&mut s, &batches[1], &signer).unwrap();
+        drop(c1.expect("deferred"));
+        let probe = s
+            .ingest_deferred(batches[1].span.end_seq(), &[], &[], &signer, &sender())
+            .unwrap();
+        assert!(
+            matches!(probe, (Outcome::Gap { expected_seq }, None) if expected_seq == batches[1].span.first_seq),
+            "{probe:?}"
+        );
+        // The agent sends them again: stored once, in order.
+        for b in &batches[1..] {
+            assert!(matches!(
+                ingest(&mut s, b, &signer),
+                Outcome::Accepted { .. }
+            ));
+        }
+        assert_eq!(s.next_seq(), batches.last().unwrap().span.end_seq());
         let r = verify_spool(&root.join("agents/web-01"), Some(pk), &mut |_, _, _| {}).unwrap();
         assert!(r.ok(), "{:?}", r.failure);
     }

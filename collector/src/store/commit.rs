@@ -1,0 +1,181 @@
+//! A checked batch's write, done after the agent's store is released.
+//!
+//! Checking a batch (its leaf hashes and signatures) and writing it
+//! (the page-cache copy and `fdatasync`) take about as long as each other.
+//! Done one after the other under the agent's lock, the next batch of the
+//! same agent (one sent while this one is in flight) waits for both. So a
+//! batch that only appends to the active segment is checked under the lock,
+//! and what remains to do is handed back as a [`Commit`]: the caller
+//! releases the lock, runs it (write, `fdatasync`, the receipts written and
+//! made durable) and only then answers. Meanwhile the next batch is
+//! checked.
+//!
+//! The store keeps a [`Pending`] of the newest commit and waits for it
+//! ([`Pending::wait`]) before it writes anything else, reads what it
+//! stored, or writes its snapshot: at most one batch is checked but not yet
+//! durable, and nothing is ever written behind a write that failed (after a
+//! failed `fdatasync` a later one may succeed without the lost pages). A
+//! commit that failed, or was dropped without being run (a panic), makes
+//! the store reload itself from disk, which cuts back a half-written batch;
+//! that batch was never answered, so its agent sends it again.
+
+use super::StoreError;
+use crate::receipts::{Receipt, ReceiptLog};
+use std::fs::File;
+use std::io::Write;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex};
+
+/// The bytes a commit appends, in order: the batch's torn bytes or a range
+/// of its frames.
+#[derive(Debug, Clone)]
+pub(super) enum Piece {
+    Torn,
+    Frames(Range<usize>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum State {
+    Running,
+    Durable,
+    Failed(String),
+}
+
+#[derive(Debug)]
+struct Shared {
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+impl Shared {
+    fn set(&self, s: State) {
+        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = s;
+        self.changed.notify_all();
+    }
+}
+
+/// What is left of storing a batch once it was checked: run it with the
+/// batch's bytes, outside the agent's lock, before the batch is answered.
+#[must_use = "a batch is stored only once its commit has run"]
+#[derive(Debug)]
+pub struct Commit {
+    /// A handle on the active segment (the store's, duplicated).
+    file: File,
+    path: PathBuf,
+    pieces: Vec<Piece>,
+    receipts: Vec<Receipt>,
+    log: Arc<Mutex<ReceiptLog>>,
+    shared: Arc<Shared>,
+    ran: bool,
+}
+
+/// The store's view of its newest commit.
+#[derive(Debug)]
+pub(super) struct Pending {
+    shared: Arc<Shared>,
+    /// The seq after the commit's batch: the store is durable up to here
+    /// once the commit has run.
+    pub to: u64,
+}
+
+impl Commit {
+    pub(super) fn new(
+        to: u64,
+        file: File,
+        path: PathBuf,
+        pieces: Vec<Piece>,
+        receipts: Vec<Receipt>,
+        log: Arc<Mutex<ReceiptLog>>,
+    ) -> (Commit, Pending) {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::Running),
+            changed: Condvar::new(),
+        });
+        let pending = Pending {
+            shared: shared.clone(),
+            to,
+        };
+        let commit = Commit {
+            file,
+            path,
+            pieces,
+            receipts,
+            log,
+            shared,
+            ran: false,
+        };
+        (commit, pending)
+    }
+
+    /// Appends the batch (`torn`, `frames`: the bytes it was checked
+    /// with), makes it durable, then appends the batch's receipts and
+    /// makes them durable.
+    pub fn run(mut self, torn: &[u8], frames: &[u8]) -> Result<(), StoreError> {
+        self.ran = true;
+        let r = self.write(torn, frames);
+        self.shared.set(match &r {
+            Ok(()) => State::Durable,
+            Err(e) => State::Failed(e.to_string()),
+        });
+        r
+    }
+
+    fn write(&mut self, torn: &[u8], frames: &[u8]) -> Result<(), StoreError> {
+        let at = |e| super::io_at(&self.path)(e);
+        for p in &self.pieces {
+            let bytes = match p {
+                Piece::Torn => torn,
+                Piece::Frames(r) => frames.get(r.clone()).ok_or_else(|| {
+                    StoreError::Damaged(format!("a commit's range {r:?} is not in its batch"))
+                })?,
+            };
+            self.file.write_all(bytes).map_err(at)?;
+        }
+        let started = std::time::Instant::now();
+        self.file.sync_data().map_err(at)?;
+        crate::metrics::observe_fsync(started.elapsed());
+        let dir = self.path.parent().unwrap_or(&self.path).to_owned();
+        self.log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .append(&self.receipts)
+            .map_err(super::io_at(&dir))
+    }
+}
+
+impl Drop for Commit {
+    /// Dropped without running (a panic, a task cancelled): nothing of the
+    /// batch was answered; the store reloads itself.
+    fn drop(&mut self) {
+        if !self.ran {
+            self.shared
+                .set(State::Failed("the batch's write was never run".into()));
+        }
+    }
+}
+
+impl Pending {
+    /// Whether the commit has run and made its batch durable (without
+    /// waiting).
+    pub(super) fn is_durable(&self) -> bool {
+        *self.shared.state.lock().unwrap_or_else(|p| p.into_inner()) == State::Durable
+    }
+
+    /// Waits until the commit has run: Ok once the batch and its receipts
+    /// are durable, else why not.
+    pub(super) fn wait(&self) -> Result<(), String> {
+        let mut s = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
+        while *s == State::Running {
+            s = self
+                .shared
+                .changed
+                .wait(s)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+        match &*s {
+            State::Failed(e) => Err(e.clone()),
+            _ => Ok(()),
+        }
+    }
+}
