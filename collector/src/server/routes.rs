@@ -666,9 +666,12 @@ struct Batch {
     ticket: super::arrivals::Ticket,
 }
 
-/// Verifies and stores a batch off the async workers. A panic drops the
-/// open store, so the next request reloads it from disk (which cuts back
-/// whatever a half-done write left). A batch that starts past the store's
+/// Verifies and stores a batch off the async workers: checked under the
+/// agent's lock, written (store/commit.rs) after it, answered once durable.
+/// A panic while checking drops the open store, so the next request
+/// reloads it from disk (which cuts back whatever a half-done write left);
+/// a write that fails or panics makes the store reload before the next
+/// batch. A batch that starts past the store's
 /// end while an earlier request of the agent is still open waits for it
 /// first (arrivals.rs).
 async fn store_batch(
@@ -729,10 +732,12 @@ async fn store_batch(
             &format!("agent {id}: a batch was not stored (the agent sends it again): {e}"),
         )
     })?;
-    metrics::get()
-        .next_seq
-        .get_or_create(&agent(id))
-        .set(next as i64);
+    // Only forward: the answers to an agent's batches in flight may be
+    // given out of order.
+    let gauge = metrics::get().next_seq.get_or_create(&agent(id));
+    if next as i64 > gauge.get() {
+        gauge.set(next as i64);
+    }
     Ok(outcome)
 }
 

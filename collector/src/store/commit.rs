@@ -11,13 +11,17 @@
 //! checked.
 //!
 //! The store keeps a [`Pending`] of the newest commit and waits for it
-//! ([`Pending::wait`]) before it writes anything else, reads what it
-//! stored, or writes its snapshot: at most one batch is checked but not yet
-//! durable, and nothing is ever written behind a write that failed (after a
-//! failed `fdatasync` a later one may succeed without the lost pages). A
-//! commit that failed, or was dropped without being run (a panic), makes
-//! the store reload itself from disk, which cuts back a half-written batch;
-//! that batch was never answered, so its agent sends it again.
+//! ([`Pending::wait`]) before it writes anything else, compares a replay
+//! with what it stored, answers anything but the next batch's own 200, or
+//! writes its snapshot: at most one batch is checked but not yet durable,
+//! and nothing is ever written behind a write that failed (after a failed
+//! `fdatasync` a later one may succeed without the lost pages). A commit
+//! that failed, or did not run to its end (never run, a panic), makes the
+//! store reload itself: the active segment is first cut back to the end of
+//! the last durable batch (the page cache is not trusted), then loaded from
+//! disk. The batch was never answered, so its agent sends it again. (The
+//! collector's read API reads segment files directly, as before: it may
+//! see a batch being written.)
 
 use super::StoreError;
 use crate::receipts::{Receipt, ReceiptLog};
@@ -67,7 +71,9 @@ pub struct Commit {
     receipts: Vec<Receipt>,
     log: Arc<Mutex<ReceiptLog>>,
     shared: Arc<Shared>,
-    ran: bool,
+    /// Tests: panic when run.
+    #[cfg(test)]
+    pub(super) panic_in_run: bool,
 }
 
 /// The store's view of its newest commit.
@@ -77,11 +83,13 @@ pub(super) struct Pending {
     /// The seq after the commit's batch: the store is durable up to here
     /// once the commit has run.
     pub to: u64,
+    /// Where the batch ends: the active segment's number and length.
+    pub at: (u64, u64),
 }
 
 impl Commit {
     pub(super) fn new(
-        to: u64,
+        (to, at): (u64, (u64, u64)),
         file: File,
         path: PathBuf,
         pieces: Vec<Piece>,
@@ -95,6 +103,7 @@ impl Commit {
         let pending = Pending {
             shared: shared.clone(),
             to,
+            at,
         };
         let commit = Commit {
             file,
@@ -103,7 +112,8 @@ impl Commit {
             receipts,
             log,
             shared,
-            ran: false,
+            #[cfg(test)]
+            panic_in_run: false,
         };
         (commit, pending)
     }
@@ -112,7 +122,10 @@ impl Commit {
     /// with), makes it durable, then appends the batch's receipts and
     /// makes them durable.
     pub fn run(mut self, torn: &[u8], frames: &[u8]) -> Result<(), StoreError> {
-        self.ran = true;
+        #[cfg(test)]
+        if self.panic_in_run {
+            panic!("a test's panic inside a commit");
+        }
         let r = self.write(torn, frames);
         self.shared.set(match &r {
             Ok(()) => State::Durable,
@@ -145,12 +158,13 @@ impl Commit {
 }
 
 impl Drop for Commit {
-    /// Dropped without running (a panic, a task cancelled): nothing of the
-    /// batch was answered; the store reloads itself.
+    /// Dropped before it ran to the end (never run, a panic while it ran):
+    /// nothing of the batch was answered; the store reloads itself.
     fn drop(&mut self) {
-        if !self.ran {
-            self.shared
-                .set(State::Failed("the batch's write was never run".into()));
+        let mut s = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
+        if *s == State::Running {
+            *s = State::Failed("the batch's write did not run to its end".into());
+            self.shared.changed.notify_all();
         }
     }
 }

@@ -124,6 +124,9 @@ pub struct AgentStore {
     /// The seq after the last record known durable (`next_seq` runs ahead
     /// of it while a batch is checked, or after a failed write).
     durable_end: u64,
+    /// Where that record ends in the active segment (its number and
+    /// length): a reload after a failed write cuts back to it.
+    durable_at: Option<(u64, u64)>,
     append_only: AppendOnly,
     /// Set after a failed write: the store is reloaded from disk before the
     /// next batch.
@@ -205,6 +208,7 @@ impl AgentStore {
             receipts: Arc::new(Mutex::new(receipts)),
             pending: None,
             durable_end: 0,
+            durable_at: None,
             append_only,
             poisoned: false,
             receipt_key: signer.pubkey(),
@@ -256,7 +260,7 @@ impl AgentStore {
             }
             self.index = SeqIndex::default();
             self.bases = Vec::new();
-            self.durable_end = 0;
+            self.mark_durable();
             return Ok(());
         };
         let file_len = std::fs::metadata(&last_path)
@@ -310,7 +314,42 @@ impl AgentStore {
                 .map_err(io_at(&last_path))?;
             self.active = Some((last_no, f));
         }
+        self.mark_durable();
+        Ok(())
+    }
+
+    /// Takes everything checked so far as durable.
+    fn mark_durable(&mut self) {
         self.durable_end = self.next_seq();
+        self.durable_at = self.durable_position();
+    }
+
+    /// The active segment and its length once what was checked is written.
+    fn durable_position(&self) -> Option<(u64, u64)> {
+        let (no, _) = self.active.as_ref()?;
+        (self.follower.cursor.no == *no).then_some((*no, self.follower.cursor.len))
+    }
+
+    /// Reloads a poisoned store: first cuts the active segment back to the
+    /// end of the last batch known durable, then loads it from disk. What
+    /// follows that end was never answered (its agent sends it again), and
+    /// may be in the page cache only: after a failed `fdatasync` the kernel
+    /// may keep the pages clean but unwritten, and a later one, on this
+    /// descriptor or a new one, need not fail again. A segment already made
+    /// immutable was synced before it was closed.
+    fn reload(&mut self) -> Result<(), StoreError> {
+        if let Some((no, len)) = self.durable_at {
+            let path = segment_path(&self.dir, no);
+            let (_, immutable) = wormlog_spool::worm::flags_of(&path).unwrap_or((false, false));
+            let now = std::fs::metadata(&path).map_err(io_at(&path))?.len();
+            if now > len && !immutable {
+                self.active = None;
+                let done = cut_tail(&path, len)?;
+                self.repairs.push(done);
+            }
+        }
+        self.load()?;
+        self.poisoned = false;
         Ok(())
     }
 
@@ -333,8 +372,7 @@ impl AgentStore {
             return Ok(());
         };
         if self.poisoned {
-            self.load()?;
-            self.poisoned = false;
+            self.reload()?;
         }
         let local = crate::forks::Sender("the S3 bucket".into());
         loop {
@@ -444,6 +482,7 @@ impl AgentStore {
             StoreError::EarlierNotStored(e)
         })?;
         self.durable_end = p.to;
+        self.durable_at = Some(p.at);
         Ok(())
     }
 
@@ -467,8 +506,7 @@ impl AgentStore {
         }
         self.snapshot_if_due(false);
         if self.poisoned {
-            self.load()?;
-            self.poisoned = false;
+            self.reload()?;
         }
         self.ingest_checked(seq, torn, frames, signer, from, keep)
     }
@@ -530,6 +568,8 @@ impl AgentStore {
         let plan = match self.follower.accept(torn, frames) {
             Ok(p) => p,
             Err(Refusal::NotNext { expected, .. }) => {
+                // Told from what is durable.
+                self.settle()?;
                 let gap = Outcome::Gap {
                     expected_seq: expected,
                 };
@@ -566,9 +606,9 @@ impl AgentStore {
             fresh.push(signer.sign(&self.id, *tree_size, root));
         }
         let commit = match self.deferrable(&plan.ops, new_from, torn.len()) {
-            Some((file, path, pieces)) => {
+            Some((active_no, file, path, pieces)) => {
                 let log = self.receipts.clone();
-                let to = self.next_seq();
+                let to = (self.next_seq(), (active_no, self.follower.cursor.len));
                 let (commit, pending) = Commit::new(to, file, path, pieces, fresh.clone(), log);
                 self.pending = Some(pending);
                 Some(commit)
@@ -619,7 +659,7 @@ impl AgentStore {
             self.poisoned = true;
             io_at(&self.dir)(e)
         })?;
-        self.durable_end = self.next_seq();
+        self.mark_durable();
         Ok(())
     }
 
@@ -633,7 +673,7 @@ impl AgentStore {
         ops: &[Op],
         new_from: usize,
         torn_len: usize,
-    ) -> Option<(File, PathBuf, Vec<Piece>)> {
+    ) -> Option<(u64, File, PathBuf, Vec<Piece>)> {
         #[cfg(test)]
         if self.panic_after_write {
             return None;
@@ -657,7 +697,7 @@ impl AgentStore {
             }
         }
         let file = file.try_clone().ok()?;
-        Some((file, segment_path(&self.dir, *active), pieces))
+        Some((*active, file, segment_path(&self.dir, *active), pieces))
     }
 
     /// Whether batches were stored since the snapshot was written.
@@ -696,6 +736,7 @@ impl AgentStore {
     pub fn snapshot_wanted(&self) -> bool {
         self.snapshot_behind()
             && !self.poisoned
+            && self.pending.as_ref().is_none_or(|p| p.is_durable())
             && self.stored_at.is_some_and(|t| t.elapsed() >= QUIET)
     }
 
@@ -913,7 +954,9 @@ impl AgentStore {
 /// next seq and the batch's [`Commit`] if it is still to be written (run it
 /// after releasing the slot, before answering). A panic while storing drops
 /// the store (so the next request reloads it from disk, which cuts back
-/// whatever a half-done write left) and is returned as an error.
+/// whatever a half-done write left) and is returned as an error; a commit
+/// that fails or panics makes the store reload before its next batch
+/// ([`commit`]).
 pub fn ingest_or_reload(
     slot: &mut Option<AgentStore>,
     seq: u64,
@@ -929,7 +972,9 @@ pub fn ingest_or_reload(
         s.ingest_deferred(seq, torn, frames, signer, from)
     }));
     match r {
-        Ok(Ok((o, commit))) => Ok((o, s.next_seq(), commit)),
+        // The next seq once the commit has run; else what is durable now.
+        Ok(Ok((o, commit @ Some(_)))) => Ok((o, s.next_seq(), commit)),
+        Ok(Ok((o, None))) => Ok((o, s.durable_next_seq(), None)),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => {
             *slot = None;
@@ -1380,6 +1425,96 @@ mod tests {
         let spool = std::fs::read(t.path().join("spool/0000000000000000.wlseg")).unwrap();
         let store = std::fs::read(root.join("agents/web-01/0000000000000000.wlseg")).unwrap();
         assert!(spool == store, "the store mirrors the spool byte for byte");
+    }
+
+    #[test]
+    fn a_panic_inside_a_commit_fails_the_batch_after_it_instead_of_hanging() {
+        let t = tempfile::tempdir().unwrap();
+        let (pk, batches) = agent_batches(t.path());
+        let signer = Signer::load_or_create(&t.path().join("ckeys"), "c1").unwrap();
+        let root = t.path().join("store");
+        let mut s = AgentStore::open(&root, "web-01", pk, AppendOnly::Off, &signer).unwrap();
+        assert!(matches!(
+            ingest(&mut s, &batches[0], &signer),
+            Outcome::Accepted { .. }
+        ));
+        let (_, c1) = deferred(&mut s, &batches[1], &signer).unwrap();
+        let mut c1 = c1.expect("deferred");
+        c1.panic_in_run = true;
+        let b1 = &batches[1];
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            c1.run(b1.torn(), b1.frames())
+        }));
+        assert!(ran.is_err(), "the test's panic");
+        // The next batch is refused (within a deadline: a hang fails; the
+        // thread is not joined, so a hung one cannot hold the test).
+        let (tx, rx) = std::sync::mpsc::channel();
+        let b2 = batches[2].clone();
+        let ckeys = t.path().join("ckeys");
+        std::thread::spawn(move || {
+            let signer = Signer::load_or_create(&ckeys, "c1").unwrap();
+            let r = deferred(&mut s, &b2, &signer).map(|_| ());
+            let _ = tx.send((r, s));
+        });
+        let (r, mut s) = rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("the batch after a panicked commit hangs");
+        assert!(matches!(r, Err(StoreError::EarlierNotStored(_))), "{r:?}");
+        for b in &batches[1..] {
+            assert!(matches!(
+                ingest(&mut s, b, &signer),
+                Outcome::Accepted { .. }
+            ));
+        }
+        let r = verify_spool(&root.join("agents/web-01"), Some(pk), &mut |_, _, _| {}).unwrap();
+        assert!(r.ok(), "{:?}", r.failure);
+    }
+
+    #[test]
+    fn after_a_failed_write_what_follows_the_last_durable_batch_is_cut_not_trusted() {
+        let t = tempfile::tempdir().unwrap();
+        let (pk, batches) = agent_batches(t.path());
+        let signer = Signer::load_or_create(&t.path().join("ckeys"), "c1").unwrap();
+        let root = t.path().join("store");
+        let seg = root.join("agents/web-01/0000000000000000.wlseg");
+        let mut s = AgentStore::open(&root, "web-01", pk, AppendOnly::Off, &signer).unwrap();
+        assert!(matches!(
+            ingest(&mut s, &batches[0], &signer),
+            Outcome::Accepted { .. }
+        ));
+        let durable = std::fs::metadata(&seg).unwrap().len();
+        // A commit whose batch reached the page cache but whose fdatasync
+        // failed: its bytes are in the file, valid records, never answered.
+        let (_, c1) = deferred(&mut s, &batches[1], &signer).unwrap();
+        let b1 = &batches[1];
+        let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
+        f.write_all(b1.torn()).unwrap();
+        f.write_all(b1.frames()).unwrap();
+        drop(f);
+        drop(c1.expect("deferred"));
+        // The agent sends it again: the store was cut back and takes it as
+        // new (written and synced), not as a replay of what it holds.
+        assert!(s.take_repairs().is_empty());
+        assert!(matches!(
+            ingest(&mut s, b1, &signer),
+            Outcome::Accepted { .. }
+        ));
+        let repairs = s.take_repairs();
+        assert!(
+            repairs
+                .iter()
+                .any(|r| r.contains(&format!("back to {durable} bytes"))),
+            "{repairs:?}"
+        );
+        assert_eq!(s.next_seq(), b1.span.end_seq());
+        for b in &batches[2..] {
+            assert!(matches!(
+                ingest(&mut s, b, &signer),
+                Outcome::Accepted { .. }
+            ));
+        }
+        let r = verify_spool(&root.join("agents/web-01"), Some(pk), &mut |_, _, _| {}).unwrap();
+        assert!(r.ok(), "{:?}", r.failure);
     }
 
     #[test]
