@@ -92,7 +92,7 @@ pub fn get() -> &'static Metrics {
         };
         registry.register(
             "store_repairs",
-            "Unacknowledged leftovers of a crash cut from or removed from an agent's store when it was opened",
+            "Unacknowledged leftovers of a crash or a failed write cut from or removed from an agent's store when it was opened or reloaded",
             m.store_repairs.clone(),
         );
         registry.register(
