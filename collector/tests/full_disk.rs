@@ -9,8 +9,7 @@
 mod common;
 
 use common::*;
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -68,12 +67,8 @@ impl Drop for SmallFs {
 
 /// The sum of the collector's `batches` counters with `result`.
 fn batches_with(port: u16, result: &str) -> f64 {
-    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    c.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-        .unwrap();
-    let mut out = String::new();
-    c.read_to_string(&mut out).unwrap();
-    out.lines()
+    metrics_text(port)
+        .lines()
         .filter(|l| l.contains("batches") && l.contains(&format!("result=\"{result}\"")))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()

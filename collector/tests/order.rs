@@ -77,12 +77,8 @@ fn answer(c: TcpStream) -> (u16, serde_json::Value) {
 
 /// `GET /metrics` over plain HTTP on loopback: the value of `name`.
 fn metric(port: u16, name: &str) -> Option<f64> {
-    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    c.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-        .unwrap();
-    let mut out = String::new();
-    c.read_to_string(&mut out).unwrap();
-    out.lines()
+    metrics_text(port)
+        .lines()
         .find_map(|l| l.strip_prefix(&format!("{name} "))?.trim().parse().ok())
 }
 

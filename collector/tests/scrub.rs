@@ -21,17 +21,6 @@ fn status(store: &std::path::Path) -> (i32, Value) {
     )
 }
 
-/// `GET /metrics` over plain HTTP on loopback.
-fn metrics(port: u16) -> String {
-    use std::io::{Read, Write};
-    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    c.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-        .unwrap();
-    let mut out = String::new();
-    c.read_to_string(&mut out).unwrap();
-    out
-}
-
 /// The alert records of the collector's own chain.
 fn own_alerts(store: &std::path::Path) -> Vec<String> {
     spool_records(&store.join("log"))
@@ -83,7 +72,7 @@ fn a_changed_byte_in_the_store_is_found_within_one_period() {
         },
         || collector.log(),
     );
-    assert!(metrics(s.port).contains("wormlog_collector_verify_failed_agents 0"));
+    assert!(metrics_text(s.port).contains("wormlog_collector_verify_failed_agents 0"));
 
     // One byte of a stored line changed (what a disk or an intruder does).
     let seg = std::fs::read_dir(store.join("agents/web-01"))
@@ -111,7 +100,7 @@ fn a_changed_byte_in_the_store_is_found_within_one_period() {
     assert_eq!(f["agent"], "web-01", "{v}");
     assert_eq!(f["place"], "store");
     assert!(f["reason"].as_str().unwrap().contains("segment"), "{v}");
-    let m = metrics(s.port);
+    let m = metrics_text(s.port);
     assert!(
         m.contains("wormlog_collector_verify_failed_agents 1"),
         "{m}"

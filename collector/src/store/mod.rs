@@ -1219,8 +1219,7 @@ mod tests {
         }
         // The stored chain is untouched, and the store still takes A.
         assert_eq!(s.next_seq(), next);
-        let r = verify_spool(&root.join("agents/web-01"), Some(pk), &mut |_, _, _| {}).unwrap();
-        assert!(r.ok(), "{:?}", r.failure);
+        assert_store_verifies(&root, pk);
         // Only the fork's own records without their checkpoint: unproven.
         let short = read_all(&b, at - 5, 8);
         assert!(matches!(
@@ -1295,6 +1294,41 @@ mod tests {
                 Outcome::Accepted { .. }
             ));
         }
+        assert_store_verifies(&root, pk);
+    }
+
+    /// A store (under `dir`) that took the first of [`agent_batches`]'
+    /// batches: the agent's key, the batches, the collector's signer, the
+    /// store's root and the store.
+    fn store_after_first(
+        dir: &Path,
+    ) -> (
+        [u8; 32],
+        Vec<wormlog_spool::reader::Batch>,
+        Signer,
+        PathBuf,
+        AgentStore,
+    ) {
+        let (pk, batches) = agent_batches(dir);
+        let signer = Signer::load_or_create(&dir.join("ckeys"), "c1").unwrap();
+        let root = dir.join("store");
+        let mut s = AgentStore::open(&root, "web-01", pk, AppendOnly::Off, &signer).unwrap();
+        assert!(matches!(
+            ingest(&mut s, &batches[0], &signer),
+            Outcome::Accepted { .. }
+        ));
+        (pk, batches, signer, root, s)
+    }
+
+    /// Stores each of `batches` (all accepted).
+    fn ingest_all(s: &mut AgentStore, batches: &[wormlog_spool::reader::Batch], signer: &Signer) {
+        for b in batches {
+            assert!(matches!(ingest(s, b, signer), Outcome::Accepted { .. }));
+        }
+    }
+
+    /// The agent's chain in the store under `root` verifies with `pk`.
+    fn assert_store_verifies(root: &Path, pk: [u8; 32]) {
         let r = verify_spool(&root.join("agents/web-01"), Some(pk), &mut |_, _, _| {}).unwrap();
         assert!(r.ok(), "{:?}", r.failure);
     }
@@ -1310,16 +1344,9 @@ mod tests {
     #[test]
     fn a_batch_is_checked_while_the_one_before_is_written_and_written_only_after_it() {
         let t = tempfile::tempdir().unwrap();
-        let (pk, batches) = agent_batches(t.path());
-        let signer = Signer::load_or_create(&t.path().join("ckeys"), "c1").unwrap();
-        let root = t.path().join("store");
+        let (pk, batches, signer, root, mut s) = store_after_first(t.path());
         let seg = root.join("agents/web-01/0000000000000000.wlseg");
         let len = || std::fs::metadata(&seg).unwrap().len();
-        let mut s = AgentStore::open(&root, "web-01", pk, AppendOnly::Off, &signer).unwrap();
-        assert!(matches!(
-            ingest(&mut s, &batches[0], &signer),
-            Outcome::Accepted { .. }
-        ));
         let after_first = len();
         let (o1, c1) = deferred(&mut s, &batches[1], &signer).unwrap();
         assert!(matches!(o1, Outcome::Accepted { .. }), "{o1:?}");
@@ -1358,15 +1385,9 @@ mod tests {
             assert!(len() > written);
         });
         assert_eq!(s.durable_next_seq(), batches[2].span.end_seq());
-        for b in &batches[3..] {
-            assert!(matches!(
-                ingest(&mut s, b, &signer),
-                Outcome::Accepted { .. }
-            ));
-        }
+        ingest_all(&mut s, &batches[3..], &signer);
         assert_eq!(s.next_seq(), batches.last().unwrap().span.end_seq());
-        let r = verify_spool(&root.join("agents/web-01"), Some(pk), &mut |_, _, _| {}).unwrap();
-        assert!(r.ok(), "{:?}", r.failure);
+        assert_store_verifies(&root, pk);
         // Every checkpoint got its receipt, once, in order.
         let log = s.receipts.lock().unwrap();
         let all = log.for_range(0, u64::MAX).unwrap();
@@ -1389,16 +1410,11 @@ mod tests {
     #[test]
     fn a_replay_with_new_records_writes_only_the_new_ones_after_the_lock() {
         let t = tempfile::tempdir().unwrap();
-        let (pk, batches) = agent_batches(t.path());
-        let signer = Signer::load_or_create(&t.path().join("ckeys"), "c1").unwrap();
-        let root = t.path().join("store");
-        let mut s = AgentStore::open(&root, "web-01", pk, AppendOnly::Off, &signer).unwrap();
-        for b in &batches[..2] {
-            assert!(matches!(
-                ingest(&mut s, b, &signer),
-                Outcome::Accepted { .. }
-            ));
-        }
+        let (pk, batches, signer, root, mut s) = store_after_first(t.path());
+        assert!(matches!(
+            ingest(&mut s, &batches[1], &signer),
+            Outcome::Accepted { .. }
+        ));
         // Half of it held, half of it new.
         let mut r = RangeReader::new(t.path().join("spool"));
         r.seek(batches[1].span.first_seq + 20).unwrap();
@@ -1420,8 +1436,7 @@ mod tests {
             }
         }
         assert_eq!(s.next_seq(), batches.last().unwrap().span.end_seq());
-        let r = verify_spool(&root.join("agents/web-01"), Some(pk), &mut |_, _, _| {}).unwrap();
-        assert!(r.ok(), "{:?}", r.failure);
+        assert_store_verifies(&root, pk);
         let spool = std::fs::read(t.path().join("spool/0000000000000000.wlseg")).unwrap();
         let store = std::fs::read(root.join("agents/web-01/0000000000000000.wlseg")).unwrap();
         assert!(spool == store, "the store mirrors the spool byte for byte");
@@ -1430,14 +1445,7 @@ mod tests {
     #[test]
     fn a_panic_inside_a_commit_fails_the_batch_after_it_instead_of_hanging() {
         let t = tempfile::tempdir().unwrap();
-        let (pk, batches) = agent_batches(t.path());
-        let signer = Signer::load_or_create(&t.path().join("ckeys"), "c1").unwrap();
-        let root = t.path().join("store");
-        let mut s = AgentStore::open(&root, "web-01", pk, AppendOnly::Off, &signer).unwrap();
-        assert!(matches!(
-            ingest(&mut s, &batches[0], &signer),
-            Outcome::Accepted { .. }
-        ));
+        let (pk, batches, signer, root, mut s) = store_after_first(t.path());
         let (_, c1) = deferred(&mut s, &batches[1], &signer).unwrap();
         let mut c1 = c1.expect("deferred");
         c1.panic_in_run = true;
@@ -1460,28 +1468,15 @@ mod tests {
             .recv_timeout(std::time::Duration::from_secs(30))
             .expect("the batch after a panicked commit hangs");
         assert!(matches!(r, Err(StoreError::EarlierNotStored(_))), "{r:?}");
-        for b in &batches[1..] {
-            assert!(matches!(
-                ingest(&mut s, b, &signer),
-                Outcome::Accepted { .. }
-            ));
-        }
-        let r = verify_spool(&root.join("agents/web-01"), Some(pk), &mut |_, _, _| {}).unwrap();
-        assert!(r.ok(), "{:?}", r.failure);
+        ingest_all(&mut s, &batches[1..], &signer);
+        assert_store_verifies(&root, pk);
     }
 
     #[test]
     fn after_a_failed_write_what_follows_the_last_durable_batch_is_cut_not_trusted() {
         let t = tempfile::tempdir().unwrap();
-        let (pk, batches) = agent_batches(t.path());
-        let signer = Signer::load_or_create(&t.path().join("ckeys"), "c1").unwrap();
-        let root = t.path().join("store");
+        let (pk, batches, signer, root, mut s) = store_after_first(t.path());
         let seg = root.join("agents/web-01/0000000000000000.wlseg");
-        let mut s = AgentStore::open(&root, "web-01", pk, AppendOnly::Off, &signer).unwrap();
-        assert!(matches!(
-            ingest(&mut s, &batches[0], &signer),
-            Outcome::Accepted { .. }
-        ));
         let durable = std::fs::metadata(&seg).unwrap().len();
         // A commit whose batch reached the page cache but whose fdatasync
         // failed: its bytes are in the file, valid records, never answered.
@@ -1507,27 +1502,14 @@ mod tests {
             "{repairs:?}"
         );
         assert_eq!(s.next_seq(), b1.span.end_seq());
-        for b in &batches[2..] {
-            assert!(matches!(
-                ingest(&mut s, b, &signer),
-                Outcome::Accepted { .. }
-            ));
-        }
-        let r = verify_spool(&root.join("agents/web-01"), Some(pk), &mut |_, _, _| {}).unwrap();
-        assert!(r.ok(), "{:?}", r.failure);
+        ingest_all(&mut s, &batches[2..], &signer);
+        assert_store_verifies(&root, pk);
     }
 
     #[test]
     fn a_commit_never_run_reloads_the_store_and_no_answer_counts_its_batch() {
         let t = tempfile::tempdir().unwrap();
-        let (pk, batches) = agent_batches(t.path());
-        let signer = Signer::load_or_create(&t.path().join("ckeys"), "c1").unwrap();
-        let root = t.path().join("store");
-        let mut s = AgentStore::open(&root, "web-01", pk, AppendOnly::Off, &signer).unwrap();
-        assert!(matches!(
-            ingest(&mut s, &batches[0], &signer),
-            Outcome::Accepted { .. }
-        ));
+        let (pk, batches, signer, root, mut s) = store_after_first(t.path());
         // A batch checked, its commit dropped unrun (a panic in its
         // handler): the batch after it is refused, not written behind it.
         let (_, c1) = deferred(&mut s, &batches[1], &signer).unwrap();
@@ -1555,15 +1537,9 @@ mod tests {
             "{probe:?}"
         );
         // The agent sends them again: stored once, in order.
-        for b in &batches[1..] {
-            assert!(matches!(
-                ingest(&mut s, b, &signer),
-                Outcome::Accepted { .. }
-            ));
-        }
+        ingest_all(&mut s, &batches[1..], &signer);
         assert_eq!(s.next_seq(), batches.last().unwrap().span.end_seq());
-        let r = verify_spool(&root.join("agents/web-01"), Some(pk), &mut |_, _, _| {}).unwrap();
-        assert!(r.ok(), "{:?}", r.failure);
+        assert_store_verifies(&root, pk);
     }
 
     proptest::proptest! {
@@ -1755,12 +1731,7 @@ mod tests {
         // The rest, then a batch whose receipts were lost (a failed write,
         // modelled by cutting the receipt log and reopening): a replay
         // brings them back.
-        for b in &batches[1..] {
-            assert!(matches!(
-                ingest(&mut s, b, &signer),
-                Outcome::Accepted { .. }
-            ));
-        }
+        ingest_all(&mut s, &batches[1..], &signer);
         let last = batches.last().unwrap();
         let want = match ingest(&mut s, last, &signer) {
             Outcome::Accepted { receipts, .. } => receipts,

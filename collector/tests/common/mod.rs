@@ -380,6 +380,18 @@ pub fn write_lines(path: &Path, from: usize, n: usize) {
     f.write_all(&buf).unwrap();
 }
 
+/// `GET /metrics` of a collector serving plain HTTP on loopback `port`:
+/// the Prometheus text.
+pub fn metrics_text(port: u16) -> String {
+    use std::io::Read;
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    c.read_to_string(&mut out).unwrap();
+    out
+}
+
 /// The JSON lines `cmd` prints; it must succeed.
 pub fn json_lines(cmd: &mut Command) -> Vec<serde_json::Value> {
     let out = cmd.output().unwrap();
