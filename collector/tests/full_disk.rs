@@ -155,3 +155,124 @@ fn a_full_store_refuses_batches_loudly_and_stores_every_line_once_room_returns()
     // above), so it is not checked here.
     drop(fs);
 }
+
+/// Fills the file system at `mnt` to the last byte: a filler, then small
+/// files while any room is left.
+fn fill_to_zero(fs: &SmallFs) {
+    let mut f = std::fs::File::create(fs.mnt.join("filler")).unwrap();
+    let chunk = vec![0u8; 1 << 20];
+    while f.write_all(&chunk).is_ok() {}
+    let _ = f.sync_all();
+    for i in 0.. {
+        let Ok(mut g) = std::fs::File::create(fs.mnt.join(format!("top-{i}"))) else {
+            break;
+        };
+        let full = g.write_all(&[0u8; 4096]).is_err();
+        let _ = g.sync_all();
+        if full && fs.free() == 0 {
+            break;
+        }
+    }
+}
+
+fn free_again(fs: &SmallFs) {
+    for e in std::fs::read_dir(&fs.mnt).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        if name == "filler" || name.starts_with("top-") {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+}
+
+#[test]
+fn the_own_chain_goes_on_after_a_full_disk_with_a_gap_and_every_access_record_once() {
+    const READS: usize = 60;
+    let mut s = mtls_setup();
+    let Some(fs) = SmallFs::new(&s.d, 64) else {
+        return;
+    };
+    let store = fs.mnt.join("store");
+    let (token, user) = new_token();
+    let cfg = s.d.p("collector.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        &format!("store_dir = \"{}\"", s.d.p("store").display()),
+        &format!("store_dir = \"{}\"", store.display()),
+    );
+    assert!(text.contains(&store.display().to_string()));
+    std::fs::write(
+        &cfg,
+        format!("{text}\n[[users]]\nname = \"audra\"\nroles = [\"auditor\"]\n{user}\n"),
+    )
+    .unwrap();
+    let collector = start_collector(&mut s);
+    let agent_cfg = mtls_agent_config(&s, "agent", Some("web-01"), "ca", "localhost", s.port);
+    write_lines(&s.d.p("logs/app.log"), 0, 40);
+    let agent = s.start_agent(&agent_cfg, "agent");
+    wait_for(
+        "40 lines stored",
+        Duration::from_secs(30),
+        || next_seq_in_store(&store) > 40 && stored_lines(&store).len() == 40,
+        || agent.log(),
+    );
+    agent.stop();
+    // The disk fills to the last byte; each search is an access record for
+    // the own chain, which cannot be written now.
+    fill_to_zero(&fs);
+    let tls = wormlog_tls::client_config(Some(&s.d.p("pki/ca.pem")), None).unwrap();
+    let c = reqwest::blocking::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    for i in 0..READS {
+        c.get(format!(
+            "https://localhost:{}/v1/agents/web-01/records?text=LINE%20{:07}",
+            s.port,
+            i % 40
+        ))
+        .bearer_auth(&token)
+        .send()
+        .unwrap();
+    }
+    wait_for(
+        "the own log to stop on the full disk",
+        Duration::from_secs(30),
+        || collector.log().contains("own log: "),
+        || collector.log(),
+    );
+    // Room returns: the own chain goes on, a gap first.
+    free_again(&fs);
+    let own = || spool_records(&store.join("log"));
+    let gap = |r: &serde_json::Value| r["kind"] == "gap" && r["source"] == "collector";
+    wait_for(
+        "a gap record in the own chain",
+        Duration::from_secs(30),
+        || own().iter().any(gap),
+        || collector.log(),
+    );
+    let log = collector.stop();
+    let records = own();
+    let at = records.iter().position(gap).unwrap();
+    assert!(
+        records[at].to_string().contains("could not write"),
+        "{}",
+        records[at]
+    );
+    let access = records
+        .iter()
+        .filter(|r| r["body"].as_str().is_some_and(|b| b.starts_with("access")))
+        .count();
+    assert_eq!(access, READS, "every access record once\n{log}");
+    assert!(
+        records[at..].iter().any(|r| r["kind"] == "stop"),
+        "the stop record after the gap: {records:?}"
+    );
+    let v = Command::new(agent_bin())
+        .args(["verify", "--spool"])
+        .arg(store.join("log"))
+        .output()
+        .unwrap();
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
+    drop(fs);
+}
