@@ -51,13 +51,6 @@ impl Spool {
         }
     }
 
-    /// Whether the writer stopped after an error it could not recover from
-    /// (every later call fails with [`SpoolError::Stopped`]); the spool is
-    /// then opened again to go on.
-    pub fn is_stopped(&self) -> bool {
-        self.stopped
-    }
-
     /// Makes everything appended so far durable; returns the number of
     /// entries durable.
     pub fn sync(&mut self) -> Result<u64, SpoolError> {
