@@ -50,6 +50,9 @@ enum State {
 struct Shared {
     state: Mutex<State>,
     changed: Condvar,
+    /// Tests: how many [`Pending::wait`] calls block on it now.
+    #[cfg(test)]
+    waiting: std::sync::atomic::AtomicUsize,
 }
 
 impl Shared {
@@ -76,20 +79,27 @@ pub struct Commit {
     pub(super) panic_in_run: bool,
 }
 
+/// Where a store is (or will be) durable up to.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct DurableEnd {
+    /// The seq after the last durable record.
+    pub seq: u64,
+    /// Where that record ends in the active segment (its number and
+    /// length); None without an active segment.
+    pub at: Option<(u64, u64)>,
+}
+
 /// The store's view of its newest commit.
 #[derive(Debug)]
 pub(super) struct Pending {
     shared: Arc<Shared>,
-    /// The seq after the commit's batch: the store is durable up to here
-    /// once the commit has run.
-    pub to: u64,
-    /// Where the batch ends: the active segment's number and length.
-    pub at: (u64, u64),
+    /// The store's durable end once the commit has run.
+    pub end: DurableEnd,
 }
 
 impl Commit {
     pub(super) fn new(
-        (to, at): (u64, (u64, u64)),
+        end: DurableEnd,
         file: File,
         path: PathBuf,
         pieces: Vec<Piece>,
@@ -99,11 +109,12 @@ impl Commit {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::Running),
             changed: Condvar::new(),
+            #[cfg(test)]
+            waiting: Default::default(),
         });
         let pending = Pending {
             shared: shared.clone(),
-            to,
-            at,
+            end,
         };
         let commit = Commit {
             file,
@@ -145,15 +156,13 @@ impl Commit {
             };
             self.file.write_all(bytes).map_err(at)?;
         }
-        let started = std::time::Instant::now();
-        self.file.sync_data().map_err(at)?;
-        crate::metrics::observe_fsync(started.elapsed());
-        let dir = self.path.parent().unwrap_or(&self.path).to_owned();
-        self.log
+        super::sync_segment(&self.file, &self.path)?;
+        let appended = self
+            .log
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .append(&self.receipts)
-            .map_err(super::io_at(&dir))
+            .append(&self.receipts);
+        appended.map_err(|e| super::io_at(self.path.parent().unwrap_or(&self.path))(e))
     }
 }
 
@@ -180,6 +189,8 @@ impl Pending {
     /// are durable, else why not.
     pub(super) fn wait(&self) -> Result<(), String> {
         let mut s = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
+        #[cfg(test)]
+        let _waiting = Waiting::new(&self.shared, *s == State::Running);
         while *s == State::Running {
             s = self
                 .shared
@@ -191,5 +202,39 @@ impl Pending {
             State::Failed(e) => Err(e.clone()),
             _ => Ok(()),
         }
+    }
+}
+
+/// Tests: counts a [`Pending::wait`] that blocks while it does.
+#[cfg(test)]
+struct Waiting<'a>(Option<&'a Shared>);
+
+#[cfg(test)]
+impl<'a> Waiting<'a> {
+    fn new(shared: &'a Shared, blocks: bool) -> Waiting<'a> {
+        use std::sync::atomic::Ordering::SeqCst;
+        Waiting(blocks.then(|| {
+            shared.waiting.fetch_add(1, SeqCst);
+            shared
+        }))
+    }
+}
+
+#[cfg(test)]
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if let Some(s) = self.0 {
+            s.waiting.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
+#[cfg(test)]
+impl Commit {
+    /// How many calls wait for this commit to run.
+    pub(super) fn waiters(&self) -> usize {
+        self.shared
+            .waiting
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 }

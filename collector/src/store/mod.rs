@@ -23,7 +23,7 @@ pub mod stored;
 pub use proof::Proof;
 
 use crate::receipts::{Receipt, ReceiptLog, Signer};
-use commit::{Commit, Pending, Piece};
+use commit::{Commit, DurableEnd, Pending, Piece};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -121,12 +121,10 @@ pub struct AgentStore {
     /// The newest batch checked but written after the lock (see
     /// [`commit`]); waited for before anything else is written or read.
     pending: Option<Pending>,
-    /// The seq after the last record known durable (`next_seq` runs ahead
-    /// of it while a batch is checked, or after a failed write).
-    durable_end: u64,
-    /// Where that record ends in the active segment (its number and
-    /// length): a reload after a failed write cuts back to it.
-    durable_at: Option<(u64, u64)>,
+    /// What is known durable (`next_seq` runs ahead of it while a batch
+    /// is checked, or after a failed write): a reload after a failed write
+    /// cuts the active segment back to it.
+    durable: DurableEnd,
     append_only: AppendOnly,
     /// Set after a failed write: the store is reloaded from disk before the
     /// next batch.
@@ -207,8 +205,7 @@ impl AgentStore {
             active: None,
             receipts: Arc::new(Mutex::new(receipts)),
             pending: None,
-            durable_end: 0,
-            durable_at: None,
+            durable: DurableEnd::default(),
             append_only,
             poisoned: false,
             receipt_key: signer.pubkey(),
@@ -239,8 +236,8 @@ impl AgentStore {
     /// the collector tells an agent that asks where to go on from.
     pub fn durable_next_seq(&self) -> u64 {
         match &self.pending {
-            Some(p) if p.is_durable() => p.to,
-            _ => self.durable_end,
+            Some(p) if p.is_durable() => p.end.seq,
+            _ => self.durable.seq,
         }
     }
 
@@ -320,14 +317,18 @@ impl AgentStore {
 
     /// Takes everything checked so far as durable.
     fn mark_durable(&mut self) {
-        self.durable_end = self.next_seq();
-        self.durable_at = self.durable_position();
+        self.durable = self.checked_end();
     }
 
-    /// The active segment and its length once what was checked is written.
-    fn durable_position(&self) -> Option<(u64, u64)> {
-        let (no, _) = self.active.as_ref()?;
-        (self.follower.cursor.no == *no).then_some((*no, self.follower.cursor.len))
+    /// Where the store ends once everything checked is written.
+    fn checked_end(&self) -> DurableEnd {
+        let at = self.active.as_ref().and_then(|(no, _)| {
+            (self.follower.cursor.no == *no).then_some((*no, self.follower.cursor.len))
+        });
+        DurableEnd {
+            seq: self.next_seq(),
+            at,
+        }
     }
 
     /// Reloads a poisoned store: first cuts the active segment back to the
@@ -338,7 +339,7 @@ impl AgentStore {
     /// descriptor or a new one, need not fail again. A segment already made
     /// immutable was synced before it was closed.
     fn reload(&mut self) -> Result<(), StoreError> {
-        if let Some((no, len)) = self.durable_at {
+        if let Some((no, len)) = self.durable.at {
             let path = segment_path(&self.dir, no);
             let (_, immutable) = wormlog_spool::worm::flags_of(&path).unwrap_or((false, false));
             let now = std::fs::metadata(&path).map_err(io_at(&path))?.len();
@@ -481,8 +482,23 @@ impl AgentStore {
             self.poisoned = true;
             StoreError::EarlierNotStored(e)
         })?;
-        self.durable_end = p.to;
-        self.durable_at = Some(p.at);
+        self.durable = p.end;
+        Ok(())
+    }
+
+    /// Readies the store for a batch at `seq` (`empty`: no bytes). Only a
+    /// batch that continues the chain is checked before the one before it
+    /// is durable; any other answer (a gap, a replay's receipts, the next
+    /// seq) is given from what is durable. A commit that failed was already
+    /// answered; the store is then reloaded.
+    fn before_batch(&mut self, seq: u64, empty: bool) -> Result<(), StoreError> {
+        if seq != self.next_seq() || empty {
+            let _ = self.settle();
+        }
+        self.snapshot_if_due(false);
+        if self.poisoned {
+            self.reload()?;
+        }
         Ok(())
     }
 
@@ -497,29 +513,7 @@ impl AgentStore {
         from: &crate::forks::Sender,
         keep: bool,
     ) -> Result<(Outcome, Option<Commit>), StoreError> {
-        // Only a batch that continues the chain is checked before the one
-        // before it is durable; any other answer (a gap, a replay's
-        // receipts, the next seq) is given from what is durable. A commit
-        // that failed was already answered; the store is then reloaded.
-        if seq != self.next_seq() || (frames.is_empty() && torn.is_empty()) {
-            let _ = self.settle();
-        }
-        self.snapshot_if_due(false);
-        if self.poisoned {
-            self.reload()?;
-        }
-        self.ingest_checked(seq, torn, frames, signer, from, keep)
-    }
-
-    fn ingest_checked(
-        &mut self,
-        seq: u64,
-        torn: &[u8],
-        frames: &[u8],
-        signer: &Signer,
-        from: &crate::forks::Sender,
-        keep: bool,
-    ) -> Result<(Outcome, Option<Commit>), StoreError> {
+        self.before_batch(seq, frames.is_empty() && torn.is_empty())?;
         let next = self.next_seq();
         if seq > next {
             return Ok((Outcome::Gap { expected_seq: next }, None));
@@ -606,10 +600,10 @@ impl AgentStore {
             fresh.push(signer.sign(&self.id, *tree_size, root));
         }
         let commit = match self.deferrable(&plan.ops, new_from, torn.len()) {
-            Some((active_no, file, path, pieces)) => {
+            Some((file, path, pieces)) => {
                 let log = self.receipts.clone();
-                let to = (self.next_seq(), (active_no, self.follower.cursor.len));
-                let (commit, pending) = Commit::new(to, file, path, pieces, fresh.clone(), log);
+                let end = self.checked_end();
+                let (commit, pending) = Commit::new(end, file, path, pieces, fresh.clone(), log);
                 self.pending = Some(pending);
                 Some(commit)
             }
@@ -673,7 +667,7 @@ impl AgentStore {
         ops: &[Op],
         new_from: usize,
         torn_len: usize,
-    ) -> Option<(u64, File, PathBuf, Vec<Piece>)> {
+    ) -> Option<(File, PathBuf, Vec<Piece>)> {
         #[cfg(test)]
         if self.panic_after_write {
             return None;
@@ -697,7 +691,7 @@ impl AgentStore {
             }
         }
         let file = file.try_clone().ok()?;
-        Some((*active, file, segment_path(&self.dir, *active), pieces))
+        Some((file, segment_path(&self.dir, *active), pieces))
     }
 
     /// Whether batches were stored since the snapshot was written.
@@ -923,10 +917,7 @@ impl AgentStore {
         if let Some((n, f)) = &self.active
             && *n == no
         {
-            let path = segment_path(&self.dir, no);
-            let started = std::time::Instant::now();
-            f.sync_data().map_err(io_at(&path))?;
-            crate::metrics::observe_fsync(started.elapsed());
+            sync_segment(f, &segment_path(&self.dir, no))?;
         }
         Ok(())
     }
@@ -1066,6 +1057,14 @@ fn cut_tail(path: &Path, len: u64) -> Result<String, StoreError> {
     );
     warn(&done);
     Ok(done)
+}
+
+/// `fdatasync` of a segment written to, timed for the metrics.
+fn sync_segment(f: &File, path: &Path) -> Result<(), StoreError> {
+    let started = std::time::Instant::now();
+    f.sync_data().map_err(io_at(path))?;
+    crate::metrics::observe_fsync(started.elapsed());
+    Ok(())
 }
 
 fn warn(msg: &str) {
@@ -1363,9 +1362,17 @@ mod tests {
                 let ran = first_ran.load(std::sync::atomic::Ordering::SeqCst);
                 (r, ran)
             });
-            // A negative check (nothing to wait for): the second call must
-            // not return while the first batch is unwritten.
-            std::thread::sleep(std::time::Duration::from_millis(200));
+            // The second call reaches the wait for the first commit and
+            // blocks there (a deadline, not a sleep).
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while c1.waiters() == 0 {
+                assert!(
+                    !second.is_finished(),
+                    "returned before the batch before was written"
+                );
+                assert!(std::time::Instant::now() < deadline, "never waited");
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
             assert!(
                 !second.is_finished(),
                 "returned before the batch before was written"
